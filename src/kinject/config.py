@@ -1,0 +1,151 @@
+"""Settings: read once at the edges (CLI, API app) and handed down as small frozen configs.
+
+Every setting can come from the environment (prefix ``KINJECT_``, nesting with ``__``, e.g.
+``KINJECT_KAFKA__BOOTSTRAP_SERVERS``), from a TOML file (``--config`` or ``KINJECT_CONFIG``),
+or from defaults. One data directory holds all durable state.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from kinject.errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "kinject"
+
+
+class KafkaSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # None: start the embedded Tansu broker on a free loopback port.
+    bootstrap_servers: str | None = None
+    topic_prefix: str = "kinject"
+    partitions: int = Field(default=3, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    # Short group timings: a consumer-group join waits for the rebalance timeout.
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    max_poll_interval_ms: int = 300_000
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _strip(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        return v.strip()
+
+
+class ModelSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # A package default ("minilm", "smollm2", "use-multilingual"), a local path, or a hub id.
+    embedder: str = "minilm"
+    generator: str = "smollm2"
+    # "auto" picks CUDA when present, else CPU.
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Path to an open_clip checkpoint (or a hub tag); None turns the image index off.
+    clip_model: str = "ViT-B-32"
+    clip_checkpoint: str | None = None
+
+
+class IngestSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    chunk_size: int = Field(default=400, ge=32, description="characters per chunk")
+    chunk_overlap: int = Field(default=40, ge=0)
+    ocr_engine: Literal["rapidocr", "tesseract", "auto"] = "auto"
+    batch_size: int = Field(default=32, ge=1)
+    linger_ms: int = Field(default=200, ge=0)
+
+
+class ApiSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """All of kinject's settings. Construct with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KINJECT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    log_level: str = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    models: ModelSettings = ModelSettings()
+    ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _TOML_FILE.get("path")
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+# The TOML path for the Settings being built (pydantic-settings reads sources at class level).
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from overrides > environment > TOML file > defaults.
+
+    Raises ConfigError naming the bad setting instead of a pydantic traceback.
+    """
+    from pydantic import ValidationError
+
+    path = Path(config_file).expanduser() if config_file else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    _TOML_FILE["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    finally:
+        _TOML_FILE["path"] = None

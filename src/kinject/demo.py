@@ -1,0 +1,177 @@
+"""``kinject demo``: the whole road once, on the embedded defaults.
+
+Broker -> sample knowledge base (CSV, JSON, English and Chinese text, a scanned page, a
+captioned image) -> kinject.records -> ingest worker -> kinject.chunks -> index -> answers
+with citations. The facts are invented, so a right answer proves retrieval worked.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kinject.config import Settings
+from kinject.errors import KinjectError
+
+log = logging.getLogger(__name__)
+
+
+def _wait_for(cond: Callable[[], bool], timeout_s: float, what: str,
+              interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise KinjectError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None = None) -> bool:
+    """Run the demo; return True when every question got a right, cited answer."""
+    from kinject.demo_data import DEMO_QUESTIONS, sample_records, write_sample_kb
+    from kinject.index.embedders import load_embedder
+    from kinject.index.text_index import TextIndex
+    from kinject.ingest.envelope import encode_record
+    from kinject.ingest.pipeline import IngestConfig
+    from kinject.models import load_generator
+    from kinject.rag.service import RagService
+    from kinject.stream.broker import connect
+    from kinject.stream.clients import make_producer
+    from kinject.stream.ingest_worker import IngestWorker
+    from kinject.stream.materialiser import IndexMaterialiser
+    from kinject.stream.topics import Topics
+
+    out = console or Console()
+    root = settings.data_dir / "demo"
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="kinject-demo")
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=False,
+                        disable=not Console(stderr=True).is_terminal)
+    with progress:
+        def step(text: str) -> int:
+            out.print(f"[bold cyan]>[/] {text}") if progress.disable else None
+            return progress.add_task(text)
+
+        # The generator loads in the background (the first run converts the GGUF once).
+        gen_task = step("Loading the generator (SmolLM2; converted once, then cached)")
+        gen_future: Future[Any] = pool.submit(
+            load_generator, settings.models.generator, settings.models_dir,
+            settings.models.device, settings.models.dtype)
+
+        task = step("Starting the broker")
+        t = time.perf_counter()
+        with connect(settings.kafka) as bootstrap:
+            timings["broker_s"] = time.perf_counter() - t
+            progress.update(task, description=f"Broker ready at {bootstrap}", completed=1,
+                            total=1)
+            try:
+                task = step("Loading the embedder")
+                embedder = load_embedder(settings.models.embedder)
+                embedder.warm_up()
+                progress.update(task, description=f"Embedder {embedder.name} ready",
+                                completed=1, total=1)
+
+                task = step("Writing the sample knowledge base")
+                kb_dir = root / "kb"
+                write_sample_kb(kb_dir)
+                records = sample_records(kb_dir)
+                progress.update(task, completed=1, total=1,
+                                description=f"Sample knowledge base: {len(records)} sources "
+                                            f"in {kb_dir}")
+
+                task = step("Starting the ingest worker and the index materialiser")
+                index = TextIndex(root / "index", embedder).open()
+                worker = IngestWorker(settings.kafka, bootstrap,
+                                      IngestConfig(chunk_size=settings.ingest.chunk_size,
+                                                   chunk_overlap=settings.ingest.chunk_overlap,
+                                                   ocr_engine=settings.ingest.ocr_engine),
+                                      embedder, group_id="kinject-ingest")
+                materialiser = IndexMaterialiser(settings.kafka, bootstrap, index)
+                for target in (worker.run, materialiser.run):
+                    th = threading.Thread(target=target, args=(stop,), daemon=True)
+                    th.start()
+                    threads.append(th)
+                progress.update(task, completed=1, total=1)
+
+                task = step(f"Publishing {len(records)} records to kinject.records")
+                topics = Topics.from_settings(settings.kafka)
+                producer = make_producer(settings.kafka, bootstrap)
+                t_pub = time.perf_counter()
+                for rec in records:
+                    producer.send(topics.records, key=rec.source_id.encode(),
+                                  value=encode_record(rec))
+                producer.flush()
+                producer.close()
+                expected = {r.source_id for r in records}
+                progress.update(task, description="Waiting until every record is answerable")
+                _wait_for(lambda: expected <= {s for s in expected if index.docstore and
+                                               index.docstore.lineage(s)},
+                          120, "the records to be indexed")
+                timings["publish_to_answerable_s"] = time.perf_counter() - t_pub
+                progress.update(task, completed=1, total=1,
+                                description=f"{len(records)} records indexed as {len(index)} "
+                                            f"chunks in {timings['publish_to_answerable_s']:.2f}s"
+                                            " after publishing")
+
+                generator = gen_future.result()
+                progress.update(gen_task, completed=1, total=1,
+                                description="Generator ready")
+                rag = RagService(index, generator)
+                results = []
+                task = step(f"Answering {len(DEMO_QUESTIONS)} questions")
+                for q in DEMO_QUESTIONS:
+                    answer = rag.ask(q.question)
+                    correct = any(e.lower() in answer.text.lower() for e in q.expected)
+                    cited = any(c.source_id == q.source_id for c in answer.citations)
+                    results.append((q, answer, correct, cited))
+                    progress.advance(task)
+                progress.update(task, completed=1, total=1)
+            finally:
+                stop.set()
+                for th in threads:
+                    th.join(timeout=15)
+                pool.shutdown(wait=False, cancel_futures=True)
+    timings["total_s"] = time.perf_counter() - t_start
+    if worker.dead_letters:
+        out.print(f"[yellow]{worker.dead_letters} record(s) went to the dead-letter topic[/]")
+    _report(out, results, timings)
+    index.close()
+    return all(c and s for _, _, c, s in results)
+
+
+def _report(out: Console, results: list[Any], timings: dict[str, float]) -> None:
+    table = Table(title="kinject demo: answers from the sample knowledge base", show_lines=True)
+    table.add_column("question")
+    table.add_column("answer")
+    table.add_column("cited source")
+    table.add_column("ok", justify="center")
+    for q, answer, correct, cited in results:
+        sources = ", ".join(c.source_id for c in answer.citations) or "-"
+        table.add_row(q.question, answer.text, sources,
+                      "[green]yes[/]" if correct and cited else "[red]no[/]")
+    out.print(table)
+    n_ok = sum(1 for _, _, c, s in results if c and s)
+    out.print(f"answers right and cited: {n_ok}/{len(results)}")
+    out.print(f"publish -> answerable: {timings['publish_to_answerable_s']:.2f}s  "
+              f"(broker start {timings['broker_s']:.2f}s, whole demo {timings['total_s']:.1f}s)")
+
+
+def demo_dir(settings: Settings) -> Path:
+    return settings.data_dir / "demo"

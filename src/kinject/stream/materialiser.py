@@ -1,0 +1,113 @@
+"""Index materialiser: kinject.chunks -> the local TextIndex of this replica.
+
+Every serving replica keeps a full copy of the index, so the materialiser reads *all*
+partitions by assignment (no consumer group) and keeps its position inside the docstore,
+committed in the same transaction as the chunks. On start it seeks to the stored offsets;
+when the log went backwards (a restarted in-memory broker), it re-reads from the start,
+which the idempotent updates make safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from kinject.config import KafkaSettings
+from kinject.index.text_index import TextIndex
+from kinject.stream.clients import make_consumer
+from kinject.stream.events import decode_update
+from kinject.stream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class IndexMaterialiser:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        bootstrap: str,
+        index: TextIndex,
+        *,
+        snapshot_every_s: float = 30.0,
+        max_records: int = 256,
+    ) -> None:
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+        self.index = index
+        self.topics = Topics.from_settings(kafka)
+        self.snapshot_every_s = snapshot_every_s
+        self.max_records = max_records
+        self.applied = 0
+        self._consumer: Any = None
+        self._last_snapshot = time.monotonic()
+
+    def start(self) -> None:
+        from kafka import TopicPartition
+
+        topic = self.topics.chunks
+        self._consumer = make_consumer(self.kafka, self.bootstrap, None, [])
+        parts = self._consumer.partitions_for_topic(topic) or set()
+        deadline = time.monotonic() + 15
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.2)
+            parts = self._consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        stored = self.index.applied_offsets(topic)
+        ends = self._consumer.end_offsets(tps)
+        for tp in tps:
+            nxt = stored.get(tp.partition)
+            if nxt is None or nxt > ends.get(tp, 0):
+                if nxt is not None:
+                    log.warning(
+                        "%s[%d]: stored offset %d is past the log end %d (the broker "
+                        "lost its log); re-reading from the start",
+                        topic,
+                        tp.partition,
+                        nxt,
+                        ends.get(tp, 0),
+                    )
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, nxt)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self.index.snapshot()
+
+    def run(self, stop: threading.Event, poll_timeout_ms: int = 200) -> None:
+        self.start()
+        try:
+            while not stop.is_set():
+                self.poll_once(poll_timeout_ms)
+        finally:
+            self.close()
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        updates, offsets = [], {}
+        for tp, batch in polled.items():
+            for msg in batch:
+                try:
+                    updates.append(decode_update(msg.value))
+                except (ValueError, KeyError, TypeError) as exc:
+                    # Written by a worker of another version, or corrupted: skip, loudly.
+                    log.error(
+                        "skipping unreadable chunk event %s[%d]@%d: %s",
+                        tp.topic,
+                        tp.partition,
+                        msg.offset,
+                        exc,
+                    )
+                offsets[(tp.topic, tp.partition)] = msg.offset + 1
+        if offsets:
+            self.index.apply(updates, offsets)
+            self.applied += len(updates)
+        if time.monotonic() - self._last_snapshot > self.snapshot_every_s:
+            self.index.snapshot()
+            self._last_snapshot = time.monotonic()
+        return len(updates)

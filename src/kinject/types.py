@@ -1,0 +1,173 @@
+"""Frozen value types shared by every stage of kinject.
+
+They validate themselves in ``__post_init__`` and name the bad value, so a wrong value
+fails where it is made, not three stages later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Op = Literal["upsert", "delete"]
+Route = Literal["rag", "adapter", "both", "auto"]
+KINDS = ("text", "markdown", "html", "json", "jsonl", "xml", "csv", "tsv", "pdf", "image", "sql")
+
+
+def content_hash(*parts: str | bytes) -> str:
+    """A stable 16-byte hex digest of the parts (sha256, truncated)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8") if isinstance(p, str) else p)
+        h.update(b"\x1f")
+    return h.hexdigest()[:32]
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One unit of knowledge as it arrives on ``kinject.records``."""
+
+    source_id: str
+    op: Op = "upsert"
+    kind: str | None = None
+    content: bytes = b""
+    meta: dict[str, Any] = field(default_factory=dict)
+    ts: float | None = None
+    # Where it was read from, once consumed: (topic, partition, offset).
+    position: tuple[str, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _require(bool(self.source_id) and isinstance(self.source_id, str),
+                 f"source_id must be a non-empty string, got {self.source_id!r}")
+        _require(self.op in ("upsert", "delete"), f"op must be 'upsert' or 'delete', got {self.op!r}")
+        _require(self.kind is None or self.kind in KINDS,
+                 f"kind must be one of {KINDS} or None, got {self.kind!r}")
+        _require(isinstance(self.content, bytes), f"content must be bytes, got {type(self.content)}")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A normalised piece of text from one source (a file, a row, a page)."""
+
+    doc_id: str
+    source_id: str
+    text: str
+    kind: str
+    lang: str = "en"
+    title: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.doc_id), "doc_id must be non-empty")
+        _require(bool(self.source_id), "source_id must be non-empty")
+        _require(isinstance(self.text, str), f"text must be str, got {type(self.text)}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrievable unit of a document. ``chunk_id`` = hash(source_id, text)."""
+
+    chunk_id: str
+    doc_id: str
+    source_id: str
+    text: str
+    ordinal: int = 0
+    lang: str = "en"
+    kind: str = "text"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.chunk_id), "chunk_id must be non-empty")
+        _require(bool(self.text.strip()), f"chunk {self.chunk_id} has empty text")
+        _require(self.ordinal >= 0, f"ordinal must be >= 0, got {self.ordinal}")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """An image for the CLIP index; caption and OCR text are indexed as text chunks too."""
+
+    image_id: str
+    source_id: str
+    data: bytes
+    caption: str = ""
+    ocr_text: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.image_id), "image_id must be non-empty")
+        _require(len(self.data) > 0, f"image {self.image_id} has no bytes")
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One fine-tuning example with its lineage."""
+
+    example_id: str
+    chunk_id: str
+    source_id: str
+    prompt: str
+    completion: str
+    form: str = "passage"
+    cycle: int = 0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.completion), f"example {self.example_id} has an empty completion")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its score (higher is better)."""
+
+    chunk_id: str
+    source_id: str
+    text: str
+    score: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage an answer rests on: ``n`` is its [n] marker in the answer."""
+
+    n: int
+    source_id: str
+    chunk_id: str
+    score: float
+    snippet: str
+
+    def __post_init__(self) -> None:
+        _require(self.n >= 1, f"citation number must be >= 1, got {self.n}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What ``ask`` returns: the answer text and the passages it came from."""
+
+    text: str
+    citations: tuple[Citation, ...] = ()
+    images: tuple[str, ...] = ()
+    adapter_version: str | None = None
+    route: Route = "rag"
+    abstained: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """An immutable, content-addressed LoRA adapter."""
+
+    version: str
+    base_model: str
+    parent: str | None = None
+    created_at: float = 0.0
+    status: Literal["candidate", "active", "rejected", "tainted", "retired"] = "candidate"
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.version), "version must be non-empty")

@@ -1,0 +1,211 @@
+"""The embedded broker and the client factories against a real Tansu broker."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from kinject.config import KafkaSettings
+from kinject.errors import BrokerError
+from kinject.stream.broker import EmbeddedBroker, connect, find_tansu
+from kinject.stream.clients import make_admin, make_consumer, make_producer, wait_until_reachable
+from kinject.stream.topics import Topics, ensure_topics
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tansu_children() -> set[int]:
+    return {
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if p.name() == "tansu" and p.status() != psutil.STATUS_ZOMBIE
+    }
+
+
+def _gone(pid: int, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture()
+def broker() -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own (the session one is shared)."""
+    b = EmbeddedBroker(KafkaSettings(topic_prefix="own"), port=0)
+    try:
+        yield b.start()
+    finally:
+        b.stop()
+
+
+def test_find_tansu_returns_an_executable() -> None:
+    path = find_tansu()
+    assert path.name == "tansu"
+    assert path.is_file()
+
+
+@pytest.mark.kafka
+def test_kinject_topics_exist_with_the_configured_partitions(kafka_bootstrap: str) -> None:
+    kafka = KafkaSettings(partitions=3)
+    topics = Topics.from_settings(kafka)
+    admin = make_admin(kafka, kafka_bootstrap)
+    try:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(topics.all())}
+    finally:
+        admin.close()
+    assert described == {
+        "kinject.records": 3,
+        "kinject.chunks": 3,
+        "kinject.dlq": 3,
+        "kinject.adapters": 1,
+    }
+
+
+@pytest.mark.kafka
+def test_ensure_topics_is_idempotent(kafka_bootstrap: str) -> None:
+    kafka = KafkaSettings(topic_prefix=f"idem-{uuid.uuid4().hex[:8]}", partitions=2)
+    first = ensure_topics(kafka, kafka_bootstrap, timeout_s=10)
+    second = ensure_topics(kafka, kafka_bootstrap, timeout_s=10)
+    assert first == second
+    assert first.records == f"{kafka.topic_prefix}.records"
+    admin = make_admin(kafka, kafka_bootstrap)
+    try:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(first.all())}
+    finally:
+        admin.close()
+    assert described[first.records] == 2
+    assert described[first.adapters] == 1
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_record_produced_is_consumed_by_a_group_and_committed(kafka_bootstrap: str) -> None:
+    from kafka import TopicPartition
+
+    kafka = KafkaSettings()
+    topic = Topics.from_settings(kafka).records
+    key, value = b"source-1", f"payload {uuid.uuid4()}".encode()
+    producer = make_producer(kafka, kafka_bootstrap)
+    try:
+        sent = producer.send(topic, key=key, value=value).get(timeout=10)
+    finally:
+        producer.close()
+
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    consumer = make_consumer(kafka, kafka_bootstrap, group, [topic])
+    started = time.monotonic()
+    try:
+        found = None
+        while found is None and time.monotonic() - started < 20:
+            for records in consumer.poll(timeout_ms=500).values():
+                found = next((r for r in records if r.value == value), found)
+        assert found is not None, "the record never arrived"
+        assert found.key == key
+        assert (found.partition, found.offset) == (sent.partition, sent.offset)
+        consumer.commit()
+        tp = TopicPartition(topic, found.partition)
+        assert consumer.committed(tp) == found.offset + 1
+    finally:
+        consumer.close()
+    # Short group timings from the settings: a join takes seconds, not the default ~23 s.
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.kafka
+def test_connect_to_configured_servers_starts_no_broker(kafka_bootstrap: str) -> None:
+    before = _tansu_children()
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix="external")
+    with connect(kafka, timeout_s=10) as bootstrap:
+        assert bootstrap == kafka_bootstrap
+        assert _tansu_children() == before
+        admin = make_admin(kafka, bootstrap)
+        try:
+            assert "external.records" in admin.list_topics()
+        finally:
+            admin.close()
+
+
+def test_connect_to_unreachable_servers_names_them() -> None:
+    servers = f"127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(BrokerError) as caught:
+        with connect(KafkaSettings(bootstrap_servers=servers), timeout_s=1):
+            pytest.fail("connect() yielded for an unreachable broker")
+    assert servers in str(caught.value)
+    assert "KINJECT_KAFKA__BOOTSTRAP_SERVERS" in str(caught.value)
+    assert time.monotonic() - started < 5
+
+
+def test_wait_until_reachable_rejects_a_bad_port() -> None:
+    with pytest.raises(BrokerError, match="bad port"):
+        wait_until_reachable("127.0.0.1:notaport", 0.1)
+
+
+@pytest.mark.kafka
+def test_connect_without_servers_runs_a_broker_only_inside_the_block() -> None:
+    before = _tansu_children()
+    with connect(KafkaSettings(topic_prefix="embedded"), timeout_s=30) as bootstrap:
+        started = _tansu_children() - before
+        assert len(started) == 1
+        wait_until_reachable(bootstrap, 5)
+    (pid,) = started
+    assert _gone(pid)
+
+
+@pytest.mark.kafka
+def test_stop_leaves_no_process_and_is_idempotent(broker: EmbeddedBroker) -> None:
+    pid = broker.pid
+    port = broker.port
+    assert pid is not None and port is not None
+    broker.stop()
+    broker.stop()
+    assert _gone(pid)
+    assert not broker.running
+    with pytest.raises(BrokerError, match="not running"):
+        _ = broker.bootstrap_servers
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
+
+
+def test_a_port_in_use_is_reported() -> None:
+    before = _tansu_children()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BrokerError, match=f"port {port} .* already in use"):
+            EmbeddedBroker(KafkaSettings(), port=port).start()
+    assert _tansu_children() == before  # nothing was left running
+
+
+@pytest.mark.kafka
+def test_a_broker_started_from_a_thread_outlives_the_thread() -> None:
+    # PR_SET_PDEATHSIG follows the forking thread, not the process: the broker must not die
+    # when the thread that started it ends.
+    holder: list[EmbeddedBroker] = []
+    thread = threading.Thread(target=lambda: holder.append(EmbeddedBroker(KafkaSettings()).start()))
+    thread.start()
+    thread.join(timeout=60)
+    (b,) = holder
+    try:
+        time.sleep(0.3)  # a pdeathsig kill would be immediate
+        assert b.running
+        wait_until_reachable(b.bootstrap_servers, 5)
+    finally:
+        b.stop()

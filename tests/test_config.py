@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from kinject.config import load_settings
+from kinject.errors import ConfigError
+
+
+def test_environment_nested_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KINJECT_KAFKA__BOOTSTRAP_SERVERS", "broker-a:9092,broker-b:9092")
+    monkeypatch.setenv("KINJECT_KAFKA__PARTITIONS", "6")
+    monkeypatch.setenv("KINJECT_DATA_DIR", str(tmp_path))
+    s = load_settings()
+    assert s.kafka.bootstrap_servers == "broker-a:9092,broker-b:9092"
+    assert s.kafka.partitions == 6
+    assert s.data_dir == tmp_path
+    assert s.models_dir == tmp_path / "models"
+
+
+def test_blank_bootstrap_means_embedded_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KINJECT_KAFKA__BOOTSTRAP_SERVERS", "  ")
+    assert load_settings().kafka.bootstrap_servers is None
+
+
+def test_toml_file_is_read_and_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "kinject.toml"
+    cfg.write_text('log_level = "DEBUG"\n[kafka]\npartitions = 5\ntopic_prefix = "acme"\n')
+    monkeypatch.setenv("KINJECT_KAFKA__PARTITIONS", "7")
+    s = load_settings(cfg)
+    assert s.log_level == "DEBUG"
+    assert s.kafka.topic_prefix == "acme"
+    assert s.kafka.partitions == 7  # environment over file
+    # the file is not sticky: the next load without it is back to defaults
+    monkeypatch.delenv("KINJECT_KAFKA__PARTITIONS")
+    assert load_settings().kafka.topic_prefix == "kinject"
+
+
+def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KINJECT_KAFKA__PARTITIONS", "0")
+    with pytest.raises(ConfigError, match="kafka.partitions"):
+        load_settings()
+    monkeypatch.delenv("KINJECT_KAFKA__PARTITIONS")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+    bad.write_text("no_such_setting = 1\n")
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        load_settings(bad)
+
+
+def test_secrets_are_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KINJECT_API__API_KEY", "sk-very-secret")
+    monkeypatch.setenv("KINJECT_KAFKA__SASL_PASSWORD", "hunter2")
+    s = load_settings()
+    assert "sk-very-secret" not in repr(s) and "hunter2" not in repr(s)
+    assert s.api.api_key is not None and s.api.api_key.get_secret_value() == "sk-very-secret"
