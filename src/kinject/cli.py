@@ -70,7 +70,8 @@ def broker(
 
     try:
         settings = _settings(config, data_dir)
-        serve_foreground(settings.kafka, port=port)
+        serve_foreground(settings.kafka, port=port,
+                         log_file=settings.data_dir / "logs" / "tansu.log")
     except KinjectError as exc:
         raise _fail(exc) from exc
 

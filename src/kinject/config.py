@@ -70,7 +70,7 @@ class IngestSettings(BaseModel):
 
     chunk_size: int = Field(default=400, ge=32, description="characters per chunk")
     chunk_overlap: int = Field(default=40, ge=0)
-    ocr_engine: Literal["rapidocr", "tesseract", "auto"] = "auto"
+    ocr_engine: Literal["auto", "rapidocr", "tesseract", "none"] = "auto"
     batch_size: int = Field(default=32, ge=1)
     linger_ms: int = Field(default=200, ge=0)
 

@@ -70,7 +70,7 @@ def test_hash_embedder_rejects_bad_dim_and_a_bare_string() -> None:
     with pytest.raises(ValueError, match="dim"):
         HashEmbedder(dim=1)
     with pytest.raises(TypeError, match="single str"):
-        HashEmbedder().encode("not a list")  # type: ignore[arg-type]
+        HashEmbedder().encode("not a list")
 
 
 # --- specs --------------------------------------------------------------------------------------

@@ -10,25 +10,48 @@ from kinject.index.text_index import TextIndex
 from kinject.types import Chunk, content_hash
 
 
-def _update(emb: HashEmbedder, source_id: str, texts: list[str],
-            pos: tuple[str, int, int] = ("kinject.records", 0, 0)) -> SourceUpdate:
-    chunks = tuple(Chunk(chunk_id=content_hash(source_id, t), doc_id=f"{source_id}#0",
-                         source_id=source_id, text=t, ordinal=i) for i, t in enumerate(texts))
-    return SourceUpdate(op="upsert", source_id=source_id, chunks=chunks,
-                        vectors=emb.encode(texts), record_position=pos, embedder=emb.name)
+def _update(
+    emb: HashEmbedder,
+    source_id: str,
+    texts: list[str],
+    pos: tuple[str, int, int] = ("kinject.records", 0, 0),
+) -> SourceUpdate:
+    chunks = tuple(
+        Chunk(
+            chunk_id=content_hash(source_id, t),
+            doc_id=f"{source_id}#0",
+            source_id=source_id,
+            text=t,
+            ordinal=i,
+        )
+        for i, t in enumerate(texts)
+    )
+    return SourceUpdate(
+        op="upsert",
+        source_id=source_id,
+        chunks=chunks,
+        vectors=emb.encode(texts),
+        record_position=pos,
+        embedder=emb.name,
+    )
 
 
 def test_search_finds_the_matching_chunk(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
     with TextIndex(tmp_path, hash_embedder) as index:
-        index.apply([_update(hash_embedder, "a", ["the red falcon nests on cliffs"]),
-                     _update(hash_embedder, "b", ["quarterly tax filing deadlines"])])
+        index.apply(
+            [
+                _update(hash_embedder, "a", ["the red falcon nests on cliffs"]),
+                _update(hash_embedder, "b", ["quarterly tax filing deadlines"]),
+            ]
+        )
         hits = index.search("where does the red falcon nest", k=2)
         assert hits[0].source_id == "a"
         assert hits[0].score > hits[1].score
 
 
-def test_replay_changes_nothing_and_update_replaces(tmp_path: Path,
-                                                   hash_embedder: HashEmbedder) -> None:
+def test_replay_changes_nothing_and_update_replaces(
+    tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
     with TextIndex(tmp_path, hash_embedder) as index:
         u = _update(hash_embedder, "a", ["alpha one", "alpha two"])
         index.apply([u])
@@ -39,11 +62,16 @@ def test_replay_changes_nothing_and_update_replaces(tmp_path: Path,
         assert [h.text for h in index.search("alpha", k=5)] == ["alpha three"]
 
 
-def test_delete_removes_the_source_and_is_recorded(tmp_path: Path,
-                                                   hash_embedder: HashEmbedder) -> None:
+def test_delete_removes_the_source_and_is_recorded(
+    tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
     with TextIndex(tmp_path, hash_embedder) as index:
-        index.apply([_update(hash_embedder, "a", ["secret plan"]),
-                     _update(hash_embedder, "b", ["public plan"])])
+        index.apply(
+            [
+                _update(hash_embedder, "a", ["secret plan"]),
+                _update(hash_embedder, "b", ["public plan"]),
+            ]
+        )
         index.apply([SourceUpdate(op="delete", source_id="a")])
         assert {h.source_id for h in index.search("plan", k=5)} == {"b"}
         ops = [e["op"] for e in index.docstore.lineage("a")]  # type: ignore[union-attr]
@@ -52,8 +80,10 @@ def test_delete_removes_the_source_and_is_recorded(tmp_path: Path,
 
 def test_state_and_offsets_survive_restart(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
     with TextIndex(tmp_path, hash_embedder) as index:
-        index.apply([_update(hash_embedder, "a", ["kept across restarts"])],
-                    {("kinject.chunks", 0): 5, ("kinject.chunks", 2): 9})
+        index.apply(
+            [_update(hash_embedder, "a", ["kept across restarts"])],
+            {("kinject.chunks", 0): 5, ("kinject.chunks", 2): 9},
+        )
     with TextIndex(tmp_path, hash_embedder) as index:
         assert index.search("kept across restarts", 1)[0].source_id == "a"
         assert index.applied_offsets("kinject.chunks") == {0: 5, 2: 9}
@@ -85,9 +115,12 @@ def test_embedder_mismatch_is_a_clear_error(tmp_path: Path, hash_embedder: HashE
 
 def test_bad_arguments(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
     with pytest.raises(ValueError, match="chunks but"):
-        SourceUpdate(op="upsert", source_id="a",
-                     chunks=(Chunk(chunk_id="c", doc_id="d", source_id="a", text="t"),),
-                     vectors=np.zeros((0, 64), np.float32))
+        SourceUpdate(
+            op="upsert",
+            source_id="a",
+            chunks=(Chunk(chunk_id="c", doc_id="d", source_id="a", text="t"),),
+            vectors=np.zeros((0, 64), np.float32),
+        )
     with TextIndex(tmp_path, hash_embedder) as index:
         with pytest.raises(ValueError, match="k must be positive"):
             index.search("q", k=0)

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -180,7 +181,9 @@ def test_stop_leaves_no_process_and_is_idempotent(broker: EmbeddedBroker) -> Non
     with pytest.raises(BrokerError, match="not running"):
         _ = broker.bootstrap_servers
     with socket.socket() as s:
-        s.bind(("127.0.0.1", port))  # the port is free again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()  # a new broker could listen on the port again
 
 
 def test_a_port_in_use_is_reported() -> None:
@@ -206,6 +209,71 @@ def test_a_broker_started_from_a_thread_outlives_the_thread() -> None:
     try:
         time.sleep(0.3)  # a pdeathsig kill would be immediate
         assert b.running
+        wait_until_reachable(b.bootstrap_servers, 5)
+    finally:
+        b.stop()
+
+
+@pytest.mark.kafka
+def test_a_port_taken_during_start_up_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The race a free-port pick cannot rule out: another process binds the port between
+    # the pick and Tansu's bind. Tansu then dies, and start() must try another port.
+    import kinject.stream.broker as broker_module
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks = iter([port])
+        real_free_port, real_is_free = broker_module._free_port, broker_module._port_is_free
+        monkeypatch.setattr(broker_module, "_free_port", lambda h: next(picks, real_free_port(h)))
+        lies = iter([True])
+        monkeypatch.setattr(
+            broker_module, "_port_is_free", lambda h, p: next(lies, real_is_free(h, p))
+        )
+        with EmbeddedBroker(KafkaSettings(topic_prefix="retry")) as b:
+            assert b.port != port
+            wait_until_reachable(b.bootstrap_servers, 5)
+
+
+@pytest.mark.kafka
+def test_the_broker_log_goes_to_the_log_file(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "tansu.log"
+    with EmbeddedBroker(KafkaSettings(topic_prefix="logged"), log_file=log) as b:
+        port = b.port
+    text = log.read_text()
+    assert f"127.0.0.1:{port}" in text
+    assert "\x1b[" not in text  # plain text, no terminal colours
+
+
+@pytest.mark.kafka
+def test_stop_is_quick_while_clients_are_connected() -> None:
+    kafka = KafkaSettings(topic_prefix="busy")
+    b = EmbeddedBroker(kafka).start()
+    producer = make_producer(kafka, b.bootstrap_servers)
+    try:
+        producer.send(Topics.from_settings(kafka).records, b"x").get(timeout=10)
+        started = time.monotonic()
+        b.stop()
+        assert time.monotonic() - started < 2  # no wait for clients to leave a memory log
+    finally:
+        b.stop()
+        producer.close(timeout=1)
+
+
+@pytest.mark.kafka
+def test_a_broker_that_died_can_be_started_again() -> None:
+    b = EmbeddedBroker(KafkaSettings(topic_prefix="again"))
+    try:
+        pid = b.start().pid
+        assert pid is not None
+        psutil.Process(pid).kill()
+        deadline = time.monotonic() + 5
+        while b.running and time.monotonic() < deadline:
+            time.sleep(0.02)  # a multithreaded process is a zombie before it can be reaped
+        assert not b.running
+        b.start()
+        assert b.running and b.pid != pid
         wait_until_reachable(b.bootstrap_servers, 5)
     finally:
         b.stop()

@@ -28,4 +28,5 @@ class SourceUpdate:
             raise ValueError(f"op must be 'upsert' or 'delete', got {self.op!r}")
         if self.op == "upsert" and len(self.chunks) != len(self.vectors):
             raise ValueError(
-                f"{len(self.chunks)} chunks but {len(self.vectors)} vectors for {self.source_id}")
+                f"{len(self.chunks)} chunks but {len(self.vectors)} vectors for {self.source_id}"
+            )

@@ -96,8 +96,9 @@ class Docstore:
 
     # -- writes (call inside transaction()) -----------------------------------------------
     @staticmethod
-    def upsert_chunks(db: sqlite3.Connection, chunks: Sequence[Chunk],
-                      vectors: np.ndarray) -> list[int]:
+    def upsert_chunks(
+        db: sqlite3.Connection, chunks: Sequence[Chunk], vectors: np.ndarray
+    ) -> list[int]:
         """Insert chunks that are new; return the row id of every chunk, new or old."""
         rows = []
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -105,34 +106,61 @@ class Docstore:
             db.execute(
                 "INSERT OR IGNORE INTO chunks(chunk_id, doc_id, source_id, ordinal, text, lang,"
                 " kind, meta, vector) VALUES (?,?,?,?,?,?,?,?,?)",
-                (c.chunk_id, c.doc_id, c.source_id, c.ordinal, c.text, c.lang, c.kind,
-                 json.dumps(c.meta, ensure_ascii=False, default=str), v.tobytes()),
+                (
+                    c.chunk_id,
+                    c.doc_id,
+                    c.source_id,
+                    c.ordinal,
+                    c.text,
+                    c.lang,
+                    c.kind,
+                    json.dumps(c.meta, ensure_ascii=False, default=str),
+                    v.tobytes(),
+                ),
             )
             row = db.execute("SELECT row_id FROM chunks WHERE chunk_id=?", (c.chunk_id,)).fetchone()
             rows.append(int(row[0]))
         return rows
 
     @staticmethod
-    def remove_source_except(db: sqlite3.Connection, source_id: str,
-                             keep: Iterable[str] = ()) -> list[int]:
+    def remove_source_except(
+        db: sqlite3.Connection, source_id: str, keep: Iterable[str] = ()
+    ) -> list[int]:
         """Delete the source's chunks not in ``keep``; return their row ids."""
         keep_set = set(keep)
-        gone = [(int(r), cid) for r, cid in db.execute(
-            "SELECT row_id, chunk_id FROM chunks WHERE source_id=?", (source_id,))
-            if cid not in keep_set]
+        gone = [
+            (int(r), cid)
+            for r, cid in db.execute(
+                "SELECT row_id, chunk_id FROM chunks WHERE source_id=?", (source_id,)
+            )
+            if cid not in keep_set
+        ]
         db.executemany("DELETE FROM chunks WHERE row_id=?", [(r,) for r, _ in gone])
         return [r for r, _ in gone]
 
     @staticmethod
-    def add_lineage(db: sqlite3.Connection, source_id: str, op: str,
-                    position: tuple[str, int, int] | None, content_hash: str | None,
-                    chunk_ids: Sequence[str]) -> None:
+    def add_lineage(
+        db: sqlite3.Connection,
+        source_id: str,
+        op: str,
+        position: tuple[str, int, int] | None,
+        content_hash: str | None,
+        chunk_ids: Sequence[str],
+    ) -> None:
         topic, partition, offset = position if position else (None, None, None)
         db.execute(
             "INSERT INTO lineage(source_id, op, topic, partition, offset, content_hash,"
             " chunk_ids, at) VALUES (?,?,?,?,?,?,?,?)",
-            (source_id, op, topic, partition, offset, content_hash, json.dumps(list(chunk_ids)),
-             time.time()),
+            (
+                source_id,
+                op,
+                topic,
+                partition,
+                offset,
+                content_hash,
+                json.dumps(list(chunk_ids)),
+                time.time(),
+            ),
         )
 
     @staticmethod
@@ -154,8 +182,12 @@ class Docstore:
     # -- reads ------------------------------------------------------------------------------
     def offsets(self, topic: str) -> dict[int, int]:
         with self._lock:
-            return {int(p): int(o) for p, o in self._db.execute(
-                "SELECT partition, next_offset FROM offsets WHERE topic=?", (topic,))}
+            return {
+                int(p): int(o)
+                for p, o in self._db.execute(
+                    "SELECT partition, next_offset FROM offsets WHERE topic=?", (topic,)
+                )
+            }
 
     def chunks_by_rows(self, row_ids: Sequence[int]) -> dict[int, Chunk]:
         if not row_ids:
@@ -164,7 +196,9 @@ class Docstore:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT row_id, chunk_id, doc_id, source_id, ordinal, text, lang, kind, meta "
-                f"FROM chunks WHERE row_id IN ({marks})", [int(r) for r in row_ids]).fetchall()
+                f"FROM chunks WHERE row_id IN ({marks})",
+                [int(r) for r in row_ids],
+            ).fetchall()
         return {int(r[0]): _chunk(r[1:]) for r in rows}
 
     def generation(self) -> int:
@@ -190,11 +224,31 @@ class Docstore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT op, topic, partition, offset, content_hash, chunk_ids, at FROM lineage "
-                "WHERE source_id=? ORDER BY id", (source_id,)).fetchall()
-        return [{"op": r[0], "topic": r[1], "partition": r[2], "offset": r[3],
-                 "content_hash": r[4], "chunk_ids": json.loads(r[5]), "at": r[6]} for r in rows]
+                "WHERE source_id=? ORDER BY id",
+                (source_id,),
+            ).fetchall()
+        return [
+            {
+                "op": r[0],
+                "topic": r[1],
+                "partition": r[2],
+                "offset": r[3],
+                "content_hash": r[4],
+                "chunk_ids": json.loads(r[5]),
+                "at": r[6],
+            }
+            for r in rows
+        ]
 
 
 def _chunk(r: Sequence[Any]) -> Chunk:
-    return Chunk(chunk_id=r[0], doc_id=r[1], source_id=r[2], ordinal=int(r[3]), text=r[4],
-                 lang=r[5], kind=r[6], meta=json.loads(r[7]))
+    return Chunk(
+        chunk_id=r[0],
+        doc_id=r[1],
+        source_id=r[2],
+        ordinal=int(r[3]),
+        text=r[4],
+        lang=r[5],
+        kind=r[6],
+        meta=json.loads(r[7]),
+    )

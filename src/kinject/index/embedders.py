@@ -176,8 +176,8 @@ class SentenceTransformerEmbedder:
             where = "local folder" if is_local else "hub id (needs the internet or a cached copy)"
             raise ModelNotFound(
                 f"cannot load embedder {self.source!r} as a sentence-transformers {where}: "
-                f"{str(exc).strip().rstrip('.')}. Set {SETTING} to 'minilm', '{USE_SPEC}', a local model folder or a "
-                "reachable hub id."
+                f"{str(exc).strip().rstrip('.')}. Set {SETTING} to 'minilm', '{USE_SPEC}', "
+                "a local model folder or a reachable hub id."
             ) from exc
         dim = model.get_embedding_dimension()
         if not dim:

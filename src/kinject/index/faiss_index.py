@@ -36,7 +36,8 @@ class FaissIndex:
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.ndim != 2 or vecs.shape[1] != self.dim or len(vecs) != len(ids_arr):
             raise ValueError(
-                f"expected {len(ids_arr)} vectors of dim {self.dim}, got shape {vecs.shape}")
+                f"expected {len(ids_arr)} vectors of dim {self.dim}, got shape {vecs.shape}"
+            )
         with self._lock:
             self._index.remove_ids(ids_arr)  # an upsert replaces, never duplicates
             self._index.add_with_ids(vecs, ids_arr)

@@ -81,7 +81,8 @@ class TextIndex:
             raise IndexFailure(
                 f"the index in {self.directory} holds {vecs.shape[1]}-d vectors but the embedder "
                 f"{self.embedder.name!r} makes {self.embedder.dim}-d ones; use the embedder it "
-                "was built with or a new data directory")
+                "was built with or a new data directory"
+            )
         index = FaissIndex(self.embedder.dim)
         index.upsert(ids, vecs)
         log.info("rebuilt FAISS from the docstore: %d vectors (generation %d)", len(ids), gen)
@@ -108,8 +109,9 @@ class TextIndex:
         return self.faiss
 
     # -- writes -------------------------------------------------------------------------------
-    def apply(self, updates: Sequence[SourceUpdate],
-              offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+    def apply(
+        self, updates: Sequence[SourceUpdate], offsets: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         """Apply updates and record ``offsets`` ({(topic, partition): next offset}) atomically."""
         store, index = self._store(), self._faiss()
         removed: list[int] = []
@@ -123,7 +125,8 @@ class TextIndex:
                     if u.vectors.shape[1] != index.dim:
                         raise IndexFailure(
                             f"update for {u.source_id} has {u.vectors.shape[1]}-d vectors, the "
-                            f"index holds {index.dim}-d ones (embedder {u.embedder!r})")
+                            f"index holds {index.dim}-d ones (embedder {u.embedder!r})"
+                        )
                     rows = store.upsert_chunks(db, u.chunks, u.vectors)
                     added_ids += rows
                     added_vecs.append(u.vectors)
@@ -157,7 +160,13 @@ class TextIndex:
         for score, row in zip(scores[0], ids[0], strict=True):
             chunk = chunks.get(int(row))
             if chunk is not None:  # deleted between search and lookup
-                hits.append(Hit(chunk_id=chunk.chunk_id, source_id=chunk.source_id,
-                                text=chunk.text, score=float(score),
-                                meta={**chunk.meta, "lang": chunk.lang, "kind": chunk.kind}))
+                hits.append(
+                    Hit(
+                        chunk_id=chunk.chunk_id,
+                        source_id=chunk.source_id,
+                        text=chunk.text,
+                        score=float(score),
+                        meta={**chunk.meta, "lang": chunk.lang, "kind": chunk.kind},
+                    )
+                )
         return hits

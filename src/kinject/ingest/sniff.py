@@ -49,6 +49,7 @@ _HTML_HINT = re.compile(
 )
 _MD_HINT = re.compile(r"^(#{1,6} \S|```|\* \S|- \S|\d+\. \S)", re.MULTILINE)
 _SNIFF_BYTES = 64 * 1024
+_SENTENCE_END = (".", "!", "?", "。", "！", "？")
 
 
 def sniff_kind(data: bytes, filename: str | None = None) -> str:
@@ -100,7 +101,8 @@ def csv_delimiter(text: str, max_lines: int = 20) -> str | None:
     """The delimiter that splits the first lines of ``text`` into a consistent table, if any.
 
     A table needs at least two lines, at least two columns, the same number of fields on
-    every line, and short header cells (prose with commas has long ones).
+    every line, and short header cells that do not end a sentence (prose with commas
+    fails one or the other).
     """
     lines = [ln for ln in text.splitlines()[:max_lines] if ln.strip()]
     if len(lines) < 2:
@@ -116,8 +118,8 @@ def csv_delimiter(text: str, max_lines: int = 20) -> str | None:
         widths = {len(r) for r in rows}
         if len(widths) != 1 or widths.pop() < 2:
             continue
-        header = rows[0]
-        if all(0 < len(cell.strip()) <= 64 for cell in header):
+        header = [cell.strip() for cell in rows[0]]
+        if all(0 < len(cell) <= 64 and not cell.endswith(_SENTENCE_END) for cell in header):
             return delim
     return None
 

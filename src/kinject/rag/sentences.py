@@ -36,14 +36,27 @@ class Candidate:
     score: float
 
 
-def select_sentences(question: str, hits: list[Hit], embedder: Embedder,
-                     max_sentences: int = 2) -> list[Candidate]:
-    """Rank every sentence of the hits by similarity to the question, weighted by its passage.
+# Structured records (a table row, a JSON object) are read whole: split into "field: value"
+# sentences they would lose the entity each field belongs to.
+STRUCTURED_KINDS = frozenset({"csv", "tsv", "json", "jsonl", "xml", "sql"})
 
-    The score mixes the sentence's cosine with the question, its passage's retrieval score and
+
+def reading_units(hit: Hit) -> list[str]:
+    """The pieces of a passage the reader may be shown: sentences, or the whole record."""
+    if hit.meta.get("kind") in STRUCTURED_KINDS:
+        return [hit.text.strip()]
+    return split_sentences(hit.text)
+
+
+def select_sentences(question: str, hits: list[Hit], embedder: Embedder,
+                     max_sentences: int = 2, margin: float = 0.1) -> list[Candidate]:
+    """Rank every reading unit of the hits by similarity to the question, weighted by its
+    passage.
+
+    The score mixes the unit's cosine with the question, its passage's retrieval score and
     word overlap, so a sentence about the right entity in the right passage wins.
     """
-    pairs = [(s, h) for h in hits for s in split_sentences(h.text)]
+    pairs = [(s, h) for h in hits for s in reading_units(h)]
     if not pairs:
         return []
     vecs = embedder.encode([question] + [s for s, _ in pairs])
@@ -55,8 +68,11 @@ def select_sentences(question: str, hits: list[Hit], embedder: Embedder,
         scored.append(Candidate(sentence, hit, float(sim) + 0.5 * hit.score + 0.3 * overlap))
     scored.sort(key=lambda c: c.score, reverse=True)
     seen: set[str] = set()
-    chosen = []
+    chosen: list[Candidate] = []
     for c in scored:
+        # A runner-up far behind the best unit only gives the reader an entity to confuse.
+        if chosen and c.score < chosen[0].score - margin:
+            break
         if c.sentence not in seen:
             seen.add(c.sentence)
             chosen.append(c)
@@ -65,16 +81,18 @@ def select_sentences(question: str, hits: list[Hit], embedder: Embedder,
     return chosen
 
 
-def grounding(answer: str, passage: str) -> float:
-    """Share of the answer's words that occur in the passage (0..1)."""
-    a = tokens(answer)
-    if not a:
+def grounding(answer: str, passage: str, question: str = "") -> float:
+    """Share of the answer's new words (those the question did not contain) found in the
+    passage, 0..1. An answer that only restates the question scores 0."""
+    new = tokens(answer) - tokens(question)
+    if not new:
         return 0.0
-    return len(a & tokens(passage)) / len(a)
+    return len(new & tokens(passage)) / len(new)
 
 
-def best_grounding(answer: str, passages: list[str]) -> tuple[int, float]:
-    scores = np.array([grounding(answer, p) for p in passages]) if passages else np.zeros(0)
+def best_grounding(answer: str, passages: list[str], question: str = "") -> tuple[int, float]:
+    scores = (np.array([grounding(answer, p, question) for p in passages]) if passages
+              else np.zeros(0))
     if scores.size == 0:
         return -1, 0.0
     i = int(scores.argmax())

@@ -81,7 +81,7 @@ class RagService:
         raw = generate_chat(self.generator, messages, _max_new_tokens(question))
         t3 = time.perf_counter()
         text = _clean(raw)
-        idx, ground = best_grounding(text, passages)
+        idx, ground = best_grounding(text, passages, question)
         if ground < cfg.min_grounding:
             log.info("answer %r is not grounded (%.2f); answering with the best sentence",
                      text, ground)

@@ -111,6 +111,7 @@ _spawner = _Spawner()
 def _parent_death_guard() -> Callable[[], None] | None:
     """A preexec_fn asking the kernel to SIGKILL the child when its parent dies (Linux)."""
     if not sys.platform.startswith("linux"):
+        _log.debug("no parent-death signal on %s: only atexit stops the broker", sys.platform)
         return None
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -134,7 +135,9 @@ def _free_port(host: str) -> int:
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on the port now (TIME_WAIT leftovers do not count)."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -218,6 +221,7 @@ class EmbeddedBroker:
         with self._lock:
             if self.running:
                 return self
+            self.stop()  # a Tansu that died on its own: release what it held first
             tansu = find_tansu()
             deadline = time.monotonic() + self._startup_timeout_s
             attempts = _PORT_ATTEMPTS if self._requested_port == 0 else 1
@@ -259,18 +263,22 @@ class EmbeddedBroker:
             return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGTERM Tansu's process group, SIGKILL it after ``timeout_s``. Idempotent."""
+        """Interrupt Tansu's process group, SIGKILL it after ``timeout_s``. Idempotent.
+
+        SIGINT, not SIGTERM: on SIGTERM Tansu waits about 5 s for connected clients to leave
+        (its log is in memory, so there is nothing to flush); on SIGINT it exits at once.
+        """
         with self._lock:
             proc = self._proc
             if proc is None:
                 return
             atexit.unregister(self.stop)
             if proc.poll() is None:
-                self._signal(proc, signal.SIGTERM)
+                self._signal(proc, signal.SIGINT)
                 try:
                     proc.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
-                    _log.warning("tansu (pid %d) ignored SIGTERM; killing it", proc.pid)
+                    _log.warning("tansu (pid %d) ignored SIGINT; killing it", proc.pid)
                     self._kill()
             else:
                 _log.warning("tansu (pid %d) had already exited with %s", proc.pid, proc.returncode)
@@ -306,6 +314,7 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env["NO_COLOR"] = "1"  # its log is a file or nothing, never a terminal
         out: IO[bytes] | int = subprocess.DEVNULL
         if self._log_file is not None:
             self._log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -63,11 +63,17 @@ class IngestWorker:
         self.topics = Topics.from_settings(kafka)
         self.processed = 0
         self.dead_letters = 0
+        # Set once the group has assigned partitions to this worker.
+        self.ready = threading.Event()
         self._consumer: Any = None
         self._producer: Any = None
 
     def start(self) -> None:
+        from kinject.ingest import ocr
+
         self.embedder.warm_up()
+        if self.config.ocr_engine != "none":
+            ocr.warm_up(self.config.ocr_engine)
         self._producer = make_producer(self.kafka, self.bootstrap)
         self._consumer = make_consumer(
             self.kafka, self.bootstrap, self.group_id, [self.topics.records]
@@ -90,6 +96,8 @@ class IngestWorker:
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return how many records it consumed."""
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
+        if not self.ready.is_set() and self._consumer.assignment():
+            self.ready.set()
         messages = [m for batch in polled.values() for m in batch]
         if not messages:
             return 0

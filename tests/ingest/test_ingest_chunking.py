@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from kinject.ingest.chunking import chunk_document, split_text
+from kinject.types import Document
+
+EN = " ".join(f"Sentence number {i} talks about the lighthouse on island {i}." for i in range(40))
+ZH = "".join(f"第{i}座灯塔位于第{i}号岛屿上，守塔人每天清晨点灯。" for i in range(40))
+
+
+def _doc(text: str, **meta: object) -> Document:
+    return Document("d1", "src/a", text, "text", meta=dict(meta))
+
+
+def test_chunk_ids_are_stable_across_runs_and_differ_by_text() -> None:
+    first = chunk_document(_doc(EN), 200, 20)
+    again = chunk_document(_doc(EN), 200, 20)
+    assert len(first) > 3
+    assert [c.chunk_id for c in first] == [c.chunk_id for c in again]
+    assert len({c.chunk_id for c in first}) == len(first)
+    other = chunk_document(Document("d2", "src/b", EN, "text"), 200, 20)
+    assert {c.chunk_id for c in first}.isdisjoint(c.chunk_id for c in other)
+
+
+def test_english_chunks_end_at_sentence_breaks() -> None:
+    chunks = chunk_document(_doc(EN), 200, 20)
+    assert all(len(c.text) <= 200 for c in chunks)
+    assert all(c.text.endswith(".") for c in chunks)
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+
+
+def test_chinese_chunks_end_at_chinese_sentence_enders() -> None:
+    chunks = chunk_document(_doc(ZH), 100, 10)
+    assert len(chunks) > 5
+    assert all(c.text.endswith("。") and len(c.text) <= 100 for c in chunks)
+    assert {c.lang for c in chunks} == {"zh"}
+
+
+def test_small_row_stays_one_chunk_even_past_the_size() -> None:
+    row = "Lighthouse: Gullspire. Keeper: Senna Calloway. Island: Brinmoor. First lit: 1902."
+    chunks = chunk_document(_doc(row, unit="row"), 64, 8)
+    assert len(chunks) == 1 and chunks[0].meta["unit"] == "row"
+    assert len(chunk_document(_doc(row), 64, 8)) > 1
+
+
+def test_repeated_text_gives_one_chunk() -> None:
+    text = "Same paragraph here.\n\n" * 3
+    assert len(chunk_document(_doc(text), 25, 0)) == 1
+
+
+def test_bad_sizes_are_named() -> None:
+    with pytest.raises(ValueError, match="overlap=50"):
+        split_text(EN, 50, 50)

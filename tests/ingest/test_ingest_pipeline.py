@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kinject.demo_data import render_lighthouse_picture
+from kinject.errors import DependencyMissing, UnsupportedSource
+from kinject.ingest import ocr
+from kinject.ingest.pipeline import IngestConfig, ingest_record
+from kinject.types import Record
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"chunk_size": 8}, "chunk_size"),
+        ({"chunk_overlap": 400}, "chunk_overlap"),
+        ({"chunk_overlap": -1}, "chunk_overlap"),
+        ({"ocr_engine": "paddle"}, "'paddle'"),
+    ],
+)
+def test_config_names_bad_values(kwargs: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        IngestConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_csv_record_without_kind_is_sniffed_and_chunked_per_row() -> None:
+    rec = Record("t/lights", content=b"Lighthouse,Keeper\nGullspire,Senna\nFennick,Ruan\n")
+    out = ingest_record(rec, IngestConfig())
+    assert [c.text for c in out.chunks] == [
+        "Lighthouse: Gullspire. Keeper: Senna.",
+        "Lighthouse: Fennick. Keeper: Ruan.",
+    ]
+    assert {c.kind for c in out.chunks} == {"csv"} and out.images == []
+
+
+def test_text_is_normalised_and_language_tagged() -> None:
+    rec = Record("t/zh", content="灯屿群岛位于大陆以西。\r\n\r\n\r\n守塔人每天点灯。".encode())
+    out = ingest_record(rec, IngestConfig())
+    assert out.documents[0].text == "灯屿群岛位于大陆以西。\n\n守塔人每天点灯。"
+    assert out.documents[0].lang == "zh" and out.chunks[0].lang == "zh"
+
+
+def test_replay_gives_identical_chunks() -> None:
+    rec = Record("t/j", kind="json", content=json.dumps({"a": {"b": "c" * 900}}).encode())
+    first, again = ingest_record(rec, IngestConfig()), ingest_record(rec, IngestConfig())
+    assert first.chunks == again.chunks and len(first.chunks) > 1
+
+
+def test_deletes_are_refused() -> None:
+    with pytest.raises(ValueError, match="delete"):
+        ingest_record(Record("t/x", op="delete"), IngestConfig())
+
+
+def test_unsupported_kind() -> None:
+    with pytest.raises(UnsupportedSource):
+        ingest_record(Record("t/p", content=b"%PDF-1.4 ..."), IngestConfig())
+
+
+def test_image_with_caption_and_ocr_off() -> None:
+    rec = Record(
+        "t/pic",
+        kind="image",
+        content=render_lighthouse_picture(),
+        meta={"caption": "A banded lighthouse at sea."},
+    )
+    out = ingest_record(rec, IngestConfig(ocr_engine="none"))
+    assert len(out.images) == 1 and out.images[0].caption == "A banded lighthouse at sea."
+    assert [c.text for c in out.chunks] == ["A banded lighthouse at sea."]
+    assert out.chunks[0].meta["image_id"] == out.images[0].image_id
+
+
+def test_image_without_engine_auto_keeps_caption_named_engine_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        ocr, "available_ocr_engines", lambda: {"rapidocr": False, "tesseract": False}
+    )
+    rec = Record("t/pic", kind="image", content=render_lighthouse_picture(), meta={"caption": "x"})
+    assert [c.text for c in ingest_record(rec, IngestConfig(ocr_engine="auto")).chunks] == ["x"]
+    with pytest.raises(DependencyMissing):
+        ingest_record(rec, IngestConfig(ocr_engine="rapidocr"))
