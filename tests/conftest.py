@@ -128,3 +128,13 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir holding SmolLM2 converted once from its package GGUF, shared by tests."""
+    from kinject.models import ensure_converted, resolve_generator
+
+    models = tmp_path_factory.mktemp("models")
+    ensure_converted(resolve_generator("smollm2"), models)
+    return models

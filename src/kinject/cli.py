@@ -6,11 +6,14 @@ Nothing heavy is imported at module level, so ``kinject --help`` stays instant.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kinject.errors import KinjectError
+
+if TYPE_CHECKING:
+    from kinject.config import Settings
 
 app = typer.Typer(
     name="kinject",
@@ -29,7 +32,7 @@ DataDirOpt = Annotated[
 ]
 
 
-def _settings(config: Path | None, data_dir: Path | None = None):  # type: ignore[no-untyped-def]
+def _settings(config: Path | None, data_dir: Path | None = None) -> Settings:
     from kinject.config import load_settings
     from kinject.logs import setup_logging
 

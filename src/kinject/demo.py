@@ -13,12 +13,12 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kinject.config import Settings
@@ -34,6 +34,20 @@ def _wait_for(cond: Callable[[], bool], timeout_s: float, what: str,
         if time.monotonic() > deadline:
             raise KinjectError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def _in_background(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run ``fn`` in a daemon thread, so Ctrl-C never waits for a model to finish loading."""
+    future: Future[Any] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=target, daemon=True, name="kinject-demo-load").start()
+    return future
 
 
 def _wait_answerable(index: Any, source_ids: list[str], t0: float,
@@ -75,7 +89,6 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
     root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="kinject-demo")
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
@@ -83,13 +96,14 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
                         console=Console(stderr=True), transient=False,
                         disable=not Console(stderr=True).is_terminal)
     with progress:
-        def step(text: str) -> int:
-            out.print(f"[bold cyan]>[/] {text}") if progress.disable else None
+        def step(text: str) -> TaskID:
+            if progress.disable:
+                out.print(f"[bold cyan]>[/] {text}")
             return progress.add_task(text)
 
         # The generator loads in the background (the first run converts the GGUF once).
         gen_task = step("Loading the generator (SmolLM2; converted once, then cached)")
-        gen_future: Future[Any] = pool.submit(
+        gen_future = _in_background(
             load_generator, settings.models.generator, settings.models_dir,
             settings.models.device, settings.models.dtype)
 
@@ -166,7 +180,6 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
                 stop.set()
                 for th in threads:
                     th.join(timeout=15)
-                pool.shutdown(wait=False, cancel_futures=True)
     timings["total_s"] = time.perf_counter() - t_start
     if worker.dead_letters:
         out.print(f"[yellow]{worker.dead_letters} record(s) went to the dead-letter topic[/]")

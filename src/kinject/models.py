@@ -143,7 +143,7 @@ def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
             )
             # The de-quantised weights are plain fp32; drop the GGUF quantizer so
             # save_pretrained writes an ordinary safetensors folder.
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
@@ -163,7 +163,7 @@ class LoadedGenerator:
 
 @lru_cache(maxsize=4)
 def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str = "auto"
-                   ) -> LoadedGenerator:
+                   ) -> LoadedGenerator:  # one load per (model, place, device) per process
     """Load the causal LM and its tokenizer, converting a GGUF source once into the cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -182,7 +182,7 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
         raise ModelNotFound(
             f"cannot load KINJECT_MODELS__GENERATOR={spec!r} from {location}: {exc}"
         ) from exc
-    model.to(dev)
+    model.to(dev)  # type: ignore[arg-type]
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -45,10 +45,12 @@ class Record:
     def __post_init__(self) -> None:
         _require(bool(self.source_id) and isinstance(self.source_id, str),
                  f"source_id must be a non-empty string, got {self.source_id!r}")
-        _require(self.op in ("upsert", "delete"), f"op must be 'upsert' or 'delete', got {self.op!r}")
+        _require(self.op in ("upsert", "delete"),
+                 f"op must be 'upsert' or 'delete', got {self.op!r}")
         _require(self.kind is None or self.kind in KINDS,
                  f"kind must be one of {KINDS} or None, got {self.kind!r}")
-        _require(isinstance(self.content, bytes), f"content must be bytes, got {type(self.content)}")
+        _require(isinstance(self.content, bytes),
+                 f"content must be bytes, got {type(self.content)}")
 
 
 @dataclass(frozen=True)

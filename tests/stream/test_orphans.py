@@ -110,3 +110,25 @@ def test_broker_command_leaves_no_tansu_behind(
             proc.wait(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_demo_leaves_no_tansu_behind(sig: signal.Signals, tmp_path: Path) -> None:
+    env = {**os.environ, "KINJECT_DATA_DIR": str(tmp_path / "data")}
+    env.pop("KINJECT_KAFKA__BOOTSTRAP_SERVERS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "kinject", "demo"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tansu: psutil.Process | None = None
+    try:
+        tansu = _tansu_child(proc.pid, timeout_s=60)
+        time.sleep(0.5)  # let the demo get on with its work, as a user's Ctrl-C would
+        proc.send_signal(sig)
+        assert _wait_dead(tansu, DEADLINE_S), f"tansu {tansu.pid} outlived the demo ({sig.name})"
+        proc.wait(timeout=DEADLINE_S)
+        assert proc.returncode != 0  # an interrupted demo does not report success
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if tansu is not None and not _dead(tansu):
+            tansu.kill()

@@ -179,6 +179,14 @@ class Docstore:
         db.execute("INSERT OR REPLACE INTO state(key, value) VALUES ('generation', ?)", (str(gen),))
         return gen
 
+    @staticmethod
+    def set_state(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", (key, value))
+
+    @staticmethod
+    def clear_offsets(db: sqlite3.Connection, topic: str) -> None:
+        db.execute("DELETE FROM offsets WHERE topic=?", (topic,))
+
     # -- reads ------------------------------------------------------------------------------
     def offsets(self, topic: str) -> dict[int, int]:
         with self._lock:
@@ -200,6 +208,11 @@ class Docstore:
                 [int(r) for r in row_ids],
             ).fetchall()
         return {int(r[0]): _chunk(r[1:]) for r in rows}
+
+    def state(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     def generation(self) -> int:
         with self._lock:

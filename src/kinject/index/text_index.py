@@ -145,6 +145,17 @@ class TextIndex:
     def applied_offsets(self, topic: str) -> dict[int, int]:
         return self._store().offsets(topic)
 
+    def source_cluster(self) -> str | None:
+        """The Kafka cluster id the stored offsets belong to."""
+        return self._store().state("kafka_cluster_id")
+
+    def reset_source(self, cluster_id: str, topic: str) -> None:
+        """Forget the offsets of ``topic``: they belong to another (or a lost) log."""
+        store = self._store()
+        with self._write_lock, store.transaction() as db:
+            store.clear_offsets(db, topic)
+            store.set_state(db, "kafka_cluster_id", cluster_id)
+
     def search(self, query: str, k: int = 5) -> list[Hit]:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -312,6 +313,10 @@ class EmbeddedBroker:
             url,
             "--storage-engine",
             "memory://tansu/",
+            # The log lives in memory: a restarted broker is a new, empty cluster. A fresh
+            # cluster id says so, and consumers that stored offsets re-read from the start.
+            "--cluster-id",
+            f"kinject-embedded-{uuid.uuid4().hex[:12]}",
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"  # its log is a file or nothing, never a terminal

@@ -3,8 +3,8 @@
 Every serving replica keeps a full copy of the index, so the materialiser reads *all*
 partitions by assignment (no consumer group) and keeps its position inside the docstore,
 committed in the same transaction as the chunks. On start it seeks to the stored offsets;
-when the log went backwards (a restarted in-memory broker), it re-reads from the start,
-which the idempotent updates make safe.
+when the cluster changed (a restarted in-memory broker is a new cluster with an empty log),
+it re-reads from the start, which the idempotent updates make safe.
 """
 
 from __future__ import annotations
@@ -55,23 +55,31 @@ class IndexMaterialiser:
             parts = self._consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
+        cluster = self._cluster_id()
+        known = self.index.source_cluster()
+        if known != cluster:
+            if known is not None:
+                log.warning("the Kafka cluster changed (%s -> %s): the log the index was built "
+                            "from is gone; re-reading %s from the start", known, cluster, topic)
+            self.index.reset_source(cluster, topic)
+        # Kafka answers a fetch past the log end with OffsetOutOfRange, which resets to the
+        # earliest offset; the embedded broker's restarts are caught by the cluster id above.
         stored = self.index.applied_offsets(topic)
-        ends = self._consumer.end_offsets(tps)
         for tp in tps:
             nxt = stored.get(tp.partition)
-            if nxt is None or nxt > ends.get(tp, 0):
-                if nxt is not None:
-                    log.warning(
-                        "%s[%d]: stored offset %d is past the log end %d (the broker "
-                        "lost its log); re-reading from the start",
-                        topic,
-                        tp.partition,
-                        nxt,
-                        ends.get(tp, 0),
-                    )
+            if nxt is None:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, nxt)
+
+    def _cluster_id(self) -> str:
+        from kinject.stream.clients import make_admin
+
+        admin = make_admin(self.kafka, self.bootstrap)
+        try:
+            return str(admin.describe_cluster().get("cluster_id") or "unknown")
+        finally:
+            admin.close()
 
     def close(self) -> None:
         if self._consumer is not None:

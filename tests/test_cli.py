@@ -1,0 +1,63 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kinject.cli import app
+
+runner = CliRunner()
+
+
+def _kinject(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kinject", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_help_lists_commands_without_importing_torch() -> None:
+    probe = ("import sys; from typer.testing import CliRunner; from kinject.cli import app; "
+             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+             "heavy = [m for m in ('torch', 'transformers', 'faiss', 'sentence_transformers')"
+             " if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+    result = runner.invoke(app, ["--help"])
+    for command in ("demo", "doctor", "broker"):
+        assert command in result.output
+
+
+def test_version() -> None:
+    from kinject import __version__
+
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0 and result.output.strip() == __version__
+
+
+def test_doctor_reports_every_component(tmp_path: Path) -> None:
+    result = _kinject("doctor", env={"KINJECT_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    for component in ("data dir", "embedder", "generator", "kafka", "OCR rapidocr",
+                      "OCR tesseract", "CLIP image index", "accelerator", "API server"):
+        assert component in result.stdout, component
+
+
+def test_doctor_fails_and_names_the_setting_for_a_missing_model(tmp_path: Path) -> None:
+    result = _kinject("doctor", env={"KINJECT_DATA_DIR": str(tmp_path), "COLUMNS": "250",
+                                     "KINJECT_MODELS__GENERATOR": str(tmp_path / "no-model")})
+    assert result.returncode == 1
+    assert "KINJECT_MODELS__GENERATOR" in result.stdout.replace("\n", "")
+
+
+def test_bad_config_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["doctor", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.kafka
+def test_broker_command_refuses_a_port_in_use(tmp_path: Path, kafka_bootstrap: str) -> None:
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    result = _kinject("broker", "--port", port, env={"KINJECT_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "in use" in result.stderr
