@@ -15,7 +15,7 @@ from kinject.index.embedders import Embedder
 from kinject.types import Hit
 
 # English sentence ends (followed by space) and Chinese ones (no space needed); line breaks.
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|(?<=[。！？；])|\n+")
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[\u3400-\u9fff])|(?<=[。！？；])|\n+")
 _WORD = re.compile(r"[A-Za-z0-9]+|[\u3400-\u9fff]")
 
 
