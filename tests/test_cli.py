@@ -61,3 +61,44 @@ def test_broker_command_refuses_a_port_in_use(tmp_path: Path, kafka_bootstrap: s
     result = _kinject("broker", "--port", port, env={"KINJECT_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert "in use" in result.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_worker_command_ingests_and_stops_cleanly_on_sigterm(tmp_path: Path,
+                                                            kafka_bootstrap: str) -> None:
+    import json
+    import signal
+
+    from kinject.config import KafkaSettings
+    from kinject.ingest.envelope import encode_record
+    from kinject.stream.clients import make_consumer, make_producer
+    from kinject.stream.topics import Topics, ensure_topics
+    from kinject.types import Record
+
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix="cliworker")
+    topics = ensure_topics(kafka, kafka_bootstrap)
+    env = {**os.environ, "KINJECT_DATA_DIR": str(tmp_path),
+           "KINJECT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "KINJECT_KAFKA__TOPIC_PREFIX": "cliworker", "KINJECT_MODELS__EMBEDDER": "hash",
+           "KINJECT_INGEST__OCR_ENGINE": "none"}
+    proc = subprocess.Popen([sys.executable, "-m", "kinject", "worker", "-n", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        producer = make_producer(kafka, kafka_bootstrap)
+        producer.send(topics.records, key=b"kb/x", value=encode_record(
+            Record(source_id="kb/x", kind="text", content=b"Gulls nest on Brinmoor.")))
+        producer.flush()
+        producer.close()
+        chunks = make_consumer(kafka, kafka_bootstrap, None, [Topics.from_prefix(
+            "cliworker").chunks], consumer_timeout_ms=60000)
+        event = json.loads(next(iter(chunks)).value)
+        chunks.close()
+        assert event["source_id"] == "kb/x" and event["chunks"][0]["text"].startswith("Gulls")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
+        assert "1 records processed" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -80,6 +80,22 @@ def broker(
 
 
 @app.command()
+def worker(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[int, typer.Option("--workers", "-n", min=1,
+                                         help="Workers in this process.")] = 1,
+) -> None:
+    """Run ingest workers (consumer group kinject-ingest) until Ctrl-C or SIGTERM."""
+    from kinject.stream.runner import run_ingest_workers
+
+    try:
+        run_ingest_workers(_settings(config, data_dir), workers)
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
 def demo(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,

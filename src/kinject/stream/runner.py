@@ -1,0 +1,83 @@
+"""Run kinject's stream workers in the foreground until SIGINT/SIGTERM.
+
+Scale-out is Kafka's: run more workers (``--workers N`` here, more processes, more machines)
+in the same consumer group and the broker spreads the partitions over them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from kinject.config import Settings
+from kinject.errors import KinjectError
+
+log = logging.getLogger(__name__)
+
+
+class _Crashed:
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+
+def run_ingest_workers(settings: Settings, count: int = 1,
+                       stop: threading.Event | None = None) -> None:
+    """Start ``count`` ingest workers in the group ``kinject-ingest`` and block.
+
+    Returns after SIGINT/SIGTERM (or ``stop``) once every worker has committed and closed;
+    raises KinjectError when a worker dies, so a supervisor restarts the process.
+    """
+    from kinject.index.embedders import load_embedder
+    from kinject.ingest.pipeline import IngestConfig
+    from kinject.stream.broker import connect
+    from kinject.stream.ingest_worker import IngestWorker
+
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    stop = stop or threading.Event()
+    _stop_on_signals(stop)
+    config = IngestConfig(chunk_size=settings.ingest.chunk_size,
+                          chunk_overlap=settings.ingest.chunk_overlap,
+                          ocr_engine=settings.ingest.ocr_engine)
+    with connect(settings.kafka) as bootstrap:
+        embedder = load_embedder(settings.models.embedder)
+        crashed = _Crashed()
+
+        def work(worker: IngestWorker) -> None:
+            try:
+                worker.run(stop)
+            except BaseException as exc:  # handed to the main thread, which exits non-zero
+                log.exception("ingest worker crashed")
+                crashed.error = exc
+                stop.set()
+
+        workers = [IngestWorker(settings.kafka, bootstrap, config, embedder,
+                                batch_size=settings.ingest.batch_size) for _ in range(count)]
+        threads = [threading.Thread(target=work, args=(w,), name=f"kinject-ingest-{i}")
+                   for i, w in enumerate(workers)]
+        for t in threads:
+            t.start()
+        log.info("%d ingest worker(s) in group kinject-ingest on %s", count, bootstrap)
+        while not stop.wait(0.5):
+            pass
+        for t in threads:
+            t.join()
+        done = sum(w.processed for w in workers)
+        letters = sum(w.dead_letters for w in workers)
+        log.info("ingest workers stopped: %d records processed, %d dead letters", done, letters)
+        if crashed.error is not None:
+            raise KinjectError(f"an ingest worker crashed: {crashed.error}") from crashed.error
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping after the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
