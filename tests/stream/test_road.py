@@ -196,3 +196,36 @@ def test_a_replica_keeps_up_after_the_embedded_broker_restarts(
 
     assert run_once("kb/before", "Before the restart the lamp was green") == 3
     assert run_once("kb/after", "After the restart the lamp turned blue") == 6
+
+
+@pytest.mark.slow
+def test_text_is_not_held_back_by_ocr_in_the_same_batch(
+    kafka_bootstrap: str, hash_embedder: HashEmbedder
+) -> None:
+    from kinject.demo_data import render_scanned_page
+    from kinject.stream.topics import ensure_topics
+
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix="fastlane",
+                             partitions=1, session_timeout_ms=2000)
+    topics = ensure_topics(settings, kafka_bootstrap)
+    worker = IngestWorker(settings, kafka_bootstrap, IngestConfig(ocr_engine="rapidocr"),
+                          hash_embedder, group_id="fastlane-ingest")
+    worker.start()
+    producer = make_producer(settings, kafka_bootstrap)
+    scan = render_scanned_page(("HARBOUR NOTICE", "Mooring costs 38 marks per night."))
+    for rec in (Record(source_id="kb/scan", kind="image", content=scan),
+                Record(source_id="kb/text", kind="text", content=b"The ferry leaves at noon.")):
+        producer.send(topics.records, key=rec.source_id.encode(), value=encode_record(rec))
+    producer.flush()
+    producer.close()
+    deadline = time.monotonic() + 60
+    while worker.processed < 2:
+        assert time.monotonic() < deadline
+        worker.poll_once(200)
+    worker.close()
+    chunks = make_consumer(settings, kafka_bootstrap, None, [topics.chunks],
+                           consumer_timeout_ms=5000)
+    order = [json.loads(m.value)["source_id"] for m in chunks]
+    chunks.close()
+    # published first, but the scan needs OCR: the text's update must not wait for it
+    assert order == ["kb/text", "kb/scan"]

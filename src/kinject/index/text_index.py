@@ -117,26 +117,30 @@ class TextIndex:
         removed: list[int] = []
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
-        with self._write_lock, store.transaction() as db:
-            for u in updates:
-                keep = [c.chunk_id for c in u.chunks]
-                removed += store.remove_source_except(db, u.source_id, keep)
-                if u.op == "upsert" and u.chunks:
-                    if u.vectors.shape[1] != index.dim:
-                        raise IndexFailure(
-                            f"update for {u.source_id} has {u.vectors.shape[1]}-d vectors, the "
-                            f"index holds {index.dim}-d ones (embedder {u.embedder!r})"
-                        )
-                    rows = store.upsert_chunks(db, u.chunks, u.vectors)
-                    added_ids += rows
-                    added_vecs.append(u.vectors)
-                store.add_lineage(db, u.source_id, u.op, u.record_position, u.content_hash, keep)
-            for (topic, partition), nxt in (offsets or {}).items():
-                store.set_offset(db, topic, partition, nxt)
-            store.bump_generation(db)
-        index.remove(removed)
-        if added_ids:
-            index.upsert(added_ids, np.concatenate(added_vecs))
+        with self._write_lock:
+            with store.transaction() as db:
+                for u in updates:
+                    keep = [c.chunk_id for c in u.chunks]
+                    removed += store.remove_source_except(db, u.source_id, keep)
+                    if u.op == "upsert" and u.chunks:
+                        if u.vectors.shape[1] != index.dim:
+                            raise IndexFailure(
+                                f"update for {u.source_id} has {u.vectors.shape[1]}-d vectors, "
+                                f"the index holds {index.dim}-d ones (embedder {u.embedder!r})"
+                            )
+                        rows = store.upsert_chunks(db, u.chunks, u.vectors)
+                        added_ids += rows
+                        added_vecs.append(u.vectors)
+                    store.add_lineage(db, u.source_id, u.op, u.record_position,
+                                      u.content_hash, keep)
+                for (topic, partition), nxt in (offsets or {}).items():
+                    store.set_offset(db, topic, partition, nxt)
+                store.bump_generation(db)
+            # Still under the lock: a search sees the old version or the new one, never
+            # a source that is half removed.
+            index.remove(removed)
+            if added_ids:
+                index.upsert(added_ids, np.concatenate(added_vecs))
 
     # -- reads --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -163,10 +167,11 @@ class TextIndex:
         return self.search_vector(vec[0], k)
 
     def search_vector(self, vector: np.ndarray, k: int) -> list[Hit]:
-        scores, ids = self._faiss().search(vector[None, :], k)
-        if ids.size == 0:
-            return []
-        chunks = self._store().chunks_by_rows([int(i) for i in ids[0] if i >= 0])
+        with self._write_lock:  # FAISS and the docstore agree inside the lock
+            scores, ids = self._faiss().search(vector[None, :], k)
+            if ids.size == 0:
+                return []
+            chunks = self._store().chunks_by_rows([int(i) for i in ids[0] if i >= 0])
         hits = []
         for score, row in zip(scores[0], ids[0], strict=True):
             chunk = chunks.get(int(row))

@@ -23,10 +23,11 @@ from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import Embedder
 from kinject.ingest.envelope import decode_record
 from kinject.ingest.pipeline import IngestConfig, ingest_record
+from kinject.ingest.sniff import sniff_kind
 from kinject.stream.clients import make_consumer, make_producer
 from kinject.stream.events import encode_dead_letter, encode_update
 from kinject.stream.topics import Topics
-from kinject.types import Chunk, content_hash
+from kinject.types import Chunk, Record, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -101,41 +102,48 @@ class IngestWorker:
         messages = [m for batch in polled.values() for m in batch]
         if not messages:
             return 0
-        pending: list[_Pending] = []
-        for msg in messages:
-            position = (msg.topic, msg.partition, msg.offset)
-            try:
-                record = decode_record(msg.value, msg.key, position)
-                if record.op == "delete":
-                    pending.append(_Pending(msg, record.source_id, "delete", [], position, None))
-                    continue
-                result = ingest_record(record, self.config)
-                if not result.chunks:
-                    raise BadRecord("no text could be extracted from the record", stage="parse")
-                pending.append(
-                    _Pending(
-                        msg,
-                        record.source_id,
-                        "upsert",
-                        list(result.chunks),
-                        position,
-                        content_hash(record.content),
-                    )
-                )
-            except BadRecord as exc:
-                self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
-            except Exception as exc:  # a parser bug must not stop the partition
-                log.exception("unexpected failure on %s", position)
-                self._dead_letter(msg, f"{type(exc).__name__}: {exc}", "ingest", type(exc).__name__)
-        for update in self._embed(pending):
-            self._producer.send(
-                self.topics.chunks, key=update.source_id.encode(), value=encode_update(update)
-            )
+        # Records that need OCR take seconds; the others are answerable in well under one.
+        # Send the quick ones' updates first, then the slow ones': every record of a source
+        # stays in one group, so per-source order holds, and the batch commits once.
+        decoded = [self._decode(m) for m in messages]
+        slow_sources = {r.source_id for _, r in decoded if r is not None and _is_slow(r)}
+        for group in (False, True):
+            pending = [p for m, r in decoded if r is not None
+                       and (r.source_id in slow_sources) == group
+                       and (p := self._ingest(m, r)) is not None]
+            for update in self._embed(pending):
+                self._producer.send(self.topics.chunks, key=update.source_id.encode(),
+                                    value=encode_update(update))
         # Durable before commit: the broker has acknowledged every update and dead letter.
         self._producer.flush()
         self._consumer.commit()
         self.processed += len(messages)
         return len(messages)
+
+    def _decode(self, msg: Any) -> tuple[Any, Record | None]:
+        try:
+            return msg, decode_record(msg.value, msg.key, (msg.topic, msg.partition, msg.offset))
+        except BadRecord as exc:
+            self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
+            return msg, None
+
+    def _ingest(self, msg: Any, record: Record) -> _Pending | None:
+        position = (msg.topic, msg.partition, msg.offset)
+        if record.op == "delete":
+            return _Pending(msg, record.source_id, "delete", [], position, None)
+        try:
+            result = ingest_record(record, self.config)
+            if not result.chunks:
+                raise BadRecord("no text could be extracted from the record", stage="parse")
+        except BadRecord as exc:
+            self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
+            return None
+        except Exception as exc:  # a parser bug must not stop the partition
+            log.exception("unexpected failure on %s", position)
+            self._dead_letter(msg, f"{type(exc).__name__}: {exc}", "ingest", type(exc).__name__)
+            return None
+        return _Pending(msg, record.source_id, "upsert", list(result.chunks), position,
+                        content_hash(record.content))
 
     def _embed(self, pending: list[_Pending]) -> list[SourceUpdate]:
         texts = [c.text for p in pending for c in p.chunks]
@@ -185,3 +193,14 @@ class IngestWorker:
             ),
         )
         self.dead_letters += 1
+
+
+_SLOW_KINDS = frozenset({"image", "pdf"})
+
+
+def _is_slow(record: Record) -> bool:
+    """Records whose parsing may need OCR."""
+    if record.op == "delete":
+        return False
+    kind = record.kind or sniff_kind(record.content, record.meta.get("filename"))
+    return kind in _SLOW_KINDS
