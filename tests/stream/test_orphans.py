@@ -39,6 +39,13 @@ def _read_line(proc: subprocess.Popen[bytes], needle: bytes, timeout_s: float) -
     return buf
 
 
+def _as_from_a_terminal() -> None:
+    """Runs in the child before exec: Ctrl-C reaches a user's foreground process with SIGINT
+    at its default, but CI may start the suite as a background job, where SIGINT is inherited
+    as ignored (and kinject, like nohup, then leaves it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _tansu_child(pid: int, timeout_s: float) -> psutil.Process:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -89,6 +96,7 @@ def test_broker_command_leaves_no_tansu_behind(
             stdout=subprocess.PIPE,
             stderr=err,
             env=env,
+            preexec_fn=_as_from_a_terminal,
         )
     tansu: psutil.Process | None = None
     try:
@@ -118,7 +126,8 @@ def test_demo_leaves_no_tansu_behind(sig: signal.Signals, tmp_path: Path) -> Non
     env = {**os.environ, "KINJECT_DATA_DIR": str(tmp_path / "data")}
     env.pop("KINJECT_KAFKA__BOOTSTRAP_SERVERS", None)
     proc = subprocess.Popen([sys.executable, "-m", "kinject", "demo"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_as_from_a_terminal)
     tansu: psutil.Process | None = None
     try:
         tansu = _tansu_child(proc.pid, timeout_s=60)
