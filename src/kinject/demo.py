@@ -73,16 +73,20 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
     from kinject.index.embedders import load_embedder
     from kinject.index.text_index import TextIndex
     from kinject.ingest.envelope import encode_record
-    from kinject.ingest.pipeline import IngestConfig
     from kinject.models import load_generator
     from kinject.rag.service import RagService
     from kinject.stream.broker import connect
     from kinject.stream.clients import make_producer
     from kinject.stream.ingest_worker import IngestWorker
     from kinject.stream.materialiser import IndexMaterialiser
+    from kinject.stream.runner import ingest_config
     from kinject.stream.topics import Topics
 
     out = console or Console()
+    # Topics and a consumer group of its own: on a user's real cluster the demo must not
+    # join the production ingest group or write into the production topics.
+    kafka = settings.kafka.model_copy(update={"topic_prefix":
+                                              f"{settings.kafka.topic_prefix}-demo"})
     root = settings.data_dir / "demo"
     if fresh and root.exists():
         shutil.rmtree(root)
@@ -109,7 +113,7 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
 
         task = step("Starting the broker")
         t = time.perf_counter()
-        with connect(settings.kafka) as bootstrap:
+        with connect(kafka) as bootstrap:
             timings["broker_s"] = time.perf_counter() - t
             progress.update(task, description=f"Broker ready at {bootstrap}", completed=1,
                             total=1)
@@ -130,12 +134,9 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
 
                 task = step("Starting the ingest worker and the index materialiser")
                 index = TextIndex(root / "index", embedder).open()
-                worker = IngestWorker(settings.kafka, bootstrap,
-                                      IngestConfig(chunk_size=settings.ingest.chunk_size,
-                                                   chunk_overlap=settings.ingest.chunk_overlap,
-                                                   ocr_engine=settings.ingest.ocr_engine),
-                                      embedder, group_id="kinject-ingest")
-                materialiser = IndexMaterialiser(settings.kafka, bootstrap, index)
+                worker = IngestWorker(kafka, bootstrap, ingest_config(settings), embedder,
+                                      group_id=f"{kafka.topic_prefix}-ingest")
+                materialiser = IndexMaterialiser(kafka, bootstrap, index)
                 for target in (worker.run, materialiser.run):
                     th = threading.Thread(target=target, args=(stop,), daemon=True)
                     th.start()
@@ -146,8 +147,8 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
                 progress.update(task, completed=1, total=1)
 
                 task = step(f"Publishing {len(records)} records to kinject.records")
-                topics = Topics.from_settings(settings.kafka)
-                producer = make_producer(settings.kafka, bootstrap)
+                topics = Topics.from_settings(kafka)
+                producer = make_producer(kafka, bootstrap)
                 t_pub = time.perf_counter()
                 for rec in records:
                     producer.send(topics.records, key=rec.source_id.encode(),

@@ -10,11 +10,24 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from kinject.config import Settings
 from kinject.errors import KinjectError
 
+if TYPE_CHECKING:
+    from kinject.ingest.pipeline import IngestConfig
+
 log = logging.getLogger(__name__)
+
+
+def ingest_config(settings: Settings) -> IngestConfig:
+    """The ingest stage's frozen config, from the settings."""
+    from kinject.ingest.pipeline import IngestConfig
+
+    ing = settings.ingest
+    return IngestConfig(chunk_size=ing.chunk_size, chunk_overlap=ing.chunk_overlap,
+                        ocr_engine=ing.ocr_engine)
 
 
 class _Crashed:
@@ -30,7 +43,6 @@ def run_ingest_workers(settings: Settings, count: int = 1,
     raises KinjectError when a worker dies, so a supervisor restarts the process.
     """
     from kinject.index.embedders import load_embedder
-    from kinject.ingest.pipeline import IngestConfig
     from kinject.stream.broker import connect
     from kinject.stream.ingest_worker import IngestWorker
 
@@ -38,9 +50,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
         raise ValueError(f"count must be >= 1, got {count}")
     stop = stop or threading.Event()
     _stop_on_signals(stop)
-    config = IngestConfig(chunk_size=settings.ingest.chunk_size,
-                          chunk_overlap=settings.ingest.chunk_overlap,
-                          ocr_engine=settings.ingest.ocr_engine)
+    config = ingest_config(settings)
     with connect(settings.kafka) as bootstrap:
         embedder = load_embedder(settings.models.embedder)
         crashed = _Crashed()
