@@ -23,7 +23,7 @@ def test_help_lists_commands_without_importing_torch() -> None:
              " if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
     result = runner.invoke(app, ["--help"])
-    for command in ("demo", "doctor", "broker"):
+    for command in ("demo", "doctor", "broker", "worker", "publish", "dlq"):
         assert command in result.output
 
 

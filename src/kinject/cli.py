@@ -5,6 +5,7 @@ Nothing heavy is imported at module level, so ``kinject --help`` stays instant.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +15,7 @@ from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
     from kinject.config import Settings
+    from kinject.stream.dlq import DeadLetter
 
 app = typer.Typer(
     name="kinject",
@@ -111,6 +113,160 @@ def demo(
         raise _fail(exc) from exc
     if not ok:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def publish(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files, directories (recursed), globs, or - for JSON lines on stdin."),
+    ] = None,
+    delete: Annotated[
+        str | None, typer.Option("--delete", metavar="SOURCE_ID", help="Publish a delete.")
+    ] = None,
+    source_id: Annotated[
+        str | None, typer.Option("--source-id", help="Source id for a single file.")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Put in front of every source id.")] = "",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Publish files or JSON-lines records to kinject.records (kind sniffed, key = source id).
+
+    Needs a running broker (KINJECT_KAFKA__BOOTSTRAP_SERVERS). With no targets it only
+    re-sends what the local outbox still holds for a broker that lost it.
+    """
+    import sys
+
+    from kinject.stream.publish import run_publish
+
+    try:
+        settings = _settings(config, data_dir)
+        summary = run_publish(
+            settings, targets or [], delete=delete, source_id=source_id, prefix=prefix,
+            stdin=sys.stdin, progress=_progress if sys.stderr.isatty() else None,
+        )
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    for where, why in summary.failures:
+        typer.secho(f"failed: {where}: {why}", fg=typer.colors.RED, err=True)
+    if summary.resent:
+        typer.echo(f"re-sent {summary.resent} record(s) from the outbox to {summary.topic}")
+    line = f"published {summary.published} record(s) to {summary.topic}"
+    typer.echo(line + (f"; {summary.failed} failed" if summary.failed else ""))
+    if summary.failed:
+        raise typer.Exit(code=1)
+
+
+def _progress(files: Sequence[tuple[Path, str]]) -> Iterable[tuple[Path, str]]:
+    if len(files) < 2:
+        return files
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(files, description="publishing", console=Console(stderr=True))
+
+
+dlq_app = typer.Typer(help="Inspect and replay dead letters (kinject.dlq).",
+                      no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, help="Show the latest N.")] = 50,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List the latest dead letters: id (PARTITION:OFFSET), time, stage, reason, source."""
+    import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        letters = _dead_letters(config, data_dir)
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    shown = letters[-limit:]
+    table = Table(title=f"{len(shown)} of {len(letters)} dead letter(s)")
+    for col in ("id", "time", "stage", "reason", "source id"):
+        table.add_column(col, overflow="fold")
+    for d in shown:
+        when = (datetime.datetime.fromtimestamp(d.at).isoformat(" ", "seconds")
+                if d.at else "-")
+        table.add_row(d.id, when, d.stage, d.reason, d.source_id)
+    Console().print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    offset: Annotated[str, typer.Argument(help="PARTITION:OFFSET, or OFFSET if unique.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Show one dead letter in full, with the original payload decoded when it is text."""
+    import json
+
+    from kinject.stream.dlq import find_dead_letter
+
+    try:
+        letter = find_dead_letter(_dead_letters(config, data_dir), offset)
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(letter.to_dict(), indent=2, ensure_ascii=False))
+    text = letter.payload_text()
+    if letter.value is None:
+        typer.echo("payload: none (a tombstone)")
+    elif text is None:
+        typer.echo(f"payload: {len(letter.value)} bytes of binary data")
+    else:
+        typer.echo("payload:\n" + text)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    offset: Annotated[
+        str | None, typer.Option("--offset", help="PARTITION:OFFSET, or OFFSET if unique.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Re-publish dead letters' original bytes to kinject.records."""
+    from kinject.stream.broker import connect
+    from kinject.stream.dlq import find_dead_letter, read_dead_letters, replay
+    from kinject.stream.outbox import Outbox
+    from kinject.stream.producer import Producer
+    from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
+
+    if (offset is None) == (not all_):
+        typer.secho("error: give exactly one of --offset N and --all", fg="red", err=True)
+        raise typer.Exit(code=2)
+    try:
+        settings = _settings(config, data_dir)
+        require_bootstrap(settings)
+        with connect(settings.kafka) as bootstrap:
+            letters = read_dead_letters(settings.kafka, bootstrap)
+            chosen = letters if all_ else [find_dead_letter(letters, offset or "")]
+            with (Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
+                  Producer(settings.kafka, bootstrap, outbox) as producer):
+                sent = replay(producer, chosen)
+                topic = producer.topic
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"replayed {len(sent)} dead letter(s) to {topic}")
+
+
+def _dead_letters(config: Path | None, data_dir: Path | None) -> list[DeadLetter]:
+    from kinject.stream.broker import connect
+    from kinject.stream.dlq import read_dead_letters
+    from kinject.stream.publish import require_bootstrap
+
+    settings = _settings(config, data_dir)
+    require_bootstrap(settings)
+    with connect(settings.kafka) as bootstrap:
+        return read_dead_letters(settings.kafka, bootstrap)
 
 
 @app.command()

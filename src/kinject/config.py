@@ -71,6 +71,9 @@ class IngestSettings(BaseModel):
     chunk_size: int = Field(default=400, ge=32, description="characters per chunk")
     chunk_overlap: int = Field(default=40, ge=0)
     ocr_engine: Literal["auto", "rapidocr", "tesseract", "none"] = "auto"
+    enrich: bool = True
+    redact_pii: bool = False
+    min_informativeness: float = Field(default=0.05, ge=0.0, lt=1.0)
     batch_size: int = Field(default=32, ge=1)
     linger_ms: int = Field(default=200, ge=0)
 

@@ -55,7 +55,7 @@ def test_deletes_are_refused() -> None:
 
 def test_unsupported_kind() -> None:
     with pytest.raises(UnsupportedSource):
-        ingest_record(Record("t/p", content=b"%PDF-1.4 ..."), IngestConfig())
+        ingest_record(Record("t/s", kind="sql", content=b"SELECT 1"), IngestConfig())
 
 
 def test_image_with_caption_and_ocr_off() -> None:
@@ -81,3 +81,28 @@ def test_image_without_engine_auto_keeps_caption_named_engine_fails(
     assert [c.text for c in ingest_record(rec, IngestConfig(ocr_engine="auto")).chunks] == ["x"]
     with pytest.raises(DependencyMissing):
         ingest_record(rec, IngestConfig(ocr_engine="rapidocr"))
+
+
+def test_cleaning_is_wired_into_ingest() -> None:
+    rec = Record("t/notice", kind="text",
+                 content=b"The ferry to Vask sails on May 1, 2023 and covers 12 mi. "
+                         b"Questions: harbour@example.org")
+    plain = ingest_record(rec, IngestConfig())
+    text = " ".join(c.text for c in plain.chunks)
+    assert "(2023-05-01)" in text and "(19.3 km)" in text  # beside the original
+    assert "harbour@example.org" in text  # redaction is opt-in
+    redacted = ingest_record(rec, IngestConfig(redact_pii=True))
+    assert "[EMAIL]" in " ".join(c.text for c in redacted.chunks)
+    assert redacted.documents[0].meta["pii_redacted"] == 1
+    bare = ingest_record(rec, IngestConfig(enrich=False))
+    assert "(2023-05-01)" not in " ".join(c.text for c in bare.chunks)
+
+
+def test_boilerplate_is_dropped_and_counted() -> None:
+    rec = Record("t/nav", kind="text", content=b"Home | About | Contact\n\nClick here. Read more.")
+    result = ingest_record(rec, IngestConfig())
+    assert result.chunks == [] and result.dropped >= 1
+    kept = ingest_record(rec, IngestConfig(min_informativeness=0.0))
+    assert kept.chunks and kept.dropped == 0
+    with pytest.raises(ValueError, match="min_informativeness"):
+        IngestConfig(min_informativeness=1.5)

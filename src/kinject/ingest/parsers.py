@@ -153,6 +153,20 @@ def flatten_json(value: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}: {_scalar(value)}" if prefix else _scalar(value)]
 
 
+def parse_markup(record: Record, kind: str) -> list[Document]:
+    """HTML or XML, by :mod:`kinject.ingest.markup` (imported on first use)."""
+    from kinject.ingest.markup import parse_html, parse_xml
+
+    return parse_html(record, kind) if kind == "html" else parse_xml(record, kind)
+
+
+def parse_pdf(record: Record, kind: str) -> list[Document]:
+    """PDF pages, by :mod:`kinject.ingest.pdf`; OCR "auto" (the pipeline passes its engine)."""
+    from kinject.ingest.pdf import parse_pdf as parse
+
+    return parse(record, kind)
+
+
 PARSERS: dict[str, Parser] = {
     "text": parse_text,
     "markdown": parse_text,
@@ -160,6 +174,9 @@ PARSERS: dict[str, Parser] = {
     "tsv": parse_table,
     "json": parse_json,
     "jsonl": parse_jsonl,
+    "html": parse_markup,
+    "xml": parse_markup,
+    "pdf": parse_pdf,
 }
 
 

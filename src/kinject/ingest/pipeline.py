@@ -7,9 +7,12 @@ import logging
 from dataclasses import dataclass, field
 
 from kinject.ingest.chunking import chunk_document
+from kinject.ingest.enrich import enrich_text
 from kinject.ingest.image import parse_image
 from kinject.ingest.normalise import detect_lang, normalise_text
 from kinject.ingest.parsers import parse_documents
+from kinject.ingest.pdf import parse_pdf
+from kinject.ingest.quality import is_low_information, redact_pii
 from kinject.ingest.sniff import sniff_kind
 from kinject.types import Chunk, Document, ImageItem, Record
 
@@ -25,6 +28,12 @@ class IngestConfig:
     chunk_size: int = 400
     chunk_overlap: int = 40
     ocr_engine: str = "auto"
+    # Dates and units rendered in ISO-8601 / metric beside the original text.
+    enrich: bool = True
+    # Emails, phone, ID and card numbers replaced by [EMAIL], [PHONE], ... (off by default).
+    redact_pii: bool = False
+    # Chunks scoring below this (boilerplate, navigation) are dropped; 0 keeps everything.
+    min_informativeness: float = 0.05
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_size, int) or self.chunk_size < 32:
@@ -38,6 +47,9 @@ class IngestConfig:
             )
         if self.ocr_engine not in OCR_ENGINES:
             raise ValueError(f"ocr_engine must be one of {OCR_ENGINES}, got {self.ocr_engine!r}")
+        if not 0.0 <= self.min_informativeness < 1.0:
+            raise ValueError(
+                f"min_informativeness must be in [0, 1), got {self.min_informativeness!r}")
 
 
 @dataclass
@@ -47,6 +59,8 @@ class Ingested:
     documents: list[Document] = field(default_factory=list)
     chunks: list[Chunk] = field(default_factory=list)
     images: list[ImageItem] = field(default_factory=list)
+    # Chunks dropped as low-information (boilerplate); a record of nothing else is reported.
+    dropped: int = 0
 
 
 def ingest_record(record: Record, config: IngestConfig | None = None) -> Ingested:
@@ -63,24 +77,39 @@ def ingest_record(record: Record, config: IngestConfig | None = None) -> Ingeste
     if kind == "image":
         item, raw_docs = parse_image(record, config.ocr_engine)
         images.append(item)
+    elif kind == "pdf":
+        raw_docs = parse_pdf(record, kind, config.ocr_engine)
     else:
         raw_docs = parse_documents(record, kind)
 
     documents: list[Document] = []
     chunks: list[Chunk] = []
     seen: set[str] = set()
+    dropped = 0
     for raw in raw_docs:
         text = normalise_text(raw.text)
+        meta = raw.meta
+        if config.redact_pii:  # after normalising, so full-width digits are caught too
+            text, n = redact_pii(text)
+            meta = {**meta, "pii_redacted": n} if n else meta
+        if config.enrich:
+            text = enrich_text(text)
         if not text:
             continue
-        doc = dataclasses.replace(
-            raw, text=text, title=normalise_text(raw.title), lang=detect_lang(text)
-        )
+        doc = dataclasses.replace(raw, text=text, title=normalise_text(raw.title),
+                                  lang=detect_lang(text), meta=meta)
         documents.append(doc)
         for chunk in chunk_document(doc, config.chunk_size, config.chunk_overlap):
-            if chunk.chunk_id not in seen:
-                seen.add(chunk.chunk_id)
-                chunks.append(chunk)
+            if chunk.chunk_id in seen:
+                continue
+            if config.min_informativeness and is_low_information(
+                    chunk.text, chunk.lang, config.min_informativeness):
+                log.debug("dropped low-information chunk of %s: %r", record.source_id,
+                          chunk.text[:80])
+                dropped += 1
+                continue
+            seen.add(chunk.chunk_id)
+            chunks.append(chunk)
     log.debug(
         "ingested %s (%s): %d documents, %d chunks, %d images",
         record.source_id,
@@ -89,4 +118,4 @@ def ingest_record(record: Record, config: IngestConfig | None = None) -> Ingeste
         len(chunks),
         len(images),
     )
-    return Ingested(documents, chunks, images)
+    return Ingested(documents, chunks, images, dropped)

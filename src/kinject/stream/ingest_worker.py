@@ -134,7 +134,10 @@ class IngestWorker:
         try:
             result = ingest_record(record, self.config)
             if not result.chunks:
-                raise BadRecord("no text could be extracted from the record", stage="parse")
+                why = (f"all {result.dropped} chunk(s) fell below the informativeness "
+                       "threshold (boilerplate?)" if result.dropped
+                       else "no text could be extracted from the record")
+                raise BadRecord(why, stage="clean" if result.dropped else "parse")
         except BadRecord as exc:
             self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
             return None

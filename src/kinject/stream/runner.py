@@ -27,7 +27,8 @@ def ingest_config(settings: Settings) -> IngestConfig:
 
     ing = settings.ingest
     return IngestConfig(chunk_size=ing.chunk_size, chunk_overlap=ing.chunk_overlap,
-                        ocr_engine=ing.ocr_engine)
+                        ocr_engine=ing.ocr_engine, enrich=ing.enrich, redact_pii=ing.redact_pii,
+                        min_informativeness=ing.min_informativeness)
 
 
 class _Crashed:

@@ -1,0 +1,236 @@
+"""HTML and XML: readable Documents from markup (XML itself lives in :mod:`.xmldoc`).
+
+HTML loses its boilerplate (scripts, navigation, headers, footers, forms, ...) and keeps its
+headings as structure: one Document per section, whose text starts with the heading path
+("Install > Linux: ..."). XML is parsed with defusedxml (no entity expansion, no external
+references) and flattened into "path.to.field: value" lines, one Document per repeated
+record-like element, like a JSON list.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from kinject.errors import BadRecord
+from kinject.ingest.parsers import doc_id
+from kinject.ingest.xmldoc import parse_xml
+from kinject.types import Document, Record
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from bs4 import BeautifulSoup, Tag
+
+__all__ = ["parse_html", "parse_xml"]
+
+log = logging.getLogger(__name__)
+
+BOILERPLATE = (
+    "script", "style", "noscript", "template", "nav", "aside", "form", "iframe", "svg",
+    "canvas", "button", "select", "footer", "header", "head", "object", "embed",
+)  # fmt: skip
+_BOILERPLATE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search"}
+_SPACE_RUN = re.compile(r"\s+")
+_HEADINGS = {f"h{i}": i for i in range(1, 7)}
+_BLOCKS = {
+    "p", "div", "section", "article", "main", "body", "blockquote", "figure", "figcaption",
+    "dl", "dt", "dd", "address", "details", "summary", "center", "html", "hr", "li",
+}  # fmt: skip
+
+
+def parse_html(record: Record, kind: str = "html") -> list[Document]:
+    """One Document per heading section; BadRecord(stage="parse") when no text is visible."""
+    from bs4 import BeautifulSoup
+
+    # Bytes, not text: BeautifulSoup honours the page's own <meta charset> and BOMs.
+    soup = BeautifulSoup(record.content, "lxml")
+    if "\x00" in soup.get_text():
+        raise BadRecord("html looks binary (contains NUL characters)", stage="parse")
+    title = _html_title(soup)
+    _strip_boilerplate(soup)
+    sections: list[tuple[str, list[str]]] = []
+    for root in _content_roots(soup):
+        sections = _Sections().render(root)
+        if any(blocks for _, blocks in sections):
+            break
+    kept = [(path, blocks) for path, blocks in sections if blocks]
+    if not kept:  # headings alone are still visible text
+        kept = [(path, []) for path, _ in sections if path]
+    if not kept:
+        raise BadRecord(
+            "html has no visible text (after removing scripts, styles, navigation, headers, "
+            "footers and forms)",
+            stage="parse",
+        )
+    title = str(record.meta.get("title") or title or record.meta.get("filename") or "")
+    docs = []
+    for n, (path, blocks) in enumerate(kept, start=1):
+        meta = {**record.meta, "unit": "section", "section": path, "section_index": n}
+        docs.append(
+            Document(
+                doc_id(record.source_id, f"section-{n}"),
+                record.source_id,
+                _section_text(path, blocks),
+                kind,
+                title=title,
+                meta=meta,
+            )
+        )
+    return docs
+
+
+def _html_title(soup: BeautifulSoup) -> str:
+    for tag in (soup.title, soup.find("h1")):
+        if tag is not None and (text := " ".join(tag.get_text(" ").split())):
+            return text
+    return ""
+
+
+def _strip_boilerplate(soup: BeautifulSoup) -> None:
+    from bs4 import Comment, Tag
+    from bs4.element import PreformattedString
+
+    for node in soup.find_all(string=lambda s: isinstance(s, PreformattedString | Comment)):
+        node.extract()
+    for tag in soup.find_all(True):
+        if not isinstance(tag, Tag) or tag.decomposed:
+            continue
+        name = tag.name
+        if name == "header" and tag.find_parent("article") is not None:
+            continue  # an article's own header holds its title and byline
+        hidden = tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true"
+        if name in BOILERPLATE or hidden or tag.get("role") in _BOILERPLATE_ROLES:
+            tag.decompose()
+
+
+def _content_roots(soup: BeautifulSoup) -> Iterator[Tag]:
+    """Where the content is, best guess first: <main>, then the <article>s, then <body>."""
+    from bs4 import Tag
+
+    main = soup.find("main") or soup.find(None, {"role": "main"})
+    if isinstance(main, Tag):
+        yield main
+    articles = [a for a in soup.find_all("article") if a.find_parent("article") is None]
+    if articles:  # several posts on one page: read them all, in order
+        wrapper = soup.new_tag("div")
+        wrapper.extend([a.extract() for a in articles])
+        yield wrapper
+    yield soup.body if isinstance(soup.body, Tag) else soup
+
+
+class _Sections:
+    """Walks an HTML tree into (heading path, blocks) sections, in document order."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[int, str]] = []
+        self.sections: list[tuple[str, list[str]]] = [("", [])]
+        self.inline: list[str] = []
+
+    def render(self, root: Tag) -> list[tuple[str, list[str]]]:
+        self._walk(root)
+        self._flush()
+        return self.sections
+
+    def _walk(self, node: Tag) -> None:
+        from bs4 import NavigableString, Tag
+
+        for child in node.children:
+            if isinstance(child, NavigableString):
+                self.inline.append(_SPACE_RUN.sub(" ", str(child)))  # only <br> breaks lines
+            elif not isinstance(child, Tag):
+                continue
+            elif child.name in _HEADINGS:
+                self._heading(_HEADINGS[child.name], _words(child.get_text(" ")))
+            elif child.name in ("ul", "ol"):
+                self._block(_render_list(child))
+            elif child.name == "table":
+                self._block(_render_table(child))
+            elif child.name == "pre":
+                self._block(child.get_text().strip("\n"))
+            elif child.name == "br":
+                self.inline.append("\n")
+            elif child.name in _BLOCKS:
+                self._flush()
+                self._walk(child)
+                self._flush()
+            else:
+                self._walk(child)
+
+    def _heading(self, level: int, text: str) -> None:
+        self._flush()
+        if not text:
+            return
+        while self.stack and self.stack[-1][0] >= level:
+            self.stack.pop()
+        self.stack.append((level, text))
+        self.sections.append((" > ".join(t for _, t in self.stack), []))
+
+    def _block(self, text: str) -> None:
+        self._flush()
+        if text.strip():
+            self.sections[-1][1].append(text)
+
+    def _flush(self) -> None:
+        lines = [_words(line) for line in "".join(self.inline).split("\n")]
+        self.inline = []
+        if text := "\n".join(line for line in lines if line):
+            self.sections[-1][1].append(text)
+
+
+def _render_list(tag: Tag, depth: int = 0) -> str:
+    from bs4 import Tag
+
+    lines = []
+    items = [li for li in tag.find_all("li", recursive=False) if isinstance(li, Tag)]
+    for n, li in enumerate(items, start=1):
+        nested = [sub.extract() for sub in li.find_all(["ul", "ol"])]
+        marker = f"{n}." if tag.name == "ol" else "-"
+        if text := _words(li.get_text(" ")):
+            lines.append(f"{'  ' * depth}{marker} {text}")
+        lines.extend(_render_list(sub, depth + 1) for sub in nested if isinstance(sub, Tag))
+    return "\n".join(line for line in lines if line)
+
+
+def _render_table(table: Tag) -> str:
+    """Rows as "Header: value. Header: value." lines, like CSV rows; headerless as "a | b"."""
+    rows = [
+        [_words(cell.get_text(" ")) for cell in tr.find_all(["th", "td"])]
+        for tr in table.find_all("tr")
+        if tr.find_parent("table") is table
+    ]
+    rows = [r for r in rows if any(r)]
+    if not rows:
+        return ""
+    first = table.find("tr")
+    has_header = first is not None and not first.find("td") and len(rows) > 1
+    lines = []
+    caption = table.find("caption")
+    if caption is not None and (text := _words(caption.get_text(" "))):
+        lines.append(text)
+    if not has_header:
+        return "\n".join(lines + [" | ".join(c for c in r if c) for r in rows])
+    header = [h or f"column {i + 1}" for i, h in enumerate(rows[0])]
+    for cells in rows[1:]:
+        labels = header + [f"column {i + 1}" for i in range(len(header), len(cells))]
+        pairs = [f"{k}: {_end(v)}" for k, v in zip(labels, cells, strict=False) if v]
+        lines.append(" ".join(pairs))
+    return "\n".join(lines)
+
+
+def _section_text(path: str, blocks: list[str]) -> str:
+    if not path:
+        return "\n\n".join(blocks)
+    if not blocks:
+        return path
+    sep = "\n" if "\n" in blocks[0] else " "
+    return f"{path}:{sep}" + "\n\n".join(blocks)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _end(value: str) -> str:
+    return value if value.endswith((".", "!", "?", "。", "！", "？")) else f"{value}."

@@ -1,0 +1,157 @@
+"""PDF: one Document per page, from the text layer or, for scanned pages, from OCR.
+
+PDFium (through pypdfium2) is not thread-safe, so every call into it holds one lock; OCR of
+a rendered page runs outside the lock. Every PDFium object is closed, also on errors.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+from typing import TYPE_CHECKING
+
+from kinject.errors import BadRecord, DependencyMissing
+from kinject.ingest.ocr import ocr_image
+from kinject.ingest.parsers import doc_id
+from kinject.types import Document, Record
+
+if TYPE_CHECKING:
+    from pypdfium2 import PdfDocument, PdfPage
+
+log = logging.getLogger(__name__)
+
+# Pages without a text layer are rendered for OCR at the resolution of the scan they hold
+# (at most 4x, 288 dpi), at 2x (144 dpi) when they hold no image, and never past this many
+# pixels on the longer side.
+RENDER_SCALE = 2.0
+MAX_SCAN_SCALE = 4.0
+MAX_RENDER_SIDE = 2500
+_PDFIUM_LOCK = threading.RLock()
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+_NO_KIDS = re.compile(rb"/Count\s+0(?![0-9])")
+
+
+def parse_pdf(record: Record, kind: str = "pdf", ocr_engine: str = "auto") -> list[Document]:
+    """One Document per page with text; ``meta["page"]`` is 1-based.
+
+    Pages without a text layer are rendered and read with OCR (``ocr_engine``); with
+    ``"none"``, or ``"auto"`` and no engine installed, they yield nothing. A PDF that is
+    corrupt, encrypted with a password, or has no pages raises BadRecord(stage="parse").
+    """
+    pdf = _open(record.content)
+    try:
+        with _PDFIUM_LOCK:
+            pages = len(pdf)
+            pdf_title = _metadata_title(pdf)
+        if pages == 0:
+            raise BadRecord("pdf has no pages", stage="parse")
+        title = str(record.meta.get("title") or pdf_title or record.meta.get("filename") or "")
+        docs: list[Document] = []
+        for number in range(1, pages + 1):
+            text, by_ocr = _page_text(pdf, number, ocr_engine)
+            if not text.strip():
+                continue
+            meta = {
+                **record.meta,
+                "unit": "page",
+                "page": number,
+                "pages": pages,
+                "pdf_title": pdf_title,
+                "ocr": by_ocr,
+            }
+            docs.append(
+                Document(
+                    doc_id(record.source_id, f"page-{number}"),
+                    record.source_id,
+                    text,
+                    kind,
+                    title=title,
+                    meta=meta,
+                )
+            )
+    finally:
+        with _PDFIUM_LOCK:
+            pdf.close()
+    log.debug("pdf %s: %d pages, %d with text", record.source_id, pages, len(docs))
+    return docs
+
+
+def _open(data: bytes) -> PdfDocument:
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        with _PDFIUM_LOCK:
+            return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if exc.err_code == pdfium_c.FPDF_ERR_PASSWORD:
+            reason = "pdf is encrypted and needs a password"
+        elif _NO_KIDS.search(data) and not _PAGE_OBJECT.search(data):
+            reason = "pdf has no pages"  # PDFium refuses to open a document without pages
+        else:
+            reason = f"pdf is corrupt or unreadable: {exc}"
+        raise BadRecord(reason, stage="parse") from exc
+
+
+def _metadata_title(pdf: PdfDocument) -> str:
+    try:
+        return " ".join(str(pdf.get_metadata_value("Title")).split())
+    except Exception:  # a broken info dictionary is no reason to lose the pages
+        return ""
+
+
+def _page_text(pdf: PdfDocument, number: int, ocr_engine: str) -> tuple[str, bool]:
+    """The page's text layer, or its OCR text when it has none; (text, came_from_ocr)."""
+    import pypdfium2 as pdfium
+
+    try:
+        with _PDFIUM_LOCK:
+            page = pdf[number - 1]
+            try:
+                textpage = page.get_textpage()
+                try:
+                    text = textpage.get_text_range()
+                finally:
+                    textpage.close()
+                image = None if text.strip() or ocr_engine == "none" else _render(page)
+            finally:
+                page.close()
+    except pdfium.PdfiumError as exc:
+        raise BadRecord(f"pdf page {number} cannot be read: {exc}", stage="parse") from exc
+    if image is None:
+        if not text.strip():
+            log.info("pdf page %d has no text layer and OCR is off; skipped", number)
+        return text, False
+    try:
+        return ocr_image(image, ocr_engine), True
+    except DependencyMissing:
+        if ocr_engine != "auto":
+            raise
+        log.warning("pdf page %d has no text layer and no OCR engine is installed", number)
+        return "", False
+
+
+def _render(page: PdfPage) -> bytes:
+    """The page as PNG bytes, for OCR (called with the PDFium lock held).
+
+    A scanned page is rendered at the resolution of the scan it holds: resampling it up
+    or down costs OCR accuracy (spaces between words are the first thing lost).
+    """
+    import pypdfium2.raw as pdfium_c
+
+    width, height = page.get_size()
+    scale = RENDER_SCALE
+    images = list(page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=1))
+    if images:
+        px_width = max(img.get_px_size()[0] for img in images)
+        scale = min(max(px_width / max(width, 1.0), 1.0), MAX_SCAN_SCALE)
+    scale = min(scale, MAX_RENDER_SIDE / max(width, height, 1.0))
+    bitmap = page.render(scale=scale, grayscale=True)
+    try:
+        buf = io.BytesIO()
+        bitmap.to_pil().save(buf, format="PNG")
+    finally:
+        bitmap.close()
+    return buf.getvalue()

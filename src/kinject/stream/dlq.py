@@ -1,0 +1,191 @@
+"""Inspect and replay the dead-letter topic (``kinject.dlq``).
+
+A dead letter is read with a consumer in no group, from the beginning of every partition
+up to the end it had when the read began, so reading changes nothing for anyone. Its id is
+``PARTITION:OFFSET`` in the dlq topic; a bare offset is accepted where it is unambiguous.
+Replay re-publishes the original key and value bytes to the records topic (through the
+producer and its outbox): a record that fails again becomes a new dead letter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kinject.config import KafkaSettings
+from kinject.errors import BrokerError, NotFound
+from kinject.stream.clients import make_consumer
+from kinject.stream.producer import Producer
+from kinject.stream.topics import Topics
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message of the dlq topic, decoded."""
+
+    partition: int
+    offset: int
+    at: float | None
+    stage: str
+    reason: str
+    error_type: str
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def source_id(self) -> str:
+        """The key as text (the source id for records kinject published), or '-'."""
+        if self.key is None:
+            return "-"
+        return self.key.decode("utf-8", "replace")
+
+    def payload_text(self) -> str | None:
+        """The original value as text (JSON pretty-printed), or None when it is binary."""
+        if self.value is None:
+            return None
+        try:
+            text = self.value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if "\x00" in text:
+            return None
+        try:
+            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        except ValueError:
+            return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "stage": self.stage,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "source": {
+                "topic": self.source_topic,
+                "partition": self.source_partition,
+                "offset": self.source_offset,
+            },
+            "key": self.source_id if self.key is not None else None,
+            "value_bytes": None if self.value is None else len(self.value),
+        }
+
+
+def _decode(msg: Any) -> DeadLetter:
+    try:
+        body = json.loads(msg.value)
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+    except (TypeError, ValueError) as exc:  # someone else's message on the topic
+        return DeadLetter(
+            msg.partition,
+            msg.offset,
+            msg.timestamp / 1000,
+            "?",
+            f"unreadable dead letter: {exc}",
+            "?",
+            None,
+            None,
+            None,
+            msg.key,
+            msg.value,
+        )
+
+    def b64(field: str) -> bytes | None:
+        raw = body.get(field)
+        return base64.b64decode(raw) if raw is not None else None
+
+    return DeadLetter(
+        partition=msg.partition,
+        offset=msg.offset,
+        at=body.get("at"),
+        stage=str(body.get("stage", "?")),
+        reason=str(body.get("reason", "")),
+        error_type=str(body.get("error_type", "")),
+        source_topic=body.get("topic"),
+        source_partition=body.get("partition"),
+        source_offset=body.get("offset"),
+        key=b64("key_b64"),
+        value=b64("value_b64"),
+    )
+
+
+def read_dead_letters(
+    kafka: KafkaSettings, bootstrap: str, *, timeout_s: float = 30.0
+) -> list[DeadLetter]:
+    """Every dead letter now in the dlq topic, oldest first (by time of failure)."""
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+
+    topic = Topics.from_settings(kafka).dlq
+    letters: list[DeadLetter] = []
+    try:
+        consumer = make_consumer(kafka, bootstrap, None)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read {topic} on {bootstrap}: {exc}") from exc
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} did not reach its end in {timeout_s:g} s")
+            for batch in consumer.poll(timeout_ms=200).values():
+                letters.extend(_decode(m) for m in batch)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read {topic} on {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()
+    letters.sort(key=lambda d: (d.at or 0.0, d.partition, d.offset))
+    return letters
+
+
+def find_dead_letter(letters: list[DeadLetter], ref: str) -> DeadLetter:
+    """The dead letter named ``PARTITION:OFFSET``, or by a bare offset when only one has it."""
+    ref = ref.strip()
+    try:
+        if ":" in ref:
+            part, off = (int(x) for x in ref.split(":", 1))
+            matches = [d for d in letters if d.partition == part and d.offset == off]
+        else:
+            off = int(ref)
+            matches = [d for d in letters if d.offset == off]
+    except ValueError:
+        raise NotFound(f"{ref!r} is not a dead-letter id (PARTITION:OFFSET or OFFSET)") from None
+    if not matches:
+        raise NotFound(f"no dead letter {ref} (see `kinject dlq list`)")
+    if len(matches) > 1:
+        ids = ", ".join(d.id for d in matches)
+        raise NotFound(f"offset {ref} is in several partitions ({ids}); name one as P:OFFSET")
+    return matches[0]
+
+
+def replay(producer: Producer, letters: list[DeadLetter]) -> list[str]:
+    """Re-publish each letter's original key and value to the records topic; return ids."""
+    sent: list[str] = []
+    for letter in letters:
+        if letter.key is None and letter.value is None:
+            _log.warning("dead letter %s has neither key nor value; skipped", letter.id)
+            continue
+        sent.append(producer.send_raw(letter.key, letter.value))
+        _log.info("replayed dead letter %s (%s)", letter.id, letter.source_id)
+    producer.flush()
+    return sent

@@ -1,0 +1,212 @@
+"""A durable local outbox for records accepted by kinject's producer (SQLite, WAL, fsync).
+
+The embedded Tansu broker keeps its log in memory: a restart forgets every record in it.
+So a record accepted through :class:`~kinject.stream.producer.Producer` is first written
+here, and leaves only once the ingest group has committed past it. A row moves through::
+
+    accepted  the row is written and fsynced; the record may not have reached Kafka yet
+       |      (send, broker acknowledges)
+    sent      topic, partition, offset and the broker's cluster id are known
+       |      (the ingest group's committed offset for that partition > offset)
+    confirmed the row is deleted (pruned): a worker has made the record durable
+
+:meth:`Outbox.republish` re-sends every row not yet known to be in the current cluster's
+log: ``accepted`` rows, and ``sent`` rows whose cluster id differs (a restarted embedded
+broker is a new, empty cluster). Rows are re-sent in the order they were accepted, so
+per-source order holds; downstream writes are idempotent, so a re-send is always safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from kinject.errors import BrokerError, KinjectError
+
+if TYPE_CHECKING:
+    from kinject.config import KafkaSettings
+    from kinject.stream.producer import Producer
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "kinject-ingest"
+State = Literal["accepted", "sent"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic       TEXT NOT NULL,
+    key         BLOB,
+    value       BLOB,
+    state       TEXT NOT NULL CHECK (state IN ('accepted', 'sent')),
+    cluster_id  TEXT,
+    partition   INTEGER,
+    "offset"    INTEGER,
+    accepted_at REAL NOT NULL,
+    sent_at     REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_position ON outbox (topic, partition, "offset");
+"""
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One record waiting for confirmation."""
+
+    id: int
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    state: State
+    cluster_id: str | None
+    partition: int | None
+    offset: int | None
+    accepted_at: float
+
+
+class Outbox:
+    """The outbox file (one per data directory). Safe to share between threads and processes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: every commit is fsynced, so an accepted record survives a power cut.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise KinjectError(f"cannot open the outbox {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def accept(self, topic: str, key: bytes | None, value: bytes | None) -> int:
+        """Write a record durably (state ``accepted``); return its row id."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO outbox (topic, key, value, state, accepted_at) "
+                "VALUES (?, ?, ?, 'accepted', ?)",
+                (topic, key, value, time.time()),
+            )
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def mark_sent(
+        self, row_id: int, cluster_id: str | None, topic: str, partition: int, offset: int
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state='sent', cluster_id=?, topic=?, partition=?, "
+                '"offset"=?, sent_at=? WHERE id=?',
+                (cluster_id, topic, partition, offset, time.time(), row_id),
+            )
+
+    def pending(self) -> list[OutboxEntry]:
+        """Every row not yet confirmed, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                'SELECT id, topic, key, value, state, cluster_id, partition, "offset", '
+                "accepted_at FROM outbox ORDER BY id"
+            ).fetchall()
+        return [OutboxEntry(*row) for row in rows]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def prune(self, cluster_id: str | None, committed: Mapping[tuple[str, int], int]) -> int:
+        """Delete ``sent`` rows of ``cluster_id`` whose partition's committed offset is past
+        them; ``committed`` maps (topic, partition) to the group's committed offset."""
+        pruned = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for (topic, partition), offset in committed.items():
+                    cur = self._db.execute(
+                        "DELETE FROM outbox WHERE state='sent' AND cluster_id IS ? AND topic=? "
+                        'AND partition=? AND "offset" < ?',
+                        (cluster_id, topic, partition, offset),
+                    )
+                    pruned += cur.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if pruned:
+            _log.info("outbox: %d record(s) confirmed by the ingest group and pruned", pruned)
+        return pruned
+
+    def confirm(self, kafka: KafkaSettings, bootstrap: str, group_id: str = DEFAULT_GROUP) -> int:
+        """Ask the broker how far ``group_id`` has committed and prune what it has passed."""
+        cluster_id, committed = committed_offsets(kafka, bootstrap, group_id)
+        return self.prune(cluster_id, committed)
+
+    def republish(self, producer: Producer, *, everything: bool = False) -> int:
+        """Re-send rows that the current cluster's log does not hold (all rows not yet
+        confirmed with ``everything``); return how many were sent."""
+        current = producer.cluster_id
+        entries = [
+            e
+            for e in self.pending()
+            if everything or e.state == "accepted" or e.cluster_id != current
+        ]
+        for entry in entries:
+            producer.resend(entry)
+        producer.flush()
+        if entries:
+            _log.info("outbox: re-sent %d record(s) to cluster %s", len(entries), current)
+        return len(entries)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Outbox({self.path})"
+
+
+def committed_offsets(
+    kafka: KafkaSettings, bootstrap: str, group_id: str
+) -> tuple[str | None, dict[tuple[str, int], int]]:
+    """The broker's cluster id and ``group_id``'s committed offsets per (topic, partition)."""
+    from kafka.errors import KafkaError
+
+    from kinject.stream.clients import make_admin
+
+    try:
+        admin = make_admin(kafka, bootstrap)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach the Kafka broker at {bootstrap}: {exc}") from exc
+    try:
+        cluster_id = admin.describe_cluster().get("cluster_id")
+        offsets = admin.list_group_offsets(group_id).get(group_id, {})
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read the committed offsets of {group_id}: {exc}") from exc
+    finally:
+        admin.close()
+    committed = {
+        (tp.topic, tp.partition): int(meta.offset)
+        for tp, meta in offsets.items()
+        if meta.offset is not None and meta.offset >= 0
+    }
+    return cluster_id, committed

@@ -1,0 +1,199 @@
+"""kinject's producer: records onto ``kinject.records``, keyed by source id, through the outbox.
+
+The key is the source id, so every record of a source lands on one partition and keeps its
+order. Deletes are ``op=delete`` envelopes (not Kafka tombstones), so their reason and
+timestamp travel with them. With an :class:`~kinject.stream.outbox.Outbox`, a record is
+durable once ``publish`` returns (written and fsynced locally, sent in the background and
+acknowledged by ``flush``); without one, ``publish`` waits for the broker's acknowledgement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from kinject.config import KafkaSettings
+from kinject.errors import BadRecord, BrokerError
+from kinject.ingest.envelope import encode_record, record_from_path
+from kinject.stream.clients import make_admin, make_producer
+from kinject.stream.topics import Topics
+from kinject.types import Record
+
+if TYPE_CHECKING:
+    from kinject.stream.outbox import Outbox, OutboxEntry
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RECORD_BYTES = 10 * 1024 * 1024
+# Room for the record batch header and the key around the largest value allowed.
+_REQUEST_OVERHEAD = 64 * 1024
+# Sends waiting for their acknowledgement before publish() drains them.
+_MAX_IN_FLIGHT = 1000
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB ({n:,} bytes)" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+class Producer:
+    """Publishes records to ``<prefix>.records``. Use as a context manager."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        bootstrap: str,
+        outbox: Outbox | None = None,
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        ack_timeout_s: float = 30.0,
+    ) -> None:
+        if max_record_bytes < 1:
+            raise ValueError(f"max_record_bytes must be positive, got {max_record_bytes}")
+        if ack_timeout_s <= 0:
+            raise ValueError(f"ack_timeout_s must be positive, got {ack_timeout_s}")
+        from kafka.errors import KafkaError
+
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+        self.outbox = outbox
+        self.max_record_bytes = max_record_bytes
+        self.topic = Topics.from_settings(kafka).records
+        self._ack_timeout_s = ack_timeout_s
+        self._in_flight: list[tuple[int, Any]] = []
+        try:
+            admin = make_admin(kafka, bootstrap)
+            try:
+                self.cluster_id: str | None = admin.describe_cluster().get("cluster_id")
+            finally:
+                admin.close()
+            self._producer = make_producer(
+                kafka, bootstrap, max_request_size=max_record_bytes + _REQUEST_OVERHEAD
+            )
+        except KafkaError as exc:
+            raise BrokerError(f"cannot connect a producer to {bootstrap}: {exc}") from exc
+
+    def publish(self, record: Record) -> str:
+        """Publish one record; return its id (``outbox:<row>`` or ``topic/partition/offset``).
+
+        Raises BadRecord when the encoded record is over ``max_record_bytes``.
+        """
+        if record.ts is None:
+            record = dataclasses.replace(record, ts=time.time())
+        value = encode_record(record)
+        if len(value) > self.max_record_bytes:
+            raise BadRecord(
+                f"record {record.source_id!r} is {_size(len(value))} encoded "
+                f"({_size(len(record.content))} of content), over the limit of "
+                f"{_size(self.max_record_bytes)}; it was not published",
+                stage="publish",
+            )
+        return self.send_raw(record.source_id.encode("utf-8"), value)
+
+    def publish_path(
+        self, path: Path | str, source_id: str | None = None, meta: dict[str, Any] | None = None
+    ) -> str:
+        """Publish a local file (kind sniffed, ``<name>.meta.json`` sidecar merged into meta)."""
+        path = Path(path)
+        if path.is_file() and path.stat().st_size > self.max_record_bytes:
+            raise BadRecord(
+                f"{path} is {_size(path.stat().st_size)}, over the record limit of "
+                f"{_size(self.max_record_bytes)}; it was not published",
+                stage="publish",
+            )
+        return self.publish(record_from_path(path, source_id, meta))
+
+    def delete(self, source_id: str, reason: str | None = None) -> str:
+        """Publish an ``op=delete`` record for ``source_id``."""
+        meta = {"reason": reason} if reason else {}
+        return self.publish(Record(source_id=source_id, op="delete", meta=meta, ts=time.time()))
+
+    def send_raw(self, key: bytes | None, value: bytes | None) -> str:
+        """Send bytes as they are (a dead letter's original, for replay) to the records topic."""
+        size = len(value or b"") + len(key or b"")
+        if size > self.max_record_bytes:
+            raise BadRecord(
+                f"message of {_size(size)} is over the limit of {_size(self.max_record_bytes)}",
+                stage="publish",
+            )
+        if self.outbox is None:
+            return self._send_now(key, value)
+        row = self.outbox.accept(self.topic, key, value)
+        self._send_tracked(row, self.topic, key, value)
+        return f"outbox:{row}"
+
+    def resend(self, entry: OutboxEntry) -> None:
+        """Send an outbox row again (used by :meth:`Outbox.republish`)."""
+        self._send_tracked(entry.id, entry.topic, entry.key, entry.value)
+
+    def flush(self) -> None:
+        """Wait until the broker has acknowledged every send; record positions in the outbox."""
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=self._ack_timeout_s)
+        except KafkaError as exc:
+            raise self._send_failed(exc) from exc
+        self._drain()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close(timeout=5)
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # do not mask the error; what the outbox holds is re-sent later
+            self._producer.close(timeout=5)
+
+    def _send_now(self, key: bytes | None, value: bytes | None) -> str:
+        from kafka.errors import KafkaError
+
+        try:
+            meta = self._producer.send(self.topic, key=key, value=value).get(self._ack_timeout_s)
+        except KafkaError as exc:
+            raise self._send_failed(exc) from exc
+        return f"{meta.topic}/{meta.partition}/{meta.offset}"
+
+    def _send_tracked(self, row: int, topic: str, key: bytes | None, value: bytes | None) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            future = self._producer.send(topic, key=key, value=value)
+        except KafkaError as exc:
+            raise self._send_failed(exc) from exc
+        self._in_flight.append((row, future))
+        if len(self._in_flight) >= _MAX_IN_FLIGHT:
+            self.flush()
+
+    def _drain(self) -> None:
+        assert self.outbox is not None or not self._in_flight
+        in_flight, self._in_flight = self._in_flight, []
+        failed: BaseException | None = None
+        for row, future in in_flight:
+            try:
+                meta = future.get(self._ack_timeout_s)
+            except Exception as exc:  # the row stays 'accepted' and is re-sent later
+                failed = failed or exc
+                continue
+            assert self.outbox is not None
+            self.outbox.mark_sent(row, self.cluster_id, meta.topic, meta.partition, meta.offset)
+        if failed is not None:
+            raise self._send_failed(failed)
+
+    def _send_failed(self, exc: BaseException) -> BrokerError:
+        kept = " (accepted records stay in the outbox and are re-sent)" if self.outbox else ""
+        return BrokerError(f"Kafka at {self.bootstrap} did not acknowledge a record: {exc}{kept}")

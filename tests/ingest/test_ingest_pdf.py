@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from kinject.demo_data import render_scanned_page
+from kinject.errors import BadRecord, DependencyMissing
+from kinject.ingest import ocr
+from kinject.ingest.parsers import parse_documents
+from kinject.ingest.pdf import parse_pdf
+from kinject.ingest.pipeline import IngestConfig, ingest_record
+from kinject.types import Record
+
+PAGES = (
+    ("Tide almanac", "The spring tide at Brinmoor peaked at 4.7 metres on 3 March."),
+    ("Keepers", "Gullspire light has been kept by Senna Calloway since 1998."),
+)
+SCANNED = (
+    "HARBOUR NOTICE",
+    "The spring tide peaked at 4.7 metres on Brinmoor.",
+    "Observer: Lowenna Tresize",
+)
+
+
+def _text_pdf(pages: tuple[tuple[str, str], ...] = PAGES, **canvas_kwargs: object) -> bytes:
+    """A real PDF with a text layer, one heading and one sentence per page (reportlab)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=A4, **canvas_kwargs)  # type: ignore[arg-type]
+    c.setTitle("Brinmoor Almanac")
+    for heading, sentence in pages:
+        c.setFont("Helvetica-Bold", 16)
+        c.drawString(72, 760, heading)
+        c.setFont("Helvetica", 11)
+        c.drawString(72, 730, sentence)
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def _scanned_pdf() -> bytes:
+    """An image-only PDF (no text layer), as a scanner writes it: Pillow's PDF writer."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(render_scanned_page(SCANNED))).save(buf, "PDF")
+    return buf.getvalue()
+
+
+def _pdf_without_pages() -> bytes:
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
+    out, offsets = b"%PDF-1.4\n", []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (n, body)
+    xref = len(out)
+    out += b"xref\n0 3\n0000000000 65535 f \n"
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    return out + b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+
+
+def test_text_pdf_gives_one_document_per_page() -> None:
+    docs = parse_pdf(Record("pdf/almanac", content=_text_pdf(), meta={"filename": "a.pdf"}))
+    assert [d.meta["page"] for d in docs] == [1, 2]
+    assert all(d.meta["pages"] == 2 and d.meta["ocr"] is False for d in docs)
+    for doc, (heading, sentence) in zip(docs, PAGES, strict=True):
+        assert heading in doc.text and sentence in doc.text
+    assert {d.title for d in docs} == {"Brinmoor Almanac"}  # from the PDF's metadata
+    assert docs[0].doc_id != docs[1].doc_id
+
+
+def test_pdf_end_to_end_is_sniffed_and_chunks_carry_page_numbers() -> None:
+    out = ingest_record(Record("pdf/almanac", content=_text_pdf()), IngestConfig())
+    assert {d.kind for d in out.documents} == {"pdf"}
+    by_page = {c.meta["page"]: c.text for c in out.chunks}
+    assert "Senna Calloway since 1998" in by_page[2]
+    assert "4.7 metres" in by_page[1]
+    assert by_page[1].startswith("Tide almanac")
+
+
+@pytest.mark.slow
+def test_scanned_pdf_page_is_read_with_ocr() -> None:
+    pytest.importorskip("rapidocr")
+    start = time.perf_counter()
+    record = Record("pdf/scan", content=_scanned_pdf())
+    out = ingest_record(record, IngestConfig(ocr_engine="rapidocr"))
+    elapsed = time.perf_counter() - start
+    text = "\n".join(c.text for c in out.chunks)
+    assert "Lowenna Tresize" in text and "4.7 metres" in text, text
+    assert out.documents[0].meta["ocr"] is True and out.documents[0].meta["page"] == 1
+    assert elapsed < 60
+
+
+def test_scanned_pdf_with_ocr_off_yields_nothing() -> None:
+    out = ingest_record(Record("pdf/scan", content=_scanned_pdf()), IngestConfig(ocr_engine="none"))
+    assert out.documents == [] and out.chunks == []
+
+
+def test_scanned_pdf_without_engine_auto_skips_named_engine_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        ocr, "available_ocr_engines", lambda: {"rapidocr": False, "tesseract": False}
+    )
+    assert parse_pdf(Record("pdf/scan", content=_scanned_pdf()), ocr_engine="auto") == []
+    with pytest.raises(DependencyMissing, match="tesseract"):
+        parse_pdf(Record("pdf/scan", content=_scanned_pdf()), ocr_engine="tesseract")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"%PDF-1.4\nthis is not a pdf body at all", "pdf is corrupt or unreadable"),
+        (_text_pdf()[:200], "pdf is corrupt or unreadable"),
+        (_pdf_without_pages(), "pdf has no pages"),
+        (_text_pdf(encrypt="s3cret"), "pdf is encrypted and needs a password"),
+    ],
+    ids=["junk", "truncated", "zero-pages", "encrypted"],
+)
+def test_unreadable_pdfs_are_bad_records_with_the_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(BadRecord, match=reason) as info:
+        ingest_record(Record("pdf/bad", content=data), IngestConfig(ocr_engine="none"))
+    assert info.value.stage == "parse"
+
+
+def test_pdf_through_the_parser_registry() -> None:
+    docs = parse_documents(Record("pdf/almanac", content=_text_pdf()), "pdf")
+    assert [d.meta["page"] for d in docs] == [1, 2]

@@ -1,0 +1,120 @@
+"""Dead letters: list, show and replay against real dead letters on the real broker."""
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kinject.cli import app
+from kinject.config import KafkaSettings
+from kinject.index.embedders import HashEmbedder
+from kinject.ingest.pipeline import IngestConfig
+from kinject.stream.clients import make_producer
+from kinject.stream.dlq import read_dead_letters
+from kinject.stream.events import encode_dead_letter
+from kinject.stream.ingest_worker import IngestWorker
+from kinject.stream.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.kafka
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI points the root logger at CliRunner's stderr; put pytest's handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture()
+def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> KafkaSettings:
+    prefix = "d" + str(abs(hash(request.node.nodeid)) % 10**8)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
+                             partitions=2, session_timeout_ms=2000)
+    ensure_topics(settings, kafka_bootstrap)
+    return settings
+
+
+@pytest.fixture()
+def env(kafka: KafkaSettings, tmp_path: Path) -> dict[str, str]:
+    return {"KINJECT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers or "",
+            "KINJECT_KAFKA__TOPIC_PREFIX": kafka.topic_prefix, "KINJECT_KAFKA__PARTITIONS": "2",
+            "KINJECT_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"}
+
+
+def _letters(kafka: KafkaSettings) -> None:
+    """Three dead letters as the ingest worker writes them (one on each key)."""
+    topics = Topics.from_settings(kafka)
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    bad = [(b"kb/broken", b"{not json", "validate", "record value is not valid UTF-8 JSON"),
+           (b"kb/pdf", json.dumps({"source_id": "kb/pdf", "kind": "pdf",
+                                   "content_b64": "JVBERi0="}).encode(), "parse",
+            "PDF has no pages"),
+           (b"kb/bin", b"\x89PNG\x00\x01junk", "ocr", "cannot decode image")]
+    for offset, (key, value, stage, reason) in enumerate(bad):
+        producer.send(topics.dlq, key=key, value=encode_dead_letter(
+            reason=reason, stage=stage, error_type="BadRecord", topic=topics.records,
+            partition=0, offset=offset, key=key, value=value))
+    producer.flush()
+    producer.close()
+
+
+def test_list_and_show_real_dead_letters(kafka: KafkaSettings, env: dict[str, str]) -> None:
+    _letters(kafka)
+    letters = read_dead_letters(kafka, kafka.bootstrap_servers or "")
+    assert [d.source_id for d in letters] == ["kb/broken", "kb/pdf", "kb/bin"]
+    result = runner.invoke(app, ["dlq", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 dead letter(s)" in result.stdout
+    for text in ("kb/broken", "validate", "PDF has no pages", "kb/bin", "ocr"):
+        assert text in result.stdout
+    result = runner.invoke(app, ["dlq", "list", "--limit", "1"], env=env)
+    assert "1 of 3" in result.stdout and "kb/bin" in result.stdout
+    assert "kb/broken" not in result.stdout
+    pdf = letters[1]
+    result = runner.invoke(app, ["dlq", "show", pdf.id], env=env)
+    assert result.exit_code == 0, result.output
+    assert '"reason": "PDF has no pages"' in result.stdout
+    assert '"content_b64": "JVBERi0="' in result.stdout  # the original payload, decoded
+    result = runner.invoke(app, ["dlq", "show", letters[2].id], env=env)
+    assert "payload: 10 bytes of binary data" in result.stdout
+    result = runner.invoke(app, ["dlq", "show", "7:99"], env=env)
+    assert result.exit_code == 2 and "no dead letter 7:99" in result.stderr
+
+
+def test_replay_republishes_and_a_failure_lands_in_the_dlq_again(
+    kafka: KafkaSettings, env: dict[str, str], hash_embedder: HashEmbedder
+) -> None:
+    _letters(kafka)
+    broken = read_dead_letters(kafka, kafka.bootstrap_servers or "")[0]
+    result = runner.invoke(app, ["dlq", "replay"], env=env)
+    assert result.exit_code == 2 and "--offset N" in result.stderr
+    worker = IngestWorker(kafka, kafka.bootstrap_servers or "", IngestConfig(ocr_engine="none"),
+                          hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        result = runner.invoke(app, ["dlq", "replay", "--offset", broken.id], env=env)
+        assert result.exit_code == 0, result.output
+        assert f"replayed 1 dead letter(s) to {kafka.topic_prefix}.records" in result.stdout
+        deadline = time.monotonic() + 30
+        while len(letters := read_dead_letters(kafka, kafka.bootstrap_servers or "")) < 4:
+            assert time.monotonic() < deadline, "the replayed record did not fail again"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    again = letters[-1]
+    assert again.value == b"{not json" and again.source_id == "kb/broken"
+    assert again.source_topic == f"{kafka.topic_prefix}.records"
+    result = runner.invoke(app, ["dlq", "replay", "--all"], env=env)
+    assert result.exit_code == 0 and "replayed 4 dead letter(s)" in result.stdout

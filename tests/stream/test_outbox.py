@@ -1,0 +1,116 @@
+"""The durable outbox: kept until the ingest group commits past it, re-sent after a restart."""
+
+import time
+from pathlib import Path
+
+import pytest
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from kinject.config import KafkaSettings
+from kinject.stream.broker import EmbeddedBroker
+from kinject.stream.clients import make_consumer
+from kinject.stream.outbox import Outbox
+from kinject.stream.producer import Producer
+from kinject.stream.topics import Topics, ensure_topics
+from kinject.types import Record
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture()
+def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> KafkaSettings:
+    prefix = "o" + str(abs(hash(request.node.nodeid)) % 10**8)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
+                             partitions=1, session_timeout_ms=2000)
+    ensure_topics(settings, kafka_bootstrap)
+    return settings
+
+
+def _consume(kafka: KafkaSettings, bootstrap: str, group: str | None, n: int) -> list[object]:
+    consumer = make_consumer(kafka, bootstrap, group, [Topics.from_settings(kafka).records])
+    got: list[object] = []
+    deadline = time.monotonic() + 20
+    while len(got) < n:
+        assert time.monotonic() < deadline, f"only {len(got)} of {n} records arrived"
+        for batch in consumer.poll(timeout_ms=200).values():
+            got.extend(batch)
+    if group is not None:
+        # commit past the first record only, as a worker that has done one would
+        first = got[0]
+        tp = TopicPartition(first.topic, first.partition)  # type: ignore[attr-defined]
+        consumer.commit({tp: OffsetAndMetadata(first.offset + 1, None, -1)})  # type: ignore[attr-defined]
+    consumer.close()
+    return got
+
+
+def test_outbox_keeps_a_record_until_the_group_commits_past_it(
+    kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    group = f"{kafka.topic_prefix}-ingest"
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        with Producer(kafka, kafka_bootstrap, outbox) as producer:
+            producer.publish(Record(source_id="kb/1", content=b"first"))
+            producer.publish(Record(source_id="kb/2", content=b"second"))
+        assert [e.state for e in outbox.pending()] == ["sent", "sent"]
+        # nobody has consumed yet: nothing is confirmed
+        assert outbox.confirm(kafka, kafka_bootstrap, group) == 0
+        assert len(outbox) == 2
+        # another group's progress does not count
+        _consume(kafka, kafka_bootstrap, f"{group}-other", 2)
+        assert outbox.confirm(kafka, kafka_bootstrap, group) == 0
+        # the ingest group commits past the first record: only that one is pruned
+        _consume(kafka, kafka_bootstrap, group, 2)
+        assert outbox.confirm(kafka, kafka_bootstrap, group) == 1
+        (left,) = outbox.pending()
+        assert left.key == b"kb/2" and left.offset == 1
+
+
+def test_outbox_survives_a_restart_and_republishes_to_a_fresh_broker(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "outbox.sqlite3"
+    kafka = KafkaSettings(partitions=1, session_timeout_ms=2000)
+    records = Topics.from_settings(kafka).records
+    with EmbeddedBroker(kafka, port=0) as first:
+        outbox = Outbox(path)
+        with Producer(kafka, first.bootstrap_servers, outbox) as producer:
+            old_cluster = producer.cluster_id
+            for i in range(3):
+                producer.publish(Record(source_id=f"kb/{i}", content=f"fact {i}".encode()))
+            producer.publish(Record(source_id="kb/0", op="delete"))
+        outbox.close()
+    # the broker is gone and its in-memory log with it; the process "restarts"
+    with EmbeddedBroker(kafka, port=0) as second, Outbox(path) as reopened:
+        pending = reopened.pending()
+        assert len(pending) == 4 and {e.cluster_id for e in pending} == {old_cluster}
+        with Producer(kafka, second.bootstrap_servers, reopened) as producer:
+            assert producer.cluster_id != old_cluster
+            assert reopened.republish(producer) == 4
+            # they are in the new cluster's log now: a second call sends nothing
+            assert reopened.republish(producer) == 0
+        got = _consume(kafka, second.bootstrap_servers, None, 4)
+        assert [(m.key, m.offset) for m in got] == [  # type: ignore[attr-defined]
+            (b"kb/0", 0), (b"kb/1", 1), (b"kb/2", 2), (b"kb/0", 3)]  # accepted order
+        assert all(m.topic == records for m in got)  # type: ignore[attr-defined]
+        assert {e.cluster_id for e in reopened.pending()} == {producer.cluster_id}
+        # a group in the new cluster commits everything: the outbox empties
+        consumer = make_consumer(kafka, second.bootstrap_servers, "kinject-ingest", [records])
+        deadline = time.monotonic() + 20
+        seen = 0
+        while seen < 4:
+            assert time.monotonic() < deadline
+            seen += sum(len(b) for b in consumer.poll(timeout_ms=200).values())
+        consumer.commit()
+        consumer.close()
+        assert reopened.confirm(kafka, second.bootstrap_servers) == 4
+        assert reopened.pending() == []
+
+
+def test_accepted_rows_are_durable_before_any_send(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as outbox:
+        row = outbox.accept("kinject.records", b"kb/x", b'{"source_id":"kb/x"}')
+    with Outbox(path) as reopened:
+        (entry,) = reopened.pending()
+        assert (entry.id, entry.state, entry.key) == (row, "accepted", b"kb/x")
+        mode = reopened._db.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"

@@ -1,0 +1,128 @@
+"""`kinject publish`: directories, globs, stdin JSON lines, deletes, and the no-broker error."""
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kinject.cli import app
+from kinject.config import KafkaSettings
+from kinject.ingest.envelope import decode_record
+from kinject.stream.clients import make_consumer
+from kinject.stream.topics import Topics, ensure_topics
+from kinject.types import Record
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI points the root logger at CliRunner's stderr; put pytest's handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture()
+def env(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    prefix = "c" + str(abs(hash(request.node.nodeid)) % 10**8)
+    ensure_topics(KafkaSettings(topic_prefix=prefix, partitions=2), kafka_bootstrap)
+    return {"KINJECT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "KINJECT_KAFKA__TOPIC_PREFIX": prefix, "KINJECT_KAFKA__PARTITIONS": "2",
+            "KINJECT_DATA_DIR": str(tmp_path / "data")}
+
+
+def _records(env: dict[str, str], n: int) -> list[Record]:
+    kafka = KafkaSettings(topic_prefix=env["KINJECT_KAFKA__TOPIC_PREFIX"])
+    bootstrap = env["KINJECT_KAFKA__BOOTSTRAP_SERVERS"]
+    consumer = make_consumer(kafka, bootstrap, None, [Topics.from_settings(kafka).records])
+    got: list[Record] = []
+    deadline = time.monotonic() + 20
+    while len(got) < n and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            got += [decode_record(m.value, m.key) for m in batch]
+    got += [decode_record(m.value, m.key) for b in consumer.poll(timeout_ms=300).values()
+            for m in b]
+    consumer.close()
+    return got
+
+
+@pytest.mark.kafka
+def test_publish_a_directory_with_stable_source_ids(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kb = tmp_path / "kb"
+    (kb / "sub").mkdir(parents=True)
+    (kb / "otters.txt").write_text("The otter colony counts 41 animals.")
+    (kb / "guide.md").write_text("# Guide\nFerries leave at noon.")
+    (kb / "sub" / "staff.csv").write_text("name,role\nIda Brook,warden\n")
+    (kb / "sub" / "page.html").write_text("<html><body><h1>Shed</h1><p>Oil.</p></body></html>")
+    (kb / "sub" / "data.json").write_text('{"shed": {"number": 4}}')
+    (kb / "sub" / "staff.csv.meta.json").write_text('{"team": "wardens"}')
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["publish", "kb", "--prefix", "docs/"], env=env)
+    assert result.exit_code == 0, result.output
+    topic = f"{env['KINJECT_KAFKA__TOPIC_PREFIX']}.records"
+    assert f"published 5 record(s) to {topic}" in result.stdout
+    got = {r.source_id: r for r in _records(env, 5)}
+    assert sorted(got) == ["docs/guide.md", "docs/otters.txt", "docs/sub/data.json",
+                           "docs/sub/page.html", "docs/sub/staff.csv"]  # no sidecar record
+    assert {r.kind for r in got.values()} == {"text", "markdown", "csv", "html", "json"}
+    assert got["docs/sub/staff.csv"].meta["team"] == "wardens"  # the sidecar is merged
+    # a single file is named relative to the working directory, or as told
+    result = runner.invoke(app, ["publish", "kb/otters.txt"], env=env)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["publish", "kb/guide.md", "--source-id", "guide"], env=env)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["publish", "kb/sub/*.csv"], env=env)  # a glob
+    assert result.exit_code == 0, result.output
+    ids = sorted(r.source_id for r in _records(env, 8))
+    assert ids == sorted([*got, "kb/otters.txt", "guide", "kb/sub/staff.csv"])
+
+
+@pytest.mark.kafka
+def test_stdin_lines_with_a_bad_one_publish_the_others_and_exit_1(env: dict[str, str]) -> None:
+    lines = [json.dumps({"source_id": "kb/a", "content": "Alpha is first."}), "",
+             "{not json",
+             json.dumps({"content": "no source id"}),
+             json.dumps({"source_id": "kb/b", "kind": "markdown", "content": "# Beta"})]
+    result = runner.invoke(app, ["publish", "-"], input="\n".join(lines) + "\n", env=env)
+    assert result.exit_code == 1
+    assert "published 2 record(s)" in result.stdout and "2 failed" in result.stdout
+    assert "line 3: record value is not valid UTF-8 JSON" in result.stderr
+    assert "line 4: invalid record envelope: source_id" in result.stderr
+    got = _records(env, 2)
+    assert {(r.source_id, r.content) for r in got} == {("kb/a", b"Alpha is first."),
+                                                       ("kb/b", b"# Beta")}
+
+
+@pytest.mark.kafka
+def test_publish_delete_sends_a_delete_envelope(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["publish", "--delete", "kb/gone"], env=env)
+    assert result.exit_code == 0, result.output
+    (rec,) = _records(env, 1)
+    assert (rec.source_id, rec.op) == ("kb/gone", "delete") and rec.ts
+
+
+def test_publish_without_bootstrap_servers_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KINJECT_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    (tmp_path / "a.txt").write_text("hello")
+    result = runner.invoke(app, ["publish", str(tmp_path / "a.txt")],
+                           env={"KINJECT_DATA_DIR": str(tmp_path / "d")})
+    assert result.exit_code == 2
+    assert "KINJECT_KAFKA__BOOTSTRAP_SERVERS" in result.stderr
+    assert "kinject broker" in result.stderr
+
+
+def test_publish_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"KINJECT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "KINJECT_DATA_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["publish", str(tmp_path / "nope.txt")], env=env)
+    assert result.exit_code == 2 and "nope.txt does not exist" in result.stderr
