@@ -91,3 +91,40 @@ def test_bytes_that_are_no_image_are_bad_records() -> None:
     with pytest.raises(BadRecord, match="cannot decode image") as info:
         ocr_image(b"\x89PNG\r\n\x1a\nnot really a png")
     assert info.value.stage == "ocr"
+
+
+ZH_LINES = ("灯屿港口通告", "小船每晚停泊费为三十八马克。")
+_CJK_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+)
+
+
+def _render_chinese() -> bytes:
+    """Chinese lines drawn with a real CJK font (CI installs fonts-wqy-zenhei)."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    font_path = next((f for f in _CJK_FONTS if Path(f).is_file()), None)
+    if font_path is None:
+        pytest.skip("no CJK font installed (Debian: fonts-wqy-zenhei)")
+    font = ImageFont.truetype(font_path, 40)
+    img = Image.new("RGB", (900, 80 + 70 * len(ZH_LINES)), "white")
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(ZH_LINES):
+        draw.text((40, 40 + 70 * i), line, fill="black", font=font)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("engine", ["rapidocr", "tesseract"])
+def test_chinese_text_is_read_without_spaces_between_characters(engine: str) -> None:
+    if not available_ocr_engines()[engine]:
+        pytest.skip(f"{engine} not installed")
+    text = ocr_image(_render_chinese(), engine)
+    assert "停泊费" in text and "三十八" in text, text
+    assert "停 泊" not in text  # Tesseract spaces out Chinese characters; they are removed
