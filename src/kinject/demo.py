@@ -23,6 +23,7 @@ from rich.table import Table
 
 from kinject.config import Settings
 from kinject.errors import KinjectError
+from kinject.logs import quiet_while
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                         console=Console(stderr=True), transient=False,
                         disable=not Console(stderr=True).is_terminal)
-    with progress:
+    with progress, quiet_while(not progress.disable):
         def step(text: str) -> TaskID:
             if progress.disable:
                 out.print(f"[bold cyan]>[/] {text}")
@@ -191,9 +192,9 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
 
 def _report(out: Console, results: list[Any], timings: dict[str, float]) -> None:
     table = Table(title="kinject demo: answers from the sample knowledge base", show_lines=True)
-    table.add_column("question")
-    table.add_column("answer")
-    table.add_column("cited source")
+    table.add_column("question", overflow="fold")
+    table.add_column("answer", overflow="fold")
+    table.add_column("cited source", overflow="fold")
     table.add_column("ok", justify="center")
     for q, answer, correct, cited in results:
         sources = ", ".join(c.source_id for c in answer.citations) or "-"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # key=value / "key": "value" pairs whose value must never be logged.
 _SECRET = re.compile(
@@ -43,5 +45,20 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # Chatty third-party loggers stay at WARNING unless asked for DEBUG.
     if level.upper() != "DEBUG":
-        for name in ("kafka", "httpx", "urllib3", "transformers", "sentence_transformers", "jieba"):
+        for name in ("kafka", "httpx", "urllib3", "transformers", "sentence_transformers", "jieba",
+                     "faiss", "RapidOCR", "rapidocr"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def quiet_while(active: bool, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the root log level while a live progress display owns the terminal, so log
+    lines do not tear it apart; warnings and errors still show."""
+    root = logging.getLogger()
+    before = root.level
+    if active:
+        root.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
