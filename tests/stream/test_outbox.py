@@ -93,7 +93,8 @@ def test_outbox_survives_a_restart_and_republishes_to_a_fresh_broker(tmp_path: P
         assert all(m.topic == records for m in got)  # type: ignore[attr-defined]
         assert {e.cluster_id for e in reopened.pending()} == {producer.cluster_id}
         # a group in the new cluster commits everything: the outbox empties
-        consumer = make_consumer(kafka, second.bootstrap_servers, "kinject-ingest", [records])
+        group = Topics.from_settings(kafka).ingest_group
+        consumer = make_consumer(kafka, second.bootstrap_servers, group, [records])
         deadline = time.monotonic() + 20
         seen = 0
         while seen < 4:

@@ -32,6 +32,9 @@ _PAYLOAD_FIELDS = ("content", "content_b64", "uri")
 # Binary kinds always travel as base64, even when their bytes happen to decode as UTF-8.
 _BINARY_KINDS = frozenset({"image", "pdf"})
 SIDECAR_SUFFIX = ".meta.json"
+# meta is for filters, titles and captions; deeper nesting is refused before it reaches
+# code that recurses over it (JSON encoders, flatteners).
+MAX_META_DEPTH = 32
 
 
 class Envelope(BaseModel):
@@ -60,6 +63,13 @@ class Envelope(BaseModel):
     def _known_kind(cls, v: str | None) -> str | None:
         if v is not None and v not in KINDS:
             raise ValueError(f"unknown kind {v!r}; known kinds: {', '.join(KINDS)}")
+        return v
+
+    @field_validator("meta")
+    @classmethod
+    def _shallow_meta(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if _depth(v) > MAX_META_DEPTH:
+            raise ValueError(f"is nested deeper than {MAX_META_DEPTH} levels")
         return v
 
     @model_validator(mode="after")
@@ -91,6 +101,8 @@ def decode_record(
         raw = json.loads(value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRecord(f"record value is not valid UTF-8 JSON: {exc}", stage="validate") from exc
+    except RecursionError as exc:  # json's decoder recurses per level ("[[[[...")
+        raise BadRecord("record value is JSON nested too deeply to read", stage="validate") from exc
     if not isinstance(raw, dict):
         raise BadRecord(
             f"record value must be a JSON object, got {type(raw).__name__}", stage="validate"
@@ -204,6 +216,20 @@ def _tombstone(key: bytes | None, position: tuple[str, int, int] | None) -> Reco
     except UnicodeDecodeError as exc:
         raise BadRecord(f"tombstone key is not UTF-8: {exc}", stage="validate") from exc
     return Record(source_id=source_id, op="delete", position=position)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion (a scalar is 0)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            level += 1
+            deepest = max(deepest, level)
+            if deepest > MAX_META_DEPTH:
+                break
+            stack.extend((v, level) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _describe(exc: ValidationError) -> str:

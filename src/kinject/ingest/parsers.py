@@ -108,11 +108,13 @@ def parse_json(record: Record, kind: str) -> list[Document]:
     """
     try:
         value = json.loads(decode_text(record.content))
+        if isinstance(value, list):
+            return [d for i, item in enumerate(value) if (d := _json_doc(record, kind, item, i))]
+        doc = _json_doc(record, kind, value, None)
     except ValueError as exc:
         raise BadRecord(f"json is malformed: {exc}", stage="parse") from exc
-    if isinstance(value, list):
-        return [d for i, item in enumerate(value) if (d := _json_doc(record, kind, item, i))]
-    doc = _json_doc(record, kind, value, None)
+    except RecursionError as exc:  # decoding and flattening recurse once per level
+        raise BadRecord("json is nested too deeply to read", stage="parse") from exc
     return [doc] if doc else []
 
 
@@ -124,9 +126,12 @@ def parse_jsonl(record: Record, kind: str) -> list[Document]:
             continue
         try:
             value = json.loads(line)
+            doc = _json_doc(record, kind, value, n)
         except ValueError as exc:
             raise BadRecord(f"jsonl line {n} is malformed: {exc}", stage="parse") from exc
-        if doc := _json_doc(record, kind, value, n):
+        except RecursionError as exc:
+            raise BadRecord(f"jsonl line {n} is nested too deeply to read", stage="parse") from exc
+        if doc:
             docs.append(doc)
     return docs
 
@@ -153,6 +158,46 @@ def flatten_json(value: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}: {_scalar(value)}" if prefix else _scalar(value)]
 
 
+def parse_sql_row(record: Record, kind: str) -> list[Document]:
+    """SQL: one row as ``kinject ingest-sql`` publishes it (a JSON object of column -> value)
+    becomes one Document reading "Column: value. Column: value.", like a CSV row."""
+    try:
+        row = json.loads(decode_text(record.content))
+    except (ValueError, RecursionError):
+        row = None
+    if not isinstance(row, dict):
+        raise UnsupportedSource(
+            "kind 'sql' is a table row as `kinject ingest-sql` publishes it (a JSON object of "
+            "column -> value); other SQL content, such as a script, cannot be ingested",
+            stage="parse",
+        )
+    shown = {
+        k: f"{v['bytes']} bytes of binary data" if _is_binary(v) else v for k, v in row.items()
+    }
+    lines = [
+        line
+        for k, v in row.items()
+        if not _is_binary(v) and v != ""
+        for line in flatten_json(v, str(k))
+    ]
+    if not lines:
+        return []
+    # the first text value names the row ("Gullspire"), else its key
+    first = next((v for v in row.values() if isinstance(v, str) and v.strip()), "")
+    first = first or str(record.meta.get("key") or "")
+    table = str(record.meta.get("table") or "")
+    return [
+        Document(
+            doc_id(record.source_id),
+            record.source_id,
+            " ".join(_sentence(line) for line in lines),
+            kind,
+            title=f"{table}: {first}" if table else first,
+            meta={**record.meta, "unit": "row", "row": shown},
+        )
+    ]
+
+
 def parse_markup(record: Record, kind: str) -> list[Document]:
     """HTML or XML, by :mod:`kinject.ingest.markup` (imported on first use)."""
     from kinject.ingest.markup import parse_html, parse_xml
@@ -177,6 +222,7 @@ PARSERS: dict[str, Parser] = {
     "html": parse_markup,
     "xml": parse_markup,
     "pdf": parse_pdf,
+    "sql": parse_sql_row,
 }
 
 
@@ -218,6 +264,10 @@ def _json_doc(record: Record, kind: str, value: Any, index: int | None) -> Docum
         title=title,
         meta=meta,
     )
+
+
+def _is_binary(value: Any) -> bool:  # bytes as ingest-sql writes them
+    return isinstance(value, dict) and set(value) == {"base64", "bytes"}
 
 
 def _scalar(value: Any) -> str:

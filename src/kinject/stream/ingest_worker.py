@@ -6,6 +6,13 @@ for the broker to acknowledge, and only then commits the consumed offsets. A cra
 the commit re-delivers the batch; the index's writes are idempotent, so nothing is lost or
 doubled. A record that fails goes to the dead-letter topic with its reason and the worker
 moves on.
+
+The broker may go away (a restart, a network cut) and come back. ``run`` then closes its
+clients, waits with a growing backoff and connects again; a new consumer starts from the
+group's committed offsets, so the batch that failed is read again. When the broker comes
+back as a new cluster (the embedded broker's log is in memory), the worker notices the new
+cluster id and re-reads from that cluster's committed offsets (none: the start), instead of
+fetching from its old position in a log that no longer exists.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kinject.config import KafkaSettings
-from kinject.errors import BadRecord
+from kinject.errors import BadRecord, BrokerError
 from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import Embedder
 from kinject.ingest.envelope import decode_record
@@ -26,10 +33,23 @@ from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.sniff import sniff_kind
 from kinject.stream.clients import make_consumer, make_producer
 from kinject.stream.events import encode_dead_letter, encode_update
+from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
 from kinject.stream.topics import Topics
 from kinject.types import Chunk, Record, content_hash
 
 log = logging.getLogger(__name__)
+
+# Reconnection backoff: doubles from the first value up to the cap, reset by a good batch.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+# Bytes of a dead letter beside the original record (JSON fields, the reason).
+_LETTER_OVERHEAD = 64 * 1024
+
+
+class _Reconnect(Exception):
+    """The worker's clients must be recreated (the broker was lost, or is a new cluster)."""
 
 
 @dataclass
@@ -43,7 +63,7 @@ class _Pending:
 
 
 class IngestWorker:
-    """One member of the ``kinject-ingest`` consumer group."""
+    """One member of the ingest consumer group (``<prefix>-ingest``: ``kinject-ingest``)."""
 
     def __init__(
         self,
@@ -52,56 +72,97 @@ class IngestWorker:
         config: IngestConfig,
         embedder: Embedder,
         *,
-        group_id: str = "kinject-ingest",
+        group_id: str | None = None,
         batch_size: int = 32,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
+        if max_record_bytes < 1:
+            raise ValueError(f"max_record_bytes must be positive, got {max_record_bytes}")
         self.kafka = kafka
         self.bootstrap = bootstrap
         self.config = config
         self.embedder = embedder
-        self.group_id = group_id
         self.batch_size = batch_size
+        self.max_record_bytes = max_record_bytes
         self.topics = Topics.from_settings(kafka)
+        self.group_id = group_id or self.topics.ingest_group
         self.processed = 0
         self.dead_letters = 0
+        self.reconnects = 0
         # Set once the group has assigned partitions to this worker.
         self.ready = threading.Event()
         self._consumer: Any = None
         self._producer: Any = None
+        self._cluster_id: str | None = None
+        self._letters: list[Any] = []  # dead-letter sends of the current batch
+        self._warm = False
 
     def start(self) -> None:
         from kinject.ingest import ocr
 
-        self.embedder.warm_up()
-        if self.config.ocr_engine != "none":
-            ocr.warm_up(self.config.ocr_engine)
-        self._producer = make_producer(self.kafka, self.bootstrap)
+        if not self._warm:
+            self.embedder.warm_up()
+            if self.config.ocr_engine != "none":
+                ocr.warm_up(self.config.ocr_engine)
+            self._warm = True
+        self._cluster_id = None
+        self._letters.clear()
+        # Room for a dead letter that keeps (base64) the bytes of an oversized record.
+        self._producer = make_producer(
+            self.kafka, self.bootstrap,
+            max_request_size=3 * self.max_record_bytes + _LETTER_OVERHEAD)
         self._consumer = make_consumer(
             self.kafka, self.bootstrap, self.group_id, [self.topics.records]
         )
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-        if self._producer is not None:
-            self._producer.close()
+        consumer, producer, self._consumer, self._producer = (
+            self._consumer, self._producer, None, None)
+        # A broker that is gone must not make close() raise or hang for long.
+        if consumer is not None:
+            try:
+                consumer.close(autocommit=False)
+            except Exception as exc:
+                log.debug("closing the consumer: %s", exc)
+        if producer is not None:
+            try:
+                producer.close(timeout=5)
+            except Exception as exc:
+                log.debug("closing the producer: %s", exc)
 
     def run(self, stop: threading.Event, poll_timeout_ms: int = 200) -> None:
-        self.start()
+        """Work until ``stop`` is set, reconnecting (with backoff) whenever the broker is lost."""
+        from kafka.errors import KafkaError
+
+        backoff = RETRY_FIRST_S
         try:
             while not stop.is_set():
-                self.poll_once(poll_timeout_ms)
+                try:
+                    if self._consumer is None:
+                        self.start()
+                    self.poll_once(poll_timeout_ms)
+                    backoff = RETRY_FIRST_S
+                except (KafkaError, BrokerError, _Reconnect) as exc:
+                    self.reconnects += 1
+                    log.warning("ingest worker lost the broker at %s (%s: %s); reconnecting "
+                                "in %.1f s", self.bootstrap, type(exc).__name__, exc, backoff)
+                    self.ready.clear()
+                    self.close()  # uncommitted records are read again by the next consumer
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_S)
         finally:
             self.close()
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return how many records it consumed."""
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
+        self._check_cluster()  # before anything polled from a vanished log is used
         if not self.ready.is_set() and self._consumer.assignment():
             self.ready.set()
         messages = [m for batch in polled.values() for m in batch]
         if not messages:
             return 0
+        sends: list[Any] = []
         # Records that need OCR take seconds; the others are answerable in well under one.
         # Send the quick ones' updates first, then the slow ones': every record of a source
         # stays in one group, so per-source order holds, and the batch commits once.
@@ -112,15 +173,48 @@ class IngestWorker:
                        and (r.source_id in slow_sources) == group
                        and (p := self._ingest(m, r)) is not None]
             for update in self._embed(pending):
-                self._producer.send(self.topics.chunks, key=update.source_id.encode(),
-                                    value=encode_update(update))
+                sends.append(self._producer.send(self.topics.chunks,
+                                                 key=update.source_id.encode(),
+                                                 value=encode_update(update)))
         # Durable before commit: the broker has acknowledged every update and dead letter.
+        # flush() only waits; a send that failed says so in its future, and then nothing
+        # is committed (the batch is read again after the reconnect).
         self._producer.flush()
+        for future in [*sends, *self._letters]:
+            if future.failed():
+                raise _Reconnect(f"the broker did not acknowledge a write: {future.exception}")
+        self._letters.clear()
+        self._check_cluster()
         self._consumer.commit()
         self.processed += len(messages)
         return len(messages)
 
+    def _check_cluster(self) -> None:
+        """Raise _Reconnect when the broker is now another cluster than the one we joined.
+
+        The id comes from the consumer's own metadata (refreshed on every reconnect), so the
+        check costs nothing; kafka-python keeps a partition's fetch position across a
+        rejoin, which in a new, empty log would skip the records published there.
+        """
+        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
+        current = getattr(cluster, "cluster_id", None)
+        if current is None:
+            return
+        if self._cluster_id is None:
+            self._cluster_id = current
+        elif current != self._cluster_id:
+            raise _Reconnect(f"the Kafka cluster changed ({self._cluster_id} -> {current})")
+
     def _decode(self, msg: Any) -> tuple[Any, Record | None]:
+        size = len(msg.value or b"") + len(msg.key or b"")
+        if size > self.max_record_bytes:
+            # Nothing past this point reads it: parsing 50 MB would stall the partition.
+            keep = size <= 2 * self.max_record_bytes
+            self._dead_letter(msg, f"record of {size:,} bytes is over the limit of "
+                              f"{self.max_record_bytes:,} bytes"
+                              + ("" if keep else "; its bytes are too large to keep here"),
+                              "validate", "BadRecord", keep_value=keep)
+            return msg, None
         try:
             return msg, decode_record(msg.value, msg.key, (msg.topic, msg.partition, msg.offset))
         except BadRecord as exc:
@@ -177,11 +271,12 @@ class IngestWorker:
             start += n
         return updates
 
-    def _dead_letter(self, msg: Any, reason: str, stage: str, error_type: str) -> None:
+    def _dead_letter(self, msg: Any, reason: str, stage: str, error_type: str,
+                     *, keep_value: bool = True) -> None:
         log.warning(
             "dead letter %s[%d]@%d (%s): %s", msg.topic, msg.partition, msg.offset, stage, reason
         )
-        self._producer.send(
+        self._letters.append(self._producer.send(
             self.topics.dlq,
             key=msg.key,
             value=encode_dead_letter(
@@ -192,9 +287,9 @@ class IngestWorker:
                 partition=msg.partition,
                 offset=msg.offset,
                 key=msg.key,
-                value=msg.value,
+                value=msg.value if keep_value else None,
             ),
-        )
+        ))
         self.dead_letters += 1
 
 

@@ -4,7 +4,8 @@ Every serving replica keeps a full copy of the index, so the materialiser reads 
 partitions by assignment (no consumer group) and keeps its position inside the docstore,
 committed in the same transaction as the chunks. On start it seeks to the stored offsets;
 when the cluster changed (a restarted in-memory broker is a new cluster with an empty log),
-it re-reads from the start, which the idempotent updates make safe.
+it re-reads from the start, which the idempotent updates make safe. The same holds while it
+runs: when the broker comes back as a new cluster, it forgets its offsets and re-reads.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class IndexMaterialiser:
         self.applied = 0
         self._consumer: Any = None
         self._last_snapshot = time.monotonic()
+        self._cluster: str | None = None
 
     def start(self) -> None:
         from kafka import TopicPartition
@@ -55,7 +57,7 @@ class IndexMaterialiser:
             parts = self._consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
-        cluster = self._cluster_id()
+        cluster = self._cluster = self._cluster_id()
         known = self.index.source_cluster()
         if known != cluster:
             if known is not None:
@@ -71,6 +73,27 @@ class IndexMaterialiser:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, nxt)
+
+    def _cluster_changed(self) -> bool:
+        """Whether the broker turned into a new cluster (an embedded broker restarted: its
+        log is new and empty); if so, forget the stored offsets and re-read from the start.
+
+        The id is the one in the consumer's own metadata, refreshed on every reconnect; a
+        consumer would otherwise keep fetching from its old positions in the new log.
+        """
+        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
+        current = getattr(cluster, "cluster_id", None)
+        if current is None or self._cluster is None or current == self._cluster:
+            return False
+        topic = self.topics.chunks
+        log.warning("the Kafka cluster changed (%s -> %s) while running: re-reading %s from "
+                    "the start", self._cluster, current, topic)
+        self.index.reset_source(current, topic)
+        self._cluster = current
+        assigned = list(self._consumer.assignment())
+        if assigned:
+            self._consumer.seek_to_beginning(*assigned)
+        return True
 
     def _cluster_id(self) -> str:
         from kinject.stream.clients import make_admin
@@ -97,6 +120,8 @@ class IndexMaterialiser:
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        if self._cluster_changed():
+            return 0  # what was polled may come from stale positions in the new log
         updates, offsets = [], {}
         for tp, batch in polled.items():
             for msg in batch:

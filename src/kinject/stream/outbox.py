@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "kinject-ingest"
 State = Literal["accepted", "sent"]
 
 _SCHEMA = """
@@ -145,14 +144,23 @@ class Outbox:
             _log.info("outbox: %d record(s) confirmed by the ingest group and pruned", pruned)
         return pruned
 
-    def confirm(self, kafka: KafkaSettings, bootstrap: str, group_id: str = DEFAULT_GROUP) -> int:
-        """Ask the broker how far ``group_id`` has committed and prune what it has passed."""
+    def confirm(self, kafka: KafkaSettings, bootstrap: str, group_id: str | None = None) -> int:
+        """Ask the broker how far the ingest group (``<prefix>-ingest`` unless ``group_id``
+        is given) has committed and prune what it has passed."""
+        if group_id is None:
+            from kinject.stream.topics import Topics
+
+            group_id = Topics.from_settings(kafka).ingest_group
         cluster_id, committed = committed_offsets(kafka, bootstrap, group_id)
         return self.prune(cluster_id, committed)
 
     def republish(self, producer: Producer, *, everything: bool = False) -> int:
         """Re-send rows that the current cluster's log does not hold (all rows not yet
-        confirmed with ``everything``); return how many were sent."""
+        confirmed with ``everything``); return how many were sent.
+
+        The producer first asks the broker which cluster it is, so a long-lived process can
+        call this whenever it suspects a restart (a send failed, the broker was gone)."""
+        producer.refresh_cluster_id()
         current = producer.cluster_id
         entries = [
             e

@@ -64,17 +64,60 @@ class Producer:
         self.topic = Topics.from_settings(kafka).records
         self._ack_timeout_s = ack_timeout_s
         self._in_flight: list[tuple[int, Any]] = []
+        self.cluster_id: str | None = None
         try:
-            admin = make_admin(kafka, bootstrap)
-            try:
-                self.cluster_id: str | None = admin.describe_cluster().get("cluster_id")
-            finally:
-                admin.close()
-            self._producer = make_producer(
-                kafka, bootstrap, max_request_size=max_record_bytes + _REQUEST_OVERHEAD
-            )
+            self.cluster_id = self._ask_cluster_id()
         except KafkaError as exc:
             raise BrokerError(f"cannot connect a producer to {bootstrap}: {exc}") from exc
+        self._producer = self._new_client()
+
+    def _ask_cluster_id(self) -> str | None:
+        admin = make_admin(self.kafka, self.bootstrap)
+        try:
+            cluster_id: str | None = admin.describe_cluster().get("cluster_id")
+        finally:
+            admin.close()
+        return cluster_id
+
+    def refresh_cluster_id(self) -> bool:
+        """Ask the broker which cluster it is now; True when that changed (a restarted
+        embedded broker is a new, empty cluster: the outbox must re-send to it).
+
+        Sends still in flight are settled first and recorded under the old id, so a record
+        the old cluster acknowledged is never taken for one the new cluster holds.
+        """
+        from kafka.errors import KafkaError
+
+        try:
+            self.flush()
+        except BrokerError as exc:  # the rows stay 'accepted' and are re-sent
+            _log.info("sends before the cluster check failed: %s", exc)
+        try:
+            current = self._ask_cluster_id()
+        except KafkaError as exc:
+            raise BrokerError(f"cannot ask {self.bootstrap} for its cluster id: {exc}") from exc
+        changed = current != self.cluster_id
+        if changed:
+            _log.warning("Kafka at %s is a new cluster (%s -> %s)", self.bootstrap,
+                         self.cluster_id, current)
+            self.cluster_id = current
+            # An idempotent producer's id and sequence numbers belong to the old cluster;
+            # the new one refuses them (a fatal error), so start a fresh client.
+            old, self._producer = self._producer, self._new_client()
+            try:
+                old.close(timeout=1)
+            except Exception as exc:
+                _log.debug("closing the old producer: %s", exc)
+        return changed
+
+    def _new_client(self) -> Any:
+        from kafka.errors import KafkaError
+
+        try:
+            return make_producer(self.kafka, self.bootstrap,
+                                 max_request_size=self.max_record_bytes + _REQUEST_OVERHEAD)
+        except KafkaError as exc:
+            raise BrokerError(f"cannot connect a producer to {self.bootstrap}: {exc}") from exc
 
     def publish(self, record: Record) -> str:
         """Publish one record; return its id (``outbox:<row>`` or ``topic/partition/offset``).

@@ -70,7 +70,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
                    for i, w in enumerate(workers)]
         for t in threads:
             t.start()
-        log.info("%d ingest worker(s) in group kinject-ingest on %s", count, bootstrap)
+        log.info("%d ingest worker(s) in group %s on %s", count, workers[0].group_id, bootstrap)
         while not stop.wait(0.5):
             pass
         for t in threads:

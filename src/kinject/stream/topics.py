@@ -21,12 +21,15 @@ _TOPIC_ALREADY_EXISTS = 36
 
 @dataclass(frozen=True)
 class Topics:
-    """The four topic names, all under one prefix (``kinject.records`` by default)."""
+    """The four topic names, all under one prefix (``kinject.records`` by default), and the
+    ingest workers' consumer group (``kinject-ingest``): two deployments that share a Kafka
+    cluster under different prefixes never share a group."""
 
     records: str
     chunks: str
     dlq: str
     adapters: str
+    ingest_group: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> Topics:
@@ -37,6 +40,7 @@ class Topics:
             chunks=f"{prefix}.chunks",
             dlq=f"{prefix}.dlq",
             adapters=f"{prefix}.adapters",
+            ingest_group=f"{prefix}-ingest",
         )
 
     @classmethod

@@ -1,0 +1,117 @@
+"""The plain function behind ``kinject ingest-sql``: rows of a table or query -> records.
+
+Each row goes through the :class:`~kinject.stream.producer.Producer` with the durable
+outbox, like ``kinject publish``. With a watermark column the new maximum is stored only
+after the producer has flushed (every record acknowledged by the broker), so a run that
+fails part-way re-reads its rows next time; re-publishing a row is idempotent downstream.
+
+A row whose key is NULL, or whose record cannot be published (over the size limit), is
+reported and skipped; the watermark still moves past it, since only a change to the row
+(which raises its watermark) can make it publishable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kinject.config import Settings
+from kinject.errors import BadRecord
+from kinject.ingest.sql import WATERMARK_FILE, SqlReader, SqlSource, WatermarkStore, later
+from kinject.ingest.sql import row_record as _row_record
+from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
+
+_log = logging.getLogger(__name__)
+
+# Wraps the stream of rows being published, e.g. in a progress display.
+RowProgress = Callable[[Iterator[dict[str, Any]]], Iterable[dict[str, Any]]]
+
+
+@dataclass
+class SqlIngestSummary:
+    """What one ``ingest-sql`` run did. ``skipped`` and ``failures`` hold (where, why)."""
+
+    source: str = ""
+    topic: str = ""
+    read: int = 0
+    published: int = 0
+    resent: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    watermark_column: str | None = None
+    watermark_before: Any = None
+    watermark_after: Any = None
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+
+def run_ingest_sql(
+    settings: Settings,
+    source: SqlSource,
+    *,
+    progress: RowProgress | None = None,
+    max_record_bytes: int | None = None,
+) -> SqlIngestSummary:
+    """Publish the rows of ``source`` (only the new ones with a watermark) to kinject.records.
+
+    Raises SqlSourceError for a URL that does not connect or a missing table or column,
+    ConfigError without bootstrap servers, BrokerError when Kafka does not acknowledge.
+    """
+    from kinject.stream.broker import connect
+    from kinject.stream.outbox import Outbox
+    from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES, Producer
+
+    require_bootstrap(settings)
+    summary = SqlIngestSummary(source=source.describe(), watermark_column=source.watermark)
+    limit = max_record_bytes or DEFAULT_MAX_RECORD_BYTES
+    with SqlReader(source) as reader:  # connects and checks columns before Kafka is touched
+        store = WatermarkStore(settings.data_dir / WATERMARK_FILE) if source.watermark else None
+        try:
+            since = store.get(source.state_key) if store else None
+            summary.watermark_before = summary.watermark_after = since
+            with (
+                connect(settings.kafka) as bootstrap,
+                Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
+                Producer(settings.kafka, bootstrap, outbox, max_record_bytes=limit) as producer,
+            ):
+                summary.topic = producer.topic
+                outbox.confirm(settings.kafka, bootstrap)
+                summary.resent = outbox.republish(producer)
+                rows = reader.rows(since)
+                newest = since
+                for n, row in enumerate(progress(rows) if progress else rows, start=1):
+                    summary.read = n
+                    if source.watermark is not None:
+                        newest = later(newest, row[source.watermark])
+                    try:
+                        producer.publish(_row_record(source, row))
+                    except BadRecord as exc:
+                        where = _where(source, row, n)
+                        _log.warning("skipped %s: %s", where, exc)
+                        target = summary.skipped if exc.stage == "read" else summary.failures
+                        target.append((where, str(exc)))
+                    else:
+                        summary.published += 1
+                producer.flush()  # every record acknowledged: now the watermark may move
+                if store is not None and newest is not None and newest != since:
+                    store.put(source.state_key, newest)
+                    summary.watermark_after = newest
+        finally:
+            if store is not None:
+                store.close()
+    _log.info(
+        "ingest-sql: %d row(s) read, %d published from %s",
+        summary.read,
+        summary.published,
+        summary.source,
+    )
+    return summary
+
+
+def _where(source: SqlSource, row: dict[str, Any], n: int) -> str:
+    shown = [c for c in (source.key, source.watermark) if c is not None and row.get(c) is not None]
+    return f"row {n}" + (f" ({', '.join(f'{c}={row[c]}' for c in shown)})" if shown else "")
