@@ -22,9 +22,12 @@ from kinject.index.changes import SourceUpdate
 from kinject.index.docstore import Docstore
 from kinject.index.embedders import Embedder
 from kinject.index.faiss_index import FaissIndex
+from kinject.index.filters import SearchFilters
 from kinject.types import Hit
 
 log = logging.getLogger(__name__)
+
+SEARCH_MODES = ("hybrid", "vector", "bm25")
 
 
 class TextIndex:
@@ -160,11 +163,26 @@ class TextIndex:
             store.clear_offsets(db, topic)
             store.set_state(db, "kafka_cluster_id", cluster_id)
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        filters: SearchFilters | None = None,
+        mode: str = "hybrid",
+    ) -> list[Hit]:
+        """The ``k`` best chunks for ``query`` that pass ``filters``.
+
+        ``mode``: ``hybrid`` (vector + BM25, reciprocal-rank fusion), ``vector`` or ``bm25``.
+        """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
         vec = self.embedder.encode([query])
-        return self.search_vector(vec[0], k)
+        if filters is None or filters.empty:
+            return self.search_vector(vec[0], k)
+        hits = self.search_vector(vec[0], max(4 * k, 50))
+        return [h for h in hits if filters.matches(h)][:k]
 
     def search_vector(self, vector: np.ndarray, k: int) -> list[Hit]:
         with self._write_lock:  # FAISS and the docstore agree inside the lock
