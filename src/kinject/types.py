@@ -168,8 +168,20 @@ class AdapterVersion:
     base_model: str
     parent: str | None = None
     created_at: float = 0.0
-    status: Literal["candidate", "active", "rejected", "tainted", "retired"] = "candidate"
+    status: Literal["candidate", "promoted", "active", "rejected", "tainted", "retired"] = (
+        "candidate")
     metrics: dict[str, float] = field(default_factory=dict)
+    # What the registry's manifest.json holds beside the fields above (finetune/registry.py).
+    base_model_hash: str = ""
+    corpus_manifest: str = ""
+    # Source ids whose examples shaped these weights (its own training set and its parent's).
+    lineage: tuple[str, ...] = ()
+    # The corpus cycle it was trained through: the next cycle trains on what came after.
+    corpus_cycle: int = 0
+    train_config: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(bool(self.version), "version must be non-empty")
+        _require(self.status in ("candidate", "promoted", "active", "rejected", "tainted",
+                                 "retired"), f"unknown adapter status {self.status!r}")

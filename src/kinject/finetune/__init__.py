@@ -1,0 +1,1 @@
+"""Continual knowledge injection: corpus, LoRA trainer, EWC, replay, adapter registry, gate, jobs."""

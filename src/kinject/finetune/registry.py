@@ -1,0 +1,385 @@
+"""AdapterRegistry: immutable, content-addressed LoRA adapter versions and the ACTIVE pointer.
+
+Layout under ``<data_dir>/adapters``::
+
+    versions/<sha256 of adapter_model.safetensors>/
+        adapter_model.safetensors   the weights (never pickled)
+        adapter_config.json         PEFT's config
+        manifest.json               base model hash, parent, corpus manifest, lineage, training
+                                    config, metrics, created_at, status, gate report
+        ewc_state.safetensors       (optional) the online-EWC state to carry into the next cycle
+    ACTIVE                          the serving version (a line of JSON), written by temp + rename
+    history.jsonl                   every change of ACTIVE, for rollback and audit
+    .lock                           serialises read-modify-write of manifests and the pointer
+
+Weights never change once written; only a manifest's ``status`` and ``report`` do (rewritten
+atomically). A version's lineage holds its own training sources and its parent's lineage, so a
+deleted source taints every adapter that learned from it, directly or by inheritance.
+
+When the ACTIVE version becomes tainted, the registry moves ACTIVE at once to the newest
+untainted ancestor that was promoted (or to the base model: no adapter), records that in the
+history with reason ``tainted``, and returns the change so the caller can announce it on
+``kinject.adapters``. Serving replicas follow the pointer, so a deleted fact stops being
+served from the weights before the next cycle has even run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kinject.errors import KinjectError, NotFound
+from kinject.types import AdapterVersion
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+MANIFEST = "manifest.json"
+EWC_STATE = "ewc_state.safetensors"
+_COPIED = (WEIGHTS, CONFIG, EWC_STATE)
+MANIFEST_FORMAT = 1
+
+
+class RegistryError(KinjectError):
+    """An adapter cannot be registered or activated (bad folder, tainted version, ...)."""
+
+    code = "registry_error"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One change of the ACTIVE pointer; ``version`` None means the base model."""
+
+    version: str | None
+    previous: str | None
+    reason: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class AdapterRegistry:
+    """The adapters of one data directory. Cheap to construct; safe across processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+        self.pointer = self.root / "ACTIVE"
+        self.history_file = self.root / "history.jsonl"
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> AdapterRegistry:
+        return cls(Path(data_dir) / "adapters")
+
+    # -- locking ---------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.root / ".lock").open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released by the OS if this process dies
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- adding ----------------------------------------------------------------------------
+    def add(
+        self,
+        adapter_dir: Path,
+        *,
+        base_model: str,
+        base_model_hash: str = "",
+        parent: str | None = None,
+        corpus_manifest: str = "",
+        lineage: Iterable[str] = (),
+        corpus_cycle: int = 0,
+        train_config: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> AdapterVersion:
+        """Copy a PEFT adapter folder in as a candidate version named by its weights' hash.
+
+        The lineage stored is ``lineage`` plus the parent's lineage. Adding the same weights
+        twice returns the existing version unchanged.
+        """
+        src = Path(adapter_dir)
+        for name in (WEIGHTS, CONFIG):
+            if not (src / name).is_file():
+                raise RegistryError(f"{src} has no {name}: not a PEFT adapter folder")
+        version = file_sha256(src / WEIGHTS)
+        target = self.versions_dir / version
+        if (target / MANIFEST).is_file():
+            log.info("adapter %s is registered already", version[:12])
+            return self.get(version)
+        parent_lineage: tuple[str, ...] = ()
+        if parent is not None:
+            parent = self.get(parent).version
+            parent_lineage = self.get(parent).lineage
+        meta = AdapterVersion(
+            version=version,
+            base_model=base_model,
+            parent=parent,
+            created_at=time.time(),
+            status="candidate",
+            metrics=dict(metrics or {}),
+            base_model_hash=base_model_hash,
+            corpus_manifest=corpus_manifest,
+            lineage=tuple(sorted(set(lineage) | set(parent_lineage))),
+            corpus_cycle=corpus_cycle,
+            train_config=dict(train_config or {}),
+        )
+        tmp = self.versions_dir / f".{version}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()
+        try:
+            for name in _COPIED:
+                if (src / name).is_file():
+                    shutil.copy2(src / name, tmp / name)
+            if file_sha256(tmp / WEIGHTS) != version:
+                raise RegistryError(f"{src / WEIGHTS} changed while it was being registered")
+            (tmp / MANIFEST).write_text(_dump(meta), encoding="utf-8")
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process registered the same weights first
+                if not (target / MANIFEST).is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        log.info("registered adapter %s (parent %s, %d source(s))", version[:12],
+                 parent[:12] if parent else "base", len(meta.lineage))
+        return meta
+
+    # -- reading ---------------------------------------------------------------------------
+    def resolve(self, ref: str) -> str:
+        """A full version id from an id or a unique prefix (at least 6 characters)."""
+        ref = ref.strip().lower()
+        if (self.versions_dir / ref / MANIFEST).is_file():
+            return ref
+        if len(ref) >= 6:
+            found = [p.name for p in self.versions_dir.iterdir()
+                     if p.name.startswith(ref) and (p / MANIFEST).is_file()]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise RegistryError(f"adapter version prefix {ref!r} is ambiguous: "
+                                    f"{', '.join(v[:12] for v in found)}")
+        raise NotFound(f"no adapter version {ref!r} in {self.versions_dir}")
+
+    def get(self, ref: str) -> AdapterVersion:
+        version = self.resolve(ref)
+        return _load(self.versions_dir / version / MANIFEST)
+
+    def path(self, ref: str) -> Path:
+        return self.versions_dir / self.resolve(ref)
+
+    def versions(self) -> list[AdapterVersion]:
+        """All versions, oldest first."""
+        out = [_load(p / MANIFEST) for p in self.versions_dir.iterdir()
+               if not p.name.startswith(".") and (p / MANIFEST).is_file()]
+        return sorted(out, key=lambda v: (v.created_at, v.version))
+
+    def active(self) -> str | None:
+        """The serving version, or None for the base model."""
+        try:
+            raw = self.pointer.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        value = json.loads(raw).get("version")
+        return str(value) if value else None
+
+    def pointer_stamp(self) -> tuple[int, int] | None:
+        """Changes whenever ACTIVE is rewritten (a rename gives a new inode)."""
+        try:
+            st = self.pointer.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def history(self) -> list[Activation]:
+        if not self.history_file.is_file():
+            return []
+        out = []
+        for line in self.history_file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                d = json.loads(line)
+                out.append(Activation(d["version"], d["previous"], d["reason"], d["at"]))
+        return out
+
+    def ancestors(self, ref: str) -> list[AdapterVersion]:
+        """The version and its parents, newest first."""
+        chain, seen = [], set()
+        current: str | None = self.resolve(ref)
+        while current is not None and current not in seen:
+            seen.add(current)
+            v = self.get(current)
+            chain.append(v)
+            current = v.parent
+        return chain
+
+    def newest_untainted_ancestor(self, ref: str | None) -> AdapterVersion | None:
+        """The version itself when untainted, else its nearest untainted parent; None: base."""
+        if ref is None:
+            return None
+        for v in self.ancestors(ref):
+            if v.status != "tainted":
+                return v
+        return None
+
+    # -- changing --------------------------------------------------------------------------
+    def set_status(self, ref: str, status: str, report: dict[str, Any] | None = None,
+                   metrics: dict[str, float] | None = None) -> AdapterVersion:
+        with self._locked():
+            return self._set_status(ref, status, report, metrics)
+
+    def _set_status(self, ref: str, status: str, report: dict[str, Any] | None = None,
+                    metrics: dict[str, float] | None = None) -> AdapterVersion:
+        path = self.versions_dir / self.resolve(ref) / MANIFEST
+        current = _load(path)
+        if current.status == "tainted" and status != "tainted":
+            raise RegistryError(f"adapter {current.version[:12]} is tainted (trained on deleted "
+                                "data); its status cannot change")
+        updated = replace(
+            current,
+            status=status,  # type: ignore[arg-type]
+            report=report if report is not None else current.report,
+            metrics={**current.metrics, **(metrics or {})},
+        )
+        _write_atomic(path, _dump(updated))
+        return updated
+
+    def activate(self, ref: str | None, reason: str = "activated") -> Activation:
+        """Point ACTIVE at a version (None: the base model) atomically and record it.
+
+        A tainted version can never be activated. Activating marks the version promoted.
+        """
+        with self._locked():
+            return self._activate(ref, reason)
+
+    def _activate(self, ref: str | None, reason: str) -> Activation:
+        version = None
+        if ref is not None:
+            meta = self.get(ref)
+            if meta.status == "tainted":
+                raise RegistryError(f"adapter {meta.version[:12]} is tainted (trained on "
+                                    "deleted data) and cannot be activated")
+            version = meta.version
+            if meta.status != "promoted":
+                self._set_status(version, "promoted")
+        change = Activation(version=version, previous=self.active(), reason=reason,
+                            at=time.time())
+        _write_atomic(self.pointer, json.dumps({"version": version, "at": change.at,
+                                                "reason": reason}) + "\n")
+        with self.history_file.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(change.to_dict()) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        log.info("active adapter: %s -> %s (%s)", _short(change.previous), _short(version),
+                 reason)
+        return change
+
+    def rollback(self) -> Activation:
+        """Go back to the version that was active before the current one, skipping tainted
+        ones; the base model when there is none. Rolling back twice goes back twice."""
+        with self._locked():
+            stack = self._stack()
+            if stack:
+                stack.pop()  # the current one
+            while stack and stack[-1] is not None and self.get(stack[-1]).status == "tainted":
+                stack.pop()
+            return self._activate(stack[-1] if stack else None, "rollback")
+
+    def _stack(self) -> list[str | None]:
+        """The versions that were active, as a stack: a rollback (or a taint) pops back to
+        the version it went to rather than pushing it again."""
+        stack: list[str | None] = [None]  # the base model is the floor
+        for change in self.history():
+            if change.reason in ("rollback", "tainted") and change.version in stack:
+                while stack and stack[-1] != change.version:
+                    stack.pop()
+            else:
+                stack.append(change.version)
+        return stack
+
+    def taint_source(self, source_id: str) -> tuple[list[str], Activation | None]:
+        """Mark every version whose lineage holds ``source_id`` as tainted.
+
+        Returns the versions newly tainted and, when the ACTIVE one was among them, the
+        change of ACTIVE to its newest untainted promoted ancestor (or the base model).
+        """
+        return self.taint_sources([source_id])
+
+    def taint_sources(self, source_ids: Iterable[str]) -> tuple[list[str], Activation | None]:
+        wanted = set(source_ids)
+        if not wanted:
+            return [], None
+        with self._locked():
+            tainted = []
+            for v in self.versions():
+                if v.status != "tainted" and wanted & set(v.lineage):
+                    hit = sorted(wanted & set(v.lineage))
+                    report = {**v.report, "tainted_by": hit, "tainted_at": time.time()}
+                    self._set_status(v.version, "tainted", report)
+                    tainted.append(v.version)
+            change = None
+            active = self.active()
+            if active is not None and active in tainted:
+                fallback = next((a for a in self.ancestors(active)
+                                 if a.status == "promoted"), None)
+                change = self._activate(fallback.version if fallback else None, "tainted")
+        if tainted:
+            log.warning("tainted %d adapter version(s) trained on deleted source(s) %s",
+                        len(tainted), ", ".join(sorted(wanted)))
+        return tainted, change
+
+    def taint_missing(self, present: set[str]) -> tuple[list[str], Activation | None]:
+        """Taint versions whose lineage names a source the corpus no longer holds."""
+        gone = {s for v in self.versions() if v.status != "tainted" for s in v.lineage} - present
+        return self.taint_sources(gone)
+
+
+def _short(version: str | None) -> str:
+    return version[:12] if version else "base"
+
+
+def _dump(v: AdapterVersion) -> str:
+    d = asdict(v)
+    d["lineage"] = list(v.lineage)
+    d["format"] = MANIFEST_FORMAT
+    return json.dumps(d, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n"
+
+
+def _load(path: Path) -> AdapterVersion:
+    d = json.loads(path.read_text(encoding="utf-8"))
+    d.pop("format", None)
+    d["lineage"] = tuple(d.get("lineage") or ())
+    known = set(AdapterVersion.__dataclass_fields__)
+    return AdapterVersion(**{k: v for k, v in d.items() if k in known})

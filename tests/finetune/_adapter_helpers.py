@@ -1,0 +1,31 @@
+"""Real PEFT adapter folders for the tiny test model, made without a trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_adapter(base_dir: Path, out: Path, seed: int, scale: float = 0.5) -> Path:
+    """A LoRA adapter (r=4 on q_proj, v_proj) with random B so it changes the outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
+                                            target_modules=["q_proj", "v_proj"]))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    peft.save_pretrained(str(out))
+    return out
+
+
+def logits_of(model: object, tokenizer: object, text: str = "The Marrow Institute") -> object:
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]  # type: ignore[operator]
+    with torch.inference_mode():
+        return model(input_ids=ids).logits[0, -1].clone()  # type: ignore[operator]

@@ -1,0 +1,130 @@
+"""AdapterRegistry: content-addressed versions, atomic activation, rollback, taint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from _adapter_helpers import make_adapter
+
+from kinject.errors import NotFound
+from kinject.finetune.registry import AdapterRegistry, RegistryError
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("adapters-src")
+    return [make_adapter(tiny_lm_dir, root / f"a{i}", seed=i) for i in range(4)]
+
+
+def _add(reg: AdapterRegistry, folder: Path, sources: list[str], parent: str | None = None,
+         cycle: int = 1) -> str:
+    return reg.add(folder, base_model="tiny", base_model_hash="b" * 64, parent=parent,
+                   corpus_manifest=f"m{cycle}", lineage=sources, corpus_cycle=cycle,
+                   train_config={"r": 4}, metrics={"loss": 1.0}).version
+
+
+def test_version_is_the_sha256_of_the_weights_and_holds_its_manifest(
+        tmp_path: Path, adapters: list[Path]) -> None:
+    reg = AdapterRegistry(tmp_path / "adapters")
+    v = reg.add(adapters[0], base_model="tiny", base_model_hash="b" * 64, lineage=["kb/a"],
+                corpus_manifest="abc", corpus_cycle=1, train_config={"r": 4},
+                metrics={"loss": 0.5})
+    weights = (adapters[0] / "adapter_model.safetensors").read_bytes()
+    assert v.version == hashlib.sha256(weights).hexdigest()
+    folder = reg.path(v.version)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "manifest.json"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "candidate" and manifest["lineage"] == ["kb/a"]
+    assert manifest["base_model_hash"] == "b" * 64 and manifest["corpus_manifest"] == "abc"
+    assert manifest["train_config"] == {"r": 4} and manifest["created_at"] > 0
+    # the same weights again: the same version, nothing duplicated
+    again = reg.add(adapters[0], base_model="tiny", lineage=["kb/zzz"])
+    assert again.version == v.version and again.lineage == ("kb/a",)
+    assert len(reg.versions()) == 1
+    assert reg.get(v.version[:10]).version == v.version
+    with pytest.raises(NotFound):
+        reg.get("feedfacecafe")
+
+
+def test_a_folder_that_is_not_an_adapter_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RegistryError, match="adapter_model.safetensors"):
+        AdapterRegistry(tmp_path / "adapters").add(tmp_path / "empty", base_model="tiny")
+
+
+def test_activation_is_recorded_and_rollback_walks_back(tmp_path: Path,
+                                                         adapters: list[Path]) -> None:
+    reg = AdapterRegistry(tmp_path / "adapters")
+    assert reg.active() is None
+    v1 = _add(reg, adapters[0], ["kb/a"])
+    v2 = _add(reg, adapters[1], ["kb/b"], parent=v1, cycle=2)
+    v3 = _add(reg, adapters[2], ["kb/c"], parent=v2, cycle=3)
+    for v in (v1, v2, v3):
+        reg.activate(v, "promoted")
+    assert reg.active() == v3 and reg.get(v3).status == "promoted"
+    assert json.loads(reg.pointer.read_text())["version"] == v3
+    assert reg.rollback().version == v2
+    assert reg.rollback().version == v1
+    assert reg.rollback().version is None  # back to the base model
+    assert reg.rollback().version is None  # the base is the floor
+    assert [(c.version, c.reason) for c in reg.history()][-2:] == [(None, "rollback")] * 2
+    # activation after rollbacks starts a new history line
+    reg.activate(v3)
+    assert reg.rollback().version is None
+    assert not list(reg.root.glob(".*.tmp"))  # every pointer write was a rename
+
+
+def test_lineage_is_inherited_and_taint_reaches_descendants_and_serving(
+        tmp_path: Path, adapters: list[Path]) -> None:
+    reg = AdapterRegistry(tmp_path / "adapters")
+    v1 = _add(reg, adapters[0], ["kb/a"])
+    v2 = _add(reg, adapters[1], ["kb/b"], parent=v1, cycle=2)
+    v3 = _add(reg, adapters[2], ["kb/c"], parent=v2, cycle=3)
+    assert reg.get(v3).lineage == ("kb/a", "kb/b", "kb/c")
+    reg.activate(v1)
+    reg.activate(v2)
+    reg.activate(v3)
+
+    tainted, change = reg.taint_source("kb/b")
+    assert sorted(tainted) == sorted([v2, v3])
+    assert reg.get(v1).status == "promoted"
+    assert reg.get(v3).status == "tainted" and reg.get(v3).report["tainted_by"] == ["kb/b"]
+    # serving falls back to the newest untainted promoted ancestor at once
+    assert change is not None and change.version == v1 and change.reason == "tainted"
+    assert reg.active() == v1
+    assert reg.newest_untainted_ancestor(v3) is not None
+    assert reg.newest_untainted_ancestor(v3).version == v1  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="tainted"):
+        reg.activate(v3)
+    with pytest.raises(RegistryError, match="tainted"):
+        reg.set_status(v3, "promoted")
+    # tainting again changes nothing
+    assert reg.taint_source("kb/b") == ([], None)
+    # the root source taints the rest; serving goes back to the base model
+    tainted, change = reg.taint_source("kb/a")
+    assert tainted == [v1] and change is not None and change.version is None
+    assert reg.newest_untainted_ancestor(v3) is None
+
+
+def test_taint_missing_marks_versions_whose_sources_left_the_corpus(
+        tmp_path: Path, adapters: list[Path]) -> None:
+    reg = AdapterRegistry(tmp_path / "adapters")
+    v1 = _add(reg, adapters[0], ["kb/a", "kb/b"])
+    v2 = _add(reg, adapters[1], ["kb/c"])
+    reg.activate(v2)
+    tainted, change = reg.taint_missing({"kb/a", "kb/c"})
+    assert tainted == [v1] and change is None and reg.active() == v2
+
+
+def test_rejected_versions_keep_their_report(tmp_path: Path, adapters: list[Path]) -> None:
+    reg = AdapterRegistry(tmp_path / "adapters")
+    v = _add(reg, adapters[3], ["kb/x"])
+    reg.set_status(v, "rejected", report={"promote": False, "reasons": ["no gain"]},
+                   metrics={"new_accuracy": 0.1})
+    got = AdapterRegistry(tmp_path / "adapters").get(v)  # as another process sees it
+    assert got.status == "rejected" and got.report["reasons"] == ["no gain"]
+    assert got.metrics == {"loss": 1.0, "new_accuracy": 0.1}
