@@ -1,1 +1,1 @@
-"""Continual knowledge injection: corpus, LoRA trainer, EWC, replay, adapter registry, gate, jobs."""
+"""Continual knowledge injection: corpus, LoRA trainer, EWC, replay, registry, gate, jobs."""

@@ -1,0 +1,298 @@
+"""Serving with adapters: the ACTIVE version on the serving generator, hot-swapped.
+
+``AdapterSwitcher`` wraps a :class:`kinject.models.LoadedGenerator`'s model in a PEFT model
+the first time an adapter is needed and keeps every loaded version under its own adapter
+name. A new version is loaded aside (PEFT adds its LoRA weights beside the ones in use) and
+its weights' sha256 is checked against the version name before it is selected, so no request
+ever sees a half-loaded or stale copy. Selecting a version and generating both happen under
+one lock: a request is answered wholly by one version. The switcher follows the registry's
+ACTIVE pointer (the file changing) and promotion events on ``kinject.adapters``; replicas on
+other hosts need the adapters folder on shared storage (a volume), since an event names a
+version, not its weights.
+
+Generation is serialised by that lock; on a CPU torch already uses every core for one request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kinject.errors import KinjectError
+from kinject.finetune.registry import WEIGHTS, Activation, AdapterRegistry, file_sha256
+
+if TYPE_CHECKING:
+    from kinject.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+EVENT_VERSION = 1
+
+
+# -- events on kinject.adapters ---------------------------------------------------------------
+def encode_event(change: Activation, kind: str | None = None) -> bytes:
+    body = {"v": EVENT_VERSION, "type": kind or change.reason, "version": change.version,
+            "previous": change.previous, "reason": change.reason, "at": change.at}
+    return json.dumps(body).encode("utf-8")
+
+
+def decode_event(value: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(value)
+    if body.get("v") != EVENT_VERSION:
+        raise ValueError(f"unknown adapter event version {body.get('v')!r}")
+    return body
+
+
+def publish_activation(kafka: KafkaSettings, bootstrap: str, change: Activation) -> None:
+    """Announce a change of ACTIVE on ``<prefix>.adapters`` (one partition: every replica
+    sees the changes in the order they happened)."""
+    from kinject.stream.clients import make_producer
+    from kinject.stream.topics import ensure_topics
+
+    topics = ensure_topics(kafka, bootstrap)
+    producer = make_producer(kafka, bootstrap)
+    try:
+        producer.send(topics.adapters, key=b"active", value=encode_event(change)).get(
+            timeout=30)
+    finally:
+        producer.close()
+    log.info("published adapter change -> %s on %s",
+             change.version[:12] if change.version else "base", topics.adapters)
+
+
+class AdapterLoadError(KinjectError):
+    """An adapter version cannot be loaded for serving (missing, corrupt, tainted)."""
+
+    code = "adapter_load_error"
+
+
+def _adapter_name(version: str) -> str:
+    return "v" + version[:24]
+
+
+@dataclass
+class ServingGenerator:
+    """Looks like a LoadedGenerator to ``rag.generate``: its model generates with one
+    adapter version (``"active"`` follows the switcher; None is the base model)."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    name: str
+
+
+class _RoutedModel:
+    def __init__(self, switcher: AdapterSwitcher, version: str | None) -> None:
+        self._switcher = switcher
+        self._version = version
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        with self._switcher.selected(self._version) as model:
+            return model.generate(*args, **kwargs)
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._switcher.model, item)
+
+
+class AdapterSwitcher:
+    """The serving generator plus the registry's adapters; see the module docstring."""
+
+    ACTIVE = "active"
+
+    def __init__(self, loaded: Any, registry: AdapterRegistry, *, max_loaded: int = 4) -> None:
+        if max_loaded < 1:
+            raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
+        self.loaded = loaded
+        self.registry = registry
+        self.max_loaded = max_loaded
+        self.model: Any = loaded.model
+        self._lock = threading.RLock()
+        self._current: str | None = None
+        self._names: OrderedDict[str, str] = OrderedDict()  # version -> adapter name (LRU)
+        self._stamp: tuple[int, int] | None = None
+        self.switches = 0
+        # Set once ``watch`` follows the pointer (and the topic, when given).
+        self.ready = threading.Event()
+
+    @property
+    def current_version(self) -> str | None:
+        """The version answering requests now; None: the base model."""
+        return self._current
+
+    @property
+    def loaded_versions(self) -> list[str]:
+        return list(self._names)
+
+    # -- generators for rag.generate ------------------------------------------------------
+    def generator(self, version: str | None = ACTIVE) -> ServingGenerator:
+        """A generator bound to the active version (default), a named one, or None: base."""
+        if version not in (None, self.ACTIVE):
+            version = self.registry.resolve(version)
+            self._ensure_loaded(version)
+        name = f"{self.loaded.name}@{version[:12] if version else 'base'}"
+        return ServingGenerator(model=_RoutedModel(self, version),
+                                tokenizer=self.loaded.tokenizer, device=self.loaded.device,
+                                name=name)
+
+    @contextmanager
+    def selected(self, version: str | None = ACTIVE) -> Iterator[Any]:
+        """Hold the lock with ``version``'s adapter selected and yield the model."""
+        with self._lock:
+            target = self._current if version == self.ACTIVE else version
+            if target is None:
+                if self._names:
+                    with self.model.disable_adapter():
+                        yield self.model
+                else:
+                    yield self.model
+                return
+            if target not in self._names:
+                target = self.registry.resolve(target)
+                self._ensure_loaded(target)
+            self.model.set_adapter(self._names[target])
+            self._names.move_to_end(target)
+            yield self.model
+
+    # -- switching -------------------------------------------------------------------------
+    def apply(self, version: str | None) -> bool:
+        """Serve ``version`` (None: base). Loads it aside first; returns whether it changed."""
+        if version is not None:
+            version = self.registry.resolve(version)
+            meta = self.registry.get(version)
+            if meta.status == "tainted":
+                raise AdapterLoadError(f"adapter {version[:12]} is tainted; not serving it")
+            self._ensure_loaded(version)
+        with self._lock:
+            if version == self._current:
+                return False
+            previous, self._current = self._current, version
+            self.switches += 1
+            if version is not None:
+                self._evict(keep=version)  # the one served before may go now
+        log.info("serving adapter %s (was %s)", version[:12] if version else "base",
+                 previous[:12] if previous else "base")
+        return True
+
+    def refresh(self) -> bool:
+        """Follow the registry's ACTIVE pointer; returns whether the served version changed."""
+        stamp = self.registry.pointer_stamp()
+        if stamp == self._stamp and self._stamp is not None:
+            return False
+        changed = self.apply(self.registry.active())
+        self._stamp = stamp
+        return changed
+
+    def _ensure_loaded(self, version: str) -> None:
+        with self._lock:
+            if version in self._names:
+                return
+        path = self.registry.path(version)
+        # Check the bytes against the name: a copy being written or a corrupted file is
+        # refused rather than served under the version's name.
+        if file_sha256(path / WEIGHTS) != version:
+            raise AdapterLoadError(f"adapter files at {path} do not hash to {version[:12]}")
+        name = _adapter_name(version)
+        with self._lock:
+            if version in self._names:
+                return
+            import torch
+            from peft import PeftModel
+
+            # Loading adds new LoRA weights beside those in use; the selected adapter does not
+            # change until set_adapter, so requests in flight are unaffected. Under the lock
+            # anyway: PEFT's module surgery is not thread-safe with a forward pass. A request
+            # may arrive here inside generate's inference mode: weights made there could
+            # never be touched outside it again.
+            with torch.inference_mode(False):
+                if not isinstance(self.model, PeftModel):
+                    self.model = PeftModel.from_pretrained(self.loaded.model, str(path),
+                                                           adapter_name=name)
+                else:
+                    self.model.load_adapter(str(path), adapter_name=name)
+                self.model.to(self.loaded.device)
+                self.model.eval()
+            self._names[version] = name
+            self._evict(keep=version)
+
+    def _evict(self, keep: str) -> None:
+        while len(self._names) > self.max_loaded:
+            old = next((v for v in self._names if v not in (keep, self._current)), None)
+            if old is None:
+                return
+            self.model.delete_adapter(self._names.pop(old))
+
+    # -- following changes -----------------------------------------------------------------
+    def watch(self, stop: threading.Event, *, kafka: KafkaSettings | None = None,
+              bootstrap: str | None = None, interval_s: float = 1.0) -> threading.Thread:
+        """Follow changes in a daemon thread until ``stop`` is set: events on
+        ``kinject.adapters`` when a broker is given, and the pointer file every
+        ``interval_s`` (which also covers a replica that missed an event)."""
+        thread = threading.Thread(target=self._watch, args=(stop, kafka, bootstrap, interval_s),
+                                  name="adapter-switcher", daemon=True)
+        thread.start()
+        return thread
+
+    def _watch(self, stop: threading.Event, kafka: KafkaSettings | None, bootstrap: str | None,
+               interval_s: float) -> None:
+        consumer = None
+        try:
+            if kafka is not None and bootstrap:
+                consumer = self._subscribe(kafka, bootstrap)
+            self._safe_refresh()
+            self.ready.set()
+            while not stop.is_set():
+                self._safe_refresh()
+                if consumer is not None:
+                    polled = consumer.poll(timeout_ms=int(interval_s * 1000))
+                    for batch in polled.values():
+                        for msg in batch:
+                            self._on_event(msg.value)
+                else:
+                    stop.wait(interval_s)
+        finally:
+            if consumer is not None:
+                consumer.close()
+
+    def _subscribe(self, kafka: KafkaSettings, bootstrap: str) -> Any:
+        from kafka import TopicPartition
+
+        from kinject.stream.clients import make_consumer
+        from kinject.stream.topics import ensure_topics
+
+        topics = ensure_topics(kafka, bootstrap)
+        consumer = make_consumer(kafka, bootstrap, None, [])
+        tp = TopicPartition(topics.adapters, 0)
+        consumer.assign([tp])
+        consumer.seek_to_end(tp)  # the pointer file says where things stand now
+        consumer.position(tp)
+        return consumer
+
+    def _on_event(self, value: bytes) -> None:
+        try:
+            event = decode_event(value)
+        except (ValueError, KeyError) as exc:
+            log.error("skipping unreadable adapter event: %s", exc)
+            return
+        log.info("adapter event %s -> %s", event.get("type"),
+                 (event.get("version") or "base")[:12])
+        # The pointer is the truth; the event says to look now. A replica whose registry
+        # lags (shared storage) keeps what it serves until the pointer arrives.
+        self._stamp = None
+        self._safe_refresh()
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except KinjectError as exc:
+            log.error("cannot switch adapters: %s", exc)
+            time.sleep(0.1)
+        except Exception:  # the watcher must outlive one bad version; what serves stays
+            log.exception("cannot switch adapters")
+            time.sleep(0.1)

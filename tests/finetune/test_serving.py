@@ -1,0 +1,169 @@
+"""AdapterSwitcher: the active adapter on the serving generator, hot-swapped, per request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _adapter_helpers import logits_of, make_adapter
+
+from kinject.config import KafkaSettings
+from kinject.finetune.registry import AdapterRegistry
+from kinject.finetune.serving import AdapterLoadError, AdapterSwitcher, publish_activation
+from kinject.models import LoadedGenerator
+from kinject.rag.generate import generate_chat
+
+
+@pytest.fixture(scope="module")
+def adapter_dirs(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("serving-adapters")
+    return [make_adapter(tiny_lm_dir, root / f"a{i}", seed=10 + i) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_lm_dir: Path, adapter_dirs: list[Path]) -> dict[str, torch.Tensor]:
+    """Logits of base, base+a0 and base+a1, each from a model loaded on its own."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_lm_dir))
+    out = {"base": logits_of(AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir)), tok)}
+    for i, d in enumerate(adapter_dirs):
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir))
+        out[f"a{i}"] = logits_of(PeftModel.from_pretrained(base, str(d)).eval(), tok)
+    return out  # type: ignore[return-value]
+
+
+def _generator(tiny_lm_dir: Path) -> LoadedGenerator:
+    # Loaded here, not through the cached load_generator: PEFT changes the model in place.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir)).eval()
+    return LoadedGenerator(model=model, tokenizer=AutoTokenizer.from_pretrained(
+        str(tiny_lm_dir)), device="cpu", name="tiny")
+
+
+def _registry(root: Path, adapter_dirs: list[Path]) -> tuple[AdapterRegistry, list[str]]:
+    reg = AdapterRegistry(root)
+    versions = [reg.add(d, base_model="tiny", lineage=[f"kb/{i}"]).version
+                for i, d in enumerate(adapter_dirs)]
+    return reg, versions
+
+
+def _served_logits(switcher: AdapterSwitcher, version: str | None = "active") -> Any:
+    return logits_of(_Forward(switcher, version), switcher.generator(version).tokenizer)
+
+
+class _Forward:
+    """Calls the model under the switcher's lock with the version selected."""
+
+    def __init__(self, switcher: AdapterSwitcher, version: str | None) -> None:
+        self.switcher, self.version = switcher, version
+
+    def __call__(self, **kw: Any) -> Any:
+        with self.switcher.selected(self.version) as model:
+            return model(**kw)
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_serves_the_active_version_a_named_one_per_request_and_the_base(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        reference: dict[str, torch.Tensor]) -> None:
+    reg, (v0, v1) = _registry(tmp_path / "adapters", adapter_dirs)
+    switcher = AdapterSwitcher(_generator(tiny_lm_dir), reg)
+    assert switcher.refresh() is False and switcher.current_version is None
+    assert torch.allclose(_served_logits(switcher), reference["base"], atol=1e-5)
+
+    reg.activate(v0)
+    assert switcher.refresh() is True and switcher.current_version == v0
+    assert torch.allclose(_served_logits(switcher), reference["a0"], atol=1e-5)
+    # a request naming another version gets that one; the active one is unchanged
+    assert torch.allclose(_served_logits(switcher, v1[:10]), reference["a1"], atol=1e-5)
+    assert torch.allclose(_served_logits(switcher, None), reference["base"], atol=1e-5)
+    assert torch.allclose(_served_logits(switcher), reference["a0"], atol=1e-5)
+    assert switcher.current_version == v0 and set(switcher.loaded_versions) == {v0, v1}
+
+    # rag.generate drives it like any LoadedGenerator
+    text = generate_chat(switcher.generator(), [{"role": "user", "content": "Marrow?"}], 4)
+    assert isinstance(text, str)
+    assert switcher.generator(v1).name.endswith(v1[:12])
+
+
+def test_pointer_changes_hot_swap_without_a_restart(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        reference: dict[str, torch.Tensor]) -> None:
+    reg, (v0, v1) = _registry(tmp_path / "adapters", adapter_dirs)
+    reg.activate(v0)
+    switcher = AdapterSwitcher(_generator(tiny_lm_dir), reg, max_loaded=1)
+    stop = threading.Event()
+    thread = switcher.watch(stop, interval_s=0.05)
+    try:
+        assert switcher.ready.wait(10) and switcher.current_version == v0
+        reg.activate(v1)
+        assert _wait(lambda: switcher.current_version == v1, 10)
+        assert torch.allclose(_served_logits(switcher), reference["a1"], atol=1e-5)
+        assert switcher.loaded_versions == [v1]  # max_loaded=1: the old one was unloaded
+        reg.rollback()
+        assert _wait(lambda: switcher.current_version == v0, 10)
+        # a delete taints v0: the registry falls back to the base and serving follows
+        reg.taint_source("kb/0")
+        assert _wait(lambda: switcher.current_version is None, 10)
+        assert torch.allclose(_served_logits(switcher), reference["base"], atol=1e-5)
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_a_copy_that_does_not_match_its_name_is_never_served(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        reference: dict[str, torch.Tensor]) -> None:
+    reg, (v0, v1) = _registry(tmp_path / "adapters", adapter_dirs)
+    reg.activate(v0)
+    switcher = AdapterSwitcher(_generator(tiny_lm_dir), reg)
+    switcher.refresh()
+    weights = reg.path(v1) / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)  # a torn copy
+    reg.activate(v1)
+    with pytest.raises(AdapterLoadError, match="do not hash"):
+        switcher.refresh()
+    assert switcher.current_version == v0
+    assert torch.allclose(_served_logits(switcher), reference["a0"], atol=1e-5)
+
+
+@pytest.mark.kafka
+def test_two_replicas_switch_after_a_promotion_event(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        kafka_bootstrap: str) -> None:
+    reg, (v0, _) = _registry(tmp_path / "adapters", adapter_dirs)
+    kafka = KafkaSettings(topic_prefix=f"serving-{tmp_path.name}")
+    replicas = [AdapterSwitcher(_generator(tiny_lm_dir), AdapterRegistry(reg.root))
+                for _ in range(2)]
+    stop = threading.Event()
+    # A long pointer interval: the switch within the bound below comes from the event.
+    threads = [r.watch(stop, kafka=kafka, bootstrap=kafka_bootstrap, interval_s=8.0)
+               for r in replicas]
+    try:
+        assert all(r.ready.wait(30) for r in replicas)
+        assert [r.current_version for r in replicas] == [None, None]
+        t0 = time.monotonic()
+        change = reg.activate(v0, "promoted")
+        publish_activation(kafka, kafka_bootstrap, change)
+        assert _wait(lambda: all(r.current_version == v0 for r in replicas), 6.0)
+        assert time.monotonic() - t0 < 6.0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
