@@ -78,6 +78,37 @@ class IngestSettings(BaseModel):
     linger_ms: int = Field(default=200, ge=0)
 
 
+class FinetuneSettings(BaseModel):
+    """One fine-tuning cycle: LoRA shape, optimiser, EWC, replay, early stopping."""
+
+    model_config = {"frozen": True}
+
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    # Module names, or ["all-linear"] for every linear layer (about 3x more knowledge per
+    # minute than q_proj, v_proj on SmolLM2, ENVIRONMENT.md).
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    lr: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_seq_len: int = Field(default=256, ge=8)
+    # Online EWC: strength of the pull back to earlier cycles' weights (Fisher scaled to
+    # mean 1), and the decay of the running Fisher per cycle.
+    ewc_lambda: float = Field(default=1.0, ge=0.0)
+    ewc_gamma: float = Field(default=0.9, gt=0.0, le=1.0)
+    fisher_samples: int = Field(default=64, ge=0)
+    # Earlier examples (reservoir) and general text mixed in, per new example.
+    replay_ratio: float = Field(default=0.25, ge=0.0)
+    replay_capacity: int = Field(default=2000, ge=1)
+    general_ratio: float = Field(default=0.05, ge=0.0)
+    patience: int = Field(default=3, ge=1, description="held-out evaluations without gain")
+    eval_every: int = Field(default=50, ge=0)
+    checkpoint_every: int = Field(default=50, ge=0)
+    seed: int = 0
+
+
 class ApiSettings(BaseModel):
     model_config = {"frozen": True}
 
@@ -102,6 +133,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
 
     @classmethod
     def settings_customise_sources(

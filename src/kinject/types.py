@@ -117,6 +117,7 @@ class TrainingExample:
     completion: str
     form: str = "passage"
     cycle: int = 0
+    lang: str = "en"
 
     def __post_init__(self) -> None:
         _require(bool(self.completion), f"example {self.example_id} has an empty completion")

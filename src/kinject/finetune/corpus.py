@@ -1,0 +1,307 @@
+"""CorpusStore: the durable fine-tuning corpus (SQLite), one row per training example.
+
+Every chunk materialised from ``kinject.chunks`` is kept (for distractors and evaluation
+questions) with the examples built from it (:mod:`kinject.finetune.augment`). Each example
+carries its lineage (chunk id, source id) and the cycle it first appeared in. Writes are
+transactions, so a crash leaves the store as it was before or after a write; example ids
+are ``hash(chunk id, form, variant)``, so adding the same chunk twice changes nothing.
+
+Cycles: examples that arrive now belong to :meth:`current_cycle` (1 at first). A training
+job calls :meth:`next_cycle` when it takes the corpus: what it trains on is the cycle it
+closed and before; what arrives during training belongs to the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from kinject.finetune.augment import (
+    AugmentConfig,
+    QAPair,
+    build_examples,
+    eval_questions,
+    train_questions,
+)
+from kinject.types import Chunk, TrainingExample, content_hash
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    lang TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    cycle INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source_id);
+CREATE TABLE IF NOT EXISTS examples (
+    example_id TEXT PRIMARY KEY,
+    chunk_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    completion TEXT NOT NULL,
+    form TEXT NOT NULL,
+    cycle INTEGER NOT NULL,
+    lang TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS examples_source ON examples(source_id);
+CREATE INDEX IF NOT EXISTS examples_cycle ON examples(cycle);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS replay (slot INTEGER PRIMARY KEY, example_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS replay_example ON replay(example_id);
+CREATE TABLE IF NOT EXISTS replay_offered (example_id TEXT PRIMARY KEY);
+"""
+_EXAMPLE_COLUMNS = "example_id, chunk_id, source_id, prompt, completion, form, cycle, lang"
+
+
+class CorpusStore:
+    """The corpus in one SQLite file; safe to share between threads of one process and
+    between processes (WAL, short transactions)."""
+
+    def __init__(self, path: Path, augment: AugmentConfig | None = None,
+                 distractor_pool: int = 64) -> None:
+        self.path = Path(path)
+        self.augment = augment or AugmentConfig()
+        self.distractor_pool = distractor_pool
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    # -- plumbing -----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _get(self, key: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    @staticmethod
+    def _set(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT INTO state(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE "
+                   "SET value=excluded.value", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> CorpusStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- cycles -------------------------------------------------------------------------
+    def current_cycle(self) -> int:
+        """The cycle that examples arriving now belong to (1 at first)."""
+        with self._lock:
+            return int(self._get("cycle", "1"))
+
+    def next_cycle(self) -> int:
+        """Close the current cycle and open the next; returns the new current cycle.
+
+        A training job calls it when it takes the corpus: it trains on ``cycles <= new - 1``.
+        """
+        with self.transaction() as db:
+            nxt = int(self._get("cycle", "1")) + 1
+            self._set(db, "cycle", str(nxt))
+        return nxt
+
+    # -- writes -------------------------------------------------------------------------
+    def add_chunks(self, chunks: Sequence[Chunk], cycle: int | None = None) -> int:
+        """Keep ``chunks`` and their examples; returns how many examples were new.
+
+        Examples already present keep the cycle they first appeared in.
+        """
+        if not chunks:
+            return 0
+        cycle = self.current_cycle() if cycle is None else cycle
+        distractors = self._distractors(chunks)
+        with self.transaction() as db:
+            return self._add(db, chunks, cycle, distractors)
+
+    def replace_source(self, source_id: str, chunks: Sequence[Chunk],
+                       cycle: int | None = None) -> tuple[int, int]:
+        """A source's full new set of chunks (an upsert on kinject.chunks): examples of its
+        chunks that are gone are removed, new ones added. Returns (added, removed)."""
+        if any(c.source_id != source_id for c in chunks):
+            raise ValueError(f"replace_source({source_id!r}) got chunks of other sources")
+        cycle = self.current_cycle() if cycle is None else cycle
+        distractors = self._distractors(chunks)
+        keep = [c.chunk_id for c in chunks]
+        with self.transaction() as db:
+            removed = self._remove(db, source_id, keep)
+            added = self._add(db, chunks, cycle, distractors)
+        return added, removed
+
+    def remove_source(self, source_id: str) -> int:
+        """Forget a source: its chunks, examples and replay slots. Returns examples removed."""
+        with self.transaction() as db:
+            return self._remove(db, source_id, [])
+
+    def _add(self, db: sqlite3.Connection, chunks: Sequence[Chunk], cycle: int,
+             distractors: list[str]) -> int:
+        seq = int(self._get("seq", "0"))
+        added = 0
+        for chunk in chunks:
+            db.execute(
+                "INSERT OR IGNORE INTO chunks VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (chunk.chunk_id, chunk.source_id, chunk.doc_id, chunk.text, chunk.ordinal,
+                 chunk.lang, chunk.kind, json.dumps(chunk.meta, ensure_ascii=False, default=str),
+                 cycle))
+            others = [t for t in distractors if t != chunk.text]
+            for ex in build_examples(chunk, others, cycle=cycle, config=self.augment):
+                seq += 1
+                cur = db.execute(
+                    f"INSERT OR IGNORE INTO examples({_EXAMPLE_COLUMNS}, seq) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ex.example_id, ex.chunk_id, ex.source_id, ex.prompt, ex.completion, ex.form,
+                     cycle, ex.lang, seq))
+                added += cur.rowcount
+        self._set(db, "seq", str(seq))
+        return added
+
+    @staticmethod
+    def _remove(db: sqlite3.Connection, source_id: str, keep: Sequence[str]) -> int:
+        marks = ",".join("?" * len(keep))
+        cond = f"source_id=? AND chunk_id NOT IN ({marks})" if keep else "source_id=?"
+        args = (source_id, *keep)
+        db.execute("DELETE FROM replay WHERE example_id IN "
+                   f"(SELECT example_id FROM examples WHERE {cond})", args)
+        removed = db.execute(f"DELETE FROM examples WHERE {cond}", args).rowcount
+        db.execute(f"DELETE FROM chunks WHERE {cond}", args)
+        return removed
+
+    def _distractors(self, chunks: Sequence[Chunk]) -> list[str]:
+        """Texts of other chunks for RAFT: stored ones of other sources, and this batch."""
+        sources = sorted({c.source_id for c in chunks})
+        marks = ",".join("?" * len(sources))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT text FROM chunks WHERE source_id NOT IN ({marks}) "
+                "ORDER BY chunk_id LIMIT ?", (*sources, 10 * self.distractor_pool)).fetchall()
+        texts = [r[0] for r in rows]
+        rng = random.Random(content_hash(*sorted(c.chunk_id for c in chunks)))
+        picked = rng.sample(texts, min(self.distractor_pool, len(texts)))
+        return picked + [c.text for c in chunks]
+
+    # -- reads --------------------------------------------------------------------------
+    def examples(self, cycles: Iterable[int] | None = None, exclude_sources: Iterable[str] = (),
+                 forms: Iterable[str] | None = None) -> list[TrainingExample]:
+        """Examples (in arrival order) of the given cycles (all when None), without the
+        excluded sources and, when ``forms`` is given, of those forms only."""
+        where, args = self._filter(cycles, exclude_sources)
+        if forms is not None:
+            fs = list(forms)
+            where.append(f"form IN ({','.join('?' * len(fs))})")
+            args.extend(fs)
+        sql = f"SELECT {_EXAMPLE_COLUMNS} FROM examples"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        return [_row_to_example(r) for r in rows]
+
+    def examples_by_id(self, ids: Sequence[str]) -> list[TrainingExample]:
+        out: list[TrainingExample] = []
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                part = list(ids[start:start + 500])
+                rows = self._db.execute(
+                    f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE example_id IN "
+                    f"({','.join('?' * len(part))})", part).fetchall()
+                out.extend(_row_to_example(r) for r in rows)
+        order = {i: n for n, i in enumerate(ids)}
+        return sorted(out, key=lambda e: order[e.example_id])
+
+    def chunks(self, cycles: Iterable[int] | None = None, exclude_sources: Iterable[str] = ()
+               ) -> list[tuple[Chunk, int]]:
+        """Stored chunks with the cycle each first appeared in."""
+        where, args = self._filter(cycles, exclude_sources)
+        sql = ("SELECT chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle "
+               "FROM chunks")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY cycle, source_id, ordinal", args).fetchall()
+        return [(Chunk(r[0], r[1], r[2], r[3], ordinal=r[4], lang=r[5], kind=r[6],
+                       meta=json.loads(r[7])), int(r[8])) for r in rows]
+
+    def qa_pairs(self, cycles: Iterable[int] | None = None, exclude_sources: Iterable[str] = (),
+                 *, held_out: bool = True) -> list[QAPair]:
+        """Questions for evaluation with their answers. ``held_out=True`` (the default) gives
+        phrasings no training example uses; False the first training phrasing."""
+        make = eval_questions if held_out else train_questions
+        return [q for chunk, cycle in self.chunks(cycles, exclude_sources)
+                for q in make(chunk, cycle=cycle, config=self.augment)]
+
+    def new_since(self, cycle: int) -> int:
+        """How many examples first appeared after ``cycle``."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM examples WHERE cycle > ?",
+                                        (cycle,)).fetchone()[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
+
+    def sources(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT source_id FROM examples")}
+
+    @staticmethod
+    def manifest(examples: Iterable[TrainingExample]) -> str:
+        """A content hash of an example set (order-free): equal sets, equal manifests."""
+        digests = sorted(content_hash(e.example_id, e.prompt, e.completion, e.form)
+                         for e in examples)
+        return content_hash(*digests) if digests else content_hash("empty corpus")
+
+    @staticmethod
+    def sources_of(examples: Iterable[TrainingExample]) -> set[str]:
+        return {e.source_id for e in examples}
+
+    @staticmethod
+    def _filter(cycles: Iterable[int] | None, exclude_sources: Iterable[str]
+                ) -> tuple[list[str], list[object]]:
+        where: list[str] = []
+        args: list[object] = []
+        if cycles is not None:
+            cs = [int(c) for c in cycles]
+            where.append(f"cycle IN ({','.join('?' * len(cs))})" if cs else "0")
+            args.extend(cs)
+        ex = list(exclude_sources)
+        if ex:
+            where.append(f"source_id NOT IN ({','.join('?' * len(ex))})")
+            args.extend(ex)
+        return where, args
+
+
+def _row_to_example(r: Sequence[object]) -> TrainingExample:
+    return TrainingExample(example_id=str(r[0]), chunk_id=str(r[1]), source_id=str(r[2]),
+                           prompt=str(r[3]), completion=str(r[4]), form=str(r[5]),
+                           cycle=int(r[6]), lang=str(r[7]))  # type: ignore[call-overload]

@@ -1,0 +1,144 @@
+"""The example builder: several forms per fact, English and Chinese, held-out phrasings."""
+
+import json
+
+import pytest
+
+from kinject.finetune.augment import (
+    AugmentConfig,
+    build_examples,
+    eval_questions,
+    train_questions,
+)
+from kinject.ingest.pipeline import IngestConfig, ingest_record
+from kinject.types import Chunk, Record
+
+
+def _chunks(record: Record) -> list[Chunk]:
+    return list(ingest_record(record, IngestConfig(ocr_engine="none")).chunks)
+
+
+@pytest.fixture(scope="module")
+def english() -> Chunk:
+    return _chunks(Record(source_id="kb/ada", kind="text", content=(
+        b"Ada Lind was born on March 2, 1990 in Osk. She studied physics at Marrow "
+        b"University. Her employer is Tallow Labs.")))[0]
+
+
+@pytest.fixture(scope="module")
+def chinese() -> Chunk:
+    return _chunks(Record(source_id="kb/li", kind="text", content=(
+        "李明出生于1985年，在大理长大。他毕业于清华大学，现在在华为公司工作。".encode())))[0]
+
+
+@pytest.fixture(scope="module")
+def csv_row() -> Chunk:
+    table = b"name,born,city,employer\nIda Brook,1971,Fenwick,Harbour Board\n"
+    return _chunks(Record(source_id="kb/staff", kind="csv", content=table))[0]
+
+
+def _by_form(examples: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for e in examples:
+        out.setdefault(e.form, []).append(e)
+    return out
+
+
+def test_english_text_gets_every_form(english: Chunk) -> None:
+    forms = _by_form(build_examples(english, ["Tom Hale keeps the lighthouse at Gullspire."]))
+    assert set(forms) == {"passage", "rephrase", "permute", "cloze", "raft"}
+    assert forms["passage"][0].completion == english.text and forms["passage"][0].prompt == ""
+    # full-name repetition: the pronouns became the name
+    assert "Ada Lind studied physics" in forms["rephrase"][0].completion
+    assert "Ada Lind's employer" in forms["rephrase"][0].completion
+    # permutations keep every sentence and change the order
+    resolved = forms["rephrase"][0].completion
+    assert len(forms["permute"]) == 2
+    for p in forms["permute"]:
+        assert p.completion != resolved
+        assert sorted(p.completion.rstrip(".").split(". ")) == sorted(
+            resolved.rstrip(".").split(". "))
+    answers = {e.completion for e in forms["cloze"]}
+    assert {"Osk", "Marrow University", "Tallow Labs", "March 2, 1990"} <= answers
+    for e in forms["cloze"]:
+        assert "____" in e.prompt and e.completion not in e.prompt
+
+
+def test_raft_examples_quote_the_right_passage_among_distractors(english: Chunk) -> None:
+    distractors = ["Tom Hale keeps the lighthouse at Gullspire.", "The ferry fee is 9 marks.",
+                   "Ida Brook was born in Fenwick."]
+    raft = _by_form(build_examples(english, distractors))["raft"]
+    assert raft
+    for e in raft:
+        answer, marker = e.completion.rsplit(" ", 1)
+        n = int(marker.strip("[]"))
+        passages = [line for line in e.prompt.splitlines() if line.startswith("[")]
+        assert len(passages) == 3  # the right one and two distractors
+        assert answer in passages[n - 1]  # the answer is quoted from passage [n]
+        assert sum(answer in p for p in passages) == 1
+        assert "Question:" in e.prompt
+
+
+def test_chinese_text_gets_cloze_questions_in_chinese(chinese: Chunk) -> None:
+    forms = _by_form(build_examples(chinese))
+    assert forms["passage"][0].lang == "zh"
+    assert "李明毕业于清华大学" in forms["rephrase"][0].completion  # 他 -> 李明
+    answers = {e.completion for e in forms["cloze"]}
+    assert {"1985年", "清华大学", "华为公司"} <= answers
+    assert all(e.prompt.startswith(("填空", "请补全", "空白")) for e in forms["cloze"])
+
+
+def test_structured_rows_get_field_templates(csv_row: Chunk) -> None:
+    forms = _by_form(build_examples(csv_row))
+    qa = {(e.prompt, e.completion) for e in forms["qa"]}
+    assert ("What is the city of Ida Brook?", "Fenwick") in qa
+    assert ("Tell me the employer of Ida Brook.", "Harbour Board") in qa
+    assert all("name" not in p for p, _ in qa)  # the subject is not asked about
+    rephrased = forms["rephrase"]
+    assert len(rephrased) == 2
+    assert "Ida Brook's" in rephrased[0].completion + rephrased[1].completion
+    assert all("1971" in r.completion and "Fenwick" in r.completion for r in rephrased)
+
+
+def test_sql_and_json_rows_in_chinese() -> None:
+    row = _chunks(Record(source_id="db/1", kind="sql", meta={"table": "人员"},
+                         content=json.dumps({"姓名": "王芳", "城市": "杭州", "年份": 1990},
+                                            ensure_ascii=False).encode()))[0]
+    qa = {(e.prompt, e.completion) for e in build_examples(row) if e.form == "qa"}
+    assert ("王芳的城市是什么？", "杭州") in qa
+    item = _chunks(Record(source_id="j/1", kind="json", content=json.dumps(
+        {"name": "Osk Ferry", "fee": {"adult": 9}}).encode()))[0]
+    qa = {(e.prompt, e.completion) for e in build_examples(item) if e.form == "qa"}
+    assert ("What is the fee adult of Osk Ferry?", "9") in qa
+
+
+def test_held_out_questions_use_a_phrasing_no_training_example_uses(
+    english: Chunk, chinese: Chunk, csv_row: Chunk
+) -> None:
+    for chunk in (english, chinese, csv_row):
+        trained = build_examples(chunk, ["Some other passage about the harbour."])
+        prompts = {e.prompt for e in trained}
+        held = eval_questions(chunk)
+        assert held and len(held) == len(train_questions(chunk))
+        for q in held:
+            assert q.question not in prompts
+            assert not any(q.question in p for p in prompts)
+            assert q.answer in chunk.text and q.source_id == chunk.source_id
+
+
+def test_example_ids_are_stable_and_unique(english: Chunk) -> None:
+    a = build_examples(english, ["x y z."])
+    b = build_examples(english, ["x y z."])
+    assert [e.example_id for e in a] == [e.example_id for e in b]
+    assert len({e.example_id for e in a}) == len(a)
+
+
+def test_config_controls_the_number_of_forms(english: Chunk) -> None:
+    few = build_examples(english, config=AugmentConfig(permutations=0, qa_per_fact=1,
+                                                       raft_per_chunk=0))
+    many = build_examples(english, ["Other text here."])
+    assert len(few) < len(many)
+    assert not any(e.form in ("permute", "raft") for e in few)
+    with pytest.raises(ValueError, match="qa_per_fact"):
+        AugmentConfig(qa_per_fact=0)
+
