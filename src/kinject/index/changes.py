@@ -10,6 +10,22 @@ from kinject.types import Chunk
 
 
 @dataclass(frozen=True)
+class ExtraVectors:
+    """Vectors of some of an update's chunks in a second space (``zh``: the multilingual
+    embedder, for Chinese and mixed chunks): ``positions`` index into the update's chunks."""
+
+    space: str
+    embedder: str
+    positions: tuple[int, ...]
+    vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.positions) != len(self.vectors):
+            raise ValueError(f"{len(self.positions)} positions but {len(self.vectors)} vectors "
+                             f"in space {self.space!r}")
+
+
+@dataclass(frozen=True)
 class SourceUpdate:
     """Replace everything the index holds for ``source_id`` with ``chunks`` (op=upsert),
     or remove it all (op=delete). Applying the same update twice changes nothing."""
@@ -22,6 +38,10 @@ class SourceUpdate:
     # Where the original record sat on kinject.records: lineage back to Kafka.
     record_position: tuple[str, int, int] | None = None
     embedder: str = ""
+    # Vectors in other spaces (the Chinese route); replicas embed what is missing themselves.
+    extra: tuple[ExtraVectors, ...] = ()
+    # The record's timestamp (envelope ``ts``): the newer of two conflicting rows wins.
+    ts: float | None = None
 
     def __post_init__(self) -> None:
         if self.op not in ("upsert", "delete"):

@@ -4,7 +4,9 @@ Near duplicates are texts whose shingle sets have a Jaccard similarity of at lea
 ``threshold``: word 5-shingles for English, character 3-shingles (letters and digits only)
 for Chinese and mixed text, all lower-cased, so spacing, case and punctuation never matter.
 MinHash signatures (datasketch, fixed seed, so equal in every process) are the durable
-state: one SQLite row per key, loaded back into the LSH when the index opens.
+state: one SQLite row per key, loaded back into the LSH when the index opens. With no path
+the index lives in memory only; its owner persists the signatures (``signature``) and loads
+them back (``add_signatures``), as the text index does inside its docstore transaction.
 """
 
 from __future__ import annotations
@@ -63,6 +65,15 @@ def lsh_params(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[i
     return num_perm, 1
 
 
+def signature_bytes(sig: np.ndarray) -> bytes:
+    """A signature as stored: little-endian uint32 values."""
+    return np.asarray(sig).astype(_SIG_DTYPE).tobytes()
+
+
+def signature_from_bytes(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=_SIG_DTYPE).astype(np.uint32)
+
+
 class ExactDeduper:
     """First key seen for each exact text (by content hash); in memory, for one batch/process."""
 
@@ -99,7 +110,7 @@ class NearDuplicateIndex:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         threshold: float = 0.9,
         num_perm: int = 128,
         *,
@@ -115,7 +126,8 @@ class NearDuplicateIndex:
             raise ValueError(f"shingle sizes must be >= 1, got {word_shingle}, {char_shingle}")
         from datasketch import MinHash, MinHashLSH
 
-        self.path, self.threshold, self.num_perm = Path(path), threshold, num_perm
+        self.path = Path(path) if path is not None else None
+        self.threshold, self.num_perm = threshold, num_perm
         self._words, self._chars, self._seed = word_shingle, char_shingle, seed
         self._minhash = MinHash
         self._perms = MinHash(num_perm=num_perm, seed=seed, scheme=_SCHEME).permutations
@@ -123,35 +135,52 @@ class NearDuplicateIndex:
             threshold=threshold, num_perm=num_perm, params=lsh_params(threshold, num_perm)
         )
         self._sigs: dict[str, np.ndarray] = {}
+        self._source_of: dict[str, str | None] = {}
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.executescript(_SCHEMA)
-        self._check_meta()
-        self._load()
+        self._db: sqlite3.Connection | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+            self._check_meta(self._db)
+            self._load(self._db)
 
-    def _check_meta(self) -> None:
+    @property
+    def params(self) -> str:
+        """What makes signatures comparable: equal params, comparable signatures."""
+        return (f"num_perm={self.num_perm},seed={self._seed},scheme={_SCHEME},"
+                f"words={self._words},chars={self._chars}")
+
+    def _check_meta(self, db: sqlite3.Connection) -> None:
         shingling = f"words={self._words},chars={self._chars}"
         want = {"num_perm": str(self.num_perm), "seed": str(self._seed), "scheme": _SCHEME}
         want["shingles"] = shingling
-        have = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        have = dict(db.execute("SELECT name, value FROM meta").fetchall())
         for name, value in want.items():
             if name in have and have[name] != value:
                 raise ValueError(
                     f"{self.path} holds signatures made with {name}={have[name]}, "
                     f"not {value}; use those settings or a new file"
                 )
-        with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", want.items())
+        with db:
+            db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", want.items())
 
-    def _load(self) -> None:
-        rows = self._db.execute("SELECT key, signature FROM signatures").fetchall()
-        with self._lsh.insertion_session() as session:
-            for key, blob in rows:
-                sig = np.frombuffer(blob, dtype=_SIG_DTYPE).astype(np.uint32)
-                self._sigs[key] = sig
-                session.insert(key, self._as_minhash(sig), check_duplication=False)
+    def _load(self, db: sqlite3.Connection) -> None:
+        rows = db.execute("SELECT key, source_id, signature FROM signatures").fetchall()
+        self._insert_fresh((key, signature_from_bytes(blob), src) for key, src, blob in rows)
         log.info("near-duplicate index %s: %d signatures loaded", self.path, len(rows))
+
+    def _insert_fresh(self, items: Iterable[tuple[str, np.ndarray, str | None]]) -> int:
+        """Bulk-insert keys not yet held (one LSH insertion session)."""
+        n = 0
+        with self._lock, self._lsh.insertion_session() as session:
+            for key, sig, src in items:
+                if key in self._sigs:
+                    continue
+                self._sigs[key], self._source_of[key] = sig, src
+                session.insert(key, self._as_minhash(sig), check_duplication=False)
+                n += 1
+        return n
 
     def _as_minhash(self, sig: np.ndarray | None = None) -> MinHash:
         """A MinHash holding ``sig`` (an empty one for None), sharing the permutations."""
@@ -172,14 +201,18 @@ class NearDuplicateIndex:
     def find(self, text: str, lang: str | None = None) -> list[str]:
         """Keys of stored texts near-duplicating ``text``, most similar first."""
         sig = self.signature(text, lang)
-        if sig is None:
-            return []
+        return [] if sig is None else [k for k, _ in self.find_signature(sig)]
+
+    def find_signature(self, sig: np.ndarray) -> list[tuple[str, float]]:
+        """(key, estimated Jaccard) of stored texts at or above the threshold, most similar
+        first (ties by key, so every process orders them alike)."""
         with self._lock:
             if not self._sigs:
                 return []
             candidates = self._lsh.query(self._as_minhash(sig))
             scored = [(float(np.mean(self._sigs[k] == sig)), k) for k in candidates]
-        return [k for s, k in sorted(scored, key=lambda p: (-p[0], p[1])) if s >= self.threshold]
+        return [(k, s) for s, k in sorted(scored, key=lambda p: (-p[0], p[1]))
+                if s >= self.threshold]
 
     def add(
         self, key: str, text: str, source_id: str | None = None, lang: str | None = None
@@ -195,20 +228,32 @@ class NearDuplicateIndex:
 
         A key given a text without letters or digits forgets what it held."""
         signed = [(k, src, self.signature(t, lang)) for k, t, src in items]
-        rows = [(k, src, sig) for k, src, sig in signed if sig is not None]
         with self._lock:
             self.remove_many(k for k, _, sig in signed if sig is None)
-            with self._db:  # durable first: memory never holds what the file lacks
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO signatures VALUES (?, ?, ?)",
-                    [(k, src, sig.astype(_SIG_DTYPE).tobytes()) for k, src, sig in rows],
-                )
-            for key, _, sig in rows:
+            return self.add_signatures(
+                (k, sig, src) for k, src, sig in signed if sig is not None)
+
+    def add_signatures(self, items: Iterable[tuple[str, np.ndarray, str | None]]) -> int:
+        """Store precomputed (key, signature, source_id) triples, replacing what a key held."""
+        rows = [(k, np.asarray(sig, dtype=np.uint32), src) for k, sig, src in items]
+        with self._lock:
+            if self._db is not None:
+                with self._db:  # durable first: memory never holds what the file lacks
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO signatures VALUES (?, ?, ?)",
+                        [(k, src, signature_bytes(sig)) for k, sig, src in rows],
+                    )
+            for key, sig, src in rows:
                 if self._sigs.pop(key, None) is not None:
                     self._lsh.remove(key)
-                self._sigs[key] = sig
+                self._sigs[key], self._source_of[key] = sig, src
                 self._lsh.insert(key, self._as_minhash(sig), check_duplication=False)
         return len(rows)
+
+    def load_signatures(self, items: Iterable[tuple[str, np.ndarray, str | None]]) -> int:
+        """Bulk-load (key, signature, source_id) triples into memory only (an owner that
+        persists the signatures itself reloads them here); keys already held are skipped."""
+        return self._insert_fresh(items)
 
     def remove(self, key: str) -> bool:
         """Forget ``key``; False if it was not there."""
@@ -217,18 +262,20 @@ class NearDuplicateIndex:
     def remove_many(self, keys: Iterable[str]) -> int:
         with self._lock:
             gone = [k for k in dict.fromkeys(keys) if k in self._sigs]
-            with self._db:
-                self._db.executemany("DELETE FROM signatures WHERE key = ?", [(k,) for k in gone])
+            if self._db is not None:
+                with self._db:
+                    self._db.executemany("DELETE FROM signatures WHERE key = ?",
+                                         [(k,) for k in gone])
             for key in gone:
                 del self._sigs[key]
+                self._source_of.pop(key, None)
                 self._lsh.remove(key)
         return len(gone)
 
     def remove_source(self, source_id: str) -> list[str]:
         """Forget every key added with ``source_id`` (a deleted source); returns those keys."""
         with self._lock:
-            rows = self._db.execute("SELECT key FROM signatures WHERE source_id = ?", (source_id,))
-            keys = [key for (key,) in rows]
+            keys = sorted(k for k, src in self._source_of.items() if src == source_id)
             self.remove_many(keys)
         return keys
 
@@ -240,7 +287,8 @@ class NearDuplicateIndex:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
     def __enter__(self) -> NearDuplicateIndex:
         return self
