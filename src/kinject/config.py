@@ -56,6 +56,9 @@ class ModelSettings(BaseModel):
 
     # A package default ("minilm", "smollm2", "use-multilingual"), a local path, or a hub id.
     embedder: str = "minilm"
+    # Chinese and mixed chunks are also embedded by this multilingual model into a second
+    # vector space that Chinese queries search (MiniLM is English-only); "none" turns it off.
+    embedder_zh: str = "use-multilingual"
     generator: str = "smollm2"
     # "auto" picks CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -109,6 +112,21 @@ class FinetuneSettings(BaseModel):
     seed: int = 0
 
 
+class IndexSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # Vectors in a space before exact search gives way to HNSW (built in the background).
+    hnsw_threshold: int = Field(default=50_000, ge=1)
+    hnsw_m: int = Field(default=32, ge=4)
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=128, ge=8)
+    # Default search mode: vector + BM25 fused by reciprocal rank, or one of them alone.
+    search_mode: Literal["hybrid", "vector", "bm25"] = "hybrid"
+    rrf_k: int = Field(default=60, ge=1)
+    # Seconds between index snapshots while materialising (and one on shutdown).
+    snapshot_every_s: float = Field(default=30.0, gt=0)
+
+
 class ApiSettings(BaseModel):
     model_config = {"frozen": True}
 
@@ -132,6 +150,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     models: ModelSettings = ModelSettings()
     ingest: IngestSettings = IngestSettings()
+    index: IndexSettings = IndexSettings()
     api: ApiSettings = ApiSettings()
     finetune: FinetuneSettings = FinetuneSettings()
 

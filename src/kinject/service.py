@@ -13,6 +13,9 @@ from kinject.errors import BrokerError
 from kinject.types import Answer, Hit
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from kinject.index.filters import SearchFilters
     from kinject.index.text_index import TextIndex
 
 log = logging.getLogger(__name__)
@@ -29,11 +32,9 @@ class KinjectService:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> KinjectService:
-        from kinject.index.embedders import load_embedder
-        from kinject.index.text_index import TextIndex
+        from kinject.index.text_index import text_index_from_settings
 
-        embedder = load_embedder(self.settings.models.embedder)
-        self._index = TextIndex(self.settings.data_dir / "index", embedder).open()
+        self._index = text_index_from_settings(self.settings).open()
         return self
 
     def close(self) -> None:
@@ -85,11 +86,17 @@ class KinjectService:
         return applied
 
     # -- queries ------------------------------------------------------------------------------
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(self, query: str, k: int = 5, filters: SearchFilters | Iterable[str] | None = None,
+               mode: str | None = None) -> list[Hit]:
+        """Ranked chunks for ``query``; ``filters`` as SearchFilters or ``key=value`` strings;
+        ``mode`` hybrid|vector|bm25 (default: the ``index.search_mode`` setting)."""
+        from kinject.index.filters import SearchFilters
+
         query = query.strip()
         if not query:
             raise ValueError("query must not be empty")
-        return self.index.search(query, k)
+        flt = SearchFilters.coerce(filters)
+        return self.index.search(query, k, flt, mode or self.settings.index.search_mode)
 
     def ask(self, question: str, k: int | None = None) -> Answer:
         return self._rag_service().ask(question, k)

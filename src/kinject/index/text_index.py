@@ -1,55 +1,143 @@
-"""The text index: docstore (durable truth) + FAISS (fast search) + the embedder.
+"""The text index: docstore (durable truth) + vector spaces in FAISS + BM25 + the embedders.
 
 ``apply`` writes a batch of source updates and the Kafka offsets they came from in one
-SQLite transaction, then mirrors them into FAISS. ``open`` loads the FAISS snapshot when it
-matches the docstore's generation and otherwise rebuilds it from the stored vectors, so a
-crash between the two writes loses nothing.
+SQLite transaction, then mirrors them into every search structure under one lock, so a
+search sees the old version of a source or the new one, never half. ``open`` loads the
+snapshots and reconciles them with the docstore (rows missing are added, rows gone are
+removed; an unreadable snapshot is rebuilt from the stored vectors), so a crash at any
+moment loses nothing.
+
+Spaces: ``main`` holds every chunk, embedded by the main embedder (MiniLM by default);
+``zh`` (optional) holds the Chinese and mixed chunks embedded by a multilingual embedder
+(USE by default), because MiniLM is English-only. A query is routed by its language: a
+Chinese one searches the ``zh`` space, an English one the ``main`` space; ``hybrid`` mode
+fuses that list with BM25 by reciprocal rank (k=60).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kinject.errors import IndexFailure
+from kinject.index import space_store
+from kinject.index.ann_index import AnnConfig, AnnIndex
+from kinject.index.bm25_index import Bm25Index, tokenize
 from kinject.index.changes import SourceUpdate
 from kinject.index.docstore import Docstore
 from kinject.index.embedders import Embedder
-from kinject.index.faiss_index import FaissIndex
 from kinject.index.filters import SearchFilters
-from kinject.types import Hit
+from kinject.index.visibility import ChunkVisibility, VisibilityChange
+from kinject.types import Chunk, Hit
+
+if TYPE_CHECKING:
+    from kinject.config import Settings
 
 log = logging.getLogger(__name__)
 
 SEARCH_MODES = ("hybrid", "vector", "bm25")
+ZH_SPACE = "zh"
+ZH_LANGS = ("zh", "mixed")
+
+
+@dataclass(frozen=True)
+class TextIndexConfig:
+    """How the text index searches. ``zh_for_english``: also search the multilingual space
+    for English queries (off: measured no gain, see bench/search_lang.py)."""
+
+    ann: AnnConfig = field(default_factory=AnnConfig)
+    rrf_k: int = 60
+    # Candidates fetched per retriever: max(overfetch * k, min_candidates).
+    overfetch: int = 4
+    min_candidates: int = 50
+    bm25_rebuild_min: int = 256
+    zh_for_english: bool = False
+    # Near/exact duplicates of another source's chunk are kept but not searched
+    # (index/visibility.py); None turns that off.
+    near_duplicate_threshold: float | None = 0.9
+
+    def __post_init__(self) -> None:
+        if self.rrf_k < 1:
+            raise ValueError(f"rrf_k must be >= 1, got {self.rrf_k}")
+        if self.overfetch < 1 or self.min_candidates < 1:
+            raise ValueError(f"overfetch and min_candidates must be >= 1, got "
+                             f"{self.overfetch}, {self.min_candidates}")
+
+
+def text_index_from_settings(settings: Settings) -> TextIndex:
+    """The (unopened) TextIndex that ``settings`` describe: ``<data dir>/index``, the main
+    embedder, the Chinese-route embedder unless ``models.embedder_zh`` is "none"."""
+    from kinject.index.embedders import load_embedder
+
+    m, ix = settings.models, settings.index
+    embedder = load_embedder(m.embedder)
+    zh_spec = m.embedder_zh.strip()
+    zh = (None if zh_spec.lower() in ("", "none") or zh_spec == m.embedder
+          else load_embedder(zh_spec))
+    config = TextIndexConfig(
+        ann=AnnConfig(hnsw_threshold=ix.hnsw_threshold, hnsw_m=ix.hnsw_m,
+                      ef_construction=ix.hnsw_ef_construction, ef_search=ix.hnsw_ef_search),
+        rrf_k=ix.rrf_k,
+        near_duplicate_threshold=settings.ingest.near_duplicate_threshold,
+    )
+    return TextIndex(settings.data_dir / "index", embedder, zh_embedder=zh, config=config)
+
+
+def query_lang(text: str) -> str:
+    from kinject.ingest.normalise import detect_lang
+
+    return str(detect_lang(text))
 
 
 class TextIndex:
-    """Search chunks by meaning. Thread-safe: searches run while batches are applied."""
+    """Search chunks by meaning and by words. Thread-safe: searches run while batches are
+    applied, and background rebuilds never block a search."""
 
-    def __init__(self, directory: Path, embedder: Embedder) -> None:
+    def __init__(self, directory: Path, embedder: Embedder, *,
+                 zh_embedder: Embedder | None = None,
+                 config: TextIndexConfig | None = None) -> None:
         self.directory = directory
         self.embedder = embedder
+        self.zh_embedder = zh_embedder
+        self.config = config or TextIndexConfig()
         self.docstore: Docstore | None = None
-        self.faiss: FaissIndex | None = None
+        self.faiss: AnnIndex | None = None  # the main space
+        self.zh: AnnIndex | None = None
+        self.bm25: Bm25Index | None = None
         self._write_lock = threading.Lock()
+        # Which chunks search shows: duplicates and superseded conflicting rows are hidden.
+        self.visibility = ChunkVisibility(self.config.near_duplicate_threshold)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> TextIndex:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.embedder.warm_up()
-        self.docstore = Docstore(self.directory / "docstore.sqlite")
-        self.faiss = self._load_or_rebuild()
+        if self.zh_embedder is not None:
+            self.zh_embedder.warm_up()
+        self.docstore = store = Docstore(self.directory / "docstore.sqlite")
+        space_store.ensure_schema(store)
+        with store.transaction() as db:
+            if self.visibility.open(db):  # what is hidden changed: snapshots are stale
+                store.bump_generation(db)
+        self.faiss = self._open_space(None, self.embedder, self._snapshot_path)
+        if self.zh_embedder is not None:
+            self.zh = self._open_space(ZH_SPACE, self.zh_embedder,
+                                       self.directory / "text-zh.faiss")
+        self.bm25 = self._open_bm25()
+        self._apply_visibility(VisibilityChange(hide=set(self.visibility.hidden)))
         return self
 
     def close(self) -> None:
         if self.docstore is not None:
+            for part in (self.faiss, self.zh, self.bm25):
+                if part is not None:
+                    part.wait()
             self.snapshot()
             self.docstore.close()
             self.docstore = None
@@ -64,67 +152,134 @@ class TextIndex:
     def _snapshot_path(self) -> Path:
         return self.directory / "text.faiss"
 
-    @property
-    def _snapshot_meta(self) -> Path:
-        return self.directory / "text.faiss.json"
+    def _loader(self, space: str | None) -> Any:
+        def load() -> tuple[np.ndarray, np.ndarray]:
+            store = self._store()
+            return store.vectors() if space is None else space_store.space_vectors(store, space)
+        return load
 
-    def _load_or_rebuild(self) -> FaissIndex:
+    def _open_space(self, space: str | None, embedder: Embedder, path: Path) -> AnnIndex:
         store = self._store()
         gen = store.generation()
-        try:
-            meta = json.loads(self._snapshot_meta.read_text())
-            if meta.get("generation") == gen and meta.get("embedder") == self.embedder.name:
-                index = FaissIndex.load(self._snapshot_path)
-                log.info("loaded index snapshot: %d vectors (generation %d)", len(index), gen)
-                return index
-        except (OSError, ValueError, RuntimeError):
-            pass
-        ids, vecs = store.vectors()
-        if len(ids) and vecs.shape[1] != self.embedder.dim:
+        index = AnnIndex(embedder.dim, self.config.ann, loader=self._loader(space))
+        meta = index.read_meta(path)
+        if meta is not None and meta.get("embedder") == embedder.name and index.load(path):
+            if meta.get("generation") != gen:
+                self._reconcile_space(index, space)
+            log.info("loaded the %s vector index: %d vectors (%s)", space or "main", len(index),
+                     index.kind)
+            return index
+        ids, vecs = self._loader(space)()
+        if len(ids) and vecs.shape[1] != embedder.dim:
             raise IndexFailure(
                 f"the index in {self.directory} holds {vecs.shape[1]}-d vectors but the embedder "
-                f"{self.embedder.name!r} makes {self.embedder.dim}-d ones; use the embedder it "
+                f"{embedder.name!r} makes {embedder.dim}-d ones; use the embedder it "
                 "was built with or a new data directory"
             )
-        index = FaissIndex(self.embedder.dim)
-        index.upsert(ids, vecs)
-        log.info("rebuilt FAISS from the docstore: %d vectors (generation %d)", len(ids), gen)
+        index.reset(ids, vecs)
+        log.info("rebuilt the %s vector index from the docstore: %d vectors (generation %d)",
+                 space or "main", len(ids), gen)
         return index
 
+    def _reconcile_space(self, index: AnnIndex, space: str | None) -> None:
+        store = self._store()
+        if space is None:
+            want = {int(r) for r in space_store.row_ids(store).tolist()}
+        else:
+            want = {int(r) for r in space_store.space_vectors(store, space)[0].tolist()}
+        have = index.ids()
+        index.remove(np.asarray(sorted(have - want), dtype=np.int64))
+        missing = sorted(want - have)
+        if missing:
+            ids, vecs = space_store.vectors_for(store, space, missing)
+            index.upsert(ids, vecs)
+
+    def _open_bm25(self) -> Bm25Index:
+        store = self._store()
+        bm25 = Bm25Index(rebuild_min=self.config.bm25_rebuild_min)
+        folder = self.directory / "bm25"
+        if bm25.load(folder):
+            want = {int(r) for r in space_store.row_ids(store).tolist()}
+            have = {int(r) for r in bm25.base_rows().tolist()}
+            bm25.remove(sorted(have - want))
+            missing = sorted(want - have)
+            if missing:
+                bm25.add(*space_store.texts(store, missing))
+        else:
+            bm25.reset(*space_store.texts(store))
+        bm25.set_loader(lambda: space_store.texts(self._store()))
+        return bm25
+
     def snapshot(self) -> None:
-        """Save FAISS atomically with the docstore generation it reflects."""
-        store, index = self._store(), self._faiss()
-        with self._write_lock:
+        """Save every search structure with the docstore generation it reflects; each file is
+        written to a temp path and renamed, so a crash leaves the previous or the new one."""
+        store, main = self._store(), self._faiss()
+        with self._write_lock:  # nothing changes while the copies are taken
             gen = store.generation()
-            index.save(self._snapshot_path)
-            tmp = self._snapshot_meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"generation": gen, "embedder": self.embedder.name}))
-            os.replace(tmp, self._snapshot_meta)
+            frozen = [(self._snapshot_path, main.freeze({"generation": gen,
+                                                        "embedder": self.embedder.name}))]
+            if self.zh is not None and self.zh_embedder is not None:
+                frozen.append((self.directory / "text-zh.faiss",
+                               self.zh.freeze({"generation": gen,
+                                               "embedder": self.zh_embedder.name})))
+        for path, copy in frozen:
+            AnnIndex.write(path, copy)
+        if self.bm25 is not None:
+            self.bm25.save(self.directory / "bm25", gen)
 
     def _store(self) -> Docstore:
         if self.docstore is None:
             raise IndexFailure("the index is not open; call open() first")
         return self.docstore
 
-    def _faiss(self) -> FaissIndex:
+    def _faiss(self) -> AnnIndex:
         if self.faiss is None:
             raise IndexFailure("the index is not open; call open() first")
         return self.faiss
 
+    def _bm25(self) -> Bm25Index:
+        if self.bm25 is None:
+            raise IndexFailure("the index is not open; call open() first")
+        return self.bm25
+
     # -- writes -------------------------------------------------------------------------------
+    def _zh_vectors(self, update: SourceUpdate) -> tuple[list[int], np.ndarray]:
+        """Positions and multilingual vectors of the update's Chinese/mixed chunks: from the
+        event when its worker sent them, else embedded here."""
+        zh_emb = self.zh_embedder
+        if zh_emb is None or update.op != "upsert":
+            return [], np.zeros((0, 0), np.float32)
+        for extra in update.extra:
+            if extra.space == ZH_SPACE and extra.embedder == zh_emb.name and (
+                    len(extra.vectors) == 0 or extra.vectors.shape[1] == zh_emb.dim):
+                return list(extra.positions), extra.vectors
+        positions = [i for i, c in enumerate(update.chunks) if c.lang in ZH_LANGS]
+        if not positions:
+            return [], np.zeros((0, zh_emb.dim), np.float32)
+        return positions, zh_emb.encode([update.chunks[i].text for i in positions])
+
     def apply(
         self, updates: Sequence[SourceUpdate], offsets: Mapping[tuple[str, int], int] | None = None
     ) -> None:
         """Apply updates and record ``offsets`` ({(topic, partition): next offset}) atomically."""
-        store, index = self._store(), self._faiss()
+        store, index, bm25 = self._store(), self._faiss(), self._bm25()
+        # The slow parts (tokenising, embedding missing vectors) happen before the lock.
+        tokens = [[tokenize(c.text) for c in u.chunks] if u.op == "upsert" else []
+                  for u in updates]
+        zh = [self._zh_vectors(u) for u in updates]
         removed: list[int] = []
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
+        added_tokens: list[list[str]] = []
+        zh_ids: list[int] = []
+        zh_vecs: list[np.ndarray] = []
         with self._write_lock:
             with store.transaction() as db:
-                for u in updates:
+                for u, toks, (zpos, zvecs) in zip(updates, tokens, zh, strict=True):
                     keep = [c.chunk_id for c in u.chunks]
-                    removed += store.remove_source_except(db, u.source_id, keep)
+                    gone = store.remove_source_except(db, u.source_id, keep)
+                    space_store.drop_rows(db, gone)
+                    removed += gone
                     if u.op == "upsert" and u.chunks:
                         if u.vectors.shape[1] != index.dim:
                             raise IndexFailure(
@@ -134,16 +289,47 @@ class TextIndex:
                         rows = store.upsert_chunks(db, u.chunks, u.vectors)
                         added_ids += rows
                         added_vecs.append(u.vectors)
+                        added_tokens += toks
+                        if zpos:
+                            zrows = [rows[i] for i in zpos]
+                            space_store.put_vectors(db, ZH_SPACE, zrows, zvecs)
+                            zh_ids += zrows
+                            zh_vecs.append(zvecs)
                     store.add_lineage(db, u.source_id, u.op, u.record_position,
                                       u.content_hash, keep)
                 for (topic, partition), nxt in (offsets or {}).items():
                     store.set_offset(db, topic, partition, nxt)
+                vis = self.visibility.settle(db, updates)
                 store.bump_generation(db)
             # Still under the lock: a search sees the old version or the new one, never
             # a source that is half removed.
             index.remove(removed)
+            bm25.remove(removed)
             if added_ids:
                 index.upsert(added_ids, np.concatenate(added_vecs))
+                bm25.add(added_ids, tokens=added_tokens)
+            if self.zh is not None:
+                self.zh.remove(removed)
+                if zh_ids:
+                    self.zh.upsert(zh_ids, np.concatenate(zh_vecs))
+            self._apply_visibility(vis)
+
+    def _apply_visibility(self, change: VisibilityChange) -> None:
+        """Keep hidden chunks (duplicates, superseded rows) out of every search structure and
+        put back the ones that are visible again. Call under the write lock (or in open)."""
+        hide = sorted(change.hide)
+        for part in (self.faiss, self.zh, self.bm25):
+            if part is not None and hide:
+                part.remove(hide)
+        if change.show:
+            store = self._store()
+            self._faiss().upsert(change.show, change.show_vectors)
+            self._bm25().add(*space_store.texts(store, change.show))
+            if self.zh is not None:
+                ids, vecs = space_store.vectors_for(store, ZH_SPACE, change.show)
+                if len(ids):
+                    self.zh.upsert(ids, vecs)
+        self.visibility.commit(change)
 
     # -- reads --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -173,34 +359,135 @@ class TextIndex:
         """The ``k`` best chunks for ``query`` that pass ``filters``.
 
         ``mode``: ``hybrid`` (vector + BM25, reciprocal-rank fusion), ``vector`` or ``bm25``.
+        A Chinese (or mixed) query searches the multilingual space when there is one.
+        ``Hit.score`` is the cosine similarity in the space searched (``vector`` and
+        ``hybrid``: comparable across queries, usable as a relevance threshold) or the BM25
+        score (``bm25``); ``Hit.meta`` adds ``rrf``, ``vector_score``, ``bm25_score`` and
+        ``space``; hybrid hits are ordered by ``rrf``.
         """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         if mode not in SEARCH_MODES:
             raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
-        vec = self.embedder.encode([query])
-        if filters is None or filters.empty:
-            return self.search_vector(vec[0], k)
-        hits = self.search_vector(vec[0], max(4 * k, 50))
-        return [h for h in hits if filters.matches(h)][:k]
-
-    def search_vector(self, vector: np.ndarray, k: int) -> list[Hit]:
-        with self._write_lock:  # FAISS and the docstore agree inside the lock
-            scores, ids = self._faiss().search(vector[None, :], k)
-            if ids.size == 0:
-                return []
-            chunks = self._store().chunks_by_rows([int(i) for i in ids[0] if i >= 0])
-        hits = []
-        for score, row in zip(scores[0], ids[0], strict=True):
-            chunk = chunks.get(int(row))
-            if chunk is not None:  # deleted between search and lookup
-                hits.append(
-                    Hit(
-                        chunk_id=chunk.chunk_id,
-                        source_id=chunk.source_id,
-                        text=chunk.text,
-                        score=float(score),
-                        meta={**chunk.meta, "lang": chunk.lang, "kind": chunk.kind},
-                    )
-                )
+        if filters is not None and not isinstance(filters, SearchFilters):
+            raise TypeError(f"filters must be SearchFilters or None, got {type(filters)}")
+        flt = None if filters is None or filters.empty else filters
+        queries = self._route(query) if mode != "bm25" else []
+        hits = self._search(query, queries, k, flt, mode, allowed=None)
+        if flt is not None and len(hits) < k:
+            # Few candidates passed: search exactly among the chunks that pass.
+            allowed = space_store.matching_rows(self._store(), flt)
+            if allowed:
+                hits = self._search(query, queries, k, flt, mode, allowed=allowed)
         return hits
+
+    def _route(self, query: str) -> list[tuple[AnnIndex, np.ndarray, str]]:
+        """(space, query vector, name) pairs to search for this query's language."""
+        lang = query_lang(query)
+        out = []
+        use_zh = self.zh is not None and self.zh_embedder is not None and len(self.zh) > 0 and (
+            lang in ZH_LANGS or self.config.zh_for_english)
+        if use_zh:
+            assert self.zh is not None and self.zh_embedder is not None
+            out.append((self.zh, self.zh_embedder.encode([query])[0], ZH_SPACE))
+        if lang != "zh" or not use_zh:
+            out.append((self._faiss(), self.embedder.encode([query])[0], "main"))
+        return out
+
+    def _search(self, query: str, queries: list[tuple[AnnIndex, np.ndarray, str]], k: int,
+                flt: SearchFilters | None, mode: str, allowed: list[int] | None) -> list[Hit]:
+        wide = flt is not None or mode == "hybrid"
+        n = max(self.config.overfetch * k, self.config.min_candidates) if wide else k
+        lists: list[list[tuple[int, float]]] = []
+        cosine: dict[int, tuple[float, str]] = {}
+        bm25_scores: dict[int, float] = {}
+        with self._write_lock:  # the structures and the docstore agree inside the lock
+            if mode in ("vector", "hybrid"):
+                for space, vec, name in queries:
+                    found = self._vector_list(space, vec, n, allowed)
+                    lists.append(found)
+                    for row, score in found:
+                        if row not in cosine or cosine[row][0] < score:
+                            cosine[row] = (score, name)
+            if mode in ("bm25", "hybrid"):
+                found = self._bm25().search(query, n, allowed=allowed)
+                lists.append(found)
+                bm25_scores = dict(found)
+            fused = _rrf(lists, self.config.rrf_k)
+            # A rebuild from the docstore may bring hidden chunks back into a structure.
+            fused = [(r, s) for r, s in fused if r not in self.visibility.hidden]
+            if mode == "hybrid" and queries:
+                # Hits found only by BM25 get their cosine too (a stored vector, no model).
+                space, vec, name = queries[0]
+                missing = [r for r, _ in fused if r not in cosine]
+                for row, stored in space.reconstruct(missing).items():
+                    cosine[row] = (float(stored @ vec), name)
+            chunks = self._store().chunks_by_rows([r for r, _ in fused])
+        hits: list[Hit] = []
+        for row, rrf in fused:
+            chunk = chunks.get(row)
+            if chunk is None or (flt is not None and not flt.matches(chunk)):
+                continue
+            cos, space_name = cosine.get(row, (None, None))
+            bm = bm25_scores.get(row)
+            if mode == "bm25":
+                score = float(bm or 0.0)
+            else:
+                score = float(cos) if cos is not None else 0.0
+            hits.append(_hit(chunk, score, {"rrf": rrf, "vector_score": cos, "bm25_score": bm,
+                                            "space": space_name}))
+            if len(hits) == k:
+                break
+        return hits
+
+    @staticmethod
+    def _vector_list(space: AnnIndex, vec: np.ndarray, n: int, allowed: list[int] | None
+                     ) -> list[tuple[int, float]]:
+        if allowed is not None and len(allowed) <= 4096:
+            # Exact: score the allowed rows' stored vectors directly.
+            stored = space.reconstruct(allowed)
+            if not stored:
+                return []
+            rows = np.fromiter(stored.keys(), dtype=np.int64, count=len(stored))
+            scores = np.stack(list(stored.values())) @ vec
+            order = np.argsort(-scores)[:n]
+            return [(int(rows[i]), float(scores[i])) for i in order]
+        scores, ids = space.search(vec[None, :], n, allowed=allowed)
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+    def search_vector(self, vector: np.ndarray, k: int,
+                      filters: SearchFilters | None = None) -> list[Hit]:
+        """The ``k`` chunks nearest to ``vector`` (a main-space embedding)."""
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        flt = None if filters is None or filters.empty else filters
+        queries = [(self._faiss(), np.asarray(vector, dtype=np.float32), "main")]
+        hits = self._search("", queries, k, flt, "vector", allowed=None)
+        if flt is not None and len(hits) < k:
+            allowed = space_store.matching_rows(self._store(), flt)
+            if allowed:
+                hits = self._search("", queries, k, flt, "vector", allowed=allowed)
+        return hits
+
+
+def _rrf(lists: Sequence[Sequence[tuple[int, float]]], k: int) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion: each list adds 1 / (k + rank) to a row (ranks from 1)."""
+    if len(lists) == 1:
+        only = sorted(lists[0], key=lambda rs: -rs[1])
+        return [(row, 1.0 / (k + rank)) for rank, (row, _) in enumerate(only, 1)]
+    fused: dict[int, float] = {}
+    for found in lists:
+        ranked = sorted(found, key=lambda rs: -rs[1])
+        for rank, (row, _) in enumerate(ranked, 1):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda rs: -rs[1])
+
+
+def _hit(chunk: Chunk, score: float, extra: dict[str, Any]) -> Hit:
+    return Hit(
+        chunk_id=chunk.chunk_id,
+        source_id=chunk.source_id,
+        text=chunk.text,
+        score=score,
+        meta={**chunk.meta, "lang": chunk.lang, "kind": chunk.kind, **extra},
+    )
