@@ -1,0 +1,148 @@
+"""Keeps a long-running producer's outbox moving: confirm, and re-send what a broker lost.
+
+``kinject publish`` confirms its outbox once, at the end of a run. A process that publishes
+for hours (``kinject serve`` behind ``POST /v1/records``) needs the same done periodically:
+
+- *confirm*: ask the broker how far the ingest group has committed and prune the rows it
+  has passed (a worker has made them durable);
+- *re-send*: rows that no broker acknowledged (a send failed), and rows sent to a cluster
+  that is gone (an embedded broker restarted: a new, empty cluster), are sent again, in
+  the order they were accepted. Downstream writes are idempotent, so a re-send is safe.
+
+Run it in a thread beside the code that publishes::
+
+    keeper = OutboxKeeper(outbox, producer, kafka, bootstrap, interval_s=5.0,
+                          lock=publish_lock)
+    threading.Thread(target=keeper.run, args=(stop,), daemon=True).start()
+
+``lock`` must be the lock the publishing code holds around its own :class:`Producer`
+calls (a Producer is not safe to share between threads without one); the keeper holds it
+only while re-sending, never while it waits on the broker for offsets. A broker that is
+down is not an error: the keeper logs it, backs off (up to ``max_backoff_s``) and tries
+again; accepted records stay in the outbox meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kinject.errors import BrokerError
+from kinject.stream.clients import wait_until_reachable
+from kinject.stream.outbox import Outbox, committed_offsets
+from kinject.stream.topics import Topics
+
+if TYPE_CHECKING:
+    from kinject.config import KafkaSettings
+    from kinject.stream.producer import Producer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KeeperStats:
+    """What the keeper has done so far (for health pages and metrics)."""
+
+    rounds: int = 0
+    confirmed: int = 0
+    resent: int = 0
+    failures: int = 0  # rounds the broker did not answer, in all
+    pending: int = 0  # rows in the outbox after the last round
+    last_error: str | None = None
+    last_round_at: float | None = None
+
+
+class OutboxKeeper:
+    """Periodic confirm + re-send for one outbox and the producer that fills it."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        producer: Producer,
+        kafka: KafkaSettings,
+        bootstrap: str,
+        interval_s: float = 5.0,
+        *,
+        group_id: str | None = None,
+        lock: threading.Lock | threading.RLock | None = None,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        if max_backoff_s < interval_s:
+            raise ValueError(f"max_backoff_s ({max_backoff_s!r}) must be >= interval_s "
+                             f"({interval_s!r})")
+        self.outbox = outbox
+        self.producer = producer
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+        self.interval_s = interval_s
+        self.max_backoff_s = max_backoff_s
+        self.group_id = group_id or Topics.from_settings(kafka).ingest_group
+        self.lock = lock or threading.Lock()
+        self.stats = KeeperStats()
+        self._failing = 0  # rounds in a row that failed: the backoff grows with them
+
+    def run_once(self) -> tuple[int, int]:
+        """One round: prune what the ingest group committed, re-send what the current
+        cluster lacks; returns (confirmed, re-sent). Raises BrokerError when the broker
+        cannot be asked."""
+        # A quick probe first: a client bootstrapping against a broker that is down would
+        # block this round for its full request timeout.
+        wait_until_reachable(self.bootstrap, timeout_s=min(self.interval_s, 2.0) + 1.0,
+                             kafka=self.kafka)
+        cluster_id, committed = committed_offsets(self.kafka, self.bootstrap, self.group_id)
+        confirmed = self.outbox.prune(cluster_id, committed)
+        lacking = [e for e in self.outbox.pending()
+                   if e.state == "accepted" or e.cluster_id != cluster_id]
+        resent = 0
+        if lacking:
+            with self.lock:
+                # republish first settles sends in flight, so only rows that no broker of
+                # this cluster acknowledged go again.
+                resent = self.outbox.republish(self.producer)
+        self.stats.rounds += 1
+        self.stats.confirmed += confirmed
+        self.stats.resent += resent
+        self.stats.pending = len(self.outbox)
+        self.stats.last_error = None
+        self.stats.last_round_at = time.time()
+        return confirmed, resent
+
+    def run(self, stop: threading.Event) -> None:
+        """Rounds every ``interval_s`` until ``stop`` is set (then one last round)."""
+        from kafka.errors import KafkaError
+
+        wait = self.interval_s
+        while not stop.wait(wait):
+            wait = self._round(KafkaError)
+        self._round(KafkaError)  # what committed during the last interval
+
+    def _round(self, kafka_error: type[Exception]) -> float:
+        """One guarded round; returns how long to wait before the next."""
+        try:
+            confirmed, resent = self.run_once()
+        except (BrokerError, kafka_error) as exc:
+            self.stats.failures += 1
+            self._failing += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            backoff = min(self.interval_s * 2 ** min(self._failing, 16), self.max_backoff_s)
+            log.warning("outbox keeper: the broker at %s did not answer (%s); %d record(s) "
+                        "wait in the outbox; next try in %.1f s", self.bootstrap, exc,
+                        len(self.outbox), backoff)
+            return backoff
+        self._failing = 0
+        if confirmed or resent:
+            log.info("outbox keeper: %d confirmed, %d re-sent, %d waiting", confirmed, resent,
+                     self.stats.pending)
+        return self.interval_s
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """Run in a daemon thread named ``outbox-keeper``; returns the thread."""
+        thread = threading.Thread(target=self.run, args=(stop,), name="outbox-keeper",
+                                  daemon=True)
+        thread.start()
+        return thread

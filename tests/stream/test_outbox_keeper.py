@@ -1,0 +1,135 @@
+"""The outbox keeper of a long-running producer: confirms what the ingest group committed
+and re-sends what a restarted broker lost, with nobody calling confirm or republish."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kinject.config import KafkaSettings
+from kinject.index.embedders import HashEmbedder
+from kinject.index.text_index import TextIndex
+from kinject.ingest.pipeline import IngestConfig
+from kinject.stream.broker import EmbeddedBroker
+from kinject.stream.ingest_worker import IngestWorker
+from kinject.stream.materialiser import IndexMaterialiser
+from kinject.stream.outbox import Outbox
+from kinject.stream.outbox_keeper import OutboxKeeper
+from kinject.stream.producer import Producer
+from kinject.types import Record
+
+pytestmark = pytest.mark.kafka
+
+
+def _until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Worker:
+    """An in-process ingest worker that can be stopped and started again."""
+
+    def __init__(self, kafka: KafkaSettings, bootstrap: str, emb: HashEmbedder) -> None:
+        self.worker = IngestWorker(kafka, bootstrap, IngestConfig(ocr_engine="none"), emb)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+
+def test_the_keeper_confirms_and_resends_across_a_broker_restart(
+    tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    port = _free_port()  # both lives of the broker listen here
+    bootstrap = f"127.0.0.1:{port}"
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix="keeper", partitions=2,
+                          session_timeout_ms=2000, heartbeat_interval_ms=500)
+    broker = EmbeddedBroker(kafka, port=port).start()
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    index = TextIndex(tmp_path / "index", hash_embedder).open()
+    stop = threading.Event()
+    worker: _Worker | None = None
+    lock = threading.Lock()
+    try:
+        producer = Producer(kafka, bootstrap, outbox)
+        keeper = OutboxKeeper(outbox, producer, kafka, bootstrap, interval_s=0.3, lock=lock,
+                              max_backoff_s=1.0)
+        keeper_thread = keeper.start(stop)
+        mat = IndexMaterialiser(kafka, bootstrap, index)
+        mat_thread = threading.Thread(target=mat.run, args=(stop,), daemon=True)
+        mat_thread.start()
+        worker = _Worker(kafka, bootstrap, hash_embedder)
+
+        def publish(wave: str) -> set[str]:
+            with lock:  # the publishing side holds the lock it gave the keeper
+                for i in range(8):
+                    producer.publish(Record(f"kb/{wave}{i}", kind="text",
+                                            content=f"Wave {wave} fact {i}: lamp {i}.".encode()))
+                producer.flush()
+            return {f"kb/{wave}{i}" for i in range(8)}
+
+        def indexed() -> set[str]:
+            assert index.docstore is not None
+            return {h.source_id for h in index.search("wave fact lamp", 50)}
+
+        wave_a = publish("a")
+        _until(lambda: wave_a <= indexed(), 60, "wave A indexed")
+        _until(lambda: len(outbox) == 0, 20, "wave A confirmed by the keeper")
+        assert keeper.stats.confirmed == 8 and keeper.stats.resent == 0
+
+        # No worker commits wave B before the broker goes: only the outbox still holds it.
+        worker.close()
+        wave_b = publish("b")
+        time.sleep(1.0)
+        assert len(outbox) == 8 and {e.state for e in outbox.pending()} == {"sent"}
+        broker.stop()
+        _until(lambda: keeper.stats.failures > 0, 20, "a round against the stopped broker")
+        assert len(outbox) == 8  # nothing is given up while the broker is away
+        broker.start()  # same port, a new cluster with an empty log
+        worker = _Worker(kafka, bootstrap, hash_embedder)
+        _until(lambda: wave_a | wave_b <= indexed(), 90,
+               "wave B re-sent by the keeper and indexed")
+        _until(lambda: len(outbox) == 0, 30, "wave B confirmed in the new cluster")
+        assert keeper.stats.resent == 8 and keeper.stats.confirmed == 16
+        assert keeper.stats.last_error is None
+        stop.set()
+        keeper_thread.join(timeout=30)
+        assert not keeper_thread.is_alive()
+        mat_thread.join(timeout=15)
+        producer.close()
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.close()
+        index.close()
+        outbox.close()
+        broker.stop()
+
+
+def test_bad_settings_are_named(tmp_path: Path, kafka_bootstrap: str) -> None:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix="keeperbad")
+    with Outbox(tmp_path / "o.sqlite3") as outbox, Producer(kafka, kafka_bootstrap,
+                                                            outbox) as producer:
+        with pytest.raises(ValueError, match="interval_s"):
+            OutboxKeeper(outbox, producer, kafka, kafka_bootstrap, interval_s=0)
+        with pytest.raises(ValueError, match="max_backoff_s"):
+            OutboxKeeper(outbox, producer, kafka, kafka_bootstrap, 5.0, max_backoff_s=1.0)
+        keeper = OutboxKeeper(outbox, producer, kafka, kafka_bootstrap)
+        assert keeper.group_id == "keeperbad-ingest"
+        assert keeper.run_once() == (0, 0) and keeper.stats.rounds == 1
