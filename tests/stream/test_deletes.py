@@ -25,7 +25,7 @@ from kinject.ingest.pipeline import IngestConfig
 from kinject.stream.clients import make_producer
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.materialiser import IndexMaterialiser
-from kinject.stream.topics import Topics, ensure_topics
+from kinject.stream.topics import ensure_topics
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
