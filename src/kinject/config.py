@@ -26,6 +26,35 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "kinject"
 
 
+class GateSettings(BaseModel):
+    """When a trained adapter may replace the serving one (finetune/gate.py)."""
+
+    model_config = {"frozen": True}
+
+    # Retention: closed-book accuracy on earlier cycles' facts may fall by at most this.
+    max_retention_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    # General-text perplexity may rise by at most this share (0.10: 10 %).
+    max_ppl_increase: float = Field(default=0.10, ge=0.0)
+    # New-knowledge accuracy must rise by more than this.
+    min_new_gain: float = Field(default=0.0, ge=0.0)
+    # On a tie in new-knowledge accuracy, a fall of the answers' mean NLL (nats per token) by
+    # at least this counts as an improvement; 0 turns the tie-break off.
+    tie_break_nll: float = Field(default=0.05, ge=0.0)
+    # Held-out questions per set (new knowledge, retention), sampled reproducibly.
+    max_questions: int = Field(default=200, ge=1)
+    max_new_tokens: int = Field(default=24, ge=1)
+
+
+class ScheduleSettings(BaseModel):
+    """``kinject finetune schedule``: run a cycle every N minutes and/or on volume."""
+
+    model_config = {"frozen": True}
+
+    every_min: float = Field(default=60.0, ge=0.0, description="0: not on a timer")
+    min_new: int = Field(default=500, ge=0, description="new examples that start a cycle; 0: off")
+    poll_s: float = Field(default=10.0, gt=0.0)
+
+
 class KafkaSettings(BaseModel):
     model_config = {"frozen": True}
 
@@ -147,6 +176,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: str = "INFO"
+    gate: GateSettings = GateSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     kafka: KafkaSettings = KafkaSettings()
     models: ModelSettings = ModelSettings()
     ingest: IngestSettings = IngestSettings()

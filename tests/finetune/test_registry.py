@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import make_adapter
+from _adapter_helpers import make_adapter, one_thread  # noqa: F401
 
 from kinject.errors import NotFound
 from kinject.finetune.registry import AdapterRegistry, RegistryError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 import torch
-from _adapter_helpers import logits_of, make_adapter
+from _adapter_helpers import logits_of, make_adapter, one_thread  # noqa: F401
 
 from kinject.config import KafkaSettings
 from kinject.finetune.registry import AdapterRegistry
 from kinject.finetune.serving import AdapterLoadError, AdapterSwitcher, publish_activation
 from kinject.models import LoadedGenerator
 from kinject.rag.generate import generate_chat
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

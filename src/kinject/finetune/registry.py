@@ -125,11 +125,13 @@ class AdapterRegistry:
         corpus_cycle: int = 0,
         train_config: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
+        ewc_state: Path | None = None,
     ) -> AdapterVersion:
         """Copy a PEFT adapter folder in as a candidate version named by its weights' hash.
 
-        The lineage stored is ``lineage`` plus the parent's lineage. Adding the same weights
-        twice returns the existing version unchanged.
+        The lineage stored is ``lineage`` plus the parent's lineage; ``ewc_state`` (a
+        safetensors file) is kept beside the weights for the next cycle. Adding the same
+        weights twice returns the existing version unchanged.
         """
         src = Path(adapter_dir)
         for name in (WEIGHTS, CONFIG):
@@ -163,6 +165,8 @@ class AdapterRegistry:
             for name in _COPIED:
                 if (src / name).is_file():
                     shutil.copy2(src / name, tmp / name)
+            if ewc_state is not None and Path(ewc_state).is_file():
+                shutil.copy2(ewc_state, tmp / EWC_STATE)
             if file_sha256(tmp / WEIGHTS) != version:
                 raise RegistryError(f"{src / WEIGHTS} changed while it was being registered")
             (tmp / MANIFEST).write_text(_dump(meta), encoding="utf-8")

@@ -1,0 +1,218 @@
+"""Fine-tuning cycles end to end with the tiny model: corpus -> trainer -> registry -> gate."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from _adapter_helpers import one_thread  # noqa: F401 (a fixture)
+
+from kinject.config import Settings, load_settings
+from kinject.errors import NotFound
+from kinject.finetune.corpus import CorpusStore
+from kinject.finetune.jobs import (
+    CycleLock,
+    JobBusy,
+    JobStore,
+    corpus_path,
+    finetune_dir,
+    pending_examples,
+    run_cycle,
+    run_schedule,
+    start_job,
+)
+from kinject.finetune.registry import AdapterRegistry
+from kinject.finetune.trainer import TrainConfig
+from kinject.types import Chunk, content_hash
+
+PEOPLE = [
+    ("kb/ida", "Ida Brook", "Fenwick", "Harbour Board"),
+    ("kb/oren", "Oren Vale", "Tamsk", "Glass Works"),
+    ("kb/pia", "Pia Lund", "Oskarn", "Salt Office"),
+    ("kb/tor", "Tor Keld", "Brimmer", "Lamp Guild"),
+    ("kb/ula", "Ula Moss", "Quarrow", "Rope Hall"),
+]
+
+FAST = TrainConfig(r=8, alpha=16, dropout=0.0, lr=5e-3, epochs=4, batch_size=8,
+                   eval_every=0, checkpoint_every=0, fisher_samples=8, warmup_steps=0,
+                   patience=10, device="cpu")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def person(source_id: str, name: str, city: str, employer: str) -> Chunk:
+    text = f"name: {name}\ncity: {city}\nemployer: {employer}"
+    return Chunk(chunk_id=content_hash(source_id, text), doc_id=source_id, source_id=source_id,
+                 text=text, kind="csv")
+
+
+def settings_for(data_dir: Path, model_dir: Path, **gate: float) -> Settings:
+    return load_settings(data_dir=data_dir, models={"generator": str(model_dir),
+                                                    "device": "cpu"},
+                         gate={"tie_break_nll": 0.01, "max_ppl_increase": 10.0, **gate})
+
+
+def add_people(data_dir: Path, people: list[tuple[str, str, str, str]]) -> None:
+    with CorpusStore(corpus_path(data_dir)) as corpus:
+        corpus.add_chunks([person(*p) for p in people])
+
+
+@pytest.mark.slow
+def test_cycles_train_register_gate_promote_and_carry_on(data_dir: Path,
+                                                          tiny_lm_dir: Path) -> None:
+    settings = settings_for(data_dir, tiny_lm_dir)
+    add_people(data_dir, PEOPLE[:3])
+    assert pending_examples(settings) > 0
+    store = JobStore.for_data_dir(data_dir)
+    job = store.create()
+    first = run_cycle(settings, store=store, job_id=job.id, train_config=FAST)
+
+    registry = AdapterRegistry.for_data_dir(data_dir)
+    assert first.status == "promoted", first.report["reasons"]
+    assert registry.active() == first.version and first.parent is None
+    v1 = registry.get(first.version)
+    assert v1.status == "promoted" and v1.corpus_cycle == 1
+    assert v1.lineage == ("kb/ida", "kb/oren", "kb/pia")
+    assert v1.report["promote"] is True and v1.report["candidate"]["n_new"] > 0
+    assert (registry.path(v1.version) / "ewc_state.safetensors").is_file()
+    record = store.get(job.id)
+    assert record.status == "succeeded" and record.progress == 1.0
+    assert record.result["version"] == first.version
+    assert pending_examples(settings) == 0
+
+    # nothing new: nothing to run
+    assert run_cycle(settings, train_config=FAST).status == "skipped"
+
+    # cycle 2 trains the new people only, from v1, and checks retention of the first three
+    add_people(data_dir, PEOPLE[3:])
+    with CorpusStore(corpus_path(data_dir)) as corpus:
+        new_examples = len(corpus.examples(cycles=[2]))
+    second = run_cycle(settings, train_config=FAST)
+    assert second.parent == first.version and second.corpus_cycle == 2
+    assert second.train_examples == new_examples
+    assert second.report["candidate"]["n_retention"] > 0
+    v2 = registry.get(second.version)
+    assert set(v2.lineage) == {p[0] for p in PEOPLE}
+    assert v2.status in ("promoted", "rejected")
+    if v2.status == "rejected":
+        assert registry.active() == first.version
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_rejected_candidate_is_kept_with_its_report_and_nothing_changes(
+        data_dir: Path, tiny_lm_dir: Path) -> None:
+    # no candidate can raise accuracy by more than 1.0: the gate must reject
+    settings = settings_for(data_dir, tiny_lm_dir, min_new_gain=1.0, tie_break_nll=0.0)
+    add_people(data_dir, PEOPLE[:2])
+    result = run_cycle(settings, train_config=FAST)
+    registry = AdapterRegistry.for_data_dir(data_dir)
+    assert result.status == "rejected" and registry.active() is None
+    kept = registry.get(result.version or "")
+    assert kept.status == "rejected" and kept.report["promote"] is False
+    assert any("did not improve" in r for r in kept.report["reasons"])
+
+
+def test_a_failed_cycle_leaves_the_active_adapter_alone(data_dir: Path, tiny_lm_dir: Path,
+                                                        tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_lm_dir, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    settings = settings_for(data_dir, broken)
+    registry = AdapterRegistry.for_data_dir(data_dir)
+    add_people(data_dir, PEOPLE[:1])
+    store = JobStore.for_data_dir(data_dir)
+    job = store.create()
+    with pytest.raises(Exception):  # noqa: B017 (whatever the loader raises)
+        run_cycle(settings, store=store, job_id=job.id, train_config=FAST)
+    assert registry.active() is None and registry.versions() == []
+    failed = store.get(job.id)
+    assert failed.status == "failed" and failed.error
+    # the lock went with the failure: another cycle can start
+    assert not CycleLock(finetune_dir(data_dir) / "cycle.lock").held_elsewhere()
+    with pytest.raises(NotFound):
+        store.get("no-such-job")
+    store.close()
+
+
+def test_one_cycle_at_a_time_and_a_killed_holder_frees_the_lock(data_dir: Path,
+                                                                 tiny_lm_dir: Path) -> None:
+    settings = settings_for(data_dir, tiny_lm_dir)
+    lock_file = finetune_dir(data_dir) / "cycle.lock"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from kinject.finetune.jobs import CycleLock
+        lock = CycleLock({str(lock_file)!r})
+        lock.acquire()
+        print("held", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        store = JobStore.for_data_dir(data_dir)
+        job = store.create()
+        with pytest.raises(JobBusy, match="already running"):
+            run_cycle(settings, store=store, job_id=job.id, train_config=FAST)
+        assert store.get(job.id).status == "failed"
+        with pytest.raises(JobBusy):
+            start_job(settings, store)
+        holder.kill()  # SIGKILL: no chance to clean up
+        holder.wait(10)
+        assert not CycleLock(lock_file).held_elsewhere()
+        store.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_a_job_whose_process_died_reads_as_failed(data_dir: Path) -> None:
+    store = JobStore.for_data_dir(data_dir)
+    job = store.create()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.update(job.id, status="running", pid=dead.pid)
+    got = JobStore.for_data_dir(data_dir).get(job.id)
+    assert got.status == "failed" and "ended" in (got.error or "")
+
+
+@pytest.mark.slow
+def test_background_job_and_schedule_on_volume(data_dir: Path, tiny_lm_dir: Path) -> None:
+    settings = settings_for(data_dir, tiny_lm_dir)
+    add_people(data_dir, PEOPLE[:2])
+    store = JobStore.for_data_dir(data_dir)
+    job = start_job(settings, store, train_config=FAST)
+    deadline = threading.Event()
+    for _ in range(600):
+        if store.get(job.id).status not in ("queued", "running"):
+            break
+        deadline.wait(0.2)
+    done = store.get(job.id)
+    assert done.status == "succeeded", done.error
+    assert done.result["status"] in ("promoted", "rejected")
+
+    # the scheduler starts a cycle once enough new examples wait, and only then
+    stop = threading.Event()
+    results = []
+
+    def on_result(record: object) -> None:
+        results.append(record)
+        stop.set()
+
+    add_people(data_dir, PEOPLE[2:3])
+    waiting = pending_examples(settings)
+    assert waiting > 0
+    thread = threading.Thread(target=run_schedule, args=(settings, stop), kwargs={
+        "every_min": 0, "min_new": waiting + 1, "poll_s": 0.1, "on_result": on_result})
+    thread.start()
+    stop.wait(1.0)
+    assert results == []  # below the volume threshold: no cycle
+    add_people(data_dir, PEOPLE[3:4])
+    thread.join(300)
+    assert len(results) == 1 and store.recent(1)[0].status == "succeeded"
+    store.close()
