@@ -138,3 +138,31 @@ def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models = tmp_path_factory.mktemp("models")
     ensure_converted(resolve_generator("smollm2"), models)
     return models
+
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 8,
+                   "head_width": 32},
+    # The real CLIP BPE vocabulary (shipped inside open_clip), a short context.
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2,
+                 "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny CLIP (random weights) as a user would supply one: a model config JSON and a
+    checkpoint file. Returns the two settings: {"clip_model": ..., "clip_checkpoint": ...}."""
+    import json
+
+    import torch
+    from open_clip.model import CLIP
+
+    out = tmp_path_factory.mktemp("tiny-clip")
+    config = out / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP_CONFIG))
+    torch.manual_seed(0)
+    checkpoint = out / "tiny-clip.pt"
+    torch.save(CLIP(**TINY_CLIP_CONFIG).state_dict(), checkpoint)  # type: ignore[arg-type]
+    return {"clip_model": str(config), "clip_checkpoint": str(checkpoint)}

@@ -92,7 +92,10 @@ class ModelSettings(BaseModel):
     # "auto" picks CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    # Path to an open_clip checkpoint (or a hub tag); None turns the image index off.
+    # The CLIP image index. clip_model: an open_clip architecture name ("ViT-B-32") or a model
+    # config .json (a custom architecture, named by the file's stem). clip_checkpoint: a local
+    # checkpoint file, an open_clip folder (open_clip_config.json + weights), "hf-hub:org/repo"
+    # or a pretrained tag ("openai"; these two need the internet). None turns the index off.
     clip_model: str = "ViT-B-32"
     clip_checkpoint: str | None = None
 

@@ -124,17 +124,26 @@ def check_ocr(s: Settings) -> list[Check]:
 
 
 def check_clip(s: Settings) -> Check:
-    if importlib.util.find_spec("open_clip") is None:
-        return Check("CLIP image index", "off", "pip install 'kinject[clip]'", required=False)
+    name = "CLIP image index"
     ckpt = s.models.clip_checkpoint
     if not ckpt:
-        return Check("CLIP image index", "off", "no checkpoint set (KINJECT_MODELS__CLIP_"
-                     "CHECKPOINT); images are searchable through captions and OCR text",
-                     required=False)
-    exists = os.path.exists(os.path.expanduser(ckpt))
-    return Check("CLIP image index", "ok" if exists else "warn",
-                 f"{s.models.clip_model} from {ckpt}" if exists
-                 else f"{ckpt} is not a local file (hub tag: needs internet)", required=False)
+        return Check(name, "off", "off: KINJECT_MODELS__CLIP_CHECKPOINT is not set; images are "
+                     "searchable through their captions and OCR text only", required=False)
+    if importlib.util.find_spec("open_clip") is None:
+        return Check(name, "missing", f"{ckpt} is set but open_clip is not installed: "
+                     "pip install 'kinject[clip]'", required=False)
+    from kinject.errors import ModelNotFound
+    from kinject.index.clip_embedder import resolve_clip
+
+    try:
+        src = resolve_clip(s.models.clip_model, ckpt)
+    except ModelNotFound as exc:
+        return Check(name, "missing", str(exc), required=False)
+    assert src is not None
+    if not src.local:
+        return Check(name, "warn", f"{src.name}: downloaded on first use (needs the internet "
+                     "or a hub cache)", required=False)
+    return Check(name, "ok", f"{src.name} ({src.pretrained or src.model_name})", required=False)
 
 
 def check_gpu(s: Settings) -> Check:

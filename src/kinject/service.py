@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from kinject.index.filters import SearchFilters
+    from kinject.index.image_index import ImageHit, ImageIndex
     from kinject.index.text_index import TextIndex
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class KinjectService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._index: TextIndex | None = None
+        # The CLIP image index, None while KINJECT_MODELS__CLIP_CHECKPOINT is unset.
+        self._images: ImageIndex | None = None
         self._rag: Any = None
         self._lock = threading.Lock()
 
@@ -35,9 +38,23 @@ class KinjectService:
         from kinject.index.text_index import text_index_from_settings
 
         self._index = text_index_from_settings(self.settings).open()
+        self._images = self._open_images()
         return self
 
+    def _open_images(self) -> ImageIndex | None:
+        from kinject.index.clip_embedder import make_clip_embedder
+        from kinject.index.image_index import ImageIndex
+
+        m = self.settings.models
+        clip = make_clip_embedder(m.clip_model, m.clip_checkpoint, device=m.device)
+        if clip is None:
+            return None
+        return ImageIndex(self.index.directory, clip).open()
+
     def close(self) -> None:
+        if self._images is not None:
+            self._images.close()
+            self._images = None
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -69,7 +86,7 @@ class KinjectService:
             raise BrokerError("nothing to sync from: set KINJECT_KAFKA__BOOTSTRAP_SERVERS to the "
                               "broker your workers publish to (or search without syncing)")
         wait_until_reachable(bootstrap, timeout_s=10, kafka=self.settings.kafka)
-        mat = IndexMaterialiser(self.settings.kafka, bootstrap, self.index)
+        mat = IndexMaterialiser(self.settings.kafka, bootstrap, self.index, images=self._images)
         mat.start()
         applied, quiet_since = 0, time.monotonic()
         deadline = time.monotonic() + timeout_s
@@ -98,6 +115,35 @@ class KinjectService:
         flt = SearchFilters.coerce(filters)
         return self.index.search(query, k, flt, mode or self.settings.index.search_mode)
 
+    @property
+    def images(self) -> ImageIndex | None:
+        """The CLIP image index, or None when it is off (no checkpoint configured)."""
+        return self._images
+
+    def search_images(self, query_text: str | None = None, image_bytes: bytes | None = None,
+                      k: int = 5) -> list[ImageHit]:
+        """Images for a text (text->image) or like an image (image->image), best first.
+
+        With the image index off, a text query still finds images through the chunks of
+        their captions and OCR text; an image query then raises ConfigError.
+        """
+        from kinject.errors import ConfigError
+
+        if (query_text is None or not query_text.strip()) == (image_bytes is None):
+            raise ValueError("give exactly one of query_text (non-empty) or image_bytes")
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        if self._images is not None:
+            if image_bytes is not None:
+                return self._images.search_image(image_bytes, k)
+            assert query_text is not None
+            return self._images.search_text(query_text, k)
+        if image_bytes is not None:
+            raise ConfigError("searching by image needs the CLIP image index: set "
+                              "KINJECT_MODELS__CLIP_CHECKPOINT (see `kinject doctor`)")
+        assert query_text is not None
+        return _images_from_text_hits(self.search(query_text, k * 4), k)
+
     def ask(self, question: str, k: int | None = None) -> Answer:
         return self._rag_service().ask(question, k)
 
@@ -112,3 +158,22 @@ class KinjectService:
                                            m.dtype)
                 self._rag = RagService(self.index, generator)
             return self._rag
+
+def _images_from_text_hits(hits: list[Hit], k: int) -> list[ImageHit]:
+    """Images behind the caption/OCR chunks among text hits, one per image, best first."""
+    from kinject.index.image_index import ImageHit
+
+    found: dict[str, dict[str, Any]] = {}
+    for hit in hits:
+        image_id = hit.meta.get("image_id")
+        if hit.meta.get("kind") != "image" or not image_id:
+            continue
+        entry = found.setdefault(str(image_id), {"source_id": hit.source_id, "score": hit.score,
+                                                 "caption": "", "ocr_text": "",
+                                                 "meta": dict(hit.meta)})
+        unit = "caption" if hit.meta.get("unit") == "caption" else "ocr_text"
+        entry[unit] = (entry[unit] + " " + hit.text).strip()
+    ranked = sorted(found.items(), key=lambda kv: -float(kv[1]["score"]))[:k]
+    return [ImageHit(image_id=iid, source_id=e["source_id"], caption=e["caption"],
+                     ocr_text=e["ocr_text"], score=float(e["score"]), meta=e["meta"])
+            for iid, e in ranked]

@@ -322,6 +322,8 @@ class LoraTrainer:
             "held_out_loss_best": None if math.isinf(state.best) else state.best,
             "tokens": state.tokens,
             "train_examples": len(train),
+            "examples_per_epoch": len(train) + self._n_replay(len(train), len(replay))
+            + self._n_general(len(train), len(general)),
             "replay_available": len(replay),
             "general_available": len(general),
             "resumed_from_step": state.resumed_from,

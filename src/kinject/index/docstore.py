@@ -58,6 +58,17 @@ CREATE TABLE IF NOT EXISTS offsets (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+CREATE TABLE IF NOT EXISTS images (
+    row_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id    TEXT NOT NULL UNIQUE,
+    source_id   TEXT NOT NULL,
+    caption     TEXT NOT NULL,
+    ocr_text    TEXT NOT NULL,
+    meta        TEXT NOT NULL,
+    thumbnail   BLOB,
+    vector      BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_source ON images(source_id);
 """
 
 
@@ -252,6 +263,75 @@ class Docstore:
             }
             for r in rows
         ]
+
+    # -- images (the CLIP index's rows; ImageIndex keeps their FAISS copy) ---------------------
+    @staticmethod
+    def upsert_images(db: sqlite3.Connection, rows: Sequence[dict[str, Any]],
+                      vectors: np.ndarray) -> list[int]:
+        """Insert or refresh images (dicts with image_id, source_id, caption, ocr_text, meta,
+        thumbnail); return their row ids, which stay stable across refreshes."""
+        out = []
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        for r, v in zip(rows, vecs, strict=True):
+            db.execute(
+                "INSERT INTO images(image_id, source_id, caption, ocr_text, meta, thumbnail,"
+                " vector) VALUES (?,?,?,?,?,?,?) ON CONFLICT(image_id) DO UPDATE SET"
+                " source_id=excluded.source_id, caption=excluded.caption,"
+                " ocr_text=excluded.ocr_text, meta=excluded.meta, thumbnail=excluded.thumbnail,"
+                " vector=excluded.vector",
+                (r["image_id"], r["source_id"], r["caption"], r["ocr_text"],
+                 json.dumps(r["meta"], ensure_ascii=False, default=str), r.get("thumbnail"),
+                 v.tobytes()),
+            )
+            row = db.execute("SELECT row_id FROM images WHERE image_id=?",
+                             (r["image_id"],)).fetchone()
+            out.append(int(row[0]))
+        return out
+
+    @staticmethod
+    def remove_images(db: sqlite3.Connection, *, source_id: str | None = None,
+                      image_ids: Iterable[str] = (), keep: Iterable[str] = ()) -> list[int]:
+        """Delete a source's images not in ``keep``, or the given image ids; return row ids."""
+        if source_id is not None:
+            found = db.execute("SELECT row_id, image_id FROM images WHERE source_id=?",
+                               (source_id,)).fetchall()
+        else:
+            ids = list(image_ids)
+            marks = ",".join("?" * len(ids))
+            found = db.execute(f"SELECT row_id, image_id FROM images WHERE image_id IN ({marks})",
+                               ids).fetchall() if ids else []
+        keep_set = set(keep)
+        gone = [int(r) for r, iid in found if iid not in keep_set]
+        db.executemany("DELETE FROM images WHERE row_id=?", [(r,) for r in gone])
+        return gone
+
+    def images_by_rows(self, row_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        if not row_ids:
+            return {}
+        marks = ",".join("?" * len(row_ids))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT row_id, image_id, source_id, caption, ocr_text, meta, thumbnail "
+                f"FROM images WHERE row_id IN ({marks})", [int(r) for r in row_ids]).fetchall()
+        return {int(r[0]): {"image_id": r[1], "source_id": r[2], "caption": r[3],
+                            "ocr_text": r[4], "meta": json.loads(r[5]), "thumbnail": r[6]}
+                for r in rows}
+
+    def image_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (row ids, vectors) of images, for rebuilding the image FAISS index."""
+        with self._lock:
+            rows = self._db.execute("SELECT row_id, vector FROM images ORDER BY row_id").fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return (np.array([r[0] for r in rows], dtype=np.int64),
+                np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+
+    def image_count(self, source_id: str | None = None) -> int:
+        with self._lock:
+            if source_id is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM images WHERE source_id=?",
+                                        (source_id,)).fetchone()[0])
 
 
 def _chunk(r: Sequence[Any]) -> Chunk:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,10 +32,14 @@ from kinject.ingest.envelope import decode_record
 from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.sniff import sniff_kind
 from kinject.stream.clients import make_consumer, make_producer
-from kinject.stream.events import encode_dead_letter, encode_update
+from kinject.stream.events import encode_dead_letter, encode_image_update, encode_update
 from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
 from kinject.stream.topics import Topics
-from kinject.types import Chunk, Record, content_hash
+from kinject.types import Chunk, ImageItem, Record, content_hash
+
+if TYPE_CHECKING:
+    from kinject.index.clip_embedder import ClipEmbedder
+    from kinject.index.image_index import ImageUpdate
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class _Pending:
     chunks: list[Chunk]
     position: tuple[str, int, int]
     digest: str | None
+    images: list[ImageItem] | None = None
 
 
 class IngestWorker:
@@ -75,6 +80,7 @@ class IngestWorker:
         group_id: str | None = None,
         batch_size: int = 32,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        clip: ClipEmbedder | None = None,
     ) -> None:
         if max_record_bytes < 1:
             raise ValueError(f"max_record_bytes must be positive, got {max_record_bytes}")
@@ -82,6 +88,8 @@ class IngestWorker:
         self.bootstrap = bootstrap
         self.config = config
         self.embedder = embedder
+        # CLIP for the image index; None: images are indexed through their caption/OCR only.
+        self.clip = clip
         self.batch_size = batch_size
         self.max_record_bytes = max_record_bytes
         self.topics = Topics.from_settings(kafka)
@@ -102,6 +110,8 @@ class IngestWorker:
 
         if not self._warm:
             self.embedder.warm_up()
+            if self.clip is not None:
+                self.clip.warm_up()
             if self.config.ocr_engine != "none":
                 ocr.warm_up(self.config.ocr_engine)
             self._warm = True
@@ -172,10 +182,17 @@ class IngestWorker:
             pending = [p for m, r in decoded if r is not None
                        and (r.source_id in slow_sources) == group
                        and (p := self._ingest(m, r)) is not None]
+            pending, image_updates = self._embed_images(pending)
             for update in self._embed(pending):
                 sends.append(self._producer.send(self.topics.chunks,
                                                  key=update.source_id.encode(),
                                                  value=encode_update(update)))
+            # After the text update of the same source (same key, same partition): a text
+            # update clears the source's images in a replica and this one sets them.
+            for image_update in image_updates:
+                sends.append(self._producer.send(self.topics.chunks,
+                                                 key=image_update.source_id.encode(),
+                                                 value=encode_image_update(image_update)))
         # Durable before commit: the broker has acknowledged every update and dead letter.
         # flush() only waits; a send that failed says so in its future, and then nothing
         # is committed (the batch is read again after the reconnect).
@@ -227,7 +244,7 @@ class IngestWorker:
             return _Pending(msg, record.source_id, "delete", [], position, None)
         try:
             result = ingest_record(record, self.config)
-            if not result.chunks:
+            if not result.chunks and not (result.images and self.clip is not None):
                 why = (f"all {result.dropped} chunk(s) fell below the informativeness "
                        "threshold (boilerplate?)" if result.dropped
                        else "no text could be extracted from the record")
@@ -240,7 +257,7 @@ class IngestWorker:
             self._dead_letter(msg, f"{type(exc).__name__}: {exc}", "ingest", type(exc).__name__)
             return None
         return _Pending(msg, record.source_id, "upsert", list(result.chunks), position,
-                        content_hash(record.content))
+                        content_hash(record.content), list(result.images))
 
     def _embed(self, pending: list[_Pending]) -> list[SourceUpdate]:
         texts = [c.text for p in pending for c in p.chunks]
@@ -270,6 +287,62 @@ class IngestWorker:
             )
             start += n
         return updates
+
+    def _embed_images(self, pending: list[_Pending]
+                      ) -> tuple[list[_Pending], list[ImageUpdate]]:
+        """CLIP vectors for the images of ``pending`` in one batch, one update per record.
+
+        A record whose images cannot be embedded goes to the dead-letter topic whole (before
+        its text is sent), so nothing of it is half indexed.
+        """
+        from kinject.index.image_index import ImageUpdate, image_rows
+
+        with_images = [p for p in pending if p.images]
+        if self.clip is None or not with_images:
+            return pending, []
+        try:
+            vectors = self.clip.encode_images([i.data for p in with_images
+                                               for i in p.images or ()])
+        except Exception as exc:
+            if len(with_images) == 1:
+                p = with_images[0]
+                self._dead_letter(p.msg, f"image embedding failed: {exc}", "embed",
+                                  type(exc).__name__)
+                return [q for q in pending if q is not p], []
+            kept: list[_Pending] = [p for p in pending if not p.images]
+            updates: list[ImageUpdate] = []
+            for p in with_images:  # find the record that breaks the batch
+                ok, ups = self._embed_images([p])
+                kept += ok
+                updates += ups
+            order = {id(p): n for n, p in enumerate(pending)}
+            return sorted(kept, key=lambda p: order[id(p)]), updates
+        updates, start = [], 0
+        for p in with_images:
+            images = p.images or []
+            updates.append(ImageUpdate(p.source_id, tuple(image_rows(images)),
+                                       vectors[start:start + len(images)], model=self.clip.name,
+                                       record_position=p.position))
+            start += len(images)
+        return pending, updates
+
+    def _embed_zh(self, pending: list[_Pending]) -> dict[int, tuple[ExtraVectors, ...]]:
+        """Multilingual vectors of the batch's Chinese and mixed chunks, in one call; only
+        those chunks pay for the second model."""
+        zh = self.zh_embedder
+        if zh is None:
+            return {}
+        where = [(p, i) for p in pending for i, c in enumerate(p.chunks)
+                 if c.lang in ("zh", "mixed")]
+        vectors = zh.encode([p.chunks[i].text for p, i in where]) if where else None
+        out: dict[int, tuple[ExtraVectors, ...]] = {}
+        for p in pending:
+            rows = [n for n, (q, _) in enumerate(where) if q is p]
+            if vectors is not None and rows:
+                out[id(p)] = (ExtraVectors(space="zh", embedder=zh.name,
+                                           positions=tuple(where[n][1] for n in rows),
+                                           vectors=vectors[rows]),)
+        return out
 
     def _dead_letter(self, msg: Any, reason: str, stage: str, error_type: str,
                      *, keep_value: bool = True) -> None:

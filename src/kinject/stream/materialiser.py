@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kinject.config import KafkaSettings
 from kinject.index.text_index import TextIndex
 from kinject.stream.clients import make_consumer
-from kinject.stream.events import decode_update
+from kinject.stream.events import decode_image_update, decode_update, is_image_event
 from kinject.stream.topics import Topics
+
+if TYPE_CHECKING:
+    from kinject.index.image_index import ImageIndex
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +36,13 @@ class IndexMaterialiser:
         *,
         snapshot_every_s: float = 30.0,
         max_records: int = 256,
+        images: ImageIndex | None = None,
     ) -> None:
         self.kafka = kafka
         self.bootstrap = bootstrap
         self.index = index
+        # The CLIP image index, when this replica has one; image events are skipped otherwise.
+        self.images = images
         self.topics = Topics.from_settings(kafka)
         self.snapshot_every_s = snapshot_every_s
         self.max_records = max_records
@@ -109,6 +115,8 @@ class IndexMaterialiser:
             self._consumer.close()
             self._consumer = None
         self.index.snapshot()
+        if self.images is not None:
+            self.images.snapshot()
 
     def run(self, stop: threading.Event, poll_timeout_ms: int = 200) -> None:
         self.start()
@@ -123,10 +131,15 @@ class IndexMaterialiser:
         if self._cluster_changed():
             return 0  # what was polled may come from stale positions in the new log
         updates, offsets = [], {}
+        changes: list[Any] = []  # text and image updates in log order, for the image index
         for tp, batch in polled.items():
             for msg in batch:
                 try:
-                    updates.append(decode_update(msg.value))
+                    if is_image_event(msg.value):
+                        changes.append(decode_image_update(msg.value))
+                    else:
+                        updates.append(decode_update(msg.value))
+                        changes.append(updates[-1])
                 except (ValueError, KeyError, TypeError) as exc:
                     # Written by a worker of another version, or corrupted: skip, loudly.
                     log.error(
@@ -138,9 +151,13 @@ class IndexMaterialiser:
                     )
                 offsets[(tp.topic, tp.partition)] = msg.offset + 1
         if offsets:
+            if self.images is not None:  # before the offsets move: a replay re-applies it
+                self.images.apply(changes)
             self.index.apply(updates, offsets)
             self.applied += len(updates)
         if time.monotonic() - self._last_snapshot > self.snapshot_every_s:
             self.index.snapshot()
+            if self.images is not None:
+                self.images.snapshot()
             self._last_snapshot = time.monotonic()
-        return len(updates)
+        return len(changes)

@@ -16,6 +16,7 @@ from kinject.config import Settings
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
+    from kinject.index.clip_embedder import ClipEmbedder
     from kinject.ingest.pipeline import IngestConfig
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
     config = ingest_config(settings)
     with connect(settings.kafka) as bootstrap:
         embedder = load_embedder(settings.models.embedder)
+        clip = _clip(settings)
         crashed = _Crashed()
 
         def work(worker: IngestWorker) -> None:
@@ -65,7 +67,8 @@ def run_ingest_workers(settings: Settings, count: int = 1,
                 stop.set()
 
         workers = [IngestWorker(settings.kafka, bootstrap, config, embedder,
-                                batch_size=settings.ingest.batch_size) for _ in range(count)]
+                                batch_size=settings.ingest.batch_size, clip=clip)
+                   for _ in range(count)]
         threads = [threading.Thread(target=work, args=(w,), name=f"kinject-ingest-{i}")
                    for i, w in enumerate(workers)]
         for t in threads:
@@ -80,6 +83,19 @@ def run_ingest_workers(settings: Settings, count: int = 1,
         log.info("ingest workers stopped: %d records processed, %d dead letters", done, letters)
         if crashed.error is not None:
             raise KinjectError(f"an ingest worker crashed: {crashed.error}") from crashed.error
+
+
+def _clip(settings: Settings) -> ClipEmbedder | None:
+    """The warmed-up CLIP embedder for the image index, or None when it is off."""
+    from kinject.index.clip_embedder import load_clip_embedder
+
+    m = settings.models
+    if not (m.clip_checkpoint or "").strip():
+        log.info("CLIP image index off (KINJECT_MODELS__CLIP_CHECKPOINT unset): images are "
+                 "indexed through their captions and OCR text")
+        return None
+    assert m.clip_checkpoint is not None
+    return load_clip_embedder(m.clip_model, m.clip_checkpoint, m.device)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -1,0 +1,97 @@
+"""KinjectService.search_images: CLIP when configured, captions and OCR text when not."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from kinject.config import Settings, load_settings
+from kinject.errors import ConfigError
+from kinject.index.changes import SourceUpdate
+from kinject.index.embedders import HashEmbedder
+from kinject.ingest.pipeline import IngestConfig, ingest_record
+from kinject.service import KinjectService
+from kinject.types import Record
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (160, 120), tuple(int(x) for x in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, 120)), int(rng.integers(0, 80))
+        draw.rectangle((x0, y0, x0 + 30, y0 + 30),
+                       fill=tuple(int(x) for x in rng.integers(0, 256, 3)))
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+RECORDS = [
+    Record(source_id="pics/ferry", kind="image", content=_png(1),
+           meta={"caption": "The red ferry Osprey leaving Greyhaven pier"}),
+    Record(source_id="pics/mill", kind="image", content=_png(2),
+           meta={"caption": "Windmill on the Tarrow dunes at sunset"}),
+    Record(source_id="notes/ferry", kind="text",
+           content=b"The ferry timetable changes in October."),
+]
+
+
+def _settings(data_dir: Path, **models: str) -> Settings:
+    return load_settings(data_dir=data_dir, models={"embedder": "hash:64", "embedder_zh": "none",
+                                                    **models})
+
+
+def _ingest(svc: KinjectService) -> None:
+    """What the materialiser would apply: text updates, and image updates when CLIP is on."""
+    embedder = HashEmbedder(64)
+    for record in RECORDS:
+        result = ingest_record(record, IngestConfig(ocr_engine="none"))
+        svc.index.apply([SourceUpdate("upsert", record.source_id, tuple(result.chunks),
+                                      embedder.encode([c.text for c in result.chunks]),
+                                      embedder=embedder.name)])
+        if svc.images is not None and result.images:
+            update = svc.images.embed(result.images)
+            assert update is not None
+            svc.images.upsert(update)
+
+
+def test_without_clip_images_are_found_through_their_captions(data_dir: Path) -> None:
+    with KinjectService(_settings(data_dir)) as svc:
+        assert svc.images is None
+        _ingest(svc)
+        hits = svc.search_images(query_text="Osprey ferry Greyhaven pier", k=3)
+        assert hits and hits[0].source_id == "pics/ferry"
+        assert hits[0].caption == "The red ferry Osprey leaving Greyhaven pier"
+        assert "notes/ferry" not in {h.source_id for h in hits}  # text sources are not images
+        assert len({h.image_id for h in hits}) == len(hits)
+        with pytest.raises(ConfigError, match="KINJECT_MODELS__CLIP_CHECKPOINT"):
+            svc.search_images(image_bytes=RECORDS[0].content)
+
+
+def test_with_clip_images_are_searched_by_image_and_by_text(
+    data_dir: Path, tiny_clip: dict[str, str]
+) -> None:
+    with KinjectService(_settings(data_dir, **tiny_clip)) as svc:
+        assert svc.images is not None
+        _ingest(svc)
+        assert len(svc.images) == 2
+        for record in RECORDS[:2]:
+            hits = svc.search_images(image_bytes=record.content, k=2)
+            assert [h.source_id for h in hits][0] == record.source_id
+            assert hits[0].caption == record.meta["caption"]
+        hits = svc.search_images(query_text="a windmill", k=5)
+        assert {h.source_id for h in hits} == {"pics/ferry", "pics/mill"}
+        assert all(h.caption for h in hits)
+        with pytest.raises(ValueError):
+            svc.search_images()
+        with pytest.raises(ValueError):
+            svc.search_images(query_text="x", image_bytes=b"y")
+    # a restart of the service finds the image index as it was
+    with KinjectService(_settings(data_dir, **tiny_clip)) as svc:
+        assert svc.images is not None and len(svc.images) == 2
+        assert svc.search_images(image_bytes=RECORDS[1].content, k=1)[0].source_id == "pics/mill"
