@@ -1,0 +1,140 @@
+"""Corpus materialiser: kinject.chunks -> the fine-tuning CorpusStore.
+
+One consumer group (``<prefix>-corpus``, ``kinject-corpus`` by default): the corpus is one
+store, not a copy per replica, so a second materialiser in the group takes over partitions
+instead of doubling the work. For each chunk event it writes the source's examples (an
+upsert replaces the source's chunks and their examples; a delete removes them), and only
+after the store has committed does it commit the consumed offsets. A crash in between
+re-delivers the batch, and the store's writes are idempotent (example ids are content
+hashes), so nothing is lost or doubled.
+
+When the broker comes back as a new cluster (the embedded broker keeps its log in memory),
+the group's offsets are gone with it: the materialiser reconnects and reads the new log from
+the start, which the idempotent writes make safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kinject.config import KafkaSettings
+from kinject.errors import BrokerError
+from kinject.finetune.corpus import CorpusStore
+from kinject.stream.clients import make_consumer
+from kinject.stream.events import decode_update, is_image_event
+from kinject.stream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class _Reconnect(Exception):
+    """The consumer must be recreated (the broker is now another cluster)."""
+
+
+class CorpusMaterialiser:
+    def __init__(self, kafka: KafkaSettings, bootstrap: str, store: CorpusStore, *,
+                 group_id: str | None = None, max_records: int = 256) -> None:
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+        self.store = store
+        self.topics = Topics.from_settings(kafka)
+        self.group_id = group_id or f"{kafka.topic_prefix}-corpus"
+        self.max_records = max_records
+        self.applied = 0  # chunk events written to the store
+        self.examples_added = 0
+        self.examples_removed = 0
+        self.skipped = 0
+        self.ready = threading.Event()  # set once the group has assigned partitions
+        self._consumer: Any = None
+        self._cluster_id: str | None = None
+
+    def start(self) -> None:
+        self._cluster_id = None
+        self._consumer = make_consumer(self.kafka, self.bootstrap, self.group_id,
+                                       [self.topics.chunks])
+
+    def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self.ready.clear()
+        if consumer is not None:
+            try:
+                consumer.close(autocommit=False)
+            except Exception as exc:  # a broker that is gone must not make close() raise
+                log.debug("closing the corpus consumer: %s", exc)
+
+    def run(self, stop: threading.Event, poll_timeout_ms: int = 200) -> None:
+        """Work until ``stop`` is set, reconnecting (with backoff) when the broker is lost."""
+        from kafka.errors import KafkaError
+
+        backoff = RETRY_FIRST_S
+        try:
+            while not stop.is_set():
+                try:
+                    if self._consumer is None:
+                        self.start()
+                    self.poll_once(poll_timeout_ms)
+                    backoff = RETRY_FIRST_S
+                except (KafkaError, BrokerError, _Reconnect) as exc:
+                    log.warning("corpus materialiser lost the broker at %s (%s: %s); "
+                                "reconnecting in %.1f s", self.bootstrap, type(exc).__name__,
+                                exc, backoff)
+                    self.close()
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_S)
+        finally:
+            self.close()
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        """Apply one batch of chunk events; return how many were written to the store."""
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        self._check_cluster()
+        if not self.ready.is_set() and self._consumer.assignment():
+            self.ready.set()
+        messages = [m for batch in polled.values() for m in batch]
+        if not messages:
+            return 0
+        applied = 0
+        for msg in messages:
+            applied += self._apply(msg)
+        # Durable before commit: every write above is a committed SQLite transaction.
+        self._check_cluster()
+        self._consumer.commit()
+        self.applied += applied
+        return applied
+
+    def _apply(self, msg: Any) -> int:
+        value = msg.value
+        if value is None:
+            return 0
+        if is_image_event(value):
+            # images reach the corpus as their caption and OCR text chunks
+            return 0
+        try:
+            update = decode_update(value)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.skipped += 1
+            log.error("skipping unreadable chunk event %s[%d]@%d: %s", msg.topic,
+                      msg.partition, msg.offset, exc)
+            return 0
+        if update.op == "delete":
+            self.examples_removed += self.store.remove_source(update.source_id)
+        else:
+            added, removed = self.store.replace_source(update.source_id, list(update.chunks))
+            self.examples_added += added
+            self.examples_removed += removed
+        return 1
+
+    def _check_cluster(self) -> None:
+        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
+        current = getattr(cluster, "cluster_id", None)
+        if current is None:
+            return
+        if self._cluster_id is None:
+            self._cluster_id = current
+        elif current != self._cluster_id:
+            raise _Reconnect(f"the Kafka cluster changed ({self._cluster_id} -> {current})")

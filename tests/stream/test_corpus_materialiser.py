@@ -1,0 +1,148 @@
+"""kinject.chunks -> the fine-tuning corpus, through the real embedded broker."""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kinject.config import KafkaSettings
+from kinject.finetune.corpus import CorpusStore
+from kinject.index.embedders import HashEmbedder
+from kinject.ingest.envelope import encode_record
+from kinject.ingest.pipeline import IngestConfig
+from kinject.stream.clients import make_producer
+from kinject.stream.corpus_materialiser import CorpusMaterialiser
+from kinject.stream.ingest_worker import IngestWorker
+from kinject.stream.topics import Topics, ensure_topics
+from kinject.types import Record
+
+pytestmark = pytest.mark.kafka
+
+
+def _until(cond: Callable[[], bool], timeout_s: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture()
+def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> KafkaSettings:
+    prefix = "corpus" + str(abs(hash(request.node.nodeid)) % 10**8)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
+                             partitions=2, session_timeout_ms=2000)
+    ensure_topics(settings, kafka_bootstrap)
+    return settings
+
+
+class _Road:
+    def __init__(self, kafka: KafkaSettings, bootstrap: str, store_path: Path,
+                 embedder: HashEmbedder) -> None:
+        self.kafka, self.bootstrap, self.store_path = kafka, bootstrap, store_path
+        self.topics = Topics.from_settings(kafka)
+        self.worker = IngestWorker(kafka, bootstrap, IngestConfig(ocr_engine="none"), embedder,
+                                   group_id=f"{kafka.topic_prefix}-ingest")
+        self.producer = make_producer(kafka, bootstrap)
+        self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self.store: CorpusStore | None = None
+        self.mat: CorpusMaterialiser | None = None
+        self._run("worker", self.worker.run)
+        self.start_corpus()
+        _until(self.worker.ready.is_set)
+
+    def _run(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        stop = threading.Event()
+        t = threading.Thread(target=target, args=(stop,), daemon=True)
+        t.start()
+        self.threads[name] = (t, stop)
+
+    def start_corpus(self) -> None:
+        self.store = CorpusStore(self.store_path)
+        self.mat = CorpusMaterialiser(self.kafka, self.bootstrap, self.store)
+        self._run("corpus", self.mat.run)
+        _until(self.mat.ready.is_set)
+
+    def stop(self, name: str) -> None:
+        t, stop = self.threads.pop(name)
+        stop.set()
+        t.join(timeout=15)
+        if name == "corpus" and self.store is not None:
+            self.store.close()
+
+    def publish(self, *records: Record) -> None:
+        for r in records:
+            self.producer.send(self.topics.records, key=r.source_id.encode(),
+                               value=encode_record(r))
+        self.producer.flush()
+
+    def sources(self) -> set[str]:
+        assert self.store is not None
+        return self.store.sources()
+
+    def close(self) -> None:
+        for name in list(self.threads):
+            self.stop(name)
+        self.producer.close()
+
+
+@pytest.fixture()
+def road(kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path,
+         hash_embedder: HashEmbedder) -> Iterator[_Road]:
+    r = _Road(kafka, kafka_bootstrap, tmp_path / "corpus.sqlite3", hash_embedder)
+    yield r
+    r.close()
+
+
+def test_published_knowledge_becomes_training_examples_and_deletes_remove_them(
+    road: _Road, kafka: KafkaSettings
+) -> None:
+    assert road.mat is not None and road.mat.group_id == f"{kafka.topic_prefix}-corpus"
+    road.publish(
+        Record(source_id="kb/ada", kind="text",
+               content=b"Ada Lind was born in 1990 in Osk. She works for Tallow Labs."),
+        Record(source_id="kb/li", kind="text", content="李明出生于1985年，在大理长大。".encode()),
+        Record(source_id="db/staff", kind="csv", content=b"name,city\nIda Brook,Fenwick\n"))
+    _until(lambda: road.sources() == {"kb/ada", "kb/li", "db/staff"})
+    store = road.store
+    assert store is not None
+    examples = store.examples()
+    assert {e.lang for e in examples} == {"en", "zh"}
+    assert {"passage", "cloze", "qa", "rephrase"} <= {e.form for e in examples}
+    assert all(e.cycle == 1 for e in examples)
+    assert any(q.answer == "Fenwick" for q in store.qa_pairs())
+
+    road.publish(Record(source_id="kb/ada", op="delete"))
+    _until(lambda: road.sources() == {"kb/li", "db/staff"})
+    assert all(q.source_id != "kb/ada" for q in store.qa_pairs())
+
+
+def test_an_update_replaces_the_sources_examples(road: _Road) -> None:
+    road.publish(Record(source_id="kb/fee", kind="text", content=b"The ferry fee is 9 marks."))
+    _until(lambda: road.sources() == {"kb/fee"})
+    road.publish(Record(source_id="kb/fee", kind="text", content=b"The ferry fee is 12 marks."))
+    store = road.store
+    assert store is not None
+    _until(lambda: any("12 marks" in e.completion for e in store.examples()))
+    assert not any("9 marks" in e.completion for e in store.examples())
+
+
+def test_a_restarted_materialiser_continues_from_its_committed_offsets(road: _Road) -> None:
+    road.publish(*[Record(source_id=f"kb/{i}", kind="text",
+                          content=f"Lamp {i} of the harbour is painted green.".encode())
+                   for i in range(4)])
+    _until(lambda: len(road.sources()) == 4)
+    store = road.store
+    assert store is not None
+    count = store.count()
+    road.stop("corpus")
+    # while it is down, more knowledge arrives
+    road.publish(Record(source_id="kb/new", kind="text", content=b"The new pier opened in 2024."))
+    time.sleep(1.0)
+    road.start_corpus()
+    _until(lambda: "kb/new" in road.sources())
+    assert road.mat is not None
+    time.sleep(0.5)
+    assert road.mat.applied == 1  # the earlier events were not read again
+    assert road.store is not None and road.store.count() > count
