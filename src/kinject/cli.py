@@ -14,6 +14,9 @@ import typer
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from kinject.config import Settings
     from kinject.stream.dlq import DeadLetter
 
@@ -343,6 +346,228 @@ def _dead_letters(config: Path | None, data_dir: Path | None) -> list[DeadLetter
     require_bootstrap(settings)
     with connect(settings.kafka) as bootstrap:
         return read_dead_letters(settings.kafka, bootstrap)
+
+
+finetune_app = typer.Typer(help="Fine-tuning cycles: train on what arrived, gate, promote.",
+                           no_args_is_help=True)
+app.add_typer(finetune_app, name="finetune")
+adapters_app = typer.Typer(help="Adapter versions: list, show, activate, roll back.",
+                           no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
+
+
+@finetune_app.command("run")
+def finetune_run(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run one cycle now: train on what arrived since the serving adapter, gate, promote."""
+    import sys
+
+    from kinject.finetune.jobs import JobStore, run_cycle
+
+    try:
+        settings = _settings(config, data_dir)
+        store = JobStore.for_data_dir(settings.data_dir)
+        job = store.create(params={"trigger": "cli"})
+        with _cycle_progress(sys.stderr.isatty()) as progress:
+            result = run_cycle(settings, store=store, job_id=job.id, progress=progress)
+        store.close()
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    _echo_cycle(job.id, result.to_dict())
+
+
+def _echo_cycle(job_id: str, r: dict[str, object]) -> None:
+    version = str(r.get("version") or "")[:12] or "-"
+    parent = str(r.get("parent") or "")[:12] or "base"
+    if r["status"] == "skipped":
+        typer.echo(f"job {job_id}: nothing new since corpus cycle {r['corpus_cycle']}; "
+                   f"serving {parent}")
+        return
+    color = typer.colors.GREEN if r["status"] == "promoted" else typer.colors.YELLOW
+    typer.secho(f"job {job_id}: {r['status']} {version} (from {parent}, corpus cycle "
+                f"{r['corpus_cycle']}, {r['train_examples']} examples, "
+                f"{float(r['seconds']):.0f} s)", fg=color)  # type: ignore[arg-type]
+    report = r.get("report") or {}
+    for reason in report.get("reasons", []) if isinstance(report, dict) else []:
+        typer.echo(f"  - {reason}")
+
+
+class _cycle_progress:  # noqa: N801 (used like a function)
+    """A rich progress bar over the training steps, then the gate; off when not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: object = None
+
+    def __enter__(self) -> Callable[[dict[str, Any]], None] | None:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                       console=Console(stderr=True), transient=True)
+        bar.start()
+        task = bar.add_task("training", total=None)
+        self._bar = bar
+
+        def update(event: dict[str, Any]) -> None:
+            phase = event.get("phase")
+            if phase == "train":
+                loss = event.get("loss")
+                desc = f"training (loss {loss:.3f})" if isinstance(loss, float) else "training"
+                bar.update(task, completed=float(event["step"]),
+                           total=float(event["total_steps"]), description=desc)
+            elif phase in ("fisher", "gate"):
+                bar.update(task, description="EWC Fisher" if phase == "fisher" else
+                           "gate: closed-book evaluation")
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()  # type: ignore[attr-defined]
+
+
+@finetune_app.command("schedule")
+def finetune_schedule(
+    every: Annotated[float | None, typer.Option("--every", metavar="MIN", min=0,
+                                                help="Run every MIN minutes (0: off).")] = None,
+    min_new: Annotated[int | None, typer.Option("--min-new", metavar="N", min=0,
+                                                help="Run once N new examples wait (0: off).")
+                       ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run cycles on a timer and/or on volume until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from kinject.finetune.jobs import JobRecord, run_schedule
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def echo(job: JobRecord) -> None:
+        if job.status == "failed":
+            typer.secho(f"job {job.id}: failed: {job.error}", fg=typer.colors.RED, err=True)
+        else:
+            _echo_cycle(job.id, job.result)
+
+    try:
+        settings = _settings(config, data_dir)
+        ran = run_schedule(settings, stop, every_min=every, min_new=min_new, on_result=echo)
+    except KeyboardInterrupt:
+        ran = -1
+    except (KinjectError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
+    if ran >= 0:
+        typer.echo(f"scheduler stopped after {ran} cycle(s)")
+
+
+@finetune_app.command("jobs")
+def finetune_jobs(
+    limit: Annotated[int, typer.Option(min=1, help="Show the latest N.")] = 20,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List recent fine-tuning jobs with their status and outcome."""
+    import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kinject.finetune.jobs import JobStore
+
+    store = JobStore.for_data_dir(_settings(config, data_dir).data_dir)
+    jobs = store.recent(limit)
+    store.close()
+    table = Table(title=f"{len(jobs)} fine-tuning job(s)")
+    for col in ("job", "created", "status", "stage", "version", "error"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        when = datetime.datetime.fromtimestamp(j.created_at).isoformat(" ", "seconds")
+        table.add_row(j.id, when, j.status, j.stage, str(j.result.get("version") or "")[:12],
+                      j.error or "")
+    Console().print(table)
+
+
+@adapters_app.command("list")
+def adapters_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Every adapter version, oldest first; * marks the one serving."""
+    import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kinject.finetune.registry import AdapterRegistry
+
+    registry = AdapterRegistry.for_data_dir(_settings(config, data_dir).data_dir)
+    active = registry.active()
+    table = Table(title=f"adapters (serving: {active[:12] if active else 'base model'})")
+    for col in ("", "version", "status", "parent", "cycle", "created", "new acc", "sources"):
+        table.add_column(col, overflow="fold")
+    for v in registry.versions():
+        acc = v.metrics.get("new_accuracy")
+        table.add_row("*" if v.version == active else "", v.version[:12], v.status,
+                      (v.parent or "base")[:12], str(v.corpus_cycle),
+                      datetime.datetime.fromtimestamp(v.created_at).isoformat(" ", "seconds"),
+                      f"{acc:.2f}" if isinstance(acc, float) else "-", str(len(v.lineage)))
+    Console().print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(
+    version: Annotated[str, typer.Argument(help="A version or a unique prefix (6+ chars).")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """One version's manifest: lineage, training config, metrics, gate report."""
+    import json
+    from dataclasses import asdict
+
+    from kinject.finetune.registry import AdapterRegistry
+
+    try:
+        registry = AdapterRegistry.for_data_dir(_settings(config, data_dir).data_dir)
+        v = registry.get(version)
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    out = {**asdict(v), "active": v.version == registry.active(),
+           "path": str(registry.path(v.version))}
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=str))
+
+
+@adapters_app.command("activate")
+def adapters_activate(
+    version: Annotated[str, typer.Argument(help="A version, a unique prefix, or 'base'.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve VERSION (or the base model) now; replicas follow. Tainted versions are refused."""
+    from kinject.service import KinjectService
+
+    try:
+        svc = KinjectService(_settings(config, data_dir))
+        change = svc.activate(None if version == "base" else version)
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"serving {str(change['version'] or 'base model')[:12]} "
+               f"(was {str(change['previous'] or 'base model')[:12]})")
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Go back to the adapter that served before the current one (the base model at most)."""
+    from kinject.service import KinjectService
+
+    try:
+        change = KinjectService(_settings(config, data_dir)).rollback()
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"rolled back to {str(change['version'] or 'base model')[:12]} "
+               f"(was {str(change['previous'] or 'base model')[:12]})")
 
 
 @app.command()

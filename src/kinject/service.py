@@ -156,8 +156,88 @@ class KinjectService:
                 m = self.settings.models
                 generator = load_generator(m.generator, self.settings.models_dir, m.device,
                                            m.dtype)
+                generator = self._with_adapters(generator)
                 self._rag = RagService(self.index, generator)
             return self._rag
+
+    # -- adapters and fine-tuning jobs (finetune/) ---------------------------------------------
+    def _with_adapters(self, loaded: Any) -> Any:
+        """The generator with the ACTIVE adapter, checked before every answer (hot-swap)."""
+        from kinject.finetune.registry import AdapterRegistry
+        from kinject.finetune.serving import AdapterSwitcher
+
+        self.switcher = AdapterSwitcher(loaded, AdapterRegistry.for_data_dir(
+            self.settings.data_dir), follow_pointer=True)
+        self.switcher.refresh()
+        return self.switcher.generator()
+
+    def _registry(self) -> Any:
+        from kinject.finetune.registry import AdapterRegistry
+
+        return AdapterRegistry.for_data_dir(self.settings.data_dir)
+
+    def adapters(self) -> list[dict[str, Any]]:
+        """Every adapter version, oldest first, with ``active`` set on the serving one."""
+        from dataclasses import asdict
+
+        registry = self._registry()
+        active = registry.active()
+        return [{**asdict(v), "active": v.version == active} for v in registry.versions()]
+
+    def adapter(self, version: str) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        registry = self._registry()
+        v = registry.get(version)
+        return {**asdict(v), "active": v.version == registry.active(),
+                "ancestors": [a.version for a in registry.ancestors(v.version)[1:]]}
+
+    def activate(self, version: str | None) -> dict[str, Any]:
+        """Serve ``version`` (None: the base model) on every replica; refuses tainted ones."""
+        return self._announce(self._registry().activate(version, "activated"))
+
+    def rollback(self) -> dict[str, Any]:
+        """Go back to the adapter that served before the current one."""
+        return self._announce(self._registry().rollback())
+
+    def _announce(self, change: Any) -> dict[str, Any]:
+        bootstrap = getattr(self, "_bootstrap", None) or self.settings.kafka.bootstrap_servers
+        if bootstrap:
+            from kinject.errors import KinjectError
+            from kinject.finetune.serving import publish_activation
+
+            try:
+                publish_activation(self.settings.kafka, bootstrap, change)
+            except (KinjectError, OSError) as exc:  # replicas also follow the pointer file
+                log.warning("adapter change not announced on Kafka: %s", exc)
+        result: dict[str, Any] = change.to_dict()
+        return result
+
+    def start_finetune_job(self) -> dict[str, Any]:
+        """Start one fine-tuning cycle in the background; returns the job record (queued).
+        Raises JobBusy when a cycle is running."""
+        from kinject.finetune.jobs import start_job
+
+        return start_job(self.settings).to_dict()
+
+    def finetune_job(self, job_id: str) -> dict[str, Any]:
+        """A job's status, progress (0-1), stage, metrics and gate report."""
+        from kinject.finetune.jobs import JobStore
+
+        store = JobStore.for_data_dir(self.settings.data_dir)
+        try:
+            return store.get(job_id).to_dict()
+        finally:
+            store.close()
+
+    def finetune_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        from kinject.finetune.jobs import JobStore
+
+        store = JobStore.for_data_dir(self.settings.data_dir)
+        try:
+            return [j.to_dict() for j in store.recent(limit)]
+        finally:
+            store.close()
 
 def _images_from_text_hits(hits: list[Hit], k: int) -> list[ImageHit]:
     """Images behind the caption/OCR chunks among text hits, one per image, best first."""

@@ -501,16 +501,26 @@ def _announce(settings: Settings, change: Any, publish: bool, bootstrap: str | N
 
 
 # -- background jobs and the scheduler -----------------------------------------------------
-def start_job(settings: Settings, store: JobStore, **kwargs: Any) -> JobRecord:
-    """Record a job and run the cycle in a background thread; returns the queued record."""
+def start_job(settings: Settings, store: JobStore | None = None, **kwargs: Any) -> JobRecord:
+    """Record a job and run the cycle in a background thread; returns the queued record.
+
+    Raises JobBusy at once when another cycle holds the lock. The thread writes to its own
+    connection of the job store, so ``store`` may be closed when this returns.
+    """
     lock = CycleLock(finetune_dir(settings.data_dir) / "cycle.lock")
     if lock.held_elsewhere():
         raise JobBusy("a fine-tuning cycle is already running")
-    job = store.create("cycle", params={k: str(v) for k, v in kwargs.items()})
+    own = store is None
+    jobs = store if store is not None else JobStore.for_data_dir(settings.data_dir)
+    try:
+        job = jobs.create("cycle", params={k: str(v) for k, v in kwargs.items()})
+    finally:
+        if own:
+            jobs.close()
 
     def work() -> None:
         try:
-            run_cycle(settings, store=store, job_id=job.id, **kwargs)
+            run_cycle(settings, job_id=job.id, **kwargs)
         except Exception:  # recorded in the job; nothing else to do in a thread
             pass
 

@@ -25,6 +25,7 @@ served from the weights before the next cycle has even run.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import json
@@ -205,7 +206,11 @@ class AdapterRegistry:
     def path(self, ref: str) -> Path:
         return self.versions_dir / self.resolve(ref)
 
-    def versions(self) -> list[AdapterVersion]:
+    def list(self) -> builtins.list[AdapterVersion]:
+        """All versions, oldest first (the same as :meth:`versions`)."""
+        return self.versions()
+
+    def versions(self) -> builtins.list[AdapterVersion]:
         """All versions, oldest first."""
         out = [_load(p / MANIFEST) for p in self.versions_dir.iterdir()
                if not p.name.startswith(".") and (p / MANIFEST).is_file()]
@@ -228,7 +233,7 @@ class AdapterRegistry:
             return None
         return (st.st_ino, st.st_mtime_ns)
 
-    def history(self) -> list[Activation]:
+    def history(self) -> builtins.list[Activation]:
         if not self.history_file.is_file():
             return []
         out = []
@@ -238,7 +243,7 @@ class AdapterRegistry:
                 out.append(Activation(d["version"], d["previous"], d["reason"], d["at"]))
         return out
 
-    def ancestors(self, ref: str) -> list[AdapterVersion]:
+    def ancestors(self, ref: str) -> builtins.list[AdapterVersion]:
         """The version and its parents, newest first."""
         chain, seen = [], set()
         current: str | None = self.resolve(ref)
@@ -321,10 +326,10 @@ class AdapterRegistry:
                 stack.pop()
             return self._activate(stack[-1] if stack else None, "rollback")
 
-    def _stack(self) -> list[str | None]:
+    def _stack(self) -> builtins.list[str | None]:
         """The versions that were active, as a stack: a rollback (or a taint) pops back to
         the version it went to rather than pushing it again."""
-        stack: list[str | None] = [None]  # the base model is the floor
+        stack: builtins.list[str | None] = [None]  # the base model is the floor
         for change in self.history():
             if change.reason in ("rollback", "tainted") and change.version in stack:
                 while stack and stack[-1] != change.version:
@@ -333,7 +338,7 @@ class AdapterRegistry:
                 stack.append(change.version)
         return stack
 
-    def taint_source(self, source_id: str) -> tuple[list[str], Activation | None]:
+    def taint_source(self, source_id: str) -> tuple[builtins.list[str], Activation | None]:
         """Mark every version whose lineage holds ``source_id`` as tainted.
 
         Returns the versions newly tainted and, when the ACTIVE one was among them, the
@@ -341,7 +346,8 @@ class AdapterRegistry:
         """
         return self.taint_sources([source_id])
 
-    def taint_sources(self, source_ids: Iterable[str]) -> tuple[list[str], Activation | None]:
+    def taint_sources(self, source_ids: Iterable[str]
+                      ) -> tuple[builtins.list[str], Activation | None]:
         wanted = set(source_ids)
         if not wanted:
             return [], None
@@ -364,7 +370,7 @@ class AdapterRegistry:
                         len(tainted), ", ".join(sorted(wanted)))
         return tainted, change
 
-    def taint_missing(self, present: set[str]) -> tuple[list[str], Activation | None]:
+    def taint_missing(self, present: set[str]) -> tuple[builtins.list[str], Activation | None]:
         """Taint versions whose lineage names a source the corpus no longer holds."""
         gone = {s for v in self.versions() if v.status != "tainted" for s in v.lineage} - present
         return self.taint_sources(gone)

@@ -97,6 +97,10 @@ class _RoutedModel:
         with self._switcher.selected(self._version) as model:
             return model.generate(*args, **kwargs)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._switcher.selected(self._version) as model:
+            return model(*args, **kwargs)
+
     def __getattr__(self, item: str) -> Any:
         return getattr(self._switcher.model, item)
 
@@ -106,10 +110,14 @@ class AdapterSwitcher:
 
     ACTIVE = "active"
 
-    def __init__(self, loaded: Any, registry: AdapterRegistry, *, max_loaded: int = 4) -> None:
+    def __init__(self, loaded: Any, registry: AdapterRegistry, *, max_loaded: int = 4,
+                 follow_pointer: bool = False) -> None:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
         self.loaded = loaded
+        # Check the ACTIVE pointer (one stat) before every request on the active version:
+        # hot-swapping without a watcher thread.
+        self.follow_pointer = follow_pointer
         self.registry = registry
         self.max_loaded = max_loaded
         self.model: Any = loaded.model
@@ -144,6 +152,8 @@ class AdapterSwitcher:
     @contextmanager
     def selected(self, version: str | None = ACTIVE) -> Iterator[Any]:
         """Hold the lock with ``version``'s adapter selected and yield the model."""
+        if version == self.ACTIVE and self.follow_pointer:
+            self._safe_refresh()
         with self._lock:
             target = self._current if version == self.ACTIVE else version
             if target is None:
