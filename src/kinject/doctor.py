@@ -127,7 +127,7 @@ def check_clip(s: Settings) -> Check:
     name = "CLIP image index"
     ckpt = s.models.clip_checkpoint
     if not ckpt:
-        return Check(name, "off", "off: KINJECT_MODELS__CLIP_CHECKPOINT is not set; images are "
+        return Check(name, "off", "KINJECT_MODELS__CLIP_CHECKPOINT is not set; images are "
                      "searchable through their captions and OCR text only", required=False)
     if importlib.util.find_spec("open_clip") is None:
         return Check(name, "missing", f"{ckpt} is set but open_clip is not installed: "

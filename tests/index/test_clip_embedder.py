@@ -117,3 +117,15 @@ def test_a_hub_tag_resolves_without_the_network_and_fails_clearly_offline() -> N
     assert check.status == "warn" and "internet" in check.detail
     with pytest.raises(ModelNotFound, match="internet"):
         ClipEmbedder("ViT-B-32", "openai").warm_up()
+
+
+@pytest.mark.gpu
+def test_a_gpu_gives_the_cpus_vectors(clip: ClipEmbedder, tiny_clip: dict[str, str]) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gpu = ClipEmbedder(tiny_clip["clip_model"], tiny_clip["clip_checkpoint"], device="cuda")
+    image = _png((90, 10, 200), "disc")
+    assert np.allclose(gpu.encode_images([image]), clip.encode_images([image]), atol=1e-3)
+    assert np.allclose(gpu.encode_texts(["quay"]), clip.encode_texts(["quay"]), atol=1e-3)

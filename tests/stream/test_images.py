@@ -183,3 +183,34 @@ def test_deleting_a_source_removes_its_images_and_a_restart_keeps_the_rest(
         hits = reopened.search_image(b, k=1)
         assert hits[0].source_id == "pics/b" and hits[0].caption == "fishing boats again"
     road["images"] = ImageIndex(road["directory"], clip).open()  # closed by the fixture
+
+
+def test_replicas_sync_images_with_clip_and_skip_them_without(
+    road: dict[str, Any], kafka_bootstrap: str, tiny_clip: dict[str, str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    from kinject.service import KinjectService
+
+    photo = _picture(21)
+    road["publish"](Record(source_id="pics/quay", kind="image", content=photo,
+                           meta={"caption": "cranes on the north quay"}))
+    _until(lambda: len(road["images"]) == 1)
+
+    def settings(name: str, **models: str) -> Any:
+        return load_settings(
+            data_dir=tmp_path / name,
+            kafka={"bootstrap_servers": kafka_bootstrap,
+                   "topic_prefix": road["kafka"].topic_prefix, "partitions": 2},
+            models={"embedder": "hash:64", "embedder_zh": "none", **models})
+
+    with KinjectService(settings("with-clip", **tiny_clip)) as svc:
+        svc.sync(idle_s=1.0)
+        hits = svc.search_images(image_bytes=photo, k=1)
+        assert hits[0].source_id == "pics/quay" and hits[0].caption == "cranes on the north quay"
+    caplog.clear()
+    with KinjectService(settings("text-only")) as svc:
+        svc.sync(idle_s=1.0)
+        assert svc.images is None
+        hits = svc.search_images(query_text="cranes north quay", k=1)
+        assert hits[0].source_id == "pics/quay" and hits[0].caption == "cranes on the north quay"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # image events: skipped
