@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
+    from kinject.api.auth import KeyStore
     from collections.abc import Callable
     from typing import Any
 
@@ -568,6 +569,88 @@ def adapters_rollback(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> 
         raise _fail(exc) from exc
     typer.echo(f"rolled back to {str(change['version'] or 'base model')[:12]} "
                f"(was {str(change['previous'] or 'base model')[:12]})")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks one).")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", "-n", min=0, help="Ingest workers in this process; 0: a read replica."
+    )] = 1,
+) -> None:
+    """Serve the HTTP API and web page, materialise the index, and run ingest workers."""
+    from kinject.serve import run_serve
+
+    try:
+        run_serve(_settings(config, data_dir), host, port, workers,
+                  on_ready=lambda url: typer.echo(f"kinject serving on {url}"))
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+
+
+keys_app = typer.Typer(help="API keys for writes and admin calls (stored hashed).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(config: Path | None, data_dir: Path | None) -> KeyStore:
+    from kinject.api.auth import KEYS_FILE, KeyStore
+
+    settings = _settings(config, data_dir)
+    return KeyStore(settings.api.keys_file or settings.data_dir / KEYS_FILE)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
+    role: Annotated[str, typer.Option("--role", help="read, write or admin.")] = "read",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from kinject.api.auth import ROLES, Role
+
+    if role not in ROLES:
+        typer.secho(f"error: --role must be one of {', '.join(ROLES)}", fg="red", err=True)
+        raise typer.Exit(code=2)
+    try:
+        entry, key = _key_store(config, data_dir).create(name, cast(Role, role))
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(key)
+    typer.secho(f"key {entry.id} ({entry.name}, {entry.role}) created; it is shown only now",
+                err=True)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List keys (id, name, role, created, revoked); secrets are never shown."""
+    import datetime
+
+    def when(t: float | None) -> str:
+        return datetime.datetime.fromtimestamp(t).isoformat(" ", "seconds") if t else "-"
+
+    for k in _key_store(config, data_dir).keys():
+        typer.echo(f"{k.id}  {k.role:<5}  {k.name}  created {when(k.created_at)}  "
+                   f"revoked {when(k.revoked_at)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id, or a name (revokes all by it).")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revoke a key; a running server refuses it from its next request."""
+    gone = _key_store(config, data_dir).revoke(key)
+    if not gone:
+        typer.secho(f"error: no active key with id or name {key!r}", fg="red", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"revoked {len(gone)} key(s): {', '.join(k.id for k in gone)}")
 
 
 @app.command()

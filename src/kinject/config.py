@@ -164,7 +164,20 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # One admin key given from outside (compose: an env secret); never logged. Keys made with
+    # `kinject keys create` are stored hashed in ``keys_file`` instead.
     api_key: SecretStr | None = None
+    # None: ``<data dir>/api_keys.json``.
+    keys_file: Path | None = None
+    # Writes and admin calls always need a key; reads (search, ask, chat) only when set.
+    require_key_for_reads: bool = False
+    # Origins allowed by CORS; empty (the default) turns CORS off.
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
+                                description="largest request body accepted")
+    max_question_chars: int = Field(default=2000, ge=1)
+    max_records_per_request: int = Field(default=500, ge=1)
+    max_k: int = Field(default=50, ge=1, description="largest k a search or ask may ask for")
 
 
 class Settings(BaseSettings):

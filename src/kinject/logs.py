@@ -15,8 +15,16 @@ _SECRET = re.compile(
 )
 
 
+# Bearer credentials, and kinject API keys wherever they appear (kj_<id>_<secret>).
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+_API_KEY = re.compile(r"\bkj_[0-9a-f]+_[A-Za-z0-9_\-]+")
+
+
 def redact(text: str) -> str:
-    """Replace the values of secret-looking key/value pairs with ``***``."""
+    """Replace the values of secret-looking key/value pairs, bearer credentials and kinject
+    API keys with ``***``."""
+    text = _API_KEY.sub("kj_***", text)
+    text = _BEARER.sub(r"\1***", text)
     return _SECRET.sub(r"\1***", text)
 
 

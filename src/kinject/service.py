@@ -6,18 +6,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kinject.config import Settings
-from kinject.errors import BrokerError
-from kinject.types import Answer, Hit
+from kinject.errors import BrokerError, IndexFailure, KinjectError, NotFound
+from kinject.types import Answer, Hit, Record
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
+    from kinject.index.docstore import Docstore
     from kinject.index.filters import SearchFilters
     from kinject.index.image_index import ImageHit, ImageIndex
     from kinject.index.text_index import TextIndex
+    from kinject.stream.outbox_keeper import OutboxKeeper
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,13 @@ class KinjectService:
         self._images: ImageIndex | None = None
         self._rag: Any = None
         self._lock = threading.Lock()
+        # Serving (kinject serve, the API): a broker attached with attach().
+        self._bootstrap: str | None = None
+        self._producer: Any = None
+        self._outbox: Any = None
+        self._status: Any = None
+        self._publish_lock = threading.Lock()
+        self._caught_up = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> KinjectService:
@@ -52,6 +62,7 @@ class KinjectService:
         return ImageIndex(self.index.directory, clip).open()
 
     def close(self) -> None:
+        self.detach()
         if self._images is not None:
             self._images.close()
             self._images = None
@@ -144,8 +155,21 @@ class KinjectService:
         assert query_text is not None
         return _images_from_text_hits(self.search(query_text, k * 4), k)
 
-    def ask(self, question: str, k: int | None = None) -> Answer:
-        return self._rag_service().ask(question, k)
+    def ask(self, question: str, k: int | None = None,
+            filters: SearchFilters | Iterable[str] | None = None, route: str = "auto") -> Answer:
+        """Answer from the index with citations (``route``: rag, adapter, both, auto)."""
+        from kinject.index.filters import SearchFilters
+
+        return self._rag_service().ask(question, k, SearchFilters.coerce(filters), route)
+
+    def ask_stream(self, question: str, k: int | None = None,
+                   filters: SearchFilters | Iterable[str] | None = None, route: str = "auto"
+                   ) -> Iterator[str | Answer]:
+        """The answer's text in pieces as it is generated, then the final Answer."""
+        from kinject.index.filters import SearchFilters
+
+        rag = self._rag_service()
+        return rag.ask_stream(question, k, SearchFilters.coerce(filters), route)
 
     def _rag_service(self) -> Any:
         with self._lock:
@@ -238,6 +262,177 @@ class KinjectService:
             return [j.to_dict() for j in store.recent(limit)]
         finally:
             store.close()
+
+def _images_from_text_hits(hits: list[Hit], k: int) -> list[ImageHit]:
+    """Images behind the caption/OCR chunks among text hits, one per image, best first."""
+    from kinject.index.image_index import ImageHit
+
+    found: dict[str, dict[str, Any]] = {}
+    for hit in hits:
+        image_id = hit.meta.get("image_id")
+        if hit.meta.get("kind") != "image" or not image_id:
+            continue
+        entry = found.setdefault(str(image_id), {"source_id": hit.source_id, "score": hit.score,
+                                                 "caption": "", "ocr_text": "",
+                                                 "meta": dict(hit.meta)})
+        unit = "caption" if hit.meta.get("unit") == "caption" else "ocr_text"
+        entry[unit] = (entry[unit] + " " + hit.text).strip()
+    ranked = sorted(found.items(), key=lambda kv: -float(kv[1]["score"]))[:k]
+    return [ImageHit(image_id=iid, source_id=e["source_id"], caption=e["caption"],
+                     ocr_text=e["ocr_text"], score=float(e["score"]), meta=e["meta"])
+            for iid, e in ranked]
+
+    # -- serving: publishing, lineage, dead letters, readiness (kinject serve, the API) -------
+    def attach(self, bootstrap: str) -> None:
+        """Use the broker at ``bootstrap`` for publish, dlq and status (closed by close())."""
+        from kinject.stream.lag import BrokerStatus
+        from kinject.stream.outbox import Outbox
+        from kinject.stream.producer import Producer
+        from kinject.stream.publish import OUTBOX_FILE
+
+        self.detach()
+        self._bootstrap = bootstrap
+        self._outbox = Outbox(self.settings.data_dir / OUTBOX_FILE)
+        self._producer = Producer(self.settings.kafka, bootstrap, self._outbox)
+        self._status = BrokerStatus(self.settings.kafka, bootstrap)
+
+    def detach(self) -> None:
+        for part in (self._producer, self._outbox, self._status):
+            if part is not None:
+                try:
+                    part.close()
+                except KinjectError as exc:  # what the outbox holds is re-sent later
+                    log.warning("closing %r: %s", part, exc)
+        self._producer = self._outbox = self._status = self._bootstrap = None
+
+    def _require_broker(self) -> str:
+        if self._bootstrap is None:
+            raise BrokerError("no broker attached: run `kinject serve`, or call attach()")
+        return self._bootstrap
+
+    def publish(self, records: Sequence[Record]) -> list[str]:
+        """Accept records durably (the outbox) and send them; return their ids.
+
+        A broker that does not acknowledge in time is not an error here: accepted records
+        stay in the outbox and are re-sent (see :meth:`confirm_outbox`).
+        """
+        self._require_broker()
+        with self._publish_lock:
+            ids = [self._producer.publish(r) for r in records]
+            try:
+                self._producer.flush()
+            except BrokerError as exc:
+                log.warning("records accepted but not yet acknowledged: %s", exc)
+        return ids
+
+    def outbox_keeper(self, interval_s: float = 5.0) -> OutboxKeeper:
+        """A keeper that prunes what the ingest group committed and re-sends what a broker
+        lost, sharing this service's producer lock (start it with ``.start(stop)``)."""
+        from kinject.stream.outbox_keeper import OutboxKeeper
+
+        bootstrap = self._require_broker()
+        return OutboxKeeper(self._outbox, self._producer, self.settings.kafka, bootstrap,
+                            interval_s, lock=self._publish_lock)
+
+    def lineage(self, source_id: str) -> dict[str, Any]:
+        """Where a source came from and what it became: Kafka positions, chunks, adapters."""
+        events = self._docstore().lineage(source_id)
+        if not events:
+            raise NotFound(f"no source {source_id!r} has reached this index")
+        return {"source_id": source_id, "events": events,
+                "chunks_now": events[-1]["chunk_ids"] if events[-1]["op"] == "upsert" else []}
+
+    def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest ``limit`` dead letters, newest last."""
+        from kinject.stream.dlq import read_dead_letters
+
+        letters = read_dead_letters(self.settings.kafka, self._require_broker())
+        return [d.to_dict() for d in letters[-limit:]] if limit > 0 else []
+
+    def recent(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest updates this index applied (source id, op, Kafka position, time)."""
+        return self._docstore().recent_lineage(limit)
+
+    def conflicts(self, entity: str | None = None) -> list[dict[str, Any]]:
+        """Contradictions between structured sources (of ``entity`` when given): every
+        value with its source, chunk and record time, newest first (the one searched)."""
+        from kinject.index.conflicts import store_conflicts
+
+        return [c.to_dict() for c in store_conflicts(self._docstore(), entity)]
+
+    def adapter_version(self) -> str | None:
+        """The active adapter version, or None when the base model serves."""
+        try:
+            from kinject.finetune.registry import AdapterRegistry
+        except ImportError:
+            return None
+        root = self.settings.data_dir / "adapters"
+        return AdapterRegistry(root).active() if root.is_dir() else None
+
+    def adapter_versions(self) -> list[str]:
+        try:
+            from kinject.finetune.registry import AdapterRegistry
+        except ImportError:
+            return []
+        root = self.settings.data_dir / "adapters"
+        registry: Any = AdapterRegistry(root)
+        return [v.version for v in registry.list()] if root.is_dir() else []
+
+    def warm_up(self) -> None:
+        """Load the generator now instead of on the first question."""
+        self._rag_service()
+
+    @property
+    def models_loaded(self) -> bool:
+        return self._index is not None and self._rag is not None
+
+    def chunks_lag(self) -> dict[int, int]:
+        """{partition of kinject.chunks: updates this replica has not applied yet}."""
+        status = self._broker_status()
+        topic = status.topics.chunks
+        ends = status.end_offsets(topic)
+        applied = self.index.applied_offsets(topic)
+        return {p: max(e - applied.get(p, 0), 0) for p, e in ends.items()}
+
+    def ready(self) -> dict[str, Any]:
+        """Readiness: the models are loaded and the index has caught up with kinject.chunks
+        (once caught up, a replica stays ready while it keeps applying)."""
+        checks: dict[str, Any] = {"models_loaded": self.models_loaded}
+        try:
+            lag = sum(self.chunks_lag().values())
+            checks["chunks_lag"] = lag
+            if lag == 0:
+                self._caught_up = True
+        except KinjectError as exc:
+            checks["broker"] = str(exc)
+        checks["index_caught_up"] = self._caught_up
+        return {"ready": bool(checks["models_loaded"] and self._caught_up), "checks": checks}
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for /metrics and the web page; a part the broker cannot answer is None."""
+        out: dict[str, Any] = {"index_chunks": len(self.index),
+                               "adapter_version": self.adapter_version(),
+                               "ingest_lag": None, "chunks_lag": None, "dlq_count": None}
+        if self._status is None:
+            return out
+        try:
+            out["ingest_lag"] = self._status.ingest_lag()
+            out["chunks_lag"] = self.chunks_lag()
+            out["dlq_count"] = self._status.dlq_count()
+        except KinjectError as exc:
+            log.warning("broker figures unavailable: %s", exc)
+        return out
+
+    def _broker_status(self) -> Any:
+        self._require_broker()
+        return self._status
+
+    def _docstore(self) -> Docstore:
+        store = self.index.docstore
+        if store is None:
+            raise IndexFailure("the index is not open")
+        return store
+
 
 def _images_from_text_hits(hits: list[Hit], k: int) -> list[ImageHit]:
     """Images behind the caption/OCR chunks among text hits, one per image, best first."""

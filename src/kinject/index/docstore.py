@@ -264,6 +264,20 @@ class Docstore:
             for r in rows
         ]
 
+    def recent_lineage(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest ``limit`` applied updates, newest first (the web page's recent ingests)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT source_id, op, topic, partition, offset, chunk_ids, at FROM lineage "
+                "ORDER BY id DESC LIMIT ?",
+                (max(int(limit), 0),),
+            ).fetchall()
+        return [
+            {"source_id": r[0], "op": r[1], "topic": r[2], "partition": r[3], "offset": r[4],
+             "chunks": len(json.loads(r[5])), "at": r[6]}
+            for r in rows
+        ]
+
     # -- images (the CLIP index's rows; ImageIndex keeps their FAISS copy) ---------------------
     @staticmethod
     def upsert_images(db: sqlite3.Connection, rows: Sequence[dict[str, Any]],

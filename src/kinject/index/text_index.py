@@ -16,6 +16,7 @@ fuses that list with BM25 by reciprocal rank (k=60).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -77,9 +78,7 @@ def text_index_from_settings(settings: Settings) -> TextIndex:
 
     m, ix = settings.models, settings.index
     embedder = load_embedder(m.embedder)
-    zh_spec = m.embedder_zh.strip()
-    zh = (None if zh_spec.lower() in ("", "none") or zh_spec == m.embedder
-          else load_embedder(zh_spec))
+    zh = load_zh_embedder(settings)
     config = TextIndexConfig(
         ann=AnnConfig(hnsw_threshold=ix.hnsw_threshold, hnsw_m=ix.hnsw_m,
                       ef_construction=ix.hnsw_ef_construction, ef_search=ix.hnsw_ef_search),
@@ -87,6 +86,17 @@ def text_index_from_settings(settings: Settings) -> TextIndex:
         near_duplicate_threshold=settings.ingest.near_duplicate_threshold,
     )
     return TextIndex(settings.data_dir / "index", embedder, zh_embedder=zh, config=config)
+
+
+def load_zh_embedder(settings: Settings) -> Embedder | None:
+    """The Chinese-route embedder (``models.embedder_zh``), or None when it is "none" or the
+    main embedder itself (a multilingual main embedder needs no second space)."""
+    from kinject.index.embedders import load_embedder
+
+    spec = settings.models.embedder_zh.strip()
+    if spec.lower() in ("", "none") or spec == settings.models.embedder.strip():
+        return None
+    return load_embedder(spec)
 
 
 def query_lang(text: str) -> str:
@@ -286,7 +296,7 @@ class TextIndex:
                                 f"update for {u.source_id} has {u.vectors.shape[1]}-d vectors, "
                                 f"the index holds {index.dim}-d ones (embedder {u.embedder!r})"
                             )
-                        rows = store.upsert_chunks(db, u.chunks, u.vectors)
+                        rows = store.upsert_chunks(db, _stamped(u), u.vectors)
                         added_ids += rows
                         added_vecs.append(u.vectors)
                         added_tokens += toks
@@ -416,18 +426,25 @@ class TextIndex:
             fused = _rrf(lists, self.config.rrf_k)
             # A rebuild from the docstore may bring hidden chunks back into a structure.
             fused = [(r, s) for r, s in fused if r not in self.visibility.hidden]
+            # Read chunks page by page, only as far as k hits that pass.
+            picked: list[tuple[int, float, Chunk]] = []
+            page = k if flt is None else max(2 * k, 16)
+            for start in range(0, len(fused), page):
+                part = fused[start:start + page]
+                chunks = self._store().chunks_by_rows([r for r, _ in part])
+                picked += [(r, s, chunks[r]) for r, s in part if r in chunks
+                           and (flt is None or flt.matches(chunks[r]))]
+                if len(picked) >= k:
+                    break
+            picked = picked[:k]
             if mode == "hybrid" and queries:
                 # Hits found only by BM25 get their cosine too (a stored vector, no model).
                 space, vec, name = queries[0]
-                missing = [r for r, _ in fused if r not in cosine]
+                missing = [r for r, _, _ in picked if r not in cosine]
                 for row, stored in space.reconstruct(missing).items():
                     cosine[row] = (float(stored @ vec), name)
-            chunks = self._store().chunks_by_rows([r for r, _ in fused])
         hits: list[Hit] = []
-        for row, rrf in fused:
-            chunk = chunks.get(row)
-            if chunk is None or (flt is not None and not flt.matches(chunk)):
-                continue
+        for row, rrf, chunk in picked:
             cos, space_name = cosine.get(row, (None, None))
             bm = bm25_scores.get(row)
             if mode == "bm25":
@@ -436,8 +453,6 @@ class TextIndex:
                 score = float(cos) if cos is not None else 0.0
             hits.append(_hit(chunk, score, {"rrf": rrf, "vector_score": cos, "bm25_score": bm,
                                             "space": space_name}))
-            if len(hits) == k:
-                break
         return hits
 
     @staticmethod
@@ -481,6 +496,14 @@ def _rrf(lists: Sequence[Sequence[tuple[int, float]]], k: int) -> list[tuple[int
         for rank, (row, _) in enumerate(ranked, 1):
             fused[row] = fused.get(row, 0.0) + 1.0 / (k + rank)
     return sorted(fused.items(), key=lambda rs: -rs[1])
+
+
+def _stamped(update: SourceUpdate) -> tuple[Chunk, ...]:
+    """The update's chunks with the record's time in ``meta["ts"]`` (for time filters)."""
+    if update.ts is None:
+        return update.chunks
+    return tuple(c if "ts" in c.meta else dataclasses.replace(c, meta={**c.meta, "ts": update.ts})
+                 for c in update.chunks)
 
 
 def _hit(chunk: Chunk, score: float, extra: dict[str, Any]) -> Hit:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from kinject.index.changes import SourceUpdate
+from kinject.index.changes import ExtraVectors, SourceUpdate
 from kinject.index.image_index import ImageRow, ImageUpdate
 from kinject.types import Chunk
 
@@ -17,7 +17,9 @@ from kinject.types import Chunk
 def encode_update(update: SourceUpdate) -> bytes:
     vecs = np.ascontiguousarray(update.vectors, dtype=np.float32)
     body: dict[str, Any] = {
-        "v": 1,
+        # v2 adds "extra" (vectors in other spaces); without them the event stays v1, so
+        # replicas of the previous version read it.
+        "v": 2 if update.extra else 1,
         "op": update.op,
         "source_id": update.source_id,
         "content_hash": update.content_hash,
@@ -38,12 +40,14 @@ def encode_update(update: SourceUpdate) -> bytes:
             for c in update.chunks
         ],
     }
+    if update.extra:
+        body["extra"] = [_encode_extra(x) for x in update.extra]
     return json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
 
 
 def decode_update(value: bytes) -> SourceUpdate:
     body = json.loads(value)
-    if body.get("v") != 1:
+    if body.get("v") not in (1, 2):
         raise ValueError(f"unknown chunk event version {body.get('v')!r}")
     source_id = body["source_id"]
     chunks = tuple(
@@ -75,6 +79,7 @@ def decode_update(value: bytes) -> SourceUpdate:
         content_hash=body.get("content_hash"),
         record_position=(pos[0], int(pos[1]), int(pos[2])) if pos else None,
         embedder=body.get("embedder", ""),
+        extra=tuple(_decode_extra(x) for x in body.get("extra") or ()),
     )
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from kinject.config import KafkaSettings
 from kinject.errors import BadRecord, BrokerError
-from kinject.index.changes import SourceUpdate
+from kinject.index.changes import ExtraVectors, SourceUpdate
 from kinject.index.embedders import Embedder
 from kinject.ingest.envelope import decode_record
 from kinject.ingest.pipeline import IngestConfig, ingest_record
@@ -80,6 +80,7 @@ class IngestWorker:
         group_id: str | None = None,
         batch_size: int = 32,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        zh_embedder: Embedder | None = None,
         clip: ClipEmbedder | None = None,
     ) -> None:
         if max_record_bytes < 1:
@@ -88,6 +89,8 @@ class IngestWorker:
         self.bootstrap = bootstrap
         self.config = config
         self.embedder = embedder
+        # The Chinese route: zh/mixed chunks are also embedded by this multilingual model.
+        self.zh_embedder = zh_embedder
         # CLIP for the image index; None: images are indexed through their caption/OCR only.
         self.clip = clip
         self.batch_size = batch_size
@@ -110,6 +113,8 @@ class IngestWorker:
 
         if not self._warm:
             self.embedder.warm_up()
+            if self.zh_embedder is not None:
+                self.zh_embedder.warm_up()
             if self.clip is not None:
                 self.clip.warm_up()
             if self.config.ocr_engine != "none":
@@ -263,6 +268,7 @@ class IngestWorker:
         texts = [c.text for p in pending for c in p.chunks]
         try:
             vectors = self.embedder.encode(texts) if texts else np.zeros((0, 0), np.float32)
+            extras = self._embed_zh(pending)
         except Exception as exc:
             if len(pending) == 1:
                 self._dead_letter(
@@ -283,6 +289,7 @@ class IngestWorker:
                     content_hash=p.digest,
                     record_position=p.position,
                     embedder=self.embedder.name,
+                    extra=extras.get(id(p), ()),
                 )
             )
             start += n

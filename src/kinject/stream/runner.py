@@ -45,6 +45,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
     raises KinjectError when a worker dies, so a supervisor restarts the process.
     """
     from kinject.index.embedders import load_embedder
+    from kinject.index.text_index import load_zh_embedder
     from kinject.stream.broker import connect
     from kinject.stream.ingest_worker import IngestWorker
 
@@ -55,6 +56,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
     config = ingest_config(settings)
     with connect(settings.kafka) as bootstrap:
         embedder = load_embedder(settings.models.embedder)
+        zh_embedder = load_zh_embedder(settings)
         clip = _clip(settings)
         crashed = _Crashed()
 
@@ -67,6 +69,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
                 stop.set()
 
         workers = [IngestWorker(settings.kafka, bootstrap, config, embedder,
+                                zh_embedder=zh_embedder,
                                 batch_size=settings.ingest.batch_size, clip=clip)
                    for _ in range(count)]
         threads = [threading.Thread(target=work, args=(w,), name=f"kinject-ingest-{i}")

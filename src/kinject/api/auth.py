@@ -1,0 +1,194 @@
+"""API keys: created once, shown once, stored only as salted scrypt hashes.
+
+A key reads ``kj_<id>_<secret>``: the id finds its entry in the keys file, the secret is
+checked against the entry's scrypt hash in constant time. Roles are ordered: ``read`` <
+``write`` < ``admin``; a key may do what its role and every lower role may. The keys file is
+re-read when it changes on disk, so ``kinject keys revoke`` takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+Role = Literal["read", "write", "admin"]
+ROLES: tuple[Role, ...] = ("read", "write", "admin")
+KEYS_FILE = "api_keys.json"
+_PREFIX = "kj_"
+# scrypt cost: about 20 ms a check; verified keys are cached in memory by their sha256.
+_N, _R, _P = 2**14, 8, 1
+
+
+def role_allows(have: Role, need: Role) -> bool:
+    return ROLES.index(have) >= ROLES.index(need)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key: everything but the secret, which exists only as ``hash``."""
+
+    id: str
+    name: str
+    role: Role
+    salt: str
+    hash: str
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def public(self) -> dict[str, object]:
+        """What may be shown: no salt, no hash."""
+        return {"id": self.id, "name": self.name, "role": self.role,
+                "created_at": self.created_at, "revoked_at": self.revoked_at}
+
+
+def _scrypt(secret: str, salt: bytes) -> str:
+    return hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P,
+                          maxmem=64 * 1024 * 1024, dklen=32).hex()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: a key's id and name and its role (``anonymous`` has none)."""
+
+    key_id: str
+    name: str
+    role: Role | None
+
+
+ANONYMOUS = Principal(key_id="-", name="anonymous", role=None)
+
+
+class KeyStore:
+    """The keys file (JSON, mode 0600). Thread-safe; re-read when its mtime changes."""
+
+    def __init__(self, path: Path, admin_secret: str | None = None) -> None:
+        self.path = path
+        self._admin_secret = admin_secret
+        self._lock = threading.Lock()
+        self._keys: dict[str, ApiKey] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._verified: dict[str, str] = {}  # sha256(presented key) -> key id
+
+    # -- managing --------------------------------------------------------------------------
+    def create(self, name: str, role: Role) -> tuple[ApiKey, str]:
+        """Make a key; return its stored entry and the key itself (shown once, never kept)."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        name = name.strip()
+        if not name:
+            raise ValueError("a key needs a non-empty name")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        entry = ApiKey(id=key_id, name=name, role=role, salt=salt.hex(),
+                       hash=_scrypt(secret, salt), created_at=time.time())
+        with self._lock:
+            keys = self._read()
+            keys[key_id] = entry
+            self._write(keys)
+        return entry, f"{_PREFIX}{key_id}_{secret}"
+
+    def keys(self) -> list[ApiKey]:
+        with self._lock:
+            return sorted(self._read().values(), key=lambda k: k.created_at)
+
+    def revoke(self, key_id_or_name: str) -> list[ApiKey]:
+        """Revoke the key with this id, or every active key with this name; return them."""
+        with self._lock:
+            keys = self._read()
+            hit = [k for k in keys.values() if k.active and key_id_or_name in (k.id, k.name)]
+            now = time.time()
+            for k in hit:
+                keys[k.id] = ApiKey(**{**asdict(k), "revoked_at": now})
+            if hit:
+                self._write(keys)
+                self._verified.clear()
+        return hit
+
+    # -- checking --------------------------------------------------------------------------
+    def authenticate(self, presented: str) -> Principal | None:
+        """The principal a presented key belongs to, or None when it is unknown or revoked."""
+        presented = presented.strip()
+        if self._admin_secret and hmac.compare_digest(
+            presented.encode("utf-8"), self._admin_secret.encode("utf-8")
+        ):
+            return Principal(key_id="config", name="KINJECT_API__API_KEY", role="admin")
+        if not presented.startswith(_PREFIX):
+            return None
+        key_id, sep, secret = presented[len(_PREFIX):].partition("_")
+        if not sep or not secret:
+            return None
+        digest = hashlib.sha256(presented.encode("utf-8")).hexdigest()
+        with self._lock:
+            self._refresh()
+            entry = self._keys.get(key_id)
+            if entry is None or not entry.active:
+                return None
+            cached = self._verified.get(digest) == key_id
+        if not cached:
+            expected = _scrypt(secret, bytes.fromhex(entry.salt))
+            if not hmac.compare_digest(expected, entry.hash):
+                return None
+            with self._lock:
+                if len(self._verified) > 1024:
+                    self._verified.clear()
+                self._verified[digest] = key_id
+        return Principal(key_id=entry.id, name=entry.name, role=entry.role)
+
+    # -- the file --------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._keys, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._keys = self._read()
+            self._stamp = stamp
+            self._verified.clear()
+
+    def _read(self) -> dict[str, ApiKey]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("cannot read the API keys file %s: %s; no key is accepted", self.path, exc)
+            return {}
+        keys: dict[str, ApiKey] = {}
+        for item in raw.get("keys", []):
+            try:
+                key = ApiKey(**item)
+            except TypeError as exc:
+                log.error("skipping a malformed entry in %s: %s", self.path, exc)
+                continue
+            keys[key.id] = key
+        return keys
+
+    def _write(self, keys: dict[str, ApiKey]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        body = json.dumps({"keys": [asdict(k) for k in keys.values()]}, indent=2)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._stamp = None  # re-read on the next check

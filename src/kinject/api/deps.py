@@ -1,0 +1,73 @@
+"""Dependencies of the routes: the service facade, the settings, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from kinject.api.auth import ANONYMOUS, KeyStore, Principal, Role, role_allows
+from kinject.api.errors import ApiError
+from kinject.config import ApiSettings
+from kinject.service import KinjectService
+
+_bearer = HTTPBearer(auto_error=False, description="an API key (kinject keys create)")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+
+
+def get_service(request: Request) -> KinjectService:
+    service: KinjectService = request.app.state.service
+    return service
+
+
+def get_api_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.api_settings
+    return settings
+
+
+def get_keys(request: Request) -> KeyStore:
+    keys: KeyStore = request.app.state.keys
+    return keys
+
+
+ServiceDep = Annotated[KinjectService, Depends(get_service)]
+ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency that lets a request through when its key's role allows ``role``."""
+
+    def check(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+        header: Annotated[str | None, Security(_header)] = None,
+    ) -> Principal:
+        presented = header or (bearer.credentials if bearer is not None else None)
+        settings = get_api_settings(request)
+        if presented is None:
+            if role == "read" and not settings.require_key_for_reads:
+                return ANONYMOUS
+            raise _unauthorized(f"this call needs an API key with role {role!r}: send "
+                                "'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        principal = get_keys(request).authenticate(presented)
+        if principal is None or principal.role is None:
+            raise _unauthorized("the API key is unknown or revoked")
+        if not role_allows(principal.role, role):
+            raise ApiError(403, "forbidden",
+                           f"the key {principal.name!r} has role {principal.role!r}; "
+                           f"this call needs {role!r}")
+        request.state.principal = principal
+        return principal
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(require("read"))]
+Writer = Annotated[Principal, Depends(require("write"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

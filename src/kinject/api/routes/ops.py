@@ -1,0 +1,74 @@
+"""Operations: lineage, dead letters, health, readiness, metrics, and the page's status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from kinject.api.deps import Admin, Reader, ServiceDep
+from kinject.api.schemas import (
+    ERRORS,
+    DeadLetterOut,
+    HealthOut,
+    LineageOut,
+    ReadyOut,
+    StatusOut,
+)
+
+router = APIRouter(tags=["operations"], responses=ERRORS)
+
+
+@router.get("/v1/lineage/{source_id:path}", response_model=LineageOut)
+def lineage(source_id: str, svc: ServiceDep, who: Reader) -> LineageOut:
+    """A source's road: the Kafka positions it arrived at and the chunks it became."""
+    return LineageOut(**svc.lineage(source_id))
+
+
+@router.get("/v1/dlq", response_model=DeadLetterOut)
+def dead_letters(svc: ServiceDep, who: Admin,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> DeadLetterOut:
+    """The latest dead letters (records that failed), with stage and reason."""
+    letters = svc.dead_letters(limit)
+    stats = svc.stats()
+    count = stats["dlq_count"] if stats["dlq_count"] is not None else len(letters)
+    return DeadLetterOut(count=count, letters=letters)
+
+
+@router.get("/v1/status", response_model=StatusOut)
+def status(svc: ServiceDep, who: Reader,
+           recent: Annotated[int, Query(ge=0, le=100)] = 10) -> StatusOut:
+    """What the web page shows: index size, active adapter, dlq count, recent ingests."""
+    stats = svc.stats()
+    lag = stats.get("ingest_lag")
+    return StatusOut(index_chunks=stats["index_chunks"], adapter_version=stats["adapter_version"],
+                     dlq_count=stats["dlq_count"],
+                     ingest_lag=None if lag is None else {str(p): n for p, n in lag.items()},
+                     recent=svc.recent(recent))
+
+
+@router.get("/healthz", response_model=HealthOut)
+def healthz() -> HealthOut:
+    """The process is up (liveness)."""
+    return HealthOut()
+
+
+@router.get("/readyz", response_model=ReadyOut,
+            responses={503: {"model": ReadyOut, "description": "not ready yet"}})
+async def readyz(svc: ServiceDep) -> JSONResponse:
+    """Ready when the models are loaded and the index has caught up with kinject.chunks."""
+    state = await run_in_threadpool(svc.ready)
+    return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                             "description": "Prometheus text format"}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: request latency by route, ingest lag, index size, dlq, adapter."""
+    registry = request.app.state.metrics.registry
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,124 @@
+"""GET /v1/search and POST /v1/ask (with ``stream: true`` as server-sent events)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from kinject.api.deps import ApiSettingsDep, Reader, ServiceDep
+from kinject.api.errors import ApiError
+from kinject.api.schemas import ERRORS, AnswerOut, AskIn, CitationOut, HitOut, SearchOut
+from kinject.config import ApiSettings
+from kinject.errors import KinjectError
+from kinject.index.filters import SearchFilters
+from kinject.types import Answer
+
+router = APIRouter(tags=["search"], responses=ERRORS)
+
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+          "description": "JSON body, or server-sent events when stream is true"},
+}
+
+
+def answer_out(answer: Answer) -> AnswerOut:
+    return AnswerOut(
+        text=answer.text,
+        citations=[CitationOut(n=c.n, source_id=c.source_id, chunk_id=c.chunk_id,
+                               score=c.score, snippet=c.snippet) for c in answer.citations],
+        images=list(answer.images),
+        adapter_version=answer.adapter_version,
+        route=answer.route,
+        abstained=answer.abstained,
+        timings={k: float(v) for k, v in answer.timings.items()},
+    )
+
+
+def check_k(k: int | None, api: ApiSettings) -> None:
+    if k is not None and k > api.max_k:
+        raise ApiError(400, "bad_request", f"k={k} is over the limit of {api.max_k}")
+
+
+def check_question(question: str, api: ApiSettings) -> str:
+    question = question.strip()
+    if not question:
+        raise ApiError(400, "bad_request", "the question is empty")
+    if len(question) > api.max_question_chars:
+        raise ApiError(413, "too_large", f"the question has {len(question)} characters; the "
+                       f"limit is {api.max_question_chars}")
+    return question
+
+
+def sse(data: str) -> str:
+    return f"data: {data}\n\n"
+
+
+@router.get("/v1/search", response_model=SearchOut)
+def search(
+    svc: ServiceDep,
+    api: ApiSettingsDep,
+    who: Reader,
+    q: Annotated[str, Query(min_length=1, description="the query")],
+    k: Annotated[int, Query(ge=1, description="hits to return")] = 5,
+    filter: Annotated[list[str] | None, Query(
+        description="key=value, repeatable: kind, lang, source (id prefix), since, until, tag"
+    )] = None,
+    mode: Annotated[Literal["hybrid", "vector", "bm25"], Query()] = "hybrid",
+) -> SearchOut:
+    """Ranked chunks for a query (vector + BM25 fused by default), with metadata filters."""
+    check_k(k, api)
+    query = check_question(q, api)
+    filters = SearchFilters.parse(filter) if filter else None
+    t0 = time.perf_counter()
+    hits = svc.search(query, k, filters=filters, mode=mode)
+    took = (time.perf_counter() - t0) * 1000
+    return SearchOut(query=query, k=k, took_ms=took,
+                     hits=[HitOut(chunk_id=h.chunk_id, source_id=h.source_id, text=h.text,
+                                  score=h.score, meta=dict(h.meta)) for h in hits])
+
+
+@router.post("/v1/ask", response_model=AnswerOut, responses=SSE_RESPONSE)
+async def ask(body: AskIn, svc: ServiceDep, api: ApiSettingsDep, who: Reader) -> Any:
+    """Answer a question from the knowledge base, citing the passages used.
+
+    With ``stream: true`` the answer arrives as server-sent events: ``{"type": "delta",
+    "text": ...}`` pieces as they are generated, then ``{"type": "answer", ...}`` with the
+    final text and citations, then ``[DONE]``.
+    """
+    check_k(body.k, api)
+    question = check_question(body.question, api)
+    filters = SearchFilters.parse(body.filters) if body.filters else None
+    kwargs: dict[str, Any] = {"filters": filters}
+    if body.route is not None:
+        kwargs["route"] = body.route
+    if not body.stream:
+        answer = await run_in_threadpool(svc.ask, question, body.k, **kwargs)
+        return answer_out(answer)
+    # Errors in the question (bad route, no index) surface before the stream starts.
+    pieces = svc.ask_stream(question, body.k, **kwargs)
+    first = await run_in_threadpool(next, pieces, None)
+
+    def events() -> Iterator[str]:
+        item: Any = first
+        while item is not None:
+            if isinstance(item, Answer):
+                payload = {"type": "answer", **answer_out(item).model_dump()}
+                yield sse(json.dumps(payload, ensure_ascii=False))
+            elif item:
+                yield sse(json.dumps({"type": "delta", "text": item}, ensure_ascii=False))
+            try:
+                item = next(pieces, None)
+            except KinjectError as exc:  # the stream has started: report in-band
+                yield sse(json.dumps({"type": "error", "error": {"code": "unavailable",
+                                                                 "message": str(exc)}}))
+                break
+        yield sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})

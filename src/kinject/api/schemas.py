@@ -1,0 +1,207 @@
+"""Request and response bodies of the HTTP API (they make its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kinject.types import KINDS
+
+RouteName = Literal["rag", "adapter", "both", "auto"]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable: bad_request, unauthorized, forbidden, not_found, "
+                                  "too_large, unavailable, internal")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+# Error responses every route may give; FastAPI's own 422 body is replaced by ErrorOut.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": what}
+    for code, what in (
+        (400, "bad request"),
+        (401, "missing or unknown API key"),
+        (403, "the key's role may not do this"),
+        (404, "not found"),
+        (413, "request too large"),
+        (422, "invalid request"),
+        (500, "internal error"),
+        (503, "a part kinject needs is unavailable"),
+    )
+}
+
+
+# -- records --------------------------------------------------------------------------------
+class RecordIn(BaseModel):
+    """One record, as on kinject.records (a ``uri`` is not accepted over HTTP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["upsert", "delete"] = "upsert"
+    source_id: str = Field(min_length=1, max_length=1024)
+    kind: Literal[KINDS] | None = None  # type: ignore[valid-type]
+    content: str | None = Field(default=None, description="text content")
+    content_b64: str | None = Field(default=None, description="binary content, base64")
+    meta: dict[str, Any] = Field(default_factory=dict)
+    ts: float | None = None
+
+
+class RecordsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[RecordIn] = Field(min_length=1)
+
+
+class AcceptedRecord(BaseModel):
+    id: str = Field(description="the record's id in the durable outbox")
+    source_id: str
+    op: str
+
+
+class RecordsAccepted(BaseModel):
+    accepted: int
+    topic: str
+    records: list[AcceptedRecord]
+
+
+# -- search and ask -------------------------------------------------------------------------
+class HitOut(BaseModel):
+    chunk_id: str
+    source_id: str
+    text: str
+    score: float
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchOut(BaseModel):
+    query: str
+    k: int
+    hits: list[HitOut]
+    took_ms: float
+
+
+class AskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    k: int | None = Field(default=None, ge=1)
+    filters: list[str] = Field(default_factory=list,
+                               description="key=value: kind, lang, source, since, until, tag")
+    route: RouteName | None = None
+    stream: bool = Field(default=False, description="answer as server-sent events")
+
+
+class CitationOut(BaseModel):
+    n: int
+    source_id: str
+    chunk_id: str
+    score: float
+    snippet: str
+
+
+class AnswerOut(BaseModel):
+    text: str
+    citations: list[CitationOut]
+    images: list[str] = Field(default_factory=list)
+    adapter_version: str | None = None
+    route: str
+    abstained: bool = False
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+# -- OpenAI-compatible chat -----------------------------------------------------------------
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatIn(BaseModel):
+    """The OpenAI chat-completions request; sampling options are accepted and ignored
+    (kinject decodes greedily, grounded in the retrieved passages)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, description="kinject, kinject-base or kinject@<version>")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    user: str | None = None
+
+
+class ChatChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatOut(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    citations: list[CitationOut] = Field(default_factory=list,
+                                         description="kinject: the passages the answer cites")
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "kinject"
+
+
+class ModelsOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+# -- operations -----------------------------------------------------------------------------
+class LineageOut(BaseModel):
+    source_id: str
+    events: list[dict[str, Any]]
+    chunks_now: list[str]
+
+
+class DeadLetterOut(BaseModel):
+    count: int
+    letters: list[dict[str, Any]]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, Any]
+
+
+class StatusOut(BaseModel):
+    index_chunks: int
+    adapter_version: str | None
+    dlq_count: int | None
+    ingest_lag: dict[str, int] | None
+    recent: list[dict[str, Any]]

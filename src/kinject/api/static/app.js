@@ -1,0 +1,124 @@
+// kinject's page: plain DOM calls, no build step. The API key (if reads need one) is read
+// from localStorage under "kinject-key".
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  const key = window.localStorage.getItem("kinject-key");
+  if (key) h["Authorization"] = "Bearer " + key;
+  return h;
+}
+
+function el(tag, props, children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props || {});
+  for (const c of children || []) node.append(c);
+  return node;
+}
+
+async function errorText(resp) {
+  try { const body = await resp.json(); return body.error.code + ": " + body.error.message; }
+  catch (e) { return "HTTP " + resp.status; }
+}
+
+async function refreshStatus() {
+  const resp = await fetch("/v1/status?recent=8", { headers: headers() });
+  if (!resp.ok) return;
+  const s = await resp.json();
+  $("stat-chunks").textContent = s.index_chunks;
+  $("stat-adapter").textContent = s.adapter_version || "base model";
+  $("stat-dlq").textContent = s.dlq_count === null ? "?" : s.dlq_count;
+  const rows = s.recent.map((r) => el("tr", {}, [
+    el("td", { textContent: r.source_id }), el("td", { textContent: r.op }),
+    el("td", { textContent: r.chunks }),
+    el("td", { textContent: r.topic ? `${r.topic}[${r.partition}]@${r.offset}` : "-" }),
+    el("td", { textContent: new Date(r.at * 1000).toLocaleTimeString() }),
+  ]));
+  $("recent").replaceChildren(...rows);
+}
+
+async function runSearch(ev) {
+  ev.preventDefault();
+  const q = $("search-q").value.trim();
+  if (!q) return;
+  const out = $("search-results");
+  out.replaceChildren(el("li", { textContent: "searching..." }));
+  const resp = await fetch("/v1/search?" + new URLSearchParams({ q, k: "5" }), { headers: headers() });
+  if (!resp.ok) { out.replaceChildren(el("li", { className: "error", textContent: await errorText(resp) })); return; }
+  const body = await resp.json();
+  if (!body.hits.length) { out.replaceChildren(el("li", { textContent: "no hits" })); return; }
+  out.replaceChildren(...body.hits.map((h) => el("li", { className: "hit" }, [
+    el("div", { textContent: h.text }),
+    el("div", { className: "src", textContent: `${h.source_id} · score ${h.score.toFixed(3)}` }),
+  ])));
+}
+
+function renderAnswer(text, citations) {
+  // Turn [n] markers into links that show the cited passage.
+  const answer = $("answer");
+  const byN = new Map(citations.map((c) => [c.n, c]));
+  const parts = [];
+  let last = 0;
+  for (const m of text.matchAll(/\[(\d+)\]/g)) {
+    parts.push(text.slice(last, m.index));
+    const c = byN.get(Number(m[1]));
+    if (c) parts.push(el("a", { className: "cite", textContent: m[0], href: "#", onclick: (e) => {
+      e.preventDefault(); showPassage(c); } }));
+    else parts.push(m[0]);
+    last = m.index + m[0].length;
+  }
+  parts.push(text.slice(last));
+  answer.replaceChildren(...parts);
+  $("citations").replaceChildren(...citations.map((c) => el("div", {
+    className: "passage", id: "passage-" + c.n,
+  }, [el("div", { textContent: `[${c.n}] ${c.snippet}` }),
+      el("div", { className: "src", textContent: `${c.source_id} · score ${c.score.toFixed(3)}` })])));
+}
+
+function showPassage(c) {
+  for (const p of document.querySelectorAll(".passage")) p.classList.remove("shown");
+  const p = $("passage-" + c.n);
+  if (p) p.classList.add("shown");
+}
+
+async function runAsk(ev) {
+  ev.preventDefault();
+  const question = $("ask-q").value.trim();
+  if (!question) return;
+  const answer = $("answer");
+  answer.textContent = "";
+  $("citations").replaceChildren();
+  const resp = await fetch("/v1/ask", {
+    method: "POST", headers: headers({ "Content-Type": "application/json" }),
+    body: JSON.stringify({ question, stream: true }),
+  });
+  if (!resp.ok) { answer.replaceChildren(el("span", { className: "error", textContent: await errorText(resp) })); return; }
+  // Read the server-sent events as they arrive: "data: {...}" lines, blank line between.
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+      if (!data || data === "[DONE]") continue;
+      const msg = JSON.parse(data);
+      if (msg.type === "delta") answer.textContent += msg.text;
+      else if (msg.type === "answer") renderAnswer(msg.text, msg.citations);
+      else if (msg.type === "error") answer.append(el("div", { className: "error", textContent: msg.error.message }));
+    }
+  }
+  refreshStatus();
+}
+
+$("search-form").addEventListener("submit", runSearch);
+$("ask-form").addEventListener("submit", runAsk);
+refreshStatus();
+setInterval(refreshStatus, 5000);

@@ -1,0 +1,204 @@
+"""``kinject serve``: the API, the index materialiser and ingest workers in one process.
+
+Threads, all stopped by one event (SIGINT/SIGTERM set it):
+
+- uvicorn serving the API (in a thread, so kinject owns the signals and shuts down in order)
+- the index materialiser: kinject.chunks -> this replica's index, continuously
+- ``workers`` ingest workers in the group (0: a read replica that only materialises)
+- the outbox loop: prunes what the ingest group committed and re-sends what a restarted
+  broker lost, so an accepted record always reaches the log
+- a warm-up that loads the generator, after which /readyz can turn ready
+
+With no bootstrap servers configured, the embedded broker runs for the life of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from kinject.config import Settings
+from kinject.errors import KinjectError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from kinject.service import KinjectService
+
+log = logging.getLogger(__name__)
+
+OUTBOX_EVERY_S = 5.0
+
+
+class ApiServer:
+    """uvicorn on a socket bound before start (port 0 picks a free one), in a thread."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise KinjectError(f"cannot listen on {host}:{port}: {exc}") from exc
+        self.host = host
+        self.port = int(self._sock.getsockname()[1])
+        config = uvicorn.Config(app, log_config=None, lifespan="off", access_log=False,
+                                timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="kinject-api", daemon=True)
+        self.error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._server.serve(sockets=[self._sock]))
+        except BaseException as exc:  # handed to whoever waits on the server
+            log.exception("the API server crashed")
+            self.error = exc
+
+    def start(self, timeout_s: float = 30.0) -> ApiServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise KinjectError(f"the API server did not start on {self.url}: {self.error}")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+        self._sock.close()
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _forever(name: str, stop: threading.Event, body: Callable[[], None],
+             backoff_s: float = 2.0) -> threading.Thread:
+    """Run ``body`` in a thread until ``stop``; restart it after a failure."""
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                body()
+            except Exception as exc:
+                log.error("%s failed (%s); restarting in %.0f s", name, exc, backoff_s)
+                stop.wait(backoff_s)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def start_background(svc: KinjectService, settings: Settings, bootstrap: str, workers: int,
+                     stop: threading.Event) -> list[threading.Thread]:
+    """The materialiser, the ingest workers, the outbox loop and the warm-up, as threads."""
+    from kinject.stream.materialiser import IndexMaterialiser
+    from kinject.stream.runner import run_ingest_workers
+
+    threads = []
+
+    def materialise() -> None:
+        IndexMaterialiser(settings.kafka, bootstrap, svc.index, images=svc.images).run(stop)
+
+    threads.append(_forever("kinject-materialiser", stop, materialise))
+    if workers > 0:
+        # The workers must use this broker, never start one of their own.
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        pinned = settings.model_copy(update={"kafka": kafka})
+        threads.append(_forever("kinject-ingest", stop,
+                                lambda: run_ingest_workers(pinned, workers, stop)))
+
+    threads.append(svc.outbox_keeper(OUTBOX_EVERY_S).start(stop))
+
+    def warm() -> None:
+        try:
+            svc.warm_up()
+            log.info("models loaded")
+        except KinjectError as exc:
+            log.error("cannot load the generator: %s; /readyz stays not ready", exc)
+
+    warm_thread = threading.Thread(target=warm, name="kinject-warm-up", daemon=True)
+    warm_thread.start()
+    threads.append(warm_thread)
+    return threads
+
+
+def run_serve(settings: Settings, host: str | None = None, port: int | None = None,
+              workers: int = 1, *, stop: threading.Event | None = None,
+              on_ready: Callable[[str], Any] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop``); then stop the API, the threads and the
+    broker in that order. ``on_ready`` gets the URL once the API listens."""
+    from kinject.api.app import create_app
+    from kinject.service import KinjectService
+    from kinject.stream.broker import connect
+
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    stop = stop or threading.Event()
+    restore = _stop_on_signals(stop)
+    host = host or settings.api.host
+    port = settings.api.port if port is None else port
+    try:
+        with connect(settings.kafka) as bootstrap, KinjectService(settings) as svc:
+            if not settings.kafka.bootstrap_servers:
+                log.info("embedded Kafka broker on %s (publish there, or through the API)",
+                         bootstrap)
+            svc.attach(bootstrap)
+            threads = start_background(svc, settings, bootstrap, workers, stop)
+            with ApiServer(create_app(svc), host, port) as server:
+                log.info("kinject serving on %s (%d ingest worker(s)%s)", server.url, workers,
+                         "; read replica" if workers == 0 else "")
+                if on_ready is not None:
+                    on_ready(server.url)
+                while not stop.wait(0.5):
+                    if not server.running:
+                        raise KinjectError(f"the API server stopped: {server.error}")
+                stop.set()
+            for t in threads:
+                t.join(timeout=30)
+            log.info("kinject serve stopped")
+    finally:
+        stop.set()
+        restore()
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -1,0 +1,102 @@
+"""How far behind things are: log end offsets, the ingest group's lag, the dlq's size.
+
+One long-lived client pair (a consumer in no group, an admin client) answers all of it, so
+a metrics scrape or a readiness probe costs a few metadata requests, not new connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kinject.config import KafkaSettings
+from kinject.errors import BrokerError
+from kinject.stream.clients import make_admin, make_consumer
+from kinject.stream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class BrokerStatus:
+    """Offsets of kinject's topics on one broker. Thread-safe; reconnects after a failure."""
+
+    def __init__(self, kafka: KafkaSettings, bootstrap: str) -> None:
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+        self.topics = Topics.from_settings(kafka)
+        self._lock = threading.Lock()
+        self._consumer: Any = None
+        self._admin: Any = None
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._consumer is None:
+            self._consumer = make_consumer(self.kafka, self.bootstrap, None,
+                                           request_timeout_ms=10_000)
+        if self._admin is None:
+            self._admin = make_admin(self.kafka, self.bootstrap, request_timeout_ms=10_000)
+        return self._consumer, self._admin
+
+    def _reset(self) -> None:
+        for client in (self._consumer, self._admin):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception as exc:  # closing a broken client may fail again
+                    log.debug("closing a status client: %s", exc)
+        self._consumer = self._admin = None
+
+    def _offsets(self, topic: str, end: bool) -> dict[int, int]:
+        from kafka import TopicPartition
+
+        consumer, _ = self._clients()
+        consumer.topics()  # refresh metadata: partitions may have been created meanwhile
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return {}
+        got = consumer.end_offsets(tps) if end else consumer.beginning_offsets(tps)
+        return {tp.partition: int(off) for tp, off in got.items()}
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """{partition: next offset to be written} of ``topic``."""
+        return self._guard(lambda: self._offsets(topic, end=True))
+
+    def dlq_count(self) -> int:
+        """Messages now held by the dead-letter topic."""
+
+        def count() -> int:
+            ends = self._offsets(self.topics.dlq, end=True)
+            begins = self._offsets(self.topics.dlq, end=False)
+            return sum(max(e - begins.get(p, 0), 0) for p, e in ends.items())
+
+        return self._guard(count)
+
+    def ingest_lag(self) -> dict[int, int]:
+        """{partition of the records topic: records the ingest group has not committed}."""
+
+        def lag() -> dict[int, int]:
+            ends = self._offsets(self.topics.records, end=True)
+            _, admin = self._clients()
+            group = self.topics.ingest_group
+            got = admin.list_group_offsets(group).get(group, {})
+            committed = {tp.partition: int(m.offset) for tp, m in got.items()
+                         if tp.topic == self.topics.records and m.offset is not None
+                         and m.offset >= 0}
+            return {p: max(e - committed.get(p, 0), 0) for p, e in ends.items()}
+
+        return self._guard(lag)
+
+    def _guard(self, fn: Any) -> Any:
+        from kafka.errors import KafkaError
+
+        with self._lock:
+            try:
+                return fn()
+            except (KafkaError, OSError, AssertionError) as exc:
+                self._reset()
+                raise BrokerError(f"cannot read offsets from {self.bootstrap}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()

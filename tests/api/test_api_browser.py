@@ -1,0 +1,84 @@
+"""The web page in a real browser (Debian's headless Chromium through selenium): search, ask
+with a streamed answer, click a citation, and a screenshot that is not blank."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _api_helpers import Served, publish, wait_for
+from PIL import Image
+
+pytestmark = [pytest.mark.kafka, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+FACT = "The Saltmarsh observatory on Kellan Point counts forty-two comets each winter."
+
+
+@pytest.fixture()
+def browser():  # type: ignore[no-untyped-def]
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
+                    "chromium-driver); .ci/run installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_page_searches_asks_and_shows_the_cited_passage(served: Served, browser, tmp_path: Path
+                                                        ) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    publish(served, {"source_id": "web/saltmarsh", "content": FACT})
+    with served.client() as c:
+        wait_for(lambda: c.get("/v1/search", params={"q": "Saltmarsh comets"}).json()["hits"],
+                 what="the fact in the index")
+    wait = WebDriverWait(browser, 60)
+    browser.get(served.url + "/")
+    wait.until(lambda d: d.find_element(By.ID, "stat-chunks").text not in ("", "-"))
+    assert int(browser.find_element(By.ID, "stat-chunks").text) >= 1
+    assert browser.find_element(By.ID, "stat-adapter").text == "base model"
+    wait.until(lambda d: "web/saltmarsh" in d.find_element(By.ID, "recent").text)
+
+    browser.find_element(By.ID, "search-q").send_keys("Saltmarsh observatory comets")
+    browser.find_element(By.ID, "search-go").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#search-results li.hit"))
+    first = browser.find_elements(By.CSS_SELECTOR, "#search-results li.hit")[0].text
+    assert "forty-two comets" in first and "web/saltmarsh" in first
+
+    browser.find_element(By.ID, "ask-q").send_keys(
+        "How many comets does the Saltmarsh observatory count?")
+    browser.find_element(By.ID, "ask-go").click()
+    cite = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite")))
+    assert cite.text == "[1]"
+    cite.click()
+    shown = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".passage.shown")))
+    assert "comets" in shown.text and "web/saltmarsh" in shown.text
+
+    shot = tmp_path / "page.png"
+    assert browser.save_screenshot(str(shot))
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 800
+    assert pixels.std() > 20, "the screenshot is blank"
+    # Dark header, light body: both present means the page was laid out and painted.
+    assert (pixels < 80).mean() > 0.02 and (pixels > 200).mean() > 0.4
+    keep = os.environ.get("KINJECT_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)

@@ -1,0 +1,68 @@
+"""The official openai client against kinject's /v1/chat/completions, streaming and not."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from _api_helpers import Served, publish, wait_for
+
+pytestmark = pytest.mark.kafka
+
+FACT = "The Orvane ferry leaves Pellick harbour at seven every morning."
+QUESTION = "When does the Orvane ferry leave Pellick harbour?"
+
+
+@pytest.fixture(scope="module")
+def client(served: Served) -> openai.OpenAI:
+    publish(served, {"source_id": "oa/ferry", "content": FACT})
+
+    def indexed() -> bool:
+        with served.client() as c:
+            hits = c.get("/v1/search", params={"q": "Orvane ferry Pellick"}).json()["hits"]
+        return any(h["source_id"] == "oa/ferry" for h in hits)
+
+    wait_for(indexed, what="the fact in the index")
+    return openai.OpenAI(base_url=f"{served.url}/v1", api_key=served.keys["read"],
+                         max_retries=0, timeout=60)
+
+
+def test_models_lists_kinject(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids[:2] == ["kinject", "kinject-base"]
+
+
+def test_chat_completion(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model="kinject", messages=[{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": QUESTION}])
+    assert out.object == "chat.completion" and out.model == "kinject"
+    text = out.choices[0].message.content
+    assert text and out.choices[0].finish_reason == "stop"
+    citations = (out.model_extra or {})["citations"]
+    assert citations[0]["source_id"] == "oa/ferry" and "[1]" in text
+    assert out.usage is not None and out.usage.completion_tokens > 0
+
+
+def test_chat_completion_streams(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="kinject-base", messages=[{"role": "user", "content": QUESTION}], stream=True)
+    chunks = list(stream)
+    assert len(chunks) >= 3
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text.strip() and chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert (chunks[-1].model_extra or {})["citations"][0]["source_id"] == "oa/ferry"
+    # The same answer as without streaming (greedy decoding, same passages).
+    plain = client.chat.completions.create(
+        model="kinject-base", messages=[{"role": "user", "content": QUESTION}])
+    assert text == plain.choices[0].message.content
+
+
+def test_unknown_model_is_a_clean_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-9", messages=[
+            {"role": "user", "content": QUESTION}])
+    assert err.value.status_code == 404
+    body = err.value.body
+    assert isinstance(body, dict) and "gpt-9" in str(body)
