@@ -174,3 +174,15 @@ def test_replay_reservoir_is_durable_and_forgets_deleted_sources(tmp_path: Path)
         assert all(e.source_id != "s3" for e in buf.examples())
         assert len(buf.sample(5)) == 5
         assert len(buf.sample(500)) == len(buf)
+
+
+def test_general_text_has_a_training_half_and_a_held_out_half() -> None:
+    from kinject.finetune.general_text import general_eval, general_train
+
+    train, held = general_train(), general_eval()
+    assert train and held and not set(train) & set(held)
+    assert general_train("zh") and all(any("\u4e00" <= c <= "\u9fff" for c in t)
+                                       for t in general_eval("zh"))
+    assert set(general_train("en")) | set(general_train("zh")) == set(train)
+    with pytest.raises(ValueError, match="lang"):
+        general_train("fr")
