@@ -654,6 +654,37 @@ def keys_revoke(
 
 
 @app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for (any language).")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Hits to show.")] = 5,
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", "-f", metavar="KEY=VALUE",
+        help="Repeatable: kind=csv, lang=zh, source=kb/ (id prefix), since=2024-01-01, "
+             "until=..., tag=x.")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="hybrid (vector + BM25), vector or bm25; default: the index.search_mode "
+             "setting.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per hit.")] = False,
+    sync: Annotated[bool, typer.Option(
+        "--sync/--no-sync",
+        help="Catch up from kinject.chunks first when a broker is configured.")] = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Search the knowledge base: ranked chunks with scores, sources and snippets."""
+    from kinject.search_cli import print_hits, run_search
+
+    try:
+        hits = run_search(_settings(config, data_dir), query, k, filters or [], mode, sync)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    print_hits(hits, as_json=as_json)
+
+
+@app.command()
 def version() -> None:
     """Print kinject's version."""
     from kinject import __version__

@@ -1,0 +1,107 @@
+"""`kinject search`: ranked hits with scores and sources, filters, JSON lines, broker sync."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kinject.cli import app
+from kinject.index.changes import SourceUpdate
+from kinject.index.embedders import HashEmbedder, load_embedder
+from kinject.index.text_index import TextIndex
+from kinject.types import Chunk, content_hash
+
+runner = CliRunner()
+ENV = {"KINJECT_MODELS__EMBEDDER": "hash", "KINJECT_MODELS__EMBEDDER_ZH": "none",
+       "KINJECT_KAFKA__BOOTSTRAP_SERVERS": "", "COLUMNS": "200"}
+
+
+def _update(emb: HashEmbedder, source_id: str, text: str, kind: str = "text") -> SourceUpdate:
+    chunk = Chunk(chunk_id=content_hash(source_id, text), doc_id=source_id, source_id=source_id,
+                  text=text, kind=kind, meta={"tags": ["birds"]} if "falcon" in text else {})
+    return SourceUpdate(op="upsert", source_id=source_id, chunks=(chunk,),
+                        vectors=emb.encode([text]), embedder=emb.name, ts=1_700_000_000.0)
+
+
+@pytest.fixture()
+def filled(tmp_path: Path) -> Path:
+    emb = load_embedder("hash")
+    assert isinstance(emb, HashEmbedder)
+    with TextIndex(tmp_path / "index", emb) as index:
+        index.apply([
+            _update(emb, "kb/falcons", "The red falcon nests on sea cliffs near Vask."),
+            _update(emb, "kb/tax", "Quarterly tax filing deadlines for small shops."),
+            _update(emb, "sheets/prices", "Item: falcon feed. Price: 12 marks.", kind="csv"),
+        ])
+    return tmp_path
+
+
+def _search(data_dir: Path, *args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["search", *args, "--data-dir", str(data_dir)],
+                         env={**ENV, **(env or {})})
+
+
+def test_json_lines_rank_hits_with_scores_and_sources(filled: Path) -> None:
+    result = _search(filled, "red falcon cliffs", "--k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["source_id"] == "kb/falcons" and rows[0]["score"] >= rows[1]["score"]
+    assert rows[0]["chunk_id"] and "falcon" in rows[0]["snippet"]
+
+
+def test_table_output_and_filters(filled: Path) -> None:
+    result = _search(filled, "falcon")
+    assert result.exit_code == 0, result.output
+    assert "kb/falcons" in result.stdout and "score" in result.stdout
+    only_csv = _search(filled, "falcon", "--filter", "kind=csv", "--json")
+    assert [json.loads(x)["source_id"] for x in only_csv.stdout.splitlines()] == [
+        "sheets/prices"]
+    by_prefix = _search(filled, "falcon", "-f", "source=kb/", "-f", "tag=birds", "--json")
+    assert [json.loads(x)["source_id"] for x in by_prefix.stdout.splitlines()] == [
+        "kb/falcons"]
+    later = _search(filled, "falcon", "-f", "since=2024-01-01", "--json")
+    assert later.exit_code == 0 and later.stdout.strip() == ""
+    earlier = _search(filled, "falcon", "-f", "until=2024-01-01", "--mode", "bm25", "--json")
+    assert {json.loads(x)["source_id"] for x in earlier.stdout.splitlines()} == {
+        "kb/falcons", "sheets/prices"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--filter", "colour=red"], "unknown filter key"),
+    (["--filter", "kind"], "key=value"),
+    (["--filter", "since=yesterday"], "ISO date"),
+    (["--filter", "lang=fr"], "unknown lang"),
+    (["--mode", "fuzzy"], "--mode"),
+])
+def test_bad_filters_and_modes_exit_2(filled: Path, args: list[str], message: str) -> None:
+    result = _search(filled, "falcon", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+@pytest.mark.kafka
+def test_search_syncs_from_the_broker_first(tmp_path: Path, kafka_bootstrap: str) -> None:
+    from kinject.config import load_settings
+    from kinject.stream.clients import make_producer
+    from kinject.stream.events import encode_update
+    from kinject.stream.topics import ensure_topics
+
+    settings = load_settings(data_dir=tmp_path, kafka={"bootstrap_servers": kafka_bootstrap,
+                                                       "topic_prefix": "clisearch"})
+    topics = ensure_topics(settings.kafka, kafka_bootstrap)
+    producer = make_producer(settings.kafka, kafka_bootstrap)
+    emb = load_embedder("hash")
+    assert isinstance(emb, HashEmbedder)
+    producer.send(topics.chunks, key=b"kb/otters",
+                  value=encode_update(_update(emb, "kb/otters", "Otters sleep under the pier.")))
+    producer.flush()
+    producer.close()
+    result = _search(tmp_path, "otters pier", "--json",
+                     env={"KINJECT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+                          "KINJECT_KAFKA__TOPIC_PREFIX": "clisearch"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["source_id"] == "kb/otters"
