@@ -171,3 +171,19 @@ def test_config_is_validated_and_names_the_bad_value() -> None:
 def test_nothing_to_train_on_is_an_error(sharp_lm_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingFailed, match="empty"):
         LoraTrainer(_fast()).train(sharp_lm_dir, [], [], tmp_path)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="no CUDA device")
+def test_a_gpu_trains_in_bf16(sharp_lm_dir: Path, examples: list, tmp_path: Path) -> None:
+    result = LoraTrainer(_fast(epochs=3, device="auto")).train(sharp_lm_dir, examples,
+                                                                examples[:8], tmp_path / "run")
+    assert result.metrics["device"].startswith("cuda")
+    assert result.metrics["held_out_loss_best"] < result.metrics["held_out_loss_first"]
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
