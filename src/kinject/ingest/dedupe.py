@@ -74,6 +74,20 @@ def signature_from_bytes(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=_SIG_DTYPE).astype(np.uint32)
 
 
+class _Signed:
+    """What MinHashLSH reads of a MinHash (its values, scheme and length), without the cost
+    of building one for every insert and query."""
+
+    __slots__ = ("hashvalues",)
+    scheme = _SCHEME
+
+    def __init__(self, hashvalues: np.ndarray) -> None:
+        self.hashvalues = hashvalues
+
+    def __len__(self) -> int:
+        return len(self.hashvalues)
+
+
 class ExactDeduper:
     """First key seen for each exact text (by content hash); in memory, for one batch/process."""
 
@@ -178,7 +192,7 @@ class NearDuplicateIndex:
                 if key in self._sigs:
                     continue
                 self._sigs[key], self._source_of[key] = sig, src
-                session.insert(key, self._as_minhash(sig), check_duplication=False)
+                session.insert(key, _Signed(sig), check_duplication=False)
                 n += 1
         return n
 
@@ -209,7 +223,7 @@ class NearDuplicateIndex:
         with self._lock:
             if not self._sigs:
                 return []
-            candidates = self._lsh.query(self._as_minhash(sig))
+            candidates = self._lsh.query(_Signed(sig))
             scored = [(float(np.mean(self._sigs[k] == sig)), k) for k in candidates]
         return [(k, s) for s, k in sorted(scored, key=lambda p: (-p[0], p[1]))
                 if s >= self.threshold]
@@ -247,7 +261,7 @@ class NearDuplicateIndex:
                 if self._sigs.pop(key, None) is not None:
                     self._lsh.remove(key)
                 self._sigs[key], self._source_of[key] = sig, src
-                self._lsh.insert(key, self._as_minhash(sig), check_duplication=False)
+                self._lsh.insert(key, _Signed(sig), check_duplication=False)
         return len(rows)
 
     def load_signatures(self, items: Iterable[tuple[str, np.ndarray, str | None]]) -> int:
