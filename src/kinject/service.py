@@ -263,25 +263,6 @@ class KinjectService:
         finally:
             store.close()
 
-def _images_from_text_hits(hits: list[Hit], k: int) -> list[ImageHit]:
-    """Images behind the caption/OCR chunks among text hits, one per image, best first."""
-    from kinject.index.image_index import ImageHit
-
-    found: dict[str, dict[str, Any]] = {}
-    for hit in hits:
-        image_id = hit.meta.get("image_id")
-        if hit.meta.get("kind") != "image" or not image_id:
-            continue
-        entry = found.setdefault(str(image_id), {"source_id": hit.source_id, "score": hit.score,
-                                                 "caption": "", "ocr_text": "",
-                                                 "meta": dict(hit.meta)})
-        unit = "caption" if hit.meta.get("unit") == "caption" else "ocr_text"
-        entry[unit] = (entry[unit] + " " + hit.text).strip()
-    ranked = sorted(found.items(), key=lambda kv: -float(kv[1]["score"]))[:k]
-    return [ImageHit(image_id=iid, source_id=e["source_id"], caption=e["caption"],
-                     ocr_text=e["ocr_text"], score=float(e["score"]), meta=e["meta"])
-            for iid, e in ranked]
-
     # -- serving: publishing, lineage, dead letters, readiness (kinject serve, the API) -------
     def attach(self, bootstrap: str) -> None:
         """Use the broker at ``bootstrap`` for publish, dlq and status (closed by close())."""
