@@ -44,3 +44,20 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def learnable_lm_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model, wider and with larger initial weights: the fixture's 32-wide model
+    with 0.02-scale weights bounds its logits so tightly that a LoRA adapter cannot make one
+    answer clearly likelier than another, and facts could not be learnt at all."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    cfg = AutoConfig.from_pretrained(str(tiny_lm_dir))
+    cfg.initializer_range, cfg.hidden_size, cfg.intermediate_size = 0.2, 64, 128
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("learnable-lm")
+    LlamaForCausalLM(cfg).save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(tiny_lm_dir)).save_pretrained(str(out))
+    return out

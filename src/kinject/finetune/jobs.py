@@ -301,9 +301,12 @@ def run_cycle(
     publish: bool = True,
     train_config: TrainConfig | None = None,
     bootstrap: str | None = None,
+    early_stopping: bool = True,
 ) -> CycleResult:
     """Run one fine-tuning cycle now; see the module docstring. Raises JobBusy when another
-    cycle runs. ``job_id`` (in ``store``) receives status, progress and the result."""
+    cycle runs. ``job_id`` (in ``store``) receives status, progress and the result.
+    ``early_stopping=False`` trains every epoch and keeps the last weights (no held-out
+    questions go to the trainer; the gate still asks them)."""
     lock = CycleLock(finetune_dir(settings.data_dir) / "cycle.lock")
     own_store = store is None and job_id is not None
     if own_store:
@@ -322,7 +325,8 @@ def run_cycle(
         raise
     note(status="running", started_at=time.time(), stage="starting", pid=os.getpid())
     try:
-        result = _cycle(settings, note, progress, publish, train_config, bootstrap)
+        result = _cycle(settings, note, progress, publish, train_config, bootstrap,
+                        early_stopping)
     except BaseException as exc:
         log.exception("fine-tuning cycle failed; the active adapter is unchanged")
         note(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time())
@@ -338,8 +342,8 @@ def run_cycle(
 
 
 def _cycle(settings: Settings, note: Callable[..., None], progress: Progress | None,
-           publish: bool, train_config: TrainConfig | None, bootstrap: str | None
-           ) -> CycleResult:
+           publish: bool, train_config: TrainConfig | None, bootstrap: str | None,
+           early_stopping: bool = True) -> CycleResult:
     from kinject.finetune.corpus import CorpusStore
     from kinject.finetune.registry import AdapterRegistry
 
@@ -367,14 +371,14 @@ def _cycle(settings: Settings, note: Callable[..., None], progress: Progress | N
         closed = corpus.next_cycle() - 1  # what arrives from now on is the next cycle's
         return _train_and_gate(settings, corpus, registry, init, since, closed, base_dir,
                                base_hash, tainted, note, progress, publish, train_config,
-                               bootstrap, t0)
+                               bootstrap, t0, early_stopping)
 
 
 def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRegistry,
                     init: Any, since: int, closed: int, base_dir: Path, base_hash: str,
                     tainted: list[str], note: Callable[..., None], progress: Progress | None,
                     publish: bool, train_config: TrainConfig | None, bootstrap: str | None,
-                    t0: float) -> CycleResult:
+                    t0: float, early_stopping: bool = True) -> CycleResult:
     from kinject.finetune.corpus import CorpusStore
     from kinject.finetune.evaluate import ClosedBookEvaluator
     from kinject.finetune.ewc import EwcState
@@ -414,7 +418,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
 
     run_dir = finetune_dir(settings.data_dir) / "run"
     result = LoraTrainer(config).train(
-        base_dir, train, _as_examples(stop_qs), run_dir,
+        base_dir, train, _as_examples(stop_qs) if early_stopping else [], run_dir,
         init_adapter=registry.path(init.version) if init is not None else None, ewc=ewc,
         replay=replay, general=general_train(), progress=on_progress)
     lineage = CorpusStore.sources_of(train) | CorpusStore.sources_of(replay)
@@ -498,6 +502,24 @@ def _announce(settings: Settings, change: Any, publish: bool, bootstrap: str | N
         log.error("could not announce the adapter change on Kafka: %s", exc)
     except Exception as exc:  # a Kafka client error must not undo a promotion
         log.error("could not announce the adapter change on Kafka: %s", exc)
+
+
+def deletion_hook(settings: Settings, *, publish: bool = True, bootstrap: str | None = None
+                  ) -> Callable[[str], list[str]]:
+    """For the corpus materialiser's ``on_delete``: taint every adapter trained on the
+    deleted source; when the serving one is among them, ACTIVE falls back to its newest
+    untainted promoted ancestor (or the base) and the change is announced."""
+    from kinject.finetune.registry import AdapterRegistry
+
+    registry = AdapterRegistry.for_data_dir(settings.data_dir)
+
+    def on_delete(source_id: str) -> list[str]:
+        tainted, change = registry.taint_source(source_id)
+        if change is not None:
+            _announce(settings, change, publish, bootstrap)
+        return tainted
+
+    return on_delete
 
 
 # -- background jobs and the scheduler -----------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from kinject.config import KafkaSettings
@@ -38,8 +39,12 @@ class _Reconnect(Exception):
 
 class CorpusMaterialiser:
     def __init__(self, kafka: KafkaSettings, bootstrap: str, store: CorpusStore, *,
-                 group_id: str | None = None, max_records: int = 256) -> None:
+                 group_id: str | None = None, max_records: int = 256,
+                 on_delete: Callable[[str], object] | None = None) -> None:
         self.kafka = kafka
+        # Called with the source id once a delete is in the store: deletes reach the weights
+        # (kinject.finetune.jobs.deletion_hook taints the adapters trained on the source).
+        self.on_delete = on_delete
         self.bootstrap = bootstrap
         self.store = store
         self.topics = Topics.from_settings(kafka)
@@ -123,6 +128,8 @@ class CorpusMaterialiser:
             return 0
         if update.op == "delete":
             self.examples_removed += self.store.remove_source(update.source_id)
+            if self.on_delete is not None:
+                self.on_delete(update.source_id)
         else:
             added, removed = self.store.replace_source(update.source_id, list(update.chunks))
             self.examples_added += added
