@@ -46,7 +46,7 @@ def _by_form(examples: list) -> dict[str, list]:
 
 def test_english_text_gets_every_form(english: Chunk) -> None:
     forms = _by_form(build_examples(english, ["Tom Hale keeps the lighthouse at Gullspire."]))
-    assert set(forms) == {"passage", "rephrase", "permute", "cloze", "raft"}
+    assert set(forms) == {"passage", "rephrase", "permute", "qa", "cloze", "raft"}
     assert forms["passage"][0].completion == english.text and forms["passage"][0].prompt == ""
     # full-name repetition: the pronouns became the name
     assert "Ada Lind studied physics" in forms["rephrase"][0].completion
@@ -142,3 +142,27 @@ def test_config_controls_the_number_of_forms(english: Chunk) -> None:
     with pytest.raises(ValueError, match="qa_per_fact"):
         AugmentConfig(qa_per_fact=0)
 
+
+
+def test_named_relations_in_text_become_natural_questions(english: Chunk,
+                                                          chinese: Chunk) -> None:
+    qa = {(e.prompt, e.completion) for e in build_examples(english) if e.form == "qa"}
+    assert {("Where was Ada Lind born?", "Osk"), ("When was Ada Lind born?", "March 2, 1990"),
+            ("Where did Ada Lind study?", "Marrow University"),
+            ("Who does Ada Lind work for?", "Tallow Labs")} <= qa
+    zh = {(e.prompt, e.completion) for e in build_examples(chinese) if e.form == "qa"}
+    assert {("李明毕业于哪所学校？", "清华大学"), ("李明是什么时候出生的？", "1985年")} <= zh
+    held = {(q.question, q.answer) for q in eval_questions(english) if q.form == "relation"}
+    assert ("In which town did Ada Lind come into the world?", "Osk") in held
+
+
+def test_a_pronoun_refers_to_the_last_person_named() -> None:
+    chunk = _chunks(Record(source_id="kb/two", kind="text", content=(
+        b"Ada Lind was born in 1990. Tom Hale works for Harbour Board. He lives in Fenwick. "
+        b"The Osk ferry was built in 1921.")))[0]
+    qa = {(e.prompt, e.completion) for e in build_examples(chunk) if e.form == "qa"}
+    assert ("Where does Tom Hale live?", "Fenwick") in qa
+    assert ("Who does Tom Hale work for?", "Harbour Board") in qa
+    assert not any("Ada Lind" in p and a in ("Fenwick", "1921") for p, a in qa)
+    rephrased = next(e for e in build_examples(chunk) if e.form == "rephrase")
+    assert "Tom Hale lives in Fenwick" in rephrased.completion

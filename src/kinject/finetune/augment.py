@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from kinject.finetune.relations import HELD_OUT, TRAIN, relation_of
 from kinject.types import Chunk, TrainingExample, content_hash
 
 # The RAG reader's system prompt (kinject.rag.service.SYSTEM_PROMPT, kept equal by a test):
@@ -93,11 +94,11 @@ class Fact:
     """One thing a chunk states: ``subject``'s ``field`` is ``answer`` (a row field), or a
     sentence whose ``answer`` span can be blanked out (``cloze``)."""
 
-    kind: str  # "field" or "cloze"
+    kind: str  # "field" (a row's field), "relation" (a named relation in text) or "cloze"
     subject: str
     answer: str
     lang: str
-    field: str = ""
+    field: str = ""  # the row's field, or the relation's name
     sentence: str = ""  # the sentence holding the answer (the evidence for RAFT)
     masked: str = ""  # the sentence with the answer blanked (cloze)
 
@@ -110,7 +111,7 @@ class QAPair:
     answer: str
     source_id: str
     chunk_id: str
-    form: str  # "field" or "cloze"
+    form: str  # "field", "relation" or "cloze"
     lang: str = "en"
     cycle: int = 0
 
@@ -207,17 +208,22 @@ def row_fields(chunk: Chunk) -> tuple[str, list[tuple[str, str]]]:
     return subject, fields
 
 
+def leading_name(sentence: str, lang: str) -> str:
+    """The name a sentence starts with ("Ada Lind was ...", "蓝湖科技成立于 ..."), or ""."""
+    if lang == "zh":
+        cut = min((i for w in _ZH_PREDICATES if (i := sentence.find(w)) > 0), default=-1)
+        return sentence[:cut] if 2 <= cut <= 10 else ""
+    m = _EN_SUBJECT.match(sentence)
+    if m and m.group(1).split()[0] not in _STOP_CAPS:
+        return m.group(1).rstrip(".")
+    return ""
+
+
 def text_subject(chunk: Chunk, sentences: Sequence[str], lang: str) -> str:
     """Who or what a text is about: the leading name of its first sentence, else its title."""
-    first = sentences[0] if sentences else chunk.text
-    if lang == "zh":
-        cut = min((i for w in _ZH_PREDICATES if (i := first.find(w)) > 0), default=-1)
-        if 2 <= cut <= 10:
-            return first[:cut]
-    else:
-        m = _EN_SUBJECT.match(first)
-        if m and m.group(1).split()[0] not in _STOP_CAPS:
-            return m.group(1).rstrip(".")
+    name = leading_name(sentences[0] if sentences else chunk.text, lang)
+    if name:
+        return name
     title = str(chunk.meta.get("title") or "").strip()
     return title if title and "." not in title[-5:] else ""
 
@@ -236,6 +242,30 @@ def repeat_full_name(sentence: str, subject: str, lang: str) -> str:
     if _EN_POSSESSIVE.match(sentence):
         return _EN_POSSESSIVE.sub(f"{subject}'s", sentence, count=1)
     return _EN_PRONOUN.sub(subject, sentence, count=1)
+
+
+def _starts_with_pronoun(sentence: str, lang: str) -> bool:
+    if lang == "zh":
+        return sentence[:1] in ("他", "她", "它") and sentence[1:2] != "们"
+    return bool(_EN_PRONOUN.match(sentence) or _EN_POSSESSIVE.match(sentence))
+
+
+def resolve_sentences(sentences: Sequence[str], subject: str, lang: str
+                      ) -> list[tuple[str, str]]:
+    """Each sentence with its pronoun replaced by the name it refers to (the last name a
+    sentence started with), and who the sentence is about ("" when it cannot tell)."""
+    out: list[tuple[str, str]] = []
+    current = subject
+    for sentence in sentences:
+        name = leading_name(sentence, lang)
+        if name:
+            current = name
+            out.append((sentence, name))
+        elif _starts_with_pronoun(sentence, lang) and current:
+            out.append((repeat_full_name(sentence, current, lang), current))
+        else:
+            out.append((sentence, ""))
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -298,8 +328,10 @@ def extract_facts(chunk: Chunk, limit: int = 12) -> list[Fact]:
     sentences = split_sentences(chunk.text, lang)
     subject = text_subject(chunk, sentences, lang)
     facts: list[Fact] = []
-    for original in sentences:
-        resolved = _ENRICHMENT.sub("", repeat_full_name(original, subject, lang))
+    related: list[Fact] = []
+    for original, (resolved, who) in zip(sentences, resolve_sentences(sentences, subject, lang),
+                                         strict=True):
+        resolved = _ENRICHMENT.sub("", resolved)
         spans = _zh_spans(resolved, subject) if lang == "zh" else _en_spans(resolved, subject)
         # the last spans of a sentence are usually its objects ("... was born in Osk")
         for span in spans[-2:]:
@@ -307,11 +339,17 @@ def extract_facts(chunk: Chunk, limit: int = 12) -> list[Fact]:
             if masked == resolved or len(masked.replace(_BLANK, "").strip()) < 4:
                 continue
             facts.append(Fact("cloze", subject, span, lang, sentence=original, masked=masked))
-    # spread the limit over the sentences: the first facts of each sentence first
-    return facts[:limit]
+            relation = relation_of(resolved, span, lang) if who and span not in who else None
+            if relation is not None:
+                related.append(Fact("relation", who, span, lang, field=relation,
+                                    sentence=original, masked=masked))
+    # natural questions first: they are the form people ask in
+    return (related + facts)[:limit]
 
 
 def _question(fact: Fact, variant: int) -> str:
+    if fact.kind == "relation":
+        return TRAIN[fact.lang][fact.field][variant].format(s=fact.subject)
     if fact.kind == "field":
         return _FIELD_TRAIN[fact.lang][variant].format(field=fact.field, subject=fact.subject)
     return _CLOZE_TRAIN[fact.lang][variant].format(masked=fact.masked)
@@ -319,6 +357,8 @@ def _question(fact: Fact, variant: int) -> str:
 
 def held_out_question(fact: Fact) -> str:
     """The evaluation phrasing of a fact: no training form uses it."""
+    if fact.kind == "relation":
+        return HELD_OUT[fact.lang][fact.field].format(s=fact.subject)
     if fact.kind == "field":
         return _FIELD_HELD_OUT[fact.lang].format(field=fact.field, subject=fact.subject)
     return _CLOZE_HELD_OUT[fact.lang].format(masked=fact.masked)
@@ -364,7 +404,7 @@ def _rephrasings(chunk: Chunk, lang: str, rng: random.Random, cfg: AugmentConfig
         return out
     sentences = split_sentences(chunk.text, lang)
     subject = text_subject(chunk, sentences, lang)
-    resolved = [repeat_full_name(s, subject, lang) for s in sentences]
+    resolved = [r for r, _ in resolve_sentences(sentences, subject, lang)]
     if resolved != sentences:
         out.append(("rephrase", joiner.join(resolved)))
     seen = {tuple(resolved)}
@@ -396,7 +436,7 @@ def build_examples(chunk: Chunk, distractors: Sequence[str] = (), *, cycle: int 
         examples.append(_example(chunk, form, body, "", body, lang, cycle))
     facts = extract_facts(chunk, cfg.max_facts)
     for fact in facts:
-        form = "qa" if fact.kind == "field" else "cloze"
+        form = "cloze" if fact.kind == "cloze" else "qa"
         for variant in range(cfg.qa_per_fact):
             q = _question(fact, variant)
             examples.append(_example(chunk, form, q, q, fact.answer, lang, cycle))
