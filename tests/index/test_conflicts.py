@@ -9,7 +9,7 @@ from kinject.index.changes import SourceUpdate
 from kinject.index.conflicts import extract_facts, read_conflicts, store_conflicts
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
-from kinject.index.visibility import superseded_by
+from kinject.index.visibility import hidden_chunks, superseded_by
 from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.types import Record, content_hash
 
@@ -72,6 +72,9 @@ def test_an_older_record_arriving_late_does_not_win(
         loser = next(c for c in ingest_record(old).chunks if "Gullspire" in c.text)
         winner = next(c for c in ingest_record(new).chunks if "Gullspire" in c.text)
         assert superseded_by(index.docstore, loser.chunk_id) == winner.chunk_id
+        assert hidden_chunks(index.docstore, "census/2020.csv")[loser.chunk_id] == {
+            "superseded_by": winner.chunk_id}
+        assert hidden_chunks(index.docstore, "census/2023.csv") == {}
 
 
 def test_deleting_the_newer_source_brings_the_older_value_back(

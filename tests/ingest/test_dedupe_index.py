@@ -8,7 +8,7 @@ from pathlib import Path
 from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex, TextIndexConfig
-from kinject.index.visibility import near_duplicate_of
+from kinject.index.visibility import hidden_chunks, near_duplicate_of
 from kinject.types import Chunk, content_hash
 
 LIGHTHOUSE = (
@@ -61,6 +61,9 @@ def test_a_near_copy_from_another_source_is_kept_but_searched_once(
         assert index.docstore is not None
         copy = content_hash("mirror.html", LIGHTHOUSE_EDITED)
         assert near_duplicate_of(index.docstore, copy) == content_hash("guild.txt", LIGHTHOUSE)
+        assert hidden_chunks(index.docstore, "mirror.html") == {
+            copy: {"near_duplicate_of": content_hash("guild.txt", LIGHTHOUSE)}}
+        assert hidden_chunks(index.docstore, "guild.txt") == {}
         # an unrelated text of the same source is searchable as ever
         assert "guild.txt" in _found(index, "morning ferry Brinmore")
 

@@ -355,3 +355,19 @@ def superseded_by(store: Docstore, chunk_id: str) -> str | None:
         row = db.execute("SELECT superseded_by FROM superseded WHERE chunk_id=?",
                          (chunk_id,)).fetchone()
     return str(row[0]) if row else None
+
+
+def hidden_chunks(store: Docstore, source_id: str) -> dict[str, dict[str, str]]:
+    """The source's chunks that search does not show, and why: ``{chunk_id:
+    {"near_duplicate_of": id}}`` or ``{"superseded_by": id}`` (both when both hold)."""
+    out: dict[str, dict[str, str]] = {}
+    with store.transaction() as db:
+        for cid, dup in db.execute(
+                "SELECT d.chunk_id, d.near_duplicate_of FROM duplicates d JOIN chunks c "
+                "ON c.chunk_id = d.chunk_id WHERE c.source_id=?", (source_id,)):
+            out.setdefault(cid, {})["near_duplicate_of"] = dup
+        for cid, newer in db.execute(
+                "SELECT s.chunk_id, s.superseded_by FROM superseded s JOIN chunks c "
+                "ON c.chunk_id = s.chunk_id WHERE c.source_id=?", (source_id,)):
+            out.setdefault(cid, {})["superseded_by"] = newer
+    return out
