@@ -83,7 +83,8 @@ def text_index_from_settings(settings: Settings) -> TextIndex:
         ann=AnnConfig(hnsw_threshold=ix.hnsw_threshold, hnsw_m=ix.hnsw_m,
                       ef_construction=ix.hnsw_ef_construction, ef_search=ix.hnsw_ef_search),
         rrf_k=ix.rrf_k,
-        near_duplicate_threshold=settings.ingest.near_duplicate_threshold,
+        near_duplicate_threshold=(settings.ingest.near_duplicate_threshold
+                                  if settings.ingest.dedupe else None),
     )
     return TextIndex(settings.data_dir / "index", embedder, zh_embedder=zh, config=config)
 

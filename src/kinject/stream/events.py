@@ -25,6 +25,7 @@ def encode_update(update: SourceUpdate) -> bytes:
         "content_hash": update.content_hash,
         "record_position": list(update.record_position) if update.record_position else None,
         "embedder": update.embedder,
+        "ts": update.ts,
         "dim": int(vecs.shape[1]) if vecs.ndim == 2 and len(vecs) else 0,
         "vectors_b64": base64.b64encode(vecs.tobytes()).decode("ascii") if len(vecs) else "",
         "chunks": [
@@ -80,6 +81,7 @@ def decode_update(value: bytes) -> SourceUpdate:
         record_position=(pos[0], int(pos[1]), int(pos[2])) if pos else None,
         embedder=body.get("embedder", ""),
         extra=tuple(_decode_extra(x) for x in body.get("extra") or ()),
+        ts=float(body["ts"]) if body.get("ts") is not None else None,
     )
 
 

@@ -65,6 +65,7 @@ class _Pending:
     position: tuple[str, int, int]
     digest: str | None
     images: list[ImageItem] | None = None
+    ts: float | None = None  # the record's timestamp: the newer of conflicting rows wins
 
 
 class IngestWorker:
@@ -262,7 +263,7 @@ class IngestWorker:
             self._dead_letter(msg, f"{type(exc).__name__}: {exc}", "ingest", type(exc).__name__)
             return None
         return _Pending(msg, record.source_id, "upsert", list(result.chunks), position,
-                        content_hash(record.content), list(result.images))
+                        content_hash(record.content), list(result.images), record.ts)
 
     def _embed(self, pending: list[_Pending]) -> list[SourceUpdate]:
         texts = [c.text for p in pending for c in p.chunks]
@@ -290,6 +291,7 @@ class IngestWorker:
                     record_position=p.position,
                     embedder=self.embedder.name,
                     extra=extras.get(id(p), ()),
+                    ts=p.ts,
                 )
             )
             start += n
