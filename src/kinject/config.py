@@ -111,6 +111,10 @@ class IngestSettings(BaseModel):
     min_informativeness: float = Field(default=0.05, ge=0.0, lt=1.0)
     batch_size: int = Field(default=32, ge=1)
     linger_ms: int = Field(default=200, ge=0)
+    # A chunk this similar (MinHash-estimated Jaccard of its shingles) to a chunk of another
+    # source is kept in the docstore but not searched (the first one is). dedupe=false: off.
+    dedupe: bool = True
+    near_duplicate_threshold: float = Field(default=0.9, ge=0.5, le=1.0)
 
 
 class FinetuneSettings(BaseModel):
