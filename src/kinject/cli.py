@@ -685,6 +685,44 @@ def search(
 
 
 @app.command()
+def conflicts(
+    entity: Annotated[str | None, typer.Option("--entity", help="Only this entity.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List contradictions between structured sources: the same entity and field with
+    different values, each with its source and record time. The newest value is the one
+    search returns; the others stay stored."""
+    import datetime
+    import json
+
+    from kinject.index.conflicts import read_conflicts
+
+    try:
+        settings = _settings(config, data_dir)
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    found = read_conflicts(settings.data_dir / "index" / "docstore.sqlite", entity)
+    if as_json:
+        for c in found:
+            typer.echo(json.dumps(c.to_dict(), ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(found)} conflict(s)")
+    for col in ("entity", "field", "value", "source id", "record time", "searched"):
+        table.add_column(col, overflow="fold")
+    for c in found:
+        for n, v in enumerate(c.values):
+            when = datetime.datetime.fromtimestamp(v["ts"]).isoformat(" ", "seconds")
+            table.add_row(c.entity if n == 0 else "", c.field if n == 0 else "",
+                          str(v["value"]), v["source_id"], when, "yes" if n == 0 else "")
+    Console().print(table)
+
+
+@app.command()
 def version() -> None:
     """Print kinject's version."""
     from kinject import __version__

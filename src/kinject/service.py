@@ -320,8 +320,13 @@ class KinjectService:
         events = self._docstore().lineage(source_id)
         if not events:
             raise NotFound(f"no source {source_id!r} has reached this index")
+        from kinject.index.visibility import hidden_chunks
+
         return {"source_id": source_id, "events": events,
-                "chunks_now": events[-1]["chunk_ids"] if events[-1]["op"] == "upsert" else []}
+                "chunks_now": events[-1]["chunk_ids"] if events[-1]["op"] == "upsert" else [],
+                # chunks kept but not searched: duplicates of another source's chunk, rows
+                # superseded by a newer conflicting one (see `kinject conflicts`)
+                "hidden": hidden_chunks(self._docstore(), source_id)}
 
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest ``limit`` dead letters, newest last."""
