@@ -158,3 +158,22 @@ def test_entities_and_fields_of_structured_chunks() -> None:
     assert facts is not None and facts.entity == "gs-1" and "height" in facts.fields
     (text,) = ingest_record(Record("n.txt", kind="text", content=b"Name: Gullspire.")).chunks
     assert extract_facts(text) is None
+
+
+def test_a_first_column_that_repeats_is_not_taken_for_an_entity(
+    tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    # "country" comes first and repeats: it names no single row, so nothing conflicts,
+    # although both files have a Norland row with another city and population.
+    a = Record("a.csv", kind="csv", ts=1.0,
+               content=b"country,city,population\nNorland,Gullspire,41000\nNorland,Tessel,900\n")
+    b = Record("b.csv", kind="csv", ts=2.0,
+               content=b"country,city,population\nNorland,Brinmore,7000\nSudmark,Osk,300\n")
+    # ... while ids are a poorer entity than names: rows numbered alike are not compared
+    c = Record("c.csv", kind="csv", ts=3.0, content=b"id,name,mayor\n1,Gullspire,Ada Brisk\n")
+    d = Record("d.csv", kind="csv", ts=4.0, content=b"id,name,mayor\n1,Tessel,Ida Moor\n")
+    with TextIndex(tmp_path, hash_embedder) as index:
+        index.apply([_update(hash_embedder, r) for r in (a, b, c, d)])
+        assert index.docstore is not None
+        assert store_conflicts(index.docstore) == []
+        assert len(index) == 6

@@ -4,9 +4,11 @@ A structured chunk (a CSV/TSV row, a SQL row, a JSON object or JSON-lines item) 
 *facts*: ``(entity, field) = value``. The entity is what the row is about:
 
 - SQL rows (``kinject ingest-sql``): the value of the key column (``meta["key"]``);
-- CSV/TSV rows: the value of the first column named ``id``, ``key``, ``name`` or ``title``
-  (any case), else of the first column;
-- JSON objects and items: the value of a top-level ``id``, ``key``, ``name`` or ``title``.
+- CSV/TSV rows: the value of the first column named ``name``, ``title``, ``id`` or ``key``
+  (in that order, any case; names travel between sources better than row numbers), else
+  of the first column, when its values are unique within the source (a column that
+  repeats, such as a country beside its cities, names no single row);
+- JSON objects and items: the value of a top-level ``name``, ``title``, ``id`` or ``key``.
 
 Entities and field labels are compared case-folded with spaces collapsed, values likewise
 and numbers by value (``41,000`` equals ``41000``). When chunks of two *different* sources
@@ -27,6 +29,7 @@ import json
 import re
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +70,7 @@ CREATE TABLE IF NOT EXISTS conflicts (
 );
 """
 
-ENTITY_LABELS = ("id", "key", "name", "title")
+ENTITY_LABELS = ("name", "title", "id", "key")
 _STRUCTURED_KINDS = frozenset({"csv", "tsv", "sql", "json", "jsonl"})
 _SPACES = re.compile(r"\s+")
 _NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:[,_ ]\d{3})+|\d+)(?:\.\d+)?")
@@ -97,6 +100,8 @@ class Facts:
     entity: str
     entity_text: str
     fields: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (label, value)
+    # False when the entity is only a row's first column (trusted if unique in its source).
+    keyed: bool = True
 
 
 def extract_facts(chunk: Chunk) -> Facts | None:
@@ -130,9 +135,13 @@ def _row_facts(chunk: Chunk, row: Mapping[str, Any]) -> Facts | None:
         items = [(k, v) for k, v in items if _value_key(v) != _value_key(entity)]
     else:
         labels = [_key(k) for k, _ in items]
-        pick = next((labels.index(name) for name in ENTITY_LABELS if name in labels), 0)
+        named = next((labels.index(name) for name in ENTITY_LABELS if name in labels), None)
+        pick = 0 if named is None else named
         entity = items[pick][1]
-        items = items[:pick] + items[pick + 1 :]
+        facts = _facts(entity, items[:pick] + items[pick + 1 :])
+        if facts is not None and named is None:
+            facts = Facts(facts.entity, facts.entity_text, facts.fields, keyed=False)
+        return facts
     return _facts(entity, items)
 
 
@@ -189,10 +198,15 @@ class ConflictTracker:
         """Record the facts of new chunks; return the entities they touch."""
         touched: set[str] = set()
         rows = []
-        for chunk in chunks:
-            facts = extract_facts(chunk) if chunk.kind in _STRUCTURED_KINDS else None
+        found = [(c, extract_facts(c) if c.kind in _STRUCTURED_KINDS else None) for c in chunks]
+        seen = Counter((c.source_id, f.entity) for c, f in found if f is not None)
+        for chunk, facts in found:
             if facts is None:
                 continue
+            if not facts.keyed and (seen[(chunk.source_id, facts.entity)] > 1 or db.execute(
+                    "SELECT 1 FROM facts WHERE source_id=? AND entity=? AND chunk_id<>? LIMIT 1",
+                    (chunk.source_id, facts.entity, chunk.chunk_id)).fetchone()):
+                continue  # the first column repeats in this source: it is not a key
             touched.add(facts.entity)
             rows += [(chunk.chunk_id, chunk.source_id, facts.entity, facts.entity_text, f,
                       label, value, ts) for f, (label, value) in facts.fields.items()]
