@@ -77,6 +77,12 @@ def test_run_a_cycle_then_list_show_activate_and_roll_back(env: Path) -> None:
     back = runner.invoke(app, ["adapters", "rollback"])
     assert back.exit_code == 0 and registry.active() is None
 
+    from kinject.config import load_settings
+    from kinject.doctor import check_adapters
+
+    doctor = check_adapters(load_settings())
+    assert doctor.status == "ok" and "serving the base model" in doctor.detail
+
     jobs = runner.invoke(app, ["finetune", "jobs"])
     assert jobs.exit_code == 0 and "succeeded" in jobs.output and "skipped" in jobs.output
 

@@ -166,9 +166,28 @@ def check_api(s: Settings) -> Check:
     return Check("API server", "ok", f"fastapi {_version('fastapi')}", required=False)
 
 
+def check_adapters(s: Settings) -> Check:
+    """The serving adapter and the registry's versions (none until a cycle promotes one)."""
+    from kinject.finetune.registry import AdapterRegistry
+
+    root = s.data_dir / "adapters"
+    if not root.is_dir():
+        return Check("adapters", "off", "none yet: the base model serves (kinject finetune run)",
+                     required=False)
+    registry = AdapterRegistry(root)
+    versions = registry.versions()
+    by_status: dict[str, int] = {}
+    for v in versions:
+        by_status[v.status] = by_status.get(v.status, 0) + 1
+    active = registry.active()
+    counts = ", ".join(f"{n} {st}" for st, n in sorted(by_status.items())) or "no versions"
+    return Check("adapters", "ok", f"serving {active[:12] if active else 'the base model'}; "
+                                   f"{counts}", required=False)
+
+
 CHECKS: tuple[Callable[[Settings], Check | list[Check]], ...] = (
     check_data_dir, check_embedder, check_multilingual, check_generator, check_broker,
-    check_ocr, check_clip, check_gpu, check_api,
+    check_ocr, check_clip, check_gpu, check_api, check_adapters,
 )
 
 
