@@ -52,6 +52,10 @@ def test_answer_only_loss_for_questions_full_text_for_passages(sharp_lm_dir: Pat
     text = tok.decode(learnt)
     assert text.startswith(qa.completion) and qa.prompt not in text
     assert enc.labels[: len(enc.labels) - len(learnt)] == [IGNORE] * (len(enc.labels) - len(learnt))
+    # asked with a system prompt (as the serving side asks): still only the answer is learnt
+    with_system = encode(tok, qa, 256, qa_system="Answer briefly from what you know.")
+    assert "Answer briefly" in tok.decode(with_system.input_ids)
+    assert [t for t in with_system.labels if t != IGNORE] == learnt
     passage = next(e for e in examples if e.form == "passage")
     enc = encode(tok, passage, 256)
     assert enc.labels == enc.input_ids  # every token of a passage is learnt

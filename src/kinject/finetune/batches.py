@@ -36,12 +36,15 @@ def chat_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     return f"{head}Question: {prompt}\nAnswer: "
 
 
-def render(tokenizer: Any, example: TrainingExample) -> tuple[str, str]:
-    """(masked prefix, learnt text) of an example."""
+def render(tokenizer: Any, example: TrainingExample, qa_system: str = "",
+           raft_system: str = READER_SYSTEM_PROMPT) -> tuple[str, str]:
+    """(masked prefix, learnt text) of an example. Questions are asked with ``qa_system``
+    as the system prompt (none when empty), RAFT examples with ``raft_system``: set them to
+    what the model is asked with at serving time."""
     eos = tokenizer.eos_token or ""
     if not example.prompt:
         return "", example.completion + eos
-    system = READER_SYSTEM_PROMPT if example.form == "raft" else None
+    system = (raft_system if example.form == "raft" else qa_system) or None
     prefix = chat_prompt(tokenizer, example.prompt, system)
     if getattr(tokenizer, "chat_template", None):
         messages = [*chat_messages(example.prompt, system),
@@ -62,10 +65,11 @@ class Encoded:
         return sum(1 for t in self.labels if t != IGNORE)
 
 
-def encode(tokenizer: Any, example: TrainingExample, max_len: int) -> Encoded:
+def encode(tokenizer: Any, example: TrainingExample, max_len: int, qa_system: str = "",
+           raft_system: str = READER_SYSTEM_PROMPT) -> Encoded:
     """Token ids and labels; a too-long example loses the start of its prompt, never its
     answer (and a too-long passage is cut at ``max_len``)."""
-    prefix, target = render(tokenizer, example)
+    prefix, target = render(tokenizer, example, qa_system, raft_system)
     if not example.prompt:  # a passage: the tokenizer adds what it adds to plain text (BOS)
         ids = list(tokenizer(target, add_special_tokens=True)["input_ids"])[:max_len]
         return Encoded(ids, list(ids))  # the model shifts labels: the first is never learnt

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import KinjectError
+from kinject.finetune.augment import READER_SYSTEM_PROMPT
 from kinject.finetune.batches import Encoded, collate, encode
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.ewc import EwcPenalty, EwcState, estimate_fisher, param_key
@@ -83,6 +84,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda
     dtype: str = "auto"  # auto, float32, bfloat16, float16
+    # System prompts of question and RAFT examples: train in the prompt the model is asked in
+    # (closed-book questions and the RAG reader). Empty: no system turn.
+    qa_system: str = ""
+    raft_system: str = READER_SYSTEM_PROMPT
 
     def __post_init__(self) -> None:
         ints = {"r": 1, "alpha": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1,
@@ -208,7 +213,9 @@ class LoraTrainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-        enc = lambda e: encode(tok, e, cfg.max_seq_len)  # noqa: E731
+        def enc(e: TrainingExample) -> Encoded:
+            return encode(tok, e, cfg.max_seq_len, cfg.qa_system, cfg.raft_system)
+
         train_enc = [enc(e) for e in train]
         replay_enc = [enc(e) for e in replay]
         general_enc = [enc(_general_example(t)) for t in general]
