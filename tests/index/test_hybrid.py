@@ -217,3 +217,35 @@ def test_bm25_index_alone() -> None:
     t0 = time.perf_counter()
     bm.search("falcon", 1)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_workers_embed_only_chinese_chunks_a_second_time(tmp_path: Path) -> None:
+    from kinject.config import KafkaSettings
+    from kinject.ingest.pipeline import IngestConfig
+    from kinject.stream.ingest_worker import IngestWorker, _Pending
+
+    class Counting(HashEmbedder):
+        seen: list[str] = []
+
+        def encode(self, texts: Any, *, batch_size: int = 32) -> np.ndarray:
+            self.seen.extend(texts)
+            return super().encode(texts)
+
+    zh = Counting(dim=32)
+    worker = IngestWorker(KafkaSettings(), "127.0.0.1:1", IngestConfig(), HashEmbedder(64),
+                          zh_embedder=zh)
+    en_part = _update(HashEmbedder(64), "kb/en", ["plain English text"])
+    zh_part = _update(HashEmbedder(64), "kb/zh", ["English first", "王小明出生在大理。"])
+    pending = [_Pending(None, u.source_id, "upsert", list(u.chunks), ("t", 0, i), None)
+               for i, u in enumerate((en_part, zh_part))]
+    updates = worker._embed(pending)
+    assert zh.seen == ["王小明出生在大理。"]  # one call, only the Chinese chunk
+    assert updates[0].extra == ()
+    (extra,) = updates[1].extra
+    assert extra.space == "zh" and extra.positions == (1,) and extra.vectors.shape == (1, 32)
+    back = decode_update(encode_update(updates[1]))
+    with TextIndex(tmp_path, HashEmbedder(64), zh_embedder=zh) as index:
+        index.apply([back, updates[0]])
+        assert index.zh is not None and len(index.zh) == 1
+        assert zh.seen == ["王小明出生在大理。"]  # the replica used the vectors it was sent
+        assert index.search("王小明在哪里出生", 1)[0].source_id == "kb/zh"

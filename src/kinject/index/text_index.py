@@ -90,12 +90,14 @@ def text_index_from_settings(settings: Settings) -> TextIndex:
 
 
 def load_zh_embedder(settings: Settings) -> Embedder | None:
-    """The Chinese-route embedder (``models.embedder_zh``), or None when it is "none" or the
-    main embedder itself (a multilingual main embedder needs no second space)."""
+    """The Chinese-route embedder (``models.embedder_zh``), or None when it is "none", the
+    main embedder itself (a multilingual main embedder needs no second space) or when the
+    main one is the ``hash`` test embedder (it has no language to be weak in)."""
     from kinject.index.embedders import load_embedder
 
     spec = settings.models.embedder_zh.strip()
-    if spec.lower() in ("", "none") or spec == settings.models.embedder.strip():
+    main = settings.models.embedder.strip()
+    if spec.lower() in ("", "none") or spec == main or main.startswith("hash"):
         return None
     return load_embedder(spec)
 
