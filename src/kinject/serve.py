@@ -123,7 +123,8 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
     threads = []
 
     def materialise() -> None:
-        IndexMaterialiser(settings.kafka, bootstrap, svc.index, images=svc.images).run(stop)
+        IndexMaterialiser(settings.kafka, bootstrap, svc.index, images=svc.images,
+                          snapshot_every_s=settings.index.snapshot_every_s).run(stop)
 
     threads.append(_forever("kinject-materialiser", stop, materialise))
     if workers > 0:
