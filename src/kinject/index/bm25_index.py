@@ -24,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from collections import Counter
@@ -90,7 +91,8 @@ def tokenize(text: str) -> list[str]:
                 if p in stop_en:
                     continue
                 out.append(stem(p) if p.isalpha() else p)
-    return out
+    # Interned: the index keeps every chunk's tokens for rebuilds; words repeat a lot.
+    return [sys.intern(t) for t in out]
 
 
 @dataclass
@@ -141,6 +143,8 @@ class Bm25Index:
         self._delta: dict[int, Counter[str]] = {}
         self._postings: dict[str, set[int]] = {}
         self._journal: list[tuple[str, list[int], list[list[str]]]] | None = None
+        # Every live row's tokens, so a rebuild tokenises only what it has never seen.
+        self._tokens: dict[int, list[str]] = {}
         self._thread: threading.Thread | None = None
         self._loader: Callable[[], tuple[list[int], list[str]]] | None = None
         self.builds = 0
@@ -184,6 +188,7 @@ class Bm25Index:
         for row, t in zip(rows, toks, strict=True):
             if (row in self._pos and row not in self._deleted) or row in self._delta:
                 continue  # the same chunk again: rows never change text
+            self._tokens[row] = t
             counts = Counter(t)
             self._delta[row] = counts
             for tok in counts:
@@ -201,6 +206,7 @@ class Bm25Index:
 
     def _remove_locked(self, rows: list[int]) -> None:
         for row in rows:
+            self._tokens.pop(row, None)
             counts = self._delta.pop(row, None)
             if counts is not None:
                 for tok in counts:
@@ -216,9 +222,11 @@ class Bm25Index:
 
     def reset(self, rows: Sequence[int], texts: Sequence[str]) -> None:
         """Rebuild synchronously from ``rows`` and ``texts`` (used when nothing was saved)."""
-        base = _build(rows, [tokenize(t) for t in texts])
+        toks = [tokenize(t) for t in texts]
+        base = _build(rows, toks)
         with self._lock:
             self._install(base)
+            self._tokens = {int(r): t for r, t in zip(rows, toks, strict=True)}
 
     # -- rebuilds -----------------------------------------------------------------------------
     def _due(self) -> bool:
@@ -253,7 +261,10 @@ class Bm25Index:
             self._journal = []  # changes from now on are replayed onto the new base
         try:
             rows, texts = self._loader()
-            base = _build(rows, [tokenize(t) for t in texts])
+            with self._lock:
+                known = self._tokens.copy()
+            toks = [known.get(int(r)) or tokenize(t) for r, t in zip(rows, texts, strict=True)]
+            base = _build(rows, toks)
         except Exception:
             log.exception("BM25 rebuild failed; searching the previous index")
             with self._lock:
@@ -262,6 +273,7 @@ class Bm25Index:
         with self._lock:
             journal, self._journal = self._journal or [], None
             self._install(base)
+            self._tokens = {int(r): t for r, t in zip(rows, toks, strict=True)}
             for op, jrows, toks in journal:
                 if op == "add":
                     self._add_locked(jrows, toks)
