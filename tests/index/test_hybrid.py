@@ -249,3 +249,32 @@ def test_workers_embed_only_chinese_chunks_a_second_time(tmp_path: Path) -> None
         assert index.zh is not None and len(index.zh) == 1
         assert zh.seen == ["王小明出生在大理。"]  # the replica used the vectors it was sent
         assert index.search("王小明在哪里出生", 1)[0].source_id == "kb/zh"
+
+
+def test_search_never_waits_for_a_bm25_rebuild() -> None:
+    rows = list(range(1, 201))
+    texts = [f"harbour log entry {i}" for i in rows]
+    bm = Bm25Index(rebuild_min=1000)
+    bm.reset(rows, texts)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_loader() -> tuple[list[int], list[str]]:  # a big corpus being read
+        started.set()
+        release.wait(10)
+        return rows, texts
+
+    bm.set_loader(slow_loader)
+    bm.rebuild_async()
+    assert started.wait(5)
+    t0 = time.perf_counter()
+    bm.add([500], ["storm warning KX-9"])  # arrives during the rebuild
+    bm.remove([7])
+    assert bm.search("KX-9 storm", 1)[0][0] == 500
+    assert 7 not in [r for r, _ in bm.search("harbour log entry 7", 5)]
+    assert time.perf_counter() - t0 < 1.0  # answered while the rebuild waits
+    release.set()
+    bm.wait(10)
+    assert bm.builds == 2
+    # The journal replayed onto the new base: the change made meanwhile survives the swap.
+    assert bm.search("KX-9 storm", 1)[0][0] == 500
+    assert 7 not in [r for r, _ in bm.search("harbour log entry 7", 5)]
