@@ -50,7 +50,7 @@ ZH_LANGS = ("zh", "mixed")
 @dataclass(frozen=True)
 class TextIndexConfig:
     """How the text index searches. ``zh_for_english``: also search the multilingual space
-    for English queries (off: measured no gain, see bench/search_lang.py)."""
+    for English queries (off: no gain measured by bench/search.py, at the USE cost)."""
 
     ann: AnnConfig = field(default_factory=AnnConfig)
     rrf_k: int = 60
