@@ -195,6 +195,19 @@ def test_background_job_and_schedule_on_volume(data_dir: Path, tiny_lm_dir: Path
     done = store.get(job.id)
     assert done.status == "succeeded", done.error
     assert done.result["status"] in ("promoted", "rejected")
+    # the service facade reads the same records and registry (what the API serves)
+    from kinject.service import KinjectService
+
+    svc = KinjectService(settings)
+    seen = svc.finetune_job(job.id)
+    assert seen["status"] == "succeeded" and seen["progress"] == 1.0
+    assert seen["result"]["report"]["reasons"]
+    assert [j["id"] for j in svc.finetune_jobs()] == [job.id]
+    listed = svc.adapters()
+    assert [a["version"] for a in listed] == [done.result["version"]]
+    assert listed[0]["active"] is (done.result["status"] == "promoted")
+    with pytest.raises(NotFound):
+        svc.finetune_job("nope")
 
     # the scheduler starts a cycle once enough new examples wait, and only then
     stop = threading.Event()
