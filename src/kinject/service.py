@@ -195,6 +195,13 @@ class KinjectService:
         self.switcher.refresh()
         return self.switcher.generator()
 
+    def generator_for(self, version: str | None = "active") -> Any:
+        """A generator bound to one adapter version, for a request that names it (a
+        /v1/chat/completions model name): ``"active"`` follows promotions, None is the base
+        model. Raises NotFound for an unknown version, AdapterLoadError for a tainted one."""
+        self._rag_service()
+        return self.switcher.generator(version)
+
     def _registry(self) -> Any:
         from kinject.finetune.registry import AdapterRegistry
 

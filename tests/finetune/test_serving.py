@@ -98,10 +98,18 @@ def test_serves_the_active_version_a_named_one_per_request_and_the_base(
     assert torch.allclose(_served_logits(switcher), reference["a0"], atol=1e-5)
     assert switcher.current_version == v0 and set(switcher.loaded_versions) == {v0, v1}
 
+    # a named version that a delete tainted is refused, even though it is loaded
+    reg.taint_source("kb/1")
+    with pytest.raises(AdapterLoadError, match="tainted"):
+        _served_logits(switcher, v1)
+    with pytest.raises(AdapterLoadError, match="tainted"):
+        switcher.generator(v1)
+    assert torch.allclose(_served_logits(switcher), reference["a0"], atol=1e-5)
+
     # rag.generate drives it like any LoadedGenerator
     text = generate_chat(switcher.generator(), [{"role": "user", "content": "Marrow?"}], 4)
     assert isinstance(text, str)
-    assert switcher.generator(v1).name.endswith(v1[:12])
+    assert switcher.generator(v0).name.endswith(v0[:12])
 
 
 def test_pointer_changes_hot_swap_without_a_restart(

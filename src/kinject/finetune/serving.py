@@ -143,6 +143,9 @@ class AdapterSwitcher:
         """A generator bound to the active version (default), a named one, or None: base."""
         if version not in (None, self.ACTIVE):
             version = self.registry.resolve(version)
+            if self.registry.get(version).status == "tainted":
+                raise AdapterLoadError(f"adapter {version[:12]} is tainted (trained on deleted "
+                                       "data); it is not served")
             self._ensure_loaded(version)
         name = f"{self.loaded.name}@{version[:12] if version else 'base'}"
         return ServingGenerator(model=_RoutedModel(self, version),
@@ -154,6 +157,10 @@ class AdapterSwitcher:
         """Hold the lock with ``version``'s adapter selected and yield the model."""
         if version == self.ACTIVE and self.follow_pointer:
             self._safe_refresh()
+        if version not in (None, self.ACTIVE) and self.registry.get(version).status == "tainted":
+            # a named version that a delete tainted is never served, loaded or not
+            raise AdapterLoadError(f"adapter {version[:12]} is tainted (trained on deleted "
+                                   "data); it is not served")
         with self._lock:
             target = self._current if version == self.ACTIVE else version
             if target is None:
