@@ -161,6 +161,16 @@ async def load(url: str, data: list[tuple[str, str, str]], clients: int,
             "p50_s": pct(0.5), "p95_s": pct(0.95), "rps": round(len(latencies) / wall, 3)}
 
 
+def converted(spec: str) -> str:
+    """A GGUF generator (the default SmolLM2) converted once into kinject's model cache, so
+    each fresh server in this run loads a plain folder in seconds."""
+    from kinject.config import default_data_dir
+    from kinject.models import ensure_converted, resolve_generator
+
+    folder = ensure_converted(resolve_generator(spec), default_data_dir() / "models")
+    return str(folder) if folder is not None else spec
+
+
 def run_once(args: argparse.Namespace, data: list[tuple[str, str, str]],
              extra: dict[str, Any], label: str) -> dict[str, Any]:
     key = "bench-" + secrets.token_urlsafe(16)
@@ -184,6 +194,7 @@ def main() -> None:
     args.clients = args.clients or (16 if args.quick else 50)
     args.seconds = args.seconds or (20.0 if args.quick else 60.0)
     data = facts(random.Random(args.seed), args.people)
+    args.generator = converted(args.generator)
     on, off = batching_override(True), batching_override(False)
     batched = run_once(args, data, on or {}, "batched" if on else "default")
     sequential = None

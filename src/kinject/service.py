@@ -156,20 +156,46 @@ class KinjectService:
         return _images_from_text_hits(self.search(query_text, k * 4), k)
 
     def ask(self, question: str, k: int | None = None,
-            filters: SearchFilters | Iterable[str] | None = None, route: str = "auto") -> Answer:
-        """Answer from the index with citations (``route``: rag, adapter, both, auto)."""
+            filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
+            model: str | None = None) -> Answer:
+        """Answer from the index with citations (``route``: rag, adapter, both, auto);
+        ``model``: None (the active adapter), ``"base"`` (no adapter) or an adapter version."""
         from kinject.index.filters import SearchFilters
 
-        return self._rag_service().ask(question, k, SearchFilters.coerce(filters), route)
+        return self._rag_for(model).ask(question, k, SearchFilters.coerce(filters), route)
 
     def ask_stream(self, question: str, k: int | None = None,
-                   filters: SearchFilters | Iterable[str] | None = None, route: str = "auto"
-                   ) -> Iterator[str | Answer]:
+                   filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
+                   model: str | None = None) -> Iterator[str | Answer]:
         """The answer's text in pieces as it is generated, then the final Answer."""
         from kinject.index.filters import SearchFilters
 
-        rag = self._rag_service()
+        rag = self._rag_for(model)
         return rag.ask_stream(question, k, SearchFilters.coerce(filters), route)
+
+    def _rag_for(self, model: str | None) -> Any:
+        """The RAG service of the active adapter (None), the base model ("base") or a named
+        adapter version (raises NotFound for an unknown one); each keeps its own batcher
+        and answer cache."""
+        rag = self._rag_service()
+        if model is None:
+            return rag
+        from kinject.rag.routes import AdapterState
+        from kinject.rag.service import RagService
+
+        version = None if model == "base" else self._registry().resolve(model)
+        with self._lock:
+            by_model: dict[str | None, Any] = self.__dict__.setdefault("_rags_by_model", {})
+            if version not in by_model:
+                switcher = getattr(self, "switcher", None)
+                generator = (switcher.generator(version) if switcher is not None
+                             else rag.generator)
+                lineage = (frozenset(self._registry().get(version).lineage) if version
+                           else frozenset())
+                state = AdapterState(version, lineage)
+                by_model[version] = RagService(self.index, generator, rag.config,
+                                               adapter=lambda: state)
+            return by_model[version]
 
     def _rag_service(self) -> Any:
         with self._lock:
@@ -194,13 +220,6 @@ class KinjectService:
             self.settings.data_dir), follow_pointer=True)
         self.switcher.refresh()
         return self.switcher.generator()
-
-    def generator_for(self, version: str | None = "active") -> Any:
-        """A generator bound to one adapter version, for a request that names it (a
-        /v1/chat/completions model name): ``"active"`` follows promotions, None is the base
-        model. Raises NotFound for an unknown version, AdapterLoadError for a tainted one."""
-        self._rag_service()
-        return self.switcher.generator(version)
 
     def _registry(self) -> Any:
         from kinject.finetune.registry import AdapterRegistry
@@ -369,7 +388,9 @@ class KinjectService:
             return []
         root = self.settings.data_dir / "adapters"
         registry: Any = AdapterRegistry(root)
-        return [v.version for v in registry.list()] if root.is_dir() else []
+        if not root.is_dir():
+            return []
+        return [v.version for v in registry.list() if v.status != "tainted"]
 
     def warm_up(self) -> None:
         """Load the generator now instead of on the first question."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 from _api_helpers import Served, publish, wait_for
@@ -66,3 +68,33 @@ def test_unknown_model_is_a_clean_404(client: openai.OpenAI) -> None:
     assert err.value.status_code == 404
     body = err.value.body
     assert isinstance(body, dict) and "gpt-9" in str(body)
+
+
+def test_model_name_picks_base_or_an_adapter_version(client: openai.OpenAI, served: Served,
+                                                     tiny_lm_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kinject.finetune.registry import AdapterRegistry
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
+    model.save_pretrained(str(tmp_path / "adapter"))
+    version = AdapterRegistry.for_data_dir(served.settings.data_dir).add(
+        tmp_path / "adapter", base_model=str(tiny_lm_dir)).version
+
+    ids = [m.id for m in client.models.list()]
+    assert f"kinject@{version}" in ids  # a candidate: nameable, not active
+    for name in (f"kinject@{version[:12]}", "kinject-base"):
+        out = client.chat.completions.create(model=name, messages=[
+            {"role": "user", "content": QUESTION}])
+        assert out.model == name and out.choices[0].message.content
+        assert (out.model_extra or {})["citations"][0]["source_id"] == "oa/ferry"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="kinject@0123456789ab", messages=[
+            {"role": "user", "content": QUESTION}])

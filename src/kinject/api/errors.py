@@ -61,6 +61,8 @@ def status_of(exc: KinjectError) -> tuple[int, str]:
         return 503, "unavailable"
     if isinstance(exc, ConfigError):
         return 500, "internal"
+    if exc.code in ("registry_error", "adapter_load_error"):  # e.g. a tainted adapter named
+        return 400, "bad_request"
     return 500, "internal"
 
 

@@ -5,9 +5,8 @@ message is the question; the answer is kinject's grounded answer with its ``[n]`
 and the passages cited travel in the extra ``citations`` field. Model names:
 
 ``kinject``              the base model with the active adapter (the ``auto`` route)
-``kinject-base``         retrieval with the base model, no adapter (served while no adapter
-                         is active, or when the generator can switch per request)
-``kinject@<version>``    a named adapter version (the one being served)
+``kinject-base``         the base model, no adapter
+``kinject@<version>``    a named adapter version (an id or a unique prefix; not tainted)
 """
 
 from __future__ import annotations
@@ -48,31 +47,25 @@ _STARTED = int(time.time())
 
 
 def model_ids(svc: KinjectService) -> list[str]:
+    """``kinject``, ``kinject-base``, then ``kinject@<version>`` for every servable version
+    (the active one first)."""
     active = svc.adapter_version()
-    ids = [DEFAULT, BASE]
-    if active:
-        ids.append(f"{DEFAULT}@{active}")
-    return ids
+    versions = svc.adapter_versions()
+    ordered = ([active] if active else []) + [v for v in versions if v != active]
+    return [DEFAULT, BASE] + [f"{DEFAULT}@{v}" for v in ordered]
 
 
-def _route_for(model: str, svc: KinjectService) -> str | None:
-    """The route a model name asks for; raises not_found for a model kinject cannot serve."""
-    active = svc.adapter_version()
+def _model_arg(model: str) -> str | None:
+    """The facade's ``model`` for a model name: None (active), "base" or a version."""
     if model == DEFAULT:
         return None
-    if model == BASE and active is None:
-        return "rag"
-    if model.startswith(f"{DEFAULT}@") and active and model[len(DEFAULT) + 1:] == active:
-        return None
-    if model == BASE or model.startswith(f"{DEFAULT}@"):
-        known = svc.adapter_versions()
-        wanted = model.partition("@")[2] or "the base model"
-        why = ("is not the adapter being served" if wanted in known else "is not in the "
-               "adapter registry") if model != BASE else "cannot be served beside an active adapter"
-        raise ApiError(404, "not_found", f"model {model!r}: {wanted} {why}; serving "
-                       f"{', '.join(model_ids(svc))}")
-    raise ApiError(404, "not_found", f"model {model!r} does not exist; models: "
-                   f"{', '.join(model_ids(svc))}")
+    if model == BASE:
+        return "base"
+    prefix = f"{DEFAULT}@"
+    if model.startswith(prefix) and len(model) > len(prefix):
+        return model[len(prefix):]
+    raise ApiError(404, "not_found", f"model {model!r} does not exist; models are "
+                   f"{DEFAULT!r}, {BASE!r} and {prefix}<adapter version> (GET /v1/models)")
 
 
 def _text(message: ChatMessage) -> str:
@@ -105,8 +98,7 @@ async def chat_completions(body: ChatIn, svc: ServiceDep, api: ApiSettingsDep,
     """Answer the last user message (OpenAI chat-completions format; ``stream: true`` sends
     ``chat.completion.chunk`` events and ``data: [DONE]``)."""
     question = check_question(_question(body.messages), api)
-    route = _route_for(body.model, svc)
-    kwargs: dict[str, Any] = {} if route is None else {"route": route}
+    kwargs: dict[str, Any] = {"model": _model_arg(body.model)}
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not body.stream:
