@@ -14,10 +14,10 @@ import typer
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
-    from kinject.api.auth import KeyStore
     from collections.abc import Callable
     from typing import Any
 
+    from kinject.api.auth import KeyStore
     from kinject.config import Settings
     from kinject.stream.dlq import DeadLetter
 
@@ -349,6 +349,126 @@ def _dead_letters(config: Path | None, data_dir: Path | None) -> list[DeadLetter
         return read_dead_letters(settings.kafka, bootstrap)
 
 
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks one).")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", "-n", min=0, help="Ingest workers in this process; 0: a read replica."
+    )] = 1,
+) -> None:
+    """Serve the HTTP API and web page, materialise the index, and run ingest workers."""
+    from kinject.serve import run_serve
+
+    try:
+        run_serve(_settings(config, data_dir), host, port, workers,
+                  on_ready=lambda url: typer.echo(f"kinject serving on {url}"))
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+
+
+keys_app = typer.Typer(help="API keys for writes and admin calls (stored hashed).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(config: Path | None, data_dir: Path | None) -> KeyStore:
+    from kinject.api.auth import KEYS_FILE, KeyStore
+
+    settings = _settings(config, data_dir)
+    return KeyStore(settings.api.keys_file or settings.data_dir / KEYS_FILE)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
+    role: Annotated[str, typer.Option("--role", help="read, write or admin.")] = "read",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from kinject.api.auth import ROLES, Role
+
+    if role not in ROLES:
+        typer.secho(f"error: --role must be one of {', '.join(ROLES)}", fg="red", err=True)
+        raise typer.Exit(code=2)
+    try:
+        entry, key = _key_store(config, data_dir).create(name, cast(Role, role))
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(key)
+    typer.secho(f"key {entry.id} ({entry.name}, {entry.role}) created; it is shown only now",
+                err=True)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List keys (id, name, role, created, revoked); secrets are never shown."""
+    import datetime
+
+    def when(t: float | None) -> str:
+        return datetime.datetime.fromtimestamp(t).isoformat(" ", "seconds") if t else "-"
+
+    for k in _key_store(config, data_dir).keys():
+        typer.echo(f"{k.id}  {k.role:<5}  {k.name}  created {when(k.created_at)}  "
+                   f"revoked {when(k.revoked_at)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id, or a name (revokes all by it).")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revoke a key; a running server refuses it from its next request."""
+    gone = _key_store(config, data_dir).revoke(key)
+    if not gone:
+        typer.secho(f"error: no active key with id or name {key!r}", fg="red", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"revoked {len(gone)} key(s): {', '.join(k.id for k in gone)}")
+
+
+@app.command()
+def conflicts(
+    entity: Annotated[str | None, typer.Option("--entity", help="Only this entity.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List contradictions between structured sources: the same entity and field with
+    different values, each with its source and record time. The newest value is the one
+    search returns; the others stay stored."""
+    import datetime
+    import json
+
+    from kinject.index.conflicts import read_conflicts
+
+    try:
+        settings = _settings(config, data_dir)
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    found = read_conflicts(settings.data_dir / "index" / "docstore.sqlite", entity)
+    if as_json:
+        for c in found:
+            typer.echo(json.dumps(c.to_dict(), ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(found)} conflict(s)")
+    for col in ("entity", "field", "value", "source id", "record time", "searched"):
+        table.add_column(col, overflow="fold")
+    for c in found:
+        for n, v in enumerate(c.values):
+            when = datetime.datetime.fromtimestamp(v["ts"]).isoformat(" ", "seconds")
+            table.add_row(c.entity if n == 0 else "", c.field if n == 0 else "",
+                          str(v["value"]), v["source_id"], when, "yes" if n == 0 else "")
+    Console().print(table)
+
+
 finetune_app = typer.Typer(help="Fine-tuning cycles: train on what arrived, gate, promote.",
                            no_args_is_help=True)
 app.add_typer(finetune_app, name="finetune")
@@ -572,88 +692,6 @@ def adapters_rollback(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> 
 
 
 @app.command()
-def serve(
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks one).")] = None,
-    workers: Annotated[int, typer.Option(
-        "--workers", "-n", min=0, help="Ingest workers in this process; 0: a read replica."
-    )] = 1,
-) -> None:
-    """Serve the HTTP API and web page, materialise the index, and run ingest workers."""
-    from kinject.serve import run_serve
-
-    try:
-        run_serve(_settings(config, data_dir), host, port, workers,
-                  on_ready=lambda url: typer.echo(f"kinject serving on {url}"))
-    except KinjectError as exc:
-        raise _fail(exc) from exc
-
-
-keys_app = typer.Typer(help="API keys for writes and admin calls (stored hashed).",
-                       no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-
-def _key_store(config: Path | None, data_dir: Path | None) -> KeyStore:
-    from kinject.api.auth import KEYS_FILE, KeyStore
-
-    settings = _settings(config, data_dir)
-    return KeyStore(settings.api.keys_file or settings.data_dir / KEYS_FILE)
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
-    role: Annotated[str, typer.Option("--role", help="read, write or admin.")] = "read",
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Create a key and print it once; only its hash is stored."""
-    from kinject.api.auth import ROLES, Role
-
-    if role not in ROLES:
-        typer.secho(f"error: --role must be one of {', '.join(ROLES)}", fg="red", err=True)
-        raise typer.Exit(code=2)
-    try:
-        entry, key = _key_store(config, data_dir).create(name, cast(Role, role))
-    except ValueError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(code=2) from exc
-    typer.echo(key)
-    typer.secho(f"key {entry.id} ({entry.name}, {entry.role}) created; it is shown only now",
-                err=True)
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """List keys (id, name, role, created, revoked); secrets are never shown."""
-    import datetime
-
-    def when(t: float | None) -> str:
-        return datetime.datetime.fromtimestamp(t).isoformat(" ", "seconds") if t else "-"
-
-    for k in _key_store(config, data_dir).keys():
-        typer.echo(f"{k.id}  {k.role:<5}  {k.name}  created {when(k.created_at)}  "
-                   f"revoked {when(k.revoked_at)}")
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    key: Annotated[str, typer.Argument(help="The key's id, or a name (revokes all by it).")],
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Revoke a key; a running server refuses it from its next request."""
-    gone = _key_store(config, data_dir).revoke(key)
-    if not gone:
-        typer.secho(f"error: no active key with id or name {key!r}", fg="red", err=True)
-        raise typer.Exit(code=1)
-    typer.echo(f"revoked {len(gone)} key(s): {', '.join(k.id for k in gone)}")
-
-
-@app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for (any language).")],
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Hits to show.")] = 5,
@@ -685,41 +723,35 @@ def search(
 
 
 @app.command()
-def conflicts(
-    entity: Annotated[str | None, typer.Option("--entity", help="Only this entity.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+def ask(
+    question: Annotated[str, typer.Argument(help="The question (any language).")],
+    k: Annotated[int | None, typer.Option("--k", "-k", min=1, max=1000,
+                                          help="Passages to retrieve (default: rag.k).")] = None,
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", "-f", metavar="KEY=VALUE",
+        help="Repeatable: kind=csv, lang=zh, source=kb/ (id prefix), since=2024-01-01, "
+             "until=..., tag=x.")] = None,
+    route: Annotated[str, typer.Option(
+        help="rag (retrieval), adapter (closed book), both, or auto.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="The Answer as one JSON object.")
+                       ] = False,
+    sync: Annotated[bool, typer.Option(
+        "--sync/--no-sync",
+        help="Catch up from kinject.chunks first when a broker is configured.")] = True,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """List contradictions between structured sources: the same entity and field with
-    different values, each with its source and record time. The newest value is the one
-    search returns; the others stay stored."""
-    import datetime
-    import json
-
-    from kinject.index.conflicts import read_conflicts
+    """Answer a question from the knowledge base, with its numbered sources."""
+    from kinject.rag.ask_cli import print_answer, run_ask
 
     try:
-        settings = _settings(config, data_dir)
+        answer = run_ask(_settings(config, data_dir), question, k, filters or [], route, sync)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
     except KinjectError as exc:
         raise _fail(exc) from exc
-    found = read_conflicts(settings.data_dir / "index" / "docstore.sqlite", entity)
-    if as_json:
-        for c in found:
-            typer.echo(json.dumps(c.to_dict(), ensure_ascii=False))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{len(found)} conflict(s)")
-    for col in ("entity", "field", "value", "source id", "record time", "searched"):
-        table.add_column(col, overflow="fold")
-    for c in found:
-        for n, v in enumerate(c.values):
-            when = datetime.datetime.fromtimestamp(v["ts"]).isoformat(" ", "seconds")
-            table.add_row(c.entity if n == 0 else "", c.field if n == 0 else "",
-                          str(v["value"]), v["source_id"], when, "yes" if n == 0 else "")
-    Console().print(table)
+    print_answer(answer, as_json=as_json)
 
 
 @app.command()

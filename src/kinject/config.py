@@ -117,6 +117,21 @@ class IngestSettings(BaseModel):
     near_duplicate_threshold: float = Field(default=0.9, ge=0.5, le=1.0)
 
 
+class IndexSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # Vectors in a space before exact search gives way to HNSW (built in the background).
+    hnsw_threshold: int = Field(default=50_000, ge=1)
+    hnsw_m: int = Field(default=32, ge=4)
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=128, ge=8)
+    # Default search mode: vector + BM25 fused by reciprocal rank, or one of them alone.
+    search_mode: Literal["hybrid", "vector", "bm25"] = "hybrid"
+    rrf_k: int = Field(default=60, ge=1)
+    # Seconds between index snapshots while materialising (and one on shutdown).
+    snapshot_every_s: float = Field(default=30.0, gt=0)
+
+
 class FinetuneSettings(BaseModel):
     """One fine-tuning cycle: LoRA shape, optimiser, EWC, replay, early stopping."""
 
@@ -148,19 +163,25 @@ class FinetuneSettings(BaseModel):
     seed: int = 0
 
 
-class IndexSettings(BaseModel):
+class RagSettings(BaseModel):
+    """Answering (rag/): retrieval depth, the reader's mode, abstention, cache, batching."""
+
     model_config = {"frozen": True}
 
-    # Vectors in a space before exact search gives way to HNSW (built in the background).
-    hnsw_threshold: int = Field(default=50_000, ge=1)
-    hnsw_m: int = Field(default=32, ge=4)
-    hnsw_ef_construction: int = Field(default=80, ge=8)
-    hnsw_ef_search: int = Field(default=128, ge=8)
-    # Default search mode: vector + BM25 fused by reciprocal rank, or one of them alone.
-    search_mode: Literal["hybrid", "vector", "bm25"] = "hybrid"
-    rrf_k: int = Field(default=60, ge=1)
-    # Seconds between index snapshots while materialising (and one on shutdown).
-    snapshot_every_s: float = Field(default=30.0, gt=0)
+    k: int = Field(default=4, ge=1, description="passages retrieved per question")
+    max_sentences: int = Field(default=2, ge=1, description="sentences shown to the reader")
+    # Below this cosine between the question and its best sentence, abstain.
+    min_relevance: float = Field(default=0.25, ge=-1.0, le=1.0)
+    # span: the answer is the span of the passages the reader finds best (grounded by
+    # construction); free: the model writes (questions that need synthesis).
+    mode: Literal["span", "free"] = "span"
+    max_answer_chars: int = Field(default=160, ge=1)
+    # The best spans by context re-ranked with the model's likelihood (0 or 1: off).
+    lm_rerank: int = Field(default=3, ge=0)
+    cache_size: int = Field(default=256, ge=0, description="answers kept in the LRU cache")
+    # Concurrent questions arriving within this window run as one batch (0: off).
+    batch_window_ms: float = Field(default=5.0, ge=0.0)
+    max_batch: int = Field(default=16, ge=1)
 
 
 class ApiSettings(BaseModel):
@@ -203,6 +224,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     index: IndexSettings = IndexSettings()
     api: ApiSettings = ApiSettings()
+    rag: RagSettings = RagSettings()
     finetune: FinetuneSettings = FinetuneSettings()
 
     @classmethod

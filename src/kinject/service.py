@@ -201,16 +201,35 @@ class KinjectService:
         with self._lock:
             if self._rag is None:
                 from kinject.models import load_generator
-                from kinject.rag.service import RagService
+                from kinject.rag.service import RagConfig, RagService
 
                 m = self.settings.models
                 generator = load_generator(m.generator, self.settings.models_dir, m.device,
                                            m.dtype)
                 generator = self._with_adapters(generator)
-                self._rag = RagService(self.index, generator)
+                self._rag = RagService(self.index, generator,
+                                       RagConfig.from_settings(self.settings),
+                                       adapter=self._adapter_state)
             return self._rag
 
     # -- adapters and fine-tuning jobs (finetune/) ---------------------------------------------
+    def _adapter_state(self) -> Any:
+        """The adapter serving now and the sources it was trained on (RAG's ``auto`` route)."""
+        from kinject.rag.routes import AdapterState
+
+        switcher = getattr(self, "switcher", None)
+        version = switcher.current_version if switcher is not None else None
+        if version is None:
+            return AdapterState()
+        known: dict[str, frozenset[str]] = self.__dict__.setdefault("_lineages", {})
+        if version not in known:  # a version is immutable: read its manifest once
+            try:
+                known[version] = frozenset(self._registry().get(version).lineage)
+            except (KinjectError, OSError) as exc:
+                log.warning("lineage of adapter %s unavailable: %s", version[:12], exc)
+                return AdapterState(version, frozenset())
+        return AdapterState(version, known[version])
+
     def _with_adapters(self, loaded: Any) -> Any:
         """The generator with the ACTIVE adapter, checked before every answer (hot-swap)."""
         from kinject.finetune.registry import AdapterRegistry
@@ -220,6 +239,13 @@ class KinjectService:
             self.settings.data_dir), follow_pointer=True)
         self.switcher.refresh()
         return self.switcher.generator()
+
+    def generator_for(self, version: str | None = "active") -> Any:
+        """A generator bound to one adapter version, for a request that names it (a
+        /v1/chat/completions model name): ``"active"`` follows promotions, None is the base
+        model. Raises NotFound for an unknown version, AdapterLoadError for a tainted one."""
+        self._rag_service()
+        return self.switcher.generator(version)
 
     def _registry(self) -> Any:
         from kinject.finetune.registry import AdapterRegistry

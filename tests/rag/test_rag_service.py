@@ -1,3 +1,7 @@
+"""RagService mechanics with the hash embedder and a tiny random LM (meaning does not matter
+here: citations, abstention, routes, cache, batching, streaming)."""
+
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -7,9 +11,16 @@ from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
 from kinject.models import load_generator
-from kinject.rag.sentences import grounding, reading_units, select_sentences, split_sentences
+from kinject.rag.routes import AdapterState
+from kinject.rag.sentences import (
+    grounding,
+    key_terms,
+    reading_units,
+    select_sentences,
+    split_sentences,
+)
 from kinject.rag.service import ABSTAIN_TEXT, RagConfig, RagService
-from kinject.types import Chunk, Hit, content_hash
+from kinject.types import Answer, Chunk, Hit, content_hash
 
 
 def _add(index: TextIndex, emb: HashEmbedder, source_id: str, text: str,
@@ -23,6 +34,21 @@ def _add(index: TextIndex, emb: HashEmbedder, source_id: str, text: str,
 @pytest.fixture()
 def tiny_generator(tiny_lm_dir: Path, tmp_path: Path) -> Any:
     return load_generator(str(tiny_lm_dir), tmp_path / "models", "cpu", "auto")
+
+
+@pytest.fixture()
+def kb(tmp_path: Path, hash_embedder: HashEmbedder) -> Any:
+    with TextIndex(tmp_path / "i", hash_embedder) as index:
+        _add(index, hash_embedder, "kb/guild",
+             "The weather was fine. The guild was founded in 1847 by Ada Quill.")
+        _add(index, hash_embedder, "kb/ferry", "The ferry to Vask leaves at noon.")
+        _add(index, hash_embedder, "kb/brenna",
+             "Brenna Kettering was born in Oldharbour and studied glass sculpture.")
+        yield index
+
+
+def _cfg(**kw: Any) -> RagConfig:
+    return RagConfig(lm_rerank=0, **kw)
 
 
 def test_split_sentences_english_and_chinese() -> None:
@@ -55,35 +81,127 @@ def test_grounding_ignores_words_that_only_restate_the_question() -> None:
     assert grounding("Gullspire lighthouse", passage, q) == 0.0
 
 
+def test_key_terms_name_people_in_english_and_chinese() -> None:
+    assert key_terms("Where was Brenna Hollis born?") == {"brenna", "hollis"}
+    assert key_terms("What is Dagny Blackwood's year of birth?") == {"dagny", "blackwood"}
+    assert key_terms("杨梓涵在哪个单位工作过？") == {"杨梓涵"}
+    assert key_terms("who founded the guild") == set()
+
+
 def test_abstains_when_nothing_relevant(tmp_path: Path, hash_embedder: HashEmbedder,
                                         tiny_generator: Any) -> None:
     with TextIndex(tmp_path / "i", hash_embedder) as index:
-        rag = RagService(index, tiny_generator)
+        rag = RagService(index, tiny_generator, _cfg())
         assert rag.ask("anything at all?").abstained  # empty index
         _add(index, hash_embedder, "kb/otters", "Otters live in the river delta.")
         answer = rag.ask("quarterly tax deadline filing rules")
         assert answer.abstained and answer.text == ABSTAIN_TEXT and not answer.citations
+        assert rag.ask("报税的截止日期是哪天？").text == "知识库中没有相关内容。"
 
 
-def test_ungrounded_generation_falls_back_to_the_cited_sentence(
-        tmp_path: Path, hash_embedder: HashEmbedder, tiny_generator: Any) -> None:
-    # The tiny model has random weights: whatever it says is not in the passage, so the
-    # service must answer with the passage's best sentence and cite where it came from.
-    with TextIndex(tmp_path / "i", hash_embedder) as index:
-        _add(index, hash_embedder, "kb/guild",
-             "The weather was fine. The guild was founded in 1847 by Ada Quill.")
-        _add(index, hash_embedder, "kb/ferry", "The ferry leaves at noon.")
-        answer = RagService(index, tiny_generator).ask("who founded the guild")
-    assert not answer.abstained
-    assert "Ada Quill" in answer.text and answer.text.endswith("[1]")
-    assert [c.source_id for c in answer.citations] == ["kb/guild"]
-    assert answer.citations[0].snippet in answer.text
+def test_abstains_on_a_person_the_knowledge_base_does_not_know(
+        kb: TextIndex, tiny_generator: Any) -> None:
+    rag = RagService(kb, tiny_generator, _cfg())
+    # Same first name, same question words: close in embedding space, but someone else.
+    assert rag.ask("Where was Brenna Hollis born?").abstained
+    known = rag.ask("Where was Brenna Kettering born?")
+    assert not known.abstained and known.citations[0].source_id == "kb/brenna"
+
+
+def test_span_answers_quote_the_passage_they_cite(kb: TextIndex, tiny_generator: Any) -> None:
+    answer = RagService(kb, tiny_generator, _cfg()).ask("who founded the guild")
+    assert not answer.abstained and answer.route == "rag" and answer.adapter_version is None
+    markers = [int(n) for n in __import__("re").findall(r"\[(\d+)\]", answer.text)]
+    assert markers and markers == [c.n for c in answer.citations]  # every marker is cited
+    span = answer.text.split(" [")[0]
+    assert span and span in answer.citations[0].snippet  # the answer is a quote
+    assert answer.citations[0].source_id == "kb/guild"
+    assert "guild" not in span.lower()  # a span never just repeats the question
     assert answer.timings["total_s"] > 0
 
 
-def test_bad_input(tmp_path: Path, hash_embedder: HashEmbedder, tiny_generator: Any) -> None:
+def test_free_answers_that_are_not_grounded_fall_back_to_the_sentence(
+        kb: TextIndex, tiny_generator: Any) -> None:
+    # The tiny model has random weights: what it writes is not in the passage, so the
+    # service answers with the passage's best sentence and cites where it came from.
+    answer = RagService(kb, tiny_generator, _cfg(mode="free")).ask("who founded the guild")
+    assert "Ada Quill" in answer.text and answer.text.endswith("[1]")
+    assert [c.source_id for c in answer.citations] == ["kb/guild"]
+    assert answer.citations[0].snippet in answer.text
+
+
+def test_routes(kb: TextIndex, tiny_generator: Any) -> None:
+    state = AdapterState()
+    rag = RagService(kb, tiny_generator, _cfg(), adapter=lambda: state)
+    assert rag.ask("who founded the guild", route="auto").route == "rag"  # no adapter
+    closed = rag.ask("who founded the guild", route="adapter")
+    assert closed.route == "adapter" and not closed.citations and not closed.abstained
+    state = AdapterState("v1", frozenset({"kb/guild"}))
+    both = rag.ask("who founded the guild", route="auto")
+    assert both.route == "both" and both.adapter_version == "v1"
+    assert [c.source_id for c in both.citations] == ["kb/guild"]
+    state = AdapterState("v2", frozenset({"kb/ferry"}))
+    assert rag.ask("who founded the guild", route="auto").route == "rag"
+    # both with nothing relevant answers from the adapter instead of abstaining
+    assert rag.ask("quarterly tax filing rules", route="both").route == "adapter"
+    with pytest.raises(ValueError, match="route"):
+        rag.ask("who founded the guild", route="magic")
+    with pytest.raises(ValueError, match="empty"):
+        rag.ask("   ")
     with pytest.raises(ValueError, match="k must be"):
         RagConfig(k=0)
-    with TextIndex(tmp_path / "i", hash_embedder) as index:
-        with pytest.raises(ValueError, match="empty"):
-            RagService(index, tiny_generator).ask("   ")
+
+
+def test_cache_is_keyed_by_question_index_version_and_adapter(
+        kb: TextIndex, hash_embedder: HashEmbedder, tiny_generator: Any) -> None:
+    state = AdapterState()
+    rag = RagService(kb, tiny_generator, _cfg(cache_size=8), adapter=lambda: state)
+    first = rag.ask("Who founded the guild?")
+    calls = rag.model_calls
+    again = rag.ask("  who founded  the GUILD ")
+    assert again.text == first.text and again.timings.get("cached") == 1.0
+    assert rag.model_calls == calls
+    _add(kb, hash_embedder, "kb/other", "Otters sleep under the pier.")  # new index version
+    assert "cached" not in rag.ask("who founded the guild").timings
+    state = AdapterState("v9")  # a new adapter answers afresh
+    assert "cached" not in rag.ask("who founded the guild").timings
+    off = RagService(kb, tiny_generator, _cfg(cache_size=0))
+    off.ask("who founded the guild")
+    assert "cached" not in off.ask("who founded the guild").timings
+
+
+def test_concurrent_questions_are_batched_and_answered_as_if_alone(
+        kb: TextIndex, tiny_generator: Any) -> None:
+    questions = ["who founded the guild", "when does the ferry to Vask leave",
+                 "what did Brenna Kettering study", "Where was Brenna Kettering born?"]
+    # lm_rerank: the model weighs in on every answer (one scoring call per batch).
+    alone = RagService(kb, tiny_generator, RagConfig(cache_size=0, lm_rerank=3))
+    expected = [alone.ask(q).text for q in questions]
+    assert alone.model_calls == len(questions)
+    batched = RagService(kb, tiny_generator,
+                         RagConfig(cache_size=0, lm_rerank=3, batch_window_ms=300))
+    results: dict[int, Answer] = {}
+    start = threading.Barrier(len(questions))
+
+    def worker(i: int) -> None:
+        start.wait()
+        results[i] = batched.ask(questions[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [results[i].text for i in range(len(questions))] == expected
+    assert batched.model_calls < len(questions)  # one model call served several questions
+    assert batched._batcher.batches < len(questions)
+
+
+def test_stream_yields_pieces_then_the_answer(kb: TextIndex, tiny_generator: Any) -> None:
+    rag = RagService(kb, tiny_generator, _cfg(mode="free", max_answer_chars=40))
+    items = list(rag.ask_stream("who founded the guild"))
+    assert isinstance(items[-1], Answer) and items[-1].citations
+    pieces = [p for p in items[:-1] if isinstance(p, str)]
+    assert pieces and all(pieces)  # text arrives before the Answer
+    span = list(RagService(kb, tiny_generator, _cfg()).ask_stream("who founded the guild"))
+    assert isinstance(span[-1], Answer) and span[0] == span[-1].text

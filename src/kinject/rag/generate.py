@@ -1,23 +1,129 @@
-"""Greedy generation with a chat-templated causal LM (the base model plus an adapter later)."""
+"""Running the causal LM: greedy chat completions (one, a left-padded batch, or streamed) and
+likelihood scores of candidate continuations (span-constrained answering)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+Messages = list[dict[str, str]]
 
-def generate_chat(loaded: Any, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+
+def _prompt_ids(tok: Any, messages: Messages) -> list[int]:
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                  return_dict=True)
+    ids = enc["input_ids"]
+    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+
+def _end_ids(tok: Any) -> list[int]:
+    """Token ids that close an assistant turn (the chat template's end, and EOS)."""
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    for name in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        tid = tok.convert_tokens_to_ids(name)
+        if isinstance(tid, int) and tid >= 0 and tid != tok.unk_token_id:
+            ids.add(tid)
+    return sorted(ids)
+
+
+def generate_chat(loaded: Any, messages: Messages, max_new_tokens: int) -> str:
     """Run one greedy chat completion and return the new text only."""
+    return generate_batch(loaded, [messages], [max_new_tokens])[0]
+
+
+def generate_batch(loaded: Any, batch: Sequence[Messages], max_new_tokens: Sequence[int]
+                   ) -> list[str]:
+    """Greedy completions of several chats in one left-padded ``generate`` call."""
+    import torch
+
+    if not batch:
+        return []
+    tok, model = loaded.tokenizer, loaded.model
+    prompts = [_prompt_ids(tok, m) for m in batch]
+    width = max(len(p) for p in prompts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids.to(loaded.device),
+                             attention_mask=mask.to(loaded.device),
+                             max_new_tokens=max(max_new_tokens), do_sample=False,
+                             pad_token_id=pad, eos_token_id=_end_ids(tok))
+    texts = []
+    for row, limit in zip(out, max_new_tokens, strict=True):
+        new = row[width:width + limit]
+        texts.append(tok.decode(new, skip_special_tokens=True).strip())
+    return texts
+
+
+def stream_chat(loaded: Any, messages: Messages, max_new_tokens: int) -> Iterator[str]:
+    """Yield the completion's text as it is produced (generation runs in a thread)."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    tok, model = loaded.tokenizer, loaded.model
+    ids = torch.tensor([_prompt_ids(tok, messages)], device=loaded.device)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True,
+                                    timeout=120.0)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+              "max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad,
+              "eos_token_id": _end_ids(tok), "streamer": streamer}
+
+    def run() -> None:
+        with torch.inference_mode():
+            model.generate(**kwargs)
+
+    thread = threading.Thread(target=run, name="kinject-generate", daemon=True)
+    thread.start()
+    try:
+        yield from streamer
+    finally:
+        thread.join()
+
+
+def score_continuations(loaded: Any, requests: Sequence[tuple[Messages, Sequence[str]]]
+                        ) -> list[list[float]]:
+    """Total log-probability of each candidate answer (closed by the end of the turn) after
+    each chat prompt.
+
+    Each prompt runs once; its key/value cache is then shared by all its candidates, which
+    run as one right-padded batch. Several requests are scored in one call (dynamic batching
+    hands them over together); they still run prompt by prompt, since prompts differ.
+    """
     import torch
 
     tok, model = loaded.tokenizer, loaded.model
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)
-    enc = {k: v.to(loaded.device) for k, v in enc.items()}
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id)
-    text: str = tok.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return text.strip()
+    end = _end_ids(tok)
+    end_id = end[-1] if end else tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    results: list[list[float]] = []
+    for messages, candidates in requests:
+        if not candidates:
+            results.append([])
+            continue
+        prompt = torch.tensor([_prompt_ids(tok, messages)], device=loaded.device)
+        conts = [tok.encode(c, add_special_tokens=False) + [end_id] for c in candidates]
+        n, width = len(conts), max(len(c) for c in conts)
+        cont = torch.tensor([c + [pad] * (width - len(c)) for c in conts], device=loaded.device)
+        cmask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in conts],
+                             device=loaded.device)
+        with torch.inference_mode():
+            first = model(input_ids=prompt, use_cache=True)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(n)
+            mask = torch.cat([torch.ones(n, prompt.shape[1], dtype=cmask.dtype,
+                                         device=loaded.device), cmask], dim=1)
+            out = model(input_ids=cont, attention_mask=mask, past_key_values=cache,
+                        use_cache=False)
+            # Logits predicting cont[:, t] are the prompt's last (t=0) or out[:, t-1].
+            last = first.logits[:, -1:, :].expand(n, 1, -1)
+            logits = torch.cat([last, out.logits[:, :-1, :]], dim=1).float()
+            logp = torch.log_softmax(logits, dim=-1).gather(2, cont.unsqueeze(-1)).squeeze(-1)
+            logp = (logp * cmask).sum(dim=1)
+        results.append([float(x) for x in logp])
+    return results

@@ -97,3 +97,52 @@ def best_grounding(answer: str, passages: list[str], question: str = "") -> tupl
         return -1, 0.0
     i = int(scores.argmax())
     return i, float(scores[i])
+
+
+_QUESTION_WORDS = frozenset(
+    "what which who whom whose when where why how is are was were do does did in on at of the "
+    "a an i you tell name list give".split())
+_CAPITALISED = re.compile(r"\b[A-Z][A-Za-z0-9'’-]*[A-Za-z0-9]|\b\d{3,}\b")
+
+
+# The most common Chinese surnames: a name in a question is a surname and one or two chars.
+_ZH_SURNAMES = frozenset(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏"
+    "魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵"
+    "万钱严覃武戴莫孔向汤欧")
+# Characters that end a name: particles and verbs a question puts right after it.
+_ZH_AFTER_NAME = frozenset("的是在于和与读最后出生哪什么为被把从向到对将就都也又并而或其这那"
+                           "了吗呢有去住来工学曾主现从今当")
+_ZH_BEFORE_NAME = frozenset("的是和与把被给对向问请")
+
+
+def key_terms(question: str) -> set[str]:
+    """The names in a question that a passage must mention to be about the same thing.
+
+    English: capitalised words and long numbers (not the question word that opens it).
+    Chinese: a common surname opening a run (or after a particle) with the one or two
+    characters of its given name.
+    """
+    terms = {re.sub(r"['’]s$", "", m.group(0).lower()) for m in _CAPITALISED.finditer(question)}
+    terms -= _QUESTION_WORDS
+    for i, ch in enumerate(question):
+        if ch not in _ZH_SURNAMES:
+            continue
+        before = question[i - 1] if i else ""
+        if before and _CJK_CHAR.match(before) and before not in _ZH_BEFORE_NAME:
+            continue
+        given = question[i + 1:i + 3]
+        if not given or not _CJK_CHAR.match(given[0]) or given[0] in _ZH_AFTER_NAME:
+            continue
+        if len(given) == 2 and (given[1] in _ZH_AFTER_NAME or not _CJK_CHAR.match(given[1])):
+            given = given[:1]
+        terms.add(ch + given)
+    return terms
+
+
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+
+
+def covers(text: str, terms: set[str]) -> bool:
+    low = text.lower()
+    return all(t in low for t in terms)

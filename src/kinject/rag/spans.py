@@ -1,0 +1,115 @@
+"""Candidate answer spans inside a passage, for span-constrained answering.
+
+The tiny default reader drifts when it writes freely (ENVIRONMENT.md), but it is good at
+telling which of a few short spans of a sentence answers a question. So we cut the chosen
+sentences into candidate spans (runs of content words, and their sub-runs; jieba words for
+Chinese) and let the model's likelihood choose among them (``generate.score_continuations``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# A word: letters/digits with inner ' & - . (Halcyon-Tern, 3.5, O'Brien); or one CJK run.
+_EN_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'’.][A-Za-z0-9]+)*|&|[\u3400-\u9fff]+|[^\sA-Za-z0-9]")
+
+# Words that never start or end an answer span, and that split content runs.
+EN_STOP = frozenset("""
+a an the and or but if of in on at to for from by with without into onto over under about
+after before during since until while as than then so that this these those there here
+is are was were be been being am has have had do does did will would shall should can could
+may might must not no nor it its it's he she they them his her their hers him we our you your
+i me my who whom whose which what when where why how all any both each few more most other
+some such only own same too very just also now later where's what's who's
+""".split())
+
+# Chinese function words (jieba tokens) that split runs and never make an answer alone.
+ZH_STOP = frozenset("""
+的 了 在 于 和 与 及 是 为 被 把 从 向 到 对 将 就 都 也 又 并 而 或 其 这 那 他 她 它 他们
+她们 我们 你 我 之 以 后 前 时 中 里 上 下 着 过 吗 呢 吧 啊 有 没有 那里 这里
+""".split())
+
+_PUNCT = re.compile(r"^[\W_]+$")
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    sentence: int  # index of the sentence (passage) it comes from
+    # The words around the span in its sentence (what it is "the X of"), for matching the
+    # question: "was born in ~ in 1966" answers "What is the birthplace of ...?".
+    context: str = ""
+
+
+def _is_cjk(text: str) -> bool:
+    return bool(_CJK.search(text))
+
+
+def _tokens(sentence: str) -> list[str]:
+    if _is_cjk(sentence):
+        import jieba
+
+        jieba.setLogLevel(60)
+        return [t for t in jieba.lcut(sentence) if t.strip()]
+    return _EN_TOKEN.findall(sentence)
+
+
+def _join(tokens: list[str]) -> str:
+    out = ""
+    for t in tokens:
+        if out and not (_is_cjk(t) or _is_cjk(out[-1])) and t not in "'’":
+            out += " "
+        out += t
+    return out
+
+
+def _question_terms(question: str) -> set[str]:
+    terms = {t.lower() for t in _tokens(question)}
+    if _is_cjk(question):  # jieba may cut a name differently in the question and passage
+        terms |= {question[i:i + 2] for i in range(len(question) - 1)
+                  if _CJK.match(question[i]) and _CJK.match(question[i + 1])}
+    return terms
+
+
+def _stop(token: str) -> bool:
+    low = token.lower()
+    return (low in EN_STOP or token in ZH_STOP
+            or (bool(_PUNCT.match(token)) and token not in "&+"))
+
+
+def _in_question(token: str, terms: set[str]) -> bool:
+    low = token.lower()
+    if low in terms:
+        return True
+    # A Chinese word that is a name in the question (王小明 vs 王小明于 cut differently).
+    return _is_cjk(token) and len(token) >= 2 and any(
+        token[i:i + 2] in terms for i in range(len(token) - 1))
+
+
+def candidate_spans(sentences: list[str], question: str, left: int = 3, right: int = 2
+                    ) -> list[Span]:
+    """Spans that might answer ``question``: the maximal runs of content tokens of each
+    sentence, minus anything the question says; each with the words around it."""
+    terms = _question_terms(question)
+    seen: set[str] = set()
+    out: list[Span] = []
+    for si, sentence in enumerate(sentences):
+        toks = _tokens(sentence)
+        runs: list[tuple[int, int]] = []
+        start = None
+        for i, t in enumerate(toks + ["."]):
+            content = i < len(toks) and not (_stop(t) or _in_question(t, terms))
+            if content and start is None:
+                start = i
+            elif not content and start is not None:
+                runs.append((start, i))
+                start = None
+        for a, b in runs:
+            text = _join(toks[a:b]).strip()
+            if not text or text.lower() in seen or _PUNCT.match(text):
+                continue
+            seen.add(text.lower())
+            out.append(Span(text, si, _join(toks[max(0, a - left):b + right]).strip()))
+    return out
