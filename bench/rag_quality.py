@@ -17,6 +17,8 @@ vs_langchain (kinject_acc / langchain_acc), seconds per question for each.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import random
 import sys
 import tempfile
@@ -204,13 +206,18 @@ def index_through_broker(people: list[Person], data_dir: Path) -> Any:
     return index, settings
 
 
-def run_kinject(index: Any, settings: Any, questions: list[Question]) -> dict[str, Any]:
+def run_kinject(index: Any, settings: Any, questions: list[Question], mode: str | None
+                ) -> dict[str, Any]:
     from kinject.models import load_generator
-    from kinject.rag.service import RagService
+    from kinject.rag.service import RagConfig, RagService
 
     m = settings.models
     generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype)
-    rag = RagService(index, generator)
+    config = RagConfig.from_settings(settings)
+    if mode is not None:
+        config = dataclasses.replace(config, mode=mode)  # type: ignore[arg-type]
+    rag = RagService(index, generator, config)
+    progress(f"kinject reader mode: {config.mode}")
     right = {"en": [], "zh": []}  # type: dict[str, list[bool]]
     recall, cited, abstained, times = [], [], [], []
     for i, q in enumerate(questions):
@@ -235,7 +242,7 @@ def run_kinject(index: Any, settings: Any, questions: list[Question]) -> dict[st
         "kinject_acc": _share(all_right), "kinject_acc_en": _share(right["en"]),
         "kinject_acc_zh": _share(right["zh"]), "recall_at_5": _share(recall),
         "cited_right_source": _share(cited), "abstain_on_unknown": _share(abstained),
-        "kinject_s_per_question": median(times),
+        "kinject_s_per_question": median(times), "kinject_mode": config.mode,
     }
 
 
@@ -298,8 +305,12 @@ def _share(flags: list[bool]) -> float:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "", extra=lambda p: p.add_argument(
-        "--no-langchain", action="store_true", help="skip the LangChain peer"))
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-langchain", action="store_true", help="skip the LangChain peer")
+        p.add_argument("--mode", choices=("span", "free"), default=None,
+                       help="kinject's reader mode (default: the rag.mode setting)")
+
+    args = parse_args(__doc__ or "", extra=extra)
     rng = random.Random(args.seed)
     n_en, n_zh, per, n_unknown = (6, 4, 2, 6) if args.quick else (40, 30, 3, 40)
     people, unknown = make_people(n_en, n_zh, rng)
@@ -314,7 +325,7 @@ def main() -> None:
         settings = settings.model_copy(update={"data_dir": default_data_dir()})
         result: dict[str, Any] = {"bench": "rag_quality", "quick": args.quick,
                                   "people": len(people), "questions": len(questions)}
-        result.update(run_kinject(index, settings, questions))
+        result.update(run_kinject(index, settings, questions, args.mode))
         if not args.no_langchain:
             progress("LangChain peer")
             result.update(run_langchain(people, questions, settings))

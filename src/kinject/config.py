@@ -172,9 +172,10 @@ class RagSettings(BaseModel):
     max_sentences: int = Field(default=2, ge=1, description="sentences shown to the reader")
     # Below this cosine between the question and its best sentence, abstain.
     min_relevance: float = Field(default=0.25, ge=-1.0, le=1.0)
-    # span: the answer is the span of the passages the reader finds best (grounded by
-    # construction); free: the model writes (questions that need synthesis).
-    mode: Literal["span", "free"] = "span"
+    # free: the model writes from the chosen sentences; an answer whose words are not in them
+    # falls back to the best sentence. span: the answer is the span of those sentences the
+    # reader scores best (a quote by construction).
+    mode: Literal["span", "free"] = "free"
     max_answer_chars: int = Field(default=160, ge=1)
     # The best spans by context re-ranked with the model's likelihood (0 or 1: off).
     lm_rerank: int = Field(default=3, ge=0)

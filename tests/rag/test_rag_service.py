@@ -48,7 +48,7 @@ def kb(tmp_path: Path, hash_embedder: HashEmbedder) -> Any:
 
 
 def _cfg(**kw: Any) -> RagConfig:
-    return RagConfig(lm_rerank=0, **kw)
+    return RagConfig(**{"lm_rerank": 0, "mode": "span", **kw})
 
 
 def test_split_sentences_english_and_chinese() -> None:
@@ -175,11 +175,11 @@ def test_concurrent_questions_are_batched_and_answered_as_if_alone(
     questions = ["who founded the guild", "when does the ferry to Vask leave",
                  "what did Brenna Kettering study", "Where was Brenna Kettering born?"]
     # lm_rerank: the model weighs in on every answer (one scoring call per batch).
-    alone = RagService(kb, tiny_generator, RagConfig(cache_size=0, lm_rerank=3))
+    alone = RagService(kb, tiny_generator, RagConfig(cache_size=0, lm_rerank=3, mode="span"))
     expected = [alone.ask(q).text for q in questions]
     assert alone.model_calls == len(questions)
     batched = RagService(kb, tiny_generator,
-                         RagConfig(cache_size=0, lm_rerank=3, batch_window_ms=300))
+                         RagConfig(cache_size=0, lm_rerank=3, mode="span", batch_window_ms=300))
     results: dict[int, Answer] = {}
     start = threading.Barrier(len(questions))
 

@@ -30,7 +30,7 @@ def rag(tmp_path_factory: pytest.TempPathFactory, minilm: Any, smollm2_cache: Pa
         index.apply([SourceUpdate(op="upsert", source_id=sid, chunks=(chunk,),
                                   vectors=minilm.encode([text]), embedder=minilm.name)])
     generator = load_generator("smollm2", smollm2_cache, "cpu", "auto")
-    yield RagService(index, generator, RagConfig(cache_size=0))
+    yield RagService(index, generator, RagConfig(cache_size=0, mode="span"))
     index.close()
 
 

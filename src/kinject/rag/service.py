@@ -62,7 +62,7 @@ class RagConfig:
     min_relevance: float = 0.25
     # Below this share of answer words found in the passages a free answer is not grounded.
     min_grounding: float = 0.5
-    mode: Mode = "span"
+    mode: Mode = "free"
     # Longest answer in characters; max_new_tokens follows from the passages' own
     # tokens-per-character (Chinese needs several tokens a character).
     max_answer_chars: int = 160
@@ -239,7 +239,9 @@ class RagService:
             plan.passages = [c for c, _ in chosen]
             texts = [c.sentence for c in plan.passages]
             free = q.mode == "free" or plan.route == "both"
-            plan.messages = rag_messages(q.text, texts, free=free)
+            # A terse prompt for answers from the passages; a fuller one when the adapter's
+            # own knowledge joins in (both).
+            plan.messages = rag_messages(q.text, texts, free=plan.route == "both")
             if free:
                 plan.kind = "free"
                 plan.max_new_tokens = self._budget(q.text, texts)
