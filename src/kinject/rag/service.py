@@ -393,6 +393,9 @@ class RagService:
         if plan.kind == "closed":
             return self._answer(plan, raw.strip(), ())
         texts = [c.sentence for c in plan.passages]
+        # The answer is its first line; a small model goes on ("The answer is: ...").
+        raw = next((line for line in raw.strip().splitlines() if line.strip()), "")
+        raw = raw.replace("\ufffd", "")  # a character cut by max_new_tokens
         used = sorted({int(n) for n in _MARKER.findall(raw) if 1 <= int(n) <= len(texts)})
         clean = _MARKER.sub("", raw).strip()
         clean = re.sub(r"\s+([.,;:!?。，])", r"\1", clean).strip(" \"'")
