@@ -101,8 +101,18 @@ class KinjectService:
         mat.start()
         applied, quiet_since = 0, time.monotonic()
         deadline = time.monotonic() + timeout_s
+        # Read at least up to the end the broker reports now (a slow first fetch must not
+        # look like a quiet topic), then until the topic has been quiet for idle_s.
+        consumer = mat._consumer
+        parts = list(consumer.assignment())
+        ends = consumer.end_offsets(parts) if parts else {}
+
+        def behind() -> bool:
+            return any(consumer.position(tp) < end for tp, end in ends.items())
+
         try:
-            while time.monotonic() - quiet_since < idle_s and time.monotonic() < deadline:
+            while time.monotonic() < deadline and (
+                    behind() or time.monotonic() - quiet_since < idle_s):
                 n = mat.poll_once(timeout_ms=200)
                 if n:
                     applied += n

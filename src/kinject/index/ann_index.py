@@ -18,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,22 +31,28 @@ log = logging.getLogger(__name__)
 Loader = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 
-_single_thread = threading.Lock()
-_configured: list[bool] = []
-
-
 def _faiss() -> Any:
-    """faiss, set to one OpenMP thread per call. A server runs many small searches at once;
-    FAISS's threads spin-wait for each other on a busy machine, so a search of 40 vectors
-    took 15 ms with 2 threads and 0.12 ms with one (a 20k exact search: 56 ms vs 9 ms), and
-    an HNSW build took as long with 1 thread as with 2."""
     import faiss
 
-    with _single_thread:
-        if not _configured:
-            faiss.omp_set_num_threads(1)
-            _configured.append(True)
     return faiss
+
+
+@contextmanager
+def _one_thread(faiss: Any) -> Iterator[None]:
+    """Run a FAISS call on one OpenMP thread, then give the calling thread its count back.
+
+    A server runs many small searches at once; FAISS's threads spin-wait for each other on a
+    busy machine, so a search of 40 vectors took 15 ms with 2 threads and 0.12 ms with one (a
+    20k exact search: 56 ms vs 9 ms). The count is per thread and shared with torch (same
+    OpenMP runtime): setting it for good would also slow the generation that follows a
+    search in the same thread, hence the restore.
+    """
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,8 @@ class AnnIndex:
                     efSearch=max(self.config.ef_search, kk), **extra)
             else:
                 params = faiss.SearchParameters(**extra) if extra else None
-            scores, ids = self._index.search(q, kk, params=params)
+            with _one_thread(faiss):
+                scores, ids = self._index.search(q, kk, params=params)
         return scores, ids
 
     def reconstruct(self, ids: Iterable[int]) -> dict[int, np.ndarray]:

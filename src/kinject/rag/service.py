@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -169,7 +169,7 @@ class RagService:
         if plan.kind in ("abstain", "span"):
             answer = self._finish([plan])[0]
             yield answer.text
-        else:
+        elif plan.kind == "closed":
             t0 = time.perf_counter()
             pieces: list[str] = []
             self.model_calls += 1
@@ -179,8 +179,58 @@ class RagService:
                     yield piece
             plan.timings["generate_s"] = time.perf_counter() - t0
             answer = self._compose(plan, "".join(pieces))
+        else:
+            answer = yield from self._stream_grounded(plan)
         self.cache.put(self._cache_key(q), answer)
         yield answer
+
+    def _stream_grounded(self, plan: _Plan) -> Generator[str, None, Answer]:
+        """Stream a free answer without ever showing text the final Answer takes back.
+
+        Text is held back until what has been written is grounded in the passages (the same
+        test as :meth:`_compose`, with at least two new words); from then on it flows as it is
+        produced, up to the end of the first line (the answer). An answer that never becomes
+        grounded is replaced by the sentence it falls back to, sent as one piece. So the
+        pieces always add up to the final answer's text, as OpenAI-style clients expect.
+        """
+        texts = [c.sentence for c in plan.passages]
+        asked = tokens(plan.q.text)
+        t0 = time.perf_counter()
+        self.model_calls += 1
+        written, released, grounded = "", 0, False
+        for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens):
+            if not piece or "\n" in written.lstrip():
+                continue  # past the first line: drained, not shown
+            written += piece
+            line = written.lstrip().split("\n", 1)[0].replace("\ufffd", "")
+            if not grounded:
+                clean = _MARKER.sub("", line)
+                grounded = (len(tokens(clean) - asked) >= 2 and best_grounding(
+                    clean, texts, plan.q.text)[1] >= self.config.min_grounding)
+            shown = line.rstrip()  # trailing spaces wait: the line may end there
+            if grounded and len(shown) > released:
+                yield shown[released:]
+                released = len(shown)
+        plan.timings["generate_s"] = time.perf_counter() - t0
+        line = written.lstrip().split("\n", 1)[0].replace("\ufffd", "").rstrip()
+        if not grounded:
+            answer = self._compose(plan, line)
+            yield answer.text
+            return answer
+        used = sorted({int(n) for n in _MARKER.findall(line) if 1 <= int(n) <= len(texts)})
+        if used:  # the model cited: its words stand as written
+            return self._answer(plan, line.strip(), self._citations(plan, used))
+        idx, _ = best_grounding(_MARKER.sub("", line), texts, plan.q.text)
+        yield f" [{idx + 1}]"
+        return self._answer(plan, f"{line.strip()} [{idx + 1}]", self._citations(plan, [idx + 1]))
+
+    def _citations(self, plan: _Plan, used: list[int]) -> tuple[Citation, ...]:
+        return tuple(
+            Citation(n=n, source_id=plan.passages[n - 1].hit.source_id,
+                     chunk_id=plan.passages[n - 1].hit.chunk_id,
+                     score=plan.passages[n - 1].hit.score,
+                     snippet=plan.passages[n - 1].sentence)
+            for n in used)
 
     # -- preparing ----------------------------------------------------------------------------
     def _question(self, question: str, k: int | None, filters: SearchFilters | None,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from kafka import ConsumerRebalanceListener
 
 from kinject.config import KafkaSettings
 from kinject.errors import BadRecord, BrokerError
@@ -50,6 +51,19 @@ RETRY_MAX_S = 10.0
 
 # Bytes of a dead letter beside the original record (JSON fields, the reason).
 _LETTER_OVERHEAD = 64 * 1024
+
+
+class _ClusterGuard(ConsumerRebalanceListener):
+    """Rebalance listener: checks the cluster each time the group assigns partitions."""
+
+    def __init__(self, worker: IngestWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker._on_assigned()
 
 
 class _Reconnect(Exception):
@@ -106,6 +120,8 @@ class IngestWorker:
         self._consumer: Any = None
         self._producer: Any = None
         self._cluster_id: str | None = None
+        self._moved = False
+        self._admin: Any = None
         self._letters: list[Any] = []  # dead-letter sends of the current batch
         self._warm = False
 
@@ -121,19 +137,44 @@ class IngestWorker:
             if self.config.ocr_engine != "none":
                 ocr.warm_up(self.config.ocr_engine)
             self._warm = True
-        self._cluster_id = None
+        self._cluster_id = self._ask_cluster()
+        self._moved = False
         self._letters.clear()
         # Room for a dead letter that keeps (base64) the bytes of an oversized record.
         self._producer = make_producer(
             self.kafka, self.bootstrap,
             max_request_size=3 * self.max_record_bytes + _LETTER_OVERHEAD)
-        self._consumer = make_consumer(
-            self.kafka, self.bootstrap, self.group_id, [self.topics.records]
-        )
+        self._consumer = make_consumer(self.kafka, self.bootstrap, self.group_id)
+        self._consumer.subscribe([self.topics.records], listener=_ClusterGuard(self))
+
+    def _ask_cluster(self) -> str | None:
+        """The broker's cluster id, asked afresh (not from cached client metadata)."""
+        from kinject.stream.clients import make_admin
+
+        if self._admin is None:
+            self._admin = make_admin(self.kafka, self.bootstrap)
+        cluster_id: str | None = self._admin.describe_cluster().get("cluster_id")
+        return cluster_id
+
+    def _on_assigned(self) -> None:
+        """After every (re)join: a group joined on a new cluster (a restarted in-memory
+        broker) must not fetch from positions kept from the old log."""
+        try:
+            moved = self._ask_cluster() != self._cluster_id
+        except Exception as exc:  # unsure: reconnecting is always safe (nothing committed)
+            log.info("cannot confirm the cluster after a rejoin (%s); reconnecting", exc)
+            moved = True
+        self._moved = self._moved or moved
 
     def close(self) -> None:
         consumer, producer, self._consumer, self._producer = (
             self._consumer, self._producer, None, None)
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                admin.close()
+            except Exception as exc:
+                log.debug("closing the admin client: %s", exc)
         # A broker that is gone must not make close() raise or hang for long.
         if consumer is not None:
             try:
@@ -208,6 +249,11 @@ class IngestWorker:
                 raise _Reconnect(f"the broker did not acknowledge a write: {future.exception}")
         self._letters.clear()
         self._check_cluster()
+        # Asked afresh right before the commit: a consumer that has not noticed a restarted
+        # in-memory broker would commit its old log's positions into the new cluster's
+        # group, and the next consumer would skip the records published there since.
+        if self._ask_cluster() != self._cluster_id:
+            raise _Reconnect("the Kafka cluster changed before the commit")
         self._consumer.commit()
         self.processed += len(messages)
         return len(messages)
@@ -219,6 +265,8 @@ class IngestWorker:
         check costs nothing; kafka-python keeps a partition's fetch position across a
         rejoin, which in a new, empty log would skip the records published there.
         """
+        if self._moved:
+            raise _Reconnect("the group was rejoined on another Kafka cluster")
         cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
         current = getattr(cluster, "cluster_id", None)
         if current is None:
