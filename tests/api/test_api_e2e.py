@@ -63,7 +63,7 @@ def test_ask_streams_deltas_then_the_answer(served: Served) -> None:
     wait_for(lambda: _search(served, "Marnick rye bread"), what="the record")
     events = []
     with served.client() as c, c.stream("POST", "/v1/ask", json={
-            "question": "What does Marnick bake at dawn?", "stream": True}) as r:
+            "question": "What rye bread does Marnick bake at dawn?", "stream": True}) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():

@@ -99,7 +99,7 @@ def test_the_keeper_confirms_and_resends_across_a_broker_restart(
         time.sleep(1.0)
         assert len(outbox) == 8 and {e.state for e in outbox.pending()} == {"sent"}
         broker.stop()
-        _until(lambda: keeper.stats.failures > 0, 20, "a round against the stopped broker")
+        _until(lambda: keeper.stats.failures > 0, 60, "a round against the stopped broker")
         assert len(outbox) == 8  # nothing is given up while the broker is away
         broker.start()  # same port, a new cluster with an empty log
         worker = _Worker(kafka, bootstrap, hash_embedder)

@@ -50,6 +50,7 @@ class IndexMaterialiser:
         self._consumer: Any = None
         self._last_snapshot = time.monotonic()
         self._cluster: str | None = None
+        self._admin: Any = None
 
     def start(self) -> None:
         from kafka import TopicPartition
@@ -84,11 +85,11 @@ class IndexMaterialiser:
         """Whether the broker turned into a new cluster (an embedded broker restarted: its
         log is new and empty); if so, forget the stored offsets and re-read from the start.
 
-        The id is the one in the consumer's own metadata, refreshed on every reconnect; a
-        consumer would otherwise keep fetching from its old positions in the new log.
+        The id is asked afresh on every poll (one small request): the consumer's cached
+        metadata can keep the old id for minutes while it fetches from its old positions in
+        the new log, which would skip what was published there.
         """
-        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
-        current = getattr(cluster, "cluster_id", None)
+        current = self._fresh_cluster()
         if current is None or self._cluster is None or current == self._cluster:
             return False
         topic = self.topics.chunks
@@ -101,6 +102,20 @@ class IndexMaterialiser:
             self._consumer.seek_to_beginning(*assigned)
         return True
 
+    def _fresh_cluster(self) -> str | None:
+        from kafka.errors import KafkaError
+
+        from kinject.stream.clients import make_admin
+
+        try:
+            if self._admin is None:
+                self._admin = make_admin(self.kafka, self.bootstrap)
+            found = self._admin.describe_cluster().get("cluster_id")
+        except KafkaError as exc:  # the broker is away: the next poll asks again
+            log.debug("cannot ask the cluster id: %s", exc)
+            return None
+        return str(found) if found else None
+
     def _cluster_id(self) -> str:
         from kinject.stream.clients import make_admin
 
@@ -111,6 +126,12 @@ class IndexMaterialiser:
             admin.close()
 
     def close(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            except Exception as exc:
+                log.debug("closing the admin client: %s", exc)
+            self._admin = None
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
