@@ -86,10 +86,12 @@ def _open(data: bytes) -> PdfDocument:
         with _PDFIUM_LOCK:
             return pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
-        if exc.err_code == pdfium_c.FPDF_ERR_PASSWORD:
-            reason = "pdf is encrypted and needs a password"
-        elif _NO_KIDS.search(data) and not _PAGE_OBJECT.search(data):
+        # The page check comes first: PDFium can leave the previous document's error code
+        # (a password error) when it refuses a document without pages.
+        if _NO_KIDS.search(data) and not _PAGE_OBJECT.search(data):
             reason = "pdf has no pages"  # PDFium refuses to open a document without pages
+        elif exc.err_code == pdfium_c.FPDF_ERR_PASSWORD:
+            reason = "pdf is encrypted and needs a password"
         else:
             reason = f"pdf is corrupt or unreadable: {exc}"
         raise BadRecord(reason, stage="parse") from exc
