@@ -457,14 +457,8 @@ class RagService:
         return self._cited(plan, clean, used or [idx + 1])
 
     def _cited(self, plan: _Plan, text: str, used: list[int]) -> Answer:
-        citations = tuple(
-            Citation(n=n, source_id=plan.passages[n - 1].hit.source_id,
-                     chunk_id=plan.passages[n - 1].hit.chunk_id,
-                     score=plan.passages[n - 1].hit.score,
-                     snippet=plan.passages[n - 1].sentence)
-            for n in used)
         marks = "".join(f"[{n}]" for n in used)
-        return self._answer(plan, f"{text} {marks}", citations)
+        return self._answer(plan, f"{text} {marks}", self._citations(plan, used))
 
     def _answer(self, plan: _Plan, text: str, citations: tuple[Citation, ...],
                 abstained: bool = False) -> Answer:
