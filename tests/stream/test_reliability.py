@@ -268,9 +268,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skip(reason="known bug, issue 4: after an embedded-broker restart some republished "
-                  "records of one partition are sometimes (about 1 run in 3 on 2 busy cores) not "
-                  "indexed; passes alone; to be fixed before this test runs in CI again")
 def test_records_accepted_across_a_broker_restart_are_all_indexed(tmp_path: Path) -> None:
     """The embedded broker forgets its log on restart. The outbox re-sends what was not
     confirmed, the worker process reconnects by itself, and the replica re-reads."""

@@ -230,3 +230,60 @@ def test_text_is_not_held_back_by_ocr_in_the_same_batch(
     chunks.close()
     # published first, but the scan needs OCR: the text's update must not wait for it
     assert order == ["kb/text", "kb/scan"]
+
+
+def test_a_replica_reads_partitions_the_chunks_topic_gains_while_it_runs(
+    kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    """A restarted Tansu re-creates a topic that a producer names before kinject does, with
+    Tansu's own partition count; an operator may re-create a topic with more partitions. A
+    replica that kept reading only the partitions it saw at start never indexed what was
+    written to the others."""
+    from kafka.admin import NewTopic
+
+    from kinject.stream.clients import ClusterWatch, make_admin
+
+    topics = Topics.from_settings(kafka)
+    index = TextIndex(tmp_path / "index", hash_embedder).open()
+    mat = IndexMaterialiser(kafka, kafka_bootstrap, index, watch_every_s=0.2)
+    stop = threading.Event()
+    replica = threading.Thread(target=mat.run, args=(stop,), daemon=True)
+    replica.start()
+    admin = make_admin(kafka, kafka_bootstrap)
+    watch = ClusterWatch(kafka, kafka_bootstrap)
+    worker: IngestWorker | None = None
+    producer = make_producer(kafka, kafka_bootstrap)
+    try:
+        _until(lambda: mat._consumer is not None and len(mat._consumer.assignment()) == 2)
+        admin.delete_topics([topics.chunks])
+        _until(lambda: not watch.partitions(topics.chunks))
+        admin.create_topics([NewTopic(topics.chunks, 5, 1)])
+        _until(lambda: watch.partitions(topics.chunks) == set(range(5)))
+        worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
+                              hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
+        worker.start()
+        records = [Record(source_id=f"shelf/{i}", kind="text",
+                          content=f"Shelf {i} of the archive holds {i + 2} maps of coast "
+                                  f"number {i * 7}.".encode()) for i in range(30)]
+        _publish({"producer": producer, "topics": topics}, *records)
+        wanted = {r.source_id for r in records}
+        deadline = time.monotonic() + 60
+        while wanted - {s for s in wanted if index.docstore.lineage(s)}:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "records on the new partitions were not indexed"
+            worker.poll_once(100)
+        assert {tp.partition for tp in mat._consumer.assignment()} == set(range(5))
+        from kafka import TopicPartition
+
+        probe = make_consumer(kafka, kafka_bootstrap, None)
+        ends = probe.end_offsets([TopicPartition(topics.chunks, p) for p in range(5)])
+        probe.close()
+        assert sum(n for tp, n in ends.items() if tp.partition >= 2) > 0  # new ones were used
+    finally:
+        stop.set()
+        replica.join(timeout=10)
+        if worker is not None:
+            worker.close()
+        producer.close()
+        admin.close()
+        watch.close()
+        index.close()

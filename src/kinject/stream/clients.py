@@ -159,3 +159,53 @@ def _port(raw: str, bootstrap: str) -> int:
     if not 0 < port < 65536:
         raise BrokerError(f"bad port {raw!r} in Kafka bootstrap servers {bootstrap!r}")
     return port
+
+
+class ClusterWatch:
+    """Asks the broker which cluster it is, and which partitions a topic has, afresh.
+
+    A client's cached metadata can keep an old cluster id for minutes: a restarted
+    embedded broker (its log is in memory) is a new, empty cluster, and a client that does
+    not notice fetches or commits positions from a log that no longer exists. One small
+    admin client answers both questions straight from the broker.
+    """
+
+    def __init__(self, kafka: KafkaSettings, bootstrap: str) -> None:
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+        self._admin: Any = None
+
+    def cluster_id(self) -> str | None:
+        """The cluster id now; raises KafkaError while the broker cannot be asked."""
+        from kafka.errors import KafkaError
+
+        try:
+            if self._admin is None:
+                self._admin = make_admin(self.kafka, self.bootstrap)
+            found = self._admin.describe_cluster().get("cluster_id")
+        except KafkaError:
+            self.close()  # the next question starts from a fresh connection
+            raise
+        return str(found) if found else None
+
+    def partitions(self, topic: str) -> set[int]:
+        """The partitions ``topic`` has now (empty while it does not exist)."""
+        from kafka.errors import KafkaError
+
+        try:
+            if self._admin is None:
+                self._admin = make_admin(self.kafka, self.bootstrap)
+            described = self._admin.describe_topics([topic])
+        except KafkaError:
+            self.close()
+            raise
+        return {int(p["partition_index"]) for info in described if info.get("name") == topic
+                and not info.get("error_code") for p in info.get("partitions") or ()}
+
+    def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                admin.close()
+            except Exception as exc:  # a broker that is gone must not make close() raise
+                _log.debug("closing the admin client: %s", exc)

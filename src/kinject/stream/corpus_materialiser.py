@@ -21,20 +21,13 @@ from collections.abc import Callable
 from typing import Any
 
 from kinject.config import KafkaSettings
-from kinject.errors import BrokerError
 from kinject.finetune.corpus import CorpusStore
-from kinject.stream.clients import make_consumer
+from kinject.stream.clients import ClusterWatch, make_consumer
 from kinject.stream.events import decode_update, is_image_event
+from kinject.stream.reconnect import ClusterGuard, run_reconnecting
 from kinject.stream.topics import Topics
 
 log = logging.getLogger(__name__)
-
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 10.0
-
-
-class _Reconnect(Exception):
-    """The consumer must be recreated (the broker is now another cluster)."""
 
 
 class CorpusMaterialiser:
@@ -56,16 +49,17 @@ class CorpusMaterialiser:
         self.skipped = 0
         self.ready = threading.Event()  # set once the group has assigned partitions
         self._consumer: Any = None
-        self._cluster_id: str | None = None
+        self._guard = ClusterGuard(ClusterWatch(kafka, bootstrap))
 
     def start(self) -> None:
-        self._cluster_id = None
-        self._consumer = make_consumer(self.kafka, self.bootstrap, self.group_id,
-                                       [self.topics.chunks])
+        self._guard.join()
+        self._consumer = make_consumer(self.kafka, self.bootstrap, self.group_id)
+        self._consumer.subscribe([self.topics.chunks], listener=self._guard.listener())
 
     def close(self) -> None:
         consumer, self._consumer = self._consumer, None
         self.ready.clear()
+        self._guard.close()
         if consumer is not None:
             try:
                 consumer.close(autocommit=False)
@@ -74,30 +68,14 @@ class CorpusMaterialiser:
 
     def run(self, stop: threading.Event, poll_timeout_ms: int = 200) -> None:
         """Work until ``stop`` is set, reconnecting (with backoff) when the broker is lost."""
-        from kafka.errors import KafkaError
-
-        backoff = RETRY_FIRST_S
-        try:
-            while not stop.is_set():
-                try:
-                    if self._consumer is None:
-                        self.start()
-                    self.poll_once(poll_timeout_ms)
-                    backoff = RETRY_FIRST_S
-                except (KafkaError, BrokerError, _Reconnect) as exc:
-                    log.warning("corpus materialiser lost the broker at %s (%s: %s); "
-                                "reconnecting in %.1f s", self.bootstrap, type(exc).__name__,
-                                exc, backoff)
-                    self.close()
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, RETRY_MAX_S)
-        finally:
-            self.close()
+        run_reconnecting("corpus materialiser", self.bootstrap, stop,
+                         connected=lambda: self._consumer is not None, connect=self.start,
+                         step=lambda: self.poll_once(poll_timeout_ms), disconnect=self.close)
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Apply one batch of chunk events; return how many were written to the store."""
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
-        self._check_cluster()
+        self._guard.check(self._consumer)
         if not self.ready.is_set() and self._consumer.assignment():
             self.ready.set()
         messages = [m for batch in polled.values() for m in batch]
@@ -107,7 +85,8 @@ class CorpusMaterialiser:
         for msg in messages:
             applied += self._apply(msg)
         # Durable before commit: every write above is a committed SQLite transaction.
-        self._check_cluster()
+        self._guard.check(self._consumer)
+        self._guard.confirm()
         self._consumer.commit()
         self.applied += applied
         return applied
@@ -135,13 +114,3 @@ class CorpusMaterialiser:
             self.examples_added += added
             self.examples_removed += removed
         return 1
-
-    def _check_cluster(self) -> None:
-        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
-        current = getattr(cluster, "cluster_id", None)
-        if current is None:
-            return
-        if self._cluster_id is None:
-            self._cluster_id = current
-        elif current != self._cluster_id:
-            raise _Reconnect(f"the Kafka cluster changed ({self._cluster_id} -> {current})")

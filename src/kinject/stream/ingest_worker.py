@@ -23,18 +23,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from kafka import ConsumerRebalanceListener
 
 from kinject.config import KafkaSettings
-from kinject.errors import BadRecord, BrokerError
+from kinject.errors import BadRecord
 from kinject.index.changes import ExtraVectors, SourceUpdate
 from kinject.index.embedders import Embedder
 from kinject.ingest.envelope import decode_record
 from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.sniff import sniff_kind
-from kinject.stream.clients import make_consumer, make_producer
+from kinject.stream.clients import ClusterWatch, make_consumer, make_producer
 from kinject.stream.events import encode_dead_letter, encode_image_update, encode_update
 from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
+from kinject.stream.reconnect import ClusterGuard, Reconnect, run_reconnecting
 from kinject.stream.topics import Topics
 from kinject.types import Chunk, ImageItem, Record, content_hash
 
@@ -44,30 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Reconnection backoff: doubles from the first value up to the cap, reset by a good batch.
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 10.0
-
-
 # Bytes of a dead letter beside the original record (JSON fields, the reason).
 _LETTER_OVERHEAD = 64 * 1024
-
-
-class _ClusterGuard(ConsumerRebalanceListener):
-    """Rebalance listener: checks the cluster each time the group assigns partitions."""
-
-    def __init__(self, worker: IngestWorker) -> None:
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.worker._on_assigned()
-
-
-class _Reconnect(Exception):
-    """The worker's clients must be recreated (the broker was lost, or is a new cluster)."""
 
 
 @dataclass
@@ -119,9 +97,7 @@ class IngestWorker:
         self.ready = threading.Event()
         self._consumer: Any = None
         self._producer: Any = None
-        self._cluster_id: str | None = None
-        self._moved = False
-        self._admin: Any = None
+        self._guard = ClusterGuard(ClusterWatch(kafka, bootstrap))
         self._letters: list[Any] = []  # dead-letter sends of the current batch
         self._warm = False
 
@@ -137,44 +113,19 @@ class IngestWorker:
             if self.config.ocr_engine != "none":
                 ocr.warm_up(self.config.ocr_engine)
             self._warm = True
-        self._cluster_id = self._ask_cluster()
-        self._moved = False
+        self._guard.join()
         self._letters.clear()
         # Room for a dead letter that keeps (base64) the bytes of an oversized record.
         self._producer = make_producer(
             self.kafka, self.bootstrap,
             max_request_size=3 * self.max_record_bytes + _LETTER_OVERHEAD)
         self._consumer = make_consumer(self.kafka, self.bootstrap, self.group_id)
-        self._consumer.subscribe([self.topics.records], listener=_ClusterGuard(self))
-
-    def _ask_cluster(self) -> str | None:
-        """The broker's cluster id, asked afresh (not from cached client metadata)."""
-        from kinject.stream.clients import make_admin
-
-        if self._admin is None:
-            self._admin = make_admin(self.kafka, self.bootstrap)
-        cluster_id: str | None = self._admin.describe_cluster().get("cluster_id")
-        return cluster_id
-
-    def _on_assigned(self) -> None:
-        """After every (re)join: a group joined on a new cluster (a restarted in-memory
-        broker) must not fetch from positions kept from the old log."""
-        try:
-            moved = self._ask_cluster() != self._cluster_id
-        except Exception as exc:  # unsure: reconnecting is always safe (nothing committed)
-            log.info("cannot confirm the cluster after a rejoin (%s); reconnecting", exc)
-            moved = True
-        self._moved = self._moved or moved
+        self._consumer.subscribe([self.topics.records], listener=self._guard.listener())
 
     def close(self) -> None:
         consumer, producer, self._consumer, self._producer = (
             self._consumer, self._producer, None, None)
-        admin, self._admin = self._admin, None
-        if admin is not None:
-            try:
-                admin.close()
-            except Exception as exc:
-                log.debug("closing the admin client: %s", exc)
+        self._guard.close()
         # A broker that is gone must not make close() raise or hang for long.
         if consumer is not None:
             try:
@@ -189,31 +140,20 @@ class IngestWorker:
 
     def run(self, stop: threading.Event, poll_timeout_ms: int = 200) -> None:
         """Work until ``stop`` is set, reconnecting (with backoff) whenever the broker is lost."""
-        from kafka.errors import KafkaError
 
-        backoff = RETRY_FIRST_S
-        try:
-            while not stop.is_set():
-                try:
-                    if self._consumer is None:
-                        self.start()
-                    self.poll_once(poll_timeout_ms)
-                    backoff = RETRY_FIRST_S
-                except (KafkaError, BrokerError, _Reconnect) as exc:
-                    self.reconnects += 1
-                    log.warning("ingest worker lost the broker at %s (%s: %s); reconnecting "
-                                "in %.1f s", self.bootstrap, type(exc).__name__, exc, backoff)
-                    self.ready.clear()
-                    self.close()  # uncommitted records are read again by the next consumer
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, RETRY_MAX_S)
-        finally:
-            self.close()
+        def lost() -> None:
+            self.reconnects += 1
+            self.ready.clear()
+
+        run_reconnecting("ingest worker", self.bootstrap, stop,
+                         connected=lambda: self._consumer is not None, connect=self.start,
+                         step=lambda: self.poll_once(poll_timeout_ms), disconnect=self.close,
+                         on_lost=lost)
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return how many records it consumed."""
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
-        self._check_cluster()  # before anything polled from a vanished log is used
+        self._guard.check(self._consumer)  # before anything polled from a vanished log is used
         if not self.ready.is_set() and self._consumer.assignment():
             self.ready.set()
         messages = [m for batch in polled.values() for m in batch]
@@ -246,35 +186,13 @@ class IngestWorker:
         self._producer.flush()
         for future in [*sends, *self._letters]:
             if future.failed():
-                raise _Reconnect(f"the broker did not acknowledge a write: {future.exception}")
+                raise Reconnect(f"the broker did not acknowledge a write: {future.exception}")
         self._letters.clear()
-        self._check_cluster()
-        # Asked afresh right before the commit: a consumer that has not noticed a restarted
-        # in-memory broker would commit its old log's positions into the new cluster's
-        # group, and the next consumer would skip the records published there since.
-        if self._ask_cluster() != self._cluster_id:
-            raise _Reconnect("the Kafka cluster changed before the commit")
+        self._guard.check(self._consumer)
+        self._guard.confirm()
         self._consumer.commit()
         self.processed += len(messages)
         return len(messages)
-
-    def _check_cluster(self) -> None:
-        """Raise _Reconnect when the broker is now another cluster than the one we joined.
-
-        The id comes from the consumer's own metadata (refreshed on every reconnect), so the
-        check costs nothing; kafka-python keeps a partition's fetch position across a
-        rejoin, which in a new, empty log would skip the records published there.
-        """
-        if self._moved:
-            raise _Reconnect("the group was rejoined on another Kafka cluster")
-        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
-        current = getattr(cluster, "cluster_id", None)
-        if current is None:
-            return
-        if self._cluster_id is None:
-            self._cluster_id = current
-        elif current != self._cluster_id:
-            raise _Reconnect(f"the Kafka cluster changed ({self._cluster_id} -> {current})")
 
     def _decode(self, msg: Any) -> tuple[Any, Record | None]:
         size = len(msg.value or b"") + len(msg.key or b"")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinject.config import KafkaSettings
 from kinject.index.text_index import TextIndex
-from kinject.stream.clients import make_consumer
+from kinject.stream.clients import ClusterWatch, make_consumer
 from kinject.stream.events import decode_image_update, decode_update, is_image_event
 from kinject.stream.topics import Topics
 
@@ -37,6 +37,7 @@ class IndexMaterialiser:
         snapshot_every_s: float = 30.0,
         max_records: int = 256,
         images: ImageIndex | None = None,
+        watch_every_s: float = 1.0,
     ) -> None:
         self.kafka = kafka
         self.bootstrap = bootstrap
@@ -50,88 +51,89 @@ class IndexMaterialiser:
         self._consumer: Any = None
         self._last_snapshot = time.monotonic()
         self._cluster: str | None = None
-        self._admin: Any = None
+        self._watch = ClusterWatch(kafka, bootstrap)
+        self.watch_every_s = watch_every_s
+        self._watched = 0.0
 
     def start(self) -> None:
-        from kafka import TopicPartition
-
         topic = self.topics.chunks
         self._consumer = make_consumer(self.kafka, self.bootstrap, None, [])
-        parts = self._consumer.partitions_for_topic(topic) or set()
-        deadline = time.monotonic() + 15
-        while not parts and time.monotonic() < deadline:
-            time.sleep(0.2)
-            parts = self._consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        cluster = self._cluster = self._cluster_id()
+        cluster = self._cluster = self._watch.cluster_id() or "unknown"
         known = self.index.source_cluster()
         if known != cluster:
             if known is not None:
                 log.warning("the Kafka cluster changed (%s -> %s): the log the index was built "
                             "from is gone; re-reading %s from the start", known, cluster, topic)
             self.index.reset_source(cluster, topic)
-        # Kafka answers a fetch past the log end with OffsetOutOfRange, which resets to the
-        # earliest offset; the embedded broker's restarts are caught by the cluster id above.
+        deadline = time.monotonic() + 15
+        while not self._follow_partitions() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self._watched = time.monotonic()
+
+    def _follow_partitions(self) -> bool:
+        """Read every partition the chunks topic has now: partitions added by an operator,
+        or a topic that a restarted broker re-created with another partition count (Tansu
+        creates a topic a producer names before kinject does, with its own default).
+
+        A partition new to this replica starts at its stored offset, else at the start. Kafka
+        answers a fetch past the log end with OffsetOutOfRange, which resets to the earliest
+        offset; the embedded broker's restarts are caught by the cluster id.
+        """
+        from kafka import TopicPartition
+
+        topic = self.topics.chunks
+        parts = self._watch.partitions(topic)
+        have = set(self._consumer.assignment())
+        wanted = {TopicPartition(topic, p) for p in parts}
+        if not wanted or wanted <= have:
+            return bool(wanted)
+        self._consumer.assign(sorted(have | wanted))
         stored = self.index.applied_offsets(topic)
-        for tp in tps:
+        for tp in sorted(wanted - have):
             nxt = stored.get(tp.partition)
             if nxt is None:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, nxt)
-
-    def _cluster_changed(self) -> bool:
-        """Whether the broker turned into a new cluster (an embedded broker restarted: its
-        log is new and empty); if so, forget the stored offsets and re-read from the start.
-
-        The id is asked afresh on every poll (one small request): the consumer's cached
-        metadata can keep the old id for minutes while it fetches from its old positions in
-        the new log, which would skip what was published there.
-        """
-        current = self._fresh_cluster()
-        if current is None or self._cluster is None or current == self._cluster:
-            return False
-        topic = self.topics.chunks
-        log.warning("the Kafka cluster changed (%s -> %s) while running: re-reading %s from "
-                    "the start", self._cluster, current, topic)
-        self.index.reset_source(current, topic)
-        self._cluster = current
-        assigned = list(self._consumer.assignment())
-        if assigned:
-            self._consumer.seek_to_beginning(*assigned)
+        if have:
+            log.info("now reading %s partitions %s", topic, sorted(p.partition for p in wanted))
         return True
 
-    def _fresh_cluster(self) -> str | None:
+    def _moved(self) -> bool:
+        """Watch the broker, at most every ``watch_every_s``: when it turned into a new
+        cluster (an embedded broker restarted: its log is new and empty), forget the stored
+        offsets and re-read from the start; follow the topic's partitions.
+
+        The id is asked straight from the broker: the consumer's cached metadata can keep
+        the old id for minutes while it fetches from its old positions in the new log. What
+        such a fetch applied in the meantime is re-read after the reset, so a short delay
+        costs nothing but the re-read.
+        """
         from kafka.errors import KafkaError
 
-        from kinject.stream.clients import make_admin
-
+        if time.monotonic() - self._watched < self.watch_every_s:
+            return False
+        self._watched = time.monotonic()
         try:
-            if self._admin is None:
-                self._admin = make_admin(self.kafka, self.bootstrap)
-            found = self._admin.describe_cluster().get("cluster_id")
+            current = self._watch.cluster_id()
+            moved = current is not None and self._cluster is not None and current != self._cluster
+            if moved:
+                topic = self.topics.chunks
+                log.warning("the Kafka cluster changed (%s -> %s) while running: re-reading %s "
+                            "from the start", self._cluster, current, topic)
+                self.index.reset_source(current, topic)  # type: ignore[arg-type]
+                self._cluster = current
+                assigned = list(self._consumer.assignment())
+                if assigned:
+                    self._consumer.seek_to_beginning(*assigned)
+            self._follow_partitions()
         except KafkaError as exc:  # the broker is away: the next poll asks again
-            log.debug("cannot ask the cluster id: %s", exc)
-            return None
-        return str(found) if found else None
-
-    def _cluster_id(self) -> str:
-        from kinject.stream.clients import make_admin
-
-        admin = make_admin(self.kafka, self.bootstrap)
-        try:
-            return str(admin.describe_cluster().get("cluster_id") or "unknown")
-        finally:
-            admin.close()
+            log.debug("cannot watch the Kafka cluster: %s", exc)
+            return False
+        return moved
 
     def close(self) -> None:
-        if self._admin is not None:
-            try:
-                self._admin.close()
-            except Exception as exc:
-                log.debug("closing the admin client: %s", exc)
-            self._admin = None
+        self._watch.close()
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -149,7 +151,7 @@ class IndexMaterialiser:
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
-        if self._cluster_changed():
+        if self._moved():
             return 0  # what was polled may come from stale positions in the new log
         updates, offsets = [], {}
         changes: list[Any] = []  # text and image updates in log order, for the image index

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kinject.config import KafkaSettings
 from kinject.errors import BadRecord, BrokerError
 from kinject.ingest.envelope import encode_record, record_from_path
-from kinject.stream.clients import make_admin, make_producer
+from kinject.stream.clients import ClusterWatch, make_producer
 from kinject.stream.topics import Topics
 from kinject.types import Record
 
@@ -72,12 +72,11 @@ class Producer:
         self._producer = self._new_client()
 
     def _ask_cluster_id(self) -> str | None:
-        admin = make_admin(self.kafka, self.bootstrap)
+        watch = ClusterWatch(self.kafka, self.bootstrap)
         try:
-            cluster_id: str | None = admin.describe_cluster().get("cluster_id")
+            return watch.cluster_id()
         finally:
-            admin.close()
-        return cluster_id
+            watch.close()
 
     def refresh_cluster_id(self) -> bool:
         """Ask the broker which cluster it is now; True when that changed (a restarted
