@@ -6,6 +6,7 @@ in the same consumer group and the broker spreads the partitions over them.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -111,3 +112,5 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: what a stuck worker waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
