@@ -75,7 +75,8 @@ class CorpusMaterialiser:
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Apply one batch of chunk events; return how many were written to the store."""
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
-        self._guard.check(self._consumer)
+        if not self._guard.usable(self._consumer):  # polled from a vanished log's positions
+            return 0
         if not self.ready.is_set() and self._consumer.assignment():
             self.ready.set()
         messages = [m for batch in polled.values() for m in batch]
@@ -85,8 +86,8 @@ class CorpusMaterialiser:
         for msg in messages:
             applied += self._apply(msg)
         # Durable before commit: every write above is a committed SQLite transaction.
-        self._guard.check(self._consumer)
-        self._guard.confirm()
+        if not self._guard.may_commit(self._consumer):
+            return 0  # read again once the group has rejoined the new cluster
         self._consumer.commit()
         self.applied += applied
         return applied

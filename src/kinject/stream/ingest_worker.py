@@ -153,7 +153,8 @@ class IngestWorker:
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return how many records it consumed."""
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
-        self._guard.check(self._consumer)  # before anything polled from a vanished log is used
+        if not self._guard.usable(self._consumer):  # polled from a vanished log's positions
+            return 0
         if not self.ready.is_set() and self._consumer.assignment():
             self.ready.set()
         messages = [m for batch in polled.values() for m in batch]
@@ -188,8 +189,8 @@ class IngestWorker:
             if future.failed():
                 raise Reconnect(f"the broker did not acknowledge a write: {future.exception}")
         self._letters.clear()
-        self._guard.check(self._consumer)
-        self._guard.confirm()
+        if not self._guard.may_commit(self._consumer):
+            return 0  # read again once the group has rejoined the new cluster
         self._consumer.commit()
         self.processed += len(messages)
         return len(messages)

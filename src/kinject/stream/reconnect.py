@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,15 +37,18 @@ class Reconnect(Exception):
 class ClusterGuard:
     """Remembers the cluster a group member joined and raises Reconnect once it changed."""
 
-    def __init__(self, watch: ClusterWatch) -> None:
+    def __init__(self, watch: ClusterWatch, rejoin_wait_s: float = 60.0) -> None:
         self.watch = watch
+        self.rejoin_wait_s = rejoin_wait_s
         self.joined: str | None = None
         self._moved = False
+        self._noticed: float | None = None  # when the metadata first named another cluster
 
     def join(self) -> None:
         """Call before subscribing: the cluster the new consumer belongs to."""
         self.joined = self.watch.cluster_id()
         self._moved = False
+        self._noticed = None
 
     def listener(self) -> ConsumerRebalanceListener:
         """A rebalance listener that checks the cluster each time partitions are assigned."""
@@ -58,26 +62,47 @@ class ClusterGuard:
             moved = True
         self._moved = self._moved or moved
 
-    def check(self, consumer: Any) -> None:
-        """Cheap check after a poll, before anything polled is used: a rejoin onto another
-        cluster, or the consumer's own metadata naming another cluster."""
+    def usable(self, consumer: Any) -> bool:
+        """Cheap check after a poll: may what it returned be used?
+
+        Raises Reconnect once the group was rejoined on another cluster: the member is whole
+        there, so closing it leaves the group cleanly and a new consumer starts from the new
+        cluster's committed offsets. Returns False (drop the batch, commit nothing) while the
+        consumer's metadata already names another cluster but the rejoin is still under way:
+        closing a consumer in the middle of its JoinGroup leaves a member behind that Tansu
+        waits for, up to the rebalance timeout (5 minutes by default), before anyone else
+        may join. A rejoin that has not happened after ``rejoin_wait_s`` reconnects anyway.
+        """
         if self._moved:
             raise Reconnect("the group was rejoined on another Kafka cluster")
         cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
         current = getattr(cluster, "cluster_id", None)
         if current is None:
-            return
+            return True
         if self.joined is None:
             self.joined = current
-        elif current != self.joined:
-            raise Reconnect(f"the Kafka cluster changed ({self.joined} -> {current})")
+        return self._same(current)
 
-    def confirm(self) -> None:
-        """Ask the broker right before a commit: a consumer that has not noticed a restarted
-        in-memory broker would commit its old log's positions into the new cluster's group,
-        and the next consumer would skip the records published there since."""
-        if self._moved or self.watch.cluster_id() != self.joined:
-            raise Reconnect("the Kafka cluster changed before the commit")
+    def may_commit(self, consumer: Any) -> bool:
+        """Right before a commit, ask the broker itself: a consumer that has not noticed a
+        restarted in-memory broker would commit its old log's positions into the new
+        cluster's group, and the next consumer would skip the records published there since.
+        False: commit nothing (what was consumed is read again after the rejoin)."""
+        return self.usable(consumer) and self._same(self.watch.cluster_id())
+
+    def _same(self, current: str | None) -> bool:
+        if current == self.joined:
+            self._noticed = None
+            return True
+        now = time.monotonic()
+        if self._noticed is None:
+            self._noticed = now
+            log.warning("the Kafka cluster changed (%s -> %s): waiting for the group to rejoin "
+                        "there before reading on", self.joined, current)
+        elif now - self._noticed > self.rejoin_wait_s:
+            raise Reconnect(f"the Kafka cluster changed ({self.joined} -> {current}) and the "
+                            f"group did not rejoin within {self.rejoin_wait_s:g} s")
+        return False
 
     def close(self) -> None:
         self.watch.close()
