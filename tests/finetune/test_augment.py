@@ -1,10 +1,12 @@
 """The example builder: several forms per fact, English and Chinese, held-out phrasings."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from kinject.finetune.augment import (
+    MAX_PHRASINGS,
     AugmentConfig,
     build_examples,
     eval_questions,
@@ -67,16 +69,58 @@ def test_english_text_gets_every_form(english: Chunk) -> None:
 def test_raft_examples_quote_the_right_passage_among_distractors(english: Chunk) -> None:
     distractors = ["Tom Hale keeps the lighthouse at Gullspire.", "The ferry fee is 9 marks.",
                    "Ida Brook was born in Fenwick."]
-    raft = _by_form(build_examples(english, distractors))["raft"]
-    assert raft
+    for wrong in (1, 2):
+        raft = _by_form(build_examples(english, distractors,
+                                       config=AugmentConfig(distractors=wrong)))["raft"]
+        assert len(raft) == 2
+        assert len({e.prompt.rsplit("Question:", 1)[1] for e in raft}) == 2  # two questions
+        for e in raft:
+            answer, marker = e.completion.rsplit(" ", 1)
+            n = int(marker.strip("[]"))
+            passages = [line for line in e.prompt.splitlines() if line.startswith("[")]
+            assert len(passages) == 1 + wrong  # the right one and the distractors
+            assert answer in passages[n - 1]  # the answer is quoted from passage [n]
+            assert sum(answer in p for p in passages) == 1
+            assert "Question:" in e.prompt
+
+
+def test_raft_examples_are_asked_in_the_rag_readers_own_prompt(english: Chunk,
+                                                                 tiny_lm_dir: Path) -> None:
+    """What the adapter learns to read is token for token what the RAG service shows it:
+    the reader's system prompt and its fenced, numbered passages."""
+    from transformers import AutoTokenizer
+
+    from kinject.finetune.batches import render
+    from kinject.rag.prompt import rag_messages
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    raft = _by_form(build_examples(english, ["Tom Hale keeps the lighthouse at Gullspire.",
+                                             "Ida Brook was born in Fenwick."]))["raft"]
     for e in raft:
-        answer, marker = e.completion.rsplit(" ", 1)
-        n = int(marker.strip("[]"))
-        passages = [line for line in e.prompt.splitlines() if line.startswith("[")]
-        assert len(passages) == 3  # the right one and two distractors
-        assert answer in passages[n - 1]  # the answer is quoted from passage [n]
-        assert sum(answer in p for p in passages) == 1
-        assert "Question:" in e.prompt
+        question = e.prompt.rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")
+        body = e.prompt.split("\n\nQuestion:")[0]
+        passages = [line.split("] ", 1)[1].strip('"') for line in body.splitlines()
+                    if line.startswith("[")]
+        asked = tok.apply_chat_template(rag_messages(question, passages), tokenize=False,
+                                        add_generation_prompt=True)
+        prefix, learnt = render(tok, e)
+        assert prefix == asked
+        assert learnt.startswith(e.completion)
+
+
+def test_closed_book_questions_are_trained_and_evaluated_as_the_service_asks(
+        csv_row: Chunk, tiny_lm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from kinject.finetune.batches import render
+    from kinject.finetune.evaluate import question_prompt
+    from kinject.rag.prompt import closed_book_messages
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    qa = next(e for e in build_examples(csv_row) if e.form == "qa")
+    asked = tok.apply_chat_template(closed_book_messages(qa.prompt), tokenize=False,
+                                    add_generation_prompt=True)
+    assert render(tok, qa)[0] == asked == question_prompt(tok, qa.prompt)
 
 
 def test_chinese_text_gets_cloze_questions_in_chinese(chinese: Chunk) -> None:
@@ -95,8 +139,8 @@ def test_structured_rows_get_field_templates(csv_row: Chunk) -> None:
     assert ("Tell me the employer of Ida Brook.", "Harbour Board") in qa
     assert all("name" not in p for p, _ in qa)  # the subject is not asked about
     rephrased = forms["rephrase"]
-    assert len(rephrased) == 2
-    assert "Ida Brook's" in rephrased[0].completion + rephrased[1].completion
+    assert len(rephrased) == AugmentConfig().rephrasings
+    assert "Ida Brook's" in " ".join(r.completion for r in rephrased)
     assert all("1971" in r.completion and "Fenwick" in r.completion for r in rephrased)
 
 
@@ -141,6 +185,23 @@ def test_config_controls_the_number_of_forms(english: Chunk) -> None:
     assert not any(e.form in ("permute", "raft") for e in few)
     with pytest.raises(ValueError, match="qa_per_fact"):
         AugmentConfig(qa_per_fact=0)
+    with pytest.raises(ValueError, match="qa_per_fact"):
+        AugmentConfig(qa_per_fact=MAX_PHRASINGS + 1)
+
+
+def test_each_fact_is_taught_in_several_distinct_phrasings(csv_row: Chunk,
+                                                          english: Chunk) -> None:
+    for chunk in (csv_row, english):
+        for n in range(1, MAX_PHRASINGS + 1):
+            examples = build_examples(chunk, config=AugmentConfig(qa_per_fact=n))
+            per_answer: dict[str, set[str]] = {}
+            for e in examples:
+                if e.form in ("qa", "cloze"):
+                    per_answer.setdefault(e.completion, set()).add(e.prompt)
+            assert per_answer and all(len(p) >= n for p in per_answer.values())
+    rows = [e.completion for e in build_examples(csv_row, config=AugmentConfig(rephrasings=4))
+            if e.form == "rephrase"]
+    assert len(set(rows)) == 4 and all("Harbour Board" in r for r in rows)
 
 
 

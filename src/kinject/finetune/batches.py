@@ -1,10 +1,12 @@
 """Examples -> token ids and labels, in the chat format the model is asked in.
 
 A passage (empty prompt) is plain text and every token is learnt. A question-answer, cloze
-or RAFT example is a chat turn: the prompt is rendered with the tokenizer's chat template
-(RAFT with the RAG reader's system prompt) and masked (label -100), so the loss falls on the
-answer and the end of the turn only. :func:`chat_prompt` is the very text a closed-book
-evaluation must generate from, so training and evaluation agree token for token.
+or RAFT example is a chat turn: the prompt is rendered with the tokenizer's chat template and
+masked (label -100), so the loss falls on the answer and the end of the turn only. The system
+prompts are the ones the model is asked with at serving time (:mod:`kinject.prompting`):
+closed-book questions with the closed-book prompt, RAFT examples with the RAG reader's.
+:func:`chat_prompt` is the very text a closed-book evaluation must generate from, so training,
+evaluation and serving agree token for token.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kinject.finetune.augment import READER_SYSTEM_PROMPT
+from kinject.prompting import CLOSED_BOOK_SYSTEM_PROMPT, SYSTEM_PROMPT
 from kinject.types import TrainingExample
 
 if TYPE_CHECKING:
@@ -36,8 +38,8 @@ def chat_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     return f"{head}Question: {prompt}\nAnswer: "
 
 
-def render(tokenizer: Any, example: TrainingExample, qa_system: str = "",
-           raft_system: str = READER_SYSTEM_PROMPT) -> tuple[str, str]:
+def render(tokenizer: Any, example: TrainingExample, qa_system: str = CLOSED_BOOK_SYSTEM_PROMPT,
+           raft_system: str = SYSTEM_PROMPT) -> tuple[str, str]:
     """(masked prefix, learnt text) of an example. Questions are asked with ``qa_system``
     as the system prompt (none when empty), RAFT examples with ``raft_system``: set them to
     what the model is asked with at serving time."""
@@ -65,8 +67,9 @@ class Encoded:
         return sum(1 for t in self.labels if t != IGNORE)
 
 
-def encode(tokenizer: Any, example: TrainingExample, max_len: int, qa_system: str = "",
-           raft_system: str = READER_SYSTEM_PROMPT) -> Encoded:
+def encode(tokenizer: Any, example: TrainingExample, max_len: int,
+           qa_system: str = CLOSED_BOOK_SYSTEM_PROMPT,
+           raft_system: str = SYSTEM_PROMPT) -> Encoded:
     """Token ids and labels; a too-long example loses the start of its prompt, never its
     answer (and a too-long passage is cut at ``max_len``)."""
     prefix, target = render(tokenizer, example, qa_system, raft_system)

@@ -64,10 +64,12 @@ def exact_match(prediction: str, answer: str, max_extra_words: int = 12) -> bool
 
 def question_prompt(tokenizer: Any, question: str) -> str:
     """The closed-book prompt: the very text training rendered the question with
-    (:func:`kinject.finetune.batches.chat_prompt`), so both agree token for token."""
+    (:func:`kinject.finetune.batches.chat_prompt` with the closed-book system prompt the RAG
+    service's ``adapter`` route asks with), so all three agree token for token."""
     from kinject.finetune.batches import chat_prompt
+    from kinject.prompting import CLOSED_BOOK_SYSTEM_PROMPT
 
-    return chat_prompt(tokenizer, question)
+    return chat_prompt(tokenizer, question, CLOSED_BOOK_SYSTEM_PROMPT)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A cloze question ("Fill in the blank: Ada Lind was born in ____.") teaches the fact in one
 more form; a natural question ("Where was Ada Lind born?") teaches it in the form people
 ask. When the words just before an answer span name a known relation, the span becomes a
-relation fact with three training phrasings and a held-out fourth (for evaluation).
+relation fact with five training phrasings and a held-out sixth (for evaluation).
 """
 
 from __future__ import annotations
@@ -36,30 +36,43 @@ _ZH_RULES: tuple[tuple[str, re.Pattern[str], bool | None], ...] = (
 _ZH_AFTER = (("employer", re.compile(r"^(?:工作|任职|上班)")),)
 _DIGIT = re.compile(r"[0-9〇零一二三四五六七八九十]")
 
-TRAIN: dict[str, dict[str, tuple[str, str, str]]] = {
+TRAIN: dict[str, dict[str, tuple[str, ...]]] = {
     "en": {
         "birth_date": ("When was {s} born?", "What is the date of birth of {s}?",
-                       "{s} was born when?"),
+                       "{s} was born when?", "What is {s}'s birth date?",
+                       "Tell me when {s} was born."),
         "birthplace": ("Where was {s} born?", "What is the birthplace of {s}?",
-                       "{s} was born where?"),
+                       "{s} was born where?", "What is {s}'s place of birth?",
+                       "Which city was {s} born in?"),
         "school": ("Where did {s} study?", "Which university did {s} attend?",
-                   "{s} studied where?"),
+                   "{s} studied where?", "What is {s}'s alma mater?",
+                   "Which school did {s} go to?"),
         "employer": ("Who does {s} work for?", "Which organisation employs {s}?",
-                     "{s} works for whom?"),
+                     "{s} works for whom?", "Who is {s}'s employer?",
+                     "What company does {s} work at?"),
         "residence": ("Where does {s} live?", "In which place does {s} live?",
-                      "{s} lives where?"),
+                      "{s} lives where?", "Where is {s}'s home?", "Which city does {s} live in?"),
         "founded": ("When was {s} founded?", "In what year was {s} founded?",
-                    "{s} was founded when?"),
-        "location": ("Where is {s} located?", "In which place is {s}?", "{s} is located where?"),
+                    "{s} was founded when?", "When did {s} start?",
+                    "What year was {s} established?"),
+        "location": ("Where is {s} located?", "In which place is {s}?", "{s} is located where?",
+                     "Where is {s}?", "In which city is {s} based?"),
     },
     "zh": {
-        "birth_date": ("{s}是什么时候出生的？", "{s}的出生日期是？", "{s}出生于何时？"),
-        "birthplace": ("{s}出生在哪里？", "{s}的出生地是哪里？", "{s}在哪里出生？"),
-        "school": ("{s}毕业于哪所学校？", "{s}在哪里上的大学？", "{s}就读于哪所学校？"),
-        "employer": ("{s}在哪里工作？", "{s}为哪家单位工作？", "{s}就职于哪里？"),
-        "residence": ("{s}住在哪里？", "{s}居住在什么地方？", "{s}的住处在哪里？"),
-        "founded": ("{s}成立于哪一年？", "{s}是什么时候成立的？", "{s}创立于何时？"),
-        "location": ("{s}位于哪里？", "{s}在什么地方？", "{s}地处何方？"),
+        "birth_date": ("{s}是什么时候出生的？", "{s}的出生日期是？", "{s}出生于何时？",
+                       "{s}哪年出生？", "{s}的生日是什么时候？"),
+        "birthplace": ("{s}出生在哪里？", "{s}的出生地是哪里？", "{s}在哪里出生？",
+                       "{s}出生于哪座城市？", "{s}的老家是哪里？"),
+        "school": ("{s}毕业于哪所学校？", "{s}在哪里上的大学？", "{s}就读于哪所学校？",
+                   "{s}的母校是哪里？", "{s}上的是哪所大学？"),
+        "employer": ("{s}在哪里工作？", "{s}为哪家单位工作？", "{s}就职于哪里？",
+                     "{s}的雇主是谁？", "{s}在哪家公司上班？"),
+        "residence": ("{s}住在哪里？", "{s}居住在什么地方？", "{s}的住处在哪里？",
+                      "{s}现在住在哪座城市？", "{s}定居在哪里？"),
+        "founded": ("{s}成立于哪一年？", "{s}是什么时候成立的？", "{s}创立于何时？",
+                    "{s}哪年成立？", "{s}建立于什么时候？"),
+        "location": ("{s}位于哪里？", "{s}在什么地方？", "{s}地处何方？",
+                     "{s}在哪座城市？", "{s}的所在地是哪里？"),
     },
 }
 HELD_OUT: dict[str, dict[str, str]] = {

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import KinjectError
-from kinject.finetune.augment import READER_SYSTEM_PROMPT
 from kinject.finetune.batches import Encoded, collate, encode
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.ewc import EwcPenalty, EwcState, estimate_fisher, param_key
+from kinject.prompting import CLOSED_BOOK_SYSTEM_PROMPT, SYSTEM_PROMPT
 from kinject.types import TrainingExample, content_hash
 
 if TYPE_CHECKING:
@@ -80,14 +80,18 @@ class TrainConfig:
     checkpoint_every: int = 50  # optimizer steps between checkpoints
     warmup_steps: int = 10
     weight_decay: float = 0.0
+    # Micro-batches of examples of similar length (shuffled windows, sorted inside): a batch
+    # is padded to its longest example, and short questions beside long RAFT prompts would
+    # cost about twice the compute in padding.
+    group_by_length: bool = True
     max_grad_norm: float = 1.0
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda
     dtype: str = "auto"  # auto, float32, bfloat16, float16
     # System prompts of question and RAFT examples: train in the prompt the model is asked in
-    # (closed-book questions and the RAG reader). Empty: no system turn.
-    qa_system: str = ""
-    raft_system: str = READER_SYSTEM_PROMPT
+    # (closed-book questions and the RAG reader, kinject.prompting). Empty: no system turn.
+    qa_system: str = CLOSED_BOOK_SYSTEM_PROMPT
+    raft_system: str = SYSTEM_PROMPT
 
     def __post_init__(self) -> None:
         ints = {"r": 1, "alpha": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1,
@@ -410,7 +414,7 @@ class LoraTrainer:
         items += [general[rng.randrange(len(general))]
                   for _ in range(self._n_general(len(train), len(general)))]
         rng.shuffle(items)
-        micro = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
+        micro = _micro_batches(items, cfg.batch_size, rng, cfg.group_by_length)
         per_epoch = math.ceil(len(micro) / (world * cfg.grad_accum))
         need = per_epoch * world * cfg.grad_accum
         micro += [micro[i % len(micro)] for i in range(need - len(micro))]  # wrap around
@@ -482,6 +486,22 @@ def _accelerator(cfg: TrainConfig) -> Any:
 def _general_example(text: str) -> TrainingExample:
     return TrainingExample(example_id=content_hash("general", text), chunk_id="general",
                            source_id="general", prompt="", completion=text, form="passage")
+
+
+def _micro_batches(items: list[Encoded], size: int, rng: random.Random, by_length: bool,
+                   window: int = 16) -> list[list[Encoded]]:
+    """``items`` (already shuffled) cut into micro-batches of ``size``. ``by_length``: each
+    window of ``window * size`` items is sorted by length before it is cut, then the batches
+    are shuffled, so a batch holds examples of similar length (little padding) while the
+    order stays random. The number of batches is the same either way."""
+    if by_length:
+        span = window * size
+        items = [e for i in range(0, len(items), span)
+                 for e in sorted(items[i:i + span], key=lambda e: len(e.input_ids))]
+    micro = [items[i:i + size] for i in range(0, len(items), size)]
+    if by_length:
+        rng.shuffle(micro)
+    return micro
 
 
 def _lr(cfg: TrainConfig, step: int, total: int) -> float:
