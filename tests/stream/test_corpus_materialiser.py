@@ -15,7 +15,7 @@ from kinject.ingest.pipeline import IngestConfig
 from kinject.stream.clients import make_producer
 from kinject.stream.corpus_materialiser import CorpusMaterialiser
 from kinject.stream.ingest_worker import IngestWorker
-from kinject.stream.topics import Topics, ensure_topics
+from kinject.stream.topics import Topics
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
@@ -26,15 +26,6 @@ def _until(cond: Callable[[], bool], timeout_s: float = 45.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
-
-
-@pytest.fixture()
-def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> KafkaSettings:
-    prefix = "corpus" + str(abs(hash(request.node.nodeid)) % 10**8)
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
-                             partitions=2, session_timeout_ms=2000)
-    ensure_topics(settings, kafka_bootstrap)
-    return settings
 
 
 class _Road:

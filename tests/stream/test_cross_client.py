@@ -10,7 +10,6 @@ import base64
 import ipaddress
 import json
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -24,22 +23,12 @@ from kinject.stream.clients import make_consumer, parse_bootstrap
 from kinject.stream.events import decode_update
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.producer import Producer
-from kinject.stream.topics import Topics, ensure_topics
+from kinject.stream.topics import Topics
 from kinject.types import Record
 
 ck = pytest.importorskip("confluent_kafka")
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture()
-def kafka(kafka_bootstrap: str) -> KafkaSettings:
-    # A topic prefix per test: tests share the session broker but not their data.
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap,
-                             topic_prefix=f"x{uuid.uuid4().hex[:10]}", partitions=2,
-                             session_timeout_ms=2000)
-    ensure_topics(settings, kafka_bootstrap)
-    return settings
 
 
 def _rdkafka_config(bootstrap: str, **extra: Any) -> dict[str, Any]:

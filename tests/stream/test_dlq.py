@@ -18,7 +18,7 @@ from kinject.stream.clients import make_producer
 from kinject.stream.dlq import read_dead_letters
 from kinject.stream.events import encode_dead_letter
 from kinject.stream.ingest_worker import IngestWorker
-from kinject.stream.topics import Topics, ensure_topics
+from kinject.stream.topics import Topics
 
 pytestmark = pytest.mark.kafka
 runner = CliRunner()
@@ -32,15 +32,6 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@pytest.fixture()
-def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> KafkaSettings:
-    prefix = "d" + str(abs(hash(request.node.nodeid)) % 10**8)
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
-                             partitions=2, session_timeout_ms=2000)
-    ensure_topics(settings, kafka_bootstrap)
-    return settings
 
 
 @pytest.fixture()

@@ -12,19 +12,10 @@ from kinject.ingest.envelope import decode_record
 from kinject.stream.clients import make_consumer
 from kinject.stream.outbox import Outbox
 from kinject.stream.producer import Producer
-from kinject.stream.topics import Topics, ensure_topics
+from kinject.stream.topics import Topics
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture()
-def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> KafkaSettings:
-    prefix = "p" + str(abs(hash(request.node.nodeid)) % 10**8)
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
-                             partitions=2, session_timeout_ms=2000)
-    ensure_topics(settings, kafka_bootstrap)
-    return settings
 
 
 def read_topic(kafka: KafkaSettings, bootstrap: str, topic: str, n: int,

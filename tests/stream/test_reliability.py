@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from kinject.ingest.envelope import encode_record
 from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.stream.clients import make_admin, make_consumer, make_producer
 from kinject.stream.materialiser import IndexMaterialiser
-from kinject.stream.topics import Topics, ensure_topics
+from kinject.stream.topics import Topics
 from kinject.types import Record
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -162,19 +161,6 @@ def _chunk_events(settings: KafkaSettings, bootstrap: str, topic: str) -> Counte
     finally:
         consumer.close()
     return seen
-
-
-@pytest.fixture()
-def kafka(kafka_bootstrap: str) -> KafkaSettings:
-    settings = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        topic_prefix=f"rel{uuid.uuid4().hex[:8]}",
-        partitions=2,
-        session_timeout_ms=SESSION_MS,
-        heartbeat_interval_ms=500,
-    )
-    ensure_topics(settings, kafka_bootstrap)
-    return settings
 
 
 def test_workers_killed_with_sigkill_lose_nothing_and_duplicate_nothing(

@@ -31,18 +31,6 @@ def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 
 @pytest.fixture()
-def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> KafkaSettings:
-    # A topic prefix per test: tests share the session broker but not their data.
-    prefix = "t" + str(abs(hash(request.node.nodeid)) % 10**8)
-    from kinject.stream.topics import ensure_topics
-
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
-                             partitions=2, session_timeout_ms=2000)
-    ensure_topics(settings, kafka_bootstrap)
-    return settings
-
-
-@pytest.fixture()
 def road(kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path,
          hash_embedder: HashEmbedder) -> Iterator[dict[str, Any]]:
     index = TextIndex(tmp_path / "index", hash_embedder).open()
