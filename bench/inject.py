@@ -15,13 +15,23 @@ phrasings, never a training form. Reported (exact match, normalised):
   ``tokens_per_s``;
 - ``deleted_fact_closed``, ``deleted_fact_rag``: accuracy on a deleted person's facts after the
   next cycle (it trains from the base: every earlier adapter held the person) and from the
-  index once the delete is applied.
+  index once the delete is applied;
+- ``per_cycle``: per cycle (base, 1, 2) the new batch's closed-book and RAG accuracy and batch
+  1's retention, also drawn in ``<out>/inject.png`` (``--out``, default ``bench/out``; needs
+  matplotlib, the ``bench`` extra: without it the plot is skipped with a note).
+
+Training uses the settings a user gets by default (``FinetuneSettings``), with two
+departures a user makes by setting them: LoRA on every linear layer
+(``KINJECT_FINETUNE__LORA_TARGETS='["all-linear"]'``: about 3x more knowledge per minute than
+the default q_proj, v_proj on SmolLM2, ENVIRONMENT.md) and, for ``--quick``'s few steps,
+a higher learning rate. Checkpoints and held-out evaluations are off (each cycle
+trains every epoch; the gate still asks its questions).
 
 The bench activates each cycle's candidate whatever the gate decides, so forgetting can be
 measured; the gate's decisions are reported beside (``gate``). The records go straight into
 the corpus and the index here (the Kafka road to both is covered by the tests).
 
-    python bench/inject.py --quick     # SmolLM2, a few people, one epoch: minutes on 2 cores
+    python bench/inject.py --quick     # SmolLM2, 3 people per batch, 3 epochs
     python bench/inject.py             # 20 people per batch, 3 epochs: about an hour
 """
 
@@ -61,7 +71,9 @@ ZH_FIELD = ["海洋生物学", "中世纪历史", "量子化学", "城市规划"
 
 def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--people", type=int, default=None, help="people per batch")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the setting's")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="default: the setting's (2e-3 with --quick: few steps)")
     parser.add_argument("--zh-share", type=float, default=0.25)
     parser.add_argument("--generator", default="smollm2", help="base model (default SmolLM2)")
     parser.add_argument("--threads", type=int, default=None,
@@ -167,7 +179,6 @@ def _index_update(index: Any, embedder: Any, chunks: list[Any], delete: str | No
 def main() -> None:
     args = parse_args(__doc__ or "", extra=_extra, repeats=(1, 1))
     n = args.people or (3 if args.quick else 20)
-    epochs = args.epochs or (1 if args.quick else 3)
     rng = random.Random(args.seed)
     taken: set[str] = set()
     batch1 = [chunk_of(r) for r in people(n, rng, args.zh_share, taken)]
@@ -188,14 +199,16 @@ def main() -> None:
     from kinject.models import ensure_converted, load_generator, resolve_generator
     from kinject.rag.service import RagService
 
+    defaults = TrainConfig.from_settings(load_settings().finetune)
+    epochs = args.epochs or defaults.epochs
     work = Path(tempfile.mkdtemp(prefix="kinject-inject-"))
     progress(f"{n} people per batch, {epochs} epoch(s), base {args.generator}; work in {work}")
-    config = TrainConfig(r=16, alpha=32, dropout=0.05, target_modules="all-linear",
-                         lr=2e-3 if args.quick else 1e-3, epochs=epochs, batch_size=8,
-                         max_seq_len=192, eval_every=0, checkpoint_every=0,
-                         fisher_samples=16 if args.quick else 64, replay_ratio=0.5,
-                         general_ratio=0.05, ewc_lambda=1.0, warmup_steps=2,
-                         seed=args.seed)
+    config = dataclasses.replace(
+        defaults, target_modules="all-linear", epochs=epochs,
+        lr=args.lr or (2e-3 if args.quick else defaults.lr), eval_every=0, checkpoint_every=0,
+        fisher_samples=16 if args.quick else defaults.fisher_samples, seed=args.seed)
+    shown = {k: v for k, v in config.to_dict().items() if not k.endswith("_system")}
+    progress(f"training config: {shown}")
     plain = dataclasses.replace(config, ewc_lambda=0.0, replay_ratio=0.0, fisher_samples=0)
 
     max_q = 60 if args.quick else 400
@@ -232,6 +245,7 @@ def main() -> None:
     ev.add_adapter("v2", lab.registry.path(c2.version))
     ev.add_adapter("v2p", plain_lab.registry.path(c2p.version))
     base_closed = _closed(ev, None, q1)
+    base_closed2 = _closed(ev, None, q2)
     lora_closed = _closed(ev, "v1", q1)
     after_ewc = _closed(ev, "v2", q1)
     after_plain = _closed(ev, "v2p", q1)
@@ -241,6 +255,7 @@ def main() -> None:
     lora_rag_svc = RagService(index, switcher.generator(v1))
     rag_acc = _rag_accuracy(rag, q1)
     lora_rag = _rag_accuracy(lora_rag_svc, q1)
+    rag_new2 = _rag_accuracy(RagService(index, switcher.generator(c2.version)), q2)
 
     progress(f"deleting {deleted}; cycle 3 retrains without it")
     lab.corpus.remove_source(deleted)
@@ -252,6 +267,14 @@ def main() -> None:
     deleted_base = _closed(ev, None, qdel)
     deleted_rag = _rag_accuracy(RagService(index, switcher.generator(None)), qdel)
 
+    per_cycle = [
+        {"cycle": 0, "adapter": None, "new_closed": base_closed, "new_rag": rag_acc,
+         "retention_ewc_replay": None, "retention_plain": None},
+        {"cycle": 1, "adapter": v1, "new_closed": lora_closed, "new_rag": lora_rag,
+         "retention_ewc_replay": None, "retention_plain": None},
+        {"cycle": 2, "adapter": c2.version, "new_closed": new_after, "new_rag": rag_new2,
+         "retention_ewc_replay": after_ewc, "retention_plain": after_plain},
+    ]
     step_ewc = c2.metrics.get("step_time_s", float("nan"))
     step_plain = c2p.metrics.get("step_time_s", float("nan"))
     result = {
@@ -269,8 +292,11 @@ def main() -> None:
         "forget_ewc_replay": lora_closed - after_ewc,
         "forget_plain": lora_closed - after_plain,
         "new_after_cycle2": new_after,
+        "new_before_cycle2": base_closed2,
+        "rag_new_after_cycle2": rag_new2,
         "ewc_step_overhead": step_ewc / step_plain if step_plain else float("nan"),
         "cycle_seconds": median([c1.seconds, c2.seconds, c2p.seconds, c3.seconds]),
+        "train_seconds": median([c.metrics.get("seconds", 0.0) for c in (c1, c2, c2p, c3)]),
         "tokens_per_s": median([c.metrics.get("tokens_per_s", 0.0) for c in (c1, c2, c2p)]),
         "deleted_fact_closed": deleted_closed,
         "deleted_fact_base_closed": deleted_base,
@@ -278,6 +304,8 @@ def main() -> None:
         "cycle3_parent": c3.parent,
         "gate": {"cycle1": c1.status, "cycle2": c2.status, "cycle2_plain": c2p.status,
                  "cycle3": c3.status},
+        "per_cycle": [{k: _num(v) for k, v in row.items()} for row in per_cycle],
+        "train_config": shown,
         "env": environment(),
     }
     out = args.out or Path(__file__).parent / "out"
@@ -287,36 +315,52 @@ def main() -> None:
         lab_.corpus.close()
     shutil.rmtree(work, ignore_errors=True)
     # JSON has no NaN: a measure with nothing to measure is null
-    emit({k: (None if isinstance(v, float) and v != v else round(v, 4)
-              if isinstance(v, float) else v) for k, v in result.items()})
+    emit({k: _num(v) for k, v in result.items()})
+
+
+def _num(v: Any) -> Any:
+    return None if isinstance(v, float) and v != v else round(v, 4) if isinstance(v, float) else v
 
 
 def _plot(path: Path, r: dict[str, Any]) -> None:
+    """Accuracy per cycle: the new batch closed book and by RAG, batch 1's retention."""
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        progress(f"matplotlib is not installed: no plot {path.name} (pip install matplotlib)")
+        progress(f"matplotlib is not installed: no plot {path.name} "
+                 "(pip install 'kinject[bench]')")
         return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = r["per_cycle"]
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(row["cycle"], row[key]) for row in rows
+               if row[key] is not None and row[key] == row[key]]
+        return [c for c, _ in pts], [v for _, v in pts]
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    cycles = ["base", "cycle 1", "cycle 2"]
-    ax.plot(cycles, [r["base_closed"], r["lora_closed"], r["batch1_after_cycle2_ewc_replay"]],
-            marker="o", label="batch 1, EWC + replay")
-    ax.plot(cycles, [r["base_closed"], r["lora_closed"], r["batch1_after_cycle2_plain"]],
-            marker="o", label="batch 1, plain LoRA")
-    ax.plot(cycles[2:], [r["new_after_cycle2"]], marker="s", label="batch 2")
-    ax.axhline(r["rag"], linestyle="--", color="grey", label="RAG (base)")
-    ax.set_ylabel("closed-book exact match")
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.plot(*series("new_closed"), marker="o", label="new batch, closed book")
+    ax.plot(*series("new_rag"), marker="s", label="new batch, RAG (+ adapter)")
+    x, y = series("retention_ewc_replay")
+    ax.plot([1, *x], [r["lora_closed"], *y], marker="^", label="batch 1, EWC + replay")
+    x, y = series("retention_plain")
+    ax.plot([1, *x], [r["lora_closed"], *y], marker="v", linestyle="--",
+            label="batch 1, plain LoRA")
+    ax.set_xticks([0, 1, 2], ["base", "cycle 1", "cycle 2"])
+    ax.set_ylabel("exact match")
     ax.set_ylim(0, 1)
+    ax.set_title(f"knowledge injection, {r['people_per_batch']} people per batch, "
+                 f"{r['epochs']} epoch(s)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    progress(f"wrote {path}")
 
 
 if __name__ == "__main__":
