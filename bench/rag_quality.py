@@ -159,8 +159,7 @@ def index_through_broker(people: list[Person], data_dir: Path) -> Any:
     """Publish every biography to kinject.records on the embedded broker and wait until the
     index (fed by an ingest worker and the materialiser) holds them all."""
     from kinject.config import load_settings
-    from kinject.index.embedders import load_embedder
-    from kinject.index.text_index import TextIndex
+    from kinject.index.text_index import text_index_from_settings
     from kinject.ingest.envelope import encode_record
     from kinject.stream.broker import connect
     from kinject.stream.clients import make_producer
@@ -171,8 +170,9 @@ def index_through_broker(people: list[Person], data_dir: Path) -> Any:
     from kinject.types import Record
 
     settings = load_settings(data_dir=data_dir, kafka={"topic_prefix": "bench-rag"})
-    embedder = load_embedder(settings.models.embedder)
-    index = TextIndex(data_dir / "index", embedder).open()
+    # The index the service builds: MiniLM, and the multilingual space for Chinese chunks.
+    index = text_index_from_settings(settings).open()
+    embedder = index.embedder
     stop = threading.Event()
     with connect(settings.kafka) as bootstrap:
         ensure_topics(settings.kafka, bootstrap)
@@ -307,7 +307,7 @@ def _share(flags: list[bool]) -> float:
 def main() -> None:
     def extra(p: argparse.ArgumentParser) -> None:
         p.add_argument("--no-langchain", action="store_true", help="skip the LangChain peer")
-        p.add_argument("--mode", choices=("span", "free"), default=None,
+        p.add_argument("--mode", choices=("auto", "span", "free"), default=None,
                        help="kinject's reader mode (default: the rag.mode setting)")
 
     args = parse_args(__doc__ or "", extra=extra)

@@ -6,8 +6,10 @@ on one or two sentences (ENVIRONMENT.md), so we retrieve passages and then choos
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +139,17 @@ def key_terms(question: str) -> set[str]:
         if len(given) == 2 and (given[1] in _ZH_AFTER_NAME or not _CJK_CHAR.match(given[1])):
             given = given[:1]
         terms.add(ch + given)
+    # The topic a Chinese question opens with ("青岚科技的创始人是谁", "青岚科技是谁创立的"):
+    # a name that is not a person's (a company, a place, a work).
+    topic = _ZH_TOPIC.match(question.strip())
+    if topic and not _ZH_QUESTION_WORD.search(topic.group(1)):
+        if not any(t in topic.group(1) for t in terms):
+            terms.add(topic.group(1))
     return terms
+
+
+_ZH_TOPIC = re.compile(r"([\u3400-\u9fff]{2,8}?)(?:的|是|有)")
+_ZH_QUESTION_WORD = re.compile(r"什么|哪|谁|怎|为何|为什么|几|多少|如何|是否")
 
 
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
@@ -146,3 +158,65 @@ _CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
 def covers(text: str, terms: set[str]) -> bool:
     low = text.lower()
     return all(t in low for t in terms)
+
+
+# Clause boundaries inside a sentence: punctuation, and the conjunctions that open a new clause
+# before a lower-case word ("... in 1940 and studied ...", "... history before joining ...").
+_CLAUSE = re.compile(
+    r"\s*[;；，,]\s*|(?<=[。！？])|"
+    r"\s+(?:and|but|while|whereas|before|after|where|when|which|then|since|until)\s+(?=[a-z])")
+
+
+def split_clauses(sentence: str) -> list[str]:
+    """A sentence cut into clauses, each holding (about) one fact; the sentence itself when it
+    has one clause. Clauses are what a question is matched against: in "born in Osk in 1940
+    and studied law" the clause "studied law" answers "what did she study"."""
+    parts = [p.strip(" .!?。！？") for p in _CLAUSE.split(sentence)]
+    parts = [p for p in parts if len(_WORD.findall(p)) >= 1 and len(p) > 1]
+    return parts or [sentence]
+
+
+_EN_FUNCTION = frozenset(
+    "a an the and or but if of in on at to for from by with into onto over under about after "
+    "before during since until while as than then so that this these those there here is are "
+    "was were be been being am has have had do does did will would shall should can could may "
+    "might must not no it its he she they them his her their him we our you your i me my who "
+    "whom whose which what when where why how all any each some such only also now later "
+    "eventually".split())
+# Chinese characters that carry grammar, not meaning (question words included).
+_ZH_FUNCTION = frozenset("的了在于和与及是为被把从向到对将就都也又并而或其这那他她它们我你之以"
+                         "着过吗呢吧啊有个哪里儿什么谁几多少何呀些位座所曾")
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    try:
+        import Stemmer  # PyStemmer, which bm25s brings
+
+        return Stemmer.Stemmer("english")
+    except ImportError:  # pragma: no cover - words are matched unstemmed
+        return None
+
+
+def _stem(words: list[str]) -> list[str]:
+    stemmer = _stemmer()
+    return list(stemmer.stemWords(words)) if stemmer is not None and words else words
+
+
+def content_tokens(text: str) -> set[str]:
+    """The words that carry meaning: English stems without function words, Chinese content
+    characters and the bigrams of them. For matching what a question asks with a clause."""
+    words = [t.lower() for t in _WORD.findall(text)]
+    en = [w for w in words if not _CJK_CHAR.match(w) and w not in _EN_FUNCTION]
+    out = set(_stem(en))
+    zh = [c for c in _CJK_CHAR.findall(text)]
+    out |= {c for c in zh if c not in _ZH_FUNCTION}
+    out |= {a + b for a, b in zip(zh, zh[1:], strict=False)
+            if a not in _ZH_FUNCTION and b not in _ZH_FUNCTION}
+    return out
+
+
+def overlap(asked: str, text: str) -> float:
+    """Share of the asked content tokens that the text has (0..1)."""
+    want = content_tokens(asked)
+    return len(want & content_tokens(text)) / len(want) if want else 0.0

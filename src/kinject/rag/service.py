@@ -26,17 +26,19 @@ import numpy as np
 from kinject.rag import generate as gen
 from kinject.rag.batching import MicroBatcher
 from kinject.rag.cache import AnswerCache, normalise_question
+from kinject.rag.extract import anchored, clause_spans, clauses_of, mask_names, type_prior
 from kinject.rag.prompt import closed_book_messages, rag_messages
+from kinject.rag.questions import QuestionInfo, analyse
 from kinject.rag.routes import AdapterProvider, check_route, no_adapter, resolve_auto
 from kinject.rag.sentences import (
     Candidate,
     best_grounding,
     covers,
     key_terms,
+    overlap,
     reading_units,
     tokens,
 )
-from kinject.rag.spans import candidate_spans
 from kinject.types import Answer, Citation, Hit
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ ABSTAIN_TEXT_ZH = "知识库中没有相关内容。"
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _MARKER = re.compile(r"\[(\d+)\]")
 
-Mode = Literal["span", "free"]
+Mode = Literal["auto", "span", "free"]
+MODES = ("auto", "span", "free")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class RagConfig:
     min_relevance: float = 0.25
     # Below this share of answer words found in the passages a free answer is not grounded.
     min_grounding: float = 0.5
-    mode: Mode = "free"
+    mode: Mode = "auto"
     # Longest answer in characters; max_new_tokens follows from the passages' own
     # tokens-per-character (Chinese needs several tokens a character).
     max_answer_chars: int = 160
@@ -70,6 +73,13 @@ class RagConfig:
     # The best spans by context are re-ranked with the model's likelihood (0/1: off).
     lm_rerank: int = 3
     lm_weight: float = 0.1
+    # Span scores: clause match (cosine + overlap_weight * word overlap) + type_weight * the
+    # answer-type prior; sentences further than sentence_margin behind the best are dropped.
+    overlap_weight: float = 0.5
+    type_weight: float = 0.3
+    anchor_weight: float = 0.2  # a span right after the words the question asks with
+    sentence_margin: float = 0.15
+    span_sentences: int = 4  # sentences searched for spans
     search_mode: str = "hybrid"
     cache_size: int = 256
     batch_window_ms: float = 0.0
@@ -90,8 +100,8 @@ class RagConfig:
             raise ValueError(f"max_sentences must be >= 1, got {self.max_sentences}")
         if not 0.0 <= self.min_grounding <= 1.0:
             raise ValueError(f"min_grounding must be in [0, 1], got {self.min_grounding}")
-        if self.mode not in ("span", "free"):
-            raise ValueError(f"mode must be 'span' or 'free', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.max_answer_chars < 1:
             raise ValueError(f"max_answer_chars must be >= 1, got {self.max_answer_chars}")
 
@@ -119,6 +129,17 @@ class _Plan:
     kind: Literal["abstain", "span", "free", "closed"] = "abstain"
     max_new_tokens: int = 32
     timings: dict[str, float] = field(default_factory=dict)
+    info: QuestionInfo | None = None
+    clause_rel: dict[str, float] = field(default_factory=dict)  # clause -> match with question
+
+
+@dataclass(frozen=True)
+class _Selection:
+    info: QuestionInfo
+    chosen: list[Candidate]  # answer-bearing sentences, best first
+    ranked: list[Candidate]  # every distinct sentence, best first
+    relevance: float  # the best plain cosine between the question and a sentence
+    clause_rel: dict[str, float]
 
 
 def _abstain_text(question: str) -> str:
@@ -242,8 +263,8 @@ class RagService:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         mode = mode or self.config.mode
-        if mode not in ("span", "free"):
-            raise ValueError(f"mode must be 'span' or 'free', got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         return Question(question, k, filters, check_route(route), mode)
 
     def _cache_key(self, q: Question) -> tuple[Any, ...]:
@@ -270,14 +291,16 @@ class RagService:
                                timings={"retrieve_s": time.perf_counter() - t0}))
             hits_of.append(_about_the_question(q.text, hits))
         t1 = time.perf_counter()
-        chosen_of = self._select([q.text for q in questions], hits_of)
+        infos = [analyse(q.text) for q in questions]
+        selections = self._select(infos, hits_of)
         select_s = (time.perf_counter() - t1) / max(1, len(questions))
-        for plan, chosen in zip(plans, chosen_of, strict=True):
+        for plan, sel in zip(plans, selections, strict=True):
             plan.timings["select_s"] = select_s
-            q = plan.q
-            relevant = bool(chosen) and chosen[0][1] >= cfg.min_relevance
+            q, chosen = plan.q, sel.chosen
+            plan.info, plan.clause_rel = sel.info, sel.clause_rel
+            relevant = bool(chosen) and sel.relevance >= cfg.min_relevance
             if plan.route == "auto":
-                plan.route = resolve_auto(state, relevant, {c.hit.source_id for c, _ in chosen})
+                plan.route = resolve_auto(state, relevant, {c.hit.source_id for c in chosen})
             if plan.route == "adapter" or (plan.route == "both" and not relevant):
                 plan.kind, plan.route = "closed", "adapter"
                 plan.messages = closed_book_messages(q.text)
@@ -286,62 +309,82 @@ class RagService:
             if not relevant:
                 plan.kind = "abstain"
                 continue
-            plan.passages = [c for c, _ in chosen]
+            # auto: quote a span for a factoid question, write for one that needs words of
+            # its own (why, how, describe, yes/no) and whenever the adapter's knowledge joins.
+            free = (q.mode == "free" or plan.route == "both"
+                    or (q.mode == "auto" and sel.info.needs_writing))
+            # The writer reads the few best sentences; spans are sought in more of them, since
+            # a span's own clause and answer type weigh in beyond the sentence's rank.
+            plan.passages = list(chosen) if free else sel.ranked[: cfg.span_sentences]
             texts = [c.sentence for c in plan.passages]
-            free = q.mode == "free" or plan.route == "both"
             # A terse prompt for answers from the passages; a fuller one when the adapter's
-            # own knowledge joins in (both).
-            plan.messages = rag_messages(q.text, texts, free=plan.route == "both")
+            # own knowledge joins in (both) or the question asks for an explanation.
+            plan.messages = rag_messages(q.text, texts, free=plan.route == "both"
+                                         or (free and sel.info.needs_writing))
             if free:
                 plan.kind = "free"
                 plan.max_new_tokens = self._budget(q.text, texts)
             else:
                 plan.kind = "span"
-                spans = candidate_spans(texts, q.text)[: cfg.max_candidates]
-                plan.spans = [(s.text, s.sentence, s.context) for s in spans]
+                spans = clause_spans(texts, sel.info)[: cfg.max_candidates]
+                plan.spans = [(s.text, s.sentence, s.clause) for s in spans]
                 if not plan.spans:  # nothing but the question's own words: quote the sentence
-                    plan.spans = [(texts[0], 0, "")]
+                    plan.spans = [(texts[0], 0, texts[0])]
         return plans
 
-    def _select(self, questions: list[str], hits_of: list[list[Hit]]
-                ) -> list[list[tuple[Candidate, float]]]:
-        """Per question, its answer-bearing reading units with their plain cosine to it.
+    def _embedder_for(self, info: QuestionInfo) -> Any:
+        """The multilingual embedder for a Chinese question when the index has one (MiniLM
+        is English-only), else the index's own."""
+        zh = getattr(self.index, "zh_embedder", None)
+        return zh if info.lang == "zh" and zh is not None else self.index.embedder
 
-        One embedding call covers every question of the batch and all their units.
+    def _select(self, infos: list[QuestionInfo], hits_of: list[list[Hit]]) -> list[_Selection]:
+        """Per question, its answer-bearing sentences, best first.
+
+        A sentence scores by its cosine with the question plus its best clause's match with
+        what the question asks (the question's words without its names, against the clause's
+        words without them: by the embedder and by stemmed word overlap). So "Which town did
+        Ada move to?" picks "In 1990 Ada moved to Osk" over "Ada Quill was born in Vask",
+        though the latter shares more of the question's words (her full name). One embedding
+        call per embedder covers every question of the batch and all their units.
         """
         cfg = self.config
         units = [[(u, h) for h in hits for u in reading_units(h)] for hits in hits_of]
-        texts: list[str] = []
-        for q, us in zip(questions, units, strict=True):
-            texts += [q] + [u for u, _ in us]
-        vecs = self.index.embedder.encode(texts) if texts else np.zeros((0, 1))
-        out: list[list[tuple[Candidate, float]]] = []
-        row = 0
-        for q, us in zip(questions, units, strict=True):
-            qv, uv = vecs[row], vecs[row + 1: row + 1 + len(us)]
-            row += 1 + len(us)
+        clauses = [clauses_of([u for u, _ in us]) for us in units]
+        jobs: dict[int, tuple[Any, list[str]]] = {}
+        rows: list[tuple[int, int]] = []
+        for info, us, cs in zip(infos, units, clauses, strict=True):
+            emb = self._embedder_for(info)
+            texts = jobs.setdefault(id(emb), (emb, []))[1]
+            rows.append((id(emb), len(texts)))
+            texts += [info.text, info.asked or info.text] + [u for u, _ in us]
+            texts += [mask_names(c, info.terms) for _, c in cs]
+        vecs = {key: emb.encode(texts) for key, (emb, texts) in jobs.items() if texts}
+        out: list[_Selection] = []
+        for info, us, cs, (key, row) in zip(infos, units, clauses, rows, strict=True):
             if not us:
-                out.append([])
+                out.append(_Selection(info, [], [], 0.0, {}))
                 continue
+            v = vecs[key][row: row + 2 + len(us) + len(cs)]
+            qv, av, uv, cv = v[0], v[1], v[2: 2 + len(us)], v[2 + len(us):]
             sims = uv @ qv
-            q_tokens = tokens(q)
-            scored = []
-            for (unit, hit), sim in zip(us, sims, strict=True):
-                overlap = len(q_tokens & tokens(unit)) / max(1, len(q_tokens))
-                scored.append((Candidate(unit, hit, float(sim) + 0.3 * overlap), float(sim)))
-            scored.sort(key=lambda cs: cs[0].score, reverse=True)
-            chosen: list[tuple[Candidate, float]] = []
-            seen: set[str] = set()
-            for c, sim in scored:
-                # A runner-up far behind the best only gives the reader something to confuse.
-                if chosen and c.score < chosen[0][0].score - 0.15:
-                    break
-                if c.sentence not in seen:
-                    seen.add(c.sentence)
-                    chosen.append((c, sim))
-                if len(chosen) == cfg.max_sentences:
-                    break
-            out.append(chosen)
+            rel: dict[str, float] = {}
+            best_of = [-1.0] * len(us)
+            for (ui, clause), csim in zip(cs, cv @ av, strict=True):
+                r = float(csim) + cfg.overlap_weight * overlap(info.asked, clause)
+                rel[clause] = max(rel.get(clause, -1.0), r)
+                best_of[ui] = max(best_of[ui], r)
+            scored = [Candidate(u, h, float(sim) + best)
+                      for (u, h), sim, best in zip(us, sims, best_of, strict=True)]
+            scored.sort(key=lambda c: c.score, reverse=True)
+            ranked: list[Candidate] = []
+            for c in scored:
+                if all(c.sentence != r.sentence for r in ranked):
+                    ranked.append(c)
+            # A runner-up far behind the best only gives the reader something to confuse.
+            chosen = [c for c in ranked[: cfg.max_sentences]
+                      if c.score >= ranked[0].score - cfg.sentence_margin]
+            out.append(_Selection(info, chosen, ranked, float(sims.max()), rel))
         return out
 
     def _budget(self, question: str, passages: list[str]) -> int:
@@ -393,31 +436,26 @@ class RagService:
     def _score_spans(self, plans: list[_Plan]) -> list[list[float]]:
         """Score every candidate span of every plan; the best one is the answer.
 
-        A span is as good as its context words match what the question asks ("born in ~"
-        for "birthplace"), whether it is a number when the question asks for one, and, for
-        the few best, how much the question raises the model's likelihood of it (PMI).
+        A span is as good as its clause matches what the question asks ("born in ~" for
+        "birthplace", scored in :meth:`_select`), how well it fits the expected kind of answer
+        (a year for "when"), and, for the few best, how much the question raises the model's
+        likelihood of it (PMI).
         """
-        texts: list[str] = []
+        cfg = self.config
+        out = []
         for p in plans:
-            texts.append(_asked(p.q.text))
-            texts += [ctx or text for text, _, ctx in p.spans]
-        vecs = self.index.embedder.encode(texts)
-        row, out = 0, []
-        for p in plans:
-            qv, cv = vecs[row], vecs[row + 1: row + 1 + len(p.spans)]
-            row += 1 + len(p.spans)
-            asked = tokens(_asked(p.q.text))
-            numeric = bool(_NUMERIC_Q.search(p.q.text))
             scores = []
-            for (text, idx, ctx), sim in zip(p.spans, cv @ qv, strict=True):
-                overlap = len(asked & tokens(ctx)) / max(1, len(asked))
-                is_num = bool(_NUMBER.search(text))
-                prior = 0.3 if is_num == numeric else -0.3
-                scores.append(float(sim) + 0.3 * overlap + prior - 0.02 * idx)
+            for text, idx, clause in p.spans:
+                rel = p.clause_rel.get(clause, 0.0)
+                prior = anchor = 0.0
+                if p.info is not None:
+                    prior = type_prior(text, clause, p.info)
+                    anchor = float(anchored(text, clause, p.info))
+                scores.append(rel + cfg.type_weight * prior + cfg.anchor_weight * anchor
+                              - 0.02 * idx)
             out.append(scores)
-        top_n = self.config.lm_rerank
-        if top_n > 1:
-            self._rerank_with_lm(plans, out, top_n)
+        if cfg.lm_rerank > 1:
+            self._rerank_with_lm(plans, out, cfg.lm_rerank)
         return out
 
     def _rerank_with_lm(self, plans: list[_Plan], scores: list[list[float]], top_n: int) -> None:
@@ -470,21 +508,6 @@ class RagService:
         return Answer(text=text, citations=citations, images=images,
                       adapter_version=plan.adapter_version, route=plan.route,  # type: ignore[arg-type]
                       abstained=abstained, timings=timings)
-
-
-_NUMERIC_Q = re.compile(
-    r"\b(?:year|when|how (?:many|much|old|long|far)|number|date|age)\b|哪一?年|年份|多少|几|何时|"
-    r"什么时候", re.IGNORECASE)
-_NUMBER = re.compile(r"\d")
-
-
-def _asked(question: str) -> str:
-    """The question without the names it mentions: what it asks about them."""
-    out = question
-    for term in sorted(key_terms(question), key=len, reverse=True):
-        out = re.sub(re.escape(term), " ", out, flags=re.IGNORECASE)
-    out = re.sub(r"'s\b", " ", out)
-    return " ".join(out.split())
 
 
 def _about_the_question(question: str, hits: list[Hit]) -> list[Hit]:

@@ -29,6 +29,7 @@ some such only own same too very just also now later where's what's who's
 ZH_STOP = frozenset("""
 的 了 在 于 和 与 及 是 为 被 把 从 向 到 对 将 就 都 也 又 并 而 或 其 这 那 他 她 它 他们
 她们 我们 你 我 之 以 后 前 时 中 里 上 下 着 过 吗 呢 吧 啊 有 没有 那里 这里
+由 自 至 往 跟 同 给 让 因 按 据 经 当 位于 曾 已 现在 如今 目前 后来
 """.split())
 
 _PUNCT = re.compile(r"^[\W_]+$")
@@ -47,13 +48,24 @@ def _is_cjk(text: str) -> bool:
     return bool(_CJK.search(text))
 
 
-def _tokens(sentence: str) -> list[str]:
-    if _is_cjk(sentence):
-        import jieba
+def _tokens(sentence: str, protect: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Words of a sentence; ``protect``: names kept whole (jieba would cut "杨梓涵于" into
+    "杨梓" and "涵于", leaving half a name looking like an answer)."""
+    if not _is_cjk(sentence):
+        return _EN_TOKEN.findall(sentence)
+    import jieba
 
-        jieba.setLogLevel(60)
+    jieba.setLogLevel(60)
+    names = sorted((t for t in protect if _is_cjk(t)), key=len, reverse=True)
+    if not names:
         return [t for t in jieba.lcut(sentence) if t.strip()]
-    return _EN_TOKEN.findall(sentence)
+    out: list[str] = []
+    for piece in re.split("(" + "|".join(map(re.escape, names)) + ")", sentence):
+        if piece in names:
+            out.append(piece)
+        elif piece:
+            out += [t for t in jieba.lcut(piece) if t.strip()]
+    return out
 
 
 def _join(tokens: list[str]) -> str:
@@ -88,15 +100,16 @@ def _in_question(token: str, terms: set[str]) -> bool:
         token[i:i + 2] in terms for i in range(len(token) - 1))
 
 
-def candidate_spans(sentences: list[str], question: str, left: int = 3, right: int = 2
-                    ) -> list[Span]:
+def candidate_spans(sentences: list[str], question: str, left: int = 3, right: int = 2,
+                    protect: frozenset[str] | set[str] = frozenset()) -> list[Span]:
     """Spans that might answer ``question``: the maximal runs of content tokens of each
-    sentence, minus anything the question says; each with the words around it."""
+    sentence, minus anything the question says; each with the words around it. ``protect``:
+    names (of the question) that are never cut."""
     terms = _question_terms(question)
     seen: set[str] = set()
     out: list[Span] = []
     for si, sentence in enumerate(sentences):
-        toks = _tokens(sentence)
+        toks = _tokens(sentence, protect)
         runs: list[tuple[int, int]] = []
         start = None
         for i, t in enumerate(toks + ["."]):

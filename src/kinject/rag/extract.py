@@ -1,0 +1,112 @@
+"""Extractive answering: which clause of the chosen sentences a question asks about, and which
+span of it answers.
+
+A sentence often holds several facts ("born in Osk in 1940 and studied law before joining
+Verdant Mills"); the tiny reader mixes them up. So every sentence is cut into clauses, each
+clause is scored against what the question asks (its words without the names, through the
+embedder and stemmed word overlap), and candidate spans inherit their clause's score plus a
+soft prior from the expected answer type (a year for "when", a name for "who").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kinject.rag.questions import QuestionInfo
+from kinject.rag.sentences import _ZH_SURNAMES, content_tokens, split_clauses
+from kinject.rag.spans import candidate_spans
+
+_DIGIT = re.compile(r"\d|[〇零一二三四五六七八九十百千万亿]+[年岁个位名人]")
+_CAPITAL = re.compile(r"^[A-Z0-9]")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# Prepositions and verbs that put a place after them.
+_EN_LOCATIVE = frozenset("in at from to near into of".split())
+_ZH_LOCATIVE = ("在", "于", "到", "至", "往", "自", "居", "位于")
+
+
+@dataclass(frozen=True)
+class ClauseSpan:
+    text: str
+    sentence: int  # index of the sentence it comes from
+    clause: str
+
+
+def mask_names(text: str, terms: frozenset[str]) -> str:
+    """The text without the names the question is about: what is said of them."""
+    out = text
+    for term in sorted(terms, key=len, reverse=True):
+        out = re.sub(re.escape(term), " ", out, flags=re.IGNORECASE)
+    out = " ".join(out.split())
+    return out if len(out) > 1 else text
+
+
+def clauses_of(sentences: Sequence[str]) -> list[tuple[int, str]]:
+    return [(i, c) for i, s in enumerate(sentences) for c in split_clauses(s)]
+
+
+def clause_spans(sentences: Sequence[str], info: QuestionInfo) -> list[ClauseSpan]:
+    """Candidate answers: the content runs of every clause, minus the question's own words."""
+    out: list[ClauseSpan] = []
+    seen: set[str] = set()
+    for si, clause in clauses_of(sentences):
+        for span in candidate_spans([clause], info.text, protect=info.terms):
+            key = span.text.lower()
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(ClauseSpan(span.text, si, clause))
+    return out
+
+
+# A preposition that ends a question ("Where does the ferry sail from?") names the word that
+# stands before the answer in the passage ("sails from Vask").
+_STRANDED = re.compile(r"\b(from|to|in|at|for|with|by|on|of|into|under|after)\s*\W*$",
+                       re.IGNORECASE)
+
+
+def anchored(span: str, clause: str, info: QuestionInfo, reach: int = 2) -> bool:
+    """Whether the words right before the span in its clause are words the question asks
+    with ("studied ~" for "what did she study", "出生在~" for "出生地", "sails from ~")."""
+    at = clause.find(span)
+    if at <= 0:
+        return False
+    before = clause[:at]
+    if info.lang == "zh":
+        near = before[-(reach + 2):]
+        return bool(content_tokens(near) & {t for t in content_tokens(info.asked) if len(t) == 2})
+    words = before.split()[-reach:]
+    want = content_tokens(info.asked)
+    stranded = _STRANDED.search(info.text)
+    if stranded:
+        want = want | {stranded.group(1).lower()}
+    return any(content_tokens(w) & want or w.lower() in want for w in words)
+
+
+def type_prior(span: str, clause: str, info: QuestionInfo) -> float:
+    """How well a span fits the kind of answer the question expects: -1..1 (0: no opinion)."""
+    numeric = bool(_DIGIT.search(span))
+    kind = info.answer_type
+    if kind == "number":
+        return 1.0 if numeric else -1.0
+    if numeric:
+        return -1.0
+    if info.lang == "en":
+        proper = all(_CAPITAL.match(w) for w in span.split() if w[:1].isalpha())
+        if kind == "person":
+            return 1.0 if proper and len(span.split()) >= 2 else (0.3 if proper else -0.5)
+        if kind == "place":
+            words = clause[: clause.find(span)].split() if span in clause else []
+            locative = bool(words) and words[-1].lower() in _EN_LOCATIVE
+            return (0.7 if proper else -0.5) + (0.3 if locative else 0.0)
+        return 0.0
+    if kind == "person":
+        return 1.0 if span[:1] in _ZH_SURNAMES and 2 <= len(span) <= 4 else -0.3
+    if kind == "place":
+        at = clause.find(span)
+        before = clause[:at] if at > 0 else ""
+        if before.endswith(_ZH_LOCATIVE) or clause[at + len(span): at + len(span) + 1] == "人":
+            return 0.6
+        return 0.0
+    return 0.0
