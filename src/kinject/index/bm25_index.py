@@ -128,19 +128,28 @@ def _build(rows: Sequence[int], tokens: Sequence[list[str]]) -> _Base:
 class Bm25Index:
     """BM25 search over docstore rows; thread-safe, never blocks a search on a rebuild."""
 
-    def __init__(self, *, rebuild_min: int = 256, rebuild_share: float = 0.1) -> None:
+    def __init__(self, *, rebuild_min: int = 256, rebuild_share: float = 0.1,
+                 rebuild_max: int = 2000) -> None:
         if rebuild_min < 1:
             raise ValueError(f"rebuild_min must be >= 1, got {rebuild_min}")
+        if rebuild_max < rebuild_min:
+            raise ValueError(f"rebuild_max must be >= rebuild_min ({rebuild_min}), got "
+                             f"{rebuild_max}")
         if not 0.0 < rebuild_share <= 1.0:
             raise ValueError(f"rebuild_share must be in (0, 1], got {rebuild_share}")
         self.rebuild_min = rebuild_min
         self.rebuild_share = rebuild_share
+        # The delta is scored in Python on every search: past this many pending changes a
+        # rebuild is due whatever the base's size, so a search's cost stays bounded.
+        self.rebuild_max = rebuild_max
         self._lock = threading.RLock()
         self._base = _Base()
         self._pos: dict[int, int] = {}  # base row -> position in the base
         self._deleted: set[int] = set()
         self._mask = np.zeros(0, dtype=bool)  # base positions deleted
         self._delta: dict[int, Counter[str]] = {}
+        self._delta_dl: dict[int, int] = {}  # delta row -> its length in tokens
+        self._delta_len = 0  # their sum
         self._postings: dict[str, set[int]] = {}
         self._journal: list[tuple[str, list[int], list[list[str]]]] | None = None
         # Every live row's tokens, so a rebuild tokenises only what it has never seen.
@@ -170,6 +179,8 @@ class Bm25Index:
         self._deleted = set()
         self._mask = np.zeros(base.size, dtype=bool)
         self._delta = {}
+        self._delta_dl = {}
+        self._delta_len = 0
         self._postings = {}
         self.builds += 1
 
@@ -191,6 +202,8 @@ class Bm25Index:
             self._tokens[row] = t
             counts = Counter(t)
             self._delta[row] = counts
+            self._delta_dl[row] = len(t)
+            self._delta_len += len(t)
             for tok in counts:
                 self._postings.setdefault(tok, set()).add(row)
 
@@ -209,6 +222,7 @@ class Bm25Index:
             self._tokens.pop(row, None)
             counts = self._delta.pop(row, None)
             if counts is not None:
+                self._delta_len -= self._delta_dl.pop(row, 0)
                 for tok in counts:
                     posting = self._postings.get(tok)
                     if posting is not None:
@@ -230,7 +244,8 @@ class Bm25Index:
 
     # -- rebuilds -----------------------------------------------------------------------------
     def _due(self) -> bool:
-        return self.pending >= max(self.rebuild_min, int(self.rebuild_share * self._base.size))
+        share = int(self.rebuild_share * self._base.size)
+        return self.pending >= max(self.rebuild_min, min(share, self.rebuild_max))
 
     def _maybe_rebuild(self) -> None:
         if self._loader is not None and self._due():
@@ -294,13 +309,14 @@ class Bm25Index:
         allow = None if allowed is None else {int(r) for r in allowed}
         with self._lock:
             base, mask, delta, postings = self._base, self._mask, self._delta, self._postings
+            delta_dl = self._delta_dl
             deleted = len(self._deleted)
             found: list[tuple[int, float]] = []
             n_docs = base.size - deleted + len(delta)
             if n_docs <= 0:
                 return []
-            delta_len = sum(sum(c.values()) for c in delta.values()) if delta else 0
-            avgdl = max((base.total_len + delta_len) / max(base.size + len(delta), 1), 1e-9)
+            avgdl = max((base.total_len + self._delta_len) / max(base.size + len(delta), 1),
+                        1e-9)
             if base.retriever is not None:
                 known = [t for t in q if t in base.retriever.vocab_dict]
                 if known:
@@ -313,30 +329,30 @@ class Bm25Index:
                         scores = np.where(keep, scores, 0.0)
                     found += _top(base.rows, scores, k)
             if delta:
-                found += self._score_delta(q, base, postings, delta, avgdl, allow)
+                found += self._score_delta(q, base, postings, delta, delta_dl, avgdl, allow)
         found.sort(key=lambda rs: -rs[1])
         return found[:k]
 
     @staticmethod
     def _score_delta(q: list[str], base: _Base, postings: dict[str, set[int]],
-                     delta: dict[int, Counter[str]], avgdl: float, allow: set[int] | None
-                     ) -> list[tuple[int, float]]:
+                     delta: dict[int, Counter[str]], delta_dl: dict[int, int], avgdl: float,
+                     allow: set[int] | None) -> list[tuple[int, float]]:
         n = base.size + len(delta)
         scores: dict[int, float] = {}
+        norm = K1 * (1 - B)
+        per_token = K1 * B / avgdl
         for tok in q:
             rows = postings.get(tok)
             if not rows:
                 continue
             df = base.df.get(tok, 0) + len(rows)
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            if allow is not None:
+                rows = rows & allow
             for row in rows:
-                if allow is not None and row not in allow:
-                    continue
-                counts = delta[row]
-                tf = counts[tok]
-                dl = sum(counts.values())
+                tf = delta[row][tok]
                 scores[row] = scores.get(row, 0.0) + idf * tf / (
-                    tf + K1 * (1 - B + B * dl / avgdl))
+                    tf + norm + per_token * delta_dl[row])
         return list(scores.items())
 
     # -- persistence --------------------------------------------------------------------------
