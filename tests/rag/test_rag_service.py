@@ -174,12 +174,15 @@ def test_concurrent_questions_are_batched_and_answered_as_if_alone(
         kb: TextIndex, tiny_generator: Any) -> None:
     questions = ["who founded the guild", "when does the ferry to Vask leave",
                  "what did Brenna Kettering study", "Where was Brenna Kettering born?"]
-    # lm_rerank: the model weighs in on every answer (one scoring call per batch).
-    alone = RagService(kb, tiny_generator, RagConfig(cache_size=0, lm_rerank=3, mode="span"))
+    # lm_rerank with a wide lm_margin: the model weighs in on every answer (one scoring call
+    # per batch).
+    alone = RagService(kb, tiny_generator, RagConfig(cache_size=0, lm_rerank=3, lm_margin=9.0,
+                                                     mode="span"))
     expected = [alone.ask(q).text for q in questions]
     assert alone.model_calls == len(questions)
     batched = RagService(kb, tiny_generator,
-                         RagConfig(cache_size=0, lm_rerank=3, mode="span", batch_window_ms=300))
+                         RagConfig(cache_size=0, lm_rerank=3, lm_margin=9.0, mode="span",
+                                   batch_window_ms=300))
     results: dict[int, Answer] = {}
     start = threading.Barrier(len(questions))
 

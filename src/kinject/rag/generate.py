@@ -113,7 +113,9 @@ def score_continuations(loaded: Any, requests: Sequence[tuple[Messages, Sequence
         cmask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in conts],
                              device=loaded.device)
         with torch.inference_mode():
-            first = model(input_ids=prompt, use_cache=True)
+            # Only the last position's logits are needed: the full [prompt x vocab] projection
+            # costs as much as the rest of the forward pass on a small model.
+            first = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
             cache = first.past_key_values
             cache.batch_repeat_interleave(n)
             mask = torch.cat([torch.ones(n, prompt.shape[1], dtype=cmask.dtype,

@@ -73,6 +73,7 @@ class RagConfig:
     # The best spans by context are re-ranked with the model's likelihood (0/1: off).
     lm_rerank: int = 3
     lm_weight: float = 0.1
+    lm_margin: float = 0.15  # the model is asked only when the best spans are this close
     # Span scores: clause match (cosine + overlap_weight * word overlap) + type_weight * the
     # answer-type prior; sentences further than sentence_margin behind the best are dropped.
     overlap_weight: float = 0.5
@@ -459,22 +460,30 @@ class RagService:
         return out
 
     def _rerank_with_lm(self, plans: list[_Plan], scores: list[list[float]], top_n: int) -> None:
-        """Add the model's say to the ``top_n`` spans of each plan: log P(span | passages,
-        question) - log P(span | passages), in one scoring call for the batch."""
+        """Add the model's say to the ``top_n`` spans of each plan whose best spans are close
+        (within ``lm_margin``): log P(span | their sentences, question) - 0.5 log P(span |
+        their sentences), in one scoring call for the batch. Clear winners skip the model:
+        a prompt's prefill is most of a question's time on a CPU."""
+        cfg = self.config
         reqs, tops = [], []
         for p, sc in zip(plans, scores, strict=True):
             top = sorted(range(len(sc)), key=lambda i: sc[i], reverse=True)[:top_n]
-            tops.append(top)
+            if len(top) < 2 or sc[top[0]] - sc[top[1]] > cfg.lm_margin:
+                continue
+            tops.append((top, sc))
             cands = [p.spans[i][0] for i in top]
-            null = rag_messages("?", [c.sentence for c in p.passages])
-            reqs += [(p.messages, cands), (null, cands)]
+            held = sorted({p.spans[i][1] for i in top})
+            texts = [p.passages[i].sentence for i in held]
+            reqs += [(rag_messages(p.q.text, texts), cands), (rag_messages("?", texts), cands)]
+        if not reqs:
+            return
         self.model_calls += 1
         res = gen.score_continuations(self.generator, reqs)
-        for i, (top, sc) in enumerate(zip(tops, scores, strict=True)):
+        for i, (top, sc) in enumerate(tops):
             pmi = [a - 0.5 * b for a, b in zip(res[2 * i], res[2 * i + 1], strict=True)]
             best = max(pmi)
             for j, v in zip(top, pmi, strict=True):
-                sc[j] += self.config.lm_weight * (v - best)
+                sc[j] += cfg.lm_weight * (v - best)
 
     def _compose(self, plan: _Plan, raw: str) -> Answer:
         """Turn a written answer into an Answer: keep only [n] markers of given passages."""
