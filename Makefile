@@ -33,7 +33,9 @@ test: $(STAMP)
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
-	$(PY) bench/embed.py --quick
+	$(UV) pip install --quiet --python $(PY) -e ".[all,dev,bench]"
+	for b in ingest embed search rag_quality ask_load inject; do \
+		$(PY) bench/$$b.py --quick || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)
