@@ -65,7 +65,7 @@ class RagConfig:
     min_relevance: float = 0.25
     # Below this share of answer words found in the passages a free answer is not grounded.
     min_grounding: float = 0.5
-    mode: Mode = "auto"
+    mode: Mode = "free"
     # Longest answer in characters; max_new_tokens follows from the passages' own
     # tokens-per-character (Chinese needs several tokens a character).
     max_answer_chars: int = 160
