@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kinject.finetune.augment import (
     AugmentConfig,
@@ -30,6 +31,9 @@ from kinject.finetune.augment import (
     train_questions,
 )
 from kinject.types import Chunk, TrainingExample, content_hash
+
+if TYPE_CHECKING:
+    from kinject.finetune.paraphrase import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,16 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replay (slot INTEGER PRIMARY KEY, example_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS replay_example ON replay(example_id);
 CREATE TABLE IF NOT EXISTS replay_offered (example_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS paraphrases (
+    chunk_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    sentence TEXT NOT NULL,
+    text TEXT NOT NULL,
+    kept INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (chunk_id, sentence, text)
+);
+CREATE INDEX IF NOT EXISTS paraphrases_source ON paraphrases(source_id);
 """
 _EXAMPLE_COLUMNS = "example_id, chunk_id, source_id, prompt, completion, form, cycle, lang"
 
@@ -160,7 +174,8 @@ class CorpusStore:
         return added, removed
 
     def remove_source(self, source_id: str) -> int:
-        """Forget a source: its chunks, examples and replay slots. Returns examples removed."""
+        """Forget a source: its chunks, examples (LM paraphrases included), cached
+        paraphrase candidates and replay slots. Returns examples removed."""
         with self.transaction() as db:
             return self._remove(db, source_id, [])
 
@@ -194,8 +209,56 @@ class CorpusStore:
         db.execute("DELETE FROM replay WHERE example_id IN "
                    f"(SELECT example_id FROM examples WHERE {cond})", args)
         removed = db.execute(f"DELETE FROM examples WHERE {cond}", args).rowcount
+        db.execute(f"DELETE FROM paraphrases WHERE {cond}", args)
         db.execute(f"DELETE FROM chunks WHERE {cond}", args)
         return removed
+
+    # -- LM paraphrases (kinject.finetune.paraphrase) -------------------------------------
+    def paraphrase_candidates(self, chunk_ids: Sequence[str]
+                              ) -> dict[str, dict[str, list[tuple[str, bool]]]]:
+        """Cached candidates per chunk and sentence: (text, kept) in the order stored."""
+        out: dict[str, dict[str, list[tuple[str, bool]]]] = {}
+        with self._lock:
+            for start in range(0, len(chunk_ids), 500):
+                part = list(chunk_ids[start:start + 500])
+                rows = self._db.execute(
+                    "SELECT chunk_id, sentence, text, kept FROM paraphrases WHERE chunk_id IN "
+                    f"({','.join('?' * len(part))}) ORDER BY rowid", part).fetchall()
+                for chunk_id, sentence, text, kept in rows:
+                    out.setdefault(chunk_id, {}).setdefault(sentence, []).append(
+                        (text, bool(kept)))
+        return out
+
+    def add_paraphrases(self, candidates: Sequence[Candidate],
+                        examples: Sequence[TrainingExample]) -> int:
+        """Cache generated candidates (kept and dropped) and add the paraphrase examples,
+        each only while its chunk is still in the corpus (a delete that arrived during
+        generation wins). Examples keep the cycle of their chunk. Returns examples added."""
+        with self.transaction() as db:
+            wanted = sorted({c.chunk_id for c in candidates} | {e.chunk_id for e in examples})
+            live: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                part = wanted[start:start + 500]
+                live.update(r[0] for r in db.execute(
+                    f"SELECT chunk_id FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})",
+                    part))
+            db.executemany(
+                "INSERT OR IGNORE INTO paraphrases VALUES(?, ?, ?, ?, ?, ?)",
+                [(c.chunk_id, c.source_id, c.sentence, c.text, int(c.kept), c.reason or "")
+                 for c in candidates if c.chunk_id in live])
+            seq = int(self._get("seq", "0"))
+            added = 0
+            for ex in examples:
+                if ex.chunk_id not in live:
+                    continue
+                seq += 1
+                added += db.execute(
+                    f"INSERT OR IGNORE INTO examples({_EXAMPLE_COLUMNS}, seq) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ex.example_id, ex.chunk_id, ex.source_id, ex.prompt, ex.completion,
+                     ex.form, ex.cycle, ex.lang, seq)).rowcount
+            self._set(db, "seq", str(seq))
+        return added
 
     def _distractors(self, chunks: Sequence[Chunk]) -> list[str]:
         """Texts of other chunks for RAFT: stored ones of other sources, and this batch."""
