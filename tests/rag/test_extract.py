@@ -98,3 +98,37 @@ def test_questions_that_need_words_are_written(rag: RagService) -> None:
                                 "auto"),
                        Question("Where was Brenna Kettering born?", 4, None, "rag", "auto")])
     assert [p.kind for p in plans] == ["free", "span"]
+
+
+def test_records_and_quoted_names_answer_in_auto_mode(
+        tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path) -> None:
+    """A table's rows each name a keeper: the row of the lighthouse asked about answers. A
+    JSON object's "field: value" lines answer by their field. A name the passage quotes is
+    the answer, not the words that introduce it."""
+    generator = load_generator(str(tiny_lm_dir), tmp_path / "models", "cpu", "auto")
+    rows = [("Gullspire", "Brinmoor", "Senna Calloway"), ("Tessaly Point", "Tessaly",
+             "Idris Vandermolen"), ("Corvane Rock", "Corvane", "Mabli Orrun")]
+    docs = [(f"kb/lights/{i}", "csv", f"Lighthouse: {name}. Island: {island}. Keeper: {keeper}. "
+             f"First lit: {1900 + i}.") for i, (name, island, keeper) in enumerate(rows)]
+    docs += [("kb/ferry", "json", "route: Saltreach to Vask\ncrossing_minutes: 95\n"
+              "vessel.name: Morrow Wren\nvessel.built: 2004"),
+             ("kb/tea", "text", "岛上居民以种植一种名为“雾眉”的海盐茶而闻名。")]
+    with TextIndex(tmp_path / "i", hash_embedder) as index:
+        for sid, kind, text in docs:
+            chunk = Chunk(chunk_id=content_hash(sid, text), doc_id=sid, source_id=sid,
+                          text=text, meta={"kind": kind})
+            index.apply([SourceUpdate(op="upsert", source_id=sid, chunks=(chunk,),
+                                      vectors=hash_embedder.encode([text]),
+                                      embedder=hash_embedder.name)])
+        rag = RagService(index, generator, RagConfig(cache_size=0, lm_rerank=0, mode="auto",
+                                                     min_relevance=-1.0))
+        for question, want, source in (
+                ("Who is the keeper of the Gullspire lighthouse?", "Senna Calloway",
+                 "kb/lights/0"),
+                ("Who keeps the Tessaly Point light?", "Idris Vandermolen", "kb/lights/1"),
+                ("What is the name of the vessel on the Saltreach to Vask route?",
+                 "Morrow Wren", "kb/ferry"),
+                ("居民以种植哪种海盐茶而闻名？", "雾眉", "kb/tea")):
+            answer = rag.ask(question)
+            assert answer.text.rsplit(" [", 1)[0] == want, (question, answer.text)
+            assert answer.citations[0].source_id == source

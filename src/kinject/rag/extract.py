@@ -84,6 +84,9 @@ def anchored(span: str, clause: str, info: QuestionInfo, reach: int = 2) -> bool
     return any(content_tokens(w) & want or w.lower() in want for w in words)
 
 
+_QUOTES = (("“", "”"), ("「", "」"), ("『", "』"), ('"', '"'))
+
+
 def type_prior(span: str, clause: str, info: QuestionInfo) -> float:
     """How well a span fits the kind of answer the question expects: -1..1 (0: no opinion)."""
     numeric = bool(_DIGIT.search(span))
@@ -92,6 +95,8 @@ def type_prior(span: str, clause: str, info: QuestionInfo) -> float:
         return 1.0 if numeric else -1.0
     if numeric:
         return -1.0
+    if any(f"{a}{span}{b}" in clause for a, b in _QUOTES):
+        return 0.8  # a name the passage gives in quotes ("a tea called “Mist Brow”")
     if info.lang == "en":
         proper = all(_CAPITAL.match(w) for w in span.split() if w[:1].isalpha())
         if kind == "person":

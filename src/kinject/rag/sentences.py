@@ -163,6 +163,8 @@ def covers(text: str, terms: set[str]) -> bool:
 # Clause boundaries inside a sentence: punctuation, and the conjunctions that open a new clause
 # before a lower-case word ("... in 1940 and studied ...", "... history before joining ...").
 _CLAUSE = re.compile(
+    # a record's "field: value" lines, and "Label: value." pairs of a table row
+    r"\s*\n+\s*|(?<=\.)\s+(?=[^\s:.][^:.\n]{0,40}:\s)|"
     r"\s*[;；，,]\s*|(?<=[。！？])|"
     r"\s+(?:and|but|while|whereas|before|after|where|when|which|then|since|until)\s+(?=[a-z])")
 

@@ -316,7 +316,7 @@ class RagService:
                     or (q.mode == "auto" and sel.info.needs_writing))
             # The writer reads the few best sentences; spans are sought in more of them, since
             # a span's own clause and answer type weigh in beyond the sentence's rank.
-            plan.passages = list(chosen) if free else sel.ranked[: cfg.span_sentences]
+            plan.passages = list(chosen) if free else _on_topic(sel)[: cfg.span_sentences]
             texts = [c.sentence for c in plan.passages]
             # A terse prompt for answers from the passages; a fuller one when the adapter's
             # own knowledge joins in (both) or the question asks for an explanation.
@@ -517,6 +517,19 @@ class RagService:
         return Answer(text=text, citations=citations, images=images,
                       adapter_version=plan.adapter_version, route=plan.route,  # type: ignore[arg-type]
                       abstained=abstained, timings=timings)
+
+
+def _on_topic(sel: _Selection) -> list[Candidate]:
+    """The ranked units whose chunk names everything the question names, when any does.
+
+    Spans are scored by what the question asks without its names ("keeper" of "Who keeps
+    the Gullspire light?"), so a table's other rows, each with its own keeper, would score
+    as well; the chunk is the unit that says whose row it is (a sentence may say "she")."""
+    terms = sel.info.terms
+    if not terms:
+        return sel.ranked
+    about = [c for c in sel.ranked if covers(c.hit.text, set(terms))]
+    return about or sel.ranked
 
 
 def _about_the_question(question: str, hits: list[Hit]) -> list[Hit]:

@@ -100,6 +100,9 @@ def _in_question(token: str, terms: set[str]) -> bool:
         token[i:i + 2] in terms for i in range(len(token) - 1))
 
 
+_QUOTED = re.compile(r"[“「『\"]([^”」』\"\n]{1,40})[”」』\"]")
+
+
 def candidate_spans(sentences: list[str], question: str, left: int = 3, right: int = 2,
                     protect: frozenset[str] | set[str] = frozenset()) -> list[Span]:
     """Spans that might answer ``question``: the maximal runs of content tokens of each
@@ -109,6 +112,13 @@ def candidate_spans(sentences: list[str], question: str, left: int = 3, right: i
     seen: set[str] = set()
     out: list[Span] = []
     for si, sentence in enumerate(sentences):
+        # What a passage quotes is a name it gives ("a tea called “Mist Brow”"): a span whole.
+        for m in _QUOTED.finditer(sentence):
+            text = m.group(1).strip()
+            if text and text.lower() not in seen and not _in_question(text, terms) \
+                    and len(text) <= 40:
+                seen.add(text.lower())
+                out.append(Span(text, si, sentence[max(0, m.start() - 12):m.end() + 8].strip()))
         toks = _tokens(sentence, protect)
         runs: list[tuple[int, int]] = []
         start = None
