@@ -161,6 +161,9 @@ class FinetuneSettings(BaseModel):
     eval_every: int = Field(default=50, ge=0)
     checkpoint_every: int = Field(default=50, ge=0)
     seed: int = 0
+    # Paraphrases the base LM writes per sentence of the cycle's new text chunks, kept only
+    # when they keep every name and number (kinject.finetune.paraphrase). 0: off (slow on CPU).
+    lm_paraphrases: int = Field(default=0, ge=0)
 
 
 class RagSettings(BaseModel):

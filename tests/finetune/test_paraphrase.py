@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from _adapter_helpers import one_thread  # noqa: F401 (a fixture)
 
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.paraphrase import (
@@ -184,6 +185,7 @@ def test_a_chunk_deleted_during_generation_gets_no_paraphrases(tmp_path: Path) -
 
 # -- the real model ---------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_smollm2_paraphrases_keep_the_facts(tmp_path: Path, smollm2_cache: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -193,7 +195,7 @@ def test_smollm2_paraphrases_keep_the_facts(tmp_path: Path, smollm2_cache: Path)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()  # as the trainer holds it; the paraphraser must hand it back so
     text = ("Ada Lind was born in Osk on March 2, 1990. Tomas Berg founded Bluelake Systems "
-            "in 2011 with 40 employees. Mia Holt moved to Parma in 2004.")
+            "in 2011 with 40 employees. Lena Roth opened a bakery in Tarvik in 2015.")
     store = CorpusStore(tmp_path / "corpus.sqlite3")
     store.add_chunks([_chunk(text, "bios")])
     chunks = store.chunks()
@@ -216,3 +218,50 @@ def test_smollm2_paraphrases_keep_the_facts(tmp_path: Path, smollm2_cache: Path)
         assert len(examples) == 1 and examples[0].completion != text
     store.remove_source("bios")
     assert store.examples(forms=[FORM]) == []
+
+
+# -- a cycle lends the trainer's model ---------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_cycle_trains_on_paraphrases_written_by_the_trainers_model(
+        data_dir: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kinject.config import Settings, load_settings
+    from kinject.finetune.jobs import corpus_path, run_cycle
+    from kinject.finetune.registry import AdapterRegistry
+    from kinject.finetune.trainer import TrainConfig
+
+    lent: list[object] = []
+
+    def fake_call(self: LmParaphraser, items: Sequence[tuple[str, str]], k: int
+                  ) -> list[list[str]]:
+        lent.append(self.model)
+        return FakeLm()(items, k)
+
+    monkeypatch.setattr(LmParaphraser, "__call__", fake_call)
+    fast = TrainConfig(r=4, alpha=8, dropout=0.0, epochs=1, batch_size=8, eval_every=0,
+                       checkpoint_every=0, fisher_samples=4, warmup_steps=0, device="cpu")
+    with CorpusStore(corpus_path(data_dir)) as corpus:
+        corpus.add_chunks([_chunk("Ida Brook was born in Fenwick in 1990.", "kb/ida"),
+                           _chunk("Oren Vale was born in Tamsk in 1984.", "kb/oren")])
+        plain = len(corpus.examples())
+
+    def settings(n: int) -> Settings:
+        return load_settings(data_dir=data_dir, models={"generator": str(tiny_lm_dir),
+                                                        "device": "cpu"},
+                             finetune={"lm_paraphrases": n},
+                             gate={"tie_break_nll": 0.01, "max_ppl_increase": 10.0})
+
+    result = run_cycle(settings(1), train_config=fast, early_stopping=False)
+    assert len(lent) == 1 and type(lent[0]).__name__ == "PeftModelForCausalLM"
+    assert result.metrics["paraphrases_generated"] == 4  # 2 sentences x 2 candidates
+    assert result.metrics["paraphrases_kept"] == 2
+    assert result.train_examples == plain + 2
+    with CorpusStore(corpus_path(data_dir)) as corpus:
+        paras = corpus.examples(forms=[FORM])
+        assert [e.completion for e in paras if e.source_id == "kb/ida"] == [
+            "In Fenwick in 1990, Ida Brook was born."]
+        assert result.version is not None
+        version = AdapterRegistry.for_data_dir(data_dir).get(result.version)
+        assert version.corpus_manifest == CorpusStore.manifest(corpus.examples())
+        corpus.remove_source("kb/ida")
+        assert {e.source_id for e in corpus.examples(forms=[FORM])} == {"kb/oren"}

@@ -407,6 +407,26 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     log.info("cycle over corpus cycles %d..%d: %d example(s), %d replay, from %s",
              since + 1, closed, len(train), len(replay),
              init.version[:12] if init else "the base model")
+    paraphrased: list[TrainingExample] = []
+    para_metrics: dict[str, float] = {}
+    augment = None
+    if settings.finetune.lm_paraphrases > 0:
+        from kinject.finetune.paraphrase import LmParaphraser, ParaphraseConfig, ensure_paraphrases
+
+        new_chunks = corpus.chunks(cycles=new_cycles)
+        pcfg = ParaphraseConfig(per_sentence=settings.finetune.lm_paraphrases,
+                                seed=settings.finetune.seed)
+
+        def augment(tok: Any, model: Any) -> list[TrainingExample]:
+            note(stage="paraphrasing", progress=0.01)
+            examples, stats = ensure_paraphrases(corpus, new_chunks,
+                                                 LmParaphraser(tok, model, pcfg), pcfg)
+            paraphrased.extend(examples)
+            para_metrics.update(stats.to_metrics())
+            if progress is not None:
+                progress({"phase": "paraphrase", **stats.to_metrics()})
+            return examples
+
     note(stage="training", progress=0.02)
 
     def on_progress(event: dict[str, Any]) -> None:
@@ -420,9 +440,11 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     result = LoraTrainer(config).train(
         base_dir, train, _as_examples(stop_qs) if early_stopping else [], run_dir,
         init_adapter=registry.path(init.version) if init is not None else None, ewc=ewc,
-        replay=replay, general=general_train(), progress=on_progress)
+        replay=replay, general=general_train(), progress=on_progress, augment=augment)
+    train = [*train, *(e for e in paraphrased if e.example_id not in train_ids)]
     lineage = CorpusStore.sources_of(train) | CorpusStore.sources_of(replay)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+    metrics.update(para_metrics)
     metrics.update(seconds=result.seconds, tokens_per_s=result.tokens_per_s,
                    step_time_s=result.step_time_s)
     version = registry.add(

@@ -190,7 +190,7 @@ def clean_output(text: str) -> str:
     line = _LABEL.sub("", line).strip()
     if len(line) >= 2 and line[0] in _QUOTES and line[-1] in _QUOTES:
         line = line[1:-1].strip()
-    return line
+    return re.sub(r"\s{2,}", " ", line)
 
 
 def drop_reason(source: str, candidate: str, lang: str, *, min_ratio: float = 0.5,

@@ -49,6 +49,8 @@ EWC_FILE = "ewc_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 Progress = Callable[[dict[str, Any]], None]
+# (tokenizer, model) -> extra training examples, see LoraTrainer.train
+Augment = Callable[[Any, Any], Sequence[TrainingExample]]
 
 
 class TrainingFailed(KinjectError):
@@ -200,7 +202,12 @@ class LoraTrainer:
         replay: Sequence[TrainingExample] = (),
         general: Sequence[str] = (),
         progress: Progress | None = None,
+        augment: Augment | None = None,
     ) -> TrainResult:
+        """Train one cycle. ``augment`` (optional) is lent the loaded tokenizer and model
+        before training starts and returns more training examples (LM paraphrases,
+        :mod:`kinject.finetune.paraphrase`): the model is loaded once for both. With several
+        processes the main one calls it first, the others after it (they find its cache)."""
         import torch
 
         cfg = self.config
@@ -214,6 +221,13 @@ class LoraTrainer:
             out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         tok, model = self._load(Path(base_model_dir), init_adapter, acc)
+        if augment is not None:
+            extra: Sequence[TrainingExample] = augment(tok, model) if main else ()
+            acc.wait_for_everyone()
+            if not main:
+                extra = augment(tok, model)
+            have = {e.example_id for e in train}
+            train = [*train, *(e for e in extra if e.example_id not in have)]
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
