@@ -83,6 +83,7 @@ def test_gate_drops_a_swapped_subject() -> None:
     (ZH, "林晓雯刚开始到大理，明明雯雨看到林晓雯。", False),  # the year is gone
     (ZH, "以下是改写：1990年，林晓雯出生在大理。", False),  # instruction echo
     (ZH, "Lin Xiaowen was born in Dali in 1990.", False),  # wrong language
+    (ZH, "1990年，林晓雯被搬到了大理。", False),  # the relation changed (SmolLM2 wrote it)
     (ZH_ORG, "2011年，蓝湖科技成立，总部在杭州。", True),
     (ZH_ORG, "2011年，蓝湖科技成立，总部在上海。", False),  # the city changed
 ])

@@ -217,7 +217,17 @@ def drop_reason(source: str, candidate: str, lang: str, *, min_ratio: float = 0.
         return "added " + ", ".join(added)
     if _swapped(source, candidate, lang):
         return "subject moved after its verb"
+    if lang == "zh":
+        # the tiny model swaps the relation itself (出生 -> 搬到): keep the source's verbs
+        verbs = {p.word for p in _posseg().cut(source)
+                 if p.flag.startswith("v") and len(p.word) >= 2 and p.word not in _ZH_LIGHT}
+        lost_verbs = sorted(v for v in verbs if v not in candidate)
+        if lost_verbs:
+            return "lost " + ", ".join(lost_verbs)
     return None
+
+
+_ZH_LIGHT = frozenset({"位于", "成为", "进行", "开始", "作为", "属于", "拥有"})
 
 
 _AUX = frozenset({"was", "is", "were", "are", "has", "had", "have", "will", "also", "then",
