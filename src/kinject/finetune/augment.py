@@ -29,7 +29,7 @@ from kinject.finetune.relations import HELD_OUT, TRAIN, relation_of
 from kinject.prompting import reader_prompt
 from kinject.types import Chunk, TrainingExample, content_hash
 
-FORMS = ("passage", "rephrase", "permute", "qa", "cloze", "raft")
+FORMS = ("passage", "rephrase", "permute", "qa", "cloze", "raft", "paraphrase")
 # Forms whose loss is on the completion only (the prompt is masked).
 PROMPTED_FORMS = frozenset({"qa", "cloze", "raft"})
 
