@@ -95,3 +95,54 @@ def test_with_clip_images_are_searched_by_image_and_by_text(
     with KinjectService(_settings(data_dir, **tiny_clip)) as svc:
         assert svc.images is not None and len(svc.images) == 2
         assert svc.search_images(image_bytes=RECORDS[1].content, k=1)[0].source_id == "pics/mill"
+
+
+def test_the_api_searches_images_by_text_and_by_image(
+    data_dir: Path, tiny_clip: dict[str, str], tmp_path: Path
+) -> None:
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from kinject.api.app import create_app
+
+    with KinjectService(_settings(data_dir, **tiny_clip)) as svc, \
+            TestClient(create_app(svc)) as client:
+        _ingest(svc)
+        like = client.post("/v1/search/images",
+                           json={"image_b64": base64.b64encode(RECORDS[1].content).decode(),
+                                 "k": 2})
+        assert like.status_code == 200, like.text
+        hits = like.json()["hits"]
+        assert hits[0]["source_id"] == "pics/mill"
+        assert hits[0]["caption"] == RECORDS[1].meta["caption"]
+        assert base64.b64decode(hits[0]["thumbnail_b64"])[:2] == b"\xff\xd8"  # a JPEG
+        by_text = client.get("/v1/search/images", params={"q": "a windmill", "k": 5}).json()
+        assert {h["source_id"] for h in by_text["hits"]} == {"pics/ferry", "pics/mill"}
+        bad = client.post("/v1/search/images", json={"image_b64": "not base64!"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+    # without CLIP: text still finds images by caption; an image query says what to set
+    with KinjectService(_settings(tmp_path / "plain")) as svc, \
+            TestClient(create_app(svc)) as client:
+        _ingest(svc)
+        found = client.get("/v1/search/images", params={"q": "Osprey ferry Greyhaven"}).json()
+        assert found["hits"][0]["source_id"] == "pics/ferry"
+        off = client.post("/v1/search/images",
+                          json={"image_b64": base64.b64encode(RECORDS[0].content).decode()})
+        assert off.status_code == 400
+        assert "KINJECT_MODELS__CLIP_CHECKPOINT" in off.json()["error"]["message"]
+
+
+def test_the_api_refuses_bytes_that_are_no_image(data_dir: Path, tiny_clip: dict[str, str]
+                                                  ) -> None:
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from kinject.api.app import create_app
+
+    with KinjectService(_settings(data_dir, **tiny_clip)) as svc, \
+            TestClient(create_app(svc)) as client:
+        r = client.post("/v1/search/images",
+                        json={"image_b64": base64.b64encode(b"GIF89a not really").decode()})
+        assert r.status_code == 400 and "not an image" in r.json()["error"]["message"]

@@ -86,6 +86,29 @@ class SearchOut(BaseModel):
     took_ms: float
 
 
+class ImageHitOut(BaseModel):
+    image_id: str
+    source_id: str
+    caption: str
+    ocr_text: str
+    score: float
+    # a JPEG thumbnail (base64) when the CLIP index keeps one
+    thumbnail_b64: str | None = None
+
+
+class ImageSearchOut(BaseModel):
+    k: int
+    hits: list[ImageHitOut]
+    took_ms: float
+
+
+class ImageQueryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_b64: str = Field(min_length=1, description="the image's bytes, base64")
+    k: int = Field(default=5, ge=1)
+
+
 class AskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

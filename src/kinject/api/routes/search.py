@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -13,7 +15,17 @@ from starlette.concurrency import run_in_threadpool
 
 from kinject.api.deps import ApiSettingsDep, Reader, ServiceDep
 from kinject.api.errors import ApiError
-from kinject.api.schemas import ERRORS, AnswerOut, AskIn, CitationOut, HitOut, SearchOut
+from kinject.api.schemas import (
+    ERRORS,
+    AnswerOut,
+    AskIn,
+    CitationOut,
+    HitOut,
+    ImageHitOut,
+    ImageQueryIn,
+    ImageSearchOut,
+    SearchOut,
+)
 from kinject.config import ApiSettings
 from kinject.errors import KinjectError
 from kinject.index.filters import SearchFilters
@@ -81,6 +93,56 @@ def search(
     return SearchOut(query=query, k=k, took_ms=took,
                      hits=[HitOut(chunk_id=h.chunk_id, source_id=h.source_id, text=h.text,
                                   score=h.score, meta=dict(h.meta)) for h in hits])
+
+
+def _image_hits(hits: list[Any], k: int, t0: float) -> ImageSearchOut:
+    return ImageSearchOut(k=k, took_ms=(time.perf_counter() - t0) * 1000, hits=[
+        ImageHitOut(image_id=h.image_id, source_id=h.source_id, caption=h.caption,
+                    ocr_text=h.ocr_text, score=h.score,
+                    thumbnail_b64=(base64.b64encode(h.thumbnail).decode()
+                                   if h.thumbnail else None))
+        for h in hits])
+
+
+@router.get("/v1/search/images", response_model=ImageSearchOut)
+def search_images(
+    svc: ServiceDep,
+    api: ApiSettingsDep,
+    who: Reader,
+    q: Annotated[str, Query(min_length=1, description="what the images show")],
+    k: Annotated[int, Query(ge=1, description="images to return")] = 5,
+) -> ImageSearchOut:
+    """Images for a text: through CLIP when it is configured, else through the captions and
+    OCR text of the images."""
+    check_k(k, api)
+    query = check_question(q, api)
+    t0 = time.perf_counter()
+    return _image_hits(svc.search_images(query_text=query, k=k), k, t0)
+
+
+@router.post("/v1/search/images", response_model=ImageSearchOut)
+def search_images_like(body: ImageQueryIn, svc: ServiceDep, api: ApiSettingsDep,
+                       who: Reader) -> ImageSearchOut:
+    """Images like the one given (needs the CLIP image index)."""
+    check_k(body.k, api)
+    if svc.images is None:
+        # a capability this server was not configured with: the client must not retry as is
+        raise ApiError(400, "bad_request", "searching by image needs the CLIP image index: "
+                       "set KINJECT_MODELS__CLIP_CHECKPOINT (see `kinject doctor`)")
+    try:
+        data = base64.b64decode(body.image_b64, validate=True)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"image_b64 is not base64: {exc}") from exc
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except Exception as exc:  # PIL raises several kinds for bytes that are no image
+        raise ApiError(400, "bad_request", f"image_b64 is not an image PIL can read: {exc}"
+                       ) from exc
+    t0 = time.perf_counter()
+    return _image_hits(svc.search_images(image_bytes=data, k=body.k), body.k, t0)
 
 
 @router.post("/v1/ask", response_model=AnswerOut, responses=SSE_RESPONSE)
