@@ -304,6 +304,10 @@ def main() -> None:
         "cycle3_parent": c3.parent,
         "gate": {"cycle1": c1.status, "cycle2": c2.status, "cycle2_plain": c2p.status,
                  "cycle3": c3.status},
+        # why the gate decided as it did (its own held-out questions, retention, perplexity)
+        "gate_reasons": {name: list(r.report.get("reasons", [])) for name, r in
+                         (("cycle1", c1), ("cycle2", c2), ("cycle2_plain", c2p),
+                          ("cycle3", c3))},
         "per_cycle": [{k: _num(v) for k, v in row.items()} for row in per_cycle],
         "train_config": shown,
         "env": environment(),
