@@ -188,6 +188,13 @@ class RagSettings(BaseModel):
     # Concurrent questions arriving within this window run as one batch (0: off).
     batch_window_ms: float = Field(default=5.0, ge=0.0)
     max_batch: int = Field(default=16, ge=1)
+    # With the CLIP image index on, an answer (not an abstention, not closed book) also lists
+    # up to max_images images CLIP finds for the question, after the images of the passages
+    # it cites, when their CLIP score (text-image cosine) reaches image_min_score. With
+    # OpenAI's ViT-B-32 a text that describes a picture scores about 0.3 and an unrelated one
+    # under 0.2; a CLIP of another family may need another threshold. max_images=0: off.
+    max_images: int = Field(default=3, ge=0, description="images CLIP adds to an answer")
+    image_min_score: float = Field(default=0.25, ge=-1.0, le=1.0)
 
 
 class ApiSettings(BaseModel):

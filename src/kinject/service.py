@@ -3,6 +3,7 @@ that catches up from ``kinject.chunks``, searches it and answers questions over 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -169,10 +170,13 @@ class KinjectService:
             filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
             model: str | None = None) -> Answer:
         """Answer from the index with citations (``route``: rag, adapter, both, auto);
-        ``model``: None (the active adapter), ``"base"`` (no adapter) or an adapter version."""
+        ``model``: None (the active adapter), ``"base"`` (no adapter) or an adapter version.
+        ``Answer.images``: the cited passages' images, then those CLIP finds (CLIP on)."""
         from kinject.index.filters import SearchFilters
 
-        return self._rag_for(model).ask(question, k, SearchFilters.coerce(filters), route)
+        flt = SearchFilters.coerce(filters)
+        answer = self._rag_for(model).ask(question, k, flt, route)
+        return self._with_clip_images(question, answer, flt)
 
     def ask_stream(self, question: str, k: int | None = None,
                    filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
@@ -180,8 +184,42 @@ class KinjectService:
         """The answer's text in pieces as it is generated, then the final Answer."""
         from kinject.index.filters import SearchFilters
 
-        rag = self._rag_for(model)
-        return rag.ask_stream(question, k, SearchFilters.coerce(filters), route)
+        flt = SearchFilters.coerce(filters)
+        rag = self._rag_for(model)  # an unknown model raises here, before the stream starts
+        return self._stream_with_images(question, rag.ask_stream(question, k, flt, route), flt)
+
+    def _stream_with_images(self, question: str, pieces: Iterator[str | Answer],
+                            filters: SearchFilters | None) -> Iterator[str | Answer]:
+        for item in pieces:
+            yield (self._with_clip_images(question, item, filters) if isinstance(item, Answer)
+                   else item)
+
+    def _with_clip_images(self, question: str, answer: Answer,
+                          filters: SearchFilters | None) -> Answer:
+        """The answer with the images CLIP finds for the question added after the cited ones
+        (``rag.max_images`` at most, each scoring ``rag.image_min_score`` or more, passing the
+        question's filters). Abstentions and closed-book answers are left as they are."""
+        images, cfg = self._images, self.settings.rag
+        if images is None or cfg.max_images == 0 or answer.abstained or (
+                answer.route == "adapter"):
+            return answer
+        t0 = time.perf_counter()
+        # Ask for more than needed: cited images and filtered-out ones take places.
+        k = (cfg.max_images + len(answer.images)) * (1 if filters is None or filters.empty
+                                                     else 4)
+        try:
+            hits = images.search_text(question, k)
+        except KinjectError as exc:  # the answer stands on its passages without the images
+            log.warning("no CLIP images for the answer: %s", exc)
+            return answer
+        found = [h.image_id for h in hits if h.score >= cfg.image_min_score
+                 and (filters is None or filters.matches(_ImageView.of(h)))]
+        extra = [i for i in dict.fromkeys(found) if i not in answer.images][:cfg.max_images]
+        spent = time.perf_counter() - t0
+        timings = {**answer.timings, "images_s": spent}
+        if "total_s" in timings:
+            timings["total_s"] = answer.timings["total_s"] + spent
+        return dataclasses.replace(answer, images=(*answer.images, *extra), timings=timings)
 
     def _rag_for(self, model: str | None) -> Any:
         """The RAG service of the active adapter (None), the base model ("base") or a named
@@ -502,3 +540,15 @@ def _images_from_text_hits(hits: list[Hit], k: int) -> list[ImageHit]:
     return [ImageHit(image_id=iid, source_id=e["source_id"], caption=e["caption"],
                      ocr_text=e["ocr_text"], score=float(e["score"]), meta=e["meta"])
             for iid, e in ranked]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ImageView:
+    """A CLIP image hit as search filters see a chunk: of kind ``image``, with its meta."""
+
+    source_id: str
+    meta: dict[str, Any]
+
+    @classmethod
+    def of(cls, hit: ImageHit) -> _ImageView:
+        return cls(hit.source_id, {"kind": "image", **hit.meta})
