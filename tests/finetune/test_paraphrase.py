@@ -3,6 +3,7 @@ SmolLM2 writing them (slow)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from kinject.finetune.paraphrase import (
     drop_reason,
     ensure_paraphrases,
     key_terms,
+    lm_augment,
     units,
 )
 from kinject.types import Chunk, content_hash
@@ -181,6 +183,21 @@ def test_a_chunk_deleted_during_generation_gets_no_paraphrases(tmp_path: Path) -
     ensure_paraphrases(store, chunks, lm_then_delete, ParaphraseConfig())
     assert store.examples(forms=[FORM]) == []
     assert store.paraphrase_candidates([c.chunk_id for c, _ in chunks]) == {}
+    store.close()
+
+
+def test_a_tokenizer_without_chat_template_trains_without_paraphrases_and_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = CorpusStore(tmp_path / "corpus.sqlite3")
+    store.add_chunks([_chunk(EN)])
+    done: list[object] = []
+    augment = lm_augment(store, store.chunks(), ParaphraseConfig(per_sentence=2),
+                         on_done=lambda examples, stats: done.append(stats))
+    plain_tokenizer = type("Tok", (), {"chat_template": None})()
+    with caplog.at_level(logging.WARNING):
+        assert augment(plain_tokenizer, object()) == []
+    assert "no chat template" in caplog.text and "training without LM paraphrases" in caplog.text
+    assert done == [] and store.examples(forms=[FORM]) == []
     store.close()
 
 

@@ -411,21 +411,21 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     para_metrics: dict[str, float] = {}
     augment = None
     if settings.finetune.lm_paraphrases > 0:
-        from kinject.finetune.paraphrase import LmParaphraser, ParaphraseConfig, ensure_paraphrases
+        from kinject.finetune.paraphrase import ParaphraseConfig, ParaphraseStats, lm_augment
 
-        new_chunks = corpus.chunks(cycles=new_cycles)
-        pcfg = ParaphraseConfig(per_sentence=settings.finetune.lm_paraphrases,
-                                seed=settings.finetune.seed)
-
-        def augment(tok: Any, model: Any) -> list[TrainingExample]:
-            note(stage="paraphrasing", progress=0.01)
-            examples, stats = ensure_paraphrases(corpus, new_chunks,
-                                                 LmParaphraser(tok, model, pcfg), pcfg)
+        def record(examples: list[TrainingExample], stats: ParaphraseStats) -> None:
             paraphrased.extend(examples)
             para_metrics.update(stats.to_metrics())
             if progress is not None:
                 progress({"phase": "paraphrase", **stats.to_metrics()})
-            return examples
+
+        # the same hook a launched job hands the trainer (kinject.finetune.launch)
+        lm = lm_augment(corpus, corpus.chunks(cycles=new_cycles),
+                        ParaphraseConfig.from_settings(settings.finetune), on_done=record)
+
+        def augment(tok: Any, model: Any) -> list[TrainingExample]:
+            note(stage="paraphrasing", progress=0.01)
+            return lm(tok, model)
 
     note(stage="training", progress=0.02)
 

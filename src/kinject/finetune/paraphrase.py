@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,21 @@ class ParaphraseConfig:
         if not 0 < self.min_ratio <= 1 <= self.max_ratio:
             raise ValueError(f"need 0 < min_ratio <= 1 <= max_ratio, got {self.min_ratio!r}, "
                              f"{self.max_ratio!r}")
+
+    @classmethod
+    def from_settings(cls, ft: Any) -> ParaphraseConfig:
+        """From ``Settings.finetune``: ``lm_paraphrases`` per sentence, sampled from its seed."""
+        return cls(per_sentence=ft.lm_paraphrases, seed=ft.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParaphraseConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown paraphrase settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
 
 
 @dataclass
@@ -358,6 +373,37 @@ def ensure_paraphrases(corpus: CorpusStore, chunks: Sequence[tuple[Chunk, int]],
              "%d paraphrase example(s) (%d new) in %.1f s", stats.sentences, stats.cached,
              stats.generated, stats.kept, len(examples), stored, stats.seconds)
     return examples, stats
+
+
+def lm_augment(corpus: CorpusStore, chunks: Sequence[tuple[Chunk, int]],
+               config: ParaphraseConfig,
+               on_done: Callable[[list[TrainingExample], ParaphraseStats], None] | None = None
+               ) -> Callable[[Any, Any], list[TrainingExample]]:
+    """The trainer's ``augment`` hook (``LoraTrainer.train``) that adds LM paraphrases of
+    ``chunks``, written by the model the trainer has loaded and cached in ``corpus``.
+
+    It is the one way paraphrases reach training: an in-process cycle
+    (:mod:`kinject.finetune.jobs`) and a job file run under ``accelerate launch``
+    (:mod:`kinject.finetune.launch`) both hand it to the trainer, which merges what it returns
+    into the training set, so both train on the same examples. When the model cannot be asked
+    (its tokenizer has no chat template) it says so in a warning and adds nothing.
+    """
+
+    def augment(tok: Any, model: Any) -> list[TrainingExample]:
+        if config.per_sentence <= 0 or not chunks:
+            return []
+        if not getattr(tok, "chat_template", None):
+            log.warning("LM paraphrases are on (%d per sentence) but the base model's tokenizer "
+                        "has no chat template to ask for them: training without LM paraphrases "
+                        "of %d chunk(s)", config.per_sentence, len(chunks))
+            return []
+        examples, stats = ensure_paraphrases(corpus, chunks, LmParaphraser(tok, model, config),
+                                             config)
+        if on_done is not None:
+            on_done(examples, stats)
+        return examples
+
+    return augment
 
 
 # -- the model ---------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
+AUGMENTED_FILE = "augmented.jsonl"  # the examples ``augment`` added (see LoraTrainer.train)
 EWC_FILE = "ewc_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
@@ -206,8 +207,9 @@ class LoraTrainer:
     ) -> TrainResult:
         """Train one cycle. ``augment`` (optional) is lent the loaded tokenizer and model
         before training starts and returns more training examples (LM paraphrases,
-        :mod:`kinject.finetune.paraphrase`): the model is loaded once for both. With several
-        processes the main one calls it first, the others after it (they find its cache)."""
+        :mod:`kinject.finetune.paraphrase`): the model is loaded once for both. Only the main
+        process calls it; what it returns is written to ``out_dir/augmented.jsonl`` and every
+        other process reads that file, so all ranks train on the same examples."""
         import torch
 
         cfg = self.config
@@ -221,13 +223,12 @@ class LoraTrainer:
             out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         tok, model = self._load(Path(base_model_dir), init_adapter, acc)
+        augmented: list[TrainingExample] = []
         if augment is not None:
-            extra: Sequence[TrainingExample] = augment(tok, model) if main else ()
-            acc.wait_for_everyone()
-            if not main:
-                extra = augment(tok, model)
             have = {e.example_id for e in train}
-            train = [*train, *(e for e in extra if e.example_id not in have)]
+            augmented = [e for e in _augment(augment, tok, model, out_dir / AUGMENTED_FILE, acc)
+                         if e.example_id not in have]
+            train = [*train, *augmented]
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -347,6 +348,7 @@ class LoraTrainer:
             "held_out_loss_best": None if math.isinf(state.best) else state.best,
             "tokens": state.tokens,
             "train_examples": len(train),
+            "augmented_examples": len(augmented),
             "examples_per_epoch": len(train) + self._n_replay(len(train), len(replay))
             + self._n_general(len(train), len(general)),
             "replay_available": len(replay),
@@ -482,6 +484,32 @@ class LoraTrainer:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def write_examples(path: Path, examples: Sequence[TrainingExample]) -> Path:
+    """Training examples as JSON lines (a job's inputs, what ``augment`` added)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for e in examples:
+            f.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
+    return path
+
+
+def read_examples(path: Path) -> list[TrainingExample]:
+    with path.open(encoding="utf-8") as f:
+        return [TrainingExample(**json.loads(line)) for line in f if line.strip()]
+
+
+def _augment(augment: Augment, tok: Any, model: Any, path: Path, acc: Any
+             ) -> list[TrainingExample]:
+    """The examples ``augment`` adds, the same on every rank: the main process calls it and
+    writes them to ``path``; the others wait and read that file (calling it themselves, they
+    could sample other paraphrases, or none for a chunk deleted meanwhile, and their batches
+    would no longer line up)."""
+    if acc.is_main_process:
+        write_examples(path, list(augment(tok, model)))
+    acc.wait_for_everyone()
+    return read_examples(path)
+
+
 def _accelerator(cfg: TrainConfig) -> Any:
     from accelerate import Accelerator
 
