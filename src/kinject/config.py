@@ -180,7 +180,7 @@ class RagSettings(BaseModel):
     # reader scores best (a quote by construction). auto: factoid questions get the span of
     # the clause they ask about (answer-type prior, anchor words), the others are written:
     # about 20x faster than free and nearly as accurate (bench/rag_quality.py).
-    mode: Literal["auto", "span", "free"] = "free"
+    mode: Literal["auto", "span", "free"] = "auto"
     max_answer_chars: int = Field(default=160, ge=1)
     # The best spans by context re-ranked with the model's likelihood (0 or 1: off).
     lm_rerank: int = Field(default=3, ge=0)

@@ -111,7 +111,9 @@ def type_prior(span: str, clause: str, info: QuestionInfo) -> float:
     if kind == "place":
         at = clause.find(span)
         before = clause[:at] if at > 0 else ""
-        if before.endswith(_ZH_LOCATIVE) or clause[at + len(span): at + len(span) + 1] == "人":
+        native = clause[at + len(span): at + len(span) + 1] == "人" or (  # 扬州人: of 扬州
+            span.endswith("人") and len(span) >= 3)
+        if before.endswith(_ZH_LOCATIVE) or native:
             return 0.6
         return 0.0
     return 0.0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kinject.rag.sentences import key_terms
+from kinject.rag.topics import question_topics
 
 AnswerType = Literal["number", "place", "person", "thing"]
 
@@ -55,6 +56,7 @@ class QuestionInfo:
     asked: str  # the question without those names: what it asks about them
     answer_type: AnswerType
     needs_writing: bool  # an explanation or yes/no: a quote will not do
+    topics: frozenset[str] = frozenset()  # the relations it asks about (rag.topics)
 
 
 def analyse(question: str) -> QuestionInfo:
@@ -63,7 +65,8 @@ def analyse(question: str) -> QuestionInfo:
     types = _ZH_TYPES if lang == "zh" else _EN_TYPES
     answer_type: AnswerType = next((t for t, rx in types if rx.search(question)), "thing")
     writes = (_ZH_WRITE if lang == "zh" else _EN_WRITE).search(question) is not None
-    return QuestionInfo(question, lang, terms, asked_part(question, terms), answer_type, writes)
+    return QuestionInfo(question, lang, terms, asked_part(question, terms), answer_type, writes,
+                        question_topics(question, lang))
 
 
 def asked_part(question: str, terms: frozenset[str] | set[str] | None = None) -> str:

@@ -39,6 +39,7 @@ from kinject.rag.sentences import (
     reading_units,
     tokens,
 )
+from kinject.rag.topics import clause_topics, relation_word, topic_match
 from kinject.types import Answer, Citation, Hit
 
 if TYPE_CHECKING:
@@ -63,9 +64,13 @@ class RagConfig:
     max_sentences: int = 2
     # Below this cosine between the question and its best sentence nothing is relevant.
     min_relevance: float = 0.25
+    # For a question that names someone or something, only passages naming it are kept, so
+    # its bar is min_relevance * named_relevance; and k * name_fetch hits are looked at.
+    named_relevance: float = 0.5
+    name_fetch: int = 3
     # Below this share of answer words found in the passages a free answer is not grounded.
     min_grounding: float = 0.5
-    mode: Mode = "free"
+    mode: Mode = "auto"
     # Longest answer in characters; max_new_tokens follows from the passages' own
     # tokens-per-character (Chinese needs several tokens a character).
     max_answer_chars: int = 160
@@ -77,6 +82,9 @@ class RagConfig:
     # Span scores: clause match (cosine + overlap_weight * word overlap) + type_weight * the
     # answer-type prior; sentences further than sentence_margin behind the best are dropped.
     overlap_weight: float = 0.5
+    # A clause that states the relation the question asks about ("born in" for "birthplace",
+    # rag.topics) gains topic_weight; one that states only other relations loses it.
+    topic_weight: float = 0.5
     type_weight: float = 0.3
     anchor_weight: float = 0.2  # a span right after the words the question asks with
     sentence_margin: float = 0.15
@@ -286,11 +294,15 @@ class RagService:
         hits_of: list[list[Hit]] = []
         for q in questions:
             t0 = time.perf_counter()
+            # A question that names someone is looked up wider, then narrowed to passages that
+            # name them: a rare name ranks below common ones in both BM25 and the embedder.
+            named = bool(key_terms(q.text))
+            fetch = q.k * cfg.name_fetch if named else q.k
             hits = [] if q.route == "adapter" else self.index.search(
-                q.text, q.k, filters=q.filters, mode=cfg.search_mode)
+                q.text, fetch, filters=q.filters, mode=cfg.search_mode)
             plans.append(_Plan(q, q.route, state.version,
                                timings={"retrieve_s": time.perf_counter() - t0}))
-            hits_of.append(_about_the_question(q.text, hits))
+            hits_of.append(_about_the_question(q.text, hits)[: q.k])
         t1 = time.perf_counter()
         infos = [analyse(q.text) for q in questions]
         selections = self._select(infos, hits_of)
@@ -299,7 +311,10 @@ class RagService:
             plan.timings["select_s"] = select_s
             q, chosen = plan.q, sel.chosen
             plan.info, plan.clause_rel = sel.info, sel.clause_rel
-            relevant = bool(chosen) and sel.relevance >= cfg.min_relevance
+            # Passages that name everything the question names are evidence of relevance in
+            # themselves; a cosine alone must clear the full bar.
+            bar = cfg.min_relevance * (cfg.named_relevance if sel.info.terms else 1.0)
+            relevant = bool(chosen) and sel.relevance >= bar
             if plan.route == "auto":
                 plan.route = resolve_auto(state, relevant, {c.hit.source_id for c in chosen})
             if plan.route == "adapter" or (plan.route == "both" and not relevant):
@@ -372,7 +387,9 @@ class RagService:
             rel: dict[str, float] = {}
             best_of = [-1.0] * len(us)
             for (ui, clause), csim in zip(cs, cv @ av, strict=True):
-                r = float(csim) + cfg.overlap_weight * overlap(info.asked, clause)
+                topical = topic_match(info.topics, clause_topics(clause, info.lang))
+                r = (float(csim) + cfg.overlap_weight * overlap(info.asked, clause)
+                     + cfg.topic_weight * topical)
                 rel[clause] = max(rel.get(clause, -1.0), r)
                 best_of[ui] = max(best_of[ui], r)
             scored = [Candidate(u, h, float(sim) + best)
@@ -452,6 +469,10 @@ class RagService:
                 if p.info is not None:
                     prior = type_prior(text, clause, p.info)
                     anchor = float(anchored(text, clause, p.info))
+                    if p.info.answer_type in ("place", "person") and prior <= -1.0:
+                        prior -= 1.0  # a year is never the town or the person asked for
+                    if relation_word(text, p.info):  # "家乡" of "家乡是大理": the value follows
+                        prior -= 1.0
                 scores.append(rel + cfg.type_weight * prior + cfg.anchor_weight * anchor
                               - 0.02 * idx)
             out.append(scores)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kinject.rag.topics import is_relation_word
+
 _CJK = re.compile(r"[\u3400-\u9fff]")
 # A word: letters/digits with inner ' & - . (Halcyon-Tern, 3.5, O'Brien); or one CJK run.
 _EN_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'’.][A-Za-z0-9]+)*|&|[\u3400-\u9fff]+|[^\sA-Za-z0-9]")
@@ -88,7 +90,9 @@ def _question_terms(question: str) -> set[str]:
 def _stop(token: str) -> bool:
     low = token.lower()
     return (low in EN_STOP or token in ZH_STOP
-            or (bool(_PUNCT.match(token)) and token not in "&+"))
+            or (bool(_PUNCT.match(token)) and token not in "&+")
+            # a relation word ("定居" in "1993年定居丽江") is what the value is, not the value
+            or (_is_cjk(token) and len(token) >= 2 and is_relation_word(token, "zh")))
 
 
 def _in_question(token: str, terms: set[str]) -> bool:
