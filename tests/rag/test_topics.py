@@ -1,0 +1,112 @@
+"""Relation topics: a question asked in other words than the passage ("come into the world"
+for "born", "工作单位" for "加入") still reaches the clause that states the fact (hash
+embedder and a tiny random LM: the choice must come from the topic cues, not a model)."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kinject.index.changes import SourceUpdate
+from kinject.index.embedders import HashEmbedder
+from kinject.index.text_index import TextIndex
+from kinject.models import load_generator
+from kinject.rag.extract import clause_spans
+from kinject.rag.questions import analyse
+from kinject.rag.service import RagConfig, RagService
+from kinject.rag.topics import (
+    TOPIC_NAMES,
+    clause_topics,
+    is_relation_word,
+    question_topics,
+    topic_match,
+)
+from kinject.types import Chunk, content_hash
+
+BIO_EN = ("Wendeline Marsh (1948) is a native of Keswold. After a degree in tidal engineering, "
+          "Wendeline took a job at Harrow & Finch; in 1979 the family relocated to Brightwater.")
+BIO_ZH = "嘉兴人冯子墨，1952年出生，专业是古籍修复，曾任职于松风书局，1983年移居惠州。"
+
+
+@pytest.mark.parametrize(("question", "lang", "topic"), [
+    ("In which town did Ada come into the world?", "en", "birth"),
+    ("Where is Ada originally from?", "en", "birth"),
+    ("Which discipline was Ada educated in?", "en", "study"),
+    ("Where did Ada have a job?", "en", "work"),
+    ("Where did Ada settle down eventually?", "en", "home"),
+    ("When was the Gull Press established?", "en", "founding"),
+    ("Who makes the Tern kettle?", "en", "making"),
+    ("How much does the Tern kettle cost?", "en", "price"),
+    ("冯子墨的老家在哪里？", "zh", "birth"),
+    ("冯子墨学的是什么？", "zh", "study"),
+    ("冯子墨的工作单位是哪里？", "zh", "work"),
+    ("冯子墨最后定居在哪里？", "zh", "home"),
+    ("松风书局是哪一年创办的？", "zh", "founding"),
+    ("这款水壶的售价是多少？", "zh", "price"),
+])
+def test_questions_name_the_relation_they_ask_about(question: str, lang: str,
+                                                    topic: str) -> None:
+    assert topic in question_topics(question, lang)
+    assert analyse(question).topics == question_topics(question, lang)
+
+
+def test_clauses_name_the_relation_they_state() -> None:
+    assert clause_topics("is a native of Keswold", "en") == {"birth"}
+    assert clause_topics("Wendeline Marsh (1948) studied law", "en") == {"birth", "study"}
+    assert clause_topics("took a job at Harrow & Finch", "en") == {"work"}
+    assert clause_topics("in 1979 the family relocated to Brightwater", "en") == {"home"}
+    assert clause_topics("嘉兴人冯子墨", "zh") == {"birth"}
+    assert clause_topics("专业是古籍修复", "zh") == {"study"}
+    assert clause_topics("1983年移居惠州", "zh") == {"home"}
+    assert clause_topics("the weather was mild", "en") == frozenset()
+    assert set(TOPIC_NAMES) >= {"birth", "study", "work", "home"}
+
+
+def test_topics_agree_disagree_or_have_no_say() -> None:
+    assert topic_match(frozenset({"birth"}), frozenset({"birth", "study"})) == 1.0
+    assert topic_match(frozenset({"birth"}), frozenset({"work"})) == -1.0
+    assert topic_match(frozenset(), frozenset({"work"})) == 0.0
+    assert topic_match(frozenset({"birth"}), frozenset()) == 0.0
+
+
+def test_relation_words_are_not_answers() -> None:
+    assert is_relation_word("家乡", "zh") and is_relation_word("定居", "zh")
+    assert not is_relation_word("松风书局", "zh")
+    assert not is_relation_word("出版社", "zh")  # a cue inside a name is part of the name
+    # the relation word splits a run: the value beside it is the candidate
+    spans = [s.text for s in clause_spans(["1983年定居惠州"], analyse("冯子墨最后住在哪里？"))]
+    assert "惠州" in spans and "1983年定居惠州" not in spans
+
+
+@pytest.fixture()
+def rag(tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path) -> Any:
+    generator = load_generator(str(tiny_lm_dir), tmp_path / "models", "cpu", "auto")
+    with TextIndex(tmp_path / "i", hash_embedder) as index:
+        for sid, text in (("kb/marsh", BIO_EN), ("kb/feng", BIO_ZH)):
+            chunk = Chunk(chunk_id=content_hash(sid, text), doc_id=sid, source_id=sid,
+                          text=text)
+            index.apply([SourceUpdate(op="upsert", source_id=sid, chunks=(chunk,),
+                                      vectors=hash_embedder.encode([text]),
+                                      embedder=hash_embedder.name)])
+        # The hash embedder's cosines mean nothing: relevance is not what is tested here.
+        yield RagService(index, generator, RagConfig(cache_size=0, lm_rerank=0, mode="auto",
+                                                     min_relevance=-1.0))
+
+
+@pytest.mark.parametrize(("question", "want", "source"), [
+    ("In which town did Wendeline Marsh come into the world?", "Keswold", "kb/marsh"),
+    ("What year was Wendeline Marsh born in?", "1948", "kb/marsh"),
+    ("Which discipline was Wendeline Marsh educated in?", "tidal engineering", "kb/marsh"),
+    ("Where did Wendeline Marsh have a job?", "Harrow & Finch", "kb/marsh"),
+    ("Where did Wendeline Marsh settle down eventually?", "Brightwater", "kb/marsh"),
+    ("冯子墨是在哪座城市出生的？", "嘉兴", "kb/feng"),
+    ("冯子墨读的是什么专业？", "古籍修复", "kb/feng"),
+    ("冯子墨的工作单位是哪里？", "松风书局", "kb/feng"),
+    ("冯子墨后来住在哪个城市？", "惠州", "kb/feng"),
+])
+def test_questions_in_other_words_get_the_value_of_the_clause_they_ask_about(
+        rag: RagService, question: str, want: str, source: str) -> None:
+    answer = rag.ask(question, route="rag")
+    assert not answer.abstained, question
+    assert want in answer.text, (question, answer.text)
+    assert [c.source_id for c in answer.citations] == [source]
