@@ -110,3 +110,15 @@ def test_questions_in_other_words_get_the_value_of_the_clause_they_ask_about(
     assert not answer.abstained, question
     assert want in answer.text, (question, answer.text)
     assert [c.source_id for c in answer.citations] == [source]
+
+
+def test_organisations_and_places_have_their_topics_and_names() -> None:
+    from kinject.rag.sentences import key_terms
+
+    assert clause_topics("The firm has its head office in Lowmere", "en") == {"location"}
+    assert "location" in question_topics("Where is Brackenfold Ltd based?", "en")
+    assert clause_topics("厂址在景德镇", "zh") == {"location"}
+    assert "founding" in question_topics("白水镇的石桥是什么时候建的？", "zh")
+    # a Chinese question that opens with what it is about names it, whatever verb follows
+    assert key_terms("青山陶瓷厂在哪座城市？") == {"青山陶瓷厂"}
+    assert key_terms("云岚科技成立于哪一年？") == {"云岚科技"}

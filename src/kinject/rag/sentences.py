@@ -148,7 +148,7 @@ def key_terms(question: str) -> set[str]:
     return terms
 
 
-_ZH_TOPIC = re.compile(r"([\u3400-\u9fff]{2,8}?)(?:的|是|有)")
+_ZH_TOPIC = re.compile(r"([\u3400-\u9fff]{2,8}?)(?:的|是|有|在哪|位于|坐落|成立|生产)")
 _ZH_QUESTION_WORD = re.compile(r"什么|哪|谁|怎|为何|为什么|几|多少|如何|是否")
 
 

@@ -109,13 +109,13 @@ TOPICS: tuple[Topic, ...] = (
         _ZH(r"成立|创立|创建|创办|建立|始建|建于|创始|开办|设立"),
         _en(r"\b(?:found(?:ed|er|ing)?|establish(?:ed)?|set up|start(?:ed)?|incorporated|"
             r"inception|created|opened|built)\b"),
-        _ZH(r"成立|创立|创建|创办|建立|始建|建于|创始|开办|设立"),
+        _ZH(r"成立|创立|创建|创办|建立|始建|建于|创始|开办|设立|建的|建成|修建"),
     ),
     Topic(
         "location",
-        _en(r"\b(?:located|based|headquartered|headquarters|situated|sits? (?:in|on)|lies in|"
-            r"stands? (?:in|on)|seat (?:is|in))\b"),
-        _ZH(r"位于|坐落|地处|总部|所在地|设在"),
+        _en(r"\b(?:located|based|headquartered|headquarters|head office|offices? (?:is |are )?"
+            r"in|situated|sits? (?:in|on)|lies in|stands? (?:in|on)|seat (?:is|in))\b"),
+        _ZH(r"位于|坐落|地处|总部|所在地|设在|厂址|地址|校址|驻地|总店"),
         _en(r"\b(?:located|based|headquarter(?:ed|s)?|situated|where is|where are|lie|lies|"
             r"stand|stands|seat)\b"),
         _ZH(r"位于|坐落|地处|总部|所在地|在哪|设在"),
