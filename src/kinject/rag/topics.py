@@ -156,8 +156,9 @@ TOPICS: tuple[Topic, ...] = (
     ),
     Topic(
         "leadership",
-        _en(r"\b(?:led|leads|leader|head(?:ed|s)?|chief|ceo|director|president|chair(?:man|"
-            r"woman|s|ed)?|manag(?:es|ed|er)|run by|governor|mayor|captain)\b"),
+        _en(r"\b(?:led|leads|leader|headed|heads (?:the|a)|head of|chief|ceo|director|"
+            r"president|chair(?:man|woman|s|ed)?|manag(?:es|ed|er)|run by|governor|mayor|"
+            r"captain)\b"),
         _ZH(r"领导|带领|负责人|总裁|董事长|首席|主任|院长|校长|市长|主席|总经理|掌管|经理"),
         _en(r"\b(?:lead|leads|led|leader|head|heads|chief|ceo|director|president|chair|"
             r"manage[sd]?|manager|run[s]?|governor|mayor|captain)\b"),
