@@ -21,6 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     ("Harbour-Board", "Harbour Board", True),
     ("Ｆｅｎｗｉｃｋ", "Fenwick", True),  # full-width letters
     ("Fenwicks", "Fenwick", False),  # whole words only
+    ("Duskmoor Observatory", "the Duskmoor Observatory", True),  # articles do not decide
+    ("the Duskmoor Observatory [1]", "Duskmoor Observatory", True),
+    ("the Observatory", "the Duskmoor Observatory", False),
     ("Oskarn", "Fenwick", False),
     ("Fenwick " + "and more words " * 10, "Fenwick", False),  # not a short answer
     ("她出生在大理。", "大理", True),

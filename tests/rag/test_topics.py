@@ -122,3 +122,15 @@ def test_organisations_and_places_have_their_topics_and_names() -> None:
     # a Chinese question that opens with what it is about names it, whatever verb follows
     assert key_terms("青山陶瓷厂在哪座城市？") == {"青山陶瓷厂"}
     assert key_terms("云岚科技成立于哪一年？") == {"云岚科技"}
+
+
+def test_a_name_after_a_phrase_that_opens_the_question_is_still_a_name() -> None:
+    from kinject.rag.sentences import key_terms
+
+    # the corpus builder's own question form: "in the record, 周小明's birth year is which?"
+    assert key_terms("记录中周小明对应的出生年份是哪个？") == {"周小明"}
+
+
+def test_an_institution_keeps_its_whole_name() -> None:
+    spans = [s.text for s in clause_spans(["大学：南湖学院"], analyse("周小明的大学是哪个？"))]
+    assert "南湖学院" in spans

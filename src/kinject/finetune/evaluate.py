@@ -57,9 +57,17 @@ def exact_match(prediction: str, answer: str, max_extra_words: int = 12) -> bool
     if _CJK.search(ans):
         compact_pred, compact_ans = pred.replace(" ", ""), ans.replace(" ", "")
         return compact_ans in compact_pred and len(compact_pred) <= len(compact_ans) + 40
+    # Articles do not decide a match ("Duskmoor Observatory" is "the Duskmoor Observatory"),
+    # as in SQuAD's normalisation.
+    pred, ans = (" ".join(_ARTICLES.sub(" ", f" {t} ").split()) for t in (pred, ans))
+    if not ans:
+        return False
     if len(pred.split()) > len(ans.split()) + max_extra_words:
         return False
     return f" {ans} " in f" {pred} "
+
+
+_ARTICLES = re.compile(r"(?<= )(?:a|an|the)(?= )")
 
 
 def question_prompt(tokenizer: Any, question: str) -> str:

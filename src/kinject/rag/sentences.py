@@ -115,7 +115,7 @@ _ZH_SURNAMES = frozenset(
 # Characters that end a name: particles and verbs a question puts right after it.
 _ZH_AFTER_NAME = frozenset("的是在于和与读最后出生哪什么为被把从向到对将就都也又并而或其这那"
                            "了吗呢有去住来工学曾主现从今当")
-_ZH_BEFORE_NAME = frozenset("的是和与把被给对向问请")
+_ZH_BEFORE_NAME = frozenset("的是和与把被给对向问请中")  # 中: "记录中周小明对应的…"
 
 
 def key_terms(question: str) -> set[str]:

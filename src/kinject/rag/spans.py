@@ -91,8 +91,15 @@ def _stop(token: str) -> bool:
     low = token.lower()
     return (low in EN_STOP or token in ZH_STOP
             or (bool(_PUNCT.match(token)) and token not in "&+")
-            # a relation word ("定居" in "1993年定居丽江") is what the value is, not the value
-            or (_is_cjk(token) and len(token) >= 2 and is_relation_word(token, "zh")))
+            # a relation word ("定居" in "1993年定居丽江") is what the value is, not the value;
+            # but "学院" of "南湖学院" ends a name
+            or (_is_cjk(token) and len(token) >= 2 and token not in _NAME_ENDS
+                and is_relation_word(token, "zh")))
+
+
+# Nouns that end an institution's name in Chinese, though alone they name a relation.
+_NAME_ENDS = frozenset("大学 学院 学校 中学 小学 公司 总部 研究所 研究院 医院 出版社 书局 工厂 "
+                       "博物馆 银行 集团 品牌".split())
 
 
 def _in_question(token: str, terms: set[str]) -> bool:
