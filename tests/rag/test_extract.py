@@ -24,18 +24,9 @@ COMPANY_ZH = "青岚科技由王建国于1999年创立，总部位于苏州，�
 
 
 @pytest.fixture()
-def rag(tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path) -> Any:
-    generator = load_generator(str(tiny_lm_dir), tmp_path / "models", "cpu", "auto")
-    with TextIndex(tmp_path / "i", hash_embedder) as index:
-        for sid, text in (("kb/brenna", BIO_EN), ("kb/yang", BIO_ZH), ("kb/qinglan", COMPANY_ZH),
-                          ("kb/ferry", "The ferry to Vask leaves at noon.")):
-            chunk = Chunk(chunk_id=content_hash(sid, text), doc_id=sid, source_id=sid,
-                          text=text)
-            index.apply([SourceUpdate(op="upsert", source_id=sid, chunks=(chunk,),
-                                      vectors=hash_embedder.encode([text]),
-                                      embedder=hash_embedder.name)])
-        yield RagService(index, generator, RagConfig(cache_size=0, lm_rerank=0, mode="auto",
-                                                     min_relevance=-1.0))
+def rag(hash_rag: Any) -> RagService:
+    return hash_rag({"kb/brenna": BIO_EN, "kb/yang": BIO_ZH, "kb/qinglan": COMPANY_ZH,
+                     "kb/ferry": "The ferry to Vask leaves at noon."})
 
 
 def test_question_types_in_english_and_chinese() -> None:

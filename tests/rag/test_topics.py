@@ -2,18 +2,13 @@
 for "born", "工作单位" for "加入") still reaches the clause that states the fact (hash
 embedder and a tiny random LM: the choice must come from the topic cues, not a model)."""
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kinject.index.changes import SourceUpdate
-from kinject.index.embedders import HashEmbedder
-from kinject.index.text_index import TextIndex
-from kinject.models import load_generator
 from kinject.rag.extract import clause_spans
 from kinject.rag.questions import analyse
-from kinject.rag.service import RagConfig, RagService
+from kinject.rag.service import RagService
 from kinject.rag.topics import (
     TOPIC_NAMES,
     clause_topics,
@@ -21,7 +16,6 @@ from kinject.rag.topics import (
     question_topics,
     topic_match,
 )
-from kinject.types import Chunk, content_hash
 
 BIO_EN = ("Wendeline Marsh (1948) is a native of Keswold. After a degree in tidal engineering, "
           "Wendeline took a job at Harrow & Finch; in 1979 the family relocated to Brightwater.")
@@ -79,18 +73,8 @@ def test_relation_words_are_not_answers() -> None:
 
 
 @pytest.fixture()
-def rag(tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path) -> Any:
-    generator = load_generator(str(tiny_lm_dir), tmp_path / "models", "cpu", "auto")
-    with TextIndex(tmp_path / "i", hash_embedder) as index:
-        for sid, text in (("kb/marsh", BIO_EN), ("kb/feng", BIO_ZH)):
-            chunk = Chunk(chunk_id=content_hash(sid, text), doc_id=sid, source_id=sid,
-                          text=text)
-            index.apply([SourceUpdate(op="upsert", source_id=sid, chunks=(chunk,),
-                                      vectors=hash_embedder.encode([text]),
-                                      embedder=hash_embedder.name)])
-        # The hash embedder's cosines mean nothing: relevance is not what is tested here.
-        yield RagService(index, generator, RagConfig(cache_size=0, lm_rerank=0, mode="auto",
-                                                     min_relevance=-1.0))
+def rag(hash_rag: Any) -> RagService:
+    return hash_rag({"kb/marsh": BIO_EN, "kb/feng": BIO_ZH})
 
 
 @pytest.mark.parametrize(("question", "want", "source"), [
