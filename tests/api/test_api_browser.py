@@ -68,6 +68,7 @@ def test_page_searches_asks_and_shows_the_cited_passage(served: Served, browser,
     browser.find_element(By.ID, "ask-go").click()
     cite = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#answer a.cite")))
     assert cite.text == "[1]"
+    assert "forty-two" in browser.find_element(By.ID, "answer").text
     cite.click()
     shown = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".passage.shown")))
     assert "comets" in shown.text and "web/saltmarsh" in shown.text

@@ -118,3 +118,10 @@ def test_a_name_after_a_phrase_that_opens_the_question_is_still_a_name() -> None
 def test_an_institution_keeps_its_whole_name() -> None:
     spans = [s.text for s in clause_spans(["大学：南湖学院"], analyse("周小明的大学是哪个？"))]
     assert "南湖学院" in spans
+
+
+def test_numbers_in_words_answer_how_many(hash_rag: Any) -> None:
+    rag = hash_rag({"web/saltmarsh": "The Saltmarsh observatory on Kellan Point counts "
+                                     "forty-two comets each winter."})
+    answer = rag.ask("How many comets does the Saltmarsh observatory count?", route="rag")
+    assert "forty-two" in answer.text

@@ -18,7 +18,12 @@ from kinject.rag.questions import QuestionInfo
 from kinject.rag.sentences import _ZH_SURNAMES, content_tokens, split_clauses
 from kinject.rag.spans import candidate_spans
 
-_DIGIT = re.compile(r"\d|[〇零一二三四五六七八九十百千万亿]+[年岁个位名人]")
+_DIGIT = re.compile(
+    r"\d|[〇零一二三四五六七八九十百千万亿两]+[年岁个位名人座次元米]|"
+    r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
+    r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|"
+    r"seventy|eighty|ninety|hundred|thousand|million|billion|dozen|dozens|hundreds|thousands)"
+    r"\b", re.IGNORECASE)  # "forty-two comets" answers "how many" as well as "42 comets"
 _CAPITAL = re.compile(r"^[A-Z0-9]")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 # Prepositions and verbs that put a place after them.

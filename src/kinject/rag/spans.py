@@ -80,7 +80,11 @@ def _join(tokens: list[str]) -> str:
 
 
 def _question_terms(question: str) -> set[str]:
+    from kinject.rag.sentences import _stem
+
     terms = {t.lower() for t in _tokens(question)}
+    # and their stems: "counts" in the passage is the "count" the question asks with
+    terms |= {f"~{w}" for w in _stem(sorted(t for t in terms if t.isalpha() and t.isascii()))}
     if _is_cjk(question):  # jieba may cut a name differently in the question and passage
         terms |= {question[i:i + 2] for i in range(len(question) - 1)
                   if _CJK.match(question[i]) and _CJK.match(question[i + 1])}
@@ -103,8 +107,12 @@ _NAME_ENDS = frozenset("大学 学院 学校 中学 小学 公司 总部 研究�
 
 
 def _in_question(token: str, terms: set[str]) -> bool:
+    from kinject.rag.sentences import _stem
+
     low = token.lower()
     if low in terms:
+        return True
+    if low.isalpha() and low.isascii() and low not in EN_STOP and f"~{_stem([low])[0]}" in terms:
         return True
     # A Chinese word that is a name in the question (王小明 vs 王小明于 cut differently).
     return _is_cjk(token) and len(token) >= 2 and any(
