@@ -125,3 +125,28 @@ def test_bad_arguments(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
         with pytest.raises(ValueError, match="k must be positive"):
             index.search("q", k=0)
         assert index.search("anything", 3) == []
+
+
+class _Counting(HashEmbedder):
+    calls = 0
+
+    def encode(self, texts, *, batch_size=32):  # type: ignore[no-untyped-def]
+        type(self).calls += 1
+        return super().encode(texts, batch_size=batch_size)
+
+
+def test_search_many_embeds_all_queries_at_once_and_finds_what_search_finds(
+        tmp_path: Path) -> None:
+    emb = _Counting()
+    with TextIndex(tmp_path, emb) as index:
+        index.apply([_update(emb, "a", ["the red falcon nests on cliffs"]),
+                     _update(emb, "b", ["quarterly tax filing deadlines"]),
+                     _update(emb, "c", ["ferries to Vask leave at noon"])])
+        queries = ["where does the red falcon nest", "when are taxes due", "ferry times"]
+        one_by_one = [index.search(q, k=2) for q in queries]
+        _Counting.calls = 0
+        together = index.search_many(queries, k=2)
+        assert _Counting.calls == 1  # one encode call for the three queries
+        assert [[h.chunk_id for h in hits] for hits in together] == [
+            [h.chunk_id for h in hits] for hits in one_by_one]
+        assert [hits[0].source_id for hits in together] == ["a", "b", "c"]

@@ -384,8 +384,30 @@ class TextIndex:
             raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
         if filters is not None and not isinstance(filters, SearchFilters):
             raise TypeError(f"filters must be SearchFilters or None, got {type(filters)}")
+        return self.search_many([query], k, filters, mode)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        k: int = 5,
+        filters: SearchFilters | None = None,
+        mode: str = "hybrid",
+    ) -> list[list[Hit]]:
+        """:meth:`search` for several queries at once: their embeddings are computed in one
+        call per embedder (what dynamic batching of concurrent questions needs)."""
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+        if filters is not None and not isinstance(filters, SearchFilters):
+            raise TypeError(f"filters must be SearchFilters or None, got {type(filters)}")
+        routed = self._route_many(queries) if mode != "bm25" else [[] for _ in queries]
+        return [self._search_one(q, r, k, filters, mode)
+                for q, r in zip(queries, routed, strict=True)]
+
+    def _search_one(self, query: str, queries: list[tuple[AnnIndex, np.ndarray, str]], k: int,
+                    filters: SearchFilters | None, mode: str) -> list[Hit]:
         flt = None if filters is None or filters.empty else filters
-        queries = self._route(query) if mode != "bm25" else []
         hits = self._search(query, queries, k, flt, mode, allowed=None)
         if flt is not None and len(hits) < k:
             # Few candidates passed: search exactly among the chunks that pass.
@@ -394,17 +416,29 @@ class TextIndex:
                 hits = self._search(query, queries, k, flt, mode, allowed=allowed)
         return hits
 
-    def _route(self, query: str) -> list[tuple[AnnIndex, np.ndarray, str]]:
-        """(space, query vector, name) pairs to search for this query's language."""
-        lang = query_lang(query)
-        out = []
-        use_zh = self.zh is not None and self.zh_embedder is not None and len(self.zh) > 0 and (
-            lang in ZH_LANGS or self.config.zh_for_english)
-        if use_zh:
-            assert self.zh is not None and self.zh_embedder is not None
-            out.append((self.zh, self.zh_embedder.encode([query])[0], ZH_SPACE))
-        if lang != "zh" or not use_zh:
-            out.append((self._faiss(), self.embedder.encode([query])[0], "main"))
+    def _route_many(self, queries: Sequence[str]) -> list[list[tuple[AnnIndex, np.ndarray, str]]]:
+        """Per query, the (space, query vector, name) pairs to search for its language; one
+        encode call per embedder for all of them."""
+        plans: list[tuple[bool, bool]] = []
+        for query in queries:
+            lang = query_lang(query)
+            use_zh = (self.zh is not None and self.zh_embedder is not None and len(self.zh) > 0
+                      and (lang in ZH_LANGS or self.config.zh_for_english))
+            plans.append((use_zh, lang != "zh" or not use_zh))
+        zh_texts = [q for q, (z, _) in zip(queries, plans, strict=True) if z]
+        main_texts = [q for q, (_, m) in zip(queries, plans, strict=True) if m]
+        zh_vecs = iter(self.zh_embedder.encode(zh_texts)) if zh_texts and self.zh_embedder \
+            else iter(())
+        main_vecs = iter(self.embedder.encode(main_texts)) if main_texts else iter(())
+        out: list[list[tuple[AnnIndex, np.ndarray, str]]] = []
+        for use_zh, use_main in plans:
+            routed: list[tuple[AnnIndex, np.ndarray, str]] = []
+            if use_zh:
+                assert self.zh is not None
+                routed.append((self.zh, next(zh_vecs), ZH_SPACE))
+            if use_main:
+                routed.append((self._faiss(), next(main_vecs), "main"))
+            out.append(routed)
         return out
 
     def _search(self, query: str, queries: list[tuple[AnnIndex, np.ndarray, str]], k: int,

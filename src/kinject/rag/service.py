@@ -292,16 +292,11 @@ class RagService:
         state = self.adapter()
         plans: list[_Plan] = []
         hits_of: list[list[Hit]] = []
-        for q in questions:
-            t0 = time.perf_counter()
-            # A question that names someone is looked up wider, then narrowed to passages that
-            # name them: a rare name ranks below common ones in both BM25 and the embedder.
-            named = bool(key_terms(q.text))
-            fetch = q.k * cfg.name_fetch if named else q.k
-            hits = [] if q.route == "adapter" else self.index.search(
-                q.text, fetch, filters=q.filters, mode=cfg.search_mode)
-            plans.append(_Plan(q, q.route, state.version,
-                               timings={"retrieve_s": time.perf_counter() - t0}))
+        t0 = time.perf_counter()
+        found = self._retrieve(questions)
+        retrieve_s = (time.perf_counter() - t0) / max(1, len(questions))
+        for q, hits in zip(questions, found, strict=True):
+            plans.append(_Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s}))
             hits_of.append(_about_the_question(q.text, hits)[: q.k])
         t1 = time.perf_counter()
         infos = [analyse(q.text) for q in questions]
@@ -347,6 +342,36 @@ class RagService:
                 if not plan.spans:  # nothing but the question's own words: quote the sentence
                     plan.spans = [(texts[0], 0, texts[0])]
         return plans
+
+    def _retrieve(self, questions: Sequence[Question]) -> list[list[Hit]]:
+        """Every question's hits; questions asking alike (depth, filters) share one search
+        call, so their embeddings are computed together. A question that names someone is
+        looked up ``name_fetch`` times wider, then narrowed to passages that name them (by
+        the caller): a rare name ranks below common ones in BM25 and in the embedder."""
+        cfg = self.config
+        out: list[list[Hit]] = [[] for _ in questions]
+        groups: list[tuple[int, SearchFilters | None, list[int]]] = []
+        for i, q in enumerate(questions):
+            if q.route == "adapter":
+                continue
+            fetch = q.k * cfg.name_fetch if key_terms(q.text) else q.k
+            for g_fetch, g_filters, members in groups:
+                if g_fetch == fetch and g_filters == q.filters:
+                    members.append(i)
+                    break
+            else:
+                groups.append((fetch, q.filters, [i]))
+        many = getattr(self.index, "search_many", None)
+        for fetch, filters, members in groups:
+            texts = [questions[i].text for i in members]
+            if many is not None:
+                results = many(texts, fetch, filters=filters, mode=cfg.search_mode)
+            else:  # an index without batch search (a user's own): one call a question
+                results = [self.index.search(t, fetch, filters=filters, mode=cfg.search_mode)
+                           for t in texts]
+            for i, hits in zip(members, results, strict=True):
+                out[i] = hits
+        return out
 
     def _embedder_for(self, info: QuestionInfo) -> Any:
         """The multilingual embedder for a Chinese question when the index has one (MiniLM
