@@ -1,8 +1,9 @@
 """Dynamic batching: calls that arrive within a short window run as one batch.
 
-The first caller of a window becomes its leader: it waits ``window_ms`` for others, then runs
-the batch function over every item gathered and hands each caller its own result. With
-``window_ms=0`` every call runs alone, at once.
+The first caller of a window becomes its leader: it waits ``window_ms`` for others (and, when
+a batch is running, until it ends), then runs the batch function over every item gathered, at
+most ``max_batch`` a call, and hands each caller its own result. With ``window_ms=0`` every
+call runs alone, at once.
 """
 
 from __future__ import annotations
@@ -55,21 +56,30 @@ class MicroBatcher(Generic[In, Out]):
                 self._full.set()
         if leader:
             self._full.wait(self.window_s)
-            with self._lock:
-                batch, self._pending = self._pending, []
-                self._full.clear()
-            self._run(batch)
+            # The batch is taken only once the model is free: whoever arrives while the batch
+            # before runs joins this one, instead of forming small batches that queue.
+            with self._run_lock:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                    self._full.clear()
+                self._run_locked(batch)
         slot.done.wait()
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
 
     def _run(self, batch: list[_Slot[In, Out]]) -> list[Out]:
+        with self._run_lock:
+            return self._run_locked(batch)
+
+    def _run_locked(self, batch: list[_Slot[In, Out]]) -> list[Out]:
         try:
-            with self._run_lock:
+            results: list[Out] = []
+            for at in range(0, len(batch), self.max_batch):  # at most max_batch per call
+                part = batch[at:at + self.max_batch]
                 self.batches += 1
-                self.items += len(batch)
-                results = list(self.run_batch([s.item for s in batch]))
+                self.items += len(part)
+                results += list(self.run_batch([s.item for s in part]))
             if len(results) != len(batch):
                 raise RuntimeError(f"batch function returned {len(results)} results for "
                                    f"{len(batch)} items")
