@@ -378,12 +378,6 @@ class TextIndex:
         score (``bm25``); ``Hit.meta`` adds ``rrf``, ``vector_score``, ``bm25_score`` and
         ``space``; hybrid hits are ordered by ``rrf``.
         """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
-        if filters is not None and not isinstance(filters, SearchFilters):
-            raise TypeError(f"filters must be SearchFilters or None, got {type(filters)}")
         return self.search_many([query], k, filters, mode)[0]
 
     def search_many(
