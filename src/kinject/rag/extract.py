@@ -14,9 +14,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kinject.rag.questions import QuestionInfo
+from kinject.rag.questions import QuestionInfo, without_terms
 from kinject.rag.sentences import _ZH_SURNAMES, content_tokens, split_clauses
 from kinject.rag.spans import candidate_spans
+from kinject.rag.topics import is_relation_word
 
 _DIGIT = re.compile(
     r"\d|[〇零一二三四五六七八九十百千万亿两]+[年岁个位名人座次元米]|"
@@ -40,10 +41,7 @@ class ClauseSpan:
 
 def mask_names(text: str, terms: frozenset[str]) -> str:
     """The text without the names the question is about: what is said of them."""
-    out = text
-    for term in sorted(terms, key=len, reverse=True):
-        out = re.sub(re.escape(term), " ", out, flags=re.IGNORECASE)
-    out = " ".join(out.split())
+    out = without_terms(text, terms)
     return out if len(out) > 1 else text
 
 
@@ -93,13 +91,19 @@ _QUOTES = (("“", "”"), ("「", "」"), ("『", "』"), ('"', '"'))
 
 
 def type_prior(span: str, clause: str, info: QuestionInfo) -> float:
-    """How well a span fits the kind of answer the question expects: -1..1 (0: no opinion)."""
+    """How well a span fits the kind of answer the question expects: -3..1 (0: no opinion).
+    A span that is only a relation word ("家乡" of "家乡是大理") loses 1: the value follows."""
+    fit = _kind_fit(span, clause, info)
+    return fit - 1.0 if is_relation_word(span, info.lang) else fit
+
+
+def _kind_fit(span: str, clause: str, info: QuestionInfo) -> float:
     numeric = bool(_DIGIT.search(span))
     kind = info.answer_type
     if kind == "number":
         return 1.0 if numeric else -1.0
-    if numeric:
-        return -1.0
+    if numeric:  # a year is never the town or the person asked for
+        return -2.0 if kind in ("place", "person") else -1.0
     if any(f"{a}{span}{b}" in clause for a, b in _QUOTES):
         return 0.8  # a name the passage gives in quotes ("a tea called “Mist Brow”")
     if info.lang == "en":

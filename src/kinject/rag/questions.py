@@ -71,8 +71,13 @@ def analyse(question: str) -> QuestionInfo:
 
 def asked_part(question: str, terms: frozenset[str] | set[str] | None = None) -> str:
     """The question without the names it mentions: what it asks about them."""
-    out = question
-    for term in sorted(key_terms(question) if terms is None else terms, key=len, reverse=True):
+    out = without_terms(question, key_terms(question) if terms is None else terms)
+    return " ".join(re.sub(r"['’]s\b", " ", out).split())
+
+
+def without_terms(text: str, terms: frozenset[str] | set[str]) -> str:
+    """``text`` with every term (longest first, any case) removed, spaces collapsed."""
+    out = text
+    for term in sorted(terms, key=len, reverse=True):
         out = re.sub(re.escape(term), " ", out, flags=re.IGNORECASE)
-    out = re.sub(r"['’]s\b", " ", out)
     return " ".join(out.split())

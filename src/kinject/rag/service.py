@@ -34,12 +34,11 @@ from kinject.rag.sentences import (
     Candidate,
     best_grounding,
     covers,
-    key_terms,
     overlap,
     reading_units,
     tokens,
 )
-from kinject.rag.topics import clause_topics, relation_word, topic_match
+from kinject.rag.topics import clause_topics, topic_match
 from kinject.types import Answer, Citation, Hit
 
 if TYPE_CHECKING:
@@ -292,14 +291,14 @@ class RagService:
         state = self.adapter()
         plans: list[_Plan] = []
         hits_of: list[list[Hit]] = []
+        infos = [analyse(q.text) for q in questions]  # the names asked about, among others
         t0 = time.perf_counter()
-        found = self._retrieve(questions)
+        found = self._retrieve(questions, infos)
         retrieve_s = (time.perf_counter() - t0) / max(1, len(questions))
-        for q, hits in zip(questions, found, strict=True):
+        for q, info, hits in zip(questions, infos, found, strict=True):
             plans.append(_Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s}))
-            hits_of.append(_about_the_question(q.text, hits)[: q.k])
+            hits_of.append(_about_the_question(info.terms, hits)[: q.k])
         t1 = time.perf_counter()
-        infos = [analyse(q.text) for q in questions]
         selections = self._select(infos, hits_of)
         select_s = (time.perf_counter() - t1) / max(1, len(questions))
         for plan, sel in zip(plans, selections, strict=True):
@@ -343,7 +342,8 @@ class RagService:
                     plan.spans = [(texts[0], 0, texts[0])]
         return plans
 
-    def _retrieve(self, questions: Sequence[Question]) -> list[list[Hit]]:
+    def _retrieve(self, questions: Sequence[Question], infos: Sequence[QuestionInfo]
+                  ) -> list[list[Hit]]:
         """Every question's hits; questions asking alike (depth, filters) share one search
         call, so their embeddings are computed together. A question that names someone is
         looked up ``name_fetch`` times wider, then narrowed to passages that name them (by
@@ -351,10 +351,10 @@ class RagService:
         cfg = self.config
         out: list[list[Hit]] = [[] for _ in questions]
         groups: list[tuple[int, SearchFilters | None, list[int]]] = []
-        for i, q in enumerate(questions):
+        for i, (q, info) in enumerate(zip(questions, infos, strict=True)):
             if q.route == "adapter":
                 continue
-            fetch = q.k * cfg.name_fetch if key_terms(q.text) else q.k
+            fetch = q.k * cfg.name_fetch if info.terms else q.k
             for g_fetch, g_filters, members in groups:
                 if g_fetch == fetch and g_filters == q.filters:
                     members.append(i)
@@ -494,10 +494,6 @@ class RagService:
                 if p.info is not None:
                     prior = type_prior(text, clause, p.info)
                     anchor = float(anchored(text, clause, p.info))
-                    if p.info.answer_type in ("place", "person") and prior <= -1.0:
-                        prior -= 1.0  # a year is never the town or the person asked for
-                    if relation_word(text, p.info):  # "家乡" of "家乡是大理": the value follows
-                        prior -= 1.0
                 scores.append(rel + cfg.type_weight * prior + cfg.anchor_weight * anchor
                               - 0.02 * idx)
             out.append(scores)
@@ -578,14 +574,13 @@ def _on_topic(sel: _Selection) -> list[Candidate]:
     return about or sel.ranked
 
 
-def _about_the_question(question: str, hits: list[Hit]) -> list[Hit]:
-    """The hits from sources that mention every name in the question (all of them when it
-    names nothing). A question about "Brenna Hollis" is not answered from "Brenna Kettering"."""
-    terms = key_terms(question)
+def _about_the_question(terms: frozenset[str], hits: list[Hit]) -> list[Hit]:
+    """The hits from sources that mention every name the question names (``terms``; all of
+    them when it names nothing). "Brenna Hollis" is not answered from "Brenna Kettering"."""
     if not terms or not hits:
         return hits
     text_of: dict[str, str] = {}
     for h in hits:
         text_of[h.source_id] = text_of.get(h.source_id, "") + " " + h.text
-    keep = {s for s, t in text_of.items() if covers(t, terms)}
+    keep = {s for s, t in text_of.items() if covers(t, set(terms))}
     return [h for h in hits if h.source_id in keep]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kinject.rag.sentences import _stem
 from kinject.rag.topics import is_relation_word
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -80,8 +81,6 @@ def _join(tokens: list[str]) -> str:
 
 
 def _question_terms(question: str) -> set[str]:
-    from kinject.rag.sentences import _stem
-
     terms = {t.lower() for t in _tokens(question)}
     # and their stems: "counts" in the passage is the "count" the question asks with
     terms |= {f"~{w}" for w in _stem(sorted(t for t in terms if t.isalpha() and t.isascii()))}
@@ -107,8 +106,6 @@ _NAME_ENDS = frozenset("大学 学院 学校 中学 小学 公司 总部 研究�
 
 
 def _in_question(token: str, terms: set[str]) -> bool:
-    from kinject.rag.sentences import _stem
-
     low = token.lower()
     if low in terms:
         return True

@@ -17,15 +17,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
-
-
-class QuestionLike(Protocol):
-    @property
-    def lang(self) -> str: ...
-
-    @property
-    def topics(self) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True)
@@ -199,13 +190,6 @@ def question_topics(question: str, lang: str) -> frozenset[str]:
     found = frozenset(t.name for t in TOPICS
                       if (t.question_zh if lang == "zh" else t.question_en).search(question))
     return found
-
-
-def relation_word(span: str, info: QuestionLike) -> bool:
-    """Whether a candidate span is only the word of a relation ("家乡" in "家乡是大理",
-    "birthplace" in "birthplace: Osk", "专业" in "专业是语言学"): the answer is the value
-    beside it."""
-    return is_relation_word(span, info.lang)
 
 
 def is_relation_word(word: str, lang: str) -> bool:
