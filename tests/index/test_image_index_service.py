@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from _image_helpers import ingest, png
 
 from kinject.config import Settings, load_settings
 from kinject.errors import ConfigError
-from kinject.index.changes import SourceUpdate
-from kinject.index.embedders import HashEmbedder
-from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.service import KinjectService
 from kinject.types import Record
 
-
-def _png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (160, 120), tuple(int(x) for x in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = int(rng.integers(0, 120)), int(rng.integers(0, 80))
-        draw.rectangle((x0, y0, x0 + 30, y0 + 30),
-                       fill=tuple(int(x) for x in rng.integers(0, 256, 3)))
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()
-
-
 RECORDS = [
-    Record(source_id="pics/ferry", kind="image", content=_png(1),
+    Record(source_id="pics/ferry", kind="image", content=png(1),
            meta={"caption": "The red ferry Osprey leaving Greyhaven pier"}),
-    Record(source_id="pics/mill", kind="image", content=_png(2),
+    Record(source_id="pics/mill", kind="image", content=png(2),
            meta={"caption": "Windmill on the Tarrow dunes at sunset"}),
     Record(source_id="notes/ferry", kind="text",
            content=b"The ferry timetable changes in October."),
@@ -46,24 +27,10 @@ def _settings(data_dir: Path, **models: str) -> Settings:
                                                     **models})
 
 
-def _ingest(svc: KinjectService) -> None:
-    """What the materialiser would apply: text updates, and image updates when CLIP is on."""
-    embedder = HashEmbedder(64)
-    for record in RECORDS:
-        result = ingest_record(record, IngestConfig(ocr_engine="none"))
-        svc.index.apply([SourceUpdate("upsert", record.source_id, tuple(result.chunks),
-                                      embedder.encode([c.text for c in result.chunks]),
-                                      embedder=embedder.name)])
-        if svc.images is not None and result.images:
-            update = svc.images.embed(result.images)
-            assert update is not None
-            svc.images.upsert(update)
-
-
 def test_without_clip_images_are_found_through_their_captions(data_dir: Path) -> None:
     with KinjectService(_settings(data_dir)) as svc:
         assert svc.images is None
-        _ingest(svc)
+        ingest(svc, RECORDS)
         hits = svc.search_images(query_text="Osprey ferry Greyhaven pier", k=3)
         assert hits and hits[0].source_id == "pics/ferry"
         assert hits[0].caption == "The red ferry Osprey leaving Greyhaven pier"
@@ -78,7 +45,7 @@ def test_with_clip_images_are_searched_by_image_and_by_text(
 ) -> None:
     with KinjectService(_settings(data_dir, **tiny_clip)) as svc:
         assert svc.images is not None
-        _ingest(svc)
+        ingest(svc, RECORDS)
         assert len(svc.images) == 2
         for record in RECORDS[:2]:
             hits = svc.search_images(image_bytes=record.content, k=2)
@@ -108,7 +75,7 @@ def test_the_api_searches_images_by_text_and_by_image(
 
     with KinjectService(_settings(data_dir, **tiny_clip)) as svc, \
             TestClient(create_app(svc)) as client:
-        _ingest(svc)
+        ingest(svc, RECORDS)
         like = client.post("/v1/search/images",
                            json={"image_b64": base64.b64encode(RECORDS[1].content).decode(),
                                  "k": 2})
@@ -124,7 +91,7 @@ def test_the_api_searches_images_by_text_and_by_image(
     # without CLIP: text still finds images by caption; an image query says what to set
     with KinjectService(_settings(tmp_path / "plain")) as svc, \
             TestClient(create_app(svc)) as client:
-        _ingest(svc)
+        ingest(svc, RECORDS)
         found = client.get("/v1/search/images", params={"q": "Osprey ferry Greyhaven"}).json()
         assert found["hits"][0]["source_id"] == "pics/ferry"
         off = client.post("/v1/search/images",

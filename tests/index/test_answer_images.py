@@ -3,44 +3,26 @@ those CLIP finds for the question (rag.max_images, rag.image_min_score)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from _image_helpers import ingest, png
 
 from kinject.config import Settings, load_settings
-from kinject.index.changes import SourceUpdate
-from kinject.index.embedders import HashEmbedder
-from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.service import KinjectService
 from kinject.types import Answer, Record
 
 QUESTION = "When does the ferry timetable change?"
 
 
-def _png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (160, 120), tuple(int(x) for x in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = int(rng.integers(0, 120)), int(rng.integers(0, 80))
-        draw.rectangle((x0, y0, x0 + 30, y0 + 30),
-                       fill=tuple(int(x) for x in rng.integers(0, 256, 3)))
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()
-
-
 RECORDS = [
-    Record(source_id="pics/ferry", kind="image", content=_png(1),
+    Record(source_id="pics/ferry", kind="image", content=png(1),
            meta={"caption": "The red ferry Osprey leaving Greyhaven pier"}),
-    Record(source_id="pics/mill", kind="image", content=_png(2),
+    Record(source_id="pics/mill", kind="image", content=png(2),
            meta={"caption": "Windmill on the Tarrow dunes at sunset"}),
     # no caption, no OCR: no text reaches the index, only CLIP can find it
-    Record(source_id="pics/harbour", kind="image", content=_png(3)),
+    Record(source_id="pics/harbour", kind="image", content=png(3)),
     Record(source_id="notes/ferry", kind="text",
            content=b"The ferry timetable changes in October."),
 ]
@@ -56,25 +38,6 @@ def _settings(data_dir: Path, lm: Path, clip: dict[str, str] | None = None,
         rag={"mode": "span", "lm_rerank": 0, "cache_size": 0, **rag})
 
 
-def _ingest(svc: KinjectService) -> dict[str, str]:
-    """Apply what the materialiser would; return {source id: image id} of the images."""
-    embedder = HashEmbedder(64)
-    image_of: dict[str, str] = {}
-    for record in RECORDS:
-        result = ingest_record(record, IngestConfig(ocr_engine="none"))
-        if result.chunks:
-            svc.index.apply([SourceUpdate("upsert", record.source_id, tuple(result.chunks),
-                                          embedder.encode([c.text for c in result.chunks]),
-                                          embedder=embedder.name)])
-        for item in result.images:
-            image_of[item.source_id] = item.image_id
-        if svc.images is not None and result.images:
-            update = svc.images.embed(result.images)
-            assert update is not None
-            svc.images.upsert(update)
-    return image_of
-
-
 def _cited_images(answer: Answer, image_of: dict[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(image_of[c.source_id] for c in answer.citations
                                if c.source_id in image_of))
@@ -84,7 +47,7 @@ def _cited_images(answer: Answer, image_of: dict[str, str]) -> tuple[str, ...]:
 def indexed(tmp_path: Path, tiny_lm_dir: Path, tiny_clip: dict[str, str]) -> dict[str, str]:
     """A data directory whose text and CLIP image indexes hold RECORDS."""
     with KinjectService(_settings(tmp_path / "data", tiny_lm_dir, tiny_clip)) as svc:
-        return _ingest(svc)
+        return ingest(svc, RECORDS)
 
 
 def test_an_answer_lists_the_images_clip_finds_after_the_cited_ones(
@@ -162,7 +125,7 @@ def test_without_clip_images_come_only_from_cited_passages(
     with KinjectService(_settings(tmp_path / "plain", tiny_lm_dir, image_min_score=-1.0)
                         ) as svc:
         assert svc.images is None
-        image_of = _ingest(svc)
+        image_of = ingest(svc, RECORDS)
         answer = svc.ask("Which ferry is leaving Greyhaven pier?")
         assert not answer.abstained
         assert answer.images == _cited_images(answer, image_of)
