@@ -30,6 +30,20 @@ def _is_loopback(address: object) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A CLI test run in-process (typer's CliRunner) sets up logging on the runner's stderr,
+    which is closed once the test ends; background threads of later tests (broker clients)
+    would then log into a closed file. Each test gets the root logger back as it found it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _block_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse any connection that leaves the machine (loopback is allowed)."""
     real_connect = socket.socket.connect
