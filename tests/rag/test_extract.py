@@ -26,7 +26,9 @@ COMPANY_ZH = "青岚科技由王建国于1999年创立，总部位于苏州，�
 @pytest.fixture()
 def rag(hash_rag: Any) -> RagService:
     return hash_rag({"kb/brenna": BIO_EN, "kb/yang": BIO_ZH, "kb/qinglan": COMPANY_ZH,
-                     "kb/ferry": "The ferry to Vask leaves at noon."})
+                     "kb/ferry": "The ferry to Vask leaves at noon.",
+                     "kb/route": "The ferry from Saltreach to Brinmoor is the Morrow Wren.",
+                     "kb/boat": "往返泉州和厦门的渡轮是晨鹭号。"})
 
 
 def test_question_types_in_english_and_chinese() -> None:
@@ -73,6 +75,9 @@ def test_a_chinese_name_is_never_cut_into_an_answer() -> None:
     ("杨梓涵是哪一年出生的？", "1973"),
     ("杨梓涵的出生地是哪里？", "大理"),
     ("青岚科技的创始人是谁？", "王建国"),
+    # "A is B": the side with the question's names says which; the other side is the answer
+    ("Which vessel runs between Saltreach and Brinmoor?", "Morrow Wren"),
+    ("泉州和厦门之间坐什么船？", "晨鹭号"),
 ])
 def test_factoid_answers_are_the_span_of_the_clause_asked_about(
         rag: RagService, question: str, expected: str) -> None:

@@ -41,8 +41,6 @@ def test_planted_instruction_is_not_obeyed(rag: RagService) -> None:
         assert answer.citations and answer.citations[0].source_id == "kb/gullspire"
 
 
-@pytest.mark.xfail(strict=True, reason="known weakness: the span reader answers 'ferry' "
-                   "(bench/rag_quality.py measures how often it is right)")
 def test_right_answer_from_the_right_source(rag: RagService) -> None:
     answer = rag.ask("Which vessel runs between Saltreach and Vask?")
     assert "Morrow Wren" in answer.text

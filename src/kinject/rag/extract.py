@@ -92,9 +92,44 @@ _QUOTES = (("“", "”"), ("「", "」"), ("『", "』"), ('"', '"'))
 
 def type_prior(span: str, clause: str, info: QuestionInfo) -> float:
     """How well a span fits the kind of answer the question expects: -3..1 (0: no opinion).
-    A span that is only a relation word ("家乡" of "家乡是大理") loses 1: the value follows."""
+    A span that is only a relation word ("家乡" of "家乡是大理") loses 1: the value follows.
+    So does a span on the same side of a copula as the names the question gives: "The ferry
+    from Saltreach to Vask is the Morrow Wren" names the ferry to say which one it is."""
     fit = _kind_fit(span, clause, info)
-    return fit - 1.0 if is_relation_word(span, info.lang) else fit
+    if is_relation_word(span, info.lang) or beside_the_names(span, clause, info):
+        return fit - 1.0
+    return fit
+
+
+_EN_COPULA = re.compile(r"\b(?:is|was|are|were)\b", re.IGNORECASE)
+# 是 that is a copula, not part of 还是/于是/但是/就是 (or, so, but, exactly).
+_ZH_COPULA = re.compile(r"(?<![还于但就可总只也正要若凡硬倒])是")
+
+
+def beside_the_names(span: str, clause: str, info: QuestionInfo) -> bool:
+    """Whether ``span`` sits on the side of the clause's one copula ("is", "是") that holds
+    what the question gives (its names, or its words), while the other side holds none of
+    it: that side says which thing is meant, the other side what it is."""
+    parts = (_ZH_COPULA if info.lang == "zh" else _EN_COPULA).split(clause)
+    if len(parts) != 2:
+        return False
+    given = [_gives(part, info) for part in parts]
+    if given[0] == given[1]:
+        return False
+    side, other = (parts[0], parts[1]) if given[0] else (parts[1], parts[0])
+    return span in side and span not in other
+
+
+def _gives(text: str, info: QuestionInfo) -> bool:
+    low = text.lower()
+    if info.lang == "zh":
+        if any(t in low for t in info.terms):
+            return True
+        asked = {t for t in content_tokens(info.asked) if len(t) >= 2}
+        return bool(asked & content_tokens(text))
+    if any(re.search(rf"\b{re.escape(t)}\b", low) for t in info.terms):
+        return True
+    return bool(content_tokens(info.asked) & content_tokens(text))
 
 
 def _kind_fit(span: str, clause: str, info: QuestionInfo) -> float:
