@@ -1,5 +1,6 @@
 """CorpusStore and ReplayBuffer: durable, idempotent, cycles, deletions, held-out questions."""
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -174,6 +175,20 @@ def test_replay_reservoir_is_durable_and_forgets_deleted_sources(tmp_path: Path)
         assert all(e.source_id != "s3" for e in buf.examples())
         assert len(buf.sample(5)) == 5
         assert len(buf.sample(500)) == len(buf)
+
+
+def test_replay_catches_up_on_cycles_no_promotion_offered(tmp_path: Path) -> None:
+    """An adapter activated by hand was never offered to the reservoir by a promotion: the
+    next cycle's catch-up offers its cycles' examples, once."""
+    with CorpusStore(tmp_path / "corpus.sqlite3") as s:
+        first = [dataclasses.replace(_fake(i), cycle=1) for i in range(30)]
+        _stored(s, [*first, *(dataclasses.replace(_fake(i), cycle=2) for i in range(30, 40))])
+        buf = ReplayBuffer(s, capacity=100, seed=0)
+        assert buf.examples() == []
+        assert buf.catch_up(1) == 30
+        assert {e.example_id for e in buf.examples()} == {e.example_id for e in first}
+        assert buf.catch_up(1) == 0 and buf.seen == 30  # remembered: nothing offered twice
+        assert buf.catch_up(0) == 0
 
 
 def test_general_text_has_a_training_half_and_a_held_out_half() -> None:

@@ -118,6 +118,27 @@ def test_a_rejected_candidate_is_kept_with_its_report_and_nothing_changes(
     assert any("did not improve" in r for r in kept.report["reasons"])
 
 
+@pytest.mark.slow
+def test_a_version_activated_by_hand_is_replayed_by_the_next_cycle(
+        data_dir: Path, tiny_lm_dir: Path) -> None:
+    """An operator activates a version the gate rejected; the next cycle trains on what came
+    after it, and replays what it was trained on (a promotion would have put that in the
+    reservoir; a hand activation must not leave it out of every later cycle)."""
+    settings = settings_for(data_dir, tiny_lm_dir, min_new_gain=1.0, tie_break_nll=0.0)
+    add_people(data_dir, PEOPLE[:2])
+    first = run_cycle(settings, train_config=FAST)
+    registry = AdapterRegistry.for_data_dir(data_dir)
+    assert first.status == "rejected"
+    registry.activate(first.version or "", "operator")
+    add_people(data_dir, PEOPLE[2:4])
+    second = run_cycle(settings, train_config=FAST)
+    assert second.parent == first.version
+    with CorpusStore(corpus_path(data_dir)) as corpus:
+        first_ids = {e.example_id for e in corpus.examples(cycles=[1])}
+    assert second.metrics["replay_available"] == len(first_ids) > 0
+    assert {"kb/ida", "kb/oren"} <= set(registry.get(second.version or "").lineage)
+
+
 def test_a_failed_cycle_leaves_the_active_adapter_alone(data_dir: Path, tiny_lm_dir: Path,
                                                         tmp_path: Path) -> None:
     broken = tmp_path / "broken-model"

@@ -393,6 +393,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     train = corpus.examples(cycles=new_cycles)
     replay_buf = ReplayBuffer(corpus, capacity=settings.finetune.replay_capacity,
                               seed=settings.finetune.seed)
+    replay_buf.catch_up(since)  # what the adapter trained from holds, even if not gated in
     train_ids = {e.example_id for e in train}
     replay = [e for e in replay_buf.examples() if e.example_id not in train_ids and
               e.cycle <= since]

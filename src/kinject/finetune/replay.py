@@ -9,11 +9,14 @@ derived from ``(seed, n)``, so a replay of the same offers gives the same reserv
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable
 
 from kinject.finetune.corpus import CorpusStore
 from kinject.types import TrainingExample
+
+log = logging.getLogger(__name__)
 
 
 class ReplayBuffer:
@@ -57,6 +60,25 @@ class ReplayBuffer:
                            "DO UPDATE SET example_id=excluded.example_id", (slot, ex.example_id))
                 entered += 1
             self.store._set(db, "replay_seen", str(n))
+        return entered
+
+    def catch_up(self, through_cycle: int) -> int:
+        """Offer every stored example of corpus cycles up to ``through_cycle`` that was never
+        offered. A promoted cycle offers its examples itself; an adapter activated by hand
+        (``kinject adapters activate`` on a rejected version) or a crash between promotion
+        and the offer would otherwise leave its data out of every later cycle's replay. It
+        remembers how far it got, so a call with nothing new reads nothing. Returns how many
+        entered the reservoir."""
+        with self.store._lock:
+            done = int(self.store._get("replay_through", "0"))
+        if through_cycle <= done:
+            return 0
+        entered = self.offer(self.store.examples(cycles=range(done + 1, through_cycle + 1)))
+        with self.store.transaction() as db:
+            self.store._set(db, "replay_through", str(through_cycle))
+        if entered:
+            log.info("replay: %d example(s) of cycles %d..%d entered the reservoir late",
+                     entered, done + 1, through_cycle)
         return entered
 
     def examples(self, exclude_sources: Iterable[str] = ()) -> list[TrainingExample]:
