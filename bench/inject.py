@@ -416,7 +416,7 @@ def _plot(path: Path, r: dict[str, Any]) -> None:
             label="batch 1, plain LoRA")
     ax.set_xticks([0, 1, 2], ["base", "cycle 1", "cycle 2"])
     ax.set_ylabel("exact match")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.02, 1.04)  # lines at 0 and 1 stay visible
     ax.set_title(f"knowledge injection, {r['people_per_batch']} people per batch, "
                  f"{r['epochs']} epoch(s)", fontsize=9)
     ax.legend(fontsize=8)
