@@ -17,7 +17,9 @@ phrasings, never a training form. Reported (exact match, normalised):
   ``tokens_per_s``;
 - ``deleted_fact_closed``, ``deleted_fact_rag``: accuracy on a deleted person's facts after the
   next cycle (it trains from the base: every earlier adapter held the person) and from the
-  index once the delete is applied;
+  index once the delete is applied; ``unseen_people_closed``: the same adapter on people it
+  never saw (the chance bar: the bench draws cities and employers from short lists, so a
+  trained adapter guesses some right about anyone);
 - ``per_cycle``: per cycle (base, 1, 2) the new batch's closed-book and RAG accuracy and batch
   1's retention, also drawn in ``<out>/inject.png`` (``--out``, default ``bench/out``; needs
   matplotlib, the ``bench`` extra: without it the plot is skipped with a note).
@@ -235,6 +237,7 @@ def main() -> None:
     taken: set[str] = set()
     batch1 = [chunk_of(r) for r in people(n, rng, args.zh_share, taken)]
     batch2 = [chunk_of(r) for r in people(n, rng, args.zh_share, taken)]
+    unseen = [chunk_of(r) for r in people(max(3, n // 2), rng, args.zh_share, taken)]
     deleted = batch1[0].source_id
 
     import torch
@@ -318,6 +321,10 @@ def main() -> None:
     deleted_closed = _closed(ev, "v3", qdel)
     deleted_base = _closed(ev, None, qdel)
     deleted_rag = _rag_accuracy(RagService(index, switcher.generator(None)), qdel)
+    control = Lab(work / "unseen", generator, max_q)  # only to phrase their questions
+    control.add(unseen)
+    unseen_closed = _closed(ev, "v3", control.questions({c.source_id for c in unseen}))
+    control.corpus.close()
 
     per_cycle = [
         {"cycle": 0, "adapter": None, "new_closed": base_closed, "new_rag": rag_acc,
@@ -360,6 +367,7 @@ def main() -> None:
         "deleted_fact_closed": deleted_closed,
         "deleted_fact_base_closed": deleted_base,
         "deleted_fact_rag": deleted_rag,
+        "unseen_people_closed": unseen_closed,
         "cycle3_parent": c3.parent,
         "gate": {"cycle1": c1.status, "cycle2": c2.status, "cycle2_plain": c2p.status,
                  "cycle3": c3.status},
