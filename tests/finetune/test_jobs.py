@@ -167,13 +167,13 @@ def test_one_cycle_at_a_time_and_a_killed_holder_frees_the_lock(data_dir: Path,
     settings = settings_for(data_dir, tiny_lm_dir)
     lock_file = finetune_dir(data_dir) / "cycle.lock"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
+        import sys
         from kinject.finetune.jobs import CycleLock
         lock = CycleLock({str(lock_file)!r})
         lock.acquire()
         print("held", flush=True)
-        time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+        sys.stdin.read()  # holds the lock until killed, or until the test's end closes stdin
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         store = JobStore.for_data_dir(data_dir)
