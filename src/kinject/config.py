@@ -152,7 +152,7 @@ class FinetuneSettings(BaseModel):
     # mean 1), and the decay of the running Fisher per cycle. Replay carries most of the
     # retention: on bench/inject.py --quick, 0.25 kept batch 1 as well as 1.0 did (0.80)
     # and learned batch 2 far better (0.80 against 0.47).
-    ewc_lambda: float = Field(default=0.25, ge=0.0)
+    ewc_lambda: float = Field(default=0.1, ge=0.0)
     ewc_gamma: float = Field(default=0.9, gt=0.0, le=1.0)
     fisher_samples: int = Field(default=64, ge=0)
     # Earlier examples (reservoir) and general text mixed in, per new example.
