@@ -108,6 +108,10 @@ def test_a_delete_taints_serving_falls_back_and_the_next_cycle_forgets(
         second = run_cycle(settings, train_config=CONFIG, publish=False,
                           early_stopping=False)
         assert second.parent is None  # trained from the base, not from the tainted v1
+        # the gate held the retrain to the perplexity bar of the version it replaces
+        assert second.report["baseline_version"] is None
+        assert second.report["reference_version"] == v1.version
+        assert second.report["reference_ppl"] > 1.0
         v2 = registry.get(second.version or "")
         assert DELETED not in v2.lineage and set(v2.lineage) == {p[0] for p in PEOPLE[:3]}
         assert second.train_examples == len(store.examples())

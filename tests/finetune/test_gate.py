@@ -72,6 +72,26 @@ def test_decide_promotes_only_a_better_candidate_within_bounds() -> None:
     assert decide(_s(0.5, ret=0.0, n_ret=0), base, cfg)[0] is True
 
 
+def test_after_a_delete_the_perplexity_bar_is_the_displaced_versions() -> None:
+    cfg = GateConfig(max_ppl_increase=0.10)
+    base = _s(0.0, ppl=10.0)  # the base model serves after the delete
+    retrain = _s(0.6, ppl=12.0)
+    ok, why = decide(retrain, base, cfg)
+    assert not ok and any("perplexity rose 10.00 -> 12.00" in r for r in why)
+    # the displaced adapter served at 11.5: the retrain may rise 10 % from there (12.65)
+    ok, why = decide(retrain, base, cfg, reference_ppl=11.5)
+    assert ok, why
+    assert any("11.50 -> 12.00" in r and "displaced" in r and "serving now: 10.00" in r
+               for r in why)
+    assert not decide(_s(0.6, ppl=13.0), base, cfg, reference_ppl=11.5)[0]
+    # a reference below the serving model's perplexity never loosens the bound
+    ok, why = decide(retrain, base, cfg, reference_ppl=9.0)
+    assert not ok and not any("displaced" in r for r in why)
+    # new knowledge must still beat what serves now
+    ok, why = decide(_s(0.0, ppl=10.5), base, cfg, reference_ppl=11.5)
+    assert not ok and "did not improve" in why[0]
+
+
 def test_gate_config_names_bad_values() -> None:
     with pytest.raises(ValueError, match="max_retention_drop"):
         GateConfig(max_retention_drop=1.5)
@@ -101,4 +121,9 @@ def test_evaluator_scores_base_and_adapters_and_the_gate_writes_a_report(
     assert d["candidate"]["n_new"] == 2 and d["candidate"]["n_retention"] == 0
     assert d["baseline"]["new_nll"] == pytest.approx(base_nll, rel=1e-5)
     assert d["reasons"] and isinstance(d["promote"], bool)
+    assert d["reference_version"] is None and d["reference_ppl"] is None
+    # a displaced version as the reference: its perplexity is measured and reported
+    report = run_gate(ev, "a", None, qs, [], general, GateConfig(), reference="a")
+    assert report.reference_version == "a"
+    assert report.reference_ppl == pytest.approx(report.candidate.general_ppl, rel=1e-5)
     assert math.isnan(ev.answer_nll([]))

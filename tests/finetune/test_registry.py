@@ -100,6 +100,8 @@ def test_lineage_is_inherited_and_taint_reaches_descendants_and_serving(
     assert reg.active() == v1
     assert reg.newest_untainted_ancestor(v3) is not None
     assert reg.newest_untainted_ancestor(v3).version == v1  # type: ignore[union-attr]
+    # the next cycle's gate holds a retrain to the bar of the version the delete displaced
+    assert reg.displaced_by_taint() == v3
     with pytest.raises(RegistryError, match="tainted"):
         reg.activate(v3)
     with pytest.raises(RegistryError, match="tainted"):
@@ -110,6 +112,12 @@ def test_lineage_is_inherited_and_taint_reaches_descendants_and_serving(
     tainted, change = reg.taint_source("kb/a")
     assert tainted == [v1] and change is not None and change.version is None
     assert reg.newest_untainted_ancestor(v3) is None
+    # two deletes in a row: what served before the first of them is still the bar
+    assert reg.displaced_by_taint() == v3
+    # once anything is activated again, no delete is pending
+    v4 = _add(reg, adapters[3], ["kb/d"], cycle=4)
+    reg.activate(v4)
+    assert reg.displaced_by_taint() is None
 
 
 def test_taint_missing_marks_versions_whose_sources_left_the_corpus(
@@ -120,6 +128,7 @@ def test_taint_missing_marks_versions_whose_sources_left_the_corpus(
     reg.activate(v2)
     tainted, change = reg.taint_missing({"kb/a", "kb/c"})
     assert tainted == [v1] and change is None and reg.active() == v2
+    assert reg.displaced_by_taint() is None  # serving was not moved
 
 
 def test_rejected_versions_keep_their_report(tmp_path: Path, adapters: list[Path]) -> None:

@@ -10,6 +10,13 @@ the same held-out questions, asked closed-book in forms the training never used:
 - retention: earlier cycles' facts. Accuracy may fall by at most ``max_retention_drop``.
 - general text: perplexity may rise by at most ``max_ppl_increase`` (relative).
 - a tainted candidate (trained on deleted data) is refused whatever its scores.
+
+After a delete has forced serving back (to an older adapter or the base model), the next
+cycle retrains what the displaced adapter held, less the deleted data. Measured against the
+base model's perplexity, such a retrain fails where the adapter it replaces passed, and the
+delete would cost every fact injected since. So when a ``reference`` is given (the version
+the delete displaced), the perplexity bound starts from the higher of the two: the retrain is
+held to the bar the displaced version met. New knowledge must still beat what serves now.
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ class GateReport:
     baseline: Scores
     baseline_version: str | None
     config: GateConfig
+    # the version a delete displaced, whose perplexity set the bound (None: the baseline's)
+    reference_version: str | None = None
+    reference_ppl: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,8 +92,13 @@ def _finite(value: Any) -> Any:
 
 
 def decide(candidate: Scores, baseline: Scores, config: GateConfig,
-           tainted: bool = False) -> tuple[bool, tuple[str, ...]]:
-    """Whether to promote, and why (or why not), in words a reader of the report follows."""
+           tainted: bool = False, reference_ppl: float = math.nan
+           ) -> tuple[bool, tuple[str, ...]]:
+    """Whether to promote, and why (or why not), in words a reader of the report follows.
+
+    ``reference_ppl``: the general-text perplexity of the version a delete displaced; when
+    higher than the baseline's, the perplexity bound starts from it (module docstring).
+    """
     ok, reasons = True, []
     if tainted:
         ok = False
@@ -115,14 +130,19 @@ def decide(candidate: Scores, baseline: Scores, config: GateConfig,
             reasons.append(f"retention within bounds: {baseline.retention_accuracy:.3f} -> "
                            f"{candidate.retention_accuracy:.3f}")
     if math.isfinite(candidate.general_ppl) and math.isfinite(baseline.general_ppl):
-        limit = baseline.general_ppl * (1.0 + config.max_ppl_increase)
+        start, whose = baseline.general_ppl, ""
+        if math.isfinite(reference_ppl) and reference_ppl > start:
+            start = reference_ppl
+            whose = (f" (bound from the version a delete displaced; serving now: "
+                     f"{baseline.general_ppl:.2f})")
+        limit = start * (1.0 + config.max_ppl_increase)
         if candidate.general_ppl > limit:
             ok = False
-            reasons.append(f"general-text perplexity rose {baseline.general_ppl:.2f} -> "
-                           f"{candidate.general_ppl:.2f} (limit {limit:.2f})")
+            reasons.append(f"general-text perplexity rose {start:.2f} -> "
+                           f"{candidate.general_ppl:.2f} (limit {limit:.2f}){whose}")
         else:
             reasons.append(f"general-text perplexity within bounds: "
-                           f"{baseline.general_ppl:.2f} -> {candidate.general_ppl:.2f}")
+                           f"{start:.2f} -> {candidate.general_ppl:.2f}{whose}")
     return ok, tuple(reasons)
 
 
@@ -145,13 +165,19 @@ def score(evaluator: ClosedBookEvaluator, adapter: str | None,
 
 def run_gate(evaluator: ClosedBookEvaluator, candidate: str, baseline: str | None,
              new: Sequence[EvalQuestion], retention: Sequence[EvalQuestion],
-             general: Sequence[str], config: GateConfig, *, tainted: bool = False
-             ) -> GateReport:
+             general: Sequence[str], config: GateConfig, *, tainted: bool = False,
+             reference: str | None = None) -> GateReport:
     """Score ``candidate`` and ``baseline`` (adapter names loaded in ``evaluator``; None is
-    the base model) and decide."""
+    the base model) and decide. ``reference``: an adapter name loaded in ``evaluator``, the
+    version a delete displaced; only its general-text perplexity is measured."""
     cand = score(evaluator, candidate, new, retention, general)
     base = score(evaluator, baseline, new, retention, general)
-    promote, reasons = decide(cand, base, config, tainted=tainted)
+    ref_ppl = math.nan
+    if reference is not None and general:
+        with evaluator.use(reference):
+            ref_ppl = evaluator.perplexity(general)
+    promote, reasons = decide(cand, base, config, tainted=tainted, reference_ppl=ref_ppl)
     log.info("gate: %s (%s)", "promote" if promote else "reject", "; ".join(reasons))
     return GateReport(promote=promote, reasons=reasons, candidate=cand, baseline=base,
-                      baseline_version=baseline, config=config)
+                      baseline_version=baseline, config=config,
+                      reference_version=reference, reference_ppl=ref_ppl)

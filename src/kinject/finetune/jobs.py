@@ -384,7 +384,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     from kinject.finetune.ewc import EwcState
     from kinject.finetune.gate import GateConfig, run_gate
     from kinject.finetune.general_text import general_eval, general_train
-    from kinject.finetune.registry import EWC_STATE
+    from kinject.finetune.registry import EWC_STATE, WEIGHTS
     from kinject.finetune.replay import ReplayBuffer
     from kinject.finetune.trainer import LoraTrainer, TrainConfig
 
@@ -468,13 +468,23 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     evaluator.add_adapter("candidate", registry.path(candidate.version))
     if baseline is not None:
         evaluator.add_adapter("baseline", registry.path(baseline))
+    # After a delete forced serving back, the retrain is held to the perplexity bar of the
+    # version it replaces (gate.py); only that version's general-text perplexity is measured.
+    displaced = registry.displaced_by_taint()
+    if displaced is not None and (displaced == baseline
+                                  or not (registry.path(displaced) / WEIGHTS).is_file()):
+        displaced = None
+    if displaced is not None:
+        evaluator.add_adapter("displaced", registry.path(displaced))
     report = run_gate(evaluator, "candidate", "baseline" if baseline else None, gate_qs, old_qs,
                       general_eval(), GateConfig(
                           max_retention_drop=gs.max_retention_drop,
                           max_ppl_increase=gs.max_ppl_increase, min_new_gain=gs.min_new_gain,
                           tie_break_nll=gs.tie_break_nll),
-                      tainted=candidate.status == "tainted")
-    report_d = {**report.to_dict(), "baseline_version": baseline}
+                      tainted=candidate.status == "tainted",
+                      reference="displaced" if displaced is not None else None)
+    report_d = {**report.to_dict(), "baseline_version": baseline,
+                "reference_version": displaced}
     scores = {"new_accuracy": report.candidate.new_accuracy,
               "retention_accuracy": report.candidate.retention_accuracy,
               "general_ppl": report.candidate.general_ppl, "new_nll": report.candidate.new_nll}

@@ -263,6 +263,20 @@ class AdapterRegistry:
                 return v
         return None
 
+    def displaced_by_taint(self) -> str | None:
+        """The version that served before deletes forced ACTIVE back, while ACTIVE is still
+        where they put it (the history ends in taint fallbacks); None otherwise.
+
+        Several deletes in a row can each push ACTIVE one step further back: the answer is the
+        version that served before the first of them, the last one users had accepted.
+        """
+        displaced = None
+        for change in reversed(self.history()):
+            if change.reason != "tainted":
+                break
+            displaced = change.previous
+        return displaced
+
     # -- changing --------------------------------------------------------------------------
     def set_status(self, ref: str, status: str, report: dict[str, Any] | None = None,
                    metrics: dict[str, float] | None = None) -> AdapterVersion:
