@@ -384,7 +384,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     from kinject.finetune.ewc import EwcState
     from kinject.finetune.gate import GateConfig, run_gate
     from kinject.finetune.general_text import general_eval, general_train
-    from kinject.finetune.registry import EWC_STATE, WEIGHTS
+    from kinject.finetune.registry import EWC_STATE
     from kinject.finetune.replay import ReplayBuffer
     from kinject.finetune.trainer import LoraTrainer, TrainConfig
 
@@ -470,10 +470,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
         evaluator.add_adapter("baseline", registry.path(baseline))
     # After a delete forced serving back, the retrain is held to the perplexity bar of the
     # version it replaces (gate.py); only that version's general-text perplexity is measured.
-    displaced = registry.displaced_by_taint()
-    if displaced is not None and (displaced == baseline
-                                  or not (registry.path(displaced) / WEIGHTS).is_file()):
-        displaced = None
+    displaced = _displaced_reference(registry, baseline, base_hash)
     if displaced is not None:
         evaluator.add_adapter("displaced", registry.path(displaced))
     report = run_gate(evaluator, "candidate", "baseline" if baseline else None, gate_qs, old_qs,
@@ -506,6 +503,24 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
                        train_examples=len(train), report=report_d,
                        metrics={**metrics, **_finite(scores)}, tainted=tainted + newly,
                        seconds=time.perf_counter() - t0)
+
+
+def _displaced_reference(registry: AdapterRegistry, baseline: str | None, base_hash: str
+                         ) -> str | None:
+    """The version a delete displaced, if its weights are still there and fit this base."""
+    from kinject.finetune.registry import WEIGHTS
+
+    displaced = registry.displaced_by_taint()
+    if displaced is None or displaced == baseline:
+        return None
+    if not (registry.versions_dir / displaced / WEIGHTS).is_file():
+        log.warning("adapter %s, displaced by a delete, is gone: the gate measures from "
+                    "what serves now", displaced[:12])
+        return None
+    meta = registry.get(displaced)
+    if meta.base_model_hash and meta.base_model_hash != base_hash:
+        return None
+    return displaced
 
 
 def _finite(d: dict[str, float]) -> dict[str, float]:
