@@ -420,7 +420,7 @@ def _plot(path: Path, r: dict[str, Any]) -> None:
         return [c for c, _ in pts], [v for _, v in pts]
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
     ax.plot(*series("new_closed"), marker="o", label="new batch, closed book")
     ax.plot(*series("new_rag"), marker="s", label="new batch, RAG (+ adapter)")
     x, y = series("retention_ewc_replay")
@@ -428,14 +428,27 @@ def _plot(path: Path, r: dict[str, Any]) -> None:
     x, y = series("retention_plain")
     ax.plot([1, *x], [r["lora_closed"], *y], marker="v", linestyle="--",
             label="batch 1, plain LoRA")
-    ax.set_xticks([0, 1, 2], ["base", "cycle 1", "cycle 2"])
+    # cycle 3 retrains without the deleted people: their facts beside people never seen
+    # (the chance bar) and RAG on them once the delete is applied
+    if r.get("deleted_fact_closed") is not None:
+        ax.plot([3], [r["deleted_fact_closed"]], marker="X", markersize=9, linestyle="none",
+                color="tab:purple", label="deleted people, closed book")
+        if r.get("unseen_people_closed") is not None:
+            ax.plot([3], [r["unseen_people_closed"]], marker="P", markersize=9,
+                    linestyle="none", color="tab:gray", label="people never seen, closed book")
+        if r.get("deleted_fact_rag") is not None:
+            ax.plot([3], [r["deleted_fact_rag"]], marker="D", linestyle="none",
+                    color="tab:brown", label="deleted people, RAG")
+        ax.set_xticks([0, 1, 2, 3], ["base", "cycle 1", "cycle 2", "cycle 3\n(after delete)"])
+    else:
+        ax.set_xticks([0, 1, 2], ["base", "cycle 1", "cycle 2"])
     ax.set_ylabel("exact match")
     ax.set_ylim(-0.02, 1.04)  # lines at 0 and 1 stay visible
     ax.set_title(f"knowledge injection, {r['people_per_batch']} people per batch, "
                  f"{r['epochs']} epoch(s)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     progress(f"wrote {path}")
 
