@@ -9,7 +9,7 @@ import pytest
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.replay import ReplayBuffer
 from kinject.ingest.pipeline import IngestConfig, ingest_record
-from kinject.types import Chunk, Record, TrainingExample
+from kinject.types import Chunk, Record, TrainingExample, content_hash
 
 
 def _chunks(source_id: str, text: str, kind: str = "text") -> list[Chunk]:
@@ -95,6 +95,54 @@ def test_deleting_a_source_removes_its_examples_and_questions(store: CorpusStore
     assert "kb/tom" not in store.sources_of(store.examples())
     assert all(q.source_id != "kb/tom" for q in store.qa_pairs())
     assert store.remove_source("kb/tom") == 0
+
+
+def test_a_deleted_text_leaves_the_raft_examples_that_held_it_as_a_distractor(
+        tmp_path: Path) -> None:
+    rows = {f"kb/p{i}": f"name: Person {i}\ncity: City{i}\nemployer: Guild{i}"
+            for i in range(6)}
+    with CorpusStore(tmp_path / "corpus.sqlite3") as store:
+        for sid, text in rows.items():  # one structured row per source, as a table gives
+            store.add_chunks([Chunk(chunk_id=content_hash(sid, text), doc_id=sid,
+                                    source_id=sid, text=text, kind="csv")])
+        store.next_cycle()
+        replay = ReplayBuffer(store, capacity=1000, seed=0)
+        replay.offer(store.examples())
+
+        def holding(name: str) -> list[TrainingExample]:
+            return [e for e in store.examples() if e.form == "raft" and name in e.prompt]
+
+        victim = "Person 3"
+        held = holding(victim)
+        assert held and {e.source_id for e in held} - {"kb/p3"}  # others carry it
+        before = {e.example_id: e for e in store.examples()}
+        store.remove_source("kb/p3")
+        # the deleted row is nowhere in the corpus, not even as a wrong passage
+        assert not any(victim in e.prompt or victim in e.completion for e in store.examples())
+        assert all("City3" not in e.prompt for e in store.examples())
+        after = {e.example_id: e for e in store.examples()}
+        # the examples that held it are rebuilt, not lost: same ids, same cycle, new passages
+        for e in held:
+            if e.source_id == "kb/p3":
+                continue
+            assert e.example_id in after and after[e.example_id].cycle == e.cycle == 1
+            assert after[e.example_id].completion == e.completion
+        # everything else is untouched; the reservoir still points at the rebuilt examples
+        assert {k for k in before if before[k].source_id != "kb/p3"} == set(after)
+        assert all(after[k] == before[k] for k in after
+                   if before[k].form != "raft" or victim not in before[k].prompt)
+        assert {e.example_id for e in replay.examples()} == set(after)
+
+
+def test_an_upsert_takes_the_old_text_out_of_other_chunks_distractors(
+        store: CorpusStore) -> None:
+    store.replace_source("kb/fee", _chunks("kb/fee", "The ferry fee is 9 marks."))
+    for sid, text in PEOPLE.items():
+        store.replace_source(sid, _chunks(sid, text))
+    assert any("9 marks" in e.prompt for e in store.examples() if e.source_id != "kb/fee")
+    store.replace_source("kb/fee", _chunks("kb/fee", "The ferry fee is 12 marks."))
+    assert not any("9 marks" in e.prompt or "9 marks" in e.completion
+                   for e in store.examples())
 
 
 def test_an_upsert_replaces_a_sources_examples(store: CorpusStore) -> None:

@@ -449,7 +449,7 @@ def build_examples(chunk: Chunk, distractors: Sequence[str] = (), *, cycle: int 
         for variant in range(cfg.qa_per_fact):
             q = _question(fact, variant)
             examples.append(_example(chunk, form, q, q, fact.answer, lang, cycle))
-    pool = [s for t in distractors for s in _evidence_units(t) if s.strip() and s not in text]
+    pool = [s for t in distractors for s in distractor_units(t) if s.strip() and s not in text]
     # different facts, asked in different training phrasings, the right passage anywhere
     for i, fact in enumerate(rng.sample(facts, min(cfg.raft_per_chunk, len(facts)))):
         wrong = rng.sample(pool, min(cfg.distractors, len(pool)))
@@ -462,7 +462,7 @@ def build_examples(chunk: Chunk, distractors: Sequence[str] = (), *, cycle: int 
     return examples
 
 
-def _evidence_units(text: str) -> list[str]:
+def distractor_units(text: str) -> list[str]:
     """Units a distractor is drawn from: the row whole, or the sentences of a text."""
     if _FIELD_LINE.match(text.splitlines()[0] if text.strip() else ""):
         return [text]

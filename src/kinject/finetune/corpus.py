@@ -27,9 +27,11 @@ from kinject.finetune.augment import (
     AugmentConfig,
     QAPair,
     build_examples,
+    distractor_units,
     eval_questions,
     train_questions,
 )
+from kinject.prompting import fence
 from kinject.types import Chunk, TrainingExample, content_hash
 
 if TYPE_CHECKING:
@@ -175,7 +177,9 @@ class CorpusStore:
 
     def remove_source(self, source_id: str) -> int:
         """Forget a source: its chunks, examples (LM paraphrases included), cached
-        paraphrase candidates and replay slots. Returns examples removed."""
+        paraphrase candidates and replay slots, and its text wherever other chunks' RAFT
+        examples hold it as a distractor (those are rebuilt with other distractors).
+        Returns the source's own examples removed."""
         with self.transaction() as db:
             return self._remove(db, source_id, [])
 
@@ -201,17 +205,50 @@ class CorpusStore:
         self._set(db, "seq", str(seq))
         return added
 
-    @staticmethod
-    def _remove(db: sqlite3.Connection, source_id: str, keep: Sequence[str]) -> int:
+    def _remove(self, db: sqlite3.Connection, source_id: str, keep: Sequence[str]) -> int:
         marks = ",".join("?" * len(keep))
         cond = f"source_id=? AND chunk_id NOT IN ({marks})" if keep else "source_id=?"
         args = (source_id, *keep)
+        gone = [r[0] for r in db.execute(f"SELECT text FROM chunks WHERE {cond}", args)]
         db.execute("DELETE FROM replay WHERE example_id IN "
                    f"(SELECT example_id FROM examples WHERE {cond})", args)
         removed = db.execute(f"DELETE FROM examples WHERE {cond}", args).rowcount
         db.execute(f"DELETE FROM paraphrases WHERE {cond}", args)
         db.execute(f"DELETE FROM chunks WHERE {cond}", args)
+        if gone:
+            self._purge_distractors(db, gone)
         return removed
+
+    def _purge_distractors(self, db: sqlite3.Connection, texts: Sequence[str]) -> None:
+        """A deleted (or replaced) text must not live on inside other chunks' RAFT examples,
+        where it was a wrong passage: those examples are rebuilt with distractors drawn from
+        what the corpus still holds. A rebuilt example keeps its id (it is named by its
+        question), so replay slots keep pointing at it, and the cycle of its chunk."""
+        # as the passages are quoted in a RAFT prompt (kinject.prompting.fence)
+        units = sorted({fence(u) for t in texts for u in distractor_units(t) if u.strip()})
+        hit: set[str] = set()
+        for start in range(0, len(units), 200):  # one scan of the RAFT rows per 200 units
+            part = units[start:start + 200]
+            found = " OR ".join(["instr(prompt, ?) > 0"] * len(part))
+            hit.update(r[0] for r in db.execute(
+                f"SELECT DISTINCT chunk_id FROM examples WHERE form='raft' AND ({found})", part))
+        if not hit:
+            return
+        ids = sorted(hit)
+        marks = ",".join("?" * len(ids))
+        db.execute(f"DELETE FROM examples WHERE form='raft' AND chunk_id IN ({marks})", ids)
+        rows = db.execute(
+            "SELECT chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle "
+            f"FROM chunks WHERE chunk_id IN ({marks}) ORDER BY cycle, chunk_id", ids).fetchall()
+        by_cycle: dict[int, list[Chunk]] = {}
+        for r in rows:
+            by_cycle.setdefault(int(r[8]), []).append(
+                Chunk(r[0], r[1], r[2], r[3], ordinal=r[4], lang=r[5], kind=r[6],
+                      meta=json.loads(r[7])))
+        for cycle, chunks in by_cycle.items():
+            self._add(db, chunks, cycle, self._distractor_texts(db, chunks))
+        log.info("rebuilt the RAFT examples of %d chunk(s) that held deleted text as a "
+                 "distractor", len(ids))
 
     # -- LM paraphrases (kinject.finetune.paraphrase) -------------------------------------
     def paraphrase_candidates(self, chunk_ids: Sequence[str]
@@ -262,12 +299,15 @@ class CorpusStore:
 
     def _distractors(self, chunks: Sequence[Chunk]) -> list[str]:
         """Texts of other chunks for RAFT: stored ones of other sources, and this batch."""
+        with self._lock:
+            return self._distractor_texts(self._db, chunks)
+
+    def _distractor_texts(self, db: sqlite3.Connection, chunks: Sequence[Chunk]) -> list[str]:
         sources = sorted({c.source_id for c in chunks})
         marks = ",".join("?" * len(sources))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT text FROM chunks WHERE source_id NOT IN ({marks}) "
-                "ORDER BY chunk_id LIMIT ?", (*sources, 10 * self.distractor_pool)).fetchall()
+        rows = db.execute(
+            f"SELECT text FROM chunks WHERE source_id NOT IN ({marks}) "
+            "ORDER BY chunk_id LIMIT ?", (*sources, 10 * self.distractor_pool)).fetchall()
         texts = [r[0] for r in rows]
         rng = random.Random(content_hash(*sorted(c.chunk_id for c in chunks)))
         picked = rng.sample(texts, min(self.distractor_pool, len(texts)))
