@@ -37,7 +37,7 @@ measured; the gate's decisions are reported beside (``gate``). The records go st
 the corpus and the index here (the Kafka road to both is covered by the tests).
 
     python bench/inject.py --quick     # SmolLM2, 3 people per batch, 3 epochs
-    python bench/inject.py             # 20 people per batch, 3 epochs: about an hour
+    python bench/inject.py             # 20 people per batch, 3 epochs: about 70 minutes
 """
 
 from __future__ import annotations
