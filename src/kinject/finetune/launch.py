@@ -188,10 +188,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _warn_unasked_paraphrases(args.config)
-    result = run_job(args.config)
+    try:
+        result = run_job(args.config)
+    finally:
+        _end_process_group()
     log.info("trained %d steps in %.1f s: adapter in %s", result.steps, result.seconds,
              result.adapter_dir)
     return 0
+
+
+def _end_process_group() -> None:
+    """Take the process group down before the interpreter exits. Left to exit, each rank's
+    gloo threads can outlive the other rank's sockets and abort the process (SIGABRT) after
+    the work is done, which the launcher reports as a failed job."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _warn_unasked_paraphrases(job_path: Path) -> None:
