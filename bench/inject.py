@@ -316,9 +316,9 @@ def main() -> None:
     rag_new2 = _rag_accuracy(RagService(index, switcher.generator(c2.version)), q2)
 
     progress(f"deleting {', '.join(deleted)}; cycle 3 retrains without them")
+    lab.registry.taint_sources(deleted)
     for source_id in deleted:
         lab.corpus.remove_source(source_id)
-        lab.registry.taint_source(source_id)
         _index_update(index, embedder, [], delete=source_id)
     c3 = lab.cycle(config)
     ev.add_adapter("v3", lab.registry.path(c3.version))

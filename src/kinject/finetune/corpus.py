@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kinject.finetune.augment import (
     AugmentConfig,
@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS paraphrases (
 CREATE INDEX IF NOT EXISTS paraphrases_source ON paraphrases(source_id);
 """
 _EXAMPLE_COLUMNS = "example_id, chunk_id, source_id, prompt, completion, form, cycle, lang"
+_CHUNK_COLUMNS = "chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle"
 
 
 class CorpusStore:
@@ -237,14 +238,11 @@ class CorpusStore:
         ids = sorted(hit)
         marks = ",".join("?" * len(ids))
         db.execute(f"DELETE FROM examples WHERE form='raft' AND chunk_id IN ({marks})", ids)
-        rows = db.execute(
-            "SELECT chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle "
-            f"FROM chunks WHERE chunk_id IN ({marks}) ORDER BY cycle, chunk_id", ids).fetchall()
+        rows = db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE chunk_id IN ({marks}) "
+                          "ORDER BY cycle, chunk_id", ids).fetchall()
         by_cycle: dict[int, list[Chunk]] = {}
-        for r in rows:
-            by_cycle.setdefault(int(r[8]), []).append(
-                Chunk(r[0], r[1], r[2], r[3], ordinal=r[4], lang=r[5], kind=r[6],
-                      meta=json.loads(r[7])))
+        for chunk, cycle in map(_row_to_chunk, rows):
+            by_cycle.setdefault(cycle, []).append(chunk)
         for cycle, chunks in by_cycle.items():
             self._add(db, chunks, cycle, self._distractor_texts(db, chunks))
         log.info("rebuilt the RAFT examples of %d chunk(s) that held deleted text as a "
@@ -346,14 +344,12 @@ class CorpusStore:
                ) -> list[tuple[Chunk, int]]:
         """Stored chunks with the cycle each first appeared in."""
         where, args = self._filter(cycles, exclude_sources)
-        sql = ("SELECT chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle "
-               "FROM chunks")
+        sql = f"SELECT {_CHUNK_COLUMNS} FROM chunks"
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY cycle, source_id, ordinal", args).fetchall()
-        return [(Chunk(r[0], r[1], r[2], r[3], ordinal=r[4], lang=r[5], kind=r[6],
-                       meta=json.loads(r[7])), int(r[8])) for r in rows]
+        return [_row_to_chunk(r) for r in rows]
 
     def qa_pairs(self, cycles: Iterable[int] | None = None, exclude_sources: Iterable[str] = (),
                  *, held_out: bool = True) -> list[QAPair]:
@@ -402,6 +398,12 @@ class CorpusStore:
             where.append(f"source_id NOT IN ({','.join('?' * len(ex))})")
             args.extend(ex)
         return where, args
+
+
+def _row_to_chunk(r: Sequence[Any]) -> tuple[Chunk, int]:
+    """A row of ``_CHUNK_COLUMNS``: the chunk and the cycle it first appeared in."""
+    return (Chunk(r[0], r[1], r[2], r[3], ordinal=r[4], lang=r[5], kind=r[6],
+                  meta=json.loads(r[7])), int(r[8]))
 
 
 def _row_to_example(r: Sequence[object]) -> TrainingExample:
