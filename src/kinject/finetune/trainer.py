@@ -73,7 +73,7 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_seq_len: int = 256
-    ewc_lambda: float = 0.1
+    ewc_lambda: float = 0.03
     ewc_gamma: float = 0.9  # online EWC: the running Fisher decays by this per cycle
     fisher_samples: int = 64  # examples the Fisher is estimated on (0: no EWC state)
     replay_ratio: float = 0.25
