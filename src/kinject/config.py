@@ -159,6 +159,8 @@ class FinetuneSettings(BaseModel):
     # Earlier examples (reservoir) and general text mixed in, per new example.
     replay_ratio: float = Field(default=0.25, ge=0.0)
     replay_capacity: int = Field(default=2000, ge=1)
+    # More general text did not hold general-text perplexity better: one 20-person cycle
+    # (all-linear, lr 1e-3) measured 192 at 0, 40 at 0.05 and 87 at 0.2 (base 34).
     general_ratio: float = Field(default=0.05, ge=0.0)
     patience: int = Field(default=3, ge=1, description="held-out evaluations without gain")
     eval_every: int = Field(default=50, ge=0)
