@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from kinject.errors import KinjectError
+from kinject.errors import BrokerError, KinjectError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kinject.api.auth import KeyStore
     from kinject.config import Settings
     from kinject.stream.dlq import DeadLetter
+    from kinject.stream.dlq_store import DeadLetterStore
 
 app = typer.Typer(
     name="kinject",
@@ -258,7 +259,10 @@ def dlq_list(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """List the latest dead letters: id (PARTITION:OFFSET), time, stage, reason, source."""
+    """List the latest dead letters: id, time, stage, reason, source, times seen.
+
+    They are read from kinject's durable store (what the topic alone holds is copied in
+    first), so they outlive a restart of the embedded broker."""
     import datetime
 
     from rich.console import Console
@@ -270,18 +274,19 @@ def dlq_list(
         raise _fail(exc) from exc
     shown = letters[-limit:]
     table = Table(title=f"{len(shown)} of {len(letters)} dead letter(s)")
-    for col in ("id", "time", "stage", "reason", "source id"):
+    for col in ("id", "time", "stage", "reason", "source id", "seen"):
         table.add_column(col, overflow="fold")
     for d in shown:
         when = (datetime.datetime.fromtimestamp(d.at).isoformat(" ", "seconds")
                 if d.at else "-")
-        table.add_row(d.id, when, d.stage, d.reason, d.source_id)
+        seen = str(d.seen) + (" (replayed)" if d.replayed_at else "")
+        table.add_row(d.id, when, d.stage, d.reason, d.source_id, seen)
     Console().print(table)
 
 
 @dlq_app.command("show")
 def dlq_show(
-    offset: Annotated[str, typer.Argument(help="PARTITION:OFFSET, or OFFSET if unique.")],
+    offset: Annotated[str, typer.Argument(help="The letter's id (see `kinject dlq list`).")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -307,7 +312,7 @@ def dlq_show(
 @dlq_app.command("replay")
 def dlq_replay(
     offset: Annotated[
-        str | None, typer.Option("--offset", help="PARTITION:OFFSET, or OFFSET if unique.")
+        str | None, typer.Option("--offset", help="The letter's id (see `kinject dlq list`).")
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     config: ConfigOpt = None,
@@ -315,7 +320,8 @@ def dlq_replay(
 ) -> None:
     """Re-publish dead letters' original bytes to kinject.records."""
     from kinject.stream.broker import connect
-    from kinject.stream.dlq import find_dead_letter, read_dead_letters, replay
+    from kinject.stream.dlq import find_dead_letter, replay
+    from kinject.stream.dlq_store import open_dead_letter_store
     from kinject.stream.outbox import Outbox
     from kinject.stream.producer import Producer
     from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
@@ -326,27 +332,53 @@ def dlq_replay(
     try:
         settings = _settings(config, data_dir)
         require_bootstrap(settings)
-        with connect(settings.kafka) as bootstrap:
-            letters = read_dead_letters(settings.kafka, bootstrap)
+        with connect(settings.kafka) as bootstrap, \
+                open_dead_letter_store(settings.data_dir) as store:
+            _mirror_dead_letters(settings, bootstrap, store)
+            letters = store.latest()
             chosen = letters if all_ else [find_dead_letter(letters, offset or "")]
             with (Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
                   Producer(settings.kafka, bootstrap, outbox) as producer):
                 sent = replay(producer, chosen)
                 topic = producer.topic
+            store.mark_replayed(d.row for d in chosen if d.row is not None)
     except KinjectError as exc:
         raise _fail(exc) from exc
     typer.echo(f"replayed {len(sent)} dead letter(s) to {topic}")
 
 
 def _dead_letters(config: Path | None, data_dir: Path | None) -> list[DeadLetter]:
+    """Every stored dead letter, after copying in what only the broker's topic holds (when
+    a broker is configured and answers)."""
     from kinject.stream.broker import connect
-    from kinject.stream.dlq import read_dead_letters
-    from kinject.stream.publish import require_bootstrap
+    from kinject.stream.dlq_store import open_dead_letter_store
 
     settings = _settings(config, data_dir)
-    require_bootstrap(settings)
-    with connect(settings.kafka) as bootstrap:
-        return read_dead_letters(settings.kafka, bootstrap)
+    with open_dead_letter_store(settings.data_dir) as store:
+        if settings.kafka.bootstrap_servers:
+            try:
+                with connect(settings.kafka, timeout_s=10) as bootstrap:
+                    _mirror_dead_letters(settings, bootstrap, store)
+            except KinjectError as exc:
+                typer.secho(f"warning: {exc}; showing the letters stored here", fg="yellow",
+                            err=True)
+        return store.latest()
+
+
+def _mirror_dead_letters(settings: Settings, bootstrap: str, store: DeadLetterStore) -> None:
+    from kafka.errors import KafkaError
+
+    from kinject.stream.clients import ClusterWatch
+    from kinject.stream.dlq import read_dead_letters
+
+    watch = ClusterWatch(settings.kafka, bootstrap)
+    try:
+        cluster = watch.cluster_id()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot ask {bootstrap} which cluster it is: {exc}") from exc
+    finally:
+        watch.close()
+    store.mirror(read_dead_letters(settings.kafka, bootstrap), cluster)
 
 
 @app.command()

@@ -220,6 +220,11 @@ class ApiSettings(BaseModel):
                                 description="largest request body accepted")
     max_question_chars: int = Field(default=2000, ge=1)
     max_records_per_request: int = Field(default=500, ge=1)
+    # Records accepted but not yet confirmed by a worker, past which POST /v1/records answers
+    # 503 with Retry-After: 100k records is hours of a dead broker at a busy site, and
+    # (records of a few KB) a few hundred MB of disk; the limit keeps a broker that never
+    # comes back from filling the disk.
+    max_outbox_records: int = Field(default=100_000, ge=1)
     max_k: int = Field(default=50, ge=1, description="largest k a search or ask may ask for")
 
 

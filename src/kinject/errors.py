@@ -27,6 +27,16 @@ class BrokerError(KinjectError):
     code = "broker_error"
 
 
+class Busy(KinjectError):
+    """Kinject cannot take more work now (a queue is full); the caller should retry later."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class BadRecord(KinjectError):
     """A record cannot be parsed or validated; it belongs in the dead-letter topic."""
 

@@ -9,7 +9,9 @@ Threads, all stopped by one event (SIGINT/SIGTERM set it):
   broker lost, so an accepted record always reaches the log
 - a warm-up that loads the generator, after which /readyz can turn ready
 
-With no bootstrap servers configured, the embedded broker runs for the life of the process.
+With no bootstrap servers configured, the embedded broker runs for the life of the process,
+restarted by a supervisor whenever it dies (/readyz says not ready meanwhile; POST
+/v1/records keeps accepting into the outbox).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_EVERY_S = 5.0
+# How long a stopping serve waits for its background threads, all together: they are
+# daemons, and what they have not finished is in the outbox or read again on the next start.
+STOP_WAIT_S = 10.0
 
 
 class ApiServer:
@@ -158,7 +163,7 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     broker in that order. ``on_ready`` gets the URL once the API listens."""
     from kinject.api.app import create_app
     from kinject.service import KinjectService
-    from kinject.stream.broker import connect
+    from kinject.stream.supervisor import supervised_broker
 
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
@@ -167,11 +172,12 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     host = host or settings.api.host
     port = settings.api.port if port is None else port
     try:
-        with connect(settings.kafka) as bootstrap, KinjectService(settings) as svc:
+        with supervised_broker(settings.kafka) as (bootstrap, supervisor), \
+                KinjectService(settings) as svc:
             if not settings.kafka.bootstrap_servers:
                 log.info("embedded Kafka broker on %s (publish there, or through the API)",
                          bootstrap)
-            svc.attach(bootstrap)
+            svc.attach(bootstrap, supervisor)
             threads = start_background(svc, settings, bootstrap, workers, stop)
             with ApiServer(create_app(svc), host, port) as server:
                 log.info("kinject serving on %s (%d ingest worker(s)%s)", server.url, workers,
@@ -182,8 +188,9 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
                     if not server.running:
                         raise KinjectError(f"the API server stopped: {server.error}")
                 stop.set()
+            deadline = time.monotonic() + STOP_WAIT_S
             for t in threads:
-                t.join(timeout=30)
+                t.join(timeout=max(deadline - time.monotonic(), 0.1))
             log.info("kinject serve stopped")
     finally:
         stop.set()

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from kinject.index.filters import SearchFilters
     from kinject.index.image_index import ImageHit, ImageIndex
     from kinject.index.text_index import TextIndex
+    from kinject.stream.dlq_store import DeadLetterStore
     from kinject.stream.outbox_keeper import OutboxKeeper
+    from kinject.stream.supervisor import BrokerSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ class KinjectService:
         self._outbox: Any = None
         self._status: Any = None
         self._publish_lock = threading.Lock()
+        self._keeper: OutboxKeeper | None = None
+        self._supervisor: BrokerSupervisor | None = None
+        self._dlq: DeadLetterStore | None = None
         self._caught_up = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -364,8 +369,11 @@ class KinjectService:
             store.close()
 
     # -- serving: publishing, lineage, dead letters, readiness (kinject serve, the API) -------
-    def attach(self, bootstrap: str) -> None:
-        """Use the broker at ``bootstrap`` for publish, dlq and status (closed by close())."""
+    def attach(self, bootstrap: str, supervisor: BrokerSupervisor | None = None) -> None:
+        """Use the broker at ``bootstrap`` for publish, dlq and status (closed by close()).
+
+        ``supervisor``: the embedded broker's, whose state /readyz reports; after each
+        restart the outbox keeper re-sends at once what the new (empty) broker lacks."""
         from kinject.stream.lag import BrokerStatus
         from kinject.stream.outbox import Outbox
         from kinject.stream.producer import Producer
@@ -376,15 +384,28 @@ class KinjectService:
         self._outbox = Outbox(self.settings.data_dir / OUTBOX_FILE)
         self._producer = Producer(self.settings.kafka, bootstrap, self._outbox)
         self._status = BrokerStatus(self.settings.kafka, bootstrap)
+        self._supervisor = supervisor
+        if supervisor is not None:
+            supervisor.on_restart(self._broker_restarted)
+
+    def _broker_restarted(self) -> None:
+        if self._keeper is not None:
+            self._keeper.wake(full=True)
 
     def detach(self) -> None:
-        for part in (self._producer, self._outbox, self._status):
+        if self._producer is not None:
+            try:  # briefly: what is not acknowledged stays in the outbox for the next start
+                self._producer.close(timeout_s=2.0)
+            except KinjectError as exc:
+                log.warning("closing the producer: %s", exc)
+        for part in (self._outbox, self._status, self._dlq):
             if part is not None:
                 try:
                     part.close()
-                except KinjectError as exc:  # what the outbox holds is re-sent later
+                except KinjectError as exc:
                     log.warning("closing %r: %s", part, exc)
         self._producer = self._outbox = self._status = self._bootstrap = None
+        self._keeper = self._supervisor = self._dlq = None
 
     def _require_broker(self) -> str:
         if self._bootstrap is None:
@@ -392,19 +413,30 @@ class KinjectService:
         return self._bootstrap
 
     def publish(self, records: Sequence[Record]) -> list[str]:
-        """Accept records durably (the outbox) and send them; return their ids.
+        """Accept records durably (the outbox), all or none; return their ids.
 
-        A broker that does not acknowledge in time is not an error here: accepted records
-        stay in the outbox and are re-sent (see :meth:`confirm_outbox`).
+        Every record is validated (encoded, size-checked) before any is written, and all
+        are written in one transaction: a batch with one bad record leaves nothing behind.
+        With an outbox keeper running (``kinject serve``) this never waits on the broker:
+        the keeper sends them at once, or re-sends them once a lost broker is back. Raises
+        BadRecord (nothing accepted) or Busy when the outbox is full.
         """
+        from kinject.stream.producer import encode_message
+
         self._require_broker()
-        with self._publish_lock:
-            ids = [self._producer.publish(r) for r in records]
-            try:
-                self._producer.flush()
-            except BrokerError as exc:
-                log.warning("records accepted but not yet acknowledged: %s", exc)
-        return ids
+        limit = self._producer.max_record_bytes
+        messages = [encode_message(r, limit) for r in records]
+        rows = self._outbox.accept_many(self._producer.topic, messages,
+                                        max_pending=self.settings.api.max_outbox_records)
+        if self._keeper is not None:
+            self._keeper.wake()
+        else:  # no keeper (a library user): send now and wait for the acknowledgement
+            with self._publish_lock:
+                try:
+                    self._outbox.deliver(self._producer)
+                except BrokerError as exc:
+                    log.warning("records accepted but not yet acknowledged: %s", exc)
+        return [f"outbox:{row}" for row in rows]
 
     def outbox_keeper(self, interval_s: float = 5.0) -> OutboxKeeper:
         """A keeper that prunes what the ingest group committed and re-sends what a broker
@@ -412,8 +444,9 @@ class KinjectService:
         from kinject.stream.outbox_keeper import OutboxKeeper
 
         bootstrap = self._require_broker()
-        return OutboxKeeper(self._outbox, self._producer, self.settings.kafka, bootstrap,
-                            interval_s, lock=self._publish_lock)
+        self._keeper = OutboxKeeper(self._outbox, self._producer, self.settings.kafka,
+                                    bootstrap, interval_s, lock=self._publish_lock)
+        return self._keeper
 
     def lineage(self, source_id: str) -> dict[str, Any]:
         """Where a source came from and what it became: Kafka positions, chunks, adapters."""
@@ -428,12 +461,22 @@ class KinjectService:
                 # superseded by a newer conflicting one (see `kinject conflicts`)
                 "hidden": hidden_chunks(self._docstore(), source_id)}
 
-    def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The latest ``limit`` dead letters, newest last."""
-        from kinject.stream.dlq import read_dead_letters
+    def dead_letter_store(self) -> DeadLetterStore:
+        """The durable dead-letter store of this data directory (opened on first use)."""
+        from kinject.stream.dlq_store import open_dead_letter_store
 
-        letters = read_dead_letters(self.settings.kafka, self._require_broker())
-        return [d.to_dict() for d in letters[-limit:]] if limit > 0 else []
+        with self._lock:
+            if self._dlq is None:
+                self._dlq = open_dead_letter_store(self.settings.data_dir)
+            return self._dlq
+
+    def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest ``limit`` dead letters (from the durable store), newest last."""
+        letters = self.dead_letter_store().latest(limit) if limit > 0 else []
+        return [d.to_dict() for d in letters]
+
+    def dead_letter_count(self) -> int:
+        return self.dead_letter_store().count()
 
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest updates this index applied (source id, op, Kafka position, time)."""
@@ -486,15 +529,28 @@ class KinjectService:
         """Readiness: the models are loaded and the index has caught up with kinject.chunks
         (once caught up, a replica stays ready while it keeps applying)."""
         checks: dict[str, Any] = {"models_loaded": self.models_loaded}
-        try:
-            lag = sum(self.chunks_lag().values())
-            checks["chunks_lag"] = lag
-            if lag == 0:
-                self._caught_up = True
-        except KinjectError as exc:
-            checks["broker"] = str(exc)
+        broker_ok = self._broker_alive()
+        if self._supervisor is not None:
+            checks["embedded_broker"] = self._supervisor.state()
+        if broker_ok:
+            try:
+                lag = sum(self.chunks_lag().values())
+                checks["chunks_lag"] = lag
+                if lag == 0:
+                    self._caught_up = True
+            except KinjectError as exc:
+                broker_ok = False
+                checks["broker"] = str(exc)
+        else:
+            checks["broker"] = "the embedded broker is down; it is being restarted"
+        checks["broker_ok"] = broker_ok
         checks["index_caught_up"] = self._caught_up
-        return {"ready": bool(checks["models_loaded"] and self._caught_up), "checks": checks}
+        ready = bool(checks["models_loaded"] and self._caught_up and broker_ok)
+        return {"ready": ready, "checks": checks}
+
+    def _broker_alive(self) -> bool:
+        """False when the embedded broker is known to be dead (no need to ask it)."""
+        return self._supervisor is None or self._supervisor.running
 
     def stats(self) -> dict[str, Any]:
         """Figures for /metrics and the web page; a part the broker cannot answer is None."""
@@ -503,10 +559,12 @@ class KinjectService:
                                "ingest_lag": None, "chunks_lag": None, "dlq_count": None}
         if self._status is None:
             return out
+        out["dlq_count"] = self.dead_letter_count()
+        if not self._broker_alive():
+            return out
         try:
             out["ingest_lag"] = self._status.ingest_lag()
             out["chunks_lag"] = self.chunks_lag()
-            out["dlq_count"] = self._status.dlq_count()
         except KinjectError as exc:
             log.warning("broker figures unavailable: %s", exc)
         return out

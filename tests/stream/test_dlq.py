@@ -16,6 +16,7 @@ from kinject.index.embedders import HashEmbedder
 from kinject.ingest.pipeline import IngestConfig
 from kinject.stream.clients import make_producer
 from kinject.stream.dlq import read_dead_letters
+from kinject.stream.dlq_store import open_dead_letter_store
 from kinject.stream.events import encode_dead_letter
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.topics import Topics
@@ -53,7 +54,7 @@ def _letters(kafka: KafkaSettings) -> None:
     for offset, (key, value, stage, reason) in enumerate(bad):
         producer.send(topics.dlq, key=key, value=encode_dead_letter(
             reason=reason, stage=stage, error_type="BadRecord", topic=topics.records,
-            partition=0, offset=offset, key=key, value=value))
+            partition=0, offset=1000 + offset, key=key, value=value))
     producer.flush()
     producer.close()
 
@@ -70,6 +71,12 @@ def test_list_and_show_real_dead_letters(kafka: KafkaSettings, env: dict[str, st
     result = runner.invoke(app, ["dlq", "list", "--limit", "1"], env=env)
     assert "1 of 3" in result.stdout and "kb/bin" in result.stdout
     assert "kb/broken" not in result.stdout
+    # Listing again copies nothing twice: the store knows each letter's position.
+    result = runner.invoke(app, ["dlq", "list"], env=env)
+    assert "3 of 3 dead letter(s)" in result.stdout
+    with open_dead_letter_store(Path(env["KINJECT_DATA_DIR"])) as store:
+        letters = store.latest()
+    assert [d.source_id for d in letters] == ["kb/broken", "kb/pdf", "kb/bin"]
     pdf = letters[1]
     result = runner.invoke(app, ["dlq", "show", pdf.id], env=env)
     assert result.exit_code == 0, result.output
@@ -85,7 +92,9 @@ def test_replay_republishes_and_a_failure_lands_in_the_dlq_again(
     kafka: KafkaSettings, env: dict[str, str], hash_embedder: HashEmbedder
 ) -> None:
     _letters(kafka)
-    broken = read_dead_letters(kafka, kafka.bootstrap_servers or "")[0]
+    assert runner.invoke(app, ["dlq", "list"], env=env).exit_code == 0
+    with open_dead_letter_store(Path(env["KINJECT_DATA_DIR"])) as store:
+        broken = store.latest()[0]
     result = runner.invoke(app, ["dlq", "replay"], env=env)
     assert result.exit_code == 2 and "--offset N" in result.stderr
     worker = IngestWorker(kafka, kafka.bootstrap_servers or "", IngestConfig(ocr_engine="none"),

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kinject.errors import (
     BadRecord,
     BrokerError,
+    Busy,
     ConfigError,
     DependencyMissing,
     IndexFailure,
@@ -57,7 +58,7 @@ def status_of(exc: KinjectError) -> tuple[int, str]:
         return 404, "not_found"
     if isinstance(exc, BadRecord):
         return 400, "bad_request"
-    if isinstance(exc, BrokerError | IndexFailure | ModelNotFound | DependencyMissing):
+    if isinstance(exc, Busy | BrokerError | IndexFailure | ModelNotFound | DependencyMissing):
         return 503, "unavailable"
     if isinstance(exc, ConfigError):
         return 500, "internal"
@@ -79,6 +80,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KinjectError)
     async def _domain(request: Request, exc: KinjectError) -> JSONResponse:
         status, code = status_of(exc)
+        if isinstance(exc, Busy):  # expected under load: the client retries after a while
+            return _json(status, code, str(exc), {"Retry-After": str(exc.retry_after_s)})
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return _json(status, code, str(exc))

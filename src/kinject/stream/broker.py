@@ -192,6 +192,7 @@ class EmbeddedBroker:
         self._port: int | None = None
         self._log_handle: IO[bytes] | None = None
         self._lock = threading.RLock()
+        self._last_port: int | None = None  # where restart() brings Tansu back
 
     @property
     def bootstrap_servers(self) -> str:
@@ -251,6 +252,7 @@ class EmbeddedBroker:
                     self._kill()
                     raise
                 break
+            self._last_port = self._port
             try:
                 remaining = max(deadline - time.monotonic(), 1.0)
                 ensure_topics(self._kafka, self.bootstrap_servers, timeout_s=remaining)
@@ -262,6 +264,22 @@ class EmbeddedBroker:
                 "embedded Kafka broker (tansu pid %d) on %s", self.pid, self.bootstrap_servers
             )
             return self
+
+    def restart(self) -> EmbeddedBroker:
+        """Start Tansu again on the port it last listened on, so clients reconnect there.
+
+        The log was in memory: the broker comes back as a new, empty cluster (kinject's
+        outbox re-sends what it lost and consumers re-read from the start).
+        """
+        with self._lock:
+            if self.running:
+                return self
+            requested = self._requested_port
+            self._requested_port = self._last_port or requested
+            try:
+                return self.start()
+            finally:
+                self._requested_port = requested
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Interrupt Tansu's process group, SIGKILL it after ``timeout_s``. Idempotent.

@@ -1,5 +1,9 @@
 """Inspect and replay the dead-letter topic (``kinject.dlq``).
 
+Listing and replay read kinject's durable store (:mod:`kinject.stream.dlq_store`), which
+the worker writes first and which copies in what only the topic holds; this module reads
+the topic and replays.
+
 A dead letter is read with a consumer in no group, from the beginning of every partition
 up to the end it had when the read began, so reading changes nothing for anyone. Its id is
 ``PARTITION:OFFSET`` in the dlq topic; a bare offset is accepted where it is unambiguous.
@@ -40,10 +44,18 @@ class DeadLetter:
     source_offset: int | None
     key: bytes | None
     value: bytes | None
+    # Set for letters from the durable store: its row id, how often the same bytes failed,
+    # when it was replayed.
+    row: int | None = None
+    seen: int = 1
+    replayed_at: float | None = None
+    # From the topic: the cluster the worker read the record in, the bytes' digest.
+    cluster_id: str | None = None
+    digest: str | None = None
 
     @property
     def id(self) -> str:
-        return f"{self.partition}:{self.offset}"
+        return str(self.row) if self.row is not None else f"{self.partition}:{self.offset}"
 
     @property
     def source_id(self) -> str:
@@ -81,6 +93,8 @@ class DeadLetter:
             },
             "key": self.source_id if self.key is not None else None,
             "value_bytes": None if self.value is None else len(self.value),
+            "seen": self.seen,
+            "replayed_at": self.replayed_at,
         }
 
 
@@ -120,6 +134,8 @@ def _decode(msg: Any) -> DeadLetter:
         source_offset=body.get("offset"),
         key=b64("key_b64"),
         value=b64("value_b64"),
+        cluster_id=body.get("cluster_id"),
+        digest=body.get("digest"),
     )
 
 
@@ -159,8 +175,12 @@ def read_dead_letters(
 
 
 def find_dead_letter(letters: list[DeadLetter], ref: str) -> DeadLetter:
-    """The dead letter named ``PARTITION:OFFSET``, or by a bare offset when only one has it."""
+    """The dead letter with id ``ref`` (a stored letter's number), or named ``PARTITION:OFFSET``
+    in the topic, or by a bare offset when only one has it."""
     ref = ref.strip()
+    exact = [d for d in letters if d.id == ref]
+    if len(exact) == 1:
+        return exact[0]
     try:
         if ":" in ref:
             part, off = (int(x) for x in ref.split(":", 1))

@@ -184,8 +184,11 @@ def encode_dead_letter(
     offset: int,
     key: bytes | None,
     value: bytes | None,
+    cluster_id: str | None = None,
+    digest: str | None = None,
 ) -> bytes:
-    """A dead letter keeps the original bytes, so an operator can inspect and replay it."""
+    """A dead letter keeps the original bytes, so an operator can inspect and replay it;
+    the cluster and the bytes' digest let a store recognise a letter it already holds."""
     body = {
         "reason": reason,
         "stage": stage,
@@ -196,5 +199,7 @@ def encode_dead_letter(
         "key_b64": base64.b64encode(key).decode("ascii") if key is not None else None,
         "value_b64": base64.b64encode(value).decode("ascii") if value is not None else None,
         "at": time.time(),
+        "cluster_id": cluster_id,
+        "digest": digest,
     }
     return json.dumps(body).encode("utf-8")

@@ -41,6 +41,7 @@ from kinject.types import Chunk, ImageItem, Record, content_hash
 if TYPE_CHECKING:
     from kinject.index.clip_embedder import ClipEmbedder
     from kinject.index.image_index import ImageUpdate
+    from kinject.stream.dlq_store import DeadLetterStore
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class IngestWorker:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         zh_embedder: Embedder | None = None,
         clip: ClipEmbedder | None = None,
+        dlq_store: DeadLetterStore | None = None,
     ) -> None:
         if max_record_bytes < 1:
             raise ValueError(f"max_record_bytes must be positive, got {max_record_bytes}")
@@ -86,6 +88,8 @@ class IngestWorker:
         self.zh_embedder = zh_embedder
         # CLIP for the image index; None: images are indexed through their caption/OCR only.
         self.clip = clip
+        # Where dead letters are kept durably before they go to the (in-memory?) dlq topic.
+        self.dlq_store = dlq_store
         self.batch_size = batch_size
         self.max_record_bytes = max_record_bytes
         self.topics = Topics.from_settings(kafka)
@@ -322,9 +326,17 @@ class IngestWorker:
 
     def _dead_letter(self, msg: Any, reason: str, stage: str, error_type: str,
                      *, keep_value: bool = True) -> None:
+        from kinject.stream.dlq_store import letter_digest
+
         log.warning(
             "dead letter %s[%d]@%d (%s): %s", msg.topic, msg.partition, msg.offset, stage, reason
         )
+        digest = letter_digest(msg.key, msg.value)
+        if self.dlq_store is not None:  # durable before the offset is committed
+            self.dlq_store.record(cluster_id=self._guard.joined, topic=msg.topic,
+                                  partition=msg.partition, offset=msg.offset, key=msg.key,
+                                  value=msg.value, stage=stage, reason=reason,
+                                  error_type=error_type, digest=digest, keep_value=keep_value)
         self._letters.append(self._producer.send(
             self.topics.dlq,
             key=msg.key,
@@ -337,6 +349,8 @@ class IngestWorker:
                 offset=msg.offset,
                 key=msg.key,
                 value=msg.value if keep_value else None,
+                cluster_id=self._guard.joined,
+                digest=digest,
             ),
         ))
         self.dead_letters += 1

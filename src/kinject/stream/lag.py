@@ -17,6 +17,9 @@ from kinject.stream.topics import Topics
 
 log = logging.getLogger(__name__)
 
+# How long a caller waits for another one's broker query before giving up.
+_BUSY_WAIT_S = 2.0
+
 
 class BrokerStatus:
     """Offsets of kinject's topics on one broker. Thread-safe; reconnects after a failure."""
@@ -90,12 +93,17 @@ class BrokerStatus:
     def _guard(self, fn: Any) -> Any:
         from kafka.errors import KafkaError
 
-        with self._lock:
-            try:
-                return fn()
-            except (KafkaError, OSError, AssertionError) as exc:
-                self._reset()
-                raise BrokerError(f"cannot read offsets from {self.bootstrap}: {exc}") from exc
+        # One caller at a time asks the broker; the others give up soon instead of piling
+        # up behind a broker that does not answer (each would hold a server thread).
+        if not self._lock.acquire(timeout=_BUSY_WAIT_S):
+            raise BrokerError(f"the broker at {self.bootstrap} is slow to answer offsets")
+        try:
+            return fn()
+        except (KafkaError, OSError, AssertionError) as exc:
+            self._reset()
+            raise BrokerError(f"cannot read offsets from {self.bootstrap}: {exc}") from exc
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from kinject.errors import BrokerError, KinjectError
+from kinject.errors import BrokerError, Busy, KinjectError
 
 if TYPE_CHECKING:
     from kinject.config import KafkaSettings
@@ -98,6 +98,52 @@ class Outbox:
             )
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
+
+    def accept_many(self, topic: str, items: list[tuple[bytes | None, bytes | None]], *,
+                    max_pending: int | None = None) -> list[int]:
+        """Write records durably in one transaction: all of them, or (on any error) none.
+
+        Raises Busy, and writes nothing, when that would put more than ``max_pending``
+        rows in the outbox (the broker is gone or the workers cannot keep up)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if max_pending is not None:
+                    held = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                    if held + len(items) > max_pending:
+                        raise Busy(f"the outbox holds {held:,} records waiting for the broker; "
+                                   f"{len(items)} more would pass its limit of {max_pending:,}")
+                rows = []
+                for key, value in items:
+                    cur = self._db.execute(
+                        "INSERT INTO outbox (topic, key, value, state, accepted_at) "
+                        "VALUES (?, ?, ?, 'accepted', ?)", (topic, key, value, now))
+                    assert cur.lastrowid is not None
+                    rows.append(int(cur.lastrowid))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return rows
+
+    def accepted(self) -> list[OutboxEntry]:
+        """Rows no broker has acknowledged yet, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                'SELECT id, topic, key, value, state, cluster_id, partition, "offset", '
+                "accepted_at FROM outbox WHERE state='accepted' ORDER BY id"
+            ).fetchall()
+        return [OutboxEntry(*row) for row in rows]
+
+    def deliver(self, producer: Producer) -> int:
+        """Send the rows no broker has acknowledged yet and wait for the acknowledgements
+        (no cluster check: :meth:`republish` does that); return how many were sent."""
+        entries = self.accepted()
+        for entry in entries:
+            producer.resend(entry)
+        producer.flush()
+        return len(entries)
 
     def mark_sent(
         self, row_id: int, cluster_id: str | None, topic: str, partition: int, offset: int

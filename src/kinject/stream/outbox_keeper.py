@@ -9,6 +9,9 @@ for hours (``kinject serve`` behind ``POST /v1/records``) needs the same done pe
   that is gone (an embedded broker restarted: a new, empty cluster), are sent again, in
   the order they were accepted. Downstream writes are idempotent, so a re-send is safe.
 
+Code that accepts records calls :meth:`OutboxKeeper.wake` and returns at once: the keeper
+sends them within moments, so no request thread ever waits on the broker.
+
 Run it in a thread beside the code that publishes::
 
     keeper = OutboxKeeper(outbox, producer, kafka, bootstrap, interval_s=5.0,
@@ -49,6 +52,7 @@ class KeeperStats:
     rounds: int = 0
     confirmed: int = 0
     resent: int = 0
+    delivered: int = 0  # sent as soon as they were accepted
     failures: int = 0  # rounds the broker did not answer, in all
     pending: int = 0  # rows in the outbox after the last round
     last_error: str | None = None
@@ -85,6 +89,8 @@ class OutboxKeeper:
         self.lock = lock or threading.Lock()
         self.stats = KeeperStats()
         self._failing = 0  # rounds in a row that failed: the backoff grows with them
+        self._wake = threading.Event()
+        self._round_now = False
 
     def run_once(self) -> tuple[int, int]:
         """One round: prune what the ingest group committed, re-send what the current
@@ -112,14 +118,44 @@ class OutboxKeeper:
         self.stats.last_round_at = time.time()
         return confirmed, resent
 
+    def wake(self, *, full: bool = False) -> None:
+        """Deliver what was just accepted now, not at the next round; ``full``: run a whole
+        round now (the broker was restarted: re-send what the new cluster lacks)."""
+        if full:
+            self._failing = 0
+            self._round_now = True
+        self._wake.set()
+
     def run(self, stop: threading.Event) -> None:
-        """Rounds every ``interval_s`` until ``stop`` is set (then one last round)."""
+        """Rounds every ``interval_s``, deliveries whenever woken, until ``stop`` is set
+        (then one last round, unless the broker is down)."""
         from kafka.errors import KafkaError
 
-        wait = self.interval_s
-        while not stop.wait(wait):
-            wait = self._round(KafkaError)
-        self._round(KafkaError)  # what committed during the last interval
+        next_round = time.monotonic() + self.interval_s
+        while not stop.is_set():
+            # Short waits: a stop is noticed at once, whoever set it.
+            if self._wake.wait(0.25):
+                self._wake.clear()
+                if self._round_now:
+                    next_round = time.monotonic()
+                elif not self._failing:  # while the broker is down, rounds probe it
+                    self._deliver(KafkaError)
+            if stop.is_set():
+                break
+            if time.monotonic() >= next_round:
+                self._round_now = False
+                next_round = time.monotonic() + self._round(KafkaError)
+        if not self._failing:
+            self._round(KafkaError)  # what committed during the last interval
+
+    def _deliver(self, kafka_error: type[Exception]) -> None:
+        try:
+            with self.lock:
+                sent = self.outbox.deliver(self.producer)
+        except (BrokerError, kafka_error) as exc:
+            log.info("outbox keeper: delivery failed (%s); the next round retries", exc)
+            return
+        self.stats.delivered += sent
 
     def _round(self, kafka_error: type[Exception]) -> float:
         """One guarded round; returns how long to wait before the next."""

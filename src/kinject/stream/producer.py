@@ -39,6 +39,25 @@ def _size(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB ({n:,} bytes)" if n >= 1024 * 1024 else f"{n:,} bytes"
 
 
+def encode_message(record: Record, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+                   ) -> tuple[bytes, bytes]:
+    """(key, value) of a record on the records topic, stamped with the time if it has none.
+
+    Raises BadRecord when the encoded record is over ``max_record_bytes``.
+    """
+    if record.ts is None:
+        record = dataclasses.replace(record, ts=time.time())
+    value = encode_record(record)
+    if len(value) > max_record_bytes:
+        raise BadRecord(
+            f"record {record.source_id!r} is {_size(len(value))} encoded "
+            f"({_size(len(record.content))} of content), over the limit of "
+            f"{_size(max_record_bytes)}; it was not published",
+            stage="publish",
+        )
+    return record.source_id.encode("utf-8"), value
+
+
 class Producer:
     """Publishes records to ``<prefix>.records``. Use as a context manager."""
 
@@ -113,8 +132,11 @@ class Producer:
         from kafka.errors import KafkaError
 
         try:
+            # max_block_ms: a send waits this long for metadata when the broker is gone
+            # (kafka-python's default is 60 s); the record stays in the outbox meanwhile.
             return make_producer(self.kafka, self.bootstrap,
-                                 max_request_size=self.max_record_bytes + _REQUEST_OVERHEAD)
+                                 max_request_size=self.max_record_bytes + _REQUEST_OVERHEAD,
+                                 max_block_ms=int(min(self._ack_timeout_s, 10.0) * 1000))
         except KafkaError as exc:
             raise BrokerError(f"cannot connect a producer to {self.bootstrap}: {exc}") from exc
 
@@ -123,17 +145,7 @@ class Producer:
 
         Raises BadRecord when the encoded record is over ``max_record_bytes``.
         """
-        if record.ts is None:
-            record = dataclasses.replace(record, ts=time.time())
-        value = encode_record(record)
-        if len(value) > self.max_record_bytes:
-            raise BadRecord(
-                f"record {record.source_id!r} is {_size(len(value))} encoded "
-                f"({_size(len(record.content))} of content), over the limit of "
-                f"{_size(self.max_record_bytes)}; it was not published",
-                stage="publish",
-            )
-        return self.send_raw(record.source_id.encode("utf-8"), value)
+        return self.send_raw(*encode_message(record, self.max_record_bytes))
 
     def publish_path(
         self, path: Path | str, source_id: str | None = None, meta: dict[str, Any] | None = None
@@ -171,21 +183,23 @@ class Producer:
         """Send an outbox row again (used by :meth:`Outbox.republish`)."""
         self._send_tracked(entry.id, entry.topic, entry.key, entry.value)
 
-    def flush(self) -> None:
+    def flush(self, timeout_s: float | None = None) -> None:
         """Wait until the broker has acknowledged every send; record positions in the outbox."""
         from kafka.errors import KafkaError
 
         try:
-            self._producer.flush(timeout=self._ack_timeout_s)
+            self._producer.flush(timeout=timeout_s or self._ack_timeout_s)
         except KafkaError as exc:
             raise self._send_failed(exc) from exc
         self._drain()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush (up to ``timeout_s``, default the ack timeout) and close; what is not
+        acknowledged by then stays in the outbox."""
         try:
-            self.flush()
+            self.flush(timeout_s)
         finally:
-            self._producer.close(timeout=5)
+            self._producer.close(timeout=min(timeout_s or 5.0, 5.0))
 
     def __enter__(self) -> Producer:
         return self

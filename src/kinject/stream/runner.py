@@ -48,6 +48,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
     from kinject.index.embedders import load_embedder
     from kinject.index.text_index import load_zh_embedder
     from kinject.stream.broker import connect
+    from kinject.stream.dlq_store import open_dead_letter_store
     from kinject.stream.ingest_worker import IngestWorker
 
     if count < 1:
@@ -60,6 +61,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
         zh_embedder = load_zh_embedder(settings)
         clip = _clip(settings)
         crashed = _Crashed()
+        dlq_store = open_dead_letter_store(settings.data_dir)
 
         def work(worker: IngestWorker) -> None:
             try:
@@ -71,7 +73,8 @@ def run_ingest_workers(settings: Settings, count: int = 1,
 
         workers = [IngestWorker(settings.kafka, bootstrap, config, embedder,
                                 zh_embedder=zh_embedder,
-                                batch_size=settings.ingest.batch_size, clip=clip)
+                                batch_size=settings.ingest.batch_size, clip=clip,
+                                dlq_store=dlq_store)
                    for _ in range(count)]
         threads = [threading.Thread(target=work, args=(w,), name=f"kinject-ingest-{i}")
                    for i, w in enumerate(workers)]
@@ -82,6 +85,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
             pass
         for t in threads:
             t.join()
+        dlq_store.close()
         done = sum(w.processed for w in workers)
         letters = sum(w.dead_letters for w in workers)
         log.info("ingest workers stopped: %d records processed, %d dead letters", done, letters)

@@ -31,11 +31,9 @@ def lineage(source_id: str, svc: ServiceDep, who: Reader) -> LineageOut:
 @router.get("/v1/dlq", response_model=DeadLetterOut)
 def dead_letters(svc: ServiceDep, who: Admin,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> DeadLetterOut:
-    """The latest dead letters (records that failed), with stage and reason."""
-    letters = svc.dead_letters(limit)
-    stats = svc.stats()
-    count = stats["dlq_count"] if stats["dlq_count"] is not None else len(letters)
-    return DeadLetterOut(count=count, letters=letters)
+    """The latest dead letters (records that failed), with stage and reason, from kinject's
+    durable store (they outlive a broker restart)."""
+    return DeadLetterOut(count=svc.dead_letter_count(), letters=svc.dead_letters(limit))
 
 
 @router.get("/v1/status", response_model=StatusOut)
@@ -51,15 +49,17 @@ def status(svc: ServiceDep, who: Reader,
 
 
 @router.get("/healthz", response_model=HealthOut)
-def healthz() -> HealthOut:
-    """The process is up (liveness)."""
+async def healthz() -> HealthOut:
+    """The process is up (liveness). Async, so it answers even while every worker thread
+    is busy; the broker's state is /readyz's business."""
     return HealthOut()
 
 
 @router.get("/readyz", response_model=ReadyOut,
             responses={503: {"model": ReadyOut, "description": "not ready yet"}})
 async def readyz(svc: ServiceDep) -> JSONResponse:
-    """Ready when the models are loaded and the index has caught up with kinject.chunks."""
+    """Ready when the models are loaded, the broker is up and the index has caught up with
+    kinject.chunks."""
     state = await run_in_threadpool(svc.ready)
     return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
