@@ -43,6 +43,7 @@ class KinjectService:
         self._status: Any = None
         self._publish_lock = threading.Lock()
         self._caught_up = False
+        self._corpus: Any = None  # the data dir's CorpusStore, opened for status on demand
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> KinjectService:
@@ -64,6 +65,9 @@ class KinjectService:
 
     def close(self) -> None:
         self.detach()
+        if self._corpus is not None:
+            self._corpus.close()
+            self._corpus = None
         if self._images is not None:
             self._images.close()
             self._images = None
@@ -288,6 +292,14 @@ class KinjectService:
         self.switcher.refresh()
         return self.switcher.generator()
 
+    def follow_adapters(self, stop: threading.Event) -> threading.Thread:
+        """Follow adapter changes in a thread until ``stop``: the ACTIVE pointer and the
+        events on kinject.adapters of the attached broker. A promotion is loaded (and its
+        bytes checked against the announced sha256) before a request needs it; a copy that
+        fails the check is refused and the version served before goes on serving."""
+        self._rag_service()
+        return self.switcher.watch(stop, kafka=self.settings.kafka, bootstrap=self._bootstrap)
+
     def generator_for(self, version: str | None = "active") -> Any:
         """A generator bound to one adapter version, for a request that names it (a
         /v1/chat/completions model name): ``"active"`` follows promotions, None is the base
@@ -496,17 +508,44 @@ class KinjectService:
         checks["index_caught_up"] = self._caught_up
         return {"ready": bool(checks["models_loaded"] and self._caught_up), "checks": checks}
 
+    def corpus_status(self) -> dict[str, int] | None:
+        """The fine-tuning corpus of the data dir (CorpusStore.summary: examples, sources,
+        cycle, pending); None before anything has reached it."""
+        import sqlite3
+
+        from kinject.finetune.jobs import corpus_path
+
+        with self._lock:
+            if self._corpus is None:
+                path = corpus_path(self.settings.data_dir)
+                if not path.is_file():
+                    return None
+                from kinject.finetune.corpus import CorpusStore
+
+                self._corpus = CorpusStore(path)
+            corpus = self._corpus
+        try:
+            summary: dict[str, int] = corpus.summary()
+        except sqlite3.Error as exc:  # a status page must not fail on it
+            log.warning("corpus figures unavailable: %s", exc)
+            return None
+        return summary
+
     def stats(self) -> dict[str, Any]:
-        """Figures for /metrics and the web page; a part the broker cannot answer is None."""
+        """Figures for /metrics and the web page; a part the broker cannot answer is None.
+        ``corpus_lag``: chunk events the corpus group (every `kinject serve`, `worker` and
+        `finetune schedule` that materialises) has not committed, per partition."""
         out: dict[str, Any] = {"index_chunks": len(self.index),
                                "adapter_version": self.adapter_version(),
-                               "ingest_lag": None, "chunks_lag": None, "dlq_count": None}
+                               "ingest_lag": None, "chunks_lag": None, "dlq_count": None,
+                               "corpus": self.corpus_status(), "corpus_lag": None}
         if self._status is None:
             return out
         try:
             out["ingest_lag"] = self._status.ingest_lag()
             out["chunks_lag"] = self.chunks_lag()
             out["dlq_count"] = self._status.dlq_count()
+            out["corpus_lag"] = self._status.corpus_lag()
         except KinjectError as exc:
             log.warning("broker figures unavailable: %s", exc)
         return out
