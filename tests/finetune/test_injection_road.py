@@ -5,6 +5,7 @@ delete over HTTP that taints it and sends serving back to the base model."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -81,8 +82,8 @@ def served(tmp_path: Path, data_dir: Path, kafka_bootstrap: str, learnable_lm_di
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Settings, Path]]:
     from kinject.serve import run_serve
 
-    for var in [v for v in __import__("os").environ if v.startswith("KINJECT_")]:
-        monkeypatch.delenv(var)
+    for var in [v for v in os.environ if v.startswith("KINJECT_")]:
+        monkeypatch.delenv(var)  # the TOML file is the whole configuration
     config = _config(tmp_path / "kinject.toml", data_dir, kafka_bootstrap, learnable_lm_dir)
     settings = load_settings(config)
     stop, got = threading.Event(), threading.Event()
