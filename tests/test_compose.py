@@ -187,3 +187,70 @@ def test_dockerignore_keeps_the_context_small() -> None:
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     for pattern in (".venv", ".git"):
         assert pattern in ignored
+
+
+
+@pytest.fixture(scope="module")
+def shared_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Where kinject keeps what the trainer and the API must share, relative to the data dir,
+    asked from the code that reads and writes it (not written down a second time here)."""
+    from kinject.finetune.jobs import corpus_path, finetune_dir
+    from kinject.finetune.registry import AdapterRegistry
+
+    root = tmp_path_factory.mktemp("data")
+    return {"corpus": corpus_path(root).parent.relative_to(root),
+            "adapters": AdapterRegistry.for_data_dir(root).root.relative_to(root),
+            "finetune": finetune_dir(root).relative_to(root)}
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """{container path: named volume} of a service."""
+    return {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
+
+
+@pytest.mark.parametrize("part", ["corpus", "adapters", "finetune"])
+def test_the_trainer_and_the_api_share_one_corpus_registry_and_job_store(
+        compose: dict[str, Any], services: dict[str, Any], shared_dirs: dict[str, Path],
+        part: str) -> None:
+    # the trainer trains on the corpus every service fills, and promotes into the registry the
+    # API serves from: one named volume at the same place under every service's data dir
+    volumes = set()
+    for name in KINJECT_SERVICES:
+        data_dir = Path(_env(services[name])["KINJECT_DATA_DIR"])
+        mounts = _mounts(services[name])
+        where = str(data_dir / shared_dirs[part])
+        assert where in mounts, f"{name} does not mount the shared {part} at {where}"
+        volumes.add(mounts[where])
+        assert mounts[where] != mounts[str(data_dir)], f"{name}'s {part} is its own"
+    assert len(volumes) == 1, f"the services mount different {part} volumes: {volumes}"
+    (volume,) = volumes
+    assert not volume.startswith((".", "/", "~")) and volume in (compose.get("volumes") or {})
+
+
+def test_every_process_that_fills_the_corpus_writes_the_shared_one(
+        services: dict[str, Any], shared_dirs: dict[str, Path]) -> None:
+    # serve, worker and finetune schedule run the corpus materialiser (one consumer group):
+    # each partition goes to one of them, so a member writing a store of its own would keep
+    # part of the corpus from the trainer
+    fillers = [name for name, svc in services.items() if name != "kafka"
+               and (_command(svc)[0] in ("serve", "worker")
+                    or _command(svc)[:2] == ["finetune", "schedule"])
+               and _env(svc).get("KINJECT_FINETUNE__MATERIALISE_CORPUS", "true").lower()
+               not in ("false", "0", "no")]
+    assert set(fillers) == set(KINJECT_SERVICES)
+    corpus = {_mounts(services[n]).get(str(Path(_env(services[n])["KINJECT_DATA_DIR"])
+                                           / shared_dirs["corpus"])) for n in fillers}
+    assert len(corpus) == 1 and None not in corpus
+
+
+def test_the_image_owns_the_shared_mount_points(dockerfile: str,
+                                                 shared_dirs: dict[str, Path]) -> None:
+    # a new named volume takes the owner of the image's folder it is mounted on: the folders
+    # must exist in the image, owned by the user kinject runs as, or it cannot write to them
+    user = re.search(r"^USER (\S+)", dockerfile, re.M)
+    assert user is not None
+    made = re.search(r"mkdir -p ([^&\n]+)", dockerfile)
+    assert made is not None
+    for path in shared_dirs.values():
+        assert f"/data/{path}" in made.group(1).split()
+    assert re.search(rf"chown -R {user.group(1)}:\S+ /data\b", dockerfile)

@@ -93,11 +93,12 @@ def worker(
     workers: Annotated[int, typer.Option("--workers", "-n", min=1,
                                          help="Workers in this process.")] = 1,
 ) -> None:
-    """Run ingest workers (consumer group kinject-ingest) until Ctrl-C or SIGTERM."""
+    """Run ingest workers (consumer group kinject-ingest) and the corpus materialiser
+    (group kinject-corpus) until Ctrl-C or SIGTERM."""
     from kinject.stream.runner import run_ingest_workers
 
     try:
-        run_ingest_workers(_settings(config, data_dir), workers)
+        run_ingest_workers(_settings(config, data_dir), workers, corpus=True)
     except KinjectError as exc:
         raise _fail(exc) from exc
 
@@ -592,11 +593,13 @@ def finetune_schedule(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Run cycles on a timer and/or on volume until Ctrl-C or SIGTERM."""
+    """Run cycles on a timer and/or on volume until Ctrl-C or SIGTERM; fill the corpus from
+    the configured broker meanwhile (group kinject-corpus)."""
     import signal
     import threading
 
     from kinject.finetune.jobs import JobRecord, run_schedule
+    from kinject.stream.corpus_runner import corpus_materialiser
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -609,7 +612,9 @@ def finetune_schedule(
 
     try:
         settings = _settings(config, data_dir)
-        ran = run_schedule(settings, stop, every_min=every, min_new=min_new, on_result=echo)
+        with corpus_materialiser(settings):
+            ran = run_schedule(settings, stop, every_min=every, min_new=min_new,
+                               on_result=echo)
     except KeyboardInterrupt:
         ran = -1
     except (KinjectError, ValueError) as exc:

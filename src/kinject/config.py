@@ -169,6 +169,11 @@ class FinetuneSettings(BaseModel):
     # Paraphrases the base LM writes per sentence of the cycle's new text chunks, kept only
     # when they keep every name and number (kinject.finetune.paraphrase). 0: off (slow on CPU).
     lm_paraphrases: int = Field(default=0, ge=0)
+    # `kinject serve`, `worker` and `finetune schedule` fill the corpus from kinject.chunks
+    # (consumer group <prefix>-corpus, one store: <data dir>/corpus). On by default, so what
+    # is published is what the next cycle trains on with no other step; turn it off in a
+    # process whose data dir is not the shared one (an API replica on another host).
+    materialise_corpus: bool = True
 
 
 class RagSettings(BaseModel):

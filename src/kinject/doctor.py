@@ -185,9 +185,57 @@ def check_adapters(s: Settings) -> Check:
                                    f"{counts}", required=False)
 
 
+def check_corpus(s: Settings) -> Check:
+    """The fine-tuning corpus: its size, what waits for the next cycle, and (with a broker
+    configured) how far the corpus materialisers are behind kinject.chunks."""
+    from kinject.finetune.corpus import CorpusStore
+    from kinject.finetune.jobs import corpus_path
+
+    path = corpus_path(s.data_dir)
+    on = s.finetune.materialise_corpus
+    if not path.is_file():
+        return Check("corpus", "off", "empty: nothing has reached it yet (kinject serve, "
+                     "worker and finetune schedule fill it from kinject.chunks"
+                     + ("" if on else "; off in this config: KINJECT_FINETUNE__"
+                        "MATERIALISE_CORPUS=false") + ")", required=False)
+    with CorpusStore(path) as corpus:
+        c = corpus.summary()
+    detail = (f"{c['examples']} examples from {c['sources']} sources; {c['pending']} wait "
+              f"for the next cycle ({path})")
+    status: Status = "ok"
+    if not on:
+        detail += "; not materialised by this config's processes"
+    if s.kafka.bootstrap_servers:
+        lag = _corpus_lag(s)
+        if isinstance(lag, str):
+            detail += f"; lag unknown: {lag}"
+            status = "warn"
+        else:  # a lag that stays while no materialiser runs means nobody fills it
+            detail += f"; {lag} chunk event(s) not yet in it"
+    return Check("corpus", status, detail, required=False)
+
+
+def _corpus_lag(s: Settings) -> int | str:
+    """Chunk events the corpus group has not committed, or why that is unknown."""
+    from kinject.errors import BrokerError
+    from kinject.stream.clients import wait_until_reachable
+    from kinject.stream.lag import BrokerStatus
+
+    assert s.kafka.bootstrap_servers is not None
+    try:
+        wait_until_reachable(s.kafka.bootstrap_servers, timeout_s=3, kafka=s.kafka)
+        status = BrokerStatus(s.kafka, s.kafka.bootstrap_servers)
+        try:
+            return sum(status.corpus_lag().values())
+        finally:
+            status.close()
+    except BrokerError as exc:
+        return str(exc)
+
+
 CHECKS: tuple[Callable[[Settings], Check | list[Check]], ...] = (
     check_data_dir, check_embedder, check_multilingual, check_generator, check_broker,
-    check_ocr, check_clip, check_gpu, check_api, check_adapters,
+    check_ocr, check_clip, check_gpu, check_api, check_adapters, check_corpus,
 )
 
 

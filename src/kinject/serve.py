@@ -4,10 +4,14 @@ Threads, all stopped by one event (SIGINT/SIGTERM set it):
 
 - uvicorn serving the API (in a thread, so kinject owns the signals and shuts down in order)
 - the index materialiser: kinject.chunks -> this replica's index, continuously
+- the corpus materialiser: kinject.chunks -> the data dir's fine-tuning corpus (consumer
+  group <prefix>-corpus, shared with every worker and scheduler; off with
+  KINJECT_FINETUNE__MATERIALISE_CORPUS=false)
 - ``workers`` ingest workers in the group (0: a read replica that only materialises)
 - the outbox loop: prunes what the ingest group committed and re-sends what a restarted
   broker lost, so an accepted record always reaches the log
-- a warm-up that loads the generator, after which /readyz can turn ready
+- a warm-up that loads the generator, after which /readyz can turn ready, and then follows
+  adapter changes (the ACTIVE pointer and kinject.adapters events)
 
 With no bootstrap servers configured, the embedded broker runs for the life of the process,
 restarted by a supervisor whenever it dies (/readyz says not ready meanwhile; POST
@@ -123,7 +127,8 @@ def _forever(name: str, stop: threading.Event, body: Callable[[], None],
 
 def start_background(svc: KinjectService, settings: Settings, bootstrap: str, workers: int,
                      stop: threading.Event) -> list[threading.Thread]:
-    """The materialiser, the ingest workers, the outbox loop and the warm-up, as threads."""
+    """The materialisers, the ingest workers, the outbox loop and the warm-up, as threads."""
+    from kinject.stream.corpus_runner import start_corpus_materialiser
     from kinject.stream.materialiser import IndexMaterialiser
     from kinject.stream.runner import run_ingest_workers
 
@@ -134,6 +139,9 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
                           snapshot_every_s=settings.index.snapshot_every_s).run(stop)
 
     threads.append(_forever("kinject-materialiser", stop, materialise))
+    corpus = start_corpus_materialiser(settings, bootstrap, stop)
+    if corpus is not None:
+        threads.append(corpus)
     if workers > 0:
         # The workers must use this broker, never start one of their own.
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
@@ -147,6 +155,7 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
         try:
             svc.warm_up()
             log.info("models loaded")
+            svc.follow_adapters(stop)  # promotions load before the next request needs them
         except KinjectError as exc:
             log.error("cannot load the generator: %s; /readyz stays not ready", exc)
 

@@ -48,6 +48,7 @@ class KinjectService:
         self._supervisor: BrokerSupervisor | None = None
         self._dlq: DeadLetterStore | None = None
         self._caught_up = False
+        self._corpus: Any = None  # the data dir's CorpusStore, opened for status on demand
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> KinjectService:
@@ -69,6 +70,9 @@ class KinjectService:
 
     def close(self) -> None:
         self.detach()
+        if self._corpus is not None:
+            self._corpus.close()
+            self._corpus = None
         if self._images is not None:
             self._images.close()
             self._images = None
@@ -292,6 +296,14 @@ class KinjectService:
             self.settings.data_dir), follow_pointer=True)
         self.switcher.refresh()
         return self.switcher.generator()
+
+    def follow_adapters(self, stop: threading.Event) -> threading.Thread:
+        """Follow adapter changes in a thread until ``stop``: the ACTIVE pointer and the
+        events on kinject.adapters of the attached broker. A promotion is loaded (and its
+        bytes checked against the announced sha256) before a request needs it; a copy that
+        fails the check is refused and the version served before goes on serving."""
+        self._rag_service()
+        return self.switcher.watch(stop, kafka=self.settings.kafka, bootstrap=self._bootstrap)
 
     def generator_for(self, version: str | None = "active") -> Any:
         """A generator bound to one adapter version, for a request that names it (a
@@ -552,11 +564,37 @@ class KinjectService:
         """False when the embedded broker is known to be dead (no need to ask it)."""
         return self._supervisor is None or self._supervisor.running
 
+    def corpus_status(self) -> dict[str, int] | None:
+        """The fine-tuning corpus of the data dir (CorpusStore.summary: examples, sources,
+        cycle, pending); None before anything has reached it."""
+        import sqlite3
+
+        from kinject.finetune.jobs import corpus_path
+
+        with self._lock:
+            if self._corpus is None:
+                path = corpus_path(self.settings.data_dir)
+                if not path.is_file():
+                    return None
+                from kinject.finetune.corpus import CorpusStore
+
+                self._corpus = CorpusStore(path)
+            corpus = self._corpus
+        try:
+            summary: dict[str, int] = corpus.summary()
+        except sqlite3.Error as exc:  # a status page must not fail on it
+            log.warning("corpus figures unavailable: %s", exc)
+            return None
+        return summary
+
     def stats(self) -> dict[str, Any]:
-        """Figures for /metrics and the web page; a part the broker cannot answer is None."""
+        """Figures for /metrics and the web page; a part the broker cannot answer is None.
+        ``corpus_lag``: chunk events the corpus group (every `kinject serve`, `worker` and
+        `finetune schedule` that materialises) has not committed, per partition."""
         out: dict[str, Any] = {"index_chunks": len(self.index),
                                "adapter_version": self.adapter_version(),
-                               "ingest_lag": None, "chunks_lag": None, "dlq_count": None}
+                               "ingest_lag": None, "chunks_lag": None, "dlq_count": None,
+                               "corpus": self.corpus_status(), "corpus_lag": None}
         if self._status is None:
             return out
         out["dlq_count"] = self.dead_letter_count()
@@ -565,6 +603,7 @@ class KinjectService:
         try:
             out["ingest_lag"] = self._status.ingest_lag()
             out["chunks_lag"] = self.chunks_lag()
+            out["corpus_lag"] = self._status.corpus_lag()
         except KinjectError as exc:
             log.warning("broker figures unavailable: %s", exc)
         return out

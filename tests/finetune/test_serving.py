@@ -177,3 +177,59 @@ def test_two_replicas_switch_after_a_promotion_event(
         stop.set()
         for t in threads:
             t.join(15)
+
+
+def test_promotion_events_name_the_weights_sha256(tmp_path: Path,
+                                                  adapter_dirs: list[Path]) -> None:
+    from kinject.finetune.registry import file_sha256
+    from kinject.finetune.serving import decode_event, encode_event
+
+    reg, (v0, _) = _registry(tmp_path / "adapters", adapter_dirs)
+    event = decode_event(encode_event(reg.activate(v0, "promoted")))
+    assert event["version"] == v0
+    assert event["sha256"] == file_sha256(reg.path(v0) / "adapter_model.safetensors")
+    assert decode_event(encode_event(reg.activate(None)))["sha256"] is None
+
+
+@pytest.mark.kafka
+def test_a_replica_refuses_a_copy_that_does_not_match_the_announced_hash(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path], kafka_bootstrap: str,
+        reference: dict[str, torch.Tensor], caplog: pytest.LogCaptureFixture) -> None:
+    # the trainer's registry, and the copy a replica on another host sees of it (a volume
+    # that is still being synced): same versions, but the replica's v1 bytes are torn
+    trainer, (v0, v1) = _registry(tmp_path / "trainer", adapter_dirs)
+    replica_reg = AdapterRegistry(tmp_path / "replica")
+    for v in (v0, v1):
+        replica_reg.add(trainer.path(v), base_model="tiny", lineage=[])
+    weights = replica_reg.path(v1) / "adapter_model.safetensors"
+    kafka = KafkaSettings(topic_prefix=f"sha-{tmp_path.name}")
+    replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg)
+    stop = threading.Event()
+    thread = replica.watch(stop, kafka=kafka, bootstrap=kafka_bootstrap, interval_s=0.2)
+    try:
+        assert replica.ready.wait(30)
+        publish_activation(kafka, kafka_bootstrap, trainer.activate(v0, "promoted"))
+        replica_reg.activate(v0, "promoted")
+        assert _wait(lambda: replica.current_version == v0, 10)
+
+        weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="kinject.finetune.serving"):
+            publish_activation(kafka, kafka_bootstrap, trainer.activate(v1, "promoted"))
+            replica_reg.activate(v1, "promoted")
+            assert _wait(lambda: any("do not hash" in r.getMessage() for r in caplog.records),
+                         10)
+            time.sleep(1.0)  # many pointer checks later, the error is not repeated
+        refusals = [r for r in caplog.records if "do not hash" in r.getMessage()]
+        assert len(refusals) == 1 and v1[:12] in refusals[0].getMessage()
+        # the replica goes on serving what it served, with v0's weights
+        assert replica.current_version == v0
+        assert torch.allclose(_served_logits(replica), reference["a0"], atol=1e-5)
+
+        # once the copy is whole, the next look serves it
+        weights.write_bytes((trainer.path(v1) / "adapter_model.safetensors").read_bytes())
+        assert _wait(lambda: replica.current_version == v1, 10)
+        assert torch.allclose(_served_logits(replica), reference["a1"], atol=1e-5)
+    finally:
+        stop.set()
+        thread.join(15)

@@ -46,6 +46,17 @@ class ServiceCollector(Collector):
         for part, n in sorted((stats.get("chunks_lag") or {}).items()):
             chunks.add_metric([str(part)], n)
         yield chunks
+        if stats.get("corpus") is not None:
+            corpus = GaugeMetricFamily("kinject_corpus_examples",
+                                       "training examples in the fine-tuning corpus")
+            corpus.add_metric([], stats["corpus"]["examples"])
+            yield corpus
+        corpus_lag = GaugeMetricFamily("kinject_corpus_lag", "chunk events the corpus group "
+                                       "has not committed, per partition of the chunks topic",
+                                       labels=["partition"])
+        for part, n in sorted((stats.get("corpus_lag") or {}).items()):
+            corpus_lag.add_metric([str(part)], n)
+        yield corpus_lag
         if stats.get("dlq_count") is not None:
             dlq = GaugeMetricFamily("kinject_dlq_messages", "messages in the dead-letter topic")
             dlq.add_metric([], stats["dlq_count"])

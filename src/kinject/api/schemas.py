@@ -222,9 +222,21 @@ class ReadyOut(BaseModel):
     checks: dict[str, Any]
 
 
+class CorpusOut(BaseModel):
+    examples: int = Field(description="training examples in the fine-tuning corpus")
+    sources: int = Field(description="sources they come from")
+    cycle: int = Field(description="the corpus cycle examples arriving now belong to")
+    pending: int = Field(description="examples the next fine-tuning cycle will train on")
+
+
 class StatusOut(BaseModel):
     index_chunks: int
     adapter_version: str | None
     dlq_count: int | None
     ingest_lag: dict[str, int] | None
     recent: list[dict[str, Any]]
+    corpus: CorpusOut | None = Field(
+        default=None, description="the data dir's fine-tuning corpus; null while empty")
+    corpus_lag: dict[str, int] | None = Field(
+        default=None, description="chunk events the corpus materialisers (group "
+        "<prefix>-corpus) have not taken in, per partition of the chunks topic")

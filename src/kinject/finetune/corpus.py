@@ -369,6 +369,17 @@ class CorpusStore:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
 
+    def summary(self) -> dict[str, int]:
+        """Its size for status pages: examples, sources, the cycle arriving examples join,
+        and how many of them wait for the next fine-tuning cycle (``pending``)."""
+        with self._lock:
+            cycle = int(self._get("cycle", "1"))
+            examples, sources, pending = self._db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT source_id), COALESCE(SUM(cycle >= ?), 0) "
+                "FROM examples", (cycle,)).fetchone()
+        return {"examples": int(examples), "sources": int(sources), "cycle": cycle,
+                "pending": int(pending)}
+
     def sources(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT DISTINCT source_id FROM examples")}

@@ -8,7 +8,9 @@ ever sees a half-loaded or stale copy. Selecting a version and generating both h
 one lock: a request is answered wholly by one version. The switcher follows the registry's
 ACTIVE pointer (the file changing) and promotion events on ``kinject.adapters``; replicas on
 other hosts need the adapters folder on shared storage (a volume), since an event names a
-version, not its weights.
+version and the sha256 of its weights, not the weights themselves. A copy whose bytes do not
+hash to that (torn, still being copied, corrupted) is refused with an error in the log, and
+the version served before goes on serving; the copy is hashed again once its file changes.
 
 Generation is serialised by that lock; on a CPU torch already uses every core for one request.
 """
@@ -23,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import KinjectError
@@ -38,8 +41,12 @@ EVENT_VERSION = 1
 
 # -- events on kinject.adapters ---------------------------------------------------------------
 def encode_event(change: Activation, kind: str | None = None) -> bytes:
+    """The event of one change of ACTIVE. ``sha256`` is the hash of the version's
+    ``adapter_model.safetensors`` (the registry names versions by it; None for the base
+    model): a replica checks the bytes it loads against it before serving them."""
     body = {"v": EVENT_VERSION, "type": kind or change.reason, "version": change.version,
-            "previous": change.previous, "reason": change.reason, "at": change.at}
+            "sha256": change.version, "previous": change.previous, "reason": change.reason,
+            "at": change.at}
     return json.dumps(body).encode("utf-8")
 
 
@@ -128,6 +135,12 @@ class AdapterSwitcher:
         self.switches = 0
         # Set once ``watch`` follows the pointer (and the topic, when given).
         self.ready = threading.Event()
+        # version -> the weights' sha256 a promotion event announced for it
+        self._announced: dict[str, str] = {}
+        # version -> (the weights file's size and mtime, the hash expected) of a refused
+        # copy: not hashed again, nor logged again, until the file or the hash changes
+        self._refused: dict[str, tuple[tuple[int, int] | None, str]] = {}
+        self._last_error: str | None = None
 
     @property
     def current_version(self) -> str | None:
@@ -211,10 +224,7 @@ class AdapterSwitcher:
             if version in self._names:
                 return
         path = self.registry.path(version)
-        # Check the bytes against the name: a copy being written or a corrupted file is
-        # refused rather than served under the version's name.
-        if file_sha256(path / WEIGHTS) != version:
-            raise AdapterLoadError(f"adapter files at {path} do not hash to {version[:12]}")
+        self._check_bytes(version, path / WEIGHTS)
         name = _adapter_name(version)
         with self._lock:
             if version in self._names:
@@ -237,6 +247,26 @@ class AdapterSwitcher:
                 self.model.eval()
             self._names[version] = name
             self._evict(keep=version)
+
+    def _check_bytes(self, version: str, weights: Path) -> None:
+        """Refuse a copy whose bytes do not hash to the version's name and to the sha256 a
+        promotion event announced: one being written, torn or corrupted is never served
+        under the version's name."""
+        expected = self._announced.get(version, version)
+        try:
+            st = weights.stat()
+            stamp: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        refusal = (f"adapter files at {weights.parent} do not hash to {expected[:12]} (the "
+                   f"sha256 announced for version {version[:12]}): not serving them")
+        if self._refused.get(version) == (stamp, expected):
+            raise AdapterLoadError(refusal)
+        digest = file_sha256(weights) if stamp is not None else "missing"
+        if digest != version or digest != expected:
+            self._refused[version] = (stamp, expected)
+            raise AdapterLoadError(refusal)
+        self._refused.pop(version, None)
 
     def _evict(self, keep: str) -> None:
         while len(self._names) > self.max_loaded:
@@ -297,19 +327,28 @@ class AdapterSwitcher:
         except (ValueError, KeyError) as exc:
             log.error("skipping unreadable adapter event: %s", exc)
             return
-        log.info("adapter event %s -> %s", event.get("type"),
-                 (event.get("version") or "base")[:12])
+        version, sha256 = event.get("version"), event.get("sha256")
+        log.info("adapter event %s -> %s", event.get("type"), (version or "base")[:12])
+        if isinstance(version, str) and isinstance(sha256, str):
+            self._announced[version] = sha256
         # The pointer is the truth; the event says to look now. A replica whose registry
         # lags (shared storage) keeps what it serves until the pointer arrives.
         self._stamp = None
         self._safe_refresh()
 
     def _safe_refresh(self) -> None:
+        """Follow the pointer; on failure keep serving what serves now and log the error
+        (once, not on every request that checks again)."""
         try:
             self.refresh()
         except KinjectError as exc:
-            log.error("cannot switch adapters: %s", exc)
-            time.sleep(0.1)
+            if str(exc) != self._last_error:
+                self._last_error = str(exc)
+                log.error("cannot switch adapters: %s; still serving %s", exc,
+                          self._current[:12] if self._current else "the base model")
+                time.sleep(0.1)
         except Exception:  # the watcher must outlive one bad version; what serves stays
             log.exception("cannot switch adapters")
             time.sleep(0.1)
+        else:
+            self._last_error = None

@@ -41,7 +41,7 @@ class CorpusMaterialiser:
         self.bootstrap = bootstrap
         self.store = store
         self.topics = Topics.from_settings(kafka)
-        self.group_id = group_id or f"{kafka.topic_prefix}-corpus"
+        self.group_id = group_id or self.topics.corpus_group
         self.max_records = max_records
         self.applied = 0  # chunk events written to the store
         self.examples_added = 0

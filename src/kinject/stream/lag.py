@@ -1,4 +1,5 @@
-"""How far behind things are: log end offsets, the ingest group's lag, the dlq's size.
+"""How far behind things are: log end offsets, the ingest and corpus groups' lag, the dlq's
+size.
 
 One long-lived client pair (a consumer in no group, an admin client) answers all of it, so
 a metrics scrape or a readiness probe costs a few metadata requests, not new connections.
@@ -77,15 +78,23 @@ class BrokerStatus:
 
     def ingest_lag(self) -> dict[int, int]:
         """{partition of the records topic: records the ingest group has not committed}."""
+        return self.group_lag(self.topics.ingest_group, self.topics.records)
+
+    def corpus_lag(self) -> dict[int, int]:
+        """{partition of the chunks topic: chunk events the corpus group has not committed}.
+        The whole topic while no corpus materialiser has run (nothing has reached the corpus
+        from it yet)."""
+        return self.group_lag(self.topics.corpus_group, self.topics.chunks)
+
+    def group_lag(self, group: str, topic: str) -> dict[int, int]:
+        """{partition of ``topic``: messages consumer group ``group`` has not committed}."""
 
         def lag() -> dict[int, int]:
-            ends = self._offsets(self.topics.records, end=True)
+            ends = self._offsets(topic, end=True)
             _, admin = self._clients()
-            group = self.topics.ingest_group
             got = admin.list_group_offsets(group).get(group, {})
             committed = {tp.partition: int(m.offset) for tp, m in got.items()
-                         if tp.topic == self.topics.records and m.offset is not None
-                         and m.offset >= 0}
+                         if tp.topic == topic and m.offset is not None and m.offset >= 0}
             return {p: max(e - committed.get(p, 0), 0) for p, e in ends.items()}
 
         return self._guard(lag)

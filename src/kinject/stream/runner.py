@@ -39,8 +39,9 @@ class _Crashed:
 
 
 def run_ingest_workers(settings: Settings, count: int = 1,
-                       stop: threading.Event | None = None) -> None:
-    """Start ``count`` ingest workers in the group ``kinject-ingest`` and block.
+                       stop: threading.Event | None = None, *, corpus: bool = False) -> None:
+    """Start ``count`` ingest workers in the group ``kinject-ingest`` and block; with
+    ``corpus`` also a corpus materialiser (`kinject worker`; `kinject serve` runs its own).
 
     Returns after SIGINT/SIGTERM (or ``stop``) once every worker has committed and closed;
     raises KinjectError when a worker dies, so a supervisor restarts the process.
@@ -80,6 +81,12 @@ def run_ingest_workers(settings: Settings, count: int = 1,
                    for i, w in enumerate(workers)]
         for t in threads:
             t.start()
+        if corpus:
+            from kinject.stream.corpus_runner import start_corpus_materialiser
+
+            materialiser = start_corpus_materialiser(settings, bootstrap, stop)
+            if materialiser is not None:
+                threads.append(materialiser)
         log.info("%d ingest worker(s) in group %s on %s", count, workers[0].group_id, bootstrap)
         while not stop.wait(0.5):
             pass

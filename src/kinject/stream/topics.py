@@ -21,15 +21,17 @@ _TOPIC_ALREADY_EXISTS = 36
 
 @dataclass(frozen=True)
 class Topics:
-    """The four topic names, all under one prefix (``kinject.records`` by default), and the
-    ingest workers' consumer group (``kinject-ingest``): two deployments that share a Kafka
-    cluster under different prefixes never share a group."""
+    """The four topic names, all under one prefix (``kinject.records`` by default), the
+    ingest workers' consumer group (``kinject-ingest``) and the corpus materialisers' one
+    (``kinject-corpus``): two deployments that share a Kafka cluster under different
+    prefixes never share a group."""
 
     records: str
     chunks: str
     dlq: str
     adapters: str
     ingest_group: str
+    corpus_group: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> Topics:
@@ -41,6 +43,7 @@ class Topics:
             dlq=f"{prefix}.dlq",
             adapters=f"{prefix}.adapters",
             ingest_group=f"{prefix}-ingest",
+            corpus_group=f"{prefix}-corpus",
         )
 
     @classmethod

@@ -39,13 +39,16 @@ def dead_letters(svc: ServiceDep, who: Admin,
 @router.get("/v1/status", response_model=StatusOut)
 def status(svc: ServiceDep, who: Reader,
            recent: Annotated[int, Query(ge=0, le=100)] = 10) -> StatusOut:
-    """What the web page shows: index size, active adapter, dlq count, recent ingests."""
+    """What the web page shows: index size, active adapter, dlq count, recent ingests, the
+    fine-tuning corpus and how far its materialisers are behind."""
     stats = svc.stats()
-    lag = stats.get("ingest_lag")
+    lag, corpus_lag = stats.get("ingest_lag"), stats.get("corpus_lag")
     return StatusOut(index_chunks=stats["index_chunks"], adapter_version=stats["adapter_version"],
                      dlq_count=stats["dlq_count"],
                      ingest_lag=None if lag is None else {str(p): n for p, n in lag.items()},
-                     recent=svc.recent(recent))
+                     recent=svc.recent(recent), corpus=stats.get("corpus"),
+                     corpus_lag=None if corpus_lag is None else {
+                         str(p): n for p, n in corpus_lag.items()})
 
 
 @router.get("/healthz", response_model=HealthOut)

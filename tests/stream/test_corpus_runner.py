@@ -1,0 +1,148 @@
+"""The corpus materialiser as `kinject serve`, `worker` and `finetune schedule` run it: one
+consumer group filling the data dir's one corpus store, through the real embedded broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kinject.config import KafkaSettings, Settings, load_settings
+from kinject.finetune.corpus import CorpusStore
+from kinject.finetune.jobs import corpus_path
+from kinject.index.changes import SourceUpdate
+from kinject.ingest.envelope import encode_record
+from kinject.stream.clients import make_producer
+from kinject.stream.corpus_runner import corpus_materialiser, start_corpus_materialiser
+from kinject.stream.events import encode_update
+from kinject.stream.lag import BrokerStatus
+from kinject.stream.topics import Topics
+from kinject.types import Chunk, Record, content_hash
+
+pytestmark = pytest.mark.kafka
+
+
+def _until(cond: Callable[[], bool], timeout_s: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _settings(data_dir: Path, kafka: KafkaSettings, **finetune: object) -> Settings:
+    return load_settings(data_dir=data_dir, kafka=kafka,
+                         models={"embedder": "hash", "embedder_zh": "none"},
+                         ingest={"ocr_engine": "none"}, finetune=finetune)
+
+
+def _event(source_id: str, city: str) -> bytes:
+    text = f"name: {source_id}\ncity: {city}"
+    chunk = Chunk(chunk_id=content_hash(source_id, text), doc_id=source_id,
+                  source_id=source_id, text=text, kind="csv")
+    return encode_update(SourceUpdate(op="upsert", source_id=source_id, chunks=(chunk,),
+                                      vectors=np.zeros((1, 4), np.float32), embedder="hash"))
+
+
+def _sources(data_dir: Path) -> set[str]:
+    path = corpus_path(data_dir)
+    if not path.is_file():
+        return set()
+    with CorpusStore(path) as store:
+        return store.sources()
+
+
+def test_two_processes_share_the_corpus_work_and_never_double_it(
+        data_dir: Path, kafka: KafkaSettings) -> None:
+    settings = _settings(data_dir, kafka)
+    stop = threading.Event()
+    # what `kinject serve` and `kinject worker` each start, on the one data dir
+    runners = [start_corpus_materialiser(settings, kafka.bootstrap_servers or "", stop)
+               for _ in range(2)]
+    assert all(r is not None for r in runners)
+    topics = Topics.from_settings(kafka)
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    try:
+        # both hold a partition of the two before anything is published
+        _until(lambda: all(r is not None and r.ready for r in runners))
+        _until(lambda: all(r is not None and r.materialiser is not None
+                           and len(r.materialiser._consumer.assignment()) == 1
+                           for r in runners))
+        wanted = {f"kb/{i}" for i in range(6)}
+        for i in range(6):
+            producer.send(topics.chunks, key=f"kb/{i}".encode(), value=_event(f"kb/{i}", "Osk"),
+                          partition=i % 2)
+        producer.flush()
+        _until(lambda: _sources(data_dir) == wanted)
+        _until(lambda: sum(r.applied for r in runners if r is not None) >= 6)
+        time.sleep(1.0)  # a doubled event would arrive by now
+        applied = [r.applied for r in runners if r is not None]
+        assert sorted(applied) == [3, 3], applied  # each took its partition, once
+        status = BrokerStatus(kafka, kafka.bootstrap_servers or "")
+        try:
+            _until(lambda: sum(status.corpus_lag().values()) == 0)
+        finally:
+            status.close()
+    finally:
+        stop.set()
+        for r in runners:
+            if r is not None:
+                r.join(15)
+        producer.close()
+
+
+def test_a_process_told_not_to_materialise_starts_nothing(
+        data_dir: Path, kafka: KafkaSettings) -> None:
+    settings = _settings(data_dir, kafka, materialise_corpus=False)
+    assert start_corpus_materialiser(settings, kafka.bootstrap_servers or "",
+                                     threading.Event()) is None
+    with corpus_materialiser(settings) as runner:
+        assert runner is None
+
+
+def test_the_schedulers_materialiser_fills_the_corpus_while_it_runs(
+        data_dir: Path, kafka: KafkaSettings) -> None:
+    settings = _settings(data_dir, kafka)
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    producer.send(Topics.from_settings(kafka).chunks, key=b"kb/pia",
+                  value=_event("kb/pia", "Oskarn"))
+    producer.flush()
+    producer.close()
+    with corpus_materialiser(settings) as runner:  # `kinject finetune schedule` wraps its loop
+        assert runner is not None
+        _until(lambda: _sources(data_dir) == {"kb/pia"})
+    assert not runner.is_alive()
+
+
+def test_kinject_worker_ingests_and_fills_the_corpus(data_dir: Path,
+                                                      kafka: KafkaSettings) -> None:
+    from kinject.stream.runner import run_ingest_workers
+
+    settings = _settings(data_dir, kafka)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run_ingest_workers(settings, 1, stop, corpus=True)  # what `kinject worker` runs
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    try:
+        producer.send(Topics.from_settings(kafka).records, key=b"db/staff", value=encode_record(
+            Record(source_id="db/staff", kind="csv", content=b"name,city\nIda Brook,Fenwick\n")))
+        producer.flush()
+        _until(lambda: _sources(data_dir) == {"db/staff"} or bool(failed), 60)
+        assert not failed
+        with CorpusStore(corpus_path(data_dir)) as store:
+            assert any(q.answer == "Fenwick" for q in store.qa_pairs())
+    finally:
+        stop.set()
+        thread.join(30)
+        producer.close()
