@@ -339,10 +339,12 @@ class KinjectService:
 
     def start_finetune_job(self) -> dict[str, Any]:
         """Start one fine-tuning cycle in the background; returns the job record (queued).
-        Raises JobBusy when a cycle is running."""
+        Raises JobBusy when a cycle is running. A promotion is announced on the attached
+        broker (the embedded one included)."""
         from kinject.finetune.jobs import start_job
 
-        return start_job(self.settings).to_dict()
+        kwargs: dict[str, Any] = {"bootstrap": self._bootstrap} if self._bootstrap else {}
+        return start_job(self.settings, **kwargs).to_dict()
 
     def finetune_job(self, job_id: str) -> dict[str, Any]:
         """A job's status, progress (0-1), stage, metrics and gate report."""
