@@ -266,6 +266,14 @@ class KinjectService:
         from kinject.rag.routes import AdapterState
 
         switcher = getattr(self, "switcher", None)
+        if switcher is not None and switcher.follow_pointer:
+            # Follow ACTIVE now (one stat), not only when the model next generates: the answer
+            # cache is keyed by this version, so a stale one would serve the old adapter's
+            # cached answers right after an activation or a rollback.
+            try:
+                switcher.refresh()
+            except KinjectError as exc:  # what serves stays; the switcher logs it again
+                log.error("cannot switch adapters: %s", exc)
         version = switcher.current_version if switcher is not None else None
         if version is None:
             return AdapterState()
