@@ -349,8 +349,73 @@ def test_a_job_submitted_over_http_trains_gates_and_reports(env: Env) -> None:
     active = c.get("/v1/adapters").json()["active"]
     assert active == (done["version"] if done["outcome"] == "promoted" else None)
 
+    # the trained version answers closed book by its name, whatever the gate decided
+    r = c.post("/v1/chat/completions", json={
+        "model": f"kinject@{done['version']}",
+        "messages": [{"role": "user", "content": "Which city is recorded for Ida Brook?"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] not in ("", ABSTAIN_TEXT)
+
     # the lock went with the job: the next one starts, and finds nothing new to train on
     again = c.post("/v1/finetune/jobs", headers=admin)
     assert again.status_code == 202, again.text
     skipped = wait_final(c, again.json()["id"])
     assert skipped["status"] == "skipped" and skipped["outcome"] == "skipped"
+
+
+# -- the web page ------------------------------------------------------------------------------
+@pytest.fixture()
+def browser():  # type: ignore[no-untyped-def]
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
+                    "chromium-driver); .ci/run installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.browser
+def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
+        env: Env, tiny_lm_dir: Path, browser) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from kinject.finetune.jobs import JobStore
+    from kinject.serve import ApiServer
+
+    c, admin = env.client, env.as_("admin")
+    job = c.post("/v1/finetune/jobs", headers=admin).json()  # nothing to train: skipped
+    assert wait_final(c, job["id"])["status"] == "skipped"
+    v1 = register(env, tiny_lm_dir, 1, ["kb/a"])
+    assert c.post(f"/v1/adapters/{v1}/activate", headers=admin).status_code == 200
+    # A job whose text is markup must be shown as that text, never parsed into the page.
+    store = JobStore.for_data_dir(env.settings.data_dir)
+    hostile = store.create()
+    store.update(hostile.id, status="failed", stage='<b id="pwned">bold</b>', pid=None)
+    store.close()
+
+    with ApiServer(create_app(env.svc)) as server:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: d.find_element(By.ID, "adapter-active").text == v1[:12])
+        wait.until(lambda d: job["id"] in d.find_element(By.ID, "jobs").text)
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tr")]
+        adapters = browser.find_element(By.ID, "adapters").text
+        pwned = browser.find_elements(By.ID, "pwned")
+    assert len(rows) == 2 and hostile.id in rows[0] and job["id"] in rows[1]
+    assert '<b id="pwned">bold</b>' in rows[0] and pwned == []
+    assert "skipped" in rows[1] and "100%" in rows[1]
+    assert f"{v1[:12]} (serving)" in adapters and "promoted" in adapters
