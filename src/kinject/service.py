@@ -272,7 +272,7 @@ class KinjectService:
             # cached answers right after an activation or a rollback.
             try:
                 switcher.refresh()
-            except KinjectError as exc:  # what serves stays; the switcher logs it again
+            except KinjectError as exc:  # what serves now keeps serving
                 log.error("cannot switch adapters: %s", exc)
         version = switcher.current_version if switcher is not None else None
         if version is None:
