@@ -3,6 +3,8 @@ a real KinjectService on a real registry in a temp dir, the tiny model, no broke
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sys
 import time
@@ -194,8 +196,6 @@ def test_closed_book_answers_through_every_front_door(env: Env, tiny_lm_dir: Pat
     with c.stream("POST", "/v1/ask", json={"question": ON_TOPIC, "route": "adapter",
                                            "stream": True}) as r:
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-    import json
-
     final = [json.loads(e) for e in events if e != "[DONE]" and '"answer"' in e][-1]
     assert final["route"] == "adapter" and final["text"] == closed["text"]
 
@@ -236,11 +236,9 @@ def opened_outside(env: Env) -> Iterator[list[str]]:
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if active[0] and event in ("open", "os.listdir", "os.scandir") and args:
             path = args[0]
-            if isinstance(path, str | bytes | Path) and str(path).find("evil") >= 0:
-                import os
-
-                if os.path.abspath(str(path)).startswith(evil):
-                    seen.append(str(path))
+            if isinstance(path, str | bytes | Path) and "evil" in str(path) and (
+                    os.path.abspath(str(path)).startswith(evil)):
+                seen.append(str(path))
 
     sys.addaudithook(hook)  # hooks cannot be removed: this one is switched off instead
     try:
