@@ -275,6 +275,14 @@ class KinjectService:
         from kinject.rag.routes import AdapterState
 
         switcher = getattr(self, "switcher", None)
+        if switcher is not None and switcher.follow_pointer:
+            # Follow ACTIVE now (one stat), not only when the model next generates: the answer
+            # cache is keyed by this version, so a stale one would serve the old adapter's
+            # cached answers right after an activation or a rollback.
+            try:
+                switcher.refresh()
+            except KinjectError as exc:  # what serves now keeps serving
+                log.error("cannot switch adapters: %s", exc)
         version = switcher.current_version if switcher is not None else None
         if version is None:
             return AdapterState()
@@ -356,10 +364,12 @@ class KinjectService:
 
     def start_finetune_job(self) -> dict[str, Any]:
         """Start one fine-tuning cycle in the background; returns the job record (queued).
-        Raises JobBusy when a cycle is running."""
+        Raises JobBusy when a cycle is running. A promotion is announced on the attached
+        broker (the embedded one included)."""
         from kinject.finetune.jobs import start_job
 
-        return start_job(self.settings).to_dict()
+        kwargs: dict[str, Any] = {"bootstrap": self._bootstrap} if self._bootstrap else {}
+        return start_job(self.settings, **kwargs).to_dict()
 
     def finetune_job(self, job_id: str) -> dict[str, Any]:
         """A job's status, progress (0-1), stage, metrics and gate report."""

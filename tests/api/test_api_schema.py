@@ -51,7 +51,13 @@ def test_schema_documents_every_route(api_schema: Any, served: Served) -> None:
 
     paths = httpx.get(f"{served.url}/openapi.json").json()["paths"]
     for path in ("/v1/records", "/v1/search", "/v1/ask", "/v1/chat/completions", "/v1/models",
-                 "/v1/lineage/{source_id}", "/v1/dlq", "/healthz", "/readyz", "/metrics"):
+                 "/v1/lineage/{source_id}", "/v1/dlq", "/healthz", "/readyz", "/metrics",
+                 "/v1/adapters", "/v1/adapters/{version}", "/v1/adapters/{version}/activate",
+                 "/v1/adapters/rollback", "/v1/finetune/jobs", "/v1/finetune/jobs/{job_id}"):
         assert path in paths, path
+    assert "202" in paths["/v1/finetune/jobs"]["post"]["responses"]
+    assert "409" in paths["/v1/finetune/jobs"]["post"]["responses"]
+    job = paths["/v1/finetune/jobs/{job_id}"]["get"]["responses"]["200"]
+    assert job["content"]["application/json"]["schema"]["$ref"].endswith("/JobOut")
     error = paths["/v1/records"]["post"]["responses"]["401"]["content"]["application/json"]
     assert error["schema"]["$ref"].endswith("/ErrorOut")

@@ -52,6 +52,25 @@ def test_version_is_the_sha256_of_the_weights_and_holds_its_manifest(
         reg.get("feedfacecafe")
 
 
+def test_references_match_only_the_registry_own_version_names(
+        tmp_path: Path, adapters: list[Path]) -> None:
+    """A reference is never joined into a path: a complete adapter folder outside the
+    registry, reached by ``..`` or an absolute path, is an unknown version."""
+    import shutil
+
+    reg = AdapterRegistry(tmp_path / "data" / "adapters")
+    v = _add(reg, adapters[0], ["kb/a"])
+    outside = tmp_path / "evil"
+    shutil.copytree(reg.path(v), outside)
+    for ref in ("../../../evil", str(outside), f"../{v}", f"./{v}", f"{v}/", "..", ".", "",
+                f"../../../evil/{v}"):
+        for call in (reg.resolve, reg.get, reg.path, reg.activate):
+            with pytest.raises(NotFound):
+                call(ref)
+    assert reg.active() is None and reg.names() == [v]
+    assert reg.resolve(v.upper()) == v and reg.resolve(f" {v[:8]} ") == v
+
+
 def test_a_folder_that_is_not_an_adapter_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(RegistryError, match="adapter_model.safetensors"):

@@ -19,7 +19,7 @@ from kinject import __version__
 from kinject.api.auth import KEYS_FILE, KeyStore
 from kinject.api.errors import ApiError, error_body, install_error_handlers
 from kinject.api.metrics import LatencyMiddleware, Metrics
-from kinject.api.routes import chat, ops, records, search
+from kinject.api.routes import adapters, chat, jobs, ops, records, search
 from kinject.service import KinjectService
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def create_app(service: KinjectService) -> FastAPI:
     app.state.keys = KeyStore(keys_file, admin_secret=secret)
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
-    for module in (records, search, chat, ops):
+    for module in (records, search, chat, ops, adapters, jobs):
         app.include_router(module.router)
 
     static = importlib.resources.files("kinject.api") / "static"

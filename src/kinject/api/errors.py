@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 
 # The codes clients may rely on.
 CODES = ("bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
-         "too_large", "unavailable", "internal")
+         "conflict", "too_large", "unavailable", "internal")
 
 _BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 413: "too_large", 422: "bad_request",
+              405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "bad_request",
               503: "unavailable"}
 
 
@@ -62,6 +62,8 @@ def status_of(exc: KinjectError) -> tuple[int, str]:
         return 503, "unavailable"
     if isinstance(exc, ConfigError):
         return 500, "internal"
+    if exc.code == "job_busy":  # a fine-tuning cycle runs already: try again later
+        return 409, "conflict"
     if exc.code in ("registry_error", "adapter_load_error"):  # e.g. a tainted adapter named
         return 400, "bad_request"
     return 500, "internal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +14,7 @@ RouteName = Literal["rag", "adapter", "both", "auto"]
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable: bad_request, unauthorized, forbidden, not_found, "
-                                  "too_large, unavailable, internal")
+                                  "conflict, too_large, unavailable, internal")
     message: str
 
 
@@ -116,7 +117,14 @@ class AskIn(BaseModel):
     k: int | None = Field(default=None, ge=1)
     filters: list[str] = Field(default_factory=list,
                                description="key=value: kind, lang, source, since, until, tag")
-    route: RouteName | None = None
+    route: RouteName | None = Field(
+        default=None, description="rag (passages), adapter (closed book: the adapter's own "
+        "knowledge), both (passages read with the adapter; closed book when none is "
+        "relevant), auto (the default)")
+    adapter: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="answer with this adapter version (an id or a unique prefix) or 'base' "
+        "(no adapter); default: the version serving now")
     stream: bool = Field(default=False, description="answer as server-sent events")
 
 
@@ -154,6 +162,9 @@ class ChatIn(BaseModel):
 
     model: str = Field(min_length=1, description="kinject, kinject-base or kinject@<version>")
     messages: list[ChatMessage] = Field(min_length=1)
+    route: RouteName | None = Field(
+        default=None, description="kinject: as on /v1/ask; default both for "
+        "kinject@<version> (closed book when no passage is relevant), else auto")
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = None
@@ -240,3 +251,81 @@ class StatusOut(BaseModel):
     corpus_lag: dict[str, int] | None = Field(
         default=None, description="chunk events the corpus materialisers (group "
         "<prefix>-corpus) have not taken in, per partition of the chunks topic")
+
+
+# -- adapters and fine-tuning jobs ----------------------------------------------------------
+class AdapterSummary(BaseModel):
+    """One adapter version as listed (GET /v1/adapters/{version} has the rest)."""
+
+    version: str = Field(description="sha256 of the adapter's weights")
+    status: str = Field(description="candidate, promoted, rejected or tainted")
+    active: bool = Field(description="whether this version serves now")
+    parent: str | None = None
+    base_model: str
+    created_at: float
+    corpus_cycle: int = Field(description="the corpus cycle it was trained through")
+    sources: int = Field(description="how many sources its weights learnt from")
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+
+class AdapterOut(AdapterSummary):
+    """One adapter version: its lineage, training config and gate report."""
+
+    lineage: list[str] = Field(description="the source ids its weights learnt from")
+    ancestors: list[str] = Field(description="its parent, the parent's parent, ...")
+    base_model_hash: str = ""
+    corpus_manifest: str = ""
+    train_config: dict[str, Any] = Field(default_factory=dict)
+    report: dict[str, Any] = Field(default_factory=dict, description="the gate's report")
+
+
+class AdaptersOut(BaseModel):
+    active: str | None = Field(description="the version serving now; null: the base model")
+    adapters: list[AdapterSummary] = Field(description="oldest first")
+
+
+class ActivationOut(BaseModel):
+    """A change of the serving adapter; null versions mean the base model."""
+
+    version: str | None
+    previous: str | None
+    reason: str
+    at: float
+
+
+class JobOut(BaseModel):
+    """A fine-tuning job: one cycle (corpus -> LoRA training -> gate -> promote or reject)."""
+
+    id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "skipped", "failed"]
+    stage: str = Field(description="starting, paraphrasing, training, gate, then the outcome")
+    progress: float = Field(ge=0.0, le=1.0)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    outcome: Literal["promoted", "rejected", "skipped"] | None = Field(
+        default=None, description="what the cycle decided, once it has finished")
+    version: str | None = Field(default=None, description="the adapter version it trained")
+    parent: str | None = None
+    corpus_cycle: int | None = None
+    train_examples: int | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    report: dict[str, Any] = Field(default_factory=dict, description="the gate's report")
+
+
+class JobsOut(BaseModel):
+    jobs: list[JobOut] = Field(description="newest first")
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a diverged loss, an overflowing perplexity)
+    turned into None: JSON has no such numbers, and the response must still be sent."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

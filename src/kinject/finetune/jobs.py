@@ -302,12 +302,16 @@ def run_cycle(
     train_config: TrainConfig | None = None,
     bootstrap: str | None = None,
     early_stopping: bool = True,
+    lock: CycleLock | None = None,
 ) -> CycleResult:
     """Run one fine-tuning cycle now; see the module docstring. Raises JobBusy when another
     cycle runs. ``job_id`` (in ``store``) receives status, progress and the result.
     ``early_stopping=False`` trains every epoch and keeps the last weights (no held-out
-    questions go to the trainer; the gate still asks them)."""
-    lock = CycleLock(finetune_dir(settings.data_dir) / "cycle.lock")
+    questions go to the trainer; the gate still asks them). ``lock``: the cycle lock, already
+    acquired by the caller (start_job), released here when the cycle ends."""
+    held = lock is not None
+    if lock is None:
+        lock = CycleLock(finetune_dir(settings.data_dir) / "cycle.lock")
     own_store = store is None and job_id is not None
     if own_store:
         store = JobStore.for_data_dir(settings.data_dir)
@@ -317,7 +321,8 @@ def run_cycle(
             store.update(job_id, **fields)
 
     try:
-        lock.acquire()
+        if not held:
+            lock.acquire()
     except JobBusy as exc:
         note(status="failed", error=str(exc), finished_at=time.time())
         if own_store and store is not None:
@@ -574,23 +579,28 @@ def deletion_hook(settings: Settings, *, publish: bool = True, bootstrap: str | 
 def start_job(settings: Settings, store: JobStore | None = None, **kwargs: Any) -> JobRecord:
     """Record a job and run the cycle in a background thread; returns the queued record.
 
-    Raises JobBusy at once when another cycle holds the lock. The thread writes to its own
-    connection of the job store, so ``store`` may be closed when this returns.
+    Raises JobBusy at once when another cycle holds the lock. The lock is taken here and
+    handed to the thread, so of two requests that arrive together one gets JobBusy rather
+    than a job that fails later. The thread writes to its own connection of the job store,
+    so ``store`` may be closed when this returns.
     """
     lock = CycleLock(finetune_dir(settings.data_dir) / "cycle.lock")
-    if lock.held_elsewhere():
-        raise JobBusy("a fine-tuning cycle is already running")
+    lock.acquire()  # JobBusy when another cycle runs
     own = store is None
-    jobs = store if store is not None else JobStore.for_data_dir(settings.data_dir)
     try:
-        job = jobs.create("cycle", params={k: str(v) for k, v in kwargs.items()})
-    finally:
-        if own:
-            jobs.close()
+        jobs = store if store is not None else JobStore.for_data_dir(settings.data_dir)
+        try:
+            job = jobs.create("cycle", params={k: str(v) for k, v in kwargs.items()})
+        finally:
+            if own:
+                jobs.close()
+    except BaseException:
+        lock.release()
+        raise
 
     def work() -> None:
         try:
-            run_cycle(settings, job_id=job.id, **kwargs)
+            run_cycle(settings, job_id=job.id, lock=lock, **kwargs)
         except Exception:  # recorded in the job; nothing else to do in a thread
             pass
 

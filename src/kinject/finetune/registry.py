@@ -184,20 +184,30 @@ class AdapterRegistry:
         return meta
 
     # -- reading ---------------------------------------------------------------------------
+    def names(self) -> builtins.list[str]:
+        """The registry's own version names: the folders under ``versions/`` that hold a
+        manifest (temporary folders of a registration in progress start with a dot)."""
+        return [p.name for p in self.versions_dir.iterdir()
+                if not p.name.startswith(".") and (p / MANIFEST).is_file()]
+
     def resolve(self, ref: str) -> str:
-        """A full version id from an id or a unique prefix (at least 6 characters)."""
+        """A full version id from an id or a unique prefix (at least 6 characters).
+
+        ``ref`` is only ever compared with the registry's own version names, never joined
+        into a path: a client's ``../../x`` or ``/abs/path`` is an unknown version."""
         ref = ref.strip().lower()
-        if (self.versions_dir / ref / MANIFEST).is_file():
+        names = self.names() if ref else []
+        if ref in names:
             return ref
         if len(ref) >= 6:
-            found = [p.name for p in self.versions_dir.iterdir()
-                     if p.name.startswith(ref) and (p / MANIFEST).is_file()]
+            found = [name for name in names if name.startswith(ref)]
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
                 raise RegistryError(f"adapter version prefix {ref!r} is ambiguous: "
                                     f"{', '.join(v[:12] for v in found)}")
-        raise NotFound(f"no adapter version {ref!r} in {self.versions_dir}")
+        # the reference is a client's text: name it (repr, cut short), not the data dir
+        raise NotFound(f"no adapter version {ref[:80]!r}")
 
     def get(self, ref: str) -> AdapterVersion:
         version = self.resolve(ref)

@@ -6,7 +6,12 @@ and the passages cited travel in the extra ``citations`` field. Model names:
 
 ``kinject``              the base model with the active adapter (the ``auto`` route)
 ``kinject-base``         the base model, no adapter
-``kinject@<version>``    a named adapter version (an id or a unique prefix; not tainted)
+``kinject@<version>``    a named adapter version (an id or a unique prefix; not tainted),
+                         answering on the ``both`` route: from the passages read with the
+                         adapter, or closed book from its weights when none is relevant
+
+A version is only ever matched against the registry's own version names (a name such as
+``kinject@../x`` is an unknown model: 404). The extra ``route`` field picks another route.
 """
 
 from __future__ import annotations
@@ -98,7 +103,9 @@ async def chat_completions(body: ChatIn, svc: ServiceDep, api: ApiSettingsDep,
     """Answer the last user message (OpenAI chat-completions format; ``stream: true`` sends
     ``chat.completion.chunk`` events and ``data: [DONE]``)."""
     question = check_question(_question(body.messages), api)
-    kwargs: dict[str, Any] = {"model": _model_arg(body.model)}
+    model = _model_arg(body.model)
+    kwargs: dict[str, Any] = {"model": model, "route": body.route or (
+        "auto" if model in (None, "base") else "both")}
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not body.stream:

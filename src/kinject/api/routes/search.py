@@ -159,6 +159,8 @@ async def ask(body: AskIn, svc: ServiceDep, api: ApiSettingsDep, who: Reader) ->
     kwargs: dict[str, Any] = {"filters": filters}
     if body.route is not None:
         kwargs["route"] = body.route
+    if body.adapter is not None:
+        kwargs["model"] = body.adapter  # matched against the registry's versions only
     if not body.stream:
         answer = await run_in_threadpool(svc.ask, question, body.k, **kwargs)
         return answer_out(answer)

@@ -39,6 +39,41 @@ async function refreshStatus() {
   $("recent").replaceChildren(...rows);
 }
 
+const short = (version) => (version ? version.slice(0, 12) : "base model");
+
+async function refreshTraining() {
+  // The adapters and the last fine-tuning jobs; every value goes in as text, never as HTML.
+  const [adaptersResp, jobsResp] = await Promise.all([
+    fetch("/v1/adapters", { headers: headers() }),
+    fetch("/v1/finetune/jobs?limit=5", { headers: headers() }),
+  ]);
+  if (adaptersResp.ok) {
+    const a = await adaptersResp.json();
+    $("adapter-active").textContent = short(a.active);
+    $("adapters").replaceChildren(...a.adapters.slice(-8).reverse().map((v) => {
+      const acc = v.metrics.new_accuracy;
+      return el("tr", { className: v.active ? "active" : "" }, [
+        el("td", { textContent: short(v.version) + (v.active ? " (serving)" : "") }),
+        el("td", { textContent: v.status }), el("td", { textContent: short(v.parent) }),
+        el("td", { textContent: v.corpus_cycle }), el("td", { textContent: v.sources }),
+        el("td", { textContent: typeof acc === "number" ? acc.toFixed(2) : "-" }),
+      ]);
+    }));
+  }
+  if (jobsResp.ok) {
+    const body = await jobsResp.json();
+    $("jobs").replaceChildren(...body.jobs.map((j) => el("tr", {}, [
+      el("td", { textContent: j.id }),
+      el("td", { textContent: new Date(j.created_at * 1000).toLocaleTimeString() }),
+      el("td", { textContent: j.status, title: j.error || "" }),
+      el("td", { textContent: j.stage }),
+      el("td", { textContent: Math.round(j.progress * 100) + "%" }),
+      el("td", { textContent: j.outcome || "-" }),
+      el("td", { textContent: j.version ? short(j.version) : "-" }),
+    ])));
+  }
+}
+
 async function runSearch(ev) {
   ev.preventDefault();
   const q = $("search-q").value.trim();
@@ -121,4 +156,6 @@ async function runAsk(ev) {
 $("search-form").addEventListener("submit", runSearch);
 $("ask-form").addEventListener("submit", runAsk);
 refreshStatus();
+refreshTraining();
 setInterval(refreshStatus, 5000);
+setInterval(refreshTraining, 5000);
