@@ -154,6 +154,17 @@ def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
+@pytest.fixture(scope="session")
+def reader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir holding the default reader, assembled from its packages and converted to
+    CTranslate2 once (about 1.5 minutes), shared by tests."""
+    from kinject.rag.reader_model import ensure_ct2, resolve_reader
+
+    models = tmp_path_factory.mktemp("reader-models")
+    ensure_ct2(resolve_reader("qwen2.5-0.5b"), models)
+    return models
+
+
 TINY_CLIP_CONFIG = {
     "embed_dim": 64,
     # Mean-pooled patch tokens: with random weights they keep a picture's colours and shapes

@@ -89,6 +89,10 @@ class ModelSettings(BaseModel):
     # vector space that Chinese queries search (MiniLM is English-only); "none" turns it off.
     embedder_zh: str = "use-multilingual"
     generator: str = "smollm2"
+    # The model that reads passages in rag.mode "read" (rag/reader_model.py):
+    # "qwen2.5-0.5b" (Qwen2.5-Coder-0.5B-Instruct, from pinned packages, converted once to
+    # CTranslate2 INT8), a CTranslate2 or transformers folder, a .gguf file, or a hub id.
+    reader: str = "qwen2.5-0.5b"
     # "auto" picks CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -190,7 +194,7 @@ class RagSettings(BaseModel):
     # reader scores best (a quote by construction). auto: factoid questions get the span of
     # the clause they ask about (answer-type prior, anchor words), the others are written:
     # about 20x faster than free and nearly as accurate (bench/rag_quality.py).
-    mode: Literal["auto", "span", "free"] = "auto"
+    mode: Literal["auto", "span", "free", "read"] = "auto"
     max_answer_chars: int = Field(default=160, ge=1)
     # The best spans by context re-ranked with the model's likelihood (0 or 1: off).
     lm_rerank: int = Field(default=3, ge=0)
@@ -198,6 +202,8 @@ class RagSettings(BaseModel):
     # Concurrent questions arriving within this window run as one batch (0: off).
     batch_window_ms: float = Field(default=5.0, ge=0.0)
     max_batch: int = Field(default=16, ge=1)
+    # read mode: passages the reader model reads per question (one prompt each).
+    reader_passages: int = Field(default=2, ge=1)
     # With the CLIP image index on, an answer (not an abstention, not closed book) also lists
     # up to max_images images CLIP finds for the question, after the images of the passages
     # it cites, when their CLIP score (text-image cosine) reaches image_min_score. With

@@ -266,8 +266,16 @@ class KinjectService:
                 generator = self._with_adapters(generator)
                 self._rag = RagService(self.index, generator,
                                        RagConfig.from_settings(self.settings),
-                                       adapter=self._adapter_state)
+                                       adapter=self._adapter_state, reader=self._reader)
             return self._rag
+
+    def _reader(self) -> Any:
+        """read mode's reader model (loaded, and converted once, on first use)."""
+        from kinject.rag.reader import Ct2Reader
+        from kinject.rag.reader_model import load_reader
+
+        m = self.settings.models
+        return Ct2Reader(load_reader(m.reader, self.settings.models_dir, m.device))
 
     # -- adapters and fine-tuning jobs (finetune/) ---------------------------------------------
     def _adapter_state(self) -> Any:

@@ -25,7 +25,7 @@ def hash_rag(tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path
     generator = load_generator(str(tiny_lm_dir), tmp_path / "models", "cpu", "auto")
     made = itertools.count()
     with ExitStack() as stack:
-        def make(docs: dict[str, str], **config: Any) -> RagService:
+        def make(docs: dict[str, str], reader: Any = None, **config: Any) -> RagService:
             index = stack.enter_context(TextIndex(tmp_path / f"i{next(made)}", hash_embedder))
             index.apply([SourceUpdate(
                 op="upsert", source_id=sid,
@@ -34,6 +34,7 @@ def hash_rag(tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path
                 vectors=hash_embedder.encode([text]), embedder=hash_embedder.name)
                 for sid, text in docs.items()])
             settings = {"cache_size": 0, "lm_rerank": 0, "mode": "auto", "min_relevance": -1.0}
-            return RagService(index, generator, RagConfig(**{**settings, **config}))
+            return RagService(index, generator, RagConfig(**{**settings, **config}),
+                              reader=(lambda: reader) if reader is not None else None)
 
         yield make

@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +29,7 @@ from kinject.rag.cache import AnswerCache, normalise_question
 from kinject.rag.extract import anchored, clause_spans, clauses_of, mask_names, type_prior
 from kinject.rag.prompt import closed_book_messages, rag_messages
 from kinject.rag.questions import QuestionInfo, analyse
+from kinject.rag.reader import Reader, Reading
 from kinject.rag.routes import AdapterProvider, check_route, no_adapter, resolve_auto
 from kinject.rag.sentences import (
     Candidate,
@@ -53,8 +54,8 @@ ABSTAIN_TEXT_ZH = "知识库中没有相关内容。"
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _MARKER = re.compile(r"\[(\d+)\]")
 
-Mode = Literal["auto", "span", "free"]
-MODES = ("auto", "span", "free")
+Mode = Literal["auto", "span", "free", "read"]
+MODES = ("auto", "span", "free", "read")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class RagConfig:
     cache_size: int = 256
     batch_window_ms: float = 0.0
     max_batch: int = 16
+    # read mode: passages the reader model reads, one prompt each (rag/reader.py).
+    reader_passages: int = 2
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RagConfig:
@@ -99,7 +102,8 @@ class RagConfig:
         return cls(k=r.k, max_sentences=r.max_sentences, min_relevance=r.min_relevance,
                    mode=r.mode, max_answer_chars=r.max_answer_chars, lm_rerank=r.lm_rerank,
                    search_mode=settings.index.search_mode, cache_size=r.cache_size,
-                   batch_window_ms=r.batch_window_ms, max_batch=r.max_batch)
+                   batch_window_ms=r.batch_window_ms, max_batch=r.max_batch,
+                   reader_passages=r.reader_passages)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -134,7 +138,7 @@ class _Plan:
     abstain: bool = False
     messages: list[dict[str, str]] = field(default_factory=list)
     spans: list[tuple[str, int, str]] = field(default_factory=list)  # text, passage, context
-    kind: Literal["abstain", "span", "free", "closed"] = "abstain"
+    kind: Literal["abstain", "span", "free", "closed", "read"] = "abstain"
     max_new_tokens: int = 32
     timings: dict[str, float] = field(default_factory=dict)
     info: QuestionInfo | None = None
@@ -158,11 +162,15 @@ class RagService:
     """Answers questions over a TextIndex with a causal LM (``models.LoadedGenerator``)."""
 
     def __init__(self, index: TextIndex, generator: Any, config: RagConfig | None = None,
-                 adapter: AdapterProvider | None = None) -> None:
+                 adapter: AdapterProvider | None = None,
+                 reader: Callable[[], Reader] | None = None) -> None:
         self.index = index
         self.generator = generator
         self.config = config or RagConfig()
         self.adapter = adapter or no_adapter
+        # read mode's reader model, loaded on the first question that needs it.
+        self._reader_factory = reader
+        self._reader: Reader | None = None
         self.cache = AnswerCache(self.config.cache_size)
         self.model_calls = 0  # batched model invocations (a batch counts once)
         self._batcher: MicroBatcher[Question, Answer] = MicroBatcher(
@@ -195,7 +203,7 @@ class RagService:
             yield cached
             return
         plan = self._plan([q])[0]
-        if plan.kind in ("abstain", "span"):
+        if plan.kind in ("abstain", "span", "read"):
             answer = self._finish([plan])[0]
             yield answer.text
         elif plan.kind == "closed":
@@ -297,11 +305,16 @@ class RagService:
         retrieve_s = (time.perf_counter() - t0) / max(1, len(questions))
         for q, info, hits in zip(questions, infos, found, strict=True):
             plans.append(_Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s}))
+            if q.mode == "read":  # the reader judges what a passage is about
+                hits_of.append(hits[: q.k])
+                continue
             hits_of.append(_about_the_question(info.terms, hits)[: q.k])
         t1 = time.perf_counter()
-        selections = self._select(infos, hits_of)
+        # read mode needs no sentence selection: the reader model chooses among the passages.
+        selections = self._select(infos, [[] if q.mode == "read" else hits
+                                          for q, hits in zip(questions, hits_of, strict=True)])
         select_s = (time.perf_counter() - t1) / max(1, len(questions))
-        for plan, sel in zip(plans, selections, strict=True):
+        for i, (plan, sel) in enumerate(zip(plans, selections, strict=True)):
             plan.timings["select_s"] = select_s
             q, chosen = plan.q, sel.chosen
             plan.info, plan.clause_rel = sel.info, sel.clause_rel
@@ -309,12 +322,21 @@ class RagService:
             # themselves; a cosine alone must clear the full bar.
             bar = cfg.min_relevance * (cfg.named_relevance if sel.info.terms else 1.0)
             relevant = bool(chosen) and sel.relevance >= bar
+            if q.mode == "read":  # the reader itself says when no passage is about it
+                chosen = _distinct_passages(hits_of[i])
+                relevant = bool(chosen)
             if plan.route == "auto":
                 plan.route = resolve_auto(state, relevant, {c.hit.source_id for c in chosen})
             if plan.route == "adapter" or (plan.route == "both" and not relevant):
                 plan.kind, plan.route = "closed", "adapter"
                 plan.messages = closed_book_messages(q.text)
                 plan.max_new_tokens = self._budget(q.text, [])
+                continue
+            if q.mode == "read" and plan.route == "rag":
+                # The reader reads whole passages, best retrieved first, and says itself
+                # when none of them answers.
+                plan.kind = "read"
+                plan.passages = chosen
                 continue
             if not relevant:
                 plan.kind = "abstain"
@@ -445,6 +467,19 @@ class RagService:
     def _finish(self, plans: list[_Plan]) -> list[Answer]:
         spans = [p for p in plans if p.kind == "span"]
         writes = [p for p in plans if p.kind in ("free", "closed")]
+        reads = [p for p in plans if p.kind == "read"]
+        readings: dict[int, Reading] = {}
+        if reads:
+            t0 = time.perf_counter()
+            reader = self._reader_model()
+            self.model_calls += 1
+            got = reader.read([p.q.text for p in reads],
+                              [[c.sentence for c in p.passages[: self.config.reader_passages]]
+                               for p in reads])
+            dt = (time.perf_counter() - t0) / len(reads)
+            for p, reading in zip(reads, got, strict=True):
+                readings[id(p)] = reading
+                p.timings["generate_s"] = dt
         scores: dict[int, list[float]] = {}
         texts: dict[int, str] = {}
         if spans:
@@ -472,9 +507,19 @@ class RagService:
                 answers.append(self._cited(p, text, [idx + 1]))
             elif p.kind in ("free", "closed"):
                 answers.append(self._compose(p, texts[id(p)]))
+            elif p.kind == "read" and readings[id(p)].answered:
+                reading = readings[id(p)]
+                answers.append(self._cited(p, reading.text, [reading.passage + 1]))
             else:
                 answers.append(self._answer(p, _abstain_text(p.q.text), (), abstained=True))
         return answers
+
+    def _reader_model(self) -> Reader:
+        if self._reader is None:
+            if self._reader_factory is None:
+                raise ValueError("mode 'read' needs a reader model (models.reader)")
+            self._reader = self._reader_factory()
+        return self._reader
 
     def _score_spans(self, plans: list[_Plan]) -> list[list[float]]:
         """Score every candidate span of every plan; the best one is the answer.
@@ -559,6 +604,18 @@ class RagService:
         return Answer(text=text, citations=citations, images=images,
                       adapter_version=plan.adapter_version, route=plan.route,  # type: ignore[arg-type]
                       abstained=abstained, timings=timings)
+
+
+def _distinct_passages(hits: list[Hit]) -> list[Candidate]:
+    """Each retrieved passage once (a passage found in two spaces comes back twice), in the
+    order retrieval ranked them."""
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        if h.chunk_id not in seen:
+            seen.add(h.chunk_id)
+            out.append(Candidate(h.text, h, h.score))
+    return out
 
 
 def _on_topic(sel: _Selection) -> list[Candidate]:
