@@ -67,10 +67,18 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 300_000
-    security_protocol: str = "PLAINTEXT"
+    # A real cluster: passed to every kafka-python client as given (PLAINTEXT, SSL,
+    # SASL_PLAINTEXT, SASL_SSL; PLAIN, SCRAM-SHA-256, SCRAM-SHA-512). The password and the
+    # key password are secrets: never logged, never shown.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # None: the system's trusted CAs
+    ssl_certfile: Path | None = None  # a client certificate (mutual TLS)
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None  # of the key file
+    ssl_check_hostname: bool = True
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -115,6 +123,12 @@ class IngestSettings(BaseModel):
     # source is kept in the docstore but not searched (the first one is). dedupe=false: off.
     dedupe: bool = True
     near_duplicate_threshold: float = Field(default=0.9, ge=0.5, le=1.0)
+    # A record's ``uri`` is read by the worker, and any client of the broker can write
+    # records: by default none may name a local file or a URL. Directories listed here are
+    # resolved (a symlink inside that points outside is refused); URL prefixes are http(s)
+    # URLs whose host and path a fetched URL (and each redirect) must keep.
+    uri_allow_dirs: list[Path] = Field(default_factory=list)
+    uri_allow_urls: list[str] = Field(default_factory=list)
 
 
 class IndexSettings(BaseModel):

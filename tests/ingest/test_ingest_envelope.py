@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from kinject.errors import BadRecord
+from kinject.ingest.uris import UriPolicy
 from kinject.ingest.envelope import decode_record, encode_record, record_from_path
 from kinject.types import Record
 
@@ -85,7 +86,8 @@ def test_uri_reads_a_local_file_and_sniffs_its_kind(tmp_path: Path) -> None:
     path = tmp_path / "table.csv"
     path.write_text("a,b\n1,2\n")
     for uri in (str(path), path.as_uri()):
-        rec = decode_record(_value(source_id="t", uri=uri), None, None)
+        rec = decode_record(_value(source_id="t", uri=uri), None, None,
+                            uris=UriPolicy(dirs=(tmp_path,)))
         assert rec.content == b"a,b\n1,2\n"
         assert rec.kind == "csv"
         assert rec.meta["filename"] == "table.csv"
@@ -93,13 +95,14 @@ def test_uri_reads_a_local_file_and_sniffs_its_kind(tmp_path: Path) -> None:
 
 def test_missing_file_is_a_fetch_error(tmp_path: Path) -> None:
     with pytest.raises(BadRecord, match="not found") as info:
-        decode_record(_value(source_id="t", uri=str(tmp_path / "nope.txt")), None, None)
+        decode_record(_value(source_id="t", uri=str(tmp_path / "nope.txt")), None, None,
+                      uris=UriPolicy(dirs=(tmp_path,)))
     assert info.value.stage == "fetch"
 
 
 @pytest.mark.parametrize("uri", ["http://example.com/a.txt", "https://example.com/a.txt"])
 def test_http_uri_is_refused_by_default(uri: str) -> None:
-    with pytest.raises(BadRecord, match="allow_http"):
+    with pytest.raises(BadRecord, match="is not allowed"):
         decode_record(_value(source_id="t", uri=uri), None, None)
 
 

@@ -18,12 +18,12 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kinject.errors import BadRecord
 from kinject.ingest.sniff import sniff_kind
+from kinject.ingest.uris import UriPolicy, read_file
 from kinject.types import KINDS, Record
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,14 @@ def decode_record(
     key: bytes | None,
     position: tuple[str, int, int] | None = None,
     *,
-    allow_http: bool = False,
+    uris: UriPolicy | None = None,
 ) -> Record:
     """Turn a Kafka message (value, key, position) into a Record.
 
-    Raises BadRecord(stage="validate") for invalid JSON or an invalid envelope (the message
-    names the field) and BadRecord(stage="fetch") when a ``uri`` cannot be read.
+    A ``uri`` is read only where ``uris`` allows it (the default allows no file and no URL).
+    Raises BadRecord(stage="validate") for invalid JSON, an invalid envelope (the message
+    names the field) or a refused ``uri``, and BadRecord(stage="fetch") when a ``uri`` cannot
+    be read.
     """
     if value is None:
         return _tombstone(key, position)
@@ -131,10 +133,8 @@ def decode_record(
         data = _b64decode(env.content_b64)
     else:
         assert env.uri is not None  # the validator guarantees one payload field
-        path = _local_path(env.uri, allow_http=allow_http)
-        data = _fetch_http(env.uri) if path is None else _read_file(path)
+        data, filename = (uris or UriPolicy()).read(env.uri)
         meta.setdefault("uri", env.uri)
-        filename = Path(urlparse(env.uri).path).name if path is None else path.name
         meta.setdefault("filename", filename)
         if kind is None:
             kind = sniff_kind(data, filename)
@@ -181,7 +181,7 @@ def record_from_path(
     keys given in ``meta`` win.
     """
     path = Path(path)
-    data = _read_file(path)
+    data = read_file(path)
     merged: dict[str, Any] = {"filename": path.name}
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     if sidecar.is_file():
@@ -254,42 +254,3 @@ def _as_text(data: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     return None if "\x00" in text else text
-
-
-def _local_path(uri: str, *, allow_http: bool) -> Path | None:
-    """The local path a uri names, or None for an http(s) uri that may be fetched."""
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
-    if scheme in ("http", "https"):
-        if not allow_http:
-            raise BadRecord(
-                f"uri: http(s) uris are refused (allow_http is off): {uri}", stage="validate"
-            )
-        return None
-    if scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise BadRecord(f"uri: file uri on another host is refused: {uri}", stage="validate")
-        return Path(unquote(parsed.path))
-    if scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
-        raise BadRecord(f"uri: unsupported scheme {scheme!r} (use a local path)", stage="validate")
-    return Path(uri)
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise BadRecord(f"uri: file not found: {path}", stage="fetch") from exc
-    except OSError as exc:
-        raise BadRecord(f"uri: cannot read {path}: {exc}", stage="fetch") from exc
-
-
-def _fetch_http(uri: str) -> bytes:
-    import httpx
-
-    try:
-        resp = httpx.get(uri, timeout=30.0, follow_redirects=True)
-        resp.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise BadRecord(f"uri: cannot fetch {uri}: {exc}", stage="fetch") from exc
-    return resp.content
