@@ -228,6 +228,11 @@ class ApiSettings(BaseModel):
     keys_file: Path | None = None
     # Writes and admin calls always need a key; reads (search, ask, chat) only when set.
     require_key_for_reads: bool = False
+    # Failed key checks a client (IP address) may make within the window before its checks
+    # get 429 with Retry-After: a person mistyping a key retries a few times, while each
+    # failure costs a scrypt (~20-60 ms of CPU), so 10 a minute caps a flood at ~1 % of a core.
+    auth_max_failures: int = Field(default=10, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
     # Origins allowed by CORS; empty (the default) turns CORS off.
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,

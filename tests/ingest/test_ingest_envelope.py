@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from kinject.errors import BadRecord
-from kinject.ingest.uris import UriPolicy
 from kinject.ingest.envelope import decode_record, encode_record, record_from_path
+from kinject.ingest.uris import UriPolicy
 from kinject.types import Record
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))

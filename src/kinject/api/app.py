@@ -19,6 +19,7 @@ from kinject import __version__
 from kinject.api.auth import KEYS_FILE, KeyStore
 from kinject.api.errors import ApiError, error_body, install_error_handlers
 from kinject.api.metrics import LatencyMiddleware, Metrics
+from kinject.api.ratelimit import FailureLimiter
 from kinject.api.routes import chat, ops, records, search
 from kinject.service import KinjectService
 
@@ -75,6 +76,7 @@ def create_app(service: KinjectService) -> FastAPI:
     keys_file = api.keys_file or service.settings.data_dir / KEYS_FILE
     secret = api.api_key.get_secret_value() if api.api_key is not None else None
     app.state.keys = KeyStore(keys_file, admin_secret=secret)
+    app.state.auth_limiter = FailureLimiter(api.auth_max_failures, api.auth_failure_window_s)
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
     for module in (records, search, chat, ops):
