@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kinject import __version__
@@ -57,7 +58,10 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise self._too_large(seen)  # inside the route: the error handler answers
+                    # Inside the route: FastAPI turns any other error raised while reading
+                    # the body into a 400, but passes an HTTPException on to its handler.
+                    exc = self._too_large(seen)
+                    raise StarletteHTTPException(413, detail=exc.message)
             return message
 
         await self.app(scope, counted, send)
