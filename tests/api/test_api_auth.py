@@ -93,6 +93,15 @@ def test_a_chunked_body_over_the_limit_is_413_not_400(served: Served) -> None:
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
 
 
+def test_a_lone_surrogate_is_a_clear_400(served: Served) -> None:
+    body = b'{"records": [{"source_id": "s/1", "content": "Orrin \\ud800 pier"}]}'
+    with served.client("write") as c:
+        r = c.post("/v1/records", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "lone UTF-16 surrogate" in r.json()["error"]["message"]
+    assert "codec" not in r.json()["error"]["message"]
+
+
 def test_cors_is_off_by_default(served: Served) -> None:
     r = httpx.options(f"{served.url}/v1/search", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})

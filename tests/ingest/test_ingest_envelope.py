@@ -82,6 +82,16 @@ def test_invalid_envelopes_are_bad_records_naming_the_problem(value: bytes, need
     assert info.value.stage == "validate"
 
 
+@pytest.mark.parametrize("fields", [{"content": "Orrin \ud800 pier"},
+                                    {"content": "x", "meta": {"title": ["ok", "\udc01"]}}])
+def test_a_lone_surrogate_is_named_not_a_codec_error(fields: dict[str, object]) -> None:
+    value = _value(source_id="s", **fields)
+    assert b"\\ud" in value  # the JSON escape, as a client sends it
+    with pytest.raises(BadRecord, match="holds a lone UTF-16 surrogate") as info:
+        decode_record(value, None)
+    assert info.value.stage == "validate" and "codec" not in str(info.value)
+
+
 def test_uri_reads_a_local_file_and_sniffs_its_kind(tmp_path: Path) -> None:
     path = tmp_path / "table.csv"
     path.write_text("a,b\n1,2\n")

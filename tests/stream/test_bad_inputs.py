@@ -127,6 +127,12 @@ def _bad_cases(tmp: Path) -> list[Bad]:
             "validate",
             "source_id: Input should be a valid string",
         ),
+        Bad(
+            "lone-surrogate",  # json.dumps writes it as the escape "\ud800"
+            _env(source_id=sid, kind="text", content="Tide tables \ud800 for Orrin."),
+            "validate",
+            "content: holds a lone UTF-16 surrogate (\\ud800) at character 12",
+        ),
         Bad("unknown-op", _env(op="merge", source_id=sid, content="x"), "validate", "op:"),
         Bad(
             "content-and-uri",

@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,11 +66,28 @@ class Envelope(BaseModel):
             raise ValueError(f"unknown kind {v!r}; known kinds: {', '.join(KINDS)}")
         return v
 
+    @field_validator("content", "uri")
+    @classmethod
+    def _unicode_text(cls, v: str | None) -> str | None:
+        if v is not None:
+            _no_lone_surrogate(v)
+        return v
+
     @field_validator("meta")
     @classmethod
     def _shallow_meta(cls, v: dict[str, Any]) -> dict[str, Any]:
         if _depth(v) > MAX_META_DEPTH:
             raise ValueError(f"is nested deeper than {MAX_META_DEPTH} levels")
+        stack: list[Any] = [v]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                _no_lone_surrogate(item)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
         return v
 
     @model_validator(mode="after")
@@ -216,6 +234,20 @@ def _tombstone(key: bytes | None, position: tuple[str, int, int] | None) -> Reco
     except UnicodeDecodeError as exc:
         raise BadRecord(f"tombstone key is not UTF-8: {exc}", stage="validate") from exc
     return Record(source_id=source_id, op="delete", position=position)
+
+
+# A JSON "\ud800" escape without its pair decodes to a lone surrogate: not a character, so
+# not encodable as UTF-8 anywhere downstream.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_lone_surrogate(text: str) -> None:
+    found = _LONE_SURROGATE.search(text)
+    if found is not None:
+        raise ValueError(
+            f"holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}) at character "
+            f"{found.start()}: that is not Unicode text; send text as valid UTF-8 "
+            "(surrogates only in pairs) or the bytes as content_b64")
 
 
 def _depth(value: Any) -> int:
