@@ -253,6 +253,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    # The data dir holds every ingested text, the outbox and API key hashes: created 0700,
+    # its files 0600 (umask 077 in kinject's processes). False: the umask is left alone.
+    private_files: bool = True
     log_level: str = "INFO"
     gate: GateSettings = GateSettings()
     schedule: ScheduleSettings = ScheduleSettings()

@@ -15,6 +15,7 @@ With no bootstrap servers configured, the embedded broker runs for the life of t
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import socket
@@ -199,9 +200,13 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # `kill -USR1 <pid>` writes every thread's stack to stderr (what a stuck request waits
+    # on) instead of killing the server, as in `kinject worker`.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def restore() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        faulthandler.unregister(signal.SIGUSR1)
 
     return restore
