@@ -86,8 +86,8 @@ def bom_encoding(data: bytes) -> str | None:
 def _sniff_text(data: bytes) -> str:
     encoding = bom_encoding(data)
     if encoding is not None:
-        head = data[:_SNIFF_BYTES]
-        text = head.decode(encoding, errors="replace")  # a unit cut at the window's end
+        # errors="replace": a code unit cut at the window's end
+        text = data[:_SNIFF_BYTES].decode(encoding, errors="replace")
     else:
         try:
             text = data[:_SNIFF_BYTES].decode("utf-8-sig")
