@@ -130,6 +130,17 @@ class IngestSettings(BaseModel):
     uri_allow_dirs: list[Path] = Field(default_factory=list)
     uri_allow_urls: list[str] = Field(default_factory=list)
 
+    @field_validator("uri_allow_urls")
+    @classmethod
+    def _http_prefixes(cls, v: list[str]) -> list[str]:
+        from urllib.parse import urlparse
+
+        for prefix in v:
+            parsed = urlparse(prefix)
+            if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"{prefix!r} is not an http(s) URL with a host")
+        return v
+
 
 class IndexSettings(BaseModel):
     model_config = {"frozen": True}

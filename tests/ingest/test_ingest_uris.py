@@ -104,3 +104,19 @@ def test_the_publishing_cli_reads_its_own_users_files(tree: dict[str, Path]) -> 
     assert rec.content == b"kj_abcdef_supersecret"
     with pytest.raises(BadRecord, match="is not allowed"):
         decode_record(_value("https://example.com/a"), None, uris=UriPolicy.local_files())
+
+
+def test_the_settings_name_a_bad_url_prefix_and_build_the_workers_policy(
+        tree: dict[str, Path]) -> None:
+    from kinject.config import load_settings
+    from kinject.errors import ConfigError
+    from kinject.stream.runner import ingest_config
+
+    with pytest.raises(ConfigError, match="ingest.uri_allow_urls"):
+        load_settings(ingest={"uri_allow_urls": ["ftp://files.example.com/"]})
+    settings = load_settings(ingest={"uri_allow_dirs": [str(tree["allowed"])],
+                                     "uri_allow_urls": ["https://docs.example.com/m/"]})
+    policy = ingest_config(settings).uris
+    assert policy.dirs == (tree["allowed"].resolve(),)
+    assert policy.url_allowed("https://docs.example.com/m/a.html")
+    assert ingest_config(load_settings()).uris == UriPolicy()  # nothing allowed by default
