@@ -46,6 +46,10 @@ def _settings(config: Path | None, data_dir: Path | None = None) -> Settings:
     overrides = {"data_dir": data_dir} if data_dir is not None else {}
     settings = load_settings(config, **overrides)
     setup_logging(settings.log_level)
+    if settings.private_files:
+        from kinject.datadir import secure_data_dir
+
+        secure_data_dir(settings.data_dir)
     return settings
 
 

@@ -67,10 +67,18 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 300_000
-    security_protocol: str = "PLAINTEXT"
+    # A real cluster: passed to every kafka-python client as given (PLAINTEXT, SSL,
+    # SASL_PLAINTEXT, SASL_SSL; PLAIN, SCRAM-SHA-256, SCRAM-SHA-512). The password and the
+    # key password are secrets: never logged, never shown.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # None: the system's trusted CAs
+    ssl_certfile: Path | None = None  # a client certificate (mutual TLS)
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None  # of the key file
+    ssl_check_hostname: bool = True
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -119,6 +127,23 @@ class IngestSettings(BaseModel):
     # source is kept in the docstore but not searched (the first one is). dedupe=false: off.
     dedupe: bool = True
     near_duplicate_threshold: float = Field(default=0.9, ge=0.5, le=1.0)
+    # A record's ``uri`` is read by the worker, and any client of the broker can write
+    # records: by default none may name a local file or a URL. Directories listed here are
+    # resolved (a symlink inside that points outside is refused); URL prefixes are http(s)
+    # URLs whose host and path a fetched URL (and each redirect) must keep.
+    uri_allow_dirs: list[Path] = Field(default_factory=list)
+    uri_allow_urls: list[str] = Field(default_factory=list)
+
+    @field_validator("uri_allow_urls")
+    @classmethod
+    def _http_prefixes(cls, v: list[str]) -> list[str]:
+        from urllib.parse import urlparse
+
+        for prefix in v:
+            parsed = urlparse(prefix)
+            if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"{prefix!r} is not an http(s) URL with a host")
+        return v
 
 
 class IndexSettings(BaseModel):
@@ -225,6 +250,11 @@ class ApiSettings(BaseModel):
     keys_file: Path | None = None
     # Writes and admin calls always need a key; reads (search, ask, chat) only when set.
     require_key_for_reads: bool = False
+    # Failed key checks a client (IP address) may make within the window before its checks
+    # get 429 with Retry-After: a person mistyping a key retries a few times, while each
+    # failure costs a scrypt (~20-60 ms of CPU), so 10 a minute caps a flood at ~1 % of a core.
+    auth_max_failures: int = Field(default=10, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
     # Origins allowed by CORS; empty (the default) turns CORS off.
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
@@ -250,6 +280,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    # The data dir holds every ingested text, the outbox and API key hashes: created 0700,
+    # its files 0600 (umask 077 in kinject's processes). False: the umask is left alone.
+    private_files: bool = True
     log_level: str = "INFO"
     gate: GateSettings = GateSettings()
     schedule: ScheduleSettings = ScheduleSettings()

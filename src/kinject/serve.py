@@ -21,6 +21,7 @@ restarted by a supervisor whenever it dies (/readyz says not ready meanwhile; PO
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import socket
@@ -215,9 +216,13 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # `kill -USR1 <pid>` writes every thread's stack to stderr (what a stuck request waits
+    # on) instead of killing the server, as in `kinject worker`.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def restore() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        faulthandler.unregister(signal.SIGUSR1)
 
     return restore

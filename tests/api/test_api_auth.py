@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -74,6 +75,31 @@ def test_limits_body_and_question_size(served: Served) -> None:
     assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
     assert long_q.status_code == 413 and long_q.json()["error"]["code"] == "too_large"
     assert uri.status_code == 422 and uri.json()["error"]["code"] == "bad_request"
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_400(served: Served) -> None:
+    """No Content-Length (chunked transfer): the limit still answers 413 too_large."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"records": ['
+        for _ in range(17):
+            yield b" " * (1024 * 1024)
+        yield b"]}"
+
+    with served.client("write") as c:
+        r = c.post("/v1/records", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+
+def test_a_lone_surrogate_is_a_clear_400(served: Served) -> None:
+    body = b'{"records": [{"source_id": "s/1", "content": "Orrin \\ud800 pier"}]}'
+    with served.client("write") as c:
+        r = c.post("/v1/records", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "lone UTF-16 surrogate" in r.json()["error"]["message"]
+    assert "codec" not in r.json()["error"]["message"]
 
 
 def test_cors_is_off_by_default(served: Served) -> None:

@@ -54,12 +54,16 @@ def test_compose_api_command_is_a_real_serve_command() -> None:
 @pytest.mark.slow
 def test_serve_runs_a_read_replica_and_stops_on_sigterm(tmp_path: Path, kafka_bootstrap: str,
                                                        tiny_lm_dir: Path) -> None:
+    """... keeps its data private (dir 0700, files 0600) and dumps its threads' stacks on
+    SIGUSR1 instead of dying."""
+    data = tmp_path / "data"
     env = {**os.environ, "KINJECT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
            "KINJECT_KAFKA__TOPIC_PREFIX": "api-cli", "KINJECT_MODELS__EMBEDDER": "hash",
-           "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir), "KINJECT_DATA_DIR": str(tmp_path)}
+           "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir), "KINJECT_DATA_DIR": str(data)}
+    stderr = (tmp_path / "stderr.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "kinject", "serve", "--port", "0",
                              "--workers", "0"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=stderr, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -70,9 +74,23 @@ def test_serve_runs_a_read_replica_and_stops_on_sigterm(tmp_path: Path, kafka_bo
             assert time.monotonic() < deadline, "never ready"
             time.sleep(0.3)
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+
+        modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777
+                 for p in [data, *data.rglob("*")]}
+        assert {"data/index/docstore.sqlite", "data/outbox.sqlite3"} <= set(modes), modes
+        assert {m for p, m in modes.items() if (tmp_path / p).is_dir()} == {0o700}, modes
+        assert {m for p, m in modes.items() if (tmp_path / p).is_file()} == {0o600}, modes
+
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        assert proc.poll() is None, "SIGUSR1 killed kinject serve"
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert "most recent call first" in (tmp_path / "stderr.log").read_text()
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        stderr.close()

@@ -7,6 +7,7 @@ import pytest
 
 from kinject.errors import BadRecord
 from kinject.ingest.envelope import decode_record, encode_record, record_from_path
+from kinject.ingest.uris import UriPolicy
 from kinject.types import Record
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -81,11 +82,22 @@ def test_invalid_envelopes_are_bad_records_naming_the_problem(value: bytes, need
     assert info.value.stage == "validate"
 
 
+@pytest.mark.parametrize("fields", [{"content": "Orrin \ud800 pier"},
+                                    {"content": "x", "meta": {"title": ["ok", "\udc01"]}}])
+def test_a_lone_surrogate_is_named_not_a_codec_error(fields: dict[str, object]) -> None:
+    value = _value(source_id="s", **fields)
+    assert b"\\ud" in value  # the JSON escape, as a client sends it
+    with pytest.raises(BadRecord, match="holds a lone UTF-16 surrogate") as info:
+        decode_record(value, None)
+    assert info.value.stage == "validate" and "codec" not in str(info.value)
+
+
 def test_uri_reads_a_local_file_and_sniffs_its_kind(tmp_path: Path) -> None:
     path = tmp_path / "table.csv"
     path.write_text("a,b\n1,2\n")
     for uri in (str(path), path.as_uri()):
-        rec = decode_record(_value(source_id="t", uri=uri), None, None)
+        rec = decode_record(_value(source_id="t", uri=uri), None, None,
+                            uris=UriPolicy(dirs=(tmp_path,)))
         assert rec.content == b"a,b\n1,2\n"
         assert rec.kind == "csv"
         assert rec.meta["filename"] == "table.csv"
@@ -93,13 +105,14 @@ def test_uri_reads_a_local_file_and_sniffs_its_kind(tmp_path: Path) -> None:
 
 def test_missing_file_is_a_fetch_error(tmp_path: Path) -> None:
     with pytest.raises(BadRecord, match="not found") as info:
-        decode_record(_value(source_id="t", uri=str(tmp_path / "nope.txt")), None, None)
+        decode_record(_value(source_id="t", uri=str(tmp_path / "nope.txt")), None, None,
+                      uris=UriPolicy(dirs=(tmp_path,)))
     assert info.value.stage == "fetch"
 
 
 @pytest.mark.parametrize("uri", ["http://example.com/a.txt", "https://example.com/a.txt"])
 def test_http_uri_is_refused_by_default(uri: str) -> None:
-    with pytest.raises(BadRecord, match="allow_http"):
+    with pytest.raises(BadRecord, match="is not allowed"):
         decode_record(_value(source_id="t", uri=uri), None, None)
 
 

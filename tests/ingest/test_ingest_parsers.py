@@ -6,6 +6,7 @@ import pytest
 
 from kinject.errors import BadRecord, UnsupportedSource
 from kinject.ingest.parsers import flatten_json, parse_documents
+from kinject.ingest.sniff import sniff_kind
 from kinject.types import Record
 
 
@@ -83,6 +84,36 @@ def test_markdown_title_from_heading() -> None:
 def test_undecodable_text_is_a_parse_error() -> None:
     with pytest.raises(BadRecord, match="not UTF-8") as info:
         parse_documents(Record("b", content=b"ok \x80\x81 abc"), "text")
+    assert info.value.stage == "parse"
+
+
+FERRY = "The ferry to Skerra leaves at nine and returns at four."
+
+
+@pytest.mark.parametrize("data", [
+    FERRY.encode("utf-16") + b"\n",  # a stray trailing byte (a tool appended a newline)
+    FERRY.encode("utf-16")[:-1],  # cut short in the last code unit
+    b"\xff\xfe" + FERRY[:10].encode("utf-16-le") + b"\x00\xd8" + FERRY[10:].encode("utf-16-le"),
+    b"\xfe\xff" + FERRY.encode("utf-16-be"),
+    FERRY.encode("utf-32"),  # its mark starts with UTF-16's
+], ids=["trailing-byte", "truncated", "unpaired-surrogate", "big-endian", "utf-32"])
+def test_text_behind_a_utf16_or_utf32_mark_is_read_as_such(data: bytes) -> None:
+    record = Record("u", content=data)
+    text = parse_documents(record, sniff_kind(data))[0].text
+    assert text.startswith("The ferry") and "Skerra leaves" in text and "four" in text
+
+
+def test_a_utf16_table_and_page_are_sniffed_as_what_they_are() -> None:
+    table = "name,role\nIda Brook,warden\nTom Hale,ranger\n".encode("utf-16")
+    page = f"<html><body><p>{FERRY}</p></body></html>".encode("utf-16")
+    assert sniff_kind(table) == "csv" and sniff_kind(page) == "html"
+    assert parse_documents(Record("t", content=table), "csv")[0].text == (
+        "name: Ida Brook. role: warden.")
+
+
+def test_bytes_after_a_utf16_mark_that_are_not_utf16_are_a_parse_error() -> None:
+    with pytest.raises(BadRecord, match="UTF-16 byte-order mark, but 40 of its 40") as info:
+        parse_documents(Record("b", content=b"\xff\xfe" + b"\x00\xdc" * 40), "text")
     assert info.value.stage == "parse"
 
 

@@ -127,6 +127,12 @@ def _bad_cases(tmp: Path) -> list[Bad]:
             "validate",
             "source_id: Input should be a valid string",
         ),
+        Bad(
+            "lone-surrogate",  # json.dumps writes it as the escape "\ud800"
+            _env(source_id=sid, kind="text", content="Tide tables \ud800 for Orrin."),
+            "validate",
+            "content: holds a lone UTF-16 surrogate (\\ud800) at character 12",
+        ),
         Bad("unknown-op", _env(op="merge", source_id=sid, content="x"), "validate", "op:"),
         Bad(
             "content-and-uri",
@@ -195,18 +201,21 @@ def _bad_cases(tmp: Path) -> list[Bad]:
         ),
         Bad("oversized", oversized, "validate", f"over the limit of {LIMIT:,} bytes"),
         # -- where the payload lives -----------------------------------------------------
+        # A record names no local file or URL for the worker to read unless a setting allows
+        # it (this worker allows none; tests/stream/test_uri_policy.py allows a directory).
         Bad(
             "uri-missing-file",
             _env(source_id=sid, uri=str(tmp / "nope.txt")),
-            "fetch",
-            "uri: file not found",
+            "validate",
+            "uri: reading local files named by a record is off",
         ),
-        Bad("uri-directory", _env(source_id=sid, uri=str(tmp)), "fetch", "uri: cannot read"),
+        Bad("uri-etc-passwd", _env(source_id=sid, uri="/etc/passwd"), "validate",
+            "uri: reading local files named by a record is off"),
         Bad(
             "uri-http",
             _env(source_id=sid, uri="https://example.com/a.txt"),
             "validate",
-            "http(s) uris are refused",
+            "fetching https://example.com/a.txt is not allowed",
         ),
         Bad(
             "uri-ftp",

@@ -277,3 +277,32 @@ def test_a_broker_that_died_can_be_started_again() -> None:
         wait_until_reachable(b.bootstrap_servers, 5)
     finally:
         b.stop()
+
+
+def test_the_embedded_broker_listens_on_loopback_only(broker: EmbeddedBroker) -> None:
+    """Tansu has no authentication here: no other machine may reach it."""
+    assert broker.pid is not None
+    listening = [c.laddr for c in psutil.Process(broker.pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
+    for host in ("0.0.0.0", "::", "192.168.1.10", "kafka.example.com"):
+        with pytest.raises(ValueError, match="loopback only"):
+            EmbeddedBroker(KafkaSettings(), host=host)
+
+
+def test_tls_and_sasl_settings_reach_every_client_and_no_repr(tmp_path: Path) -> None:
+    from kinject.config import load_settings
+    from kinject.stream.clients import client_config
+
+    ca = tmp_path / "ca.pem"
+    settings = load_settings(kafka={
+        "bootstrap_servers": "kafka.internal:9093", "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "kinject",
+        "sasl_password": "pw-sasl-123", "ssl_cafile": str(ca), "ssl_password": "pw-key-456"})
+    config = client_config(settings.kafka, "kafka.internal:9093")
+    assert config["security_protocol"] == "SASL_SSL"
+    assert config["sasl_plain_password"] == "pw-sasl-123"
+    assert config["ssl_cafile"] == str(ca) and config["ssl_password"] == "pw-key-456"
+    assert config["ssl_check_hostname"] is True
+    shown = repr(settings) + str(settings.kafka) + settings.model_dump_json()
+    assert "pw-sasl-123" not in shown and "pw-key-456" not in shown

@@ -13,12 +13,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kinject import __version__
 from kinject.api.auth import KEYS_FILE, KeyStore
 from kinject.api.errors import ApiError, error_body, install_error_handlers
 from kinject.api.metrics import LatencyMiddleware, Metrics
+from kinject.api.ratelimit import FailureLimiter
 from kinject.api.routes import adapters, chat, jobs, ops, records, search
 from kinject.service import KinjectService
 
@@ -56,7 +58,10 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise self._too_large(seen)  # inside the route: the error handler answers
+                    # Inside the route: FastAPI turns any other error raised while reading
+                    # the body into a 400, but passes an HTTPException on to its handler.
+                    exc = self._too_large(seen)
+                    raise StarletteHTTPException(413, detail=exc.message)
             return message
 
         await self.app(scope, counted, send)
@@ -75,6 +80,7 @@ def create_app(service: KinjectService) -> FastAPI:
     keys_file = api.keys_file or service.settings.data_dir / KEYS_FILE
     secret = api.api_key.get_secret_value() if api.api_key is not None else None
     app.state.keys = KeyStore(keys_file, admin_secret=secret)
+    app.state.auth_limiter = FailureLimiter(api.auth_max_failures, api.auth_failure_window_s)
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
     for module in (records, search, chat, ops, adapters, jobs):

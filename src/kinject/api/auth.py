@@ -1,13 +1,17 @@
 """API keys: created once, shown once, stored only as salted scrypt hashes.
 
 A key reads ``kj_<id>_<secret>``: the id finds its entry in the keys file, the secret is
-checked against the entry's scrypt hash in constant time. Roles are ordered: ``read`` <
-``write`` < ``admin``; a key may do what its role and every lower role may. The keys file is
-re-read when it changes on disk, so ``kinject keys revoke`` takes effect without a restart.
+checked against the entry's scrypt hash in constant time. An unknown or revoked id is checked
+against a dummy hash on the same path, so the time of a refusal does not tell which ids exist;
+a refused key is remembered for a short time, so sending it again costs no scrypt. Roles are
+ordered: ``read`` < ``write`` < ``admin``; a key may do what its role and every lower role
+may. The keys file is re-read when it changes on disk, so ``kinject keys revoke`` takes
+effect without a restart.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -18,7 +22,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,10 @@ KEYS_FILE = "api_keys.json"
 _PREFIX = "kj_"
 # scrypt cost: about 20 ms a check; verified keys are cached in memory by their sha256.
 _N, _R, _P = 2**14, 8, 1
+# A refused key (its sha256) is refused again without scrypt for this long; a key created
+# or un-revoked meanwhile is not affected (another secret, another digest).
+FAILED_TTL_S = 60.0
+_CACHE_MAX = 4096
 
 
 def role_allows(have: Role, need: Role) -> bool:
@@ -61,6 +69,21 @@ def _scrypt(secret: str, salt: bytes) -> str:
                           maxmem=64 * 1024 * 1024, dklen=32).hex()
 
 
+@functools.cache
+def _dummy_key() -> ApiKey:
+    """What an unknown id's secret is checked against: the same scrypt, never a match."""
+    salt = secrets.token_bytes(16)
+    return ApiKey(id="", name="", role="read", salt=salt.hex(),
+                  hash=_scrypt(secrets.token_urlsafe(32), salt), created_at=0.0,
+                  revoked_at=0.0)
+
+
+def _verify(secret: str, entry: ApiKey) -> bool:
+    """One scrypt and a constant-time comparison against ``entry``'s hash."""
+    expected = _scrypt(secret, bytes.fromhex(entry.salt))
+    return hmac.compare_digest(expected, entry.hash)
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who made a request: a key's id and name and its role (``anonymous`` has none)."""
@@ -83,6 +106,7 @@ class KeyStore:
         self._keys: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int] | None = None
         self._verified: dict[str, str] = {}  # sha256(presented key) -> key id
+        self._failed: dict[str, float] = {}  # sha256(presented key) -> refused until
 
     # -- managing --------------------------------------------------------------------------
     def create(self, name: str, role: Role) -> tuple[ApiKey, str]:
@@ -118,6 +142,7 @@ class KeyStore:
             if hit:
                 self._write(keys)
                 self._verified.clear()
+                self._failed.clear()
         return hit
 
     # -- checking --------------------------------------------------------------------------
@@ -134,21 +159,41 @@ class KeyStore:
         if not sep or not secret:
             return None
         digest = hashlib.sha256(presented.encode("utf-8")).hexdigest()
+        now = time.monotonic()
         with self._lock:
             self._refresh()
             entry = self._keys.get(key_id)
+            known = entry is not None and entry.active
+            if known and self._verified.get(digest) == key_id:
+                assert entry is not None
+                return Principal(key_id=entry.id, name=entry.name, role=entry.role)
+            if self._failed.get(digest, 0.0) > now:
+                return None
+        # A known id, a revoked one and an unknown one take this same path: one scrypt.
+        target = entry if known and entry is not None else _dummy_key()
+        ok = _verify(secret, target) and target.active
+        with self._lock:
+            if not ok:
+                _bounded(self._failed)[digest] = now + FAILED_TTL_S
+                return None
+            _bounded(self._verified)[digest] = key_id
+        return Principal(key_id=target.id, name=target.name, role=target.role)
+
+    def cached(self, presented: str) -> Principal | None:
+        """The principal of a key verified before (no scrypt), or None."""
+        presented = presented.strip()
+        if self._admin_secret and hmac.compare_digest(
+            presented.encode("utf-8"), self._admin_secret.encode("utf-8")
+        ):
+            return Principal(key_id="config", name="KINJECT_API__API_KEY", role="admin")
+        digest = hashlib.sha256(presented.encode("utf-8")).hexdigest()
+        with self._lock:
+            self._refresh()
+            key_id = self._verified.get(digest)
+            entry = self._keys.get(key_id) if key_id is not None else None
             if entry is None or not entry.active:
                 return None
-            cached = self._verified.get(digest) == key_id
-        if not cached:
-            expected = _scrypt(secret, bytes.fromhex(entry.salt))
-            if not hmac.compare_digest(expected, entry.hash):
-                return None
-            with self._lock:
-                if len(self._verified) > 1024:
-                    self._verified.clear()
-                self._verified[digest] = key_id
-        return Principal(key_id=entry.id, name=entry.name, role=entry.role)
+            return Principal(key_id=entry.id, name=entry.name, role=entry.role)
 
     # -- the file --------------------------------------------------------------------------
     def _refresh(self) -> None:
@@ -162,6 +207,7 @@ class KeyStore:
             self._keys = self._read()
             self._stamp = stamp
             self._verified.clear()
+            self._failed.clear()
 
     def _read(self) -> dict[str, ApiKey]:
         try:
@@ -192,3 +238,10 @@ class KeyStore:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self._stamp = None  # re-read on the next check
+
+
+def _bounded(cache: dict[str, Any]) -> dict[str, Any]:
+    """``cache``, emptied when it has grown past its bound (a flood of distinct keys)."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    return cache

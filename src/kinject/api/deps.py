@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from kinject.api.auth import ANONYMOUS, KeyStore, Principal, Role, role_allows
 from kinject.api.errors import ApiError
+from kinject.api.ratelimit import FailureLimiter
 from kinject.config import ApiSettings
 from kinject.service import KinjectService
 
@@ -30,6 +31,11 @@ def get_api_settings(request: Request) -> ApiSettings:
 def get_keys(request: Request) -> KeyStore:
     keys: KeyStore = request.app.state.keys
     return keys
+
+
+def get_auth_limiter(request: Request) -> FailureLimiter:
+    limiter: FailureLimiter = request.app.state.auth_limiter
+    return limiter
 
 
 ServiceDep = Annotated[KinjectService, Depends(get_service)]
@@ -55,7 +61,7 @@ def require(role: Role) -> Callable[..., Principal]:
                 return ANONYMOUS
             raise _unauthorized(f"this call needs an API key with role {role!r}: send "
                                 "'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-        principal = get_keys(request).authenticate(presented)
+        principal = _authenticate(request, presented)
         if principal is None or principal.role is None:
             raise _unauthorized("the API key is unknown or revoked")
         if not role_allows(principal.role, role):
@@ -66,6 +72,25 @@ def require(role: Role) -> Callable[..., Principal]:
         return principal
 
     return check
+
+
+def _authenticate(request: Request, presented: str) -> Principal | None:
+    """The key's principal; a client with too many recent failures gets 429 unless its key
+    was verified before (a check that costs no scrypt)."""
+    keys, limiter = get_keys(request), get_auth_limiter(request)
+    client = request.client.host if request.client is not None else "-"
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        principal = keys.cached(presented)
+        if principal is None:
+            raise ApiError(429, "too_many_requests",
+                           f"too many failed API key checks from this client; retry in {wait} s",
+                           headers={"Retry-After": str(wait)})
+        return principal
+    principal = keys.authenticate(presented)
+    if principal is None:
+        limiter.failed(client)
+    return principal
 
 
 Reader = Annotated[Principal, Depends(require("read"))]

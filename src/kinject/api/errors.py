@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 
 # The codes clients may rely on.
 CODES = ("bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
-         "conflict", "too_large", "unavailable", "internal")
+         "conflict", "too_large", "too_many_requests", "unavailable", "internal")
 
 _BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "bad_request",
-              503: "unavailable"}
+              429: "too_many_requests", 503: "unavailable"}
 
 
 class ApiError(Exception):

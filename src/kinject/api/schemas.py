@@ -32,6 +32,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "not found"),
         (413, "request too large"),
         (422, "invalid request"),
+        (429, "too many failed API key checks from this client (see Retry-After)"),
         (500, "internal error"),
         (503, "a part kinject needs is unavailable"),
     )

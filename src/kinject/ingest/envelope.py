@@ -16,14 +16,15 @@ import base64
 import binascii
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kinject.errors import BadRecord
 from kinject.ingest.sniff import sniff_kind
+from kinject.ingest.uris import UriPolicy, read_file
 from kinject.types import KINDS, Record
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,28 @@ class Envelope(BaseModel):
             raise ValueError(f"unknown kind {v!r}; known kinds: {', '.join(KINDS)}")
         return v
 
+    @field_validator("content", "uri")
+    @classmethod
+    def _unicode_text(cls, v: str | None) -> str | None:
+        if v is not None:
+            _no_lone_surrogate(v)
+        return v
+
     @field_validator("meta")
     @classmethod
     def _shallow_meta(cls, v: dict[str, Any]) -> dict[str, Any]:
         if _depth(v) > MAX_META_DEPTH:
             raise ValueError(f"is nested deeper than {MAX_META_DEPTH} levels")
+        stack: list[Any] = [v]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                _no_lone_surrogate(item)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
         return v
 
     @model_validator(mode="after")
@@ -88,12 +106,14 @@ def decode_record(
     key: bytes | None,
     position: tuple[str, int, int] | None = None,
     *,
-    allow_http: bool = False,
+    uris: UriPolicy | None = None,
 ) -> Record:
     """Turn a Kafka message (value, key, position) into a Record.
 
-    Raises BadRecord(stage="validate") for invalid JSON or an invalid envelope (the message
-    names the field) and BadRecord(stage="fetch") when a ``uri`` cannot be read.
+    A ``uri`` is read only where ``uris`` allows it (the default allows no file and no URL).
+    Raises BadRecord(stage="validate") for invalid JSON, an invalid envelope (the message
+    names the field) or a refused ``uri``, and BadRecord(stage="fetch") when a ``uri`` cannot
+    be read.
     """
     if value is None:
         return _tombstone(key, position)
@@ -131,10 +151,8 @@ def decode_record(
         data = _b64decode(env.content_b64)
     else:
         assert env.uri is not None  # the validator guarantees one payload field
-        path = _local_path(env.uri, allow_http=allow_http)
-        data = _fetch_http(env.uri) if path is None else _read_file(path)
+        data, filename = (uris or UriPolicy()).read(env.uri)
         meta.setdefault("uri", env.uri)
-        filename = Path(urlparse(env.uri).path).name if path is None else path.name
         meta.setdefault("filename", filename)
         if kind is None:
             kind = sniff_kind(data, filename)
@@ -181,7 +199,7 @@ def record_from_path(
     keys given in ``meta`` win.
     """
     path = Path(path)
-    data = _read_file(path)
+    data = read_file(path)
     merged: dict[str, Any] = {"filename": path.name}
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     if sidecar.is_file():
@@ -216,6 +234,20 @@ def _tombstone(key: bytes | None, position: tuple[str, int, int] | None) -> Reco
     except UnicodeDecodeError as exc:
         raise BadRecord(f"tombstone key is not UTF-8: {exc}", stage="validate") from exc
     return Record(source_id=source_id, op="delete", position=position)
+
+
+# A JSON "\ud800" escape without its pair decodes to a lone surrogate: not a character, so
+# not encodable as UTF-8 anywhere downstream.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_lone_surrogate(text: str) -> None:
+    found = _LONE_SURROGATE.search(text)
+    if found is not None:
+        raise ValueError(
+            f"holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}) at character "
+            f"{found.start()}: that is not Unicode text; send text as valid UTF-8 "
+            "(surrogates only in pairs) or the bytes as content_b64")
 
 
 def _depth(value: Any) -> int:
@@ -254,42 +286,3 @@ def _as_text(data: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     return None if "\x00" in text else text
-
-
-def _local_path(uri: str, *, allow_http: bool) -> Path | None:
-    """The local path a uri names, or None for an http(s) uri that may be fetched."""
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
-    if scheme in ("http", "https"):
-        if not allow_http:
-            raise BadRecord(
-                f"uri: http(s) uris are refused (allow_http is off): {uri}", stage="validate"
-            )
-        return None
-    if scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise BadRecord(f"uri: file uri on another host is refused: {uri}", stage="validate")
-        return Path(unquote(parsed.path))
-    if scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
-        raise BadRecord(f"uri: unsupported scheme {scheme!r} (use a local path)", stage="validate")
-    return Path(uri)
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise BadRecord(f"uri: file not found: {path}", stage="fetch") from exc
-    except OSError as exc:
-        raise BadRecord(f"uri: cannot read {path}: {exc}", stage="fetch") from exc
-
-
-def _fetch_http(uri: str) -> bytes:
-    import httpx
-
-    try:
-        resp = httpx.get(uri, timeout=30.0, follow_redirects=True)
-        resp.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise BadRecord(f"uri: cannot fetch {uri}: {exc}", stage="fetch") from exc
-    return resp.content

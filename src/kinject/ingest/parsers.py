@@ -7,17 +7,19 @@ or object can be retrieved and answered from without its neighbours. Images live
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 from kinject.errors import BadRecord, UnsupportedSource
-from kinject.ingest.sniff import csv_delimiter
+from kinject.ingest.sniff import bom_encoding, csv_delimiter
 from kinject.types import Document, Record
+
+log = logging.getLogger(__name__)
 
 Parser = Callable[[Record, str], list[Document]]
 
@@ -26,20 +28,42 @@ _TITLE_KEYS = ("title", "name", "id")
 
 
 def decode_text(data: bytes) -> str:
-    """UTF-8 (with or without BOM) or BOM-marked UTF-16; BadRecord(stage="parse") otherwise."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        encoding = "utf-16"
+    """UTF-8 (with or without BOM), or UTF-16/UTF-32 marked by their BOM; BadRecord(stage=
+    "parse") otherwise."""
+    encoding = bom_encoding(data)
+    if encoding is None:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise BadRecord(f"content is not UTF-8 text (bad byte at offset {exc.start})",
+                            stage="parse") from exc
     else:
-        encoding = "utf-8-sig"
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise BadRecord(
-            f"content is not {encoding.upper()} text (bad byte at offset {exc.start})",
-            stage="parse",
-        ) from exc
+        text = _decode_marked(data, encoding)
     if "\x00" in text:
         raise BadRecord("content looks binary (contains NUL characters), not text", stage="parse")
+    return text
+
+
+def _decode_marked(data: bytes, encoding: str) -> str:
+    """Text behind a UTF-16/32 byte-order mark. A trailing partial code unit (a file cut
+    short, or a stray newline byte) is dropped and an unpaired surrogate becomes U+FFFD, as
+    long as such damage stays rare; many broken units mean it is not that encoding."""
+    width = 4 if encoding == "utf-32" else 2
+    extra = len(data) % width
+    if extra:
+        log.info("dropping %d trailing byte(s) that do not make a %s code unit", extra,
+                 encoding.upper())
+        data = data[: len(data) - extra]
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        text = data.decode(encoding, errors="replace")
+    broken = text.count("\ufffd")
+    if broken > max(1, len(text) // 100):
+        raise BadRecord(f"content starts with a {encoding.upper()} byte-order mark, but "
+                        f"{broken} of its {len(text)} characters are not valid "
+                        f"{encoding.upper()}", stage="parse")
+    log.info("%d invalid %s code unit(s) replaced by U+FFFD", broken, encoding.upper())
     return text
 
 

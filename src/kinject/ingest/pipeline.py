@@ -14,6 +14,7 @@ from kinject.ingest.parsers import parse_documents
 from kinject.ingest.pdf import parse_pdf
 from kinject.ingest.quality import is_low_information, redact_pii
 from kinject.ingest.sniff import sniff_kind
+from kinject.ingest.uris import UriPolicy
 from kinject.types import Chunk, Document, ImageItem, Record
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class IngestConfig:
     redact_pii: bool = False
     # Chunks scoring below this (boilerplate, navigation) are dropped; 0 keeps everything.
     min_informativeness: float = 0.05
+    # Which files and URLs a record's ``uri`` may name (default: none; ingest/uris.py).
+    uris: UriPolicy = field(default_factory=UriPolicy)
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_size, int) or self.chunk_size < 32:

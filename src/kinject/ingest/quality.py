@@ -11,6 +11,11 @@ with repeats damped, per token (punctuation counts as a token). Weights lie in [
   list counters) 0.02.
 score = sum over distinct words w(t) * (1 + ln tf(t)) / number of tokens.
 
+Tables are information: the rules of a table drawn in text (box-drawing characters, ``|``,
+``+-----+`` and ``=====`` lines) are not tokens, and a run of one punctuation mark counts
+once. Without that, the borders of a real manual's tables (file descriptors, netmasks, date
+formats) outnumbered their cells and whole tables were dropped as boilerplate.
+
 Navigation bars, cookie banners, "Page 3 of 10" and runs of punctuation score 0.00-0.03;
 a plain factual sentence scores 0.3-0.6 in either language (see tests). The default
 threshold 0.05 sits just above the boilerplate and far below any sentence that states a
@@ -86,6 +91,10 @@ _FURNITURE = re.compile(
     + r"|(?:©|\([Cc]\)|[Cc]opyright)\s*(?:©\s*)?\d{4}(?:\s*[-–]\s*\d{4})?"
 )
 _FURNITURE_TOKEN = " \u00b6 "
+# A table's rules: box-drawing characters and column bars are no tokens; a run of the same
+# mark ("-----", "=====", "....") is one.
+_TABLE_RULES = re.compile(r"[\u2500-\u257f|]+")
+_MARK_RUN = re.compile(r"([^\w\s])\1+")
 
 _jieba_lock = threading.Lock()
 _jieba_ready = False
@@ -125,6 +134,7 @@ def _zh_idf() -> dict[str, float]:
 def tokenize(text: str, lang: str | None = None) -> list[str]:
     """Words, numbers and punctuation marks: jieba for Chinese and mixed text, a regex else."""
     lang = lang or detect_lang(text)
+    text = _MARK_RUN.sub(r"\1", _TABLE_RULES.sub(" ", text))
     text = _FURNITURE.sub(_FURNITURE_TOKEN, text)
     return _EN_TOKEN.findall(text) if lang == "en" else _jieba_cut(text)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -43,6 +44,9 @@ EXTENSIONS: dict[str, str] = {
     ".sql": "sql",
 }
 
+# UTF-32's little-endian mark begins with UTF-16's: test it first.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 _DELIMITERS = (",", "\t", ";", "|")
 _HTML_HINT = re.compile(
     r"<!doctype\s+html|<html[\s>]|<body[\s>]|<head[\s>]|<(p|div|h[1-6])[\s>]", re.IGNORECASE
@@ -71,13 +75,26 @@ def sniff_kind(data: bytes, filename: str | None = None) -> str:
     return _sniff_text(data)
 
 
+def bom_encoding(data: bytes) -> str | None:
+    """``"utf-16"`` or ``"utf-32"`` when ``data`` starts with that byte-order mark."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding
+    return None
+
+
 def _sniff_text(data: bytes) -> str:
-    try:
-        text = data[:_SNIFF_BYTES].decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(data[:_SNIFF_BYTES]) - 4:  # not just a character cut at the end
-            return "text"
-        text = data[: exc.start].decode("utf-8-sig")
+    encoding = bom_encoding(data)
+    if encoding is not None:
+        # errors="replace": a code unit cut at the window's end
+        text = data[:_SNIFF_BYTES].decode(encoding, errors="replace")
+    else:
+        try:
+            text = data[:_SNIFF_BYTES].decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(data[:_SNIFF_BYTES]) - 4:  # not just a character cut at the end
+                return "text"
+            text = data[: exc.start].decode("utf-8-sig")
     head = text.lstrip()
     if not head:
         return "text"

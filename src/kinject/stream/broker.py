@@ -13,6 +13,7 @@ import atexit
 import concurrent.futures
 import ctypes
 import importlib.util
+import ipaddress
 import logging
 import os
 import queue
@@ -163,6 +164,15 @@ def _listens_on(pid: int, port: int) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _PortTaken(Exception):
     pass
 
@@ -183,6 +193,10 @@ class EmbeddedBroker:
             raise ValueError(f"port must be 0 (pick a free one) or 1-65535, got {port}")
         if startup_timeout_s <= 0:
             raise ValueError(f"startup_timeout_s must be positive, got {startup_timeout_s}")
+        if not _is_loopback(host):
+            # Tansu here has no authentication: anyone who reaches it can write records.
+            raise ValueError(f"the embedded broker listens on loopback only, got host {host!r}; "
+                             "for a broker other machines reach, run a secured Kafka cluster")
         self._kafka = kafka
         self._requested_port = port
         self._host = host

@@ -1,7 +1,7 @@
 """Kafka client factories built from KafkaSettings, and a reachability check.
 
-Security settings (protocol, SASL) pass through to every client. The SASL password is
-handed to kafka-python and nowhere else: never log a client config.
+Security settings (protocol, SASL, TLS) pass through to every client. The SASL and key
+passwords are handed to kafka-python and nowhere else: never log a client config.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def client_config(kafka: KafkaSettings, bootstrap: str) -> dict[str, Any]:
         config["sasl_plain_username"] = kafka.sasl_username
         if kafka.sasl_password is not None:
             config["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    if "SSL" in kafka.security_protocol:
+        config["ssl_check_hostname"] = kafka.ssl_check_hostname
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if (path := getattr(kafka, name)) is not None:
+                config[name] = str(path)
+        if kafka.ssl_password is not None:
+            config["ssl_password"] = kafka.ssl_password.get_secret_value()
     return config
 
 

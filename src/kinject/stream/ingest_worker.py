@@ -17,6 +17,7 @@ fetching from its old position in a log that no longer exists.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class IngestWorker:
         self._guard = ClusterGuard(ClusterWatch(kafka, bootstrap))
         self._letters: list[Any] = []  # dead-letter sends of the current batch
         self._warm = False
+        # A file or URL a record names is read here, so it is capped like a record.
+        self._uris = dataclasses.replace(config.uris, max_bytes=max_record_bytes)
 
     def start(self) -> None:
         from kinject.ingest import ocr
@@ -210,7 +213,8 @@ class IngestWorker:
                               "validate", "BadRecord", keep_value=keep)
             return msg, None
         try:
-            return msg, decode_record(msg.value, msg.key, (msg.topic, msg.partition, msg.offset))
+            return msg, decode_record(msg.value, msg.key, (msg.topic, msg.partition, msg.offset),
+                                      uris=self._uris)
         except BadRecord as exc:
             self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
             return msg, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from kinject.config import KafkaSettings
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # How long a caller waits for another one's broker query before giving up.
 _BUSY_WAIT_S = 2.0
+# A full metadata request costs about 90 ms on the embedded broker, and /v1/status made four
+# of them (410 ms idle). Partitions appear rarely (topics are created at start-up), so the
+# metadata is refreshed at most this often, or at once when a topic is not known yet.
+METADATA_EVERY_S = 10.0
 
 
 class BrokerStatus:
@@ -32,6 +37,7 @@ class BrokerStatus:
         self._lock = threading.Lock()
         self._consumer: Any = None
         self._admin: Any = None
+        self._metadata_at = float("-inf")
 
     def _clients(self) -> tuple[Any, Any]:
         if self._consumer is None:
@@ -49,13 +55,17 @@ class BrokerStatus:
                 except Exception as exc:  # closing a broken client may fail again
                     log.debug("closing a status client: %s", exc)
         self._consumer = self._admin = None
+        self._metadata_at = float("-inf")
 
     def _offsets(self, topic: str, end: bool) -> dict[int, int]:
         from kafka import TopicPartition
 
         consumer, _ = self._clients()
-        consumer.topics()  # refresh metadata: partitions may have been created meanwhile
-        parts = consumer.partitions_for_topic(topic) or set()
+        parts = consumer.partitions_for_topic(topic)
+        if not parts or time.monotonic() - self._metadata_at > METADATA_EVERY_S:
+            consumer.topics()  # refresh metadata: partitions may have been created meanwhile
+            self._metadata_at = time.monotonic()
+            parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return {}

@@ -18,6 +18,7 @@ from typing import TextIO
 from kinject.config import Settings
 from kinject.errors import ConfigError, KinjectError
 from kinject.ingest.envelope import decode_record, is_sidecar
+from kinject.ingest.uris import UriPolicy
 from kinject.stream.clients import BOOTSTRAP_SETTING
 from kinject.stream.producer import Producer
 
@@ -135,7 +136,7 @@ def publish_lines(producer: Producer, stream: TextIO, summary: PublishSummary) -
         if not line.strip():
             continue
         try:
-            record = decode_record(line.encode("utf-8"), None)
+            record = decode_record(line.encode("utf-8"), None, uris=UriPolicy.local_files())
             producer.publish(record)
         except KinjectError as exc:
             summary.failures.append((f"line {lineno}", str(exc)))

@@ -26,11 +26,14 @@ log = logging.getLogger(__name__)
 def ingest_config(settings: Settings) -> IngestConfig:
     """The ingest stage's frozen config, from the settings."""
     from kinject.ingest.pipeline import IngestConfig
+    from kinject.ingest.uris import UriPolicy
 
     ing = settings.ingest
     return IngestConfig(chunk_size=ing.chunk_size, chunk_overlap=ing.chunk_overlap,
                         ocr_engine=ing.ocr_engine, enrich=ing.enrich, redact_pii=ing.redact_pii,
-                        min_informativeness=ing.min_informativeness)
+                        min_informativeness=ing.min_informativeness,
+                        uris=UriPolicy(dirs=tuple(ing.uri_allow_dirs),
+                                       url_prefixes=tuple(ing.uri_allow_urls)))
 
 
 class _Crashed:

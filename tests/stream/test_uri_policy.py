@@ -1,0 +1,108 @@
+"""Any client of the broker can write to kinject.records: a record naming a local file the
+operator did not allow is dead-lettered, and nothing of that file becomes searchable."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kinject.api.auth import KEYS_FILE, KeyStore
+from kinject.config import KafkaSettings
+from kinject.index.embedders import HashEmbedder
+from kinject.index.text_index import TextIndex
+from kinject.ingest.pipeline import IngestConfig
+from kinject.ingest.uris import UriPolicy
+from kinject.stream.clients import make_consumer, make_producer
+from kinject.stream.ingest_worker import IngestWorker
+from kinject.stream.materialiser import IndexMaterialiser
+from kinject.stream.topics import Topics
+
+pytestmark = pytest.mark.kafka
+
+
+def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_records_naming_files_outside_the_allowed_directory_are_dead_lettered(
+        kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path, data_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    allowed = tmp_path / "drop"
+    allowed.mkdir()
+    (allowed / "pier.txt").write_text("The tide gauge at Orrin pier reads in metres.")
+    _, key = KeyStore(data_dir / KEYS_FILE).create("ops", "admin")
+    (allowed / "keys-link.json").symlink_to(data_dir / KEYS_FILE)
+    hostile = {
+        "evil/passwd": "/etc/passwd",
+        "evil/keys": str(data_dir / KEYS_FILE),
+        "evil/keys-uri": (data_dir / KEYS_FILE).as_uri(),
+        "evil/symlink": str(allowed / "keys-link.json"),
+    }
+    index = TextIndex(tmp_path / "index", hash_embedder).open()
+    worker = IngestWorker(kafka, kafka_bootstrap,
+                          IngestConfig(ocr_engine="none", uris=UriPolicy(dirs=(allowed,))),
+                          hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
+    mat = IndexMaterialiser(kafka, kafka_bootstrap, index)
+    stop = threading.Event()
+    threads = [threading.Thread(target=t, args=(stop,), daemon=True)
+               for t in (worker.run, mat.run)]
+    for t in threads:
+        t.start()
+    topics = Topics.from_settings(kafka)
+    producer = make_producer(kafka, kafka_bootstrap)
+    try:
+        for sid, uri in [*hostile.items(), ("ok/pier", str(allowed / "pier.txt"))]:
+            producer.send(topics.records, key=sid.encode(),
+                          value=json.dumps({"source_id": sid, "uri": uri}).encode())
+        producer.flush()
+        _until(lambda: worker.processed >= len(hostile) + 1 and "ok/pier" in {
+            h.source_id for h in index.search("tide gauge Orrin pier", 5)})
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        producer.close()
+    assert worker.dead_letters == len(hostile)
+    for query in ("root x 0 0 bin bash", "keys hash salt admin ops", key):
+        assert not {h.source_id for h in index.search(query, 10)} & set(hostile)
+    assert index.docstore is not None
+    assert all(not index.docstore.lineage(sid) for sid in hostile)
+
+    letters = _read_letters(kafka, kafka_bootstrap, topics.dlq, len(hostile))
+    reasons = {json.loads(_b64(letter["value_b64"]))["source_id"]: letter["reason"]
+               for letter in letters}
+    assert set(reasons) == set(hostile)
+    assert "outside the allowed directories" in reasons["evil/symlink"]
+    for sid in ("evil/passwd", "evil/keys", "evil/keys-uri"):
+        assert "outside the allowed directories" in reasons[sid], reasons[sid]
+    assert all(letter["stage"] == "validate" for letter in letters)
+    index.close()
+
+
+def _b64(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
+
+
+def _read_letters(kafka: KafkaSettings, bootstrap: str, topic: str,
+                  expected: int) -> list[dict[str, Any]]:
+    consumer = make_consumer(kafka, bootstrap, None, [topic])
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                got.extend(json.loads(m.value) for m in batch)
+    finally:
+        consumer.close()
+    return got
