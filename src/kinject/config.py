@@ -144,6 +144,21 @@ class IngestSettings(BaseModel):
             if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
                 raise ValueError(f"{prefix!r} is not an http(s) URL with a host")
         return v
+    # Budgets against poison pills; a record over one is dead-lettered with the reason.
+    # Seconds one record may take to read (parse, OCR, chunk) in the worker's child process
+    # before it is killed; 0 reads in the worker's thread, unbounded. 120 s: a scanned page
+    # takes 2-6 s of OCR on 2 busy cores (about 25 pages fit), a 2,000-page text PDF 4 s,
+    # a 1 MB page of 100,000 nested tags 2 s; a poison pill holds its partition this long.
+    record_timeout_s: float = Field(default=120.0, ge=0.0)
+    # HTML larger than this is refused (parsing costs about a second per MB); elements nested
+    # deeper than html_max_depth (real pages: a few dozen) are read as plain text.
+    html_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    html_max_depth: int = Field(default=256, ge=1, le=512)
+    # Pages of one PDF (text-layer pages read at ~500/s; blank pages are never OCR'd).
+    pdf_max_pages: int = Field(default=2000, ge=1)
+    # Pixels of one image, checked before decoding: a 36 MP photo passes, a 12000x12000 PNG
+    # bomb (169 KB, 17 s and 1.8 GB to read) does not; well under Pillow's 89.5 MP warning.
+    image_max_pixels: int = Field(default=40_000_000, ge=1)
 
 
 class IndexSettings(BaseModel):

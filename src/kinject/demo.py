@@ -136,7 +136,8 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
                 task = step("Starting the ingest worker and the index materialiser")
                 index = TextIndex(root / "index", embedder).open()
                 worker = IngestWorker(kafka, bootstrap, ingest_config(settings), embedder,
-                                      group_id=f"{kafka.topic_prefix}-ingest")
+                                      group_id=f"{kafka.topic_prefix}-ingest",
+                                      record_timeout_s=settings.ingest.record_timeout_s)
                 materialiser = IndexMaterialiser(kafka, bootstrap, index)
                 for target in (worker.run, materialiser.run):
                     th = threading.Thread(target=target, args=(stop,), daemon=True)

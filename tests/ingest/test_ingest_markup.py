@@ -234,3 +234,55 @@ def test_xml_external_entity_is_rejected(tmp_path: pytest.TempPathFactory) -> No
 def test_bad_xml_names_its_reason(data: bytes, reason: str) -> None:
     with pytest.raises(BadRecord, match=reason):
         ingest_record(Record("x/bad", kind="xml", content=data))
+
+
+def _nested_divs(depth: int, inner: str) -> bytes:
+    return ("<html><body>" + "<div>" * depth + inner + "</div>" * depth
+            + "<p>The ferry to Skerra leaves at nine.</p></body></html>").encode()
+
+
+def test_html_of_100k_nested_divs_is_read_and_keeps_its_text() -> None:
+    """The probe's poison pill (1.1 MB): it never finished (the boilerplate stripper searched
+    each tag's subtree) and, at 1,000 levels, the section walk hit the recursion limit."""
+    inner = "<script>TRACKER_DEEP</script><h2>Deep</h2>Buoy nine marks the Tarn reef."
+    page = _nested_divs(100_000, inner)
+    assert len(page) > 1_000_000
+    out = ingest_record(Record("web/deep", kind="html", content=page))
+    text = "\n".join(c.text for c in out.chunks)
+    assert "Buoy nine marks the Tarn reef." in text  # below the cap: read as plain text
+    assert "The ferry to Skerra leaves at nine." in text
+    assert "TRACKER_DEEP" not in text  # boilerplate is stripped at every depth
+
+
+def test_html_within_the_depth_cap_keeps_its_structure() -> None:
+    page = _nested_divs(200, "<h2>Moorings</h2><ul><li>Pier one</li><li>Pier two</li></ul>")
+    docs = parse_html(Record("web/nested", kind="html", content=page))
+    deep = next(d for d in docs if d.meta["section"] == "Moorings")
+    assert deep.text.startswith("Moorings:\n- Pier one\n- Pier two")
+
+
+def test_html_past_the_depth_cap_is_flattened_into_plain_text() -> None:
+    page = _nested_divs(40, "<h2>Moorings</h2><ul><li>Pier one</li><li>Pier two</li></ul>")
+    docs = parse_html(Record("web/nested", kind="html", content=page), max_depth=10)
+    assert [d.meta["section"] for d in docs] == [""]  # the heading is text, not structure
+    assert "Moorings Pier one Pier two" in docs[0].text
+    assert "The ferry to Skerra leaves at nine." in docs[0].text
+
+
+def test_nested_articles_and_their_headers_are_read_once_in_order() -> None:
+    page = (b"<html><body><article><header>Byline one</header><p>First post.</p>"
+            b"<article><p>Quoted post.</p></article></article>"
+            b"<article><p>Second post.</p></article><header>SITE_HEADER</header></body></html>")
+    text = "\n".join(d.text for d in parse_html(Record("web/posts", kind="html", content=page)))
+    assert text.index("Byline one") < text.index("First post.") < text.index("Quoted post.")
+    assert text.index("Quoted post.") < text.index("Second post.")
+    assert text.count("Quoted post.") == 1 and "SITE_HEADER" not in text
+
+
+def test_html_over_the_size_cap_is_a_bad_record_with_the_reason() -> None:
+    page = b"<html><body>" + b"<p>Tide tables for the harbour.</p>" * 100 + b"</body></html>"
+    with pytest.raises(BadRecord, match="html of 3,526 bytes is over the cap of 1,024") as info:
+        ingest_record(Record("web/big", kind="html", content=page),
+                      IngestConfig(html_max_bytes=1024))
+    assert info.value.stage == "parse"
+    assert ingest_record(Record("web/big", kind="html", content=page)).chunks  # default cap

@@ -128,3 +128,66 @@ def test_chinese_text_is_read_without_spaces_between_characters(engine: str) -> 
     text = ocr_image(_render_chinese(), engine)
     assert "停泊费" in text and "三十八" in text, text
     assert "停 泊" not in text  # Tesseract spaces out Chinese characters; they are removed
+
+
+def huge_png() -> bytes:
+    """A valid 12000x12000 PNG of 41 KB (the probe's was 169 KB): 144 megapixels, under
+    Pillow's own refusal limit (179), 17 s and 1.8 GB to decode and read before the cap."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (12_000, 12_000), 1).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_image_over_the_pixel_cap_is_refused_before_decoding() -> None:
+    from kinject.ingest.pipeline import IngestConfig, ingest_record
+    from kinject.types import Record
+
+    record = Record("img/huge", kind="image", content=huge_png())
+    expected = "12,000x12,000 = 144,000,000 pixels is over the cap of 40,000,000 pixels"
+    with pytest.raises(BadRecord, match=expected) as info:
+        ingest_record(record, IngestConfig(ocr_engine="none"))
+    assert info.value.stage == "parse"
+    with pytest.raises(BadRecord, match="over the cap of 100 pixels"):
+        ocr.load_image(render_scanned_page(LINES), max_pixels=100)
+
+
+def test_images_over_the_working_size_are_scaled_down_before_ocr() -> None:
+    from PIL import Image
+
+    big = Image.new("L", (6000, 4000), 255)
+    fitted = ocr.fit_for_ocr(big)
+    assert fitted.width * fitted.height <= ocr.OCR_MAX_PIXELS
+    assert fitted.width * fitted.height > 0.98 * ocr.OCR_MAX_PIXELS
+    assert abs(fitted.width / fitted.height - 1.5) < 0.01  # the aspect is kept
+    small = Image.new("L", (1200, 800), 255)
+    assert ocr.fit_for_ocr(small) is small
+
+
+def test_blank_images_are_never_handed_to_an_engine() -> None:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    if not any(available_ocr_engines().values()):
+        pytest.skip("no OCR engine installed")
+    before = (ocr.stats.read, ocr.stats.blank)
+    for colour in (255, 0, 238):  # white paper, a dark screen, off-white paper
+        buf = io.BytesIO()
+        Image.new("L", (1654, 2339), colour).save(buf, "PNG")
+        assert ocr_image(buf.getvalue()) == ""
+    assert (ocr.stats.read, ocr.stats.blank) == (before[0], before[1] + 3)
+    # One short word on an A4 page at 200 dpi is not blank.
+    page = Image.new("L", (1654, 2339), 255)
+    ImageDraw.Draw(page).text((800, 2200), "7", fill=0, font=ocr_font(24))
+    assert not ocr.is_blank(page)
+    assert ocr.is_blank(Image.new("RGB", (32, 32), "white"))
+
+
+def ocr_font(size: int):  # type: ignore[no-untyped-def]
+    from kinject.demo_data import load_font
+
+    return load_font(size)

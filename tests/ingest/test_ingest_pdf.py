@@ -130,3 +130,57 @@ def test_unreadable_pdfs_are_bad_records_with_the_reason(data: bytes, reason: st
 def test_pdf_through_the_parser_registry() -> None:
     docs = parse_documents(Record("pdf/almanac", content=_text_pdf()), "pdf")
     assert [d.meta["page"] for d in docs] == [1, 2]
+
+
+def _blank_pdf(pages: int, scanned: bytes | None = None) -> bytes:
+    """``pages`` blank pages without a text layer, every other one drawing nothing and the
+    others holding the scan of a blank sheet, then one scanned page if given."""
+    from PIL import Image
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    sheet = io.BytesIO()
+    Image.new("L", (1240, 1754), 245).save(sheet, "PNG")
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=A4)
+    for n in range(pages):
+        if n % 2:
+            c.drawImage(ImageReader(io.BytesIO(sheet.getvalue())), 0, 0, *A4)
+        c.showPage()
+    if scanned is not None:
+        c.drawImage(ImageReader(io.BytesIO(scanned)), 36, 400, width=520, height=180)
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def test_blank_pages_are_not_handed_to_ocr() -> None:
+    """The probe's blank 20-page PDF took 60 s: 3 s of OCR per blank page."""
+    if not any(ocr.available_ocr_engines().values()):
+        pytest.skip("no OCR engine installed")
+    before = (ocr.stats.read, ocr.stats.blank)
+    out = ingest_record(Record("pdf/blank", content=_blank_pdf(20)), IngestConfig())
+    assert out.documents == []  # nothing to read, and nothing was read
+    assert (ocr.stats.read, ocr.stats.blank) == (before[0], before[1] + 20)
+
+
+@pytest.mark.slow
+def test_only_the_page_with_ink_is_read_with_ocr() -> None:
+    pytest.importorskip("rapidocr")
+    before = (ocr.stats.read, ocr.stats.blank)
+    pdf = _blank_pdf(20, scanned=render_scanned_page(SCANNED))
+    out = ingest_record(Record("pdf/mostly-blank", content=pdf),
+                        IngestConfig(ocr_engine="rapidocr"))
+    assert [d.meta["page"] for d in out.documents] == [21]
+    assert "Lowenna Tresize" in out.documents[0].text and out.documents[0].meta["ocr"] is True
+    assert (ocr.stats.read, ocr.stats.blank) == (before[0] + 1, before[1] + 20)
+
+
+def test_pdf_over_the_page_cap_is_refused_before_any_page_is_read() -> None:
+    before = (ocr.stats.read, ocr.stats.blank)
+    with pytest.raises(BadRecord, match=r"pdf has 30 pages, over the cap of 20 \(KINJECT_INGEST"
+                       ) as info:
+        ingest_record(Record("pdf/long", content=_blank_pdf(30)), IngestConfig(pdf_max_pages=20))
+    assert info.value.stage == "parse"
+    assert (ocr.stats.read, ocr.stats.blank) == before

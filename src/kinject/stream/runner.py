@@ -33,7 +33,9 @@ def ingest_config(settings: Settings) -> IngestConfig:
                         ocr_engine=ing.ocr_engine, enrich=ing.enrich, redact_pii=ing.redact_pii,
                         min_informativeness=ing.min_informativeness,
                         uris=UriPolicy(dirs=tuple(ing.uri_allow_dirs),
-                                       url_prefixes=tuple(ing.uri_allow_urls)))
+                                       url_prefixes=tuple(ing.uri_allow_urls)),
+                        html_max_bytes=ing.html_max_bytes, html_max_depth=ing.html_max_depth,
+                        pdf_max_pages=ing.pdf_max_pages, image_max_pixels=ing.image_max_pixels)
 
 
 class _Crashed:
@@ -78,7 +80,8 @@ def run_ingest_workers(settings: Settings, count: int = 1,
         workers = [IngestWorker(settings.kafka, bootstrap, config, embedder,
                                 zh_embedder=zh_embedder,
                                 batch_size=settings.ingest.batch_size, clip=clip,
-                                dlq_store=dlq_store)
+                                dlq_store=dlq_store,
+                                record_timeout_s=settings.ingest.record_timeout_s)
                    for _ in range(count)]
         threads = [threading.Thread(target=work, args=(w,), name=f"kinject-ingest-{i}")
                    for i, w in enumerate(workers)]

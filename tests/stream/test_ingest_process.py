@@ -1,0 +1,94 @@
+"""The child process that reads records under a time budget: a hard stop at the budget, a
+crash that names itself, signals meant for the parent that leave it alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from kinject.errors import BadRecord
+from kinject.ingest.pipeline import IngestConfig
+from kinject.stream.ingest_process import IngestProcess, RecordTimeout
+from kinject.types import Record
+
+# 100,000 nested tags: about two seconds of parsing, long enough to interrupt.
+SLOW = Record("web/deep", kind="html", content=(
+    b"<html><body>" + b"<div>" * 100_000 + b"<p>The lamp of Gullspire is lit at dusk.</p>"
+    + b"</div>" * 100_000 + b"</body></html>"))
+QUICK = Record("note/1", kind="text", content=b"The ferry to Skerra leaves at nine.")
+
+
+@pytest.fixture()
+def child() -> Iterator[IngestProcess]:
+    proc = IngestProcess(IngestConfig(ocr_engine="none"), timeout_s=60.0,
+                         keepalive_every_s=0.1)
+    yield proc
+    proc.close()
+
+
+def test_a_record_over_the_budget_is_stopped_and_the_next_one_is_read(
+        child: IngestProcess) -> None:
+    child.timeout_s = 0.3
+    child.start()
+    first = child.pid
+    with pytest.raises(RecordTimeout, match="time budget of 0.3 s") as info:
+        child.run(SLOW)
+    assert info.value.stage == "ingest" and child.killed == 1
+    assert first is not None and not _alive(first)  # stopped hard, not left running
+    child.timeout_s = 60.0
+    assert "ferry to Skerra" in child.run(QUICK).chunks[0].text
+    assert child.started == 2
+
+
+def test_a_child_that_dies_mid_record_makes_a_bad_record_naming_the_signal(
+        child: IngestProcess) -> None:
+    child.start()
+    pid = child.pid
+    assert pid is not None
+
+    def kill() -> None:  # the kernel's out-of-memory killer, say
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(BadRecord, match="died while reading the record \\(killed by signal 9"):
+        child.run(SLOW, keepalive=kill)
+    assert "ferry to Skerra" in child.run(QUICK).chunks[0].text
+
+
+def test_ctrl_c_and_sigterm_reach_the_parent_only(child: IngestProcess) -> None:
+    """A terminal's Ctrl-C (or a service manager's TERM) goes to the whole process group;
+    the worker finishes its batch, so the record being read must not die with it."""
+    child.start()
+    pid = child.pid
+    assert pid is not None
+    sent: list[int] = []
+
+    def interrupt() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if sig not in sent:
+                os.kill(pid, sig)
+                sent.append(sig)
+                return
+
+    out = child.run(SLOW, keepalive=interrupt)
+    assert sent == [signal.SIGINT, signal.SIGTERM]
+    assert "lamp of Gullspire" in "\n".join(c.text for c in out.chunks)
+    assert child.pid == pid and child.started == 1
+
+
+def test_errors_of_the_record_come_back_with_their_stage(child: IngestProcess) -> None:
+    with pytest.raises(BadRecord, match="json is malformed") as info:
+        child.run(Record("bad/json", kind="json", content=b'{"a":'))
+    assert info.value.stage == "parse"
+    assert child.started == 1  # a bad record is no reason for a new child
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,148 @@
+"""Poison pills on a real broker: a record that takes too long is stopped, dead-lettered once
+and committed, and the good records behind it flow; a long record that is within its budget
+does not cost the worker its group membership (which used to hand it the same record again
+and again)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+
+from kinject.config import KafkaSettings
+from kinject.demo_data import render_scanned_page
+from kinject.ingest.envelope import encode_record
+from kinject.ingest.pipeline import IngestConfig
+from kinject.stream.clients import make_consumer, make_producer
+from kinject.stream.ingest_worker import IngestWorker
+from kinject.stream.topics import Topics
+from kinject.types import Record
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _scanned_pdf(pages: int) -> bytes:
+    """An image-only PDF of ``pages`` scanned notices: each one needs OCR (seconds)."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(render_scanned_page(
+        ("HARBOUR NOTICE", f"Mooring {n} at Brinmoor is closed for repairs.",
+         "Observer: Lowenna Tresize")))) for n in range(1, pages + 1)]
+    buf = io.BytesIO()
+    images[0].save(buf, "PDF", save_all=True, append_images=images[1:])
+    return buf.getvalue()
+
+
+def _publish(kafka: KafkaSettings, records: list[Record]) -> list[int]:
+    """Send ``records`` in order to partition 0 of the records topic; their offsets."""
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    futures = [producer.send(Topics.from_settings(kafka).records, key=r.source_id.encode(),
+                             value=encode_record(r), partition=0) for r in records]
+    producer.flush()
+    offsets = [f.get(timeout=10).offset for f in futures]
+    producer.close()
+    return offsets
+
+
+def _good(n: int) -> list[Record]:
+    return [Record(f"good/{i}", kind="text",
+                   content=f"Buoy {i} marks the reef north of Tarn island.".encode())
+            for i in range(n)]
+
+
+def _read_all(kafka: KafkaSettings, topic: str, settle_s: float = 2.0) -> list[dict[str, Any]]:
+    """Every message of ``topic`` as JSON (read until nothing new came for ``settle_s``)."""
+    consumer = make_consumer(kafka, kafka.bootstrap_servers or "", None, [topic])
+    got: list[dict[str, Any]] = []
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < settle_s:
+            for batch in consumer.poll(timeout_ms=200).values():
+                got.extend(json.loads(m.value) for m in batch)
+                quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return got
+
+
+def _work(worker: IngestWorker, until: int, timeout_s: float = 120.0, extra_polls: int = 0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while worker.processed < until:
+        assert time.monotonic() < deadline, f"{worker.processed} of {until} processed"
+        worker.poll_once(200)
+    for _ in range(extra_polls):  # nothing may come back
+        worker.poll_once(500)
+
+
+def test_a_record_over_its_time_budget_is_dead_lettered_once_and_the_rest_flow(
+    kafka: KafkaSettings, hash_embedder: Any
+) -> None:
+    pytest.importorskip("rapidocr")
+    slow = Record("slow/scans", kind="pdf", content=_scanned_pdf(8))
+    offsets = _publish(kafka, [slow, *_good(5)])
+    topics = Topics.from_settings(kafka)
+    bootstrap = kafka.bootstrap_servers or ""
+    worker = IngestWorker(kafka, bootstrap, IngestConfig(ocr_engine="rapidocr"), hash_embedder,
+                          record_timeout_s=1.0)
+    worker.start()
+    try:
+        _work(worker, until=6, extra_polls=4)
+    finally:
+        worker.close()
+    assert worker.dead_letters == 1 and worker.reconnects == 0
+    assert worker.child is not None and worker.child.killed == 1
+
+    # A restarted worker of the same group finds everything committed: no second pass.
+    again = IngestWorker(kafka, bootstrap, IngestConfig(ocr_engine="none"), hash_embedder,
+                         record_timeout_s=1.0)
+    again.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not again.ready.is_set() and time.monotonic() < deadline:
+            again.poll_once(200)
+        for _ in range(5):
+            again.poll_once(300)
+    finally:
+        again.close()
+    assert again.ready.is_set() and again.processed == 0 and again.dead_letters == 0
+
+    letters = _read_all(kafka, topics.dlq)
+    assert len(letters) == 1, letters
+    assert letters[0]["offset"] == offsets[0] and letters[0]["stage"] == "ingest"
+    assert letters[0]["error_type"] == "RecordTimeout"
+    assert "longer than its time budget of 1 s" in letters[0]["reason"]
+    events = _read_all(kafka, topics.chunks)
+    assert sorted(e["source_id"] for e in events) == [f"good/{i}" for i in range(5)]
+
+
+def test_a_long_record_within_its_budget_keeps_the_worker_in_its_group(
+    kafka: KafkaSettings, hash_embedder: Any
+) -> None:
+    """The record takes longer than max_poll_interval (3 s here; several pages of OCR):
+    without polling while it is read, the member is evicted, its commit fails, and the
+    same record is read again."""
+    pytest.importorskip("rapidocr")
+    kafka = kafka.model_copy(update={"max_poll_interval_ms": 3000})
+    slow = Record("slow/scans", kind="pdf", content=_scanned_pdf(6))
+    _publish(kafka, [slow, *_good(3)])
+    worker = IngestWorker(kafka, kafka.bootstrap_servers or "", IngestConfig(ocr_engine="rapidocr"),
+                          hash_embedder, record_timeout_s=300.0)
+    worker.start()
+    started = time.monotonic()
+    try:
+        _work(worker, until=4, timeout_s=240, extra_polls=4)
+    finally:
+        worker.close()
+    took = time.monotonic() - started
+    assert worker.reconnects == 0 and worker.dead_letters == 0, took
+    events = _read_all(kafka, Topics.from_settings(kafka).chunks)
+    by_source: dict[str, int] = {}
+    for event in events:
+        by_source[event["source_id"]] = by_source.get(event["source_id"], 0) + 1
+    assert by_source == {"slow/scans": 1, "good/0": 1, "good/1": 1, "good/2": 1}, took
+    slow_text = next(" ".join(c["text"] for c in e["chunks"]) for e in events
+                     if e["source_id"] == "slow/scans")
+    assert "Mooring 6 at Brinmoor" in slow_text
