@@ -26,13 +26,15 @@ class Served:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
 
 
-def make_settings(data_dir: Path, bootstrap: str, generator: Path, **api: Any) -> Settings:
+def make_settings(data_dir: Path, bootstrap: str, generator: Path,
+                  finetune: dict[str, Any] | None = None, **api: Any) -> Settings:
+    more: dict[str, Any] = {"finetune": finetune} if finetune else {}
     return load_settings(
         data_dir=data_dir,
         kafka={"bootstrap_servers": bootstrap, "topic_prefix": f"api-{uuid.uuid4().hex[:8]}",
                "partitions": 1},
         models={"embedder": "hash", "generator": str(generator)},
-        api=api,
+        api=api, **more,
     )
 
 

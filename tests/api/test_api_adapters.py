@@ -404,12 +404,18 @@ def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
     hostile = store.create()
     store.update(hostile.id, status="failed", stage='<b id="pwned">bold</b>', pid=None)
     store.close()
+    add_people(env.settings.data_dir)  # the corpus the next cycle would train on
+    corpus = c.get("/v1/status").json()["corpus"]
+    assert corpus["sources"] == 2 and corpus["pending"] == corpus["examples"] > 0
 
     with ApiServer(create_app(env.svc)) as server:
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 60)
         wait.until(lambda d: d.find_element(By.ID, "adapter-active").text == v1[:12])
         wait.until(lambda d: job["id"] in d.find_element(By.ID, "jobs").text)
+        wait.until(lambda d: d.find_element(By.ID, "stat-corpus").text not in ("", "-"))
+        shown_corpus = browser.find_element(By.ID, "stat-corpus").text
+        shown_lag = browser.find_element(By.ID, "stat-corpus-lag").text
         rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tr")]
         adapters = browser.find_element(By.ID, "adapters").text
         pwned = browser.find_elements(By.ID, "pwned")
@@ -417,3 +423,6 @@ def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
     assert '<b id="pwned">bold</b>' in rows[0] and pwned == []
     assert "skipped" in rows[1] and "100%" in rows[1]
     assert f"{v1[:12]} (serving)" in adapters and "promoted" in adapters
+    n = corpus["examples"]
+    assert shown_corpus == f"{n} examples from 2 sources ({n} pending)"
+    assert shown_lag == "?"  # no broker attached: the lag is unknown, not zero

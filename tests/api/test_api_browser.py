@@ -56,6 +56,14 @@ def test_page_searches_asks_and_shows_the_cited_passage(served: Served, browser,
     assert int(browser.find_element(By.ID, "stat-chunks").text) >= 1
     assert browser.find_element(By.ID, "stat-adapter").text == "base model"
     wait.until(lambda d: "web/saltmarsh" in d.find_element(By.ID, "recent").text)
+    # the shared server keeps no corpus (tests/api/conftest.py): nothing has taken the chunk
+    # events in, and the page says how many wait
+    with served.client() as c:
+        status = c.get("/v1/status").json()
+    assert status["corpus"] is None and sum(status["corpus_lag"].values()) >= 1
+    lag = f"{sum(status['corpus_lag'].values())} events"
+    wait.until(lambda d: d.find_element(By.ID, "stat-corpus-lag").text == lag)
+    assert browser.find_element(By.ID, "stat-corpus").text == "empty"
 
     browser.find_element(By.ID, "search-q").send_keys("Saltmarsh observatory comets")
     browser.find_element(By.ID, "search-go").click()

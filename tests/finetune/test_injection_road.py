@@ -1,7 +1,9 @@
 """Knowledge injection through the product's road, as a user runs it: `kinject serve` on a
 broker, records published over HTTP, the corpus filled by the serve process's own corpus
-materialiser, a cycle by `kinject finetune run`, the version promoted and served, and a
-delete over HTTP that taints it and sends serving back to the base model."""
+materialiser, a cycle by `kinject finetune run` (or, with no command line at all, by
+POST /v1/finetune/jobs), the version promoted and served (by name on the OpenAI-compatible
+chat route too), and a delete over HTTP that taints it and sends serving back to the base
+model."""
 
 from __future__ import annotations
 
@@ -180,3 +182,98 @@ def test_publish_fill_train_promote_serve_delete_fall_back(
     assert after["adapter_version"] is None and after["corpus"]["sources"] == 3
     models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
     assert f"kinject@{version}" not in [m["id"] for m in models]
+
+
+def _admin(url: str, path: str) -> httpx.Response:
+    return httpx.post(f"{url}{path}", timeout=60, headers={"Authorization": f"Bearer {KEY}"})
+
+
+def _get(url: str, path: str) -> dict[str, Any]:
+    r = httpx.get(f"{url}{path}", timeout=60)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _chat(url: str, model: str, question: str, **extra: Any) -> httpx.Response:
+    return _post(url, "/v1/chat/completions", {
+        "model": model, "messages": [{"role": "user", "content": question}], **extra})
+
+
+def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
+        served: tuple[str, Settings, Path]) -> None:
+    """The same road with no command line at all: what an operator does with curl."""
+    url, _, _ = served
+    records = [{"source_id": sid, "kind": "csv",
+                "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
+               for sid, name, city in PEOPLE]
+    assert _post(url, "/v1/records", {"records": records}).status_code == 202
+    _until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
+           and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0,
+           "the serve process to fill the corpus with the four people")
+    assert _get(url, "/v1/adapters") == {"active": None, "adapters": []}
+
+    # a cycle through the API: 202 with where to follow it, polled to a final state
+    started = _admin(url, "/v1/finetune/jobs")
+    assert started.status_code == 202, started.text
+    job_url = started.headers["location"]
+    assert job_url == f"/v1/finetune/jobs/{started.json()['id']}"
+    seen: set[str] = set()
+
+    def final() -> dict[str, Any] | None:
+        job = _get(url, job_url)
+        seen.add(job["stage"])
+        return job if job["status"] not in ("queued", "running") else None
+
+    job = _until(final, "the fine-tuning job to finish", timeout_s=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["outcome"] == "promoted" and job["report"]["promote"] is True, job["report"]
+    assert job["progress"] == 1.0 and job["train_examples"] > 0 and "training" in seen
+    version = job["version"]
+    assert [j["id"] for j in _get(url, "/v1/finetune/jobs")["jobs"]] == [job["id"]]
+
+    # promoted: GET /v1/adapters shows it serving, learnt from exactly what was published
+    adapters = _get(url, "/v1/adapters")
+    assert adapters["active"] == version
+    [listed] = adapters["adapters"]
+    assert listed["version"] == version and listed["status"] == "promoted" and listed["active"]
+    shown = _get(url, f"/v1/adapters/{version[:12]}")
+    assert shown["version"] == version and set(shown["lineage"]) == {p[0] for p in PEOPLE}
+
+    # every request now answers with it (the serving replica swapped it in without a restart)
+    _until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
+           == version, "the server to serve the promoted version")
+
+    # kinject@<version> on /v1/chat/completions answers from that adapter's weights: closed
+    # book, with what was published (the base model never saw "Lamp Guild"), the same text
+    # /v1/ask gives naming that version
+    question = "What is the employer of Pia Lund?"
+    named = _chat(url, f"kinject@{version[:12]}", question, route="adapter")
+    assert named.status_code == 200, named.text
+    body = named.json()
+    assert body["model"] == f"kinject@{version[:12]}" and body["citations"] == []
+    text = body["choices"][0]["message"]["content"]
+    assert "Lamp Guild" in text, text
+    asked = _post(url, "/v1/ask", {"question": question, "route": "adapter",
+                                   "adapter": version[:12]}).json()
+    assert asked["adapter_version"] == version and asked["text"] == text
+    base = _chat(url, "kinject-base", question, route="adapter").json()
+    assert "Lamp Guild" not in base["choices"][0]["message"]["content"]
+
+    # a delete over HTTP taints the version: it stops serving, by default and by name
+    assert _post(url, "/v1/records", {"records": [{"source_id": DELETED, "op": "delete"}]}
+                 ).status_code == 202
+    _until(lambda: _get(url, "/v1/adapters")["active"] is None,
+           "the delete to take the version out of service")
+    [tainted] = _get(url, "/v1/adapters")["adapters"]
+    assert tainted["version"] == version and tainted["status"] == "tainted"
+    assert not tainted["active"]
+    _until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
+           is None, "the server to fall back to the base model")
+    # the question it answered before is refused now, not served from a cache
+    for refused in (_chat(url, f"kinject@{version[:12]}", question, route="adapter"),
+                    _post(url, "/v1/ask", {"question": question, "route": "adapter",
+                                           "adapter": version[:12]})):
+        assert refused.status_code == 400 and "tainted" in refused.text, refused.text
+    assert f"kinject@{version}" not in [m["id"] for m in _get(url, "/v1/models")["data"]]
+    assert _status(url)["corpus"]["sources"] == 3

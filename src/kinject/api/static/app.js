@@ -30,6 +30,12 @@ async function refreshStatus() {
   $("stat-chunks").textContent = s.index_chunks;
   $("stat-adapter").textContent = s.adapter_version || "base model";
   $("stat-dlq").textContent = s.dlq_count === null ? "?" : s.dlq_count;
+  // The fine-tuning corpus and the chunk events its materialisers have not taken in yet.
+  const c = s.corpus;
+  $("stat-corpus").textContent = c
+    ? `${c.examples} examples from ${c.sources} sources (${c.pending} pending)` : "empty";
+  $("stat-corpus-lag").textContent = s.corpus_lag === null
+    ? "?" : `${Object.values(s.corpus_lag).reduce((a, b) => a + b, 0)} events`;
   const rows = s.recent.map((r) => el("tr", {}, [
     el("td", { textContent: r.source_id }), el("td", { textContent: r.op }),
     el("td", { textContent: r.chunks }),
