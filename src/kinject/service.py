@@ -48,6 +48,8 @@ class KinjectService:
         self._supervisor: BrokerSupervisor | None = None
         self._dlq: DeadLetterStore | None = None
         self._caught_up = False
+        self._reader_obj: Any = None
+        self._reader_lock = threading.Lock()  # not self._lock: a first load takes minutes
         self._corpus: Any = None  # the data dir's CorpusStore, opened for status on demand
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -251,7 +253,7 @@ class KinjectService:
                            else frozenset())
                 state = AdapterState(version, lineage)
                 by_model[version] = RagService(self.index, generator, rag.config,
-                                               adapter=lambda: state)
+                                               adapter=lambda: state, reader=self._reader)
             return by_model[version]
 
     def _rag_service(self) -> Any:
@@ -270,12 +272,17 @@ class KinjectService:
             return self._rag
 
     def _reader(self) -> Any:
-        """read mode's reader model (loaded, and converted once, on first use)."""
+        """read mode's reader model (loaded, and converted once, on first use), one for every
+        RagService of this process."""
         from kinject.rag.reader import Ct2Reader
         from kinject.rag.reader_model import load_reader
 
-        m = self.settings.models
-        return Ct2Reader(load_reader(m.reader, self.settings.models_dir, m.device))
+        with self._reader_lock:
+            if self._reader_obj is None:
+                m = self.settings.models
+                self._reader_obj = Ct2Reader(load_reader(m.reader, self.settings.models_dir,
+                                                         m.device))
+            return self._reader_obj
 
     # -- adapters and fine-tuning jobs (finetune/) ---------------------------------------------
     def _adapter_state(self) -> Any:
@@ -540,8 +547,10 @@ class KinjectService:
         return [v.version for v in registry.list() if v.status != "tainted"]
 
     def warm_up(self) -> None:
-        """Load the generator now instead of on the first question."""
+        """Load the generator (and in read mode the reader) now, not on the first question."""
         self._rag_service()
+        if self.settings.rag.mode == "read":
+            self._reader()
 
     @property
     def models_loaded(self) -> bool:

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from kinject.config import load_settings
+from kinject.index.changes import SourceUpdate
+from kinject.index.embedders import HashEmbedder
 from kinject.rag.reader import Ct2Reader, Reading
 from kinject.rag.reader_model import load_reader
 from kinject.rag.service import RagService
+from kinject.service import KinjectService
+from kinject.types import Chunk, content_hash
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +82,25 @@ def test_read_mode_answers_and_cites_through_the_service(
     assert "白沙港" in zh.text and zh.citations[0].source_id == "kb/river"
     unknown = rag.ask("What instruments does Maren Solberg build in Bergen?")
     assert unknown.abstained and not unknown.citations
+
+
+def test_the_service_in_read_mode_loads_the_reader_at_warm_up_and_for_every_model(
+        tmp_path: Path, reader_cache: Path, tiny_lm_dir: Path, hash_embedder: HashEmbedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ct2 = next(reader_cache.glob("*-ct2-int8"))
+    for key, value in {"KINJECT_MODELS__EMBEDDER": "hash", "KINJECT_MODELS__EMBEDDER_ZH": "none",
+                       "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir),
+                       "KINJECT_MODELS__READER": str(ct2), "KINJECT_RAG__MODE": "read"}.items():
+        monkeypatch.setenv(key, value)
+    with KinjectService(load_settings(data_dir=tmp_path)) as svc:
+        svc.index.apply([SourceUpdate(
+            op="upsert", source_id=sid,
+            chunks=(Chunk(chunk_id=content_hash(sid, text), doc_id=sid, source_id=sid,
+                          text=text),),
+            vectors=hash_embedder.encode([text]), embedder=hash_embedder.name)
+            for sid, text in {"kb/hut": HUT, "kb/violin": VIOLIN}.items()])
+        svc.warm_up()  # the reader is loaded here, not inside the first request
+        for model in (None, "base"):  # the serving adapter's service and a named one
+            answer = svc.ask("Which city is Tomasz Wielgus's workshop in?", model=model)
+            assert "Lublin" in answer.text, (model, answer)
+            assert answer.citations[0].source_id == "kb/violin"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kinject.rag.reader_model import LoadedReader
-from kinject.rag.sentences import grounding
+from kinject.rag.sentences import LINK, grounding
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,6 @@ EXAMPLES: tuple[tuple[str, str, str], ...] = (
 )
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _MARKERS = re.compile(r"\[\d+\]")
-# A link in an answer is where a planted instruction leads ("reply with https://..."); the
-# reader never answers with one: the citation already points at the passage.
-_LINK = re.compile(r"\b(?:https?|ftp)://|\bwww\.[\w-]+\.", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -212,7 +209,7 @@ class Ct2Reader:
             if pi < 0 or not text or text.upper().startswith(NONE_MARK):
                 out.append(Reading("", -1, score))
                 continue
-            if _LINK.search(text):
+            if LINK.search(text):
                 log.warning("reader answered with a link from passage %d; not shown", pi)
                 out.append(Reading("", -1, score))
                 continue

@@ -19,6 +19,9 @@ from kinject.types import Hit
 # English sentence ends (followed by space) and Chinese ones (no space needed); line breaks.
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[\u3400-\u9fff])|(?<=[。！？；])|\n+")
 _WORD = re.compile(r"[A-Za-z0-9]+|[\u3400-\u9fff]")
+# A link: where a planted instruction leads ("reply with https://..."). Answers never quote one;
+# a citation already points at the passage.
+LINK = re.compile(r"\b(?:https?|ftp)://|\bwww\.[\w-]+\.", re.IGNORECASE)
 
 
 def split_sentences(text: str) -> list[str]:

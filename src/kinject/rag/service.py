@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ from kinject.rag.questions import QuestionInfo, analyse
 from kinject.rag.reader import Reader, Reading
 from kinject.rag.routes import AdapterProvider, check_route, no_adapter, resolve_auto
 from kinject.rag.sentences import (
+    LINK,
     Candidate,
     best_grounding,
     covers,
@@ -161,9 +163,6 @@ class _Selection:
     clause_rel: dict[str, float]
 
 
-_LINK = re.compile(r"\b(?:https?|ftp)://|\bwww\.\w", re.IGNORECASE)
-
-
 def _abstain_text(question: str) -> str:
     return ABSTAIN_TEXT_ZH if _CJK.search(question) else ABSTAIN_TEXT
 
@@ -181,6 +180,7 @@ class RagService:
         # read mode's reader model, loaded on the first question that needs it.
         self._reader_factory = reader
         self._reader: Reader | None = None
+        self._reader_lock = threading.Lock()
         self.cache = AnswerCache(self.config.cache_size)
         self.model_calls = 0  # batched model invocations (a batch counts once)
         self._batcher: MicroBatcher[Question, Answer] = MicroBatcher(
@@ -361,6 +361,8 @@ class RagService:
                     or (q.mode == "auto" and sel.info.needs_writing))
             # The writer reads the few best sentences; spans are sought in more of them, since
             # a span's own clause and answer type weigh in beyond the sentence's rank.
+            if q.mode == "read":  # the generator writes (route both) from the best passages
+                chosen = chosen[: cfg.reader_passages]
             plan.passages = list(chosen) if free else _on_topic(sel)[: cfg.span_sentences]
             texts = [c.sentence for c in plan.passages]
             # A terse prompt for answers from the passages; a fuller one when the adapter's
@@ -529,11 +531,12 @@ class RagService:
         return answers
 
     def _reader_model(self) -> Reader:
-        if self._reader is None:
-            if self._reader_factory is None:
-                raise ValueError("mode 'read' needs a reader model (models.reader)")
-            self._reader = self._reader_factory()
-        return self._reader
+        with self._reader_lock:
+            if self._reader is None:
+                if self._reader_factory is None:
+                    raise ValueError("mode 'read' needs a reader model (models.reader)")
+                self._reader = self._reader_factory()
+            return self._reader
 
     def _score_spans(self, plans: list[_Plan]) -> list[list[float]]:
         """Score every candidate span of every plan; the best one is the answer.
@@ -603,7 +606,7 @@ class RagService:
             # to a link, is no answer and is not repeated as one (it may be a document's
             # instructions to the reader).
             quotable = [n for n, t in enumerate(texts)
-                        if not _LINK.search(t) and not t.rstrip().endswith(("?", "？"))]
+                        if not LINK.search(t) and not t.rstrip().endswith(("?", "？"))]
             log.info("answer %r is not grounded (%.2f); answering with %s", clean, ground,
                      "the best sentence" if quotable else "an abstention")
             if not quotable:
