@@ -69,3 +69,10 @@ class NotFound(KinjectError):
     """The requested object (source, adapter version, job) does not exist."""
 
     code = "not_found"
+
+
+class Cancelled(KinjectError):
+    """Work stopped because its owner asked it to (a server shutting down), not because it
+    failed; what it had done so far is left as it was before it started."""
+
+    code = "cancelled"

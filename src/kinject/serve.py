@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 OUTBOX_EVERY_S = 5.0
 # How long a stopping serve waits for its background threads, all together: they are
 # daemons, and what they have not finished is in the outbox or read again on the next start.
+# Fine-tuning cycles are cancelled as the API stops and waited for within the same deadline.
 STOP_WAIT_S = 10.0
 
 
@@ -172,6 +173,7 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     """Serve until SIGINT/SIGTERM (or ``stop``); then stop the API, the threads and the
     broker in that order. ``on_ready`` gets the URL once the API listens."""
     from kinject.api.app import create_app
+    from kinject.finetune.jobs import recover_interrupted
     from kinject.service import KinjectService
     from kinject.stream.supervisor import supervised_broker
 
@@ -187,6 +189,7 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
             if not settings.kafka.bootstrap_servers:
                 log.info("embedded Kafka broker on %s (publish there, or through the API)",
                          bootstrap)
+            recover_interrupted(settings.data_dir)  # jobs a killed serve left 'running'
             svc.attach(bootstrap, supervisor)
             threads = start_background(svc, settings, bootstrap, workers, stop)
             with ApiServer(create_app(svc), host, port) as server:
@@ -198,9 +201,11 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
                     if not server.running:
                         raise KinjectError(f"the API server stopped: {server.error}")
                 stop.set()
+                svc.stop_finetune_jobs(0)  # cycles stop at their next step while the API ends
             deadline = time.monotonic() + STOP_WAIT_S
             for t in threads:
                 t.join(timeout=max(deadline - time.monotonic(), 0.1))
+            svc.stop_finetune_jobs(max(deadline - time.monotonic(), 0.1))
             log.info("kinject serve stopped")
     finally:
         stop.set()

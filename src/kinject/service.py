@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long close() waits for the fine-tuning cycles it cancels: a training step or a batch of
+# the gate, seconds on the CPU with the default model.
+JOBS_STOP_WAIT_S = 10.0
+
 
 class KinjectService:
     """Open with ``with KinjectService(settings) as svc:``; models load on first use."""
@@ -51,6 +55,9 @@ class KinjectService:
         self._reader_obj: Any = None
         self._reader_lock = threading.Lock()  # not self._lock: a first load takes minutes
         self._corpus: Any = None  # the data dir's CorpusStore, opened for status on demand
+        from kinject.finetune.jobs import JobThreads
+
+        self._jobs = JobThreads()  # the cycles start_finetune_job started, stopped by close()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> KinjectService:
@@ -71,6 +78,7 @@ class KinjectService:
         return ImageIndex(self.index.directory, clip).open()
 
     def close(self) -> None:
+        self.stop_finetune_jobs(JOBS_STOP_WAIT_S)
         self.detach()
         if self._corpus is not None:
             self._corpus.close()
@@ -381,10 +389,14 @@ class KinjectService:
         """Start one fine-tuning cycle in the background; returns the job record (queued).
         Raises JobBusy when a cycle is running. A promotion is announced on the attached
         broker (the embedded one included)."""
-        from kinject.finetune.jobs import start_job
-
         kwargs: dict[str, Any] = {"bootstrap": self._bootstrap} if self._bootstrap else {}
-        return start_job(self.settings, **kwargs).to_dict()
+        return self._jobs.start(self.settings, **kwargs).to_dict()
+
+    def stop_finetune_jobs(self, timeout_s: float) -> list[str]:
+        """Cancel the cycles this service started (they end at their next training step or
+        gate batch, recorded as failed, cancelled, nothing promoted) and wait up to
+        ``timeout_s`` for them; returns the ids of those still running. No new one starts."""
+        return self._jobs.stop(timeout_s)
 
     def finetune_job(self, job_id: str) -> dict[str, Any]:
         """A job's status, progress (0-1), stage, metrics and gate report."""

@@ -94,3 +94,68 @@ def test_serve_runs_a_read_replica_and_stops_on_sigterm(tmp_path: Path, kafka_bo
             proc.kill()
             proc.wait()
         stderr.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
+        tmp_path: Path, kafka_bootstrap: str, tiny_lm_dir: Path) -> None:
+    """A job started over HTTP trains (for hours, by its settings) when the server gets
+    SIGTERM: the cycle is cancelled at its next step, serve exits 0 within its deadline (no
+    abort under a live training thread), and the job store says the job ended."""
+    from kinject.api.auth import KEYS_FILE, KeyStore
+    from kinject.finetune.corpus import CorpusStore
+    from kinject.finetune.jobs import CANCELLED, CycleLock, JobStore, corpus_path, finetune_dir
+    from kinject.finetune.registry import AdapterRegistry
+    from kinject.serve import STOP_WAIT_S
+    from kinject.types import Chunk, content_hash
+
+    data = tmp_path / "data"
+    admin = KeyStore(data / KEYS_FILE).create("ci", "admin")[1]
+    texts = {"kb/ida": "name: Ida Brook\ncity: Fenwick", "kb/oren": "name: Oren Vale\ncity: Tamsk"}
+    with CorpusStore(corpus_path(data)) as corpus:
+        corpus.add_chunks([Chunk(chunk_id=content_hash(s, t), doc_id=s, source_id=s, text=t,
+                                 kind="csv") for s, t in texts.items()])
+    env = {**os.environ, "KINJECT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "KINJECT_KAFKA__TOPIC_PREFIX": "api-cli-job", "KINJECT_MODELS__EMBEDDER": "hash",
+           "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir), "KINJECT_MODELS__DEVICE": "cpu",
+           "KINJECT_DATA_DIR": str(data), "KINJECT_FINETUNE__MATERIALISE_CORPUS": "false",
+           "KINJECT_FINETUNE__EPOCHS": "100000", "KINJECT_FINETUNE__LORA_R": "4",
+           "KINJECT_FINETUNE__EVAL_EVERY": "0", "KINJECT_FINETUNE__CHECKPOINT_EVERY": "0",
+           "OMP_NUM_THREADS": "1"}
+    stderr = (tmp_path / "stderr.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "kinject", "serve", "--port", "0",
+                             "--workers", "0"], env=env, stdout=subprocess.PIPE,
+                            stderr=stderr, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("kinject serving on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        r = httpx.post(f"{url}/v1/finetune/jobs", headers={"Authorization": f"Bearer {admin}"},
+                       timeout=30)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        bound = time.monotonic() + 300  # only keeps a broken run from hanging CI
+        while True:
+            job = httpx.get(f"{url}/v1/finetune/jobs/{job_id}", timeout=10).json()
+            if job["stage"] == "training" and job["progress"] > 0.02:
+                break  # at least one optimizer step done, the rest would take hours
+            assert job["status"] in ("queued", "running") and time.monotonic() < bound, job
+            time.sleep(0.2)
+
+        proc.send_signal(signal.SIGTERM)
+        # the API's graceful stop (5 s) and the threads' deadline, with room for a busy box
+        assert proc.wait(timeout=5 + STOP_WAIT_S + 30) == 0, (
+            tmp_path / "stderr.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr.close()
+    store = JobStore.for_data_dir(data)
+    ended = store.get(job_id)
+    store.close()
+    assert ended.status == "failed" and (ended.error or "").startswith(CANCELLED), ended
+    assert AdapterRegistry.for_data_dir(data).versions() == []
+    assert not CycleLock(finetune_dir(data) / "cycle.lock").held_elsewhere()

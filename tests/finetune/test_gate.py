@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from _adapter_helpers import make_adapter, one_thread  # noqa: F401
 
+from kinject.errors import Cancelled
 from kinject.finetune.evaluate import ClosedBookEvaluator, EvalQuestion, exact_match, normalise
 from kinject.finetune.gate import GateConfig, Scores, decide, run_gate
 
@@ -127,3 +128,22 @@ def test_evaluator_scores_base_and_adapters_and_the_gate_writes_a_report(
     assert report.reference_version == "a"
     assert report.reference_ppl == pytest.approx(report.candidate.general_ppl, rel=1e-5)
     assert math.isnan(ev.answer_nll([]))
+
+
+def test_a_stopped_evaluator_ends_the_gate_at_its_next_batch(tiny_lm_dir: Path) -> None:
+    """A server shutting down mid-gate: the next batch of answers or scored text raises."""
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 1  # the shutdown lands after the first batch
+
+    ev = ClosedBookEvaluator(tiny_lm_dir, max_new_tokens=2, batch_size=1,
+                             should_stop=should_stop)
+    qs = [EvalQuestion("Which city is recorded for Ida Brook?", "Fenwick", "kb/ida"),
+          EvalQuestion("When was the Marrow Institute founded?", "1987", "kb/m")]
+    with pytest.raises(Cancelled, match="evaluation stopped"):
+        run_gate(ev, None, None, qs, [], ["general text"], GateConfig())
+    assert len(asked) == 2
+    with pytest.raises(Cancelled):
+        ev.perplexity(["general text"])

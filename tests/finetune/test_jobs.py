@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from _adapter_helpers import one_thread  # noqa: F401 (a fixture)
 
 from kinject.config import Settings, load_settings
-from kinject.errors import NotFound
+from kinject.errors import Cancelled, NotFound
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.jobs import (
+    CANCELLED,
+    INTERRUPTED,
     CycleLock,
     JobBusy,
     JobStore,
+    JobThreads,
     corpus_path,
     finetune_dir,
     pending_examples,
+    recover_interrupted,
     run_cycle,
     run_schedule,
     start_job,
@@ -249,4 +256,108 @@ def test_background_job_and_schedule_on_volume(data_dir: Path, tiny_lm_dir: Path
     add_people(data_dir, PEOPLE[3:4])
     thread.join(300)
     assert len(results) == 1 and store.recent(1)[0].status == "succeeded"
+    store.close()
+
+
+# -- stopping -----------------------------------------------------------------------------------
+# Training that would run for hours on the tiny model: only a stop ends it.
+ENDLESS = dataclasses.replace(FAST, epochs=100_000, checkpoint_every=3)
+
+
+def wait_for(store: JobStore, job_id: str, ready: object, bound_s: float = 300) -> None:
+    """Poll until ``ready(record)``; the bound only keeps a broken run from hanging CI."""
+    deadline = time.monotonic() + bound_s
+    while not ready(store.get(job_id)):  # type: ignore[operator]
+        assert time.monotonic() < deadline, store.get(job_id)
+        time.sleep(0.1)
+
+
+def test_a_job_stopped_mid_training_ends_cancelled_with_nothing_promoted_and_the_lock_free(
+        data_dir: Path, tiny_lm_dir: Path) -> None:
+    settings = settings_for(data_dir, tiny_lm_dir)
+    add_people(data_dir, PEOPLE[:2])
+    store = JobStore.for_data_dir(data_dir)
+    jobs = JobThreads()  # what the API's service keeps
+    job = jobs.start(settings, train_config=ENDLESS)
+    wait_for(store, job.id, lambda r: r.stage == "training" and r.progress > 0.02)
+
+    assert jobs.stop(timeout_s=120) == []  # stopped and joined
+    done = store.get(job.id)
+    assert done.status == "failed" and done.finished_at is not None
+    assert (done.error or "").startswith(CANCELLED), done.error
+    assert "training stopped at step" in (done.error or "")
+    registry = AdapterRegistry.for_data_dir(data_dir)
+    assert registry.versions() == [] and registry.active() is None
+    assert not CycleLock(finetune_dir(data_dir) / "cycle.lock").held_elsewhere()
+    # the steps done are kept for a rerun with the same inputs (see test_trainer's resume)
+    assert (finetune_dir(data_dir) / "run" / "checkpoint" / "state.json").is_file()
+    # a stopping owner takes no new job; another process (the next serve) may
+    with pytest.raises(JobBusy, match="shutting down"):
+        jobs.start(settings, train_config=FAST)
+    store.close()
+
+
+def test_start_job_takes_a_stop_event(data_dir: Path, tiny_lm_dir: Path) -> None:
+    settings = settings_for(data_dir, tiny_lm_dir)
+    add_people(data_dir, PEOPLE[:1])
+    store = JobStore.for_data_dir(data_dir)
+    stop = threading.Event()
+    job = start_job(settings, store, stop=stop, train_config=ENDLESS)
+    wait_for(store, job.id, lambda r: r.stage == "training" and r.progress > 0.02)
+    stop.set()
+    wait_for(store, job.id, lambda r: r.status != "running")
+    assert (store.get(job.id).error or "").startswith(CANCELLED)
+    assert AdapterRegistry.for_data_dir(data_dir).versions() == []
+    store.close()
+
+
+def test_a_stop_during_the_gate_rejects_the_candidate_and_promotes_nothing(
+        data_dir: Path, tiny_lm_dir: Path) -> None:
+    settings = settings_for(data_dir, tiny_lm_dir)
+    add_people(data_dir, PEOPLE[:2])
+    stop = threading.Event()
+
+    def progress(event: dict[str, object]) -> None:
+        if event.get("phase") == "gate":  # the shutdown lands once the candidate is in
+            stop.set()
+
+    store = JobStore.for_data_dir(data_dir)
+    job = store.create()
+    with pytest.raises(Cancelled, match="stopped before the gate"):
+        run_cycle(settings, store=store, job_id=job.id, train_config=FAST, progress=progress,
+                  stop=stop)
+    registry = AdapterRegistry.for_data_dir(data_dir)
+    assert registry.active() is None
+    [kept] = registry.versions()
+    assert kept.status == "rejected" and kept.report["promote"] is False
+    assert "the gate did not finish" in kept.report["reasons"][0]
+    assert (store.get(job.id).error or "").startswith(CANCELLED)
+    assert not CycleLock(finetune_dir(data_dir) / "cycle.lock").held_elsewhere()
+    # nothing was lost: the next cycle trains the same examples and judges its candidate
+    again = run_cycle(settings, train_config=FAST)
+    assert again.status in ("promoted", "rejected") and again.train_examples > 0
+    assert again.parent is None and again.report["reasons"]
+    store.close()
+
+
+def test_a_job_left_running_by_a_dead_process_is_marked_interrupted(
+        data_dir: Path, tiny_lm_dir: Path) -> None:
+    """kill -9 of a serve mid-cycle leaves its record 'running'; its pid may be alive again
+    (a container's server is pid 1 after every restart), so only the free lock tells."""
+    store = JobStore.for_data_dir(data_dir)
+    orphan = store.create()
+    store.update(orphan.id, status="running", pid=os.getpid(), stage="training")
+    lock = CycleLock(finetune_dir(data_dir) / "cycle.lock")
+    with lock:  # a cycle runs (here: its lock is held): the record may be true
+        assert recover_interrupted(data_dir) == []
+        assert store.get(orphan.id).status == "running"
+    assert recover_interrupted(data_dir) == [orphan.id]  # what `kinject serve` does at start
+    got = store.get(orphan.id)
+    assert got.status == "failed" and got.error == INTERRUPTED and got.finished_at
+
+    # the next cycle to take the lock does the same
+    second = store.create()
+    store.update(second.id, status="running", pid=os.getpid())
+    assert run_cycle(settings_for(data_dir, tiny_lm_dir), train_config=FAST).status == "skipped"
+    assert store.get(second.id).error == INTERRUPTED
     store.close()

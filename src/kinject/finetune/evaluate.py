@@ -5,7 +5,9 @@
 - ``ClosedBookEvaluator``: greedy answers to questions with no passages, the mean
   log-likelihood of the reference answers (a graded signal where accuracy is coarse), and
   perplexity on general text. One base model, many adapters loaded by name: the gate scores a
-  candidate and the serving version without loading the base twice.
+  candidate and the serving version without loading the base twice. ``should_stop``
+  (optional) is asked before every batch of answers and every scored text: a yes raises
+  ``Cancelled``, so a gate that a shutdown interrupts ends within one batch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kinject.errors import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +101,15 @@ class ClosedBookEvaluator:
 
     def __init__(self, base_model_dir: Path | str, *, device: str = "cpu",
                  prompt: Callable[[Any, str], str] = question_prompt,
-                 max_new_tokens: int = 24, batch_size: int = 16) -> None:
+                 max_new_tokens: int = 24, batch_size: int = 16,
+                 should_stop: Callable[[], bool] | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.should_stop = should_stop
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -143,6 +149,10 @@ class ClosedBookEvaluator:
         self.model.set_adapter(name)
         yield
 
+    def _check(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("evaluation stopped")
+
     # -- measures --------------------------------------------------------------------------
     def generate(self, questions: Sequence[str]) -> list[str]:
         import torch
@@ -153,6 +163,7 @@ class ClosedBookEvaluator:
         tok.padding_side = "left"  # greedy batches need the prompts to end together
         try:
             for i in range(0, len(questions), self.batch_size):
+                self._check()
                 prompts = [self.prompt(tok, q) for q in questions[i:i + self.batch_size]]
                 enc = tok(prompts, return_tensors="pt", padding=True,
                           add_special_tokens=False).to(self.device)
@@ -205,6 +216,7 @@ class ClosedBookEvaluator:
         tok = self.tokenizer
         total, count = 0.0, 0
         for prompt, completion in pairs:
+            self._check()
             p_ids = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
             if not p_ids and tok.bos_token_id is not None:
                 p_ids = [tok.bos_token_id]

@@ -15,6 +15,14 @@ A cycle:
 
 A failure anywhere leaves ACTIVE as it was. Job records live in
 ``<data_dir>/finetune/jobs.sqlite3``.
+
+Stopping: ``run_cycle(stop=...)`` checks the event between stages, before every training step
+and before every batch of the gate; a set event ends the cycle with nothing promoted (nothing
+registered when it comes before the gate) and the job recorded as failed, "cancelled: the
+server shut down". ``JobThreads`` is what a server keeps of the cycles it started, to stop and
+wait for them when it shuts down. A record still 'running' while nobody holds the cycle lock
+was left by a process that died (the lock dies with it): ``recover_interrupted`` and every
+cycle that takes the lock mark it failed.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kinject.config import Settings
-from kinject.errors import KinjectError, NotFound
+from kinject.errors import Cancelled, KinjectError, NotFound
 from kinject.types import TrainingExample, content_hash
 
 if TYPE_CHECKING:
@@ -46,6 +54,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, Any]], None]
 CORPUS_FILE = "corpus.sqlite3"
+CANCELLED = "cancelled: the server shut down"
+INTERRUPTED = "interrupted: the process that ran it ended"
 
 
 class JobBusy(KinjectError):
@@ -195,13 +205,50 @@ class JobStore:
                                     "created_at DESC LIMIT ?", (limit,)).fetchall()
         return [self._fresh(_record(r)) for r in rows]
 
+    def ids_with_status(self, status: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM jobs WHERE status=?", (status,)).fetchall()
+        return [r[0] for r in rows]
+
     def _fresh(self, job: JobRecord) -> JobRecord:
         """A job whose process is gone cannot still be running: say it failed."""
         if job.status in ("queued", "running") and job.pid is not None and not _alive(job.pid):
-            job.status, job.error = "failed", "the process running this job ended before it did"
+            job.status, job.error = "failed", INTERRUPTED
             job.finished_at = job.finished_at or time.time()
             self.update(job.id, status=job.status, error=job.error, finished_at=job.finished_at)
         return job
+
+
+def mark_interrupted(store: JobStore, keep: str | None = None) -> list[str]:
+    """Mark every 'running' job but ``keep`` failed (INTERRUPTED) and return their ids. Only
+    for a caller that holds the cycle lock: a job runs only under that lock, so while this
+    process holds it no other 'running' record can be alive (its pid may live on in a new
+    process: a container's server is pid 1 again after a restart)."""
+    ids = [job_id for job_id in store.ids_with_status("running") if job_id != keep]
+    for job_id in ids:
+        store.update(job_id, status="failed", error=INTERRUPTED, finished_at=time.time())
+    if ids:
+        log.warning("fine-tuning job(s) %s were left running by a process that ended: marked "
+                    "failed", ", ".join(ids))
+    return ids
+
+
+def recover_interrupted(data_dir: Path) -> list[str]:
+    """At start: mark the jobs a dead process left 'running' as failed, unless a cycle is
+    running now (then the lock is held and its records are left alone)."""
+    lock = CycleLock(finetune_dir(data_dir) / "cycle.lock")
+    try:
+        lock.acquire()
+    except JobBusy:
+        return []
+    try:
+        store = JobStore.for_data_dir(data_dir)
+        try:
+            return mark_interrupted(store)
+        finally:
+            store.close()
+    finally:
+        lock.release()
 
 
 def _alive(pid: int) -> bool:
@@ -303,12 +350,15 @@ def run_cycle(
     bootstrap: str | None = None,
     early_stopping: bool = True,
     lock: CycleLock | None = None,
+    stop: threading.Event | None = None,
 ) -> CycleResult:
     """Run one fine-tuning cycle now; see the module docstring. Raises JobBusy when another
     cycle runs. ``job_id`` (in ``store``) receives status, progress and the result.
     ``early_stopping=False`` trains every epoch and keeps the last weights (no held-out
     questions go to the trainer; the gate still asks them). ``lock``: the cycle lock, already
-    acquired by the caller (start_job), released here when the cycle ends."""
+    acquired by the caller (start_job), released here when the cycle ends. ``stop``: set when
+    the process shuts down; the cycle then raises Cancelled at its next check (see the
+    module docstring) and the job reads failed, CANCELLED."""
     held = lock is not None
     if lock is None:
         lock = CycleLock(finetune_dir(settings.data_dir) / "cycle.lock")
@@ -330,8 +380,13 @@ def run_cycle(
         raise
     note(status="running", started_at=time.time(), stage="starting", pid=os.getpid())
     try:
+        _mark_orphans(settings, store, job_id)
         result = _cycle(settings, note, progress, publish, train_config, bootstrap,
-                        early_stopping)
+                        early_stopping, stop)
+    except Cancelled as exc:
+        log.warning("fine-tuning cycle cancelled (%s); the active adapter is unchanged", exc)
+        note(status="failed", error=f"{CANCELLED} ({exc})", finished_at=time.time())
+        raise
     except BaseException as exc:
         log.exception("fine-tuning cycle failed; the active adapter is unchanged")
         note(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time())
@@ -346,9 +401,29 @@ def run_cycle(
             store.close()
 
 
+def _mark_orphans(settings: Settings, store: JobStore | None, job_id: str | None) -> None:
+    """With the lock held: the records other dead processes left 'running'."""
+    jobs = store if store is not None else JobStore.for_data_dir(settings.data_dir)
+    try:
+        mark_interrupted(jobs, keep=job_id)
+    finally:
+        if store is None:
+            jobs.close()
+
+
+def _checker(stop: threading.Event | None) -> Callable[[str], None]:
+    """``check(where)`` raises Cancelled once ``stop`` is set."""
+
+    def check(where: str) -> None:
+        if stop is not None and stop.is_set():
+            raise Cancelled(f"stopped before {where}")
+
+    return check
+
+
 def _cycle(settings: Settings, note: Callable[..., None], progress: Progress | None,
            publish: bool, train_config: TrainConfig | None, bootstrap: str | None,
-           early_stopping: bool = True) -> CycleResult:
+           early_stopping: bool = True, stop: threading.Event | None = None) -> CycleResult:
     from kinject.finetune.corpus import CorpusStore
     from kinject.finetune.registry import AdapterRegistry
 
@@ -373,17 +448,19 @@ def _cycle(settings: Settings, note: Callable[..., None], progress: Progress | N
             return CycleResult(status="skipped", parent=init.version if init else None,
                                corpus_cycle=since, tainted=tainted,
                                seconds=time.perf_counter() - t0)
+        _checker(stop)("training")
         closed = corpus.next_cycle() - 1  # what arrives from now on is the next cycle's
         return _train_and_gate(settings, corpus, registry, init, since, closed, base_dir,
                                base_hash, tainted, note, progress, publish, train_config,
-                               bootstrap, t0, early_stopping)
+                               bootstrap, t0, early_stopping, stop)
 
 
 def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRegistry,
                     init: Any, since: int, closed: int, base_dir: Path, base_hash: str,
                     tainted: list[str], note: Callable[..., None], progress: Progress | None,
                     publish: bool, train_config: TrainConfig | None, bootstrap: str | None,
-                    t0: float, early_stopping: bool = True) -> CycleResult:
+                    t0: float, early_stopping: bool = True, stop: threading.Event | None = None
+                    ) -> CycleResult:
     from kinject.finetune.corpus import CorpusStore
     from kinject.finetune.evaluate import ClosedBookEvaluator
     from kinject.finetune.ewc import EwcState
@@ -394,6 +471,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     from kinject.finetune.trainer import LoraTrainer, TrainConfig
 
     gs = settings.gate
+    check = _checker(stop)
     new_cycles = range(since + 1, closed + 1)
     train = corpus.examples(cycles=new_cycles)
     replay_buf = ReplayBuffer(corpus, capacity=settings.finetune.replay_capacity,
@@ -430,6 +508,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
                         ParaphraseConfig.from_settings(settings.finetune), on_done=record)
 
         def augment(tok: Any, model: Any) -> list[TrainingExample]:
+            check("paraphrasing")
             note(stage="paraphrasing", progress=0.01)
             return lm(tok, model)
 
@@ -446,7 +525,9 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     result = LoraTrainer(config).train(
         base_dir, train, _as_examples(stop_qs) if early_stopping else [], run_dir,
         init_adapter=registry.path(init.version) if init is not None else None, ewc=ewc,
-        replay=replay, general=general_train(), progress=on_progress, augment=augment)
+        replay=replay, general=general_train(), progress=on_progress, augment=augment,
+        should_stop=stop.is_set if stop is not None else None)
+    check("registering the candidate")
     train = [*train, *(e for e in paraphrased if e.example_id not in train_ids)]
     lineage = CorpusStore.sources_of(train) | CorpusStore.sources_of(replay)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
@@ -468,23 +549,32 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     if progress is not None:
         progress({"phase": "gate", "questions": len(gate_qs) + len(old_qs)})
     baseline = registry.active()
-    evaluator = ClosedBookEvaluator(base_dir, device=_eval_device(settings),
-                                    max_new_tokens=gs.max_new_tokens)
-    evaluator.add_adapter("candidate", registry.path(candidate.version))
-    if baseline is not None:
-        evaluator.add_adapter("baseline", registry.path(baseline))
-    # After a delete forced serving back, the retrain is held to the perplexity bar of the
-    # version it replaces (gate.py); only that version's general-text perplexity is measured.
-    displaced = _displaced_reference(registry, baseline, base_hash)
-    if displaced is not None:
-        evaluator.add_adapter("displaced", registry.path(displaced))
-    report = run_gate(evaluator, "candidate", "baseline" if baseline else None, gate_qs, old_qs,
-                      general_eval(), GateConfig(
-                          max_retention_drop=gs.max_retention_drop,
-                          max_ppl_increase=gs.max_ppl_increase, min_new_gain=gs.min_new_gain,
-                          tie_break_nll=gs.tie_break_nll),
-                      tainted=candidate.status == "tainted",
-                      reference="displaced" if displaced is not None else None)
+    try:
+        check("the gate")
+        evaluator = ClosedBookEvaluator(base_dir, device=_eval_device(settings),
+                                        max_new_tokens=gs.max_new_tokens,
+                                        should_stop=stop.is_set if stop is not None else None)
+        evaluator.add_adapter("candidate", registry.path(candidate.version))
+        if baseline is not None:
+            evaluator.add_adapter("baseline", registry.path(baseline))
+        # After a delete forced serving back, the retrain is held to the perplexity bar of
+        # the version it replaces (gate.py); only that version's general-text perplexity is
+        # measured.
+        displaced = _displaced_reference(registry, baseline, base_hash)
+        if displaced is not None:
+            evaluator.add_adapter("displaced", registry.path(displaced))
+        report = run_gate(evaluator, "candidate", "baseline" if baseline else None, gate_qs,
+                          old_qs, general_eval(), GateConfig(
+                              max_retention_drop=gs.max_retention_drop,
+                              max_ppl_increase=gs.max_ppl_increase,
+                              min_new_gain=gs.min_new_gain, tie_break_nll=gs.tie_break_nll),
+                          tainted=candidate.status == "tainted",
+                          reference="displaced" if displaced is not None else None)
+    except Cancelled as exc:  # registered but never judged: kept, rejected, never served
+        if registry.get(candidate.version).status == "candidate":
+            registry.set_status(candidate.version, "rejected", {
+                "promote": False, "reasons": [f"the gate did not finish: {CANCELLED} ({exc})"]})
+        raise
     report_d = {**report.to_dict(), "baseline_version": baseline,
                 "reference_version": displaced}
     scores = {"new_accuracy": report.candidate.new_accuracy,
@@ -576,14 +666,21 @@ def deletion_hook(settings: Settings, *, publish: bool = True, bootstrap: str | 
 
 
 # -- background jobs and the scheduler -----------------------------------------------------
-def start_job(settings: Settings, store: JobStore | None = None, **kwargs: Any) -> JobRecord:
+def start_job(settings: Settings, store: JobStore | None = None, *,
+              stop: threading.Event | None = None, **kwargs: Any) -> JobRecord:
     """Record a job and run the cycle in a background thread; returns the queued record.
 
     Raises JobBusy at once when another cycle holds the lock. The lock is taken here and
     handed to the thread, so of two requests that arrive together one gets JobBusy rather
     than a job that fails later. The thread writes to its own connection of the job store,
-    so ``store`` may be closed when this returns.
+    so ``store`` may be closed when this returns. ``stop``: see run_cycle; JobThreads keeps
+    the thread as well, for a server to wait on.
     """
+    return _launch(settings, store, stop, kwargs)[0]
+
+
+def _launch(settings: Settings, store: JobStore | None, stop: threading.Event | None,
+            kwargs: dict[str, Any]) -> tuple[JobRecord, threading.Thread]:
     lock = CycleLock(finetune_dir(settings.data_dir) / "cycle.lock")
     lock.acquire()  # JobBusy when another cycle runs
     own = store is None
@@ -600,12 +697,57 @@ def start_job(settings: Settings, store: JobStore | None = None, **kwargs: Any) 
 
     def work() -> None:
         try:
-            run_cycle(settings, job_id=job.id, lock=lock, **kwargs)
+            run_cycle(settings, job_id=job.id, lock=lock, stop=stop, **kwargs)
         except Exception:  # recorded in the job; nothing else to do in a thread
             pass
 
-    threading.Thread(target=work, name=f"finetune-{job.id}", daemon=True).start()
-    return job
+    # A daemon all the same: should a step outlast the stop deadline, the process still ends.
+    thread = threading.Thread(target=work, name=f"finetune-{job.id}", daemon=True)
+    thread.start()
+    return job, thread
+
+
+class JobThreads:
+    """The background cycles one process started (the API's): ``stop`` cancels them (at the
+    next training step or gate batch) and waits for them to end."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._threads: dict[str, tuple[threading.Thread, Path]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, settings: Settings, **kwargs: Any) -> JobRecord:
+        """start_job with this owner's stop event; JobBusy once stopping."""
+        with self._lock:
+            if self.stopping.is_set():
+                raise JobBusy("the server is shutting down: no new fine-tuning cycle starts")
+            job, thread = _launch(settings, None, self.stopping, kwargs)
+            self._threads = {k: v for k, v in self._threads.items() if v[0].is_alive()}
+            self._threads[job.id] = (thread, Path(settings.data_dir))
+        return job
+
+    def stop(self, timeout_s: float) -> list[str]:
+        """Cancel every cycle and wait up to ``timeout_s`` in all; returns the ids of the jobs
+        still running then. Their records say CANCELLED at once: the process is about to end
+        under them (and the OS to free their lock); one that ends after all writes its own."""
+        with self._lock:
+            self.stopping.set()
+            running = dict(self._threads)
+        deadline = time.monotonic() + timeout_s
+        for thread, _ in running.values():
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+        left = {job_id: d for job_id, (t, d) in running.items() if t.is_alive()}
+        if left and timeout_s > 0:
+            log.warning("fine-tuning job(s) %s did not stop within %.0f s", ", ".join(left),
+                        timeout_s)
+            for job_id, data_dir in left.items():
+                store = JobStore.for_data_dir(data_dir)
+                try:
+                    store.update(job_id, status="failed", finished_at=time.time(),
+                                 error=f"{CANCELLED} (it did not stop in time)")
+                finally:
+                    store.close()
+        return list(left)
 
 
 def pending_examples(settings: Settings) -> int:

@@ -15,6 +15,8 @@ process (CPU by default, CUDA with bf16 when present) and under
   the RNG and the loop position (safetensors + JSON, written to a temp folder and renamed):
   a run that crashed resumes from the last one when called again with the same inputs.
 - ``out_dir/metrics.jsonl``: a JSON line per optimizer step and per evaluation.
+- ``should_stop`` (optional) is asked before every optimizer step: when it says yes the run
+  saves a checkpoint (when checkpoints are on) and raises ``Cancelled``, returning nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from kinject.errors import KinjectError
+from kinject.errors import Cancelled, KinjectError
 from kinject.finetune.batches import Encoded, collate, encode
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.ewc import EwcPenalty, EwcState, estimate_fisher, param_key
@@ -204,12 +206,16 @@ class LoraTrainer:
         general: Sequence[str] = (),
         progress: Progress | None = None,
         augment: Augment | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> TrainResult:
         """Train one cycle. ``augment`` (optional) is lent the loaded tokenizer and model
         before training starts and returns more training examples (LM paraphrases,
         :mod:`kinject.finetune.paraphrase`): the model is loaded once for both. Only the main
         process calls it; what it returns is written to ``out_dir/augmented.jsonl`` and every
-        other process reads that file, so all ranks train on the same examples."""
+        other process reads that file, so all ranks train on the same examples.
+        ``should_stop`` is asked before every optimizer step and before the Fisher estimate;
+        a yes raises ``Cancelled`` (one process only: ranks of a launched run would each
+        have to agree, so ``kinject.finetune.launch`` does not pass it)."""
         import torch
 
         cfg = self.config
@@ -269,11 +275,19 @@ class LoraTrainer:
         step_times: list[float] = []
         emit = _Emitter(out_dir / METRICS_FILE if main else None, progress, total_steps)
 
+        def stop_here() -> NoReturn:
+            if cfg.checkpoint_every and state.step > 0:  # a rerun resumes from here
+                _save_checkpoint(ckpt, fingerprint, cfg, state, unwrapped, optimizer,
+                                 best_weights, acc)
+            raise Cancelled(f"training stopped at step {state.step} of {total_steps}")
+
         model.train()
         while state.epoch < cfg.epochs and not state.stopped_early:
             groups = self._epoch_groups(state.epoch, train_enc, replay_enc, general_enc,
                                         acc.num_processes, acc.process_index)
             for g in range(state.group, len(groups)):
+                if should_stop is not None and should_stop():
+                    stop_here()
                 t0 = time.perf_counter()
                 loss_sum, pen_value, tokens = 0.0, 0.0, 0
                 group = groups[g]
@@ -334,6 +348,8 @@ class LoraTrainer:
         if best_weights is not None:
             _set_adapter_weights(unwrapped, best_weights)
         unwrapped.eval()
+        if should_stop is not None and should_stop():
+            stop_here()
         new_ewc = self._next_ewc(unwrapped, train_enc, pad_id, acc, ewc, progress)
         adapter_dir = out_dir / ADAPTER_DIR
         ewc_path = out_dir / EWC_FILE
