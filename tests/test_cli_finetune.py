@@ -66,7 +66,7 @@ def test_run_a_cycle_then_list_show_activate_and_roll_back(env: Path) -> None:
     assert version.version[:12] in listed.output
     shown = runner.invoke(app, ["adapters", "show", version.version[:8]])
     assert shown.exit_code == 0
-    manifest = json.loads(shown.output)
+    manifest = json.loads(shown.stdout)  # warnings (a 0755 tmp dir) go to stderr
     assert manifest["lineage"] == ["kb/ida", "kb/oren"] and manifest["report"]["reasons"]
 
     assert runner.invoke(app, ["adapters", "activate", "base"]).exit_code == 0
