@@ -195,6 +195,10 @@ class EmbeddedBroker:
             raise ValueError(f"startup_timeout_s must be positive, got {startup_timeout_s}")
         if not _is_loopback(host):
             # Tansu here has no authentication: anyone who reaches it can write records.
+            # It cannot have any: `--authentication` works (only ApiVersions and the SASL
+            # handshake pass before a login), but the storage engines in this build (memory://,
+            # s3://; "dynostore") drop SCRAM users (upsert is a no-op, lookup always None), so
+            # every login fails and kinject's own clients would be locked out (tried, 0.6.0).
             raise ValueError(f"the embedded broker listens on loopback only, got host {host!r}; "
                              "for a broker other machines reach, run a secured Kafka cluster")
         self._kafka = kafka
