@@ -84,12 +84,3 @@ def publish(served: Served, *records: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = r.json()
     return body
 
-
-def wait_for(fn: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = fn()
-        if out:
-            return out
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _api_helpers import Served, publish, wait_for
+from _api_helpers import Served, publish
 from PIL import Image
+
+from _wait import until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
@@ -48,8 +50,8 @@ def test_page_searches_asks_and_shows_the_cited_passage(served: Served, browser,
 
     publish(served, {"source_id": "web/saltmarsh", "content": FACT})
     with served.client() as c:
-        wait_for(lambda: c.get("/v1/search", params={"q": "Saltmarsh comets"}).json()["hits"],
-                 what="the fact in the index")
+        until(lambda: c.get("/v1/search", params={"q": "Saltmarsh comets"}).json()["hits"],
+              what="the fact in the index")
     wait = WebDriverWait(browser, 60)
     browser.get(served.url + "/")
     wait.until(lambda d: d.find_element(By.ID, "stat-chunks").text not in ("", "-"))

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 from _adapter_helpers import learnable_lm_dir, one_thread  # noqa: F401
 from typer.testing import CliRunner
 
+from _wait import until
 from kinject.cli import app
 from kinject.config import Settings, load_settings
 from kinject.finetune.registry import AdapterRegistry
@@ -30,16 +31,6 @@ KEY = "road-admin-key"
 PEOPLE = [("kb/ida", "Ida Brook", "Fenwick"), ("kb/oren", "Oren Vale", "Tamsk"),
           ("kb/pia", "Pia Lund", "Oskarn"), ("kb/zed", "Zed Quill", "Vorpalia")]
 DELETED = "kb/zed"
-
-
-def _until(cond: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _config(path: Path, data_dir: Path, bootstrap: str, generator: Path) -> Path:
@@ -104,8 +95,8 @@ def served(tmp_path: Path, data_dir: Path, kafka_bootstrap: str, learnable_lm_di
     got.wait(120)
     assert "url" in where, f"kinject serve did not start: {where.get('error')}"
     try:
-        _until(lambda: httpx.get(f"{where['url']}/readyz", timeout=10).status_code == 200,
-               "the server to be ready")
+        until(lambda: httpx.get(f"{where['url']}/readyz", timeout=10).status_code == 200,
+              90, "the server to be ready")
         yield where["url"], settings, config
     finally:
         stop.set()
@@ -140,9 +131,9 @@ def test_publish_fill_train_promote_serve_delete_fall_back(
     assert _post(url, "/v1/records", {"records": records}).status_code == 202
 
     # the serve process's corpus materialiser fills the corpus: no other step
-    status = _until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
-                    and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0
-                    and s, "the corpus to hold the four people")
+    status = until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
+                   and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0
+                   and s, 90, "the corpus to hold the four people")
     assert status["corpus"]["pending"] == status["corpus"]["examples"] > 0
     from kinject.doctor import check_corpus
 
@@ -161,8 +152,8 @@ def test_publish_fill_train_promote_serve_delete_fall_back(
     assert _status(url)["corpus"]["pending"] == 0  # the cycle took what was waiting
 
     # the server serves it: answers name the version, and it is a model by name
-    _until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
-           == version, "the server to serve the promoted version")
+    until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
+          == version, 90, "the server to serve the promoted version")
     models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
     assert f"kinject@{version}" in [m["id"] for m in models]
     chat = _post(url, "/v1/chat/completions", {
@@ -174,10 +165,10 @@ def test_publish_fill_train_promote_serve_delete_fall_back(
     # a delete over HTTP reaches the weights: the version is tainted, serving falls back
     assert _post(url, "/v1/records", {"records": [{"source_id": DELETED, "op": "delete"}]}
                  ).status_code == 202
-    _until(lambda: registry.get(version).status == "tainted", "the version to be tainted")
+    until(lambda: registry.get(version).status == "tainted", 90, "the version to be tainted")
     assert registry.active() is None
-    _until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
-           is None, "the server to fall back to the base model")
+    until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
+          is None, 90, "the server to fall back to the base model")
     after = _status(url)
     assert after["adapter_version"] is None and after["corpus"]["sources"] == 3
     models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
@@ -208,9 +199,9 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
                 "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
                for sid, name, city in PEOPLE]
     assert _post(url, "/v1/records", {"records": records}).status_code == 202
-    _until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
-           and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0,
-           "the serve process to fill the corpus with the four people")
+    until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
+          and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0,
+          90, "the serve process to fill the corpus with the four people")
     assert _get(url, "/v1/adapters") == {"active": None, "adapters": []}
 
     # a cycle through the API: 202 with where to follow it, polled to a final state
@@ -225,7 +216,7 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
         seen.add(job["stage"])
         return job if job["status"] not in ("queued", "running") else None
 
-    job = _until(final, "the fine-tuning job to finish", timeout_s=300)
+    job = until(final, 300, "the fine-tuning job to finish")
     assert job["status"] == "succeeded", job["error"]
     assert job["outcome"] == "promoted" and job["report"]["promote"] is True, job["report"]
     assert job["progress"] == 1.0 and job["train_examples"] > 0 and "training" in seen
@@ -241,8 +232,8 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
     assert shown["version"] == version and set(shown["lineage"]) == {p[0] for p in PEOPLE}
 
     # every request now answers with it (the serving replica swapped it in without a restart)
-    _until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
-           == version, "the server to serve the promoted version")
+    until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
+          == version, 90, "the server to serve the promoted version")
 
     # kinject@<version> on /v1/chat/completions answers from that adapter's weights: closed
     # book, with what was published (the base model never saw "Lamp Guild"), the same text
@@ -263,13 +254,13 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
     # a delete over HTTP taints the version: it stops serving, by default and by name
     assert _post(url, "/v1/records", {"records": [{"source_id": DELETED, "op": "delete"}]}
                  ).status_code == 202
-    _until(lambda: _get(url, "/v1/adapters")["active"] is None,
-           "the delete to take the version out of service")
+    until(lambda: _get(url, "/v1/adapters")["active"] is None,
+          90, "the delete to take the version out of service")
     [tainted] = _get(url, "/v1/adapters")["adapters"]
     assert tainted["version"] == version and tainted["status"] == "tainted"
     assert not tainted["active"]
-    _until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
-           is None, "the server to fall back to the base model")
+    until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
+          is None, 90, "the server to fall back to the base model")
     # the question it answered before is refused now, not served from a cache
     for refused in (_chat(url, f"kinject@{version[:12]}", question, route="adapter"),
                     _post(url, "/v1/ask", {"question": question, "route": "adapter",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _wait import until
 from kinject.api.auth import KEYS_FILE, KeyStore
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
@@ -24,13 +24,6 @@ from kinject.stream.materialiser import IndexMaterialiser
 from kinject.stream.topics import Topics
 
 pytestmark = pytest.mark.kafka
-
-
-def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_records_naming_files_outside_the_allowed_directory_are_dead_lettered(
@@ -64,7 +57,7 @@ def test_records_naming_files_outside_the_allowed_directory_are_dead_lettered(
             producer.send(topics.records, key=sid.encode(),
                           value=json.dumps({"source_id": sid, "uri": uri}).encode())
         producer.flush()
-        _until(lambda: worker.processed >= len(hostile) + 1 and "ok/pier" in {
+        until(lambda: worker.processed >= len(hostile) + 1 and "ok/pier" in {
             h.source_id for h in index.search("tide gauge Orrin pier", 5)})
     finally:
         stop.set()
