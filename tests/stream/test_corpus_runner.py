@@ -4,7 +4,6 @@ consumer group filling the data dir's one corpus store, through the real embedde
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,11 @@ from kinject.finetune.jobs import corpus_path
 from kinject.index.changes import SourceUpdate
 from kinject.ingest.envelope import encode_record
 from kinject.stream.clients import make_producer
-from kinject.stream.corpus_runner import corpus_materialiser, start_corpus_materialiser
+from kinject.stream.corpus_runner import (
+    CorpusRunner,
+    corpus_materialiser,
+    start_corpus_materialiser,
+)
 from kinject.stream.events import encode_update
 from kinject.stream.lag import BrokerStatus
 from kinject.stream.topics import Topics
@@ -48,6 +51,20 @@ def _sources(data_dir: Path) -> set[str]:
         return store.sources()
 
 
+def _applied(runners: list[CorpusRunner | None]) -> list[int]:
+    return [r.applied for r in runners if r is not None]
+
+
+def _settled(runners: list[CorpusRunner | None], status: BrokerStatus) -> list[int] | None:
+    """The runners' applied counts once the corpus group has committed every chunk event
+    (lag 0: nothing is left to read, so nothing can be read twice) and the counts, which a
+    runner raises just after its commit, no longer move across a broker round trip."""
+    before = _applied(runners)
+    if sum(status.corpus_lag().values()) != 0 or sum(before) < 6:
+        return None
+    return before if _applied(runners) == before else None
+
+
 def test_two_processes_share_the_corpus_work_and_never_double_it(
         data_dir: Path, kafka: KafkaSettings) -> None:
     settings = _settings(data_dir, kafka)
@@ -69,16 +86,16 @@ def test_two_processes_share_the_corpus_work_and_never_double_it(
             producer.send(topics.chunks, key=f"kb/{i}".encode(), value=_event(f"kb/{i}", "Osk"),
                           partition=i % 2)
         producer.flush()
-        until(lambda: _sources(data_dir) == wanted)
-        until(lambda: sum(r.applied for r in runners if r is not None) >= 6)
-        time.sleep(1.0)  # a doubled event would arrive by now
-        applied = [r.applied for r in runners if r is not None]
-        assert sorted(applied) == [3, 3], applied  # each took its partition, once
+        until(lambda: _sources(data_dir) == wanted, what="the six sources in the corpus")
         status = BrokerStatus(kafka, kafka.bootstrap_servers or "")
         try:
-            until(lambda: sum(status.corpus_lag().values()) == 0)
+            applied = until(lambda: _settled(runners, status), 45,
+                            "the corpus group to commit all six events",
+                            why=lambda: f"applied {_applied(runners)}, lag "
+                                        f"{status.corpus_lag()}")
         finally:
             status.close()
+        assert sorted(applied) == [3, 3], applied  # each took its partition, once
     finally:
         stop.set()
         for r in runners:
