@@ -7,8 +7,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from _api_helpers import Served, make_settings, publish, start_serve, wait_ready
+from _api_helpers import Served, make_settings, publish
 
+from _serve import start_serve, wait_ready
 from _wait import until
 from kinject.api.auth import KEYS_FILE, KeyStore
 

@@ -8,7 +8,6 @@ model."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 from _adapter_helpers import learnable_lm_dir, one_thread  # noqa: F401
 from typer.testing import CliRunner
 
+from _serve import start_serve, wait_ready
 from _wait import until
 from kinject.cli import app
 from kinject.config import Settings, load_settings
@@ -73,31 +73,14 @@ max_ppl_increase = 10.0
 @pytest.fixture()
 def served(tmp_path: Path, data_dir: Path, kafka_bootstrap: str, learnable_lm_dir: Path,  # noqa: F811
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Settings, Path]]:
-    from kinject.serve import run_serve
-
     for var in [v for v in os.environ if v.startswith("KINJECT_")]:
         monkeypatch.delenv(var)  # the TOML file is the whole configuration
     config = _config(tmp_path / "kinject.toml", data_dir, kafka_bootstrap, learnable_lm_dir)
     settings = load_settings(config)
-    stop, got = threading.Event(), threading.Event()
-    where: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            run_serve(settings, "127.0.0.1", 0, 1, stop=stop,
-                      on_ready=lambda url: (where.update(url=url), got.set()))
-        except BaseException as exc:
-            where["error"] = exc
-            got.set()
-
-    thread = threading.Thread(target=run, name="road-serve", daemon=True)
-    thread.start()
-    got.wait(120)
-    assert "url" in where, f"kinject serve did not start: {where.get('error')}"
+    url, stop, thread = start_serve(settings)
     try:
-        until(lambda: httpx.get(f"{where['url']}/readyz", timeout=10).status_code == 200,
-              90, "the server to be ready")
-        yield where["url"], settings, config
+        wait_ready(url, 90)
+        yield url, settings, config
     finally:
         stop.set()
         thread.join(60)
@@ -115,6 +98,20 @@ def _status(url: str) -> dict[str, Any]:
     return body
 
 
+def _publish_people(url: str) -> dict[str, Any]:
+    """POST the four people as CSV records; /v1/status once the serve process's corpus
+    materialiser holds all four and has committed every chunk event."""
+    records = [{"source_id": sid, "kind": "csv",
+                "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
+               for sid, name, city in PEOPLE]
+    assert _post(url, "/v1/records", {"records": records}).status_code == 202
+    status: dict[str, Any] = until(
+        lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
+        and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0 and s,
+        90, "the corpus to hold the four people")
+    return status
+
+
 def _served_version(url: str, question: str) -> str | None:
     r = _post(url, "/v1/ask", {"question": question})
     assert r.status_code == 200, r.text
@@ -125,15 +122,8 @@ def _served_version(url: str, question: str) -> str | None:
 def test_publish_fill_train_promote_serve_delete_fall_back(
         served: tuple[str, Settings, Path]) -> None:
     url, settings, config = served
-    records = [{"source_id": sid, "kind": "csv",
-                "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
-               for sid, name, city in PEOPLE]
-    assert _post(url, "/v1/records", {"records": records}).status_code == 202
-
     # the serve process's corpus materialiser fills the corpus: no other step
-    status = until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
-                   and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0
-                   and s, 90, "the corpus to hold the four people")
+    status = _publish_people(url)
     assert status["corpus"]["pending"] == status["corpus"]["examples"] > 0
     from kinject.doctor import check_corpus
 
@@ -195,13 +185,7 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
         served: tuple[str, Settings, Path]) -> None:
     """The same road with no command line at all: what an operator does with curl."""
     url, _, _ = served
-    records = [{"source_id": sid, "kind": "csv",
-                "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
-               for sid, name, city in PEOPLE]
-    assert _post(url, "/v1/records", {"records": records}).status_code == 202
-    until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
-          and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0,
-          90, "the serve process to fill the corpus with the four people")
+    _publish_people(url)
     assert _get(url, "/v1/adapters") == {"active": None, "adapters": []}
 
     # a cycle through the API: 202 with where to follow it, polled to a final state

@@ -4,13 +4,13 @@ return the newer value, and `kinject conflicts` lists both."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from _running import Running
 from _wait import until
 from kinject.cli import app
 from kinject.config import KafkaSettings
@@ -43,11 +43,7 @@ def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder)
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index)
-    stop = threading.Event()
-    threads = [threading.Thread(target=fn, args=(stop,), daemon=True)
-               for fn in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
+    loops = Running(worker.run, mat.run)
     try:
         until(worker.ready.is_set)
         with Producer(kafka, kafka_bootstrap) as producer:  # stamps each record's ts
@@ -68,9 +64,7 @@ def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
         assert {c.source_id for c in answer.citations} == {"census/2023.csv"}
         assert "41000" not in answer.text
     finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
+        loops.stop()
         index.close()
 
     result = CliRunner().invoke(app, ["conflicts", "--json", "--data-dir", str(data_dir)])

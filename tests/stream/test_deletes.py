@@ -5,7 +5,6 @@ bring back what the deleted source was hiding (a duplicate, an older conflicting
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
+from _running import Running
 from _wait import until
 from kinject.config import KafkaSettings, load_settings
 from kinject.index.clip_embedder import ClipEmbedder, make_clip_embedder
@@ -66,11 +66,7 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder, clip=clip)
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index, images=images)
-    stop = threading.Event()
-    threads = [threading.Thread(target=fn, args=(stop,), daemon=True)
-               for fn in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
+    loops = Running(worker.run, mat.run)
     until(worker.ready.is_set, what="the worker to join its group")
     producer = make_producer(kafka, kafka_bootstrap)
 
@@ -83,9 +79,7 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
 
     yield {"index": index, "images": images, "send": send, "publish": publish,
            "topics": topics}
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+    loops.stop()
     producer.close()
     images.close()
     index.close()

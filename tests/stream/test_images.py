@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from _running import Running
 from _wait import until
 from kinject.config import KafkaSettings, load_settings
 from kinject.index.clip_embedder import ClipEmbedder, make_clip_embedder
@@ -69,11 +69,7 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder, group_id=f"{prefix}-ingest", clip=clip)
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index, images=images)
-    stop = threading.Event()
-    threads = [threading.Thread(target=t, args=(stop,), daemon=True)
-               for t in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
+    loops = Running(worker.run, mat.run)
     until(worker.ready.is_set)
     producer = make_producer(kafka, kafka_bootstrap)
 
@@ -84,11 +80,9 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
         producer.flush()
 
     road = {"kafka": kafka, "index": index, "images": images, "publish": publish,
-            "stop": stop, "threads": threads, "directory": directory, "mat": mat}
+            "loops": loops, "directory": directory, "mat": mat}
     yield road
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+    loops.stop()
     producer.close()
     images.close()
     index.close()
@@ -168,9 +162,7 @@ def test_deleting_a_source_removes_its_images_and_a_restart_keeps_the_rest(
     until(lambda: len(images) == 1)
 
     # stop the replica; a new one on the same directory has the image index at once
-    road["stop"].set()
-    for t in road["threads"]:
-        t.join(timeout=10)
+    road["loops"].stop()
     images.close()
     with ImageIndex(road["directory"], clip) as reopened:
         hits = reopened.search_image(b, k=1)

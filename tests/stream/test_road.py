@@ -1,7 +1,6 @@
 """The road from kinject.records to the index, through the real embedded broker."""
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from _running import Running
 from _wait import until
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
@@ -31,18 +31,12 @@ def road(kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path,
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index)
-    stop = threading.Event()
-    threads = [threading.Thread(target=t, args=(stop,), daemon=True)
-               for t in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
+    loops = Running(worker.run, mat.run)
     until(worker.ready.is_set)
     producer = make_producer(kafka, kafka_bootstrap)
     yield {"index": index, "worker": worker, "mat": mat, "producer": producer,
-           "topics": Topics.from_settings(kafka), "stop": stop, "threads": threads}
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+           "topics": Topics.from_settings(kafka), "loops": loops}
+    loops.stop()
     producer.close()
     index.close()
 
@@ -121,9 +115,7 @@ def test_a_restarted_replica_resumes_without_duplicates(
                             content=f"Fact number {i} about island {i}.".encode())
                      for i in range(5)])
     until(lambda: len(index) == 5)
-    road["stop"].set()
-    for t in road["threads"]:
-        t.join(timeout=10)
+    road["loops"].stop()
     index.close()
     # The replica comes back: it loads its snapshot and seeks to the offsets it stored,
     # so nothing is applied twice and the index is complete at once.
@@ -229,9 +221,7 @@ def test_a_replica_reads_partitions_the_chunks_topic_gains_while_it_runs(
     topics = Topics.from_settings(kafka)
     index = TextIndex(tmp_path / "index", hash_embedder).open()
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index, watch_every_s=0.2)
-    stop = threading.Event()
-    replica = threading.Thread(target=mat.run, args=(stop,), daemon=True)
-    replica.start()
+    replica = Running(mat.run)
     admin = make_admin(kafka, kafka_bootstrap)
     watch = ClusterWatch(kafka, kafka_bootstrap)
     worker: IngestWorker | None = None
@@ -270,8 +260,7 @@ def test_a_replica_reads_partitions_the_chunks_topic_gains_while_it_runs(
         probe.close()
         assert sum(n for tp, n in ends.items() if tp.partition >= 2) > 0  # new ones were used
     finally:
-        stop.set()
-        replica.join(timeout=10)
+        replica.stop()
         if worker is not None:
             worker.close()
         producer.close()
