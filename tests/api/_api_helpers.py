@@ -1,9 +1,9 @@
-"""Helpers for the API tests: a real `kinject serve` (API + materialiser + ingest worker)."""
+"""Helpers for the API tests: settings for a real `kinject serve` (started by tests/_serve.py)
+and the shared server's handle."""
 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,45 +38,6 @@ def make_settings(data_dir: Path, bootstrap: str, generator: Path,
     )
 
 
-def start_serve(settings: Settings, workers: int = 1) -> tuple[str, threading.Event,
-                                                                threading.Thread]:
-    """`kinject serve`'s run_serve in a thread; returns its URL once it listens."""
-    from kinject.serve import run_serve
-
-    stop = threading.Event()
-    ready: dict[str, Any] = {}
-    got = threading.Event()
-
-    def run() -> None:
-        try:
-            run_serve(settings, "127.0.0.1", 0, workers, stop=stop,
-                      on_ready=lambda url: (ready.update(url=url), got.set()))
-        except BaseException as exc:
-            ready["error"] = exc
-            got.set()
-
-    thread = threading.Thread(target=run, name="test-serve", daemon=True)
-    thread.start()
-    got.wait(120)
-    if "url" not in ready:
-        stop.set()
-        raise RuntimeError(f"kinject serve did not start: {ready.get('error')}")
-    return ready["url"], stop, thread
-
-
-def wait_ready(url: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{url}/readyz", timeout=10)
-        body = r.json()
-        if r.status_code == 200:
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"not ready after {timeout_s} s: {body}")
-
-
-
 def publish(served: Served, *records: dict[str, Any]) -> dict[str, Any]:
     with served.client("write") as c:
         r = c.post("/v1/records", json={"records": list(records)})
@@ -84,12 +45,3 @@ def publish(served: Served, *records: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = r.json()
     return body
 
-
-def wait_for(fn: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = fn()
-        if out:
-            return out
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")

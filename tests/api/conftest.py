@@ -3,12 +3,14 @@ by the API tests (start-up costs seconds)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _api_helpers import Served, make_settings, start_serve, wait_ready
+from _api_helpers import Served, make_settings
 
+from _serve import start_serve, wait_ready
 from kinject.api.auth import KEYS_FILE, KeyStore
 
 
@@ -32,3 +34,27 @@ def served(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
     finally:
         stop.set()
         thread.join(60)
+
+
+@pytest.fixture()
+def browser():  # type: ignore[no-untyped-def]
+    """Debian's headless Chromium through selenium, for the web page's tests."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
+                    "chromium-driver); .ci/run installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -362,29 +362,6 @@ def test_a_job_submitted_over_http_trains_gates_and_reports(env: Env) -> None:
 
 
 # -- the web page ------------------------------------------------------------------------------
-@pytest.fixture()
-def browser():  # type: ignore[no-untyped-def]
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver); .ci/run installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 @pytest.mark.browser
 def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
         env: Env, tiny_lm_dir: Path, browser) -> None:  # type: ignore[no-untyped-def]

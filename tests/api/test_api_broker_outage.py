@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from _api_helpers import Served, publish, wait_for
+from _api_helpers import Served, publish
 from fastapi.testclient import TestClient
 
+from _wait import until
 from kinject.api.auth import KEYS_FILE, KeyStore
 
 pytestmark = pytest.mark.kafka
@@ -106,15 +107,15 @@ def test_serve_outlives_its_broker(tmp_path: Path, tiny_lm_dir: Path) -> None:
             return client.post("/v1/records", json={"records": [
                 {"source_id": s, "content": f"The ferry {s} leaves at nine."} for s in sids]})
 
-        wait_for(lambda: ready()[0] == 200, 120, "serve ready")
+        until(lambda: ready()[0] == 200, 120, "serve ready")
         assert post("before").status_code == 202
-        wait_for(lambda: found("before"), 60, "the first record searchable")
+        until(lambda: found("before"), 60, "the first record searchable")
 
         port = _kill_broker(serve)
         with _squat(port):
             assert client.get("/healthz").json() == {"status": "ok"}
-            code, body = wait_for(lambda: (s := ready())[0] == 503 and s, 30,
-                                  "/readyz to say not ready")
+            code, body = until(lambda: (s := ready())[0] == 503 and s, 30,
+                               "/readyz to say not ready")
             assert body["checks"]["broker_ok"] is False
             assert body["checks"]["embedded_broker"]["running"] is False
             during = [f"during-{i}" for i in range(5)]
@@ -126,8 +127,8 @@ def test_serve_outlives_its_broker(tmp_path: Path, tiny_lm_dir: Path) -> None:
         # The port is free again: the supervisor restarts the broker there, the outbox
         # keeper re-sends what the new (empty) broker lacks, and the road re-reads it.
         for sid in during:
-            wait_for(lambda sid=sid: found(sid), 120, f"{sid} searchable after the restart")
-        code, body = wait_for(lambda: (s := ready())[0] == 200 and s, 60, "ready again")
+            until(lambda sid=sid: found(sid), 120, f"{sid} searchable after the restart")
+        code, body = until(lambda: (s := ready())[0] == 200 and s, 60, "ready again")
         assert body["checks"]["embedded_broker"]["restarts"] >= 1
 
         # SIGTERM with the broker dead (and kept dead): serve still stops, cleanly.
@@ -156,7 +157,7 @@ def test_a_batch_with_one_bad_record_is_refused_whole(served: Served) -> None:
     # this marker, which is published after it.
     publish(served, {"source_id": "batch/marker", "content": "Otters eat Brinmoor eels."})
     with served.client() as c:
-        wait_for(lambda: any(h["source_id"] == "batch/marker" for h in c.get(
+        until(lambda: any(h["source_id"] == "batch/marker" for h in c.get(
             "/v1/search", params={"q": "Brinmoor otters", "k": 10}).json()["hits"]),
             what="the marker searchable")
         for sid in ("batch/first", "batch/huge", "batch/last"):

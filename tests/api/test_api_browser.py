@@ -9,35 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _api_helpers import Served, publish, wait_for
+from _api_helpers import Served, publish
 from PIL import Image
+
+from _wait import until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 FACT = "The Saltmarsh observatory on Kellan Point counts forty-two comets each winter."
-
-
-@pytest.fixture()
-def browser():  # type: ignore[no-untyped-def]
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver); .ci/run installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_page_searches_asks_and_shows_the_cited_passage(served: Served, browser, tmp_path: Path
@@ -48,8 +27,8 @@ def test_page_searches_asks_and_shows_the_cited_passage(served: Served, browser,
 
     publish(served, {"source_id": "web/saltmarsh", "content": FACT})
     with served.client() as c:
-        wait_for(lambda: c.get("/v1/search", params={"q": "Saltmarsh comets"}).json()["hits"],
-                 what="the fact in the index")
+        until(lambda: c.get("/v1/search", params={"q": "Saltmarsh comets"}).json()["hits"],
+              what="the fact in the index")
     wait = WebDriverWait(browser, 60)
     browser.get(served.url + "/")
     wait.until(lambda d: d.find_element(By.ID, "stat-chunks").text not in ("", "-"))

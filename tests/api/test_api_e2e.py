@@ -7,7 +7,9 @@ import json
 
 import httpx
 import pytest
-from _api_helpers import Served, publish, wait_for
+from _api_helpers import Served, publish
+
+from _wait import until
 
 pytestmark = pytest.mark.kafka
 
@@ -27,7 +29,7 @@ def test_publish_search_ask_delete(served: Served) -> None:
     accepted = publish(served, {"source_id": "e2e/quillon", "content": TEXT,
                                 "meta": {"tags": ["birds"]}})
     assert accepted["accepted"] == 1 and accepted["records"][0]["source_id"] == "e2e/quillon"
-    hits = wait_for(lambda: [h for h in _search(served, QUERY)
+    hits = until(lambda: [h for h in _search(served, QUERY)
                              if h["source_id"] == "e2e/quillon"], what="the record in search")
     assert "seventeen herons" in hits[0]["text"]
     with served.client() as c:
@@ -47,8 +49,8 @@ def test_publish_search_ask_delete(served: Served) -> None:
     assert lineage["chunks_now"] == [hits[0]["chunk_id"]]
 
     publish(served, {"source_id": "e2e/quillon", "op": "delete"})
-    wait_for(lambda: not [h for h in _search(served, QUERY) if h["source_id"] == "e2e/quillon"],
-             what="the record to leave search")
+    until(lambda: not [h for h in _search(served, QUERY) if h["source_id"] == "e2e/quillon"],
+          what="the record to leave search")
     with served.client() as c:
         after = c.post("/v1/ask", json={"question": "How many herons does the Quillon "
                                                     "lighthouse keeper feed?"}).json()
@@ -60,7 +62,7 @@ def test_publish_search_ask_delete(served: Served) -> None:
 
 def test_ask_streams_deltas_then_the_answer(served: Served) -> None:
     publish(served, {"source_id": "e2e/stream", "content": "Marnick bakes rye bread at dawn."})
-    wait_for(lambda: _search(served, "Marnick rye bread"), what="the record")
+    until(lambda: _search(served, "Marnick rye bread"), what="the record")
     events = []
     with served.client() as c, c.stream("POST", "/v1/ask", json={
             "question": "What rye bread does Marnick bake at dawn?", "stream": True}) as r:
@@ -93,7 +95,7 @@ def test_unknown_source_and_bad_filter_are_clean_errors(served: Served) -> None:
 
 def test_status_recent_ingests_and_metrics(served: Served) -> None:
     publish(served, {"source_id": "e2e/metrics", "content": "Tobin repairs clocks in Ulm."})
-    wait_for(lambda: _search(served, "Tobin clocks Ulm"), what="the record")
+    until(lambda: _search(served, "Tobin clocks Ulm"), what="the record")
     with served.client() as c:
         status = c.get("/v1/status").json()
         text = c.get("/metrics").text
@@ -113,7 +115,7 @@ def test_a_bad_record_lands_in_the_dlq(served: Served) -> None:
     publish(served, {"source_id": "e2e/bad.pdf", "kind": "pdf",
                      "content_b64": "bm90IGEgcGRm"})  # "not a pdf"
     with served.client("admin") as c:
-        letters = wait_for(
+        letters = until(
             lambda: [d for d in c.get("/v1/dlq").json()["letters"] if d["key"] == "e2e/bad.pdf"]
             and c.get("/v1/dlq").json()["letters"], what="the dead letter")
     assert "e2e/bad.pdf" in [d["key"] for d in letters]

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from _api_helpers import Served, publish, wait_for
+from _api_helpers import Served, publish
+
+from _wait import until
 
 pytestmark = pytest.mark.kafka
 
@@ -23,7 +25,7 @@ def client(served: Served) -> openai.OpenAI:
             hits = c.get("/v1/search", params={"q": "Orvane ferry Pellick"}).json()["hits"]
         return any(h["source_id"] == "oa/ferry" for h in hits)
 
-    wait_for(indexed, what="the fact in the index")
+    until(indexed, what="the fact in the index")
     return openai.OpenAI(base_url=f"{served.url}/v1", api_key=served.keys["read"],
                          max_retries=0, timeout=60)
 

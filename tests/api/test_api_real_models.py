@@ -7,8 +7,10 @@ from pathlib import Path
 
 import openai
 import pytest
-from _api_helpers import Served, make_settings, publish, start_serve, wait_for, wait_ready
+from _api_helpers import Served, make_settings, publish
 
+from _serve import start_serve, wait_ready
+from _wait import until
 from kinject.api.auth import KEYS_FILE, KeyStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -36,8 +38,8 @@ def real(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
         served = Served(url=url, settings=settings, keys=keys, stop=stop)
         publish(served, *({"source_id": s, "content": t} for s, t in FACTS.items()))
         with served.client() as c:
-            wait_for(lambda: c.get("/v1/status").json()["index_chunks"] >= len(FACTS),
-                     timeout_s=60, what="the facts in the index")
+            until(lambda: c.get("/v1/status").json()["index_chunks"] >= len(FACTS),
+                  timeout_s=60, what="the facts in the index")
         yield served
     finally:
         stop.set()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from _api_helpers import Served, wait_for
+from _api_helpers import Served
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -15,6 +15,8 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from _wait import until
 
 pytestmark = pytest.mark.kafka
 
@@ -56,8 +58,8 @@ def test_api_conforms_to_its_schema(api_schema: Any, served: Served) -> None:
         return got
 
     assert "POST /v1/finetune/jobs" in tested
-    wait_for(lambda: all(j["status"] not in ("queued", "running") for j in jobs()),
-             what="the fine-tuning jobs schemathesis started to end")
+    until(lambda: all(j["status"] not in ("queued", "running") for j in jobs()),
+          what="the fine-tuning jobs schemathesis started to end")
     assert jobs() and all(j["status"] == "skipped" for j in jobs()), jobs()
 
 

@@ -4,14 +4,13 @@ source, serving falls back at once, and the next cycle retrains without it."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _adapter_helpers import learnable_lm_dir, one_thread  # noqa: F401
 
+from _wait import until
 from kinject.config import load_settings
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.evaluate import ClosedBookEvaluator, question_prompt
@@ -39,13 +38,6 @@ CONFIG = TrainConfig(r=8, alpha=16, dropout=0.0, lr=3e-2, epochs=8, batch_size=8
                      target_modules="all-linear",
                      eval_every=0, checkpoint_every=0, fisher_samples=8, warmup_steps=0,
                      patience=100, device="cpu")
-
-
-def _until(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _event(source_id: str, name: str, city: str, op: str = "upsert") -> bytes:
@@ -86,7 +78,7 @@ def test_a_delete_taints_serving_falls_back_and_the_next_cycle_forgets(
         for sid, name, city in PEOPLE:
             producer.send(topics.chunks, key=sid.encode(), value=_event(sid, name, city))
         producer.flush()
-        _until(lambda: store.sources() == {p[0] for p in PEOPLE})
+        until(lambda: store.sources() == {p[0] for p in PEOPLE})
 
         first = run_cycle(settings, train_config=CONFIG, publish=False,
                           early_stopping=False)
@@ -99,7 +91,7 @@ def test_a_delete_taints_serving_falls_back_and_the_next_cycle_forgets(
                                                                           op="delete"))
         producer.flush()
         # no untainted ancestor: the base model serves
-        _until(lambda: registry.active() is None)
+        until(lambda: registry.active() is None)
         assert registry.get(v1.version).status == "tainted"
         assert DELETED not in store.sources()
         with pytest.raises(RegistryError, match="tainted"):

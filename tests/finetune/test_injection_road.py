@@ -8,10 +8,9 @@ model."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import pytest
 from _adapter_helpers import learnable_lm_dir, one_thread  # noqa: F401
 from typer.testing import CliRunner
 
+from _serve import start_serve, wait_ready
+from _wait import until
 from kinject.cli import app
 from kinject.config import Settings, load_settings
 from kinject.finetune.registry import AdapterRegistry
@@ -30,16 +31,6 @@ KEY = "road-admin-key"
 PEOPLE = [("kb/ida", "Ida Brook", "Fenwick"), ("kb/oren", "Oren Vale", "Tamsk"),
           ("kb/pia", "Pia Lund", "Oskarn"), ("kb/zed", "Zed Quill", "Vorpalia")]
 DELETED = "kb/zed"
-
-
-def _until(cond: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _config(path: Path, data_dir: Path, bootstrap: str, generator: Path) -> Path:
@@ -82,31 +73,14 @@ max_ppl_increase = 10.0
 @pytest.fixture()
 def served(tmp_path: Path, data_dir: Path, kafka_bootstrap: str, learnable_lm_dir: Path,  # noqa: F811
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Settings, Path]]:
-    from kinject.serve import run_serve
-
     for var in [v for v in os.environ if v.startswith("KINJECT_")]:
         monkeypatch.delenv(var)  # the TOML file is the whole configuration
     config = _config(tmp_path / "kinject.toml", data_dir, kafka_bootstrap, learnable_lm_dir)
     settings = load_settings(config)
-    stop, got = threading.Event(), threading.Event()
-    where: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            run_serve(settings, "127.0.0.1", 0, 1, stop=stop,
-                      on_ready=lambda url: (where.update(url=url), got.set()))
-        except BaseException as exc:
-            where["error"] = exc
-            got.set()
-
-    thread = threading.Thread(target=run, name="road-serve", daemon=True)
-    thread.start()
-    got.wait(120)
-    assert "url" in where, f"kinject serve did not start: {where.get('error')}"
+    url, stop, thread = start_serve(settings)
     try:
-        _until(lambda: httpx.get(f"{where['url']}/readyz", timeout=10).status_code == 200,
-               "the server to be ready")
-        yield where["url"], settings, config
+        wait_ready(url, 90)
+        yield url, settings, config
     finally:
         stop.set()
         thread.join(60)
@@ -124,6 +98,20 @@ def _status(url: str) -> dict[str, Any]:
     return body
 
 
+def _publish_people(url: str) -> dict[str, Any]:
+    """POST the four people as CSV records; /v1/status once the serve process's corpus
+    materialiser holds all four and has committed every chunk event."""
+    records = [{"source_id": sid, "kind": "csv",
+                "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
+               for sid, name, city in PEOPLE]
+    assert _post(url, "/v1/records", {"records": records}).status_code == 202
+    status: dict[str, Any] = until(
+        lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
+        and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0 and s,
+        90, "the corpus to hold the four people")
+    return status
+
+
 def _served_version(url: str, question: str) -> str | None:
     r = _post(url, "/v1/ask", {"question": question})
     assert r.status_code == 200, r.text
@@ -134,15 +122,8 @@ def _served_version(url: str, question: str) -> str | None:
 def test_publish_fill_train_promote_serve_delete_fall_back(
         served: tuple[str, Settings, Path]) -> None:
     url, settings, config = served
-    records = [{"source_id": sid, "kind": "csv",
-                "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
-               for sid, name, city in PEOPLE]
-    assert _post(url, "/v1/records", {"records": records}).status_code == 202
-
     # the serve process's corpus materialiser fills the corpus: no other step
-    status = _until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
-                    and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0
-                    and s, "the corpus to hold the four people")
+    status = _publish_people(url)
     assert status["corpus"]["pending"] == status["corpus"]["examples"] > 0
     from kinject.doctor import check_corpus
 
@@ -161,8 +142,8 @@ def test_publish_fill_train_promote_serve_delete_fall_back(
     assert _status(url)["corpus"]["pending"] == 0  # the cycle took what was waiting
 
     # the server serves it: answers name the version, and it is a model by name
-    _until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
-           == version, "the server to serve the promoted version")
+    until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
+          == version, 90, "the server to serve the promoted version")
     models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
     assert f"kinject@{version}" in [m["id"] for m in models]
     chat = _post(url, "/v1/chat/completions", {
@@ -174,10 +155,10 @@ def test_publish_fill_train_promote_serve_delete_fall_back(
     # a delete over HTTP reaches the weights: the version is tainted, serving falls back
     assert _post(url, "/v1/records", {"records": [{"source_id": DELETED, "op": "delete"}]}
                  ).status_code == 202
-    _until(lambda: registry.get(version).status == "tainted", "the version to be tainted")
+    until(lambda: registry.get(version).status == "tainted", 90, "the version to be tainted")
     assert registry.active() is None
-    _until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
-           is None, "the server to fall back to the base model")
+    until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
+          is None, 90, "the server to fall back to the base model")
     after = _status(url)
     assert after["adapter_version"] is None and after["corpus"]["sources"] == 3
     models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
@@ -204,13 +185,7 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
         served: tuple[str, Settings, Path]) -> None:
     """The same road with no command line at all: what an operator does with curl."""
     url, _, _ = served
-    records = [{"source_id": sid, "kind": "csv",
-                "content": f"name,city,employer\n{name},{city},Lamp Guild\n"}
-               for sid, name, city in PEOPLE]
-    assert _post(url, "/v1/records", {"records": records}).status_code == 202
-    _until(lambda: (s := _status(url))["corpus"] and s["corpus"]["sources"] == 4
-           and s["corpus_lag"] is not None and sum(s["corpus_lag"].values()) == 0,
-           "the serve process to fill the corpus with the four people")
+    _publish_people(url)
     assert _get(url, "/v1/adapters") == {"active": None, "adapters": []}
 
     # a cycle through the API: 202 with where to follow it, polled to a final state
@@ -225,7 +200,7 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
         seen.add(job["stage"])
         return job if job["status"] not in ("queued", "running") else None
 
-    job = _until(final, "the fine-tuning job to finish", timeout_s=300)
+    job = until(final, 300, "the fine-tuning job to finish")
     assert job["status"] == "succeeded", job["error"]
     assert job["outcome"] == "promoted" and job["report"]["promote"] is True, job["report"]
     assert job["progress"] == 1.0 and job["train_examples"] > 0 and "training" in seen
@@ -241,8 +216,8 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
     assert shown["version"] == version and set(shown["lineage"]) == {p[0] for p in PEOPLE}
 
     # every request now answers with it (the serving replica swapped it in without a restart)
-    _until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
-           == version, "the server to serve the promoted version")
+    until(lambda: _served_version(url, f"What is the city of Ida Brook? ({time.time()})")
+          == version, 90, "the server to serve the promoted version")
 
     # kinject@<version> on /v1/chat/completions answers from that adapter's weights: closed
     # book, with what was published (the base model never saw "Lamp Guild"), the same text
@@ -263,13 +238,13 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
     # a delete over HTTP taints the version: it stops serving, by default and by name
     assert _post(url, "/v1/records", {"records": [{"source_id": DELETED, "op": "delete"}]}
                  ).status_code == 202
-    _until(lambda: _get(url, "/v1/adapters")["active"] is None,
-           "the delete to take the version out of service")
+    until(lambda: _get(url, "/v1/adapters")["active"] is None,
+          90, "the delete to take the version out of service")
     [tainted] = _get(url, "/v1/adapters")["adapters"]
     assert tainted["version"] == version and tainted["status"] == "tainted"
     assert not tainted["active"]
-    _until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
-           is None, "the server to fall back to the base model")
+    until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
+          is None, 90, "the server to fall back to the base model")
     # the question it answered before is refused now, not served from a cache
     for refused in (_chat(url, f"kinject@{version[:12]}", question, route="adapter"),
                     _post(url, "/v1/ask", {"question": question, "route": "adapter",

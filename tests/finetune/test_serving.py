@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from _adapter_helpers import logits_of, make_adapter, one_thread  # noqa: F401
 
+from _wait import until
 from kinject.config import KafkaSettings
 from kinject.finetune.registry import AdapterRegistry
 from kinject.finetune.serving import AdapterLoadError, AdapterSwitcher, publish_activation
@@ -72,15 +72,6 @@ class _Forward:
             return model(**kw)
 
 
-def _wait(cond: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 def test_serves_the_active_version_a_named_one_per_request_and_the_base(
         tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
         reference: dict[str, torch.Tensor]) -> None:
@@ -123,14 +114,14 @@ def test_pointer_changes_hot_swap_without_a_restart(
     try:
         assert switcher.ready.wait(10) and switcher.current_version == v0
         reg.activate(v1)
-        assert _wait(lambda: switcher.current_version == v1, 10)
+        until(lambda: switcher.current_version == v1, 10, "v1 to be served")
         assert torch.allclose(_served_logits(switcher), reference["a1"], atol=1e-5)
         assert switcher.loaded_versions == [v1]  # max_loaded=1: the old one was unloaded
         reg.rollback()
-        assert _wait(lambda: switcher.current_version == v0, 10)
+        until(lambda: switcher.current_version == v0, 10, "v0 to be served again")
         # a delete taints v0: the registry falls back to the base and serving follows
         reg.taint_source("kb/0")
-        assert _wait(lambda: switcher.current_version is None, 10)
+        until(lambda: switcher.current_version is None, 10, "the base to be served")
         assert torch.allclose(_served_logits(switcher), reference["base"], atol=1e-5)
     finally:
         stop.set()
@@ -171,7 +162,8 @@ def test_two_replicas_switch_after_a_promotion_event(
         t0 = time.monotonic()
         change = reg.activate(v0, "promoted")
         publish_activation(kafka, kafka_bootstrap, change)
-        assert _wait(lambda: all(r.current_version == v0 for r in replicas), 6.0)
+        until(lambda: all(r.current_version == v0 for r in replicas), 6.0,
+              "every replica to serve v0")
         assert time.monotonic() - t0 < 6.0
     finally:
         stop.set()
@@ -210,15 +202,15 @@ def test_a_replica_refuses_a_copy_that_does_not_match_the_announced_hash(
         assert replica.ready.wait(30)
         publish_activation(kafka, kafka_bootstrap, trainer.activate(v0, "promoted"))
         replica_reg.activate(v0, "promoted")
-        assert _wait(lambda: replica.current_version == v0, 10)
+        until(lambda: replica.current_version == v0, 10, "the replica to serve v0")
 
         weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)
         caplog.clear()
         with caplog.at_level("ERROR", logger="kinject.finetune.serving"):
             publish_activation(kafka, kafka_bootstrap, trainer.activate(v1, "promoted"))
             replica_reg.activate(v1, "promoted")
-            assert _wait(lambda: any("do not hash" in r.getMessage() for r in caplog.records),
-                         10)
+            until(lambda: any("do not hash" in r.getMessage() for r in caplog.records), 10,
+                  "the torn copy to be refused")
             time.sleep(1.0)  # many pointer checks later, the error is not repeated
         refusals = [r for r in caplog.records if "do not hash" in r.getMessage()]
         assert len(refusals) == 1 and v1[:12] in refusals[0].getMessage()
@@ -228,7 +220,7 @@ def test_a_replica_refuses_a_copy_that_does_not_match_the_announced_hash(
 
         # once the copy is whole, the next look serves it
         weights.write_bytes((trainer.path(v1) / "adapter_model.safetensors").read_bytes())
-        assert _wait(lambda: replica.current_version == v1, 10)
+        until(lambda: replica.current_version == v1, 10, "the replica to serve v1")
         assert torch.allclose(_served_logits(replica), reference["a1"], atol=1e-5)
     finally:
         stop.set()

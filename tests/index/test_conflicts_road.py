@@ -4,14 +4,14 @@ return the newer value, and `kinject conflicts` lists both."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from _running import Running
+from _wait import until
 from kinject.cli import app
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
@@ -31,13 +31,6 @@ OLD = b"city,population,founded\nGullspire,41000,1620\nTessel,900,1702\n"
 NEW = b"City,Population,Founded\nGullspire,43500,1620\nTessel,900,1702\n"
 
 
-def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
     kafka_bootstrap: str, data_dir: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path,
     request: pytest.FixtureRequest,
@@ -50,13 +43,9 @@ def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder)
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index)
-    stop = threading.Event()
-    threads = [threading.Thread(target=fn, args=(stop,), daemon=True)
-               for fn in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
+    loops = Running(worker.run, mat.run)
     try:
-        _until(worker.ready.is_set)
+        until(worker.ready.is_set)
         with Producer(kafka, kafka_bootstrap) as producer:  # stamps each record's ts
             producer.publish(Record("census/2020.csv", kind="csv", content=OLD))
             time.sleep(0.01)
@@ -65,7 +54,7 @@ def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
         def texts() -> list[str]:
             return [h.text for h in index.search("Gullspire population", 10)]
 
-        _until(lambda: any("43500" in t for t in texts()))
+        until(lambda: any("43500" in t for t in texts()))
         assert not any("41000" in t for t in texts())
         assert index.docstore is not None and index.docstore.count() == 4  # both kept
 
@@ -75,9 +64,7 @@ def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
         assert {c.source_id for c in answer.citations} == {"census/2023.csv"}
         assert "41000" not in answer.text
     finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
+        loops.stop()
         index.close()
 
     result = CliRunner().invoke(app, ["conflicts", "--json", "--data-dir", str(data_dir)])

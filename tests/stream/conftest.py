@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
+import _held_records
 import pytest
 
+import kinject
 from kinject.config import KafkaSettings
 from kinject.stream.topics import ensure_topics
 
@@ -23,3 +27,13 @@ def kafka(kafka_bootstrap: str) -> KafkaSettings:
     )
     ensure_topics(settings, kafka_bootstrap)
     return settings
+
+
+@pytest.fixture()
+def held_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest child processes started in this test honour the hold keys of
+    ``_held_records`` in a record's meta: a record slow by construction, not by the speed of
+    the machine. Their ``PYTHONPATH`` names its start-up hook and this kinject."""
+    paths = [str(_held_records.SITE_DIR), str(Path(_held_records.__file__).parent),
+             str(Path(kinject.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))

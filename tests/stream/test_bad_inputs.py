@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _messages import read_json
 
 from kinject.config import KafkaSettings
 from kinject.errors import BadRecord
 from kinject.index.embedders import HashEmbedder
 from kinject.ingest.pipeline import IngestConfig
-from kinject.stream.clients import make_consumer, make_producer
+from kinject.stream.clients import make_producer
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.producer import Producer
 from kinject.stream.topics import ensure_topics
@@ -506,7 +507,7 @@ def test_every_bad_input_is_a_dead_letter_and_the_good_ones_all_arrive(
     assert worker.processed == total  # the worker survived every one of them
     assert worker.dead_letters == len(bad)
 
-    letters = _read_all(settings, kafka_bootstrap, topics.dlq, len(bad))
+    letters = read_json(settings, kafka_bootstrap, topics.dlq, len(bad))
     by_value: dict[tuple[bytes | None, bytes | None], dict[str, Any]] = {}
     for letter in letters:
         key = base64.b64decode(letter["key_b64"]) if letter["key_b64"] is not None else None
@@ -527,7 +528,7 @@ def test_every_bad_input_is_a_dead_letter_and_the_good_ones_all_arrive(
             problems.append(f"{case.name}: no source position in {letter}")
     assert not problems, "\n".join(problems)
 
-    events = _read_all(settings, kafka_bootstrap, topics.chunks, len(good))
+    events = read_json(settings, kafka_bootstrap, topics.chunks, len(good))
     texts: dict[str, str] = {}
     for event in events:
         assert event["op"] == "upsert" and event["chunks"], event["source_id"]
@@ -535,22 +536,3 @@ def test_every_bad_input_is_a_dead_letter_and_the_good_ones_all_arrive(
     assert sorted(texts) == sorted(r.source_id for r, _ in good)  # none lost, no bad one in
     for rec, phrase in good:
         assert phrase in texts[rec.source_id], (rec.source_id, texts[rec.source_id])
-
-
-def _read_all(
-    settings: KafkaSettings, bootstrap: str, topic: str, expected: int
-) -> list[dict[str, Any]]:
-    """Every message of ``topic`` as JSON, waiting (with a deadline) for ``expected`` ones."""
-    consumer = make_consumer(settings, bootstrap, None, [topic])
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 20
-    try:
-        while len(got) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                got.extend(json.loads(m.value) for m in batch)
-        # anything beyond what was expected would show in the counts the caller checks
-        for batch in consumer.poll(timeout_ms=300).values():
-            got.extend(json.loads(m.value) for m in batch)
-    finally:
-        consumer.close()
-    return got

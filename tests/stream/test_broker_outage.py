@@ -8,13 +8,12 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from _wait import until
 from kinject.cli import app
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
@@ -30,13 +29,6 @@ from kinject.stream.supervisor import BrokerSupervisor
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
-
-
-def _until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.1)
 
 
 def _free_port() -> int:
@@ -101,15 +93,15 @@ def test_dead_letters_outlive_a_broker_restart_and_are_kept_once(
             producer.send_raw(key.encode(), value)
         producer.publish(Record(source_id="kb/good", content=b"Herons nest at Quillon."))
         producer.flush()
-        _until(lambda: store.count() == 3, 60, "three dead letters stored")
+        until(lambda: store.count() == 3, 60, "three dead letters stored")
         # The broker forgets its log; the outbox still holds the records (no one confirmed
         # them) and re-sends them into the new cluster, where they fail again.
         broker.stop()
         broker.start()
         assert read_dead_letters(kafka, bootstrap) == []  # the topic lost them
         assert outbox.republish(producer) == 4
-        _until(lambda: sum(d.seen for d in store.latest()) == 6, 90,
-               "the re-sent bad records failing again")
+        until(lambda: sum(d.seen for d in store.latest()) == 6, 90,
+              "the re-sent bad records failing again")
         letters = store.latest()
         assert sorted(d.source_id for d in letters) == sorted(bad)
         assert all(d.seen == 2 for d in letters)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from _wait import until
 from kinject.config import KafkaSettings
 from kinject.finetune.corpus import CorpusStore
 from kinject.index.embedders import HashEmbedder
@@ -19,13 +20,6 @@ from kinject.stream.topics import Topics
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
-
-
-def _until(cond: Callable[[], bool], timeout_s: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 class _Road:
@@ -41,7 +35,7 @@ class _Road:
         self.mat: CorpusMaterialiser | None = None
         self._run("worker", self.worker.run)
         self.start_corpus()
-        _until(self.worker.ready.is_set)
+        until(self.worker.ready.is_set)
 
     def _run(self, name: str, target: Callable[[threading.Event], None]) -> None:
         stop = threading.Event()
@@ -53,7 +47,7 @@ class _Road:
         self.store = CorpusStore(self.store_path)
         self.mat = CorpusMaterialiser(self.kafka, self.bootstrap, self.store)
         self._run("corpus", self.mat.run)
-        _until(self.mat.ready.is_set)
+        until(self.mat.ready.is_set)
 
     def stop(self, name: str) -> None:
         t, stop = self.threads.pop(name)
@@ -95,7 +89,7 @@ def test_published_knowledge_becomes_training_examples_and_deletes_remove_them(
                content=b"Ada Lind was born in 1990 in Osk. She works for Tallow Labs."),
         Record(source_id="kb/li", kind="text", content="李明出生于1985年，在大理长大。".encode()),
         Record(source_id="db/staff", kind="csv", content=b"name,city\nIda Brook,Fenwick\n"))
-    _until(lambda: road.sources() == {"kb/ada", "kb/li", "db/staff"})
+    until(lambda: road.sources() == {"kb/ada", "kb/li", "db/staff"})
     store = road.store
     assert store is not None
     examples = store.examples()
@@ -105,17 +99,17 @@ def test_published_knowledge_becomes_training_examples_and_deletes_remove_them(
     assert any(q.answer == "Fenwick" for q in store.qa_pairs())
 
     road.publish(Record(source_id="kb/ada", op="delete"))
-    _until(lambda: road.sources() == {"kb/li", "db/staff"})
+    until(lambda: road.sources() == {"kb/li", "db/staff"})
     assert all(q.source_id != "kb/ada" for q in store.qa_pairs())
 
 
 def test_an_update_replaces_the_sources_examples(road: _Road) -> None:
     road.publish(Record(source_id="kb/fee", kind="text", content=b"The ferry fee is 9 marks."))
-    _until(lambda: road.sources() == {"kb/fee"})
+    until(lambda: road.sources() == {"kb/fee"})
     road.publish(Record(source_id="kb/fee", kind="text", content=b"The ferry fee is 12 marks."))
     store = road.store
     assert store is not None
-    _until(lambda: any("12 marks" in e.completion for e in store.examples()))
+    until(lambda: any("12 marks" in e.completion for e in store.examples()))
     assert not any("9 marks" in e.completion for e in store.examples())
 
 
@@ -123,7 +117,7 @@ def test_a_restarted_materialiser_continues_from_its_committed_offsets(road: _Ro
     road.publish(*[Record(source_id=f"kb/{i}", kind="text",
                           content=f"Lamp {i} of the harbour is painted green.".encode())
                    for i in range(4)])
-    _until(lambda: len(road.sources()) == 4)
+    until(lambda: len(road.sources()) == 4)
     store = road.store
     assert store is not None
     count = store.count()
@@ -132,7 +126,7 @@ def test_a_restarted_materialiser_continues_from_its_committed_offsets(road: _Ro
     road.publish(Record(source_id="kb/new", kind="text", content=b"The new pier opened in 2024."))
     time.sleep(1.0)
     road.start_corpus()
-    _until(lambda: "kb/new" in road.sources())
+    until(lambda: "kb/new" in road.sources())
     assert road.mat is not None
     time.sleep(0.5)
     assert road.mat.applied == 1  # the earlier events were not read again

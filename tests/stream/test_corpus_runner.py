@@ -4,33 +4,29 @@ consumer group filling the data dir's one corpus store, through the real embedde
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _wait import until
 from kinject.config import KafkaSettings, Settings, load_settings
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.jobs import corpus_path
 from kinject.index.changes import SourceUpdate
 from kinject.ingest.envelope import encode_record
 from kinject.stream.clients import make_producer
-from kinject.stream.corpus_runner import corpus_materialiser, start_corpus_materialiser
+from kinject.stream.corpus_runner import (
+    CorpusRunner,
+    corpus_materialiser,
+    start_corpus_materialiser,
+)
 from kinject.stream.events import encode_update
 from kinject.stream.lag import BrokerStatus
 from kinject.stream.topics import Topics
 from kinject.types import Chunk, Record, content_hash
 
 pytestmark = pytest.mark.kafka
-
-
-def _until(cond: Callable[[], bool], timeout_s: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _settings(data_dir: Path, kafka: KafkaSettings, **finetune: object) -> Settings:
@@ -55,6 +51,20 @@ def _sources(data_dir: Path) -> set[str]:
         return store.sources()
 
 
+def _applied(runners: list[CorpusRunner | None]) -> list[int]:
+    return [r.applied for r in runners if r is not None]
+
+
+def _settled(runners: list[CorpusRunner | None], status: BrokerStatus) -> list[int] | None:
+    """The runners' applied counts once the corpus group has committed every chunk event
+    (lag 0: nothing is left to read, so nothing can be read twice) and the counts, which a
+    runner raises just after its commit, no longer move across a broker round trip."""
+    before = _applied(runners)
+    if sum(status.corpus_lag().values()) != 0 or sum(before) < 6:
+        return None
+    return before if _applied(runners) == before else None
+
+
 def test_two_processes_share_the_corpus_work_and_never_double_it(
         data_dir: Path, kafka: KafkaSettings) -> None:
     settings = _settings(data_dir, kafka)
@@ -67,8 +77,8 @@ def test_two_processes_share_the_corpus_work_and_never_double_it(
     producer = make_producer(kafka, kafka.bootstrap_servers or "")
     try:
         # both hold a partition of the two before anything is published
-        _until(lambda: all(r is not None and r.ready for r in runners))
-        _until(lambda: all(r is not None and r.materialiser is not None
+        until(lambda: all(r is not None and r.ready for r in runners))
+        until(lambda: all(r is not None and r.materialiser is not None
                            and len(r.materialiser._consumer.assignment()) == 1
                            for r in runners))
         wanted = {f"kb/{i}" for i in range(6)}
@@ -76,16 +86,16 @@ def test_two_processes_share_the_corpus_work_and_never_double_it(
             producer.send(topics.chunks, key=f"kb/{i}".encode(), value=_event(f"kb/{i}", "Osk"),
                           partition=i % 2)
         producer.flush()
-        _until(lambda: _sources(data_dir) == wanted)
-        _until(lambda: sum(r.applied for r in runners if r is not None) >= 6)
-        time.sleep(1.0)  # a doubled event would arrive by now
-        applied = [r.applied for r in runners if r is not None]
-        assert sorted(applied) == [3, 3], applied  # each took its partition, once
+        until(lambda: _sources(data_dir) == wanted, what="the six sources in the corpus")
         status = BrokerStatus(kafka, kafka.bootstrap_servers or "")
         try:
-            _until(lambda: sum(status.corpus_lag().values()) == 0)
+            applied = until(lambda: _settled(runners, status), 45,
+                            "the corpus group to commit all six events",
+                            why=lambda: f"applied {_applied(runners)}, lag "
+                                        f"{status.corpus_lag()}")
         finally:
             status.close()
+        assert sorted(applied) == [3, 3], applied  # each took its partition, once
     finally:
         stop.set()
         for r in runners:
@@ -113,7 +123,7 @@ def test_the_schedulers_materialiser_fills_the_corpus_while_it_runs(
     producer.close()
     with corpus_materialiser(settings) as runner:  # `kinject finetune schedule` wraps its loop
         assert runner is not None
-        _until(lambda: _sources(data_dir) == {"kb/pia"})
+        until(lambda: _sources(data_dir) == {"kb/pia"})
     assert not runner.is_alive()
 
 
@@ -138,7 +148,7 @@ def test_kinject_worker_ingests_and_fills_the_corpus(data_dir: Path,
         producer.send(Topics.from_settings(kafka).records, key=b"db/staff", value=encode_record(
             Record(source_id="db/staff", kind="csv", content=b"name,city\nIda Brook,Fenwick\n")))
         producer.flush()
-        _until(lambda: _sources(data_dir) == {"db/staff"} or bool(failed), 60)
+        until(lambda: _sources(data_dir) == {"db/staff"} or bool(failed), 60)
         assert not failed
         with CorpusStore(corpus_path(data_dir)) as store:
             assert any(q.answer == "Fenwick" for q in store.qa_pairs())

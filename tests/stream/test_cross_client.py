@@ -13,13 +13,14 @@ import time
 from typing import Any
 
 import pytest
+from _messages import read_topic
 
 from kinject.config import KafkaSettings
 from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import HashEmbedder
 from kinject.ingest.envelope import decode_record
 from kinject.ingest.pipeline import IngestConfig
-from kinject.stream.clients import make_consumer, parse_bootstrap
+from kinject.stream.clients import parse_bootstrap
 from kinject.stream.events import decode_update
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.producer import Producer
@@ -54,22 +55,6 @@ def _assert_only_loopback(client: Any) -> None:
     assert brokers
     for broker in brokers:
         assert ipaddress.ip_address(broker.host).is_loopback, f"librdkafka knows {broker.host}"
-
-
-def _read_all(kafka: KafkaSettings, bootstrap: str, topic: str, n: int,
-              timeout_s: float = 20.0) -> list[Any]:
-    consumer = make_consumer(kafka, bootstrap, None, [topic])
-    got: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(got) < n and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                got.extend(batch)
-        for batch in consumer.poll(timeout_ms=300).values():  # nothing more than n
-            got.extend(batch)
-    finally:
-        consumer.close()
-    return got
 
 
 def test_records_produced_with_librdkafka_are_ingested_by_kinject_workers(
@@ -112,7 +97,7 @@ def test_records_produced_with_librdkafka_are_ingested_by_kinject_workers(
         worker.close()
     assert worker.dead_letters == 0
 
-    events = _read_all(kafka, kafka_bootstrap, topics.chunks, len(messages))
+    events = read_topic(kafka, kafka_bootstrap, topics.chunks, len(messages))
     assert len(events) == len(messages)
     updates: dict[str, list[SourceUpdate]] = {}
     for msg in sorted(events, key=lambda m: (m.partition, m.offset)):

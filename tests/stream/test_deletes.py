@@ -5,15 +5,15 @@ bring back what the deleted source was hiding (a duplicate, an older conflicting
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
 
+from _running import Running
+from _wait import until
 from kinject.config import KafkaSettings, load_settings
 from kinject.index.clip_embedder import ClipEmbedder, make_clip_embedder
 from kinject.index.conflicts import store_conflicts
@@ -35,13 +35,6 @@ GUIDE = (
     "lit in 1859 and kept by the Calloway family for three generations. Senna Calloway, "
     "the last keeper, wrote the logbooks that the Guild of Lamplighters still keeps."
 )
-
-
-def _until(cond: Callable[[], bool], timeout_s: float = 40.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or 'a condition'}"
-        time.sleep(0.05)
 
 
 def _png() -> bytes:
@@ -73,12 +66,8 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder, clip=clip)
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index, images=images)
-    stop = threading.Event()
-    threads = [threading.Thread(target=fn, args=(stop,), daemon=True)
-               for fn in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
-    _until(worker.ready.is_set, what="the worker to join its group")
+    loops = Running(worker.run, mat.run)
+    until(worker.ready.is_set, what="the worker to join its group")
     producer = make_producer(kafka, kafka_bootstrap)
 
     def send(key: str, value: bytes | None) -> tuple[str, int, int]:
@@ -90,9 +79,7 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
 
     yield {"index": index, "images": images, "send": send, "publish": publish,
            "topics": topics}
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+    loops.stop()
     producer.close()
     images.close()
     index.close()
@@ -118,21 +105,21 @@ def test_delete_and_tombstone_remove_chunks_and_images_and_are_in_lineage(
     road["publish"](Record("kb/guide", kind="text", content=GUIDE.encode(), ts=1.0))
     road["publish"](Record("kb/photo", kind="image", content=_png(),
                            meta={"caption": "The red lamp of the Fennick light at dusk."}))
-    _until(lambda: {"kb/guide", "kb/photo"} <= _found(index, "Fennick light lamp"),
-           what="both sources searchable")
-    _until(lambda: images.docstore is not None and images.docstore.image_count("kb/photo") == 1,
-           what="the image in the image index")
+    until(lambda: {"kb/guide", "kb/photo"} <= _found(index, "Fennick light lamp"),
+          what="both sources searchable")
+    until(lambda: images.docstore is not None and images.docstore.image_count("kb/photo") == 1,
+          what="the image in the image index")
     # a copy of the guide from another source: stored, not searched while the guide is there
     road["publish"](Record("kb/mirror", kind="text", content=GUIDE.upper().encode(), ts=2.0))
-    _until(lambda: _stored(index, "kb/mirror") == 1, what="the copy stored")
+    until(lambda: _stored(index, "kb/mirror") == 1, what="the copy stored")
     assert "kb/mirror" not in _found(index, "Fennick light Calloway keeper")
 
     deleted_at = road["publish"](Record("kb/guide", op="delete"))  # op=delete
     tombstone_at = road["send"]("kb/photo", None)  # a Kafka tombstone
-    _until(lambda: _stored(index, "kb/guide") == 0 and _stored(index, "kb/photo") == 0,
-           what="both sources' chunks removed")
-    _until(lambda: images.docstore is not None and images.docstore.image_count("kb/photo") == 0,
-           what="the image removed")
+    until(lambda: _stored(index, "kb/guide") == 0 and _stored(index, "kb/photo") == 0,
+          what="both sources' chunks removed")
+    until(lambda: images.docstore is not None and images.docstore.image_count("kb/photo") == 0,
+          what="the image removed")
     assert len(images) == 0
     found = _found(index, "Fennick light Calloway keeper lamp")
     assert "kb/guide" not in found and "kb/photo" not in found
@@ -148,8 +135,8 @@ def test_delete_and_tombstone_remove_chunks_and_images_and_are_in_lineage(
 
     # A replayed or repeated delete changes nothing but the record of it.
     road["publish"](Record("kb/guide", op="delete"))
-    _until(lambda: len(index.docstore.lineage("kb/guide")) == 3,  # type: ignore[union-attr]
-           what="the second delete recorded")
+    until(lambda: len(index.docstore.lineage("kb/guide")) == 3,  # type: ignore[union-attr]
+          what="the second delete recorded")
     assert _stored(index, "kb/mirror") == 1 and "kb/mirror" in _found(index, "Fennick light")
 
 
@@ -166,11 +153,11 @@ def test_deleting_the_newer_of_two_conflicting_sources_brings_the_older_row_back
     def texts() -> list[str]:
         return [h.text for h in index.search("Gullspire population", 10)]
 
-    _until(lambda: any("43500" in t for t in texts()) and not any("41000" in t for t in texts())
-           and len(store_conflicts(index.docstore)) == 1,  # type: ignore[arg-type]
-           what="the newer row searched, the conflict listed")
+    until(lambda: any("43500" in t for t in texts()) and not any("41000" in t for t in texts())
+          and len(store_conflicts(index.docstore)) == 1,  # type: ignore[arg-type]
+          what="the newer row searched, the conflict listed")
     road["send"]("census/2023.csv", None)
-    _until(lambda: any("41000" in t for t in texts()), what="the older row back")
+    until(lambda: any("41000" in t for t in texts()), what="the older row back")
     assert not any("43500" in t for t in texts())
     assert store_conflicts(index.docstore) == []
     assert index.docstore.lineage("census/2023.csv")[-1]["op"] == "delete"

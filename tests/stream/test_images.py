@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from _running import Running
+from _wait import until
 from kinject.config import KafkaSettings, load_settings
 from kinject.index.clip_embedder import ClipEmbedder, make_clip_embedder
 from kinject.index.embedders import HashEmbedder
@@ -28,13 +28,6 @@ from kinject.stream.topics import Topics, ensure_topics
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
-
-
-def _until(cond: Callable[[], bool], timeout_s: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _picture(seed: int, size: tuple[int, int] = (320, 240), noise: bool = False) -> bytes:
@@ -76,12 +69,8 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder, group_id=f"{prefix}-ingest", clip=clip)
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index, images=images)
-    stop = threading.Event()
-    threads = [threading.Thread(target=t, args=(stop,), daemon=True)
-               for t in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
-    _until(worker.ready.is_set)
+    loops = Running(worker.run, mat.run)
+    until(worker.ready.is_set)
     producer = make_producer(kafka, kafka_bootstrap)
 
     def publish(*records: Record) -> None:
@@ -91,11 +80,9 @@ def road(kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
         producer.flush()
 
     road = {"kafka": kafka, "index": index, "images": images, "publish": publish,
-            "stop": stop, "threads": threads, "directory": directory, "mat": mat}
+            "loops": loops, "directory": directory, "mat": mat}
     yield road
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+    loops.stop()
     producer.close()
     images.close()
     index.close()
@@ -114,7 +101,7 @@ def test_a_captioned_image_is_found_by_image_search_in_the_replica(
                       for sid, data in photos.items()],
                     Record(source_id="notes/crane", kind="text",
                            content=b"The harbour crane lifts 40 tonnes."))
-    _until(lambda: len(images) == 4)
+    until(lambda: len(images) == 4)
 
     for sid, data in photos.items():
         hits = images.search_image(data, k=4)
@@ -130,7 +117,7 @@ def test_a_captioned_image_is_found_by_image_search_in_the_replica(
     hits = images.search_text("harbour crane", k=4)
     assert {h.source_id: h.caption for h in hits} == captions
     # the caption is indexed as text too
-    _until(lambda: "photos/2.png" in {h.source_id for h in
+    until(lambda: "photos/2.png" in {h.source_id for h in
                                       road["index"].search("lighthouse keeper cottage", 5)})
 
     # the event on kinject.chunks: vectors, caption, a thumbnail; never the full image
@@ -160,24 +147,22 @@ def test_deleting_a_source_removes_its_images_and_a_restart_keeps_the_rest(
                            meta={"caption": "lighthouse at night"}),
                     Record(source_id="pics/b", kind="image", content=b,
                            meta={"caption": "fishing boats"}))
-    _until(lambda: len(images) == 2)
+    until(lambda: len(images) == 2)
     road["publish"](Record(source_id="pics/a", op="delete"))
-    _until(lambda: len(images) == 1)
+    until(lambda: len(images) == 1)
     assert [h.source_id for h in images.search_image(a, k=5)] == ["pics/b"]
     assert images.docstore is not None and images.docstore.image_count("pics/a") == 0
-    _until(lambda: "pics/a" not in {h.source_id for h in road["index"].search("lighthouse", 5)})
+    until(lambda: "pics/a" not in {h.source_id for h in road["index"].search("lighthouse", 5)})
 
     # republished as plain text: the old image of the source goes
     road["publish"](Record(source_id="pics/b", kind="text", content=b"Boats leave at six."))
-    _until(lambda: len(images) == 0)
+    until(lambda: len(images) == 0)
     road["publish"](Record(source_id="pics/b", kind="image", content=b,
                            meta={"caption": "fishing boats again"}))
-    _until(lambda: len(images) == 1)
+    until(lambda: len(images) == 1)
 
     # stop the replica; a new one on the same directory has the image index at once
-    road["stop"].set()
-    for t in road["threads"]:
-        t.join(timeout=10)
+    road["loops"].stop()
     images.close()
     with ImageIndex(road["directory"], clip) as reopened:
         hits = reopened.search_image(b, k=1)
@@ -194,7 +179,7 @@ def test_replicas_sync_images_with_clip_and_skip_them_without(
     photo = _picture(21)
     road["publish"](Record(source_id="pics/quay", kind="image", content=photo,
                            meta={"caption": "cranes on the north quay"}))
-    _until(lambda: len(road["images"]) == 1)
+    until(lambda: len(road["images"]) == 1)
 
     def settings(name: str, **models: str) -> Any:
         return load_settings(

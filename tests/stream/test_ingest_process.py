@@ -6,23 +6,29 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from _held_records import WAIT_FOR
 
 from kinject.errors import BadRecord
 from kinject.ingest.pipeline import IngestConfig
 from kinject.stream.ingest_process import IngestProcess, RecordTimeout
 from kinject.types import Record
 
-# 100,000 nested tags: about two seconds of parsing, long enough to interrupt.
-SLOW = Record("web/deep", kind="html", content=(
-    b"<html><body>" + b"<div>" * 100_000 + b"<p>The lamp of Gullspire is lit at dusk.</p>"
-    + b"</div>" * 100_000 + b"</body></html>"))
 QUICK = Record("note/1", kind="text", content=b"The ferry to Skerra leaves at nine.")
 
 
+def _held(gate: Path) -> Record:
+    """A page the child reads only once ``gate`` exists (never, if no one creates it):
+    slower than any budget by construction, whatever the machine."""
+    return Record("web/lamp", kind="html",
+                  content=b"<html><body><p>The lamp of Gullspire is lit at dusk.</p></body></html>",
+                  meta={WAIT_FOR: str(gate)})
+
+
 @pytest.fixture()
-def child() -> Iterator[IngestProcess]:
+def child(held_records: None) -> Iterator[IngestProcess]:
     proc = IngestProcess(IngestConfig(ocr_engine="none"), timeout_s=60.0,
                          keepalive_every_s=0.1)
     yield proc
@@ -30,12 +36,12 @@ def child() -> Iterator[IngestProcess]:
 
 
 def test_a_record_over_the_budget_is_stopped_and_the_next_one_is_read(
-        child: IngestProcess) -> None:
+        child: IngestProcess, tmp_path: Path) -> None:
     child.timeout_s = 0.3
     child.start()
     first = child.pid
     with pytest.raises(RecordTimeout, match="time budget of 0.3 s") as info:
-        child.run(SLOW)
+        child.run(_held(tmp_path / "never"))
     assert info.value.stage == "ingest" and child.killed == 1
     assert first is not None and not _alive(first)  # stopped hard, not left running
     child.timeout_s = 60.0
@@ -44,7 +50,7 @@ def test_a_record_over_the_budget_is_stopped_and_the_next_one_is_read(
 
 
 def test_a_child_that_dies_mid_record_makes_a_bad_record_naming_the_signal(
-        child: IngestProcess) -> None:
+        child: IngestProcess, tmp_path: Path) -> None:
     child.start()
     pid = child.pid
     assert pid is not None
@@ -54,26 +60,29 @@ def test_a_child_that_dies_mid_record_makes_a_bad_record_naming_the_signal(
             os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(BadRecord, match="died while reading the record \\(killed by signal 9"):
-        child.run(SLOW, keepalive=kill)
+        child.run(_held(tmp_path / "never"), keepalive=kill)
     assert "ferry to Skerra" in child.run(QUICK).chunks[0].text
 
 
-def test_ctrl_c_and_sigterm_reach_the_parent_only(child: IngestProcess) -> None:
+def test_ctrl_c_and_sigterm_reach_the_parent_only(child: IngestProcess, tmp_path: Path
+                                                  ) -> None:
     """A terminal's Ctrl-C (or a service manager's TERM) goes to the whole process group;
     the worker finishes its batch, so the record being read must not die with it."""
     child.start()
     pid = child.pid
     assert pid is not None
     sent: list[int] = []
+    gate = tmp_path / "gate"
 
-    def interrupt() -> None:
+    def interrupt() -> None:  # the record is held until both signals have reached the child
         for sig in (signal.SIGINT, signal.SIGTERM):
             if sig not in sent:
                 os.kill(pid, sig)
                 sent.append(sig)
                 return
+        gate.touch()
 
-    out = child.run(SLOW, keepalive=interrupt)
+    out = child.run(_held(gate), keepalive=interrupt)
     assert sent == [signal.SIGINT, signal.SIGTERM]
     assert "lamp of Gullspire" in "\n".join(c.text for c in out.chunks)
     assert child.pid == pid and child.started == 1

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from _wait import until
+
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 DEADLINE_S = 15.0
@@ -64,15 +66,6 @@ def _dead(proc: psutil.Process) -> bool:
         return True
 
 
-def _wait_dead(proc: psutil.Process, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _dead(proc):
-            return True
-        time.sleep(0.05)
-    return _dead(proc)
-
-
 @pytest.mark.parametrize(
     ("sig", "expected_rc"),
     [
@@ -108,7 +101,8 @@ def test_broker_command_leaves_no_tansu_behind(
         os.kill(proc.pid, sig)  # kinject alone, not its process group
 
         rc = proc.wait(timeout=DEADLINE_S)
-        assert _wait_dead(tansu, DEADLINE_S), f"tansu pid {tansu.pid} outlived kinject ({sig!r})"
+        until(lambda: _dead(tansu), DEADLINE_S,
+              f"tansu pid {tansu.pid} to exit with kinject ({sig!r})")
         assert rc == expected_rc, (tmp_path / "stderr.log").read_text()
     finally:
         if tansu is not None and not _dead(tansu):
@@ -133,7 +127,8 @@ def test_demo_leaves_no_tansu_behind(sig: signal.Signals, tmp_path: Path) -> Non
         tansu = _tansu_child(proc.pid, timeout_s=60)
         time.sleep(0.5)  # let the demo get on with its work, as a user's Ctrl-C would
         proc.send_signal(sig)
-        assert _wait_dead(tansu, DEADLINE_S), f"tansu {tansu.pid} outlived the demo ({sig.name})"
+        until(lambda: _dead(tansu), DEADLINE_S,
+              f"tansu {tansu.pid} to exit with the demo ({sig.name})")
         proc.wait(timeout=DEADLINE_S)
         assert proc.returncode != 0  # an interrupted demo does not report success
     finally:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from _wait import until
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
@@ -24,13 +24,6 @@ from kinject.stream.producer import Producer
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
-
-
-def _until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.1)
 
 
 def _free_port() -> int:
@@ -89,8 +82,8 @@ def test_the_keeper_confirms_and_resends_across_a_broker_restart(
             return {h.source_id for h in index.search("wave fact lamp", 50)}
 
         wave_a = publish("a")
-        _until(lambda: wave_a <= indexed(), 60, "wave A indexed")
-        _until(lambda: len(outbox) == 0, 20, "wave A confirmed by the keeper")
+        until(lambda: wave_a <= indexed(), 60, "wave A indexed")
+        until(lambda: len(outbox) == 0, 20, "wave A confirmed by the keeper")
         assert keeper.stats.confirmed == 8 and keeper.stats.resent == 0
 
         # No worker commits wave B before the broker goes: only the outbox still holds it.
@@ -99,13 +92,13 @@ def test_the_keeper_confirms_and_resends_across_a_broker_restart(
         time.sleep(1.0)
         assert len(outbox) == 8 and {e.state for e in outbox.pending()} == {"sent"}
         broker.stop()
-        _until(lambda: keeper.stats.failures > 0, 60, "a round against the stopped broker")
+        until(lambda: keeper.stats.failures > 0, 60, "a round against the stopped broker")
         assert len(outbox) == 8  # nothing is given up while the broker is away
         broker.start()  # same port, a new cluster with an empty log
         worker = _Worker(kafka, bootstrap, hash_embedder)
-        _until(lambda: wave_a | wave_b <= indexed(), 90,
-               "wave B re-sent by the keeper and indexed")
-        _until(lambda: len(outbox) == 0, 30, "wave B confirmed in the new cluster")
+        until(lambda: wave_a | wave_b <= indexed(), 90,
+              "wave B re-sent by the keeper and indexed")
+        until(lambda: len(outbox) == 0, 30, "wave B confirmed in the new cluster")
         assert keeper.stats.resent == 8 and keeper.stats.confirmed == 16
         assert keeper.stats.last_error is None
         stop.set()

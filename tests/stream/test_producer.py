@@ -1,38 +1,20 @@
 """kinject's Producer against the real broker: round trip, deletes, the size limit."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
+from _messages import read_topic
 
 from kinject.config import KafkaSettings
 from kinject.errors import BadRecord
 from kinject.ingest.envelope import decode_record
-from kinject.stream.clients import make_consumer
 from kinject.stream.outbox import Outbox
 from kinject.stream.producer import Producer
 from kinject.stream.topics import Topics
 from kinject.types import Record
 
 pytestmark = pytest.mark.kafka
-
-
-def read_topic(kafka: KafkaSettings, bootstrap: str, topic: str, n: int,
-               timeout_s: float = 15.0) -> list[object]:
-    consumer = make_consumer(kafka, bootstrap, None, [topic])
-    got: list[object] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(got) < n and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                got.extend(batch)
-        # a short extra poll: nothing more than n must be there
-        for batch in consumer.poll(timeout_ms=300).values():
-            got.extend(batch)
-    finally:
-        consumer.close()
-    return got
 
 
 def test_round_trip_keys_by_source_and_keeps_per_source_order(

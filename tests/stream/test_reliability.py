@@ -16,11 +16,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from _wait import until
 from kinject.config import KafkaSettings
 from kinject.index.embedders import load_embedder
 from kinject.index.text_index import TextIndex
@@ -35,14 +35,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SESSION_MS = 2000
 _JOINED = "ingest worker(s) in group"  # what `kinject worker` logs once it runs
-
-
-def _until(cond: Callable[[], bool], timeout_s: float, what: str,
-           why: Callable[[], str] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; {why()}"
-        time.sleep(0.05)
 
 
 def _as_from_a_terminal() -> None:
@@ -192,7 +184,7 @@ def test_workers_killed_with_sigkill_lose_nothing_and_duplicate_nothing(
             send(waves.pop(0))  # queued while the next worker starts and joins
             before = _end_offsets(kafka, kafka_bootstrap, topics.chunks)
             worker = _start_worker(kafka, kafka_bootstrap, tmp_path / "data", log)
-            _until(
+            until(
                 lambda w=worker, b=before: (
                     w.poll() is not None
                     or _end_offsets(kafka, kafka_bootstrap, topics.chunks) > b
@@ -211,9 +203,9 @@ def test_workers_killed_with_sigkill_lose_nothing_and_duplicate_nothing(
             send(wave)
         lives = log.read_text().count(_JOINED)
         worker = _start_worker(kafka, kafka_bootstrap, tmp_path / "data", log)
-        _until(lambda: replica.chunk_ids() == expected, 90, "every source in the index")
+        until(lambda: replica.chunk_ids() == expected, 90, "every source in the index")
         # stopped with SIGTERM once it runs: a clean stop, exit 0
-        _until(lambda: log.read_text().count(_JOINED) > lives, 30, "the last worker to start")
+        until(lambda: log.read_text().count(_JOINED) > lives, 30, "the last worker to start")
         assert _stop(worker) == 0, log.read_text()[-3000:]
     finally:
         producer.close()
@@ -318,13 +310,13 @@ def test_records_accepted_across_a_broker_restart_are_all_indexed(tmp_path: Path
         for rec in wave_a:
             producer.publish(rec)
         producer.flush()
-        _until(
+        until(
             lambda: {r.source_id for r in wave_a} <= set(replica.chunk_ids()),
             60,  # type: ignore[union-attr]
             "wave A indexed",
         )
         # The ingest group has committed wave A: the outbox lets it go.
-        _until(
+        until(
             lambda: outbox.confirm(settings, bootstrap) >= 0 and len(outbox) == 0,
             20,
             "wave A confirmed",
@@ -340,18 +332,18 @@ def test_records_accepted_across_a_broker_restart_are_all_indexed(tmp_path: Path
             producer.publish(rec)
         producer.flush()
         everything = {r.source_id for r in wave_a + wave_b + wave_c}
-        _until(
+        until(
             lambda: set(replica.chunk_ids()) == everything,
             90,  # type: ignore[union-attr]
             "waves A, B and C indexed",
-            lambda: _restart_diagnosis(settings, bootstrap, everything, replica, worker, log),
+            why=lambda: _restart_diagnosis(settings, bootstrap, everything, replica, worker, log),
         )
         expected = _expected_chunks(wave_a + wave_b + wave_c)
         assert replica.chunk_ids() == expected
         assert replica.index.docstore is not None  # every chunk stored once (copies hidden)
         assert replica.index.docstore.count() == sum(len(v) for v in expected.values())
         assert worker.poll() is None, "the worker died instead of reconnecting"
-        _until(
+        until(
             lambda: outbox.confirm(settings, bootstrap) >= 0 and len(outbox) == 0,
             30,
             "waves B and C confirmed by the new cluster's ingest group",

@@ -1,14 +1,15 @@
 """The road from kinject.records to the index, through the real embedded broker."""
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _running import Running
+from _wait import until
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
@@ -23,13 +24,6 @@ from kinject.types import Record
 pytestmark = pytest.mark.kafka
 
 
-def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 @pytest.fixture()
 def road(kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path,
          hash_embedder: HashEmbedder) -> Iterator[dict[str, Any]]:
@@ -37,18 +31,12 @@ def road(kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path,
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                           hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index)
-    stop = threading.Event()
-    threads = [threading.Thread(target=t, args=(stop,), daemon=True)
-               for t in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
-    _until(worker.ready.is_set)
+    loops = Running(worker.run, mat.run)
+    until(worker.ready.is_set)
     producer = make_producer(kafka, kafka_bootstrap)
     yield {"index": index, "worker": worker, "mat": mat, "producer": producer,
-           "topics": Topics.from_settings(kafka), "stop": stop, "threads": threads}
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+           "topics": Topics.from_settings(kafka), "loops": loops}
+    loops.stop()
     producer.close()
     index.close()
 
@@ -74,7 +62,7 @@ def test_published_records_become_searchable_with_lineage(road: dict[str, Any]) 
                     content=b"The river otter colony at Fenwick counts 41 animals."),
              Record(source_id="kb/staff", kind="csv",
                     content=b"name,role\nIda Brook,warden\nTom Hale,ranger\n"))
-    _until(lambda: {"kb/otters", "kb/staff"} <= _sources(index, "otter colony warden ranger"))
+    until(lambda: {"kb/otters", "kb/staff"} <= _sources(index, "otter colony warden ranger"))
     assert index.search("otter colony Fenwick", 1)[0].source_id == "kb/otters"
     lineage = index.docstore.lineage("kb/otters")  # type: ignore[union-attr]
     assert lineage[0]["topic"] == road["topics"].records
@@ -88,7 +76,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_good_ones_still_arrive(
     nav = Record(source_id="kb/nav", kind="text", content=b"Home | About | Contact")
     _publish(road, (b"kb/broken", b"{not json"),
              (b"kb/nosource", json.dumps({"op": "upsert", "content": "x"}).encode()), nav, good)
-    _until(lambda: "kb/good" in _sources(road["index"], "lantern oil shed"))
+    until(lambda: "kb/good" in _sources(road["index"], "lantern oil shed"))
     dlq = make_consumer(kafka, kafka_bootstrap, None, [road["topics"].dlq],
                         consumer_timeout_ms=5000)
     letters = [json.loads(m.value) for m in dlq]
@@ -105,17 +93,17 @@ def test_bad_records_go_to_the_dead_letter_topic_and_good_ones_still_arrive(
 def test_update_and_delete_travel_the_same_road(road: dict[str, Any]) -> None:
     index = road["index"]
     _publish(road, Record(source_id="kb/fee", kind="text", content=b"The ferry fee is 9 marks."))
-    _until(lambda: "kb/fee" in _sources(index, "ferry fee"))
+    until(lambda: "kb/fee" in _sources(index, "ferry fee"))
     _publish(road, Record(source_id="kb/fee", kind="text",
                           content=b"The ferry fee is 12 marks."))
-    _until(lambda: "12 marks" in index.search("ferry fee", 1)[0].text)
+    until(lambda: "12 marks" in index.search("ferry fee", 1)[0].text)
     assert len(index) == 1  # replaced, not added
     _publish(road, Record(source_id="kb/fee", op="delete"))
-    _until(lambda: len(index) == 0)
+    until(lambda: len(index) == 0)
     _publish(road, Record(source_id="kb/tomb", kind="text", content=b"Tombstones delete too."))
-    _until(lambda: "kb/tomb" in _sources(index, "tombstones"))
+    until(lambda: "kb/tomb" in _sources(index, "tombstones"))
     _publish(road, (b"kb/tomb", None))  # a Kafka tombstone
-    _until(lambda: len(index) == 0)
+    until(lambda: len(index) == 0)
 
 
 def test_a_restarted_replica_resumes_without_duplicates(
@@ -126,10 +114,8 @@ def test_a_restarted_replica_resumes_without_duplicates(
     _publish(road, *[Record(source_id=f"kb/{i}", kind="text",
                             content=f"Fact number {i} about island {i}.".encode())
                      for i in range(5)])
-    _until(lambda: len(index) == 5)
-    road["stop"].set()
-    for t in road["threads"]:
-        t.join(timeout=10)
+    until(lambda: len(index) == 5)
+    road["loops"].stop()
     index.close()
     # The replica comes back: it loads its snapshot and seeks to the offsets it stored,
     # so nothing is applied twice and the index is complete at once.
@@ -235,26 +221,24 @@ def test_a_replica_reads_partitions_the_chunks_topic_gains_while_it_runs(
     topics = Topics.from_settings(kafka)
     index = TextIndex(tmp_path / "index", hash_embedder).open()
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index, watch_every_s=0.2)
-    stop = threading.Event()
-    replica = threading.Thread(target=mat.run, args=(stop,), daemon=True)
-    replica.start()
+    replica = Running(mat.run)
     admin = make_admin(kafka, kafka_bootstrap)
     watch = ClusterWatch(kafka, kafka_bootstrap)
     worker: IngestWorker | None = None
     producer = make_producer(kafka, kafka_bootstrap)
     try:
-        _until(lambda: mat._consumer is not None and len(mat._consumer.assignment()) == 2)
+        until(lambda: mat._consumer is not None and len(mat._consumer.assignment()) == 2)
         admin.delete_topics([topics.chunks])
         # The replica's own metadata requests make Tansu re-create the topic, with its default
         # partition count, often before this test can see it gone; when the topic is still
         # missing, the operator re-creates it with 5. Either way it comes back with more than 2.
-        _until(lambda: watch.partitions(topics.chunks) != {0, 1})
+        until(lambda: watch.partitions(topics.chunks) != {0, 1})
         if not watch.partitions(topics.chunks):
             try:
                 admin.create_topics([NewTopic(topics.chunks, 5, 1)])
             except TopicAlreadyExistsError:
                 pass  # re-created by the replica's metadata request in between
-        _until(lambda: len(watch.partitions(topics.chunks)) > 2)
+        until(lambda: len(watch.partitions(topics.chunks)) > 2)
         grown = watch.partitions(topics.chunks)
         worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
                               hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
@@ -276,8 +260,7 @@ def test_a_replica_reads_partitions_the_chunks_topic_gains_while_it_runs(
         probe.close()
         assert sum(n for tp, n in ends.items() if tp.partition >= 2) > 0  # new ones were used
     finally:
-        stop.set()
-        replica.join(timeout=10)
+        replica.stop()
         if worker is not None:
             worker.close()
         producer.close()

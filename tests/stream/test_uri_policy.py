@@ -4,33 +4,25 @@ operator did not allow is dead-lettered, and nothing of that file becomes search
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _messages import read_json
 
+from _running import Running
+from _wait import until
 from kinject.api.auth import KEYS_FILE, KeyStore
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
 from kinject.ingest.pipeline import IngestConfig
 from kinject.ingest.uris import UriPolicy
-from kinject.stream.clients import make_consumer, make_producer
+from kinject.stream.clients import make_producer
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.materialiser import IndexMaterialiser
 from kinject.stream.topics import Topics
 
 pytestmark = pytest.mark.kafka
-
-
-def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_records_naming_files_outside_the_allowed_directory_are_dead_lettered(
@@ -52,24 +44,17 @@ def test_records_naming_files_outside_the_allowed_directory_are_dead_lettered(
                           IngestConfig(ocr_engine="none", uris=UriPolicy(dirs=(allowed,))),
                           hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
     mat = IndexMaterialiser(kafka, kafka_bootstrap, index)
-    stop = threading.Event()
-    threads = [threading.Thread(target=t, args=(stop,), daemon=True)
-               for t in (worker.run, mat.run)]
-    for t in threads:
-        t.start()
     topics = Topics.from_settings(kafka)
     producer = make_producer(kafka, kafka_bootstrap)
     try:
-        for sid, uri in [*hostile.items(), ("ok/pier", str(allowed / "pier.txt"))]:
-            producer.send(topics.records, key=sid.encode(),
-                          value=json.dumps({"source_id": sid, "uri": uri}).encode())
-        producer.flush()
-        _until(lambda: worker.processed >= len(hostile) + 1 and "ok/pier" in {
-            h.source_id for h in index.search("tide gauge Orrin pier", 5)})
+        with Running(worker.run, mat.run):
+            for sid, uri in [*hostile.items(), ("ok/pier", str(allowed / "pier.txt"))]:
+                producer.send(topics.records, key=sid.encode(),
+                              value=json.dumps({"source_id": sid, "uri": uri}).encode())
+            producer.flush()
+            until(lambda: worker.processed >= len(hostile) + 1 and "ok/pier" in {
+                h.source_id for h in index.search("tide gauge Orrin pier", 5)})
     finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
         producer.close()
     assert worker.dead_letters == len(hostile)
     for query in ("root x 0 0 bin bash", "keys hash salt admin ops", key):
@@ -77,7 +62,7 @@ def test_records_naming_files_outside_the_allowed_directory_are_dead_lettered(
     assert index.docstore is not None
     assert all(not index.docstore.lineage(sid) for sid in hostile)
 
-    letters = _read_letters(kafka, kafka_bootstrap, topics.dlq, len(hostile))
+    letters = read_json(kafka, kafka_bootstrap, topics.dlq, len(hostile))
     reasons = {json.loads(_b64(letter["value_b64"]))["source_id"]: letter["reason"]
                for letter in letters}
     assert set(reasons) == set(hostile)
@@ -92,17 +77,3 @@ def _b64(text: str) -> bytes:
     import base64
 
     return base64.b64decode(text)
-
-
-def _read_letters(kafka: KafkaSettings, bootstrap: str, topic: str,
-                  expected: int) -> list[dict[str, Any]]:
-    consumer = make_consumer(kafka, bootstrap, None, [topic])
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 20
-    try:
-        while len(got) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                got.extend(json.loads(m.value) for m in batch)
-    finally:
-        consumer.close()
-    return got
