@@ -192,7 +192,7 @@ def test_a_record_accepted_during_the_backoff_goes_out_soon_after_the_broker_is_
             outbox.accept(producer.topic, b"kb/1", b'{"source_id": "kb/1", "content": "x"}')
             keeper.wake()
             _until(lambda: _sent(outbox), 60, "the record delivered after the broker came back")
-            assert keeper.stats.failures == 1 and keeper.stats.last_error is None
+            assert keeper.stats.last_error is None  # a round that worked, not a failed one
         finally:
             stop.set()
             thread.join(timeout=30)
