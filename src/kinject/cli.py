@@ -319,7 +319,11 @@ def dlq_replay(
     offset: Annotated[
         str | None, typer.Option("--offset", help="The letter's id (see `kinject dlq list`).")
     ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Replay every dead letter not replayed before.")] = False,
+    include_replayed: Annotated[bool, typer.Option(
+        "--include-replayed", help="With --all: replay letters replayed before as well.")
+    ] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -341,7 +345,8 @@ def dlq_replay(
                 open_dead_letter_store(settings.data_dir) as store:
             _mirror_dead_letters(settings, bootstrap, store)
             letters = store.latest()
-            chosen = letters if all_ else [find_dead_letter(letters, offset or "")]
+            chosen = ([d for d in letters if include_replayed or d.replayed_at is None]
+                      if all_ else [find_dead_letter(letters, offset or "")])
             with (Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
                   Producer(settings.kafka, bootstrap, outbox) as producer):
                 sent = replay(producer, chosen)

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -323,6 +323,20 @@ class Settings(BaseSettings):
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _uri_dirs_apart_from_data_dir(self) -> Settings:
+        # The data dir holds API key hashes, the outbox and every ingested text: a record's
+        # uri must never read it (the workers also refuse it at run time).
+        data = self.data_dir.expanduser().resolve()
+        for allowed in self.ingest.uri_allow_dirs:
+            where = allowed.expanduser().resolve()
+            if where.is_relative_to(data) or data.is_relative_to(where):
+                raise ValueError(
+                    f"ingest.uri_allow_dirs: {str(allowed)!r} overlaps the data directory "
+                    f"{str(self.data_dir)!r}; allow a directory that neither holds it nor "
+                    "lies inside it")
+        return self
 
     @property
     def models_dir(self) -> Path:

@@ -442,6 +442,8 @@ class KinjectService:
             self._keeper.wake(full=True)
 
     def detach(self) -> None:
+        if self._keeper is not None:  # its last round still uses the producer and outbox
+            self._keeper.close()
         if self._producer is not None:
             try:  # briefly: what is not acknowledged stays in the outbox for the next start
                 self._producer.close(timeout_s=2.0)
@@ -496,6 +498,10 @@ class KinjectService:
         self._keeper = OutboxKeeper(self._outbox, self._producer, self.settings.kafka,
                                     bootstrap, interval_s, lock=self._publish_lock)
         return self._keeper
+
+    def outbox_keeper_state(self) -> dict[str, Any] | None:
+        """Whether the outbox keeper runs and what it did (None: no keeper)."""
+        return None if self._keeper is None else self._keeper.state()
 
     def lineage(self, source_id: str) -> dict[str, Any]:
         """Where a source came from and what it became: Kafka positions, chunks, adapters."""
@@ -583,6 +589,8 @@ class KinjectService:
         broker_ok = self._broker_alive()
         if self._supervisor is not None:
             checks["embedded_broker"] = self._supervisor.state()
+        if (keeper := self.outbox_keeper_state()) is not None:  # reported, not a gate
+            checks["outbox_keeper"] = keeper
         if broker_ok:
             try:
                 lag = sum(self.chunks_lag().values())

@@ -190,3 +190,45 @@ def test_a_full_outbox_answers_503_with_retry_after(tmp_path: Path, kafka_bootst
         assert int(full.headers["Retry-After"]) > 0
         assert post("c").status_code == 202  # what fits is still taken
         assert len(svc._outbox) == 3
+
+
+def test_the_outbox_keeper_is_reported_and_stops_before_its_outbox_closes(
+        tmp_path: Path, kafka_bootstrap: str, tiny_lm_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """/readyz and /metrics say whether the keeper runs (it delivers every accepted record);
+    shutting down stops it, after its last round, before the outbox and producer close."""
+    import logging
+    import time
+
+    from _api_helpers import make_settings
+
+    from kinject.api.app import create_app
+    from kinject.service import KinjectService
+    from kinject.stream.topics import ensure_topics
+    from kinject.types import Record
+
+    settings = make_settings(tmp_path, kafka_bootstrap, tiny_lm_dir)
+    ensure_topics(settings.kafka, kafka_bootstrap)
+    stop = threading.Event()
+    caplog.set_level(logging.INFO, logger="kinject.stream.outbox_keeper")
+    with KinjectService(settings) as svc, TestClient(create_app(svc)) as client:
+        svc.attach(kafka_bootstrap)
+        keeper = svc.outbox_keeper(0.2)
+        thread = keeper.start(stop)
+        svc.publish([Record("k/1", kind="text", content=b"Wrens sing at dawn.")])
+        deadline = time.monotonic() + 30
+        while keeper.stats.delivered + keeper.stats.resent < 1:
+            assert time.monotonic() < deadline, "the keeper delivered nothing"
+            time.sleep(0.05)
+        checks = client.get("/readyz").json()["checks"]
+        assert checks["outbox_keeper"]["running"] is True
+        assert checks["outbox_keeper"]["errors"] == 0
+        assert "kinject_outbox_keeper_up 1.0" in client.get("/metrics").text
+        before = time.time()
+        svc.detach()  # what `kinject serve` does on its way out (KinjectService.close)
+        assert not thread.is_alive()  # stopped, not left running on a closed outbox
+        last = keeper.stats.last_round_at
+        assert last is not None and last >= before  # its last round ran on the open outbox
+        assert keeper.stats.errors == 0
+    stop.set()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

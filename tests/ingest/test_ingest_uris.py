@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,4 +124,160 @@ def test_the_settings_name_a_bad_url_prefix_and_build_the_workers_policy(
     policy = ingest_config(settings).uris
     assert policy.dirs == (tree["allowed"].resolve(),)
     assert policy.url_allowed("https://docs.example.com/m/a.html")
-    assert ingest_config(load_settings()).uris == UriPolicy()  # nothing allowed by default
+    default = ingest_config(load_settings()).uris  # nothing allowed by default
+    assert default.dirs == () and default.url_prefixes == () and not default.any_local
+
+
+# -- what a record names must fail as a BadRecord, never as another exception ----------------
+
+def test_a_uri_no_path_or_url_can_hold_is_a_bad_record(tree: dict[str, Path]) -> None:
+    """A NUL byte made os.path.realpath raise ValueError, and a URL httpx cannot parse raised
+    httpx.InvalidURL: either escaped the worker's poll loop and stopped it for good."""
+    policy = UriPolicy(dirs=(tree["allowed"],),
+                       url_prefixes=("https://docs.example.com/m/",))
+    for uri in (f"{tree['allowed']}/a\x00b", f"file://{tree['allowed']}/a%00b",
+                "https://docs.example.com/m/a?q=\x00", "https://docs.example.com/m/a\x00b"):
+        with pytest.raises(BadRecord) as info:
+            policy.read(uri)
+        assert info.value.stage == "validate", uri
+
+
+@pytest.mark.parametrize("uri", ["/allowed/a\u0000b", "https://docs.example.com/m/a\r\nHost: x",
+                                 "/allowed/a\u0085b"])
+def test_the_envelope_refuses_control_characters_in_a_uri(uri: str) -> None:
+    with pytest.raises(BadRecord, match="uri: holds a control character") as info:
+        decode_record(_value(uri), None, uris=UriPolicy(dirs=(Path("/allowed"),)))
+    assert info.value.stage == "validate"
+
+
+def test_url_paths_that_servers_read_differently_are_refused() -> None:
+    policy = UriPolicy(url_prefixes=("https://docs.example.com/m/",))
+    assert policy.url_allowed("https://docs.example.com/m/a%20b.html")
+    assert policy.url_allowed("https://docs.example.com/%6D/a.html")  # /m/ once decoded
+    for url in ("https://docs.example.com/m/..\\x",
+                "https://docs.example.com/m/%5c..%5cadmin",
+                "https://docs.example.com/m/%252e%252e/x",
+                "https://docs.example.com/m/%25",
+                "https://docs.example.com/m/..;/admin",
+                "https://docs.example.com/m/a%00b",
+                "https://[docs.example.com/m/a"):
+        assert not policy.url_allowed(url), url
+
+
+def test_nothing_under_the_data_directory_is_read_even_inside_an_allowed_one(
+        tree: dict[str, Path]) -> None:
+    """KINJECT_INGEST__URI_ALLOW_DIRS=/data would have let a record read api_keys.json."""
+    data = tree["root"] / "data"
+    data.mkdir()
+    (data / "api_keys.json").write_text('{"ops": "hash-of-the-admin-key"}')
+    (tree["allowed"] / "keys-link.json").symlink_to(data / "api_keys.json")
+    policy = UriPolicy(dirs=(tree["root"],), deny_dirs=(data,))
+    assert policy.read(str(tree["allowed"] / "notes.txt"))[0].startswith(b"The tide")
+    for uri in (str(data / "api_keys.json"), str(tree["allowed"] / "keys-link.json"),
+                f"{tree['allowed']}/../data/api_keys.json"):
+        with pytest.raises(BadRecord, match="data directory") as info:
+            policy.read(uri)
+        assert info.value.stage == "validate"
+        assert "hash-of-the-admin-key" not in str(info.value)
+
+
+def test_the_settings_refuse_allowed_directories_that_overlap_the_data_directory(
+        tmp_path: Path) -> None:
+    from kinject.config import load_settings
+    from kinject.errors import ConfigError
+    from kinject.stream.runner import ingest_config
+
+    data = tmp_path / "data"
+    for allowed in (data, tmp_path, data / "corpus"):
+        with pytest.raises(ConfigError, match="uri_allow_dirs.*overlaps the data directory"):
+            load_settings(data_dir=str(data), ingest={"uri_allow_dirs": [str(allowed)]})
+    drop = tmp_path / "drop"
+    settings = load_settings(data_dir=str(data), ingest={"uri_allow_dirs": [str(drop)]})
+    assert ingest_config(settings).uris.deny_dirs == (data.resolve(),)
+
+
+def _within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """``fn()``, failing the test (not hanging it) when it blocks past ``seconds``."""
+    out: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_a_fifo_in_an_allowed_directory_is_refused_without_blocking(
+        tree: dict[str, Path]) -> None:
+    """open(O_RDONLY) on a FIFO waits for a writer that never comes."""
+    fifo = tree["allowed"] / "pipe.txt"
+    os.mkfifo(fifo)
+    policy = UriPolicy(dirs=(tree["allowed"],))
+    with pytest.raises(BadRecord, match="not a regular file") as info:
+        _within(20, lambda: policy.read(str(fifo)))
+    assert info.value.stage == "fetch"
+
+
+class _Drip(BaseHTTPRequestHandler):
+    """/m/slow: one byte every 0.2 s for a minute; /m/hop: a redirect to a doubly encoded
+    ``..``; /m/ok: a small page."""
+
+    stop = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/m/hop":
+            self.send_response(302)
+            self.send_header("Location", "/m/%252e%252e/secret.txt")
+            self.end_headers()
+            return
+        body = b"The lamp of Gullspire is lit at dusk."
+        self.send_response(200)
+        self.send_header("Content-Length", str(300 if self.path == "/m/slow" else len(body)))
+        self.end_headers()
+        if self.path != "/m/slow":
+            self.wfile.write(body)
+            return
+        for _ in range(300):
+            if self.stop.wait(0.2):
+                return
+            self.wfile.write(b"x")
+            self.wfile.flush()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def drip() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    server.daemon_threads = True
+    _Drip.stop.clear()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    _Drip.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_fetch_ends_within_its_deadline_however_slowly_the_server_drips(drip: str) -> None:
+    """httpx's timeout is per read: a byte every 0.2 s never trips it."""
+    policy = UriPolicy(url_prefixes=(f"{drip}/m/",), fetch_deadline_s=1.0)
+    assert policy.read(f"{drip}/m/ok")[0].startswith(b"The lamp")
+    with pytest.raises(BadRecord, match="took longer than 1 s in all") as info:
+        _within(30, lambda: policy.read(f"{drip}/m/slow"))
+    assert info.value.stage == "fetch"
+
+
+def test_a_redirect_is_checked_on_its_normalised_path(drip: str) -> None:
+    policy = UriPolicy(url_prefixes=(f"{drip}/m/",))
+    with pytest.raises(BadRecord, match="which is not allowed"):
+        policy.read(f"{drip}/m/hop")

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,65 @@ def test_a_killed_embedded_broker_is_restarted_on_its_port() -> None:
         stop.set()
         thread.join(10)
         broker.stop()
+
+
+def test_a_restart_that_fails_unexpectedly_does_not_end_supervision(tmp_path: Path) -> None:
+    """Only BrokerError was caught: an OSError while starting Tansu (its log file cannot be
+    opened) ended the supervisor's thread, and the broker never came back."""
+    log_file = tmp_path / "logs" / "tansu.log"
+    broker = EmbeddedBroker(KafkaSettings(partitions=1), log_file=log_file).start()
+    supervisor = BrokerSupervisor(broker, check_every_s=0.1, first_backoff_s=0.1,
+                                  max_backoff_s=0.5)
+    stop = threading.Event()
+    thread = supervisor.start(stop)
+    try:
+        port, pid = broker.port, broker.pid
+        assert pid is not None
+        log_file.rename(log_file.with_name("tansu.old"))
+        log_file.mkdir()  # the next start cannot open its log: IsADirectoryError
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: "IsADirectoryError" in (supervisor.last_error or ""), 30,
+               "a failed restart")
+        assert thread.is_alive() and not broker.running
+        log_file.rmdir()
+        until(lambda: supervisor.restarts == 1 and supervisor.last_error is None, 30,
+               "the broker restarted once its log can be opened")
+        assert broker.running and broker.port == port and thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(10)
+        broker.stop()
+
+
+def test_restarts_leave_one_exit_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook that stops Tansu when kinject exits is registered once, however often the
+    broker was restarted."""
+    import kinject.stream.broker as broker_module
+
+    hooks: list[Callable[..., object]] = []
+
+    class _Atexit:
+        @staticmethod
+        def register(fn: Callable[..., object]) -> None:
+            hooks.append(fn)
+
+        @staticmethod
+        def unregister(fn: Callable[..., object]) -> None:
+            hooks[:] = [h for h in hooks if h != fn]
+
+    monkeypatch.setattr(broker_module, "atexit", _Atexit)
+    broker = EmbeddedBroker(KafkaSettings(partitions=1)).start()
+    try:
+        for _ in range(2):
+            pid = broker.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            until(lambda: not broker.running, 10, "the broker died")
+            broker.restart()
+            assert hooks == [broker.stop]
+    finally:
+        broker.stop()
+    assert hooks == []
 
 
 def test_dead_letters_outlive_a_broker_restart_and_are_kept_once(

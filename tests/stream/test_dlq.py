@@ -116,5 +116,10 @@ def test_replay_republishes_and_a_failure_lands_in_the_dlq_again(
     again = letters[-1]
     assert again.value == b"{not json" and again.source_id == "kb/broken"
     assert again.source_topic == f"{kafka.topic_prefix}.records"
+    # --all replays what was not replayed yet: the broken record's first letter was.
     result = runner.invoke(app, ["dlq", "replay", "--all"], env=env)
+    assert result.exit_code == 0 and "replayed 3 dead letter(s)" in result.stdout
+    result = runner.invoke(app, ["dlq", "replay", "--all"], env=env)
+    assert result.exit_code == 0 and "replayed 0 dead letter(s)" in result.stdout
+    result = runner.invoke(app, ["dlq", "replay", "--all", "--include-replayed"], env=env)
     assert result.exit_code == 0 and "replayed 4 dead letter(s)" in result.stdout

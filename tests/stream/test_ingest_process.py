@@ -13,8 +13,9 @@ from _held_records import WAIT_FOR
 
 from kinject.errors import BadRecord
 from kinject.ingest.pipeline import IngestConfig
+from kinject.ingest.uris import UriPolicy
 from kinject.stream.ingest_process import IngestProcess, RecordTimeout
-from kinject.types import Record
+from kinject.types import Record, content_hash
 
 QUICK = Record("note/1", kind="text", content=b"The ferry to Skerra leaves at nine.")
 
@@ -93,6 +94,38 @@ def test_errors_of_the_record_come_back_with_their_stage(child: IngestProcess) -
         child.run(Record("bad/json", kind="json", content=b'{"a":'))
     assert info.value.stage == "parse"
     assert child.started == 1  # a bad record is no reason for a new child
+
+
+def test_the_child_is_the_one_the_out_of_memory_killer_picks(child: IngestProcess) -> None:
+    """A hostile record that eats memory must cost the child, not the worker beside it."""
+    child.start()
+    proc = f"/proc/{child.pid}/oom_score_adj"
+    if not os.path.exists(proc):
+        pytest.skip("no /proc oom_score_adj on this platform")
+    with open(proc) as f:
+        assert f.read().strip() == "1000"
+    with open("/proc/self/oom_score_adj") as f:
+        assert f.read().strip() != "1000"  # the parent keeps its own
+
+
+def test_a_uri_is_read_in_the_child(tmp_path: Path) -> None:
+    (tmp_path / "note.txt").write_text("The ferry to Skerra leaves at nine.")
+    os.mkfifo(tmp_path / "pipe.txt")
+    proc = IngestProcess(IngestConfig(ocr_engine="none", uris=UriPolicy(dirs=(tmp_path,))),
+                         timeout_s=60.0, keepalive_every_s=0.1)
+    try:
+        out, digest = proc.run_uri(Record("note/1"), str(tmp_path / "note.txt"))
+        assert "ferry to Skerra" in out.chunks[0].text
+        assert out.chunks[0].meta.get("filename") == "note.txt"
+        assert digest == content_hash(b"The ferry to Skerra leaves at nine.")
+        with pytest.raises(BadRecord, match="not a regular file") as info:
+            proc.run_uri(Record("pipe/1"), str(tmp_path / "pipe.txt"))
+        assert info.value.stage == "fetch"
+        with pytest.raises(BadRecord, match="outside the allowed") as info:
+            proc.run_uri(Record("etc/1"), "/etc/hostname")
+        assert info.value.stage == "validate" and proc.started == 1
+    finally:
+        proc.close()
 
 
 def _alive(pid: int) -> bool:

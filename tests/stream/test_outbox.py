@@ -115,3 +115,32 @@ def test_accepted_rows_are_durable_before_any_send(tmp_path: Path) -> None:
         assert (entry.id, entry.state, entry.key) == (row, "accepted", b"kb/x")
         mode = reopened._db.execute("PRAGMA journal_mode").fetchone()[0]
         assert mode == "wal"
+
+
+def test_a_round_reads_no_records_bytes_and_a_resend_reads_them_in_batches(
+    kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The keeper read every pending row, values included, under the lock that every
+    accepted request needs, every few seconds: with 100k records waiting for a broker, that
+    was hundreds of MB read again and again while POST /v1/records waited."""
+    from kinject.stream.outbox_keeper import OutboxKeeper
+
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox, \
+            Producer(kafka, kafka_bootstrap, outbox) as producer:
+        for i in range(1200):
+            producer.publish(Record(source_id=f"kb/{i}", content=b"x" * 100))
+        producer.flush()
+        keeper = OutboxKeeper(outbox, producer, kafka, kafka_bootstrap)
+        reads: list[str] = []
+        outbox._db.set_trace_callback(reads.append)
+        try:
+            assert keeper.run_once() == (0, 0)  # all sent to this cluster: nothing lacks
+            assert not [q for q in reads if "value" in q and q.lstrip().startswith("SELECT")]
+            reads.clear()
+            assert outbox.republish(producer, everything=True) == 1200
+        finally:
+            outbox._db.set_trace_callback(None)
+        selects = [q for q in reads if "value" in q and q.lstrip().startswith("SELECT")]
+        assert selects and all("LIMIT" in q for q in selects)
+        assert len(selects) == 4  # 500 + 500 + 200, and the empty read that ends it
+        assert len(outbox) == 1200 and {e.state for e in outbox.pending()} == {"sent"}

@@ -4,6 +4,7 @@ and re-sends what a restarted broker lost, with nobody calling confirm or republ
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -126,3 +127,67 @@ def test_bad_settings_are_named(tmp_path: Path, kafka_bootstrap: str) -> None:
         keeper = OutboxKeeper(outbox, producer, kafka, kafka_bootstrap)
         assert keeper.group_id == "keeperbad-ingest"
         assert keeper.run_once() == (0, 0) and keeper.stats.rounds == 1
+
+
+def _sent(outbox: Outbox) -> bool:
+    rows = outbox.pending()
+    return bool(rows) and all(e.state == "sent" for e in rows)
+
+
+def test_a_broken_outbox_file_does_not_end_the_keeper(tmp_path: Path, kafka_bootstrap: str
+                                                      ) -> None:
+    """Only broker errors were caught: a sqlite3.OperationalError ended the keeper's thread,
+    and POST /v1/records went on answering 202 for records nothing would ever deliver."""
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix="keeperdb",
+                          partitions=1)
+    path = tmp_path / "outbox.sqlite3"
+    stop = threading.Event()
+    with Outbox(path) as outbox, Producer(kafka, kafka_bootstrap, outbox) as producer:
+        keeper = OutboxKeeper(outbox, producer, kafka, kafka_bootstrap, interval_s=0.2,
+                              max_backoff_s=0.5)
+        thread = keeper.start(stop)
+        try:
+            with sqlite3.connect(path) as other:  # the file loses its table under the keeper
+                other.execute("DROP TABLE outbox")
+            until(lambda: "no such table" in (keeper.stats.last_error or ""), 30,
+                   "a round against the broken file")
+            assert thread.is_alive() and keeper.state()["running"]
+            Outbox(path).close()  # repaired: the table is back
+            outbox.accept(producer.topic, b"kb/1", b'{"source_id": "kb/1", "content": "x"}')
+            keeper.wake()
+            until(lambda: _sent(outbox), 30, "the record delivered after the repair")
+            assert keeper.stats.errors >= 1
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_a_record_accepted_during_the_backoff_goes_out_soon_after_the_broker_is_back(
+        tmp_path: Path) -> None:
+    """While backing off (here 600 s after one failed round), wake() delivered nothing: once
+    an external Kafka recovered, accepted records waited for the end of the backoff."""
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix="keeperwake", partitions=1)
+    broker = EmbeddedBroker(kafka, port=port).start()
+    stop = threading.Event()
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        producer = Producer(kafka, bootstrap, outbox)
+        keeper = OutboxKeeper(outbox, producer, kafka, bootstrap, interval_s=300.0,
+                              max_backoff_s=3600.0)
+        thread = keeper.start(stop)
+        try:
+            broker.stop()
+            keeper.wake(full=True)  # a round now, against the stopped broker
+            until(lambda: keeper.stats.failures == 1, 60, "a failed round")
+            broker.start()  # back on the same port
+            outbox.accept(producer.topic, b"kb/1", b'{"source_id": "kb/1", "content": "x"}')
+            keeper.wake()
+            until(lambda: _sent(outbox), 60, "the record delivered after the broker came back")
+            assert keeper.stats.last_error is None  # a round that worked, not a failed one
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+            producer.close(timeout_s=2.0)
+            broker.stop()

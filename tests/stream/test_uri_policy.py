@@ -4,7 +4,13 @@ operator did not allow is dead-lettered, and nothing of that file becomes search
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _messages import read_json
@@ -17,7 +23,7 @@ from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
 from kinject.ingest.pipeline import IngestConfig
 from kinject.ingest.uris import UriPolicy
-from kinject.stream.clients import make_producer
+from kinject.stream.clients import make_consumer, make_producer
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.materialiser import IndexMaterialiser
 from kinject.stream.topics import Topics
@@ -77,3 +83,135 @@ def _b64(text: str) -> bytes:
     import base64
 
     return base64.b64decode(text)
+
+
+def _read_letters(kafka: KafkaSettings, bootstrap: str, topic: str,
+                  expected: int) -> list[dict[str, Any]]:
+    consumer = make_consumer(kafka, bootstrap, None, [topic])
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                got.extend(json.loads(m.value) for m in batch)
+    finally:
+        consumer.close()
+    return got
+
+
+def _run_worker(worker: IngestWorker, kafka: KafkaSettings, bootstrap: str,
+                records: list[dict[str, Any]], good: set[str]) -> list[dict[str, Any]]:
+    """Publish ``records``, run ``worker`` until the ``good`` ones reached kinject.chunks;
+    returns the chunk events. The worker must stay up throughout."""
+    topics = Topics.from_settings(kafka)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    producer = make_producer(kafka, bootstrap)
+    consumer = make_consumer(kafka, bootstrap, None, [topics.chunks])
+    events: list[dict[str, Any]] = []
+    try:
+        for record in records:
+            producer.send(topics.records, key=record["source_id"].encode(),
+                          value=json.dumps(record).encode(), partition=0)
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while not good <= {e["source_id"] for e in events}:
+            assert thread.is_alive(), "the ingest worker died"
+            assert time.monotonic() < deadline, (
+                f"only {worker.processed} record(s) processed, {worker.dead_letters} "
+                "dead-lettered: the worker is stuck")
+            for batch in consumer.poll(timeout_ms=200).values():
+                events.extend(json.loads(m.value) for m in batch)
+        assert thread.is_alive() and worker.reconnects == 0
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        producer.close()
+        consumer.close()
+    return events
+
+
+def test_a_record_whose_uri_cannot_be_read_never_stops_the_worker(
+        kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path, data_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    """A NUL byte in a path raised ValueError out of poll_once: the worker died, and the
+    worker restarted in its place read the same batch and died again. A FIFO blocked it."""
+    allowed = tmp_path / "drop"
+    allowed.mkdir()
+    (allowed / "pier.txt").write_text("The tide gauge at Orrin pier reads in metres.")
+    os.mkfifo(allowed / "pipe.txt")
+    KeyStore(data_dir / KEYS_FILE).create("ops", "admin")
+    # The data dir lies inside the allowed one: it is still never read.
+    policy = UriPolicy(dirs=(tmp_path,), deny_dirs=(data_dir,),
+                       url_prefixes=("https://docs.example.com/m/",))
+    hostile = {"evil/nul": f"{allowed}/a\u0000b",
+               "evil/url": "https://docs.example.com/m/a?q=\x00",
+               "evil/fifo": str(allowed / "pipe.txt"),
+               "evil/keys": str(data_dir / KEYS_FILE)}
+    records = [{"source_id": sid, "uri": uri} for sid, uri in hostile.items()]
+    records.append({"source_id": "ok/pier", "uri": str(allowed / "pier.txt")})
+    worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none", uris=policy),
+                          hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
+    events = _run_worker(worker, kafka, kafka_bootstrap, records, {"ok/pier"})
+    assert {e["source_id"] for e in events} == {"ok/pier"}
+    assert worker.dead_letters == len(hostile)
+    letters = _read_letters(kafka, kafka_bootstrap, Topics.from_settings(kafka).dlq,
+                            len(hostile))
+    reasons = {json.loads(_b64(letter["value_b64"]))["source_id"]: letter["reason"]
+               for letter in letters}
+    assert "control character" in reasons["evil/nul"]
+    assert "control character" in reasons["evil/url"]
+    assert "not a regular file" in reasons["evil/fifo"]
+    assert "data directory" in reasons["evil/keys"]
+
+
+class _Drip(BaseHTTPRequestHandler):
+    """One byte every 0.2 s, for a minute."""
+
+    stop = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "300")
+        self.end_headers()
+        for _ in range(300):
+            if self.stop.wait(0.2):
+                return
+            self.wfile.write(b"x")
+            self.wfile.flush()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def drip() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    server.daemon_threads = True
+    _Drip.stop.clear()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    _Drip.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_uri_is_read_within_the_records_time_budget(
+        kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path, drip: str,
+        hash_embedder: HashEmbedder) -> None:
+    """The uri used to be read in the worker's thread, outside the budget: a server that
+    drips a byte at a time held the partition for as long as it liked."""
+    (tmp_path / "pier.txt").write_text("The tide gauge at Orrin pier reads in metres.")
+    policy = UriPolicy(dirs=(tmp_path,), url_prefixes=(f"{drip}/m/",))
+    records = [{"source_id": "slow/drip", "uri": f"{drip}/m/page.html"},
+               {"source_id": "ok/pier", "uri": str(tmp_path / "pier.txt")}]
+    worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none", uris=policy),
+                          hash_embedder, group_id=f"{kafka.topic_prefix}-ingest",
+                          record_timeout_s=10.0)  # the server drips for 60 s
+    events = _run_worker(worker, kafka, kafka_bootstrap, records, {"ok/pier"})
+    assert {e["source_id"] for e in events} == {"ok/pier"}
+    assert worker.dead_letters == 1
+    assert worker.child is not None and worker.child.killed == 1
+    [letter] = _read_letters(kafka, kafka_bootstrap, Topics.from_settings(kafka).dlq, 1)
+    assert letter["error_type"] == "RecordTimeout" and letter["stage"] == "ingest"

@@ -61,6 +61,16 @@ class ServiceCollector(Collector):
             dlq = GaugeMetricFamily("kinject_dlq_messages", "messages in the dead-letter topic")
             dlq.add_metric([], stats["dlq_count"])
             yield dlq
+        keeper = self.service.outbox_keeper_state()
+        if keeper is not None:
+            up = GaugeMetricFamily("kinject_outbox_keeper_up", "1 while the thread that "
+                                   "delivers accepted records runs, else 0")
+            up.add_metric([], 1 if keeper["running"] else 0)
+            yield up
+            waiting = GaugeMetricFamily("kinject_outbox_records", "accepted records in the "
+                                        "outbox not yet confirmed, after the keeper's last round")
+            waiting.add_metric([], keeper["pending"])
+            yield waiting
         info = InfoMetricFamily("kinject_adapter", "the active adapter version")
         info.add_metric([], {"version": stats.get("adapter_version") or "base"})
         yield info

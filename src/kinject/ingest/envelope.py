@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import re
@@ -73,6 +74,18 @@ class Envelope(BaseModel):
             _no_lone_surrogate(v)
         return v
 
+    @field_validator("uri")
+    @classmethod
+    def _no_control_characters(cls, v: str | None) -> str | None:
+        # A NUL ends a path in the OS and a CR/LF splits a request line: a uri holding one
+        # names something other than what it says.
+        if v is not None:
+            found = _CONTROL.search(v)
+            if found is not None:
+                raise ValueError(f"holds a control character (U+{ord(found.group()):04X}) at "
+                                 f"character {found.start()}")
+        return v
+
     @field_validator("meta")
     @classmethod
     def _shallow_meta(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -115,8 +128,20 @@ def decode_record(
     names the field) or a refused ``uri``, and BadRecord(stage="fetch") when a ``uri`` cannot
     be read.
     """
+    record, uri = decode_envelope(value, key, position)
+    return record if uri is None else read_uri(record, uri, uris or UriPolicy())
+
+
+def decode_envelope(
+    value: bytes | None,
+    key: bytes | None,
+    position: tuple[str, int, int] | None = None,
+) -> tuple[Record, str | None]:
+    """Validate a Kafka message and turn it into a Record, without reading a ``uri``: an
+    upsert that names one comes back with no content, and the uri beside it (read it with
+    :func:`read_uri`, under a time budget). Raises BadRecord(stage="validate")."""
     if value is None:
-        return _tombstone(key, position)
+        return _tombstone(key, position), None
     try:
         raw = json.loads(value)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -142,29 +167,35 @@ def decode_record(
             meta=dict(env.meta),
             ts=env.ts,
             position=position,
-        )
+        ), None
 
-    kind, meta = env.kind, dict(env.meta)
     if env.content is not None:
         data = env.content.encode("utf-8")
     elif env.content_b64 is not None:
         data = _b64decode(env.content_b64)
     else:
-        assert env.uri is not None  # the validator guarantees one payload field
-        data, filename = (uris or UriPolicy()).read(env.uri)
-        meta.setdefault("uri", env.uri)
-        meta.setdefault("filename", filename)
-        if kind is None:
-            kind = sniff_kind(data, filename)
-    return Record(
+        data = b""
+    record = Record(
         source_id=env.source_id,
         op="upsert",
-        kind=kind,
+        kind=env.kind,
         content=data,
-        meta=meta,
+        meta=dict(env.meta),
         ts=env.ts,
         position=position,
     )
+    return record, env.uri
+
+
+def read_uri(record: Record, uri: str, uris: UriPolicy) -> Record:
+    """``record`` with the bytes ``uri`` names as its content (where ``uris`` allows it),
+    ``uri`` and ``filename`` in its meta, and its kind sniffed when it has none."""
+    data, filename = uris.read(uri)
+    meta = dict(record.meta)
+    meta.setdefault("uri", uri)
+    meta.setdefault("filename", filename)
+    kind = record.kind if record.kind is not None else sniff_kind(data, filename)
+    return dataclasses.replace(record, content=data, meta=meta, kind=kind)
 
 
 def encode_record(record: Record) -> bytes:
@@ -239,6 +270,8 @@ def _tombstone(key: bytes | None, position: tuple[str, int, int] | None) -> Reco
 # A JSON "\ud800" escape without its pair decodes to a lone surrogate: not a character, so
 # not encodable as UTF-8 anywhere downstream.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 and C1 control characters and DEL.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _no_lone_surrogate(text: str) -> None:

@@ -13,7 +13,13 @@ The child ignores SIGINT and SIGTERM: Ctrl-C or a service manager's TERM reaches
 process group, and the parent, which finishes its batch first, decides when the child ends.
 A child whose parent is gone reads end-of-file from its pipe and exits. A child that dies
 while reading a record (the kernel's out-of-memory killer, a crash inside a C library) makes
-that record a BadRecord naming the exit code.
+that record a BadRecord naming the exit code. The child asks the kernel to pick it first
+when memory runs out (``oom_score_adj`` 1000), so a hostile record costs itself, not the
+worker.
+
+A record that names a ``uri`` (a file, a URL) is read in the child as well
+(:meth:`IngestProcess.run_uri`): a server that drips a byte at a time, or a file that blocks,
+is stopped at the same budget.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import signal
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from kinject.errors import BadRecord, KinjectError
 from kinject.ingest.pipeline import IngestConfig, Ingested
-from kinject.types import Record
+from kinject.types import Record, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,9 @@ log = logging.getLogger(__name__)
 KEEPALIVE_EVERY_S = 1.0
 # A child must be ready (modules imported, OCR engine loaded) within this long.
 START_TIMEOUT_S = 120.0
+# The kernel's out-of-memory killer picks the process with the highest score: the child,
+# which reads hostile records, volunteers (1000: always first), so the worker survives.
+_OOM_SCORE_ADJ = Path("/proc/self/oom_score_adj")
 
 
 class RecordTimeout(BadRecord):
@@ -110,9 +120,24 @@ class IngestProcess:
     def run(self, record: Record, keepalive: Callable[[], None] | None = None) -> Ingested:
         """``ingest_record(record, config)`` in the child; raises what it raises, or
         RecordTimeout after ``timeout_s``. ``keepalive`` runs about once a second."""
+        value = self._run((record, None), keepalive)
+        assert isinstance(value, Ingested)
+        return value
+
+    def run_uri(self, record: Record, uri: str,
+                keepalive: Callable[[], None] | None = None) -> tuple[Ingested, str]:
+        """Read ``uri`` (under ``config.uris``) into ``record`` and ingest it, both in the
+        child and within ``timeout_s``; returns what it yields and its content's hash."""
+        value = self._run((record, uri), keepalive)
+        ingested, digest = value
+        assert isinstance(ingested, Ingested) and isinstance(digest, str)
+        return ingested, digest
+
+    def _run(self, job: tuple[Record, str | None],
+             keepalive: Callable[[], None] | None) -> Any:
         self.start(keepalive)
         try:
-            kind, value = self._answer(record, keepalive)
+            kind, value = self._answer(job, keepalive)
         except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
             code = self._reap()
             why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
@@ -132,16 +157,16 @@ class IngestProcess:
                 stage="ingest")
         if kind == "error":
             raise value
-        assert isinstance(value, Ingested)
         return value
 
-    def _answer(self, record: Record, keepalive: Callable[[], None] | None) -> tuple[str, Any]:
-        """Send ``record``; wait for ("ok", Ingested), ("error", exception) or ("timeout",
+    def _answer(self, job: tuple[Record, str | None],
+                keepalive: Callable[[], None] | None) -> tuple[str, Any]:
+        """Send ``job``; wait for ("ok", result), ("error", exception) or ("timeout",
         None). EOFError when the child died."""
         assert self._conn is not None and self._proc is not None
         conn, proc = self._conn, self._proc
         deadline = time.monotonic() + self.timeout_s
-        conn.send(record)
+        conn.send(job)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -176,24 +201,32 @@ class IngestProcess:
 
 
 def _child_main(conn: Connection, config: IngestConfig, log_level: str) -> None:
-    """The child's loop: a Record in, ("ok", Ingested) or ("error", exception) out."""
+    """The child's loop: (Record, uri or None) in; ("ok", Ingested), ("ok", (Ingested,
+    content hash)) when a uri was read, or ("error", exception) out."""
     from kinject.ingest import ocr
+    from kinject.ingest.envelope import read_uri
     from kinject.ingest.pipeline import ingest_record
     from kinject.logs import setup_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup_logging(log_level)
+    _volunteer_for_oom_killer()
     if config.ocr_engine != "none":
         ocr.warm_up(config.ocr_engine)
     conn.send(("ready", None))
     while True:
         try:
-            record = conn.recv()
+            record, uri = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
+        answer: tuple[str, Any]
         try:
-            answer: tuple[str, Any] = ("ok", ingest_record(record, config))
+            if uri is None:
+                answer = ("ok", ingest_record(record, config))
+            else:
+                record = read_uri(record, uri, config.uris)
+                answer = ("ok", (ingest_record(record, config), content_hash(record.content)))
         except Exception as exc:
             answer = ("error", exc)
         try:
@@ -201,3 +234,12 @@ def _child_main(conn: Connection, config: IngestConfig, log_level: str) -> None:
         except Exception as exc:  # an answer that does not pickle: send its words
             what = answer[1] if answer[0] == "error" else exc
             conn.send(("error", KinjectError(f"{type(what).__name__}: {what}")))
+
+
+def _volunteer_for_oom_killer() -> None:
+    """Ask the kernel to kill this process first when memory runs out (Linux; where it is
+    not permitted or not there, nothing changes)."""
+    try:
+        _OOM_SCORE_ADJ.write_text("1000")
+    except OSError as exc:
+        log.debug("cannot raise the ingest child's oom_score_adj: %s", exc)

@@ -41,7 +41,7 @@ from kinject.config import KafkaSettings
 from kinject.errors import BadRecord, BrokerError
 from kinject.index.changes import ExtraVectors, SourceUpdate
 from kinject.index.embedders import Embedder
-from kinject.ingest.envelope import decode_record
+from kinject.ingest.envelope import decode_envelope, read_uri
 from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.sniff import sniff_kind
 from kinject.stream.clients import ClusterWatch, make_consumer, make_producer
@@ -126,11 +126,13 @@ class IngestWorker:
         self._guard = ClusterGuard(ClusterWatch(kafka, bootstrap))
         self._letters: list[Any] = []  # dead-letter sends of the current batch
         self._warm = False
-        # A file or URL a record names is read here, so it is capped like a record.
+        # A file or URL a record names is read like a record: capped in size, and (with a
+        # budget) in the child process, within the record's time.
         self._uris = dataclasses.replace(config.uris, max_bytes=max_record_bytes)
         # Records are read in a child process under this budget; 0: in this thread, unbounded.
         self.record_timeout_s = record_timeout_s
-        self.child = IngestProcess(config, record_timeout_s) if record_timeout_s else None
+        self.child = (IngestProcess(dataclasses.replace(config, uris=self._uris),
+                                    record_timeout_s) if record_timeout_s else None)
         self._timed_out: OrderedDict[tuple[str | None, str, int, int], None] = OrderedDict()
 
     def start(self) -> None:
@@ -203,11 +205,12 @@ class IngestWorker:
         # Send the quick ones' updates first, then the slow ones': every record of a source
         # stays in one group, so per-source order holds, and the batch commits once.
         decoded = [self._decode(m) for m in messages]
-        slow_sources = {r.source_id for _, r in decoded if r is not None and _is_slow(r)}
+        slow_sources = {r.source_id for _, r, uri in decoded
+                        if r is not None and _is_slow(r, uri)}
         for group in (False, True):
-            pending = [p for m, r in decoded if r is not None
+            pending = [p for m, r, uri in decoded if r is not None
                        and (r.source_id in slow_sources) == group
-                       and (p := self._ingest(m, r)) is not None]
+                       and (p := self._ingest(m, r, uri)) is not None]
             pending, image_updates = self._embed_images(pending)
             for update in self._embed(pending):
                 sends.append(self._producer.send(self.topics.chunks,
@@ -233,7 +236,9 @@ class IngestWorker:
         self.processed += len(messages)
         return len(messages)
 
-    def _decode(self, msg: Any) -> tuple[Any, Record | None]:
+    def _decode(self, msg: Any) -> tuple[Any, Record | None, str | None]:
+        """The message, its Record (None: dead-lettered) and the ``uri`` it names, which
+        is read later with the record itself (in the child, within its budget)."""
         size = len(msg.value or b"") + len(msg.key or b"")
         if size > self.max_record_bytes:
             # Nothing past this point reads it: parsing 50 MB would stall the partition.
@@ -242,15 +247,16 @@ class IngestWorker:
                               f"{self.max_record_bytes:,} bytes"
                               + ("" if keep else "; its bytes are too large to keep here"),
                               "validate", "BadRecord", keep_value=keep)
-            return msg, None
+            return msg, None, None
         try:
-            return msg, decode_record(msg.value, msg.key, (msg.topic, msg.partition, msg.offset),
-                                      uris=self._uris)
+            record, uri = decode_envelope(msg.value, msg.key,
+                                          (msg.topic, msg.partition, msg.offset))
         except BadRecord as exc:
             self._dead_letter(msg, str(exc), exc.stage, type(exc).__name__)
-            return msg, None
+            return msg, None, None
+        return msg, record, uri
 
-    def _ingest(self, msg: Any, record: Record) -> _Pending | None:
+    def _ingest(self, msg: Any, record: Record, uri: str | None = None) -> _Pending | None:
         position = (msg.topic, msg.partition, msg.offset)
         if record.op == "delete":
             return _Pending(msg, record.source_id, "delete", [], position, None)
@@ -260,9 +266,15 @@ class IngestWorker:
                      *position)
             return None
         try:
-            if self.child is not None:
+            digest = None
+            if self.child is not None and uri is not None:
+                result, digest = self.child.run_uri(record, uri,
+                                                    keepalive=self._keep_membership)
+            elif self.child is not None:
                 result = self.child.run(record, keepalive=self._keep_membership)
             else:
+                if uri is not None:
+                    record = read_uri(record, uri, self._uris)
                 result = ingest_record(record, self.config)
             if not result.chunks and not (result.images and self.clip is not None):
                 why = (f"all {result.dropped} chunk(s) fell below the informativeness "
@@ -285,7 +297,7 @@ class IngestWorker:
             self._dead_letter(msg, f"{type(exc).__name__}: {exc}", "ingest", type(exc).__name__)
             return None
         return _Pending(msg, record.source_id, "upsert", list(result.chunks), position,
-                        content_hash(record.content), list(result.images), record.ts)
+                        digest or content_hash(record.content), list(result.images), record.ts)
 
     def _keep_membership(self) -> None:
         """Called about once a second while a record is read: poll with every partition
@@ -421,9 +433,11 @@ class IngestWorker:
 _SLOW_KINDS = frozenset({"image", "pdf"})
 
 
-def _is_slow(record: Record) -> bool:
-    """Records whose parsing may need OCR."""
+def _is_slow(record: Record, uri: str | None = None) -> bool:
+    """Records whose parsing may need OCR (or whose bytes must be fetched first)."""
     if record.op == "delete":
         return False
+    if uri is not None:
+        return record.kind is None or record.kind in _SLOW_KINDS
     kind = record.kind or sniff_kind(record.content, record.meta.get("filename"))
     return kind in _SLOW_KINDS

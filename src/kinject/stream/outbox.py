@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_position ON outbox (topic, partition, "offset");
 """
+
+_COLUMNS = ('id, topic, key, value, state, cluster_id, partition, "offset", accepted_at')
+# Rows read (values included) per query when re-sending: the outbox may hold 100k records
+# (api.max_outbox_records) while a broker is away; reading them all at once held that much
+# memory, and the lock that every accepted request needs for the whole query.
+_BATCH_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -129,21 +135,39 @@ class Outbox:
 
     def accepted(self) -> list[OutboxEntry]:
         """Rows no broker has acknowledged yet, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                'SELECT id, topic, key, value, state, cluster_id, partition, "offset", '
-                "accepted_at FROM outbox WHERE state='accepted' ORDER BY id"
-            ).fetchall()
-        return [OutboxEntry(*row) for row in rows]
+        return list(self._batches("state='accepted'"))
 
     def deliver(self, producer: Producer) -> int:
         """Send the rows no broker has acknowledged yet and wait for the acknowledgements
         (no cluster check: :meth:`republish` does that); return how many were sent."""
-        entries = self.accepted()
-        for entry in entries:
+        sent = 0
+        for entry in self._batches("state='accepted'"):
             producer.resend(entry)
+            sent += 1
         producer.flush()
-        return len(entries)
+        return sent
+
+    def lacking(self, cluster_id: str | None) -> int:
+        """How many rows cluster ``cluster_id``'s log does not hold (accepted, or sent to
+        another cluster); reads no record's bytes."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE state='accepted' OR cluster_id IS NOT ?",
+                (cluster_id,)).fetchone()[0])
+
+    def _batches(self, where: str, params: tuple[object, ...] = ()) -> Iterator[OutboxEntry]:
+        """Rows matching ``where``, oldest first, read ``_BATCH_ROWS`` at a time; the lock is
+        held for each read only, never while the caller handles the rows."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM outbox WHERE ({where}) AND id > ? ORDER BY id "
+                    "LIMIT ?", (*params, last, _BATCH_ROWS)).fetchall()
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            yield from (OutboxEntry(*row) for row in rows)
 
     def mark_sent(
         self, row_id: int, cluster_id: str | None, topic: str, partition: int, offset: int
@@ -157,12 +181,7 @@ class Outbox:
 
     def pending(self) -> list[OutboxEntry]:
         """Every row not yet confirmed, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                'SELECT id, topic, key, value, state, cluster_id, partition, "offset", '
-                "accepted_at FROM outbox ORDER BY id"
-            ).fetchall()
-        return [OutboxEntry(*row) for row in rows]
+        return list(self._batches("1=1"))
 
     def __len__(self) -> int:
         with self._lock:
@@ -208,17 +227,16 @@ class Outbox:
         call this whenever it suspects a restart (a send failed, the broker was gone)."""
         producer.refresh_cluster_id()
         current = producer.cluster_id
-        entries = [
-            e
-            for e in self.pending()
-            if everything or e.state == "accepted" or e.cluster_id != current
-        ]
-        for entry in entries:
+        rows = (self._batches("1=1") if everything else
+                self._batches("state='accepted' OR cluster_id IS NOT ?", (current,)))
+        sent = 0
+        for entry in rows:
             producer.resend(entry)
+            sent += 1
         producer.flush()
-        if entries:
-            _log.info("outbox: re-sent %d record(s) to cluster %s", len(entries), current)
-        return len(entries)
+        if sent:
+            _log.info("outbox: re-sent %d record(s) to cluster %s", sent, current)
+        return sent
 
     def close(self) -> None:
         with self._lock:

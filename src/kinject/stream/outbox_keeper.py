@@ -22,7 +22,14 @@ Run it in a thread beside the code that publishes::
 calls (a Producer is not safe to share between threads without one); the keeper holds it
 only while re-sending, never while it waits on the broker for offsets. A broker that is
 down is not an error: the keeper logs it, backs off (up to ``max_backoff_s``) and tries
-again; accepted records stay in the outbox meanwhile.
+again; accepted records stay in the outbox meanwhile. A record accepted during the backoff
+(:meth:`OutboxKeeper.wake`) brings the next try forward, so once the broker is back it is
+delivered within about a second, not at the end of a long backoff.
+
+Nothing ends the keeper but ``stop`` or :meth:`OutboxKeeper.close`: any other failure (a
+locked or broken outbox file, a bug) is logged with its traceback and retried after the
+same backoff, and :meth:`OutboxKeeper.state` says whether its thread still runs (/readyz).
+Call :meth:`OutboxKeeper.close` before closing the outbox or the producer it uses.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kinject.errors import BrokerError
 from kinject.stream.clients import wait_until_reachable
@@ -44,6 +51,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# While the broker is down, a record accepted meanwhile brings the next try forward to at
+# most this long after the last one: delivered about a second after the broker is back, and
+# a flood of requests during the outage costs one probe a second, not one each.
+WOKEN_RETRY_S = 1.0
+
 
 @dataclass
 class KeeperStats:
@@ -54,6 +66,7 @@ class KeeperStats:
     resent: int = 0
     delivered: int = 0  # sent as soon as they were accepted
     failures: int = 0  # rounds the broker did not answer, in all
+    errors: int = 0  # rounds or deliveries that failed otherwise (the outbox file, a bug)
     pending: int = 0  # rows in the outbox after the last round
     last_error: str | None = None
     last_round_at: float | None = None
@@ -91,6 +104,9 @@ class OutboxKeeper:
         self._failing = 0  # rounds in a row that failed: the backoff grows with them
         self._wake = threading.Event()
         self._round_now = False
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_try = time.monotonic()  # when the last round started
 
     def run_once(self) -> tuple[int, int]:
         """One round: prune what the ingest group committed, re-send what the current
@@ -102,8 +118,7 @@ class OutboxKeeper:
                              kafka=self.kafka)
         cluster_id, committed = committed_offsets(self.kafka, self.bootstrap, self.group_id)
         confirmed = self.outbox.prune(cluster_id, committed)
-        lacking = [e for e in self.outbox.pending()
-                   if e.state == "accepted" or e.cluster_id != cluster_id]
+        lacking = self.outbox.lacking(cluster_id)
         resent = 0
         if lacking:
             with self.lock:
@@ -120,33 +135,75 @@ class OutboxKeeper:
 
     def wake(self, *, full: bool = False) -> None:
         """Deliver what was just accepted now, not at the next round; ``full``: run a whole
-        round now (the broker was restarted: re-send what the new cluster lacks)."""
+        round now (the broker was restarted: re-send what the new cluster lacks). While the
+        broker is down, a wake brings the next round forward (see WOKEN_RETRY_S)."""
         if full:
             self._failing = 0
             self._round_now = True
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        """Rounds every ``interval_s``, deliveries whenever woken, until ``stop`` is set
-        (then one last round, unless the broker is down)."""
+        """Rounds every ``interval_s``, deliveries whenever woken, until ``stop`` is set or
+        :meth:`close` is called (then one last round, unless the broker is down)."""
         from kafka.errors import KafkaError
 
         next_round = time.monotonic() + self.interval_s
-        while not stop.is_set():
+        while not (stop.is_set() or self._closing.is_set()):
             # Short waits: a stop is noticed at once, whoever set it.
-            if self._wake.wait(0.25):
-                self._wake.clear()
-                if self._round_now:
-                    next_round = time.monotonic()
-                elif not self._failing:  # while the broker is down, rounds probe it
-                    self._deliver(KafkaError)
-            if stop.is_set():
-                break
-            if time.monotonic() >= next_round:
-                self._round_now = False
-                next_round = time.monotonic() + self._round(KafkaError)
+            try:
+                if self._wake.wait(0.25):
+                    self._wake.clear()
+                    if self._round_now:
+                        next_round = time.monotonic()
+                    elif self._failing:  # the broker was down: try again soon, not at once
+                        next_round = min(next_round, self._last_try + min(self.interval_s,
+                                                                          WOKEN_RETRY_S))
+                    else:
+                        self._deliver(KafkaError)
+                if stop.is_set() or self._closing.is_set():
+                    break
+                if time.monotonic() >= next_round:
+                    self._round_now = False
+                    next_round = time.monotonic() + self._round(KafkaError)
+            except Exception as exc:  # never end the keeper: records would wait forever
+                delay = self._failed(exc)
+                next_round = time.monotonic() + delay
         if not self._failing:
-            self._round(KafkaError)  # what committed during the last interval
+            try:
+                self._round(KafkaError)  # what committed during the last interval
+            except Exception as exc:
+                self._failed(exc)
+
+    def close(self, timeout_s: float = 15.0) -> bool:
+        """Stop the keeper after its last round and wait for its thread; True once it has
+        stopped. Call it before closing the outbox or the producer it uses."""
+        self._closing.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout_s)
+        if thread.is_alive():
+            log.warning("outbox keeper: still busy after %.0f s; closing without it", timeout_s)
+            return False
+        return True
+
+    @property
+    def alive(self) -> bool:
+        """Whether the keeper's thread runs (False before start and after stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def state(self) -> dict[str, Any]:
+        """For /readyz and /metrics: whether it runs, what it did, its last error."""
+        stats = self.stats
+        out: dict[str, Any] = {"running": self.alive, "rounds": stats.rounds,
+                               "pending": stats.pending, "failures": stats.failures,
+                               "errors": stats.errors}
+        if stats.last_round_at is not None:
+            out["last_round_s_ago"] = round(time.time() - stats.last_round_at, 1)
+        if stats.last_error:
+            out["last_error"] = stats.last_error
+        return out
 
     def _deliver(self, kafka_error: type[Exception]) -> None:
         try:
@@ -155,17 +212,22 @@ class OutboxKeeper:
         except (BrokerError, kafka_error) as exc:
             log.info("outbox keeper: delivery failed (%s); the next round retries", exc)
             return
+        except Exception:
+            self.stats.errors += 1
+            log.exception("outbox keeper: delivery failed; the next round retries")
+            return
         self.stats.delivered += sent
 
     def _round(self, kafka_error: type[Exception]) -> float:
         """One guarded round; returns how long to wait before the next."""
+        self._last_try = time.monotonic()
         try:
             confirmed, resent = self.run_once()
         except (BrokerError, kafka_error) as exc:
             self.stats.failures += 1
             self._failing += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            backoff = min(self.interval_s * 2 ** min(self._failing, 16), self.max_backoff_s)
+            backoff = self._backoff()
             log.warning("outbox keeper: the broker at %s did not answer (%s); %d record(s) "
                         "wait in the outbox; next try in %.1f s", self.bootstrap, exc,
                         len(self.outbox), backoff)
@@ -176,9 +238,22 @@ class OutboxKeeper:
                      self.stats.pending)
         return self.interval_s
 
+    def _failed(self, exc: Exception) -> float:
+        """A failure that is not the broker's: logged with its traceback; the backoff."""
+        self.stats.errors += 1
+        self._failing += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        backoff = self._backoff()
+        log.error("outbox keeper: a round failed; next try in %.1f s", backoff, exc_info=exc)
+        return backoff
+
+    def _backoff(self) -> float:
+        return min(self.interval_s * 2 ** min(self._failing, 16), self.max_backoff_s)
+
     def start(self, stop: threading.Event) -> threading.Thread:
         """Run in a daemon thread named ``outbox-keeper``; returns the thread."""
         thread = threading.Thread(target=self.run, args=(stop,), name="outbox-keeper",
                                   daemon=True)
+        self._thread = thread
         thread.start()
         return thread

@@ -33,7 +33,8 @@ def ingest_config(settings: Settings) -> IngestConfig:
                         ocr_engine=ing.ocr_engine, enrich=ing.enrich, redact_pii=ing.redact_pii,
                         min_informativeness=ing.min_informativeness,
                         uris=UriPolicy(dirs=tuple(ing.uri_allow_dirs),
-                                       url_prefixes=tuple(ing.uri_allow_urls)),
+                                       url_prefixes=tuple(ing.uri_allow_urls),
+                                       deny_dirs=(settings.data_dir,)),
                         html_max_bytes=ing.html_max_bytes, html_max_depth=ing.html_max_depth,
                         pdf_max_pages=ing.pdf_max_pages, image_max_pixels=ing.image_max_pixels)
 

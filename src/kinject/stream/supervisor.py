@@ -81,6 +81,12 @@ class BrokerSupervisor:
                 log.error("cannot restart the embedded broker (%s); next try in %.1f s",
                           exc, backoff)
                 continue
+            except Exception as exc:  # never end supervision (an OSError of Popen, a bug)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                backoff = min(backoff * 2, self.max_backoff_s)
+                log.exception("cannot restart the embedded broker; next try in %.1f s",
+                              backoff)
+                continue
             self.restarts += 1
             self.down_since = None
             self.last_error = None
