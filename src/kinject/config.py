@@ -35,6 +35,9 @@ class GateSettings(BaseModel):
     max_retention_drop: float = Field(default=0.05, ge=0.0, le=1.0)
     # General-text perplexity may rise by at most this share (0.10: 10 %).
     max_ppl_increase: float = Field(default=0.10, ge=0.0)
+    # Held-out general-text paragraphs the perplexity is measured on (a fixed sample, half
+    # English, half Chinese: finetune/general_text.py).
+    general_texts: int = Field(default=200, ge=1)
     # New-knowledge accuracy must rise by more than this.
     min_new_gain: float = Field(default=0.0, ge=0.0)
     # On a tie in new-knowledge accuracy, a fall of the answers' mean NLL (nats per token) by
@@ -162,6 +165,13 @@ class FinetuneSettings(BaseModel):
     # More general text did not hold general-text perplexity better: one 20-person cycle
     # (all-linear, lr 1e-3) measured 192 at 0, 40 at 0.05 and 87 at 0.2 (base 34).
     general_ratio: float = Field(default=0.05, ge=0.0)
+    # General text replayed in training and held out for the gate (finetune/general_text.py):
+    # None is the shipped corpus (Python documentation and the Chinese Guide for Debian
+    # Maintainers, split by document); or a .jsonl(.gz) / .txt(.gz) file of your own.
+    general_text: Path | None = None
+    # KL(base || model) per general-text token, added to the loss (finetune/kl.py): keeps the
+    # adapter's next-token distribution on ordinary text near the base model's. 0: off.
+    kl_weight: float = Field(default=0.0, ge=0.0, le=100.0)
     patience: int = Field(default=3, ge=1, description="held-out evaluations without gain")
     eval_every: int = Field(default=50, ge=0)
     checkpoint_every: int = Field(default=50, ge=0)
