@@ -38,9 +38,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--general-texts", type=int, default=200)
+    ap.add_argument("--general-ratio", type=float, default=None, help="default: the setting's")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/out/general_kl.json"))
+    ap.add_argument("--work", type=Path, default=None,
+                    help="a previous run's folder: its cycles are scored, not trained again")
     args = ap.parse_args()
 
     import torch
@@ -60,8 +63,9 @@ def main() -> None:
     batch = [chunk_of(r) for r in people(args.people, rng, 0.25, set())]
     models_dir = load_settings().models_dir
     base_dir = ensure_converted(resolve_generator("smollm2"), models_dir)
-    work = Path(tempfile.mkdtemp(prefix="kinject-general-kl-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="kinject-general-kl-"))
     report: dict[str, Any] = {"people": args.people, "epochs": args.epochs, "lr": args.lr,
+                              "general_ratio": args.general_ratio,
                               "general_texts": args.general_texts, "runs": []}
     adapters: dict[float, Path] = {}
     for weight in (float(w) for w in args.weights.split(",")):
@@ -70,22 +74,30 @@ def main() -> None:
         settings = load_settings(data_dir=work / f"kl{weight}",
                                  models={"generator": str(base_dir), "device": "auto"},
                                  gate={"max_questions": 60, "general_texts": 1})
-        with CorpusStore(corpus_path(settings.data_dir)) as corpus:
-            corpus.add_chunks(batch)
-        config = dataclasses.replace(
-            TrainConfig.from_settings(settings.finetune), target_modules="all-linear",
-            epochs=args.epochs, lr=args.lr, eval_every=0, checkpoint_every=0,
-            fisher_samples=0, seed=args.seed, kl_weight=weight)
-        progress(f"cycle 1 with kl_weight {weight}")
+        registry = AdapterRegistry.for_data_dir(settings.data_dir)
         t0 = time.perf_counter()
-        result = run_cycle(settings, train_config=config, publish=False, early_stopping=False)
-        adapters[weight] = AdapterRegistry.for_data_dir(settings.data_dir).path(
-            result.version or "")
+        done = registry.versions()
+        if done:  # --work: trained before
+            version, gate = done[-1].version, done[-1].report
+        else:
+            with CorpusStore(corpus_path(settings.data_dir)) as corpus:
+                corpus.add_chunks(batch)
+            config = dataclasses.replace(
+                TrainConfig.from_settings(settings.finetune), target_modules="all-linear",
+                epochs=args.epochs, lr=args.lr, eval_every=0, checkpoint_every=0,
+                fisher_samples=0, seed=args.seed, kl_weight=weight)
+            if args.general_ratio is not None:
+                config = dataclasses.replace(config, general_ratio=args.general_ratio)
+            progress(f"cycle 1 with kl_weight {weight}")
+            result = run_cycle(settings, train_config=config, publish=False,
+                               early_stopping=False)
+            version, gate = result.version or "", result.report
+        adapters[weight] = registry.path(version)
         report["runs"].append({"kl_weight": weight, "seconds": time.perf_counter() - t0,
-                               "new_accuracy": result.report["candidate"]["new_accuracy"],
-                               "base_new_accuracy": result.report["baseline"]["new_accuracy"],
-                               "new_nll": result.report["candidate"]["new_nll"],
-                               "n_new": result.report["candidate"]["n_new"]})
+                               "new_accuracy": gate["candidate"]["new_accuracy"],
+                               "base_new_accuracy": gate["baseline"]["new_accuracy"],
+                               "new_nll": gate["candidate"]["new_nll"],
+                               "n_new": gate["candidate"]["n_new"]})
     progress(f"scoring {args.general_texts} held-out paragraphs per model")
     sample = gate_sample(args.general_texts)
     ev = ClosedBookEvaluator(base_dir)  # type: ignore[arg-type]
@@ -94,8 +106,8 @@ def main() -> None:
     report["seconds_per_paragraph"] = (time.perf_counter() - t0) / len(sample)
     report["base_ppl"] = _ppl(base, range(len(sample)))
     sub_rng = random.Random("sub")
-    for run in report["runs"]:
-        name = f"kl{run['kl_weight']}"
+    for i, run in enumerate(report["runs"]):
+        name = f"run{i}"  # a PEFT adapter name: no dots
         ev.add_adapter(name, adapters[run["kl_weight"]])
         with ev.use(name):
             parts = ev.text_nll(sample)

@@ -81,7 +81,7 @@ class TrainConfig:
     fisher_samples: int = 64  # examples the Fisher is estimated on (0: no EWC state)
     replay_ratio: float = 0.25
     general_ratio: float = 0.05
-    kl_weight: float = 0.0  # KL(base || model) per general-text token, see kinject.finetune.kl
+    kl_weight: float = 1.0  # KL(base || model) per general-text token, see kinject.finetune.kl
     patience: int = 3
     eval_every: int = 50  # optimizer steps between held-out evaluations (also every epoch)
     checkpoint_every: int = 50  # optimizer steps between checkpoints
