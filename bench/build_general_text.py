@@ -16,7 +16,8 @@ chapters (Chinese) that training never sees a line of.
     apt-get install python3.11-doc debmake-doc
     python bench/build_general_text.py
 
-The output is deterministic: the same packages give the same file.
+The output is deterministic: the same packages give the same file. The licence notices beside
+it (``GENERAL_TEXT_LICENSES.txt``) are kept by hand: update them with the sources.
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def main() -> None:
     rows = _english(args.python_doc) + _chinese(args.debmake_doc)
     rows.sort(key=lambda r: (r["lang"], r["split"], r["doc"], r["text"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # mtime=0: the same rows give the same bytes
-    with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    # no name, mtime=0: the same rows give the same bytes
+    with open(args.out, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb",
+                                                    mtime=0) as gz:
         for row in rows:
             line = {"lang": row["lang"], "split": row["split"], "source": row["source"],
                     "doc": row["doc"], "text": row["text"]}
