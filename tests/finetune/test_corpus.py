@@ -238,14 +238,3 @@ def test_replay_catches_up_on_cycles_no_promotion_offered(tmp_path: Path) -> Non
         assert buf.catch_up(1) == 0 and buf.seen == 30  # remembered: nothing offered twice
         assert buf.catch_up(0) == 0
 
-
-def test_general_text_has_a_training_half_and_a_held_out_half() -> None:
-    from kinject.finetune.general_text import general_eval, general_train
-
-    train, held = general_train(), general_eval()
-    assert train and held and not set(train) & set(held)
-    assert general_train("zh") and all(any("\u4e00" <= c <= "\u9fff" for c in t)
-                                       for t in general_eval("zh"))
-    assert set(general_train("en")) | set(general_train("zh")) == set(train)
-    with pytest.raises(ValueError, match="lang"):
-        general_train("fr")

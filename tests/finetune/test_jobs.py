@@ -146,6 +146,42 @@ def test_a_version_activated_by_hand_is_replayed_by_the_next_cycle(
     assert {"kb/ida", "kb/oren"} <= set(registry.get(second.version or "").lineage)
 
 
+@pytest.mark.slow
+def test_the_gate_measures_the_held_out_part_of_the_general_text(data_dir: Path,
+                                                                 tiny_lm_dir: Path) -> None:
+    """With ``finetune.general_text`` pointing at a corpus of one's own, training replays its
+    training part and the gate's perplexity is that of its held-out sample, never of text
+    trained on."""
+    import json
+
+    from kinject.finetune.evaluate import ClosedBookEvaluator
+    from kinject.finetune.general_text import gate_sample
+
+    held = [f"The lighthouse keeper wrote entry {i} about the weather at sea." for i in range(6)]
+    train = [f"马罗研究所第{i}次年会在大理举行，会上讨论了新的研究计划。" for i in range(9)]
+    path = data_dir / "general.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t, "split": s}, ensure_ascii=False) + "\n"
+                            for s, part in (("held_out", held), ("train", train))
+                            for t in part), encoding="utf-8")
+    settings = load_settings(data_dir=data_dir, models={"generator": str(tiny_lm_dir),
+                                                        "device": "cpu"},
+                             finetune={"general_text": str(path)},
+                             gate={"tie_break_nll": 0.01, "max_ppl_increase": 10.0,
+                                   "general_texts": 4})
+    add_people(data_dir, PEOPLE[:2])
+    result = run_cycle(settings, train_config=FAST)
+    assert result.metrics["general_available"] == len(train)
+    sample = gate_sample(4, path)
+    assert len(sample) == 4 and set(sample) <= set(held)
+    report = result.report
+    assert report["baseline"]["n_general"] == report["candidate"]["n_general"] == 4
+    # no adapter served yet: the baseline is the base model, measured on the held-out sample
+    base = ClosedBookEvaluator(tiny_lm_dir)
+    assert report["baseline"]["general_ppl"] == pytest.approx(base.perplexity(sample), rel=1e-5)
+    assert report["baseline"]["general_ppl"] != pytest.approx(base.perplexity(train), rel=1e-2)
+
+
 def test_a_failed_cycle_leaves_the_active_adapter_alone(data_dir: Path, tiny_lm_dir: Path,
                                                         tmp_path: Path) -> None:
     broken = tmp_path / "broken-model"

@@ -14,6 +14,7 @@ from _trainer_helpers import TEXTS, examples_of
 
 from kinject.config import FinetuneSettings
 from kinject.finetune.corpus import CorpusStore
+from kinject.finetune.general_text import general_train
 from kinject.finetune.launch import (
     ParaphraseSpec,
     launch_command,
@@ -52,19 +53,24 @@ def test_two_cpu_processes_train_one_adapter(tiny_lm_dir: Path, tmp_path: Path) 
     examples = examples_of(TEXTS)
     cfg = TrainConfig(r=4, alpha=8, target_modules="all-linear", epochs=1, batch_size=4,
                       max_seq_len=96, fisher_samples=4, eval_every=2, checkpoint_every=2,
-                      device="cpu")
+                      device="cpu", general_ratio=0.5, kl_weight=1.0)
+    # general text, with the KL term towards the base model on its rows, on both ranks
+    general = general_train()[:8]
     job = write_job(tmp_path / "job", base_model_dir=tiny_lm_dir, out_dir=tmp_path / "out",
-                    config=cfg, train=examples, held_out=examples[:6])
+                    config=cfg, train=examples, held_out=examples[:6], general=general)
     result = run_launched(job, num_processes=2, timeout_s=540,
                           env={"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     assert result["metrics"]["world_size"] == 2
     # each optimizer step took a batch on each process: half the single-process steps
-    assert result["steps"] == -(-len(examples) // (2 * cfg.batch_size))
+    per_epoch = len(examples) + round(0.5 * len(examples))
+    assert result["metrics"]["examples_per_epoch"] == per_epoch
+    assert result["steps"] == -(-per_epoch // (2 * cfg.batch_size))
     adapter = Path(result["adapter_dir"])
     assert (adapter / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "ewc_state.safetensors").is_file()
     lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     assert len([ln for ln in lines if '"kind": "step"' in ln]) == result["steps"]  # one writer
+    assert any(json.loads(ln).get("kl", 0.0) > 0 for ln in lines)
 
 
 # -- LM paraphrases in a job -------------------------------------------------------------------

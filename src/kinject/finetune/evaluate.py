@@ -205,16 +205,26 @@ class ClosedBookEvaluator:
         return self._completion_nll(pairs)
 
     def perplexity(self, texts: Sequence[str]) -> float:
-        """exp(mean token NLL) over ``texts``."""
+        """exp(mean token NLL) over ``texts`` (token-weighted: a long text counts more)."""
         if not texts:
             return float("nan")
         return math.exp(self._completion_nll([("", t) for t in texts]))
 
+    def text_nll(self, texts: Sequence[str]) -> list[tuple[float, int]]:
+        """(summed NLL, tokens) per text: what :meth:`perplexity` adds up, text by text.
+        One text at a time: on a CPU a padded batch measured slower, not faster."""
+        return self._nll_parts([("", t) for t in texts])
+
     def _completion_nll(self, pairs: Sequence[tuple[str, str]]) -> float:
+        parts = self._nll_parts(pairs)
+        count = sum(n for _, n in parts)
+        return sum(s for s, _ in parts) / count if count else float("nan")
+
+    def _nll_parts(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
         import torch
 
         tok = self.tokenizer
-        total, count = 0.0, 0
+        out: list[tuple[float, int]] = []
         for prompt, completion in pairs:
             self._check()
             p_ids = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
@@ -223,6 +233,7 @@ class ClosedBookEvaluator:
             c_ids = tok(completion.lstrip() if not prompt else completion,
                         add_special_tokens=False)["input_ids"]
             if not c_ids:
+                out.append((0.0, 0))
                 continue
             ids = torch.tensor([p_ids + c_ids], device=self.device)
             with torch.inference_mode():
@@ -230,6 +241,5 @@ class ClosedBookEvaluator:
             targets = ids[0, 1:]
             nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
             part = nll[len(p_ids) - 1:]
-            total += float(part.sum())
-            count += int(part.numel())
-        return total / count if count else float("nan")
+            out.append((float(part.sum()), int(part.numel())))
+        return out

@@ -8,7 +8,9 @@ the same held-out questions, asked closed-book in forms the training never used:
   of at least ``tie_break_nll`` in the reference answers' mean negative log-likelihood
   counts as an improvement; ``tie_break_nll <= 0`` turns that off (accuracy only).
 - retention: earlier cycles' facts. Accuracy may fall by at most ``max_retention_drop``.
-- general text: perplexity may rise by at most ``max_ppl_increase`` (relative).
+- general text: perplexity may rise by at most ``max_ppl_increase`` (relative), measured on
+  the same held-out paragraphs for both (:func:`kinject.finetune.general_text.gate_sample`:
+  a fixed sample of a real corpus that training never sees).
 - a tainted candidate (trained on deleted data) is refused whatever its scores.
 
 After a delete has forced serving back (to an older adapter or the base model), the next
@@ -59,6 +61,7 @@ class Scores:
     general_ppl: float
     n_new: int = 0
     n_retention: int = 0
+    n_general: int = 0  # held-out general-text paragraphs the perplexity is measured on
     samples: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,7 +160,7 @@ def score(evaluator: ClosedBookEvaluator, adapter: str | None,
             new_nll=evaluator.answer_nll(new),
             retention_accuracy=ret_res.accuracy if retention else 0.0,
             general_ppl=evaluator.perplexity(general),
-            n_new=len(new), n_retention=len(retention),
+            n_new=len(new), n_retention=len(retention), n_general=len(general),
             samples={"new": new_res.to_dict()["examples"],
                      "retention": ret_res.to_dict()["examples"]},
         )

@@ -465,7 +465,7 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     from kinject.finetune.evaluate import ClosedBookEvaluator
     from kinject.finetune.ewc import EwcState
     from kinject.finetune.gate import GateConfig, run_gate
-    from kinject.finetune.general_text import general_eval, general_train
+    from kinject.finetune.general_text import gate_sample, general_train
     from kinject.finetune.registry import EWC_STATE
     from kinject.finetune.replay import ReplayBuffer
     from kinject.finetune.trainer import LoraTrainer, TrainConfig
@@ -525,7 +525,8 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
     result = LoraTrainer(config).train(
         base_dir, train, _as_examples(stop_qs) if early_stopping else [], run_dir,
         init_adapter=registry.path(init.version) if init is not None else None, ewc=ewc,
-        replay=replay, general=general_train(), progress=on_progress, augment=augment,
+        replay=replay, general=general_train(path=settings.finetune.general_text),
+        progress=on_progress, augment=augment,
         should_stop=stop.is_set if stop is not None else None)
     check("registering the candidate")
     train = [*train, *(e for e in paraphrased if e.example_id not in train_ids)]
@@ -564,7 +565,8 @@ def _train_and_gate(settings: Settings, corpus: CorpusStore, registry: AdapterRe
         if displaced is not None:
             evaluator.add_adapter("displaced", registry.path(displaced))
         report = run_gate(evaluator, "candidate", "baseline" if baseline else None, gate_qs,
-                          old_qs, general_eval(), GateConfig(
+                          old_qs, gate_sample(gs.general_texts, settings.finetune.general_text),
+                          GateConfig(
                               max_retention_drop=gs.max_retention_drop,
                               max_ppl_increase=gs.max_ppl_increase,
                               min_new_gain=gs.min_new_gain, tie_break_nll=gs.tie_break_nll),

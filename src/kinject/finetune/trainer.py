@@ -8,7 +8,9 @@ process (CPU by default, CUDA with bf16 when present) and under
   from the replay list and ``general_ratio * len(train)`` general texts, shuffled by
   ``(seed, epoch)``; every rank takes its share of the micro-batches.
 - Loss: the answer tokens only for question-answer, cloze and RAFT examples (the prompt is
-  masked), the whole text for passages; plus the EWC penalty once per optimizer step.
+  masked), the whole text for passages; on general-text rows, ``kl_weight`` times the KL
+  divergence from the base model's next-token distribution per token
+  (:mod:`kinject.finetune.kl`); plus the EWC penalty once per optimizer step.
 - Early stopping on the held-out loss (``patience`` evaluations without improvement); the
   best adapter is what comes out.
 - Checkpoints every ``checkpoint_every`` optimizer steps hold the adapter, the optimizer,
@@ -38,6 +40,7 @@ from kinject.errors import Cancelled, KinjectError
 from kinject.finetune.batches import Encoded, collate, encode
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.ewc import EwcPenalty, EwcState, estimate_fisher, param_key
+from kinject.finetune.kl import base_kl
 from kinject.prompting import CLOSED_BOOK_SYSTEM_PROMPT, SYSTEM_PROMPT
 from kinject.types import TrainingExample, content_hash
 
@@ -80,6 +83,7 @@ class TrainConfig:
     fisher_samples: int = 64  # examples the Fisher is estimated on (0: no EWC state)
     replay_ratio: float = 0.25
     general_ratio: float = 0.05
+    kl_weight: float = 1.0  # KL(base || model) per general-text token, see kinject.finetune.kl
     patience: int = 3
     eval_every: int = 50  # optimizer steps between held-out evaluations (also every epoch)
     checkpoint_every: int = 50  # optimizer steps between checkpoints
@@ -112,6 +116,8 @@ class TrainConfig:
                 raise ValueError(f"{name} out of range: {value!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.kl_weight <= 100.0:
+            raise ValueError(f"kl_weight must be in [0, 100], got {self.kl_weight!r}")
         if self.ewc_lambda < 0:
             raise ValueError(f"ewc_lambda must be >= 0, got {self.ewc_lambda!r}")
         if not 0.0 < self.ewc_gamma <= 1.0:
@@ -147,7 +153,8 @@ class TrainConfig:
                    grad_accum=ft.grad_accum, max_seq_len=ft.max_seq_len,
                    ewc_lambda=ft.ewc_lambda, ewc_gamma=ft.ewc_gamma,
                    fisher_samples=ft.fisher_samples, replay_ratio=ft.replay_ratio,
-                   general_ratio=ft.general_ratio, patience=ft.patience,
+                   general_ratio=ft.general_ratio, kl_weight=ft.kl_weight,
+                   patience=ft.patience,
                    eval_every=ft.eval_every, checkpoint_every=ft.checkpoint_every,
                    seed=ft.seed, device=device, dtype=dtype)
 
@@ -244,6 +251,8 @@ class LoraTrainer:
         train_enc = [enc(e) for e in train]
         replay_enc = [enc(e) for e in replay]
         general_enc = [enc(_general_example(t)) for t in general]
+        # general-text rows of a micro-batch get the KL term (the very objects: see below)
+        general_ids = {id(e) for e in general_enc} if cfg.kl_weight > 0 else set()
         held_enc = [enc(e) for e in held_out]
         fingerprint = content_hash(
             json.dumps(cfg.to_dict(), sort_keys=True), str(Path(base_model_dir).resolve()),
@@ -290,19 +299,31 @@ class LoraTrainer:
                     stop_here()
                 t0 = time.perf_counter()
                 loss_sum, pen_value, tokens = 0.0, 0.0, 0
+                kl_sum, kl_tokens = 0.0, 0
                 group = groups[g]
                 for i, items in enumerate(group):
                     batch = {k: v.to(acc.device) for k, v in collate(items, pad_id).items()}
+                    rows = [j for j, e in enumerate(items) if id(e) in general_ids]
                     last = i == len(group) - 1
                     with (nullcontext() if last else acc.no_sync(model)), acc.autocast():
-                        loss = model(**batch).loss / len(group)
+                        out = model(**batch)
+                        lm_loss = out.loss / len(group)
+                        loss = lm_loss
+                        if rows:
+                            kl, n_kl = base_kl(unwrapped, out.logits, batch["input_ids"],
+                                               batch["attention_mask"], rows)
+                            # per token, on the LM loss's scale (its mean over learnt tokens)
+                            learnt = (batch["labels"][:, 1:] != -100).sum().clamp(min=1)
+                            loss = loss + cfg.kl_weight * kl / learnt / len(group)
+                            kl_sum += float(kl.detach())
+                            kl_tokens += n_kl
                         if last and penalty is not None:
                             pen = penalty()
                             loss = loss + pen
                             pen_value = float(pen.detach())
                     acc.backward(loss)
                     # this is a CPU-GPU sync point, once per micro-batch
-                    loss_sum += float(loss.detach()) - (pen_value if last else 0.0)
+                    loss_sum += float(lm_loss.detach())
                     tokens += int(batch["attention_mask"].sum())
                 if cfg.max_grad_norm > 0:
                     acc.clip_grad_norm_(trainable, cfg.max_grad_norm)
@@ -316,7 +337,8 @@ class LoraTrainer:
                 dt = time.perf_counter() - t0
                 step_times.append(dt)
                 emit.step(state, loss_sum, pen_value, tokens * acc.num_processes, dt,
-                          _lr(cfg, state.step - 1, total_steps))
+                          _lr(cfg, state.step - 1, total_steps),
+                          kl_sum / kl_tokens if kl_tokens else 0.0)
                 end_of_epoch = g == len(groups) - 1
                 if held_enc and ((cfg.eval_every and state.step % cfg.eval_every == 0)
                                  or end_of_epoch):
@@ -705,10 +727,11 @@ class _Emitter:
             f.write(json.dumps(record) + "\n")
 
     def step(self, state: _LoopState, loss: float, ewc: float, tokens: int, seconds: float,
-             lr: float) -> None:
+             lr: float, kl: float = 0.0) -> None:
+        # kl: mean KL(base || model) per general-text token of this step (0: none or off)
         self._write({"kind": "step", "step": state.step, "epoch": state.epoch, "loss": loss,
-                     "ewc_penalty": ewc, "lr": lr, "tokens": tokens, "step_time_s": seconds,
-                     "time": time.time()})
+                     "ewc_penalty": ewc, "kl": kl, "lr": lr, "tokens": tokens,
+                     "step_time_s": seconds, "time": time.time()})
 
     def eval(self, state: _LoopState, held: float) -> None:
         self._write({"kind": "eval", "step": state.step, "epoch": state.epoch,
