@@ -37,7 +37,12 @@ class KinjectService:
         # The CLIP image index, None while KINJECT_MODELS__CLIP_CHECKPOINT is unset.
         self._images: ImageIndex | None = None
         self._rag: Any = None
+        # Held while a model loads (the generator at warm-up, an adapter on first use): tens
+        # of seconds. Nothing a status page, /metrics or /readyz needs takes it; a model
+        # already loaded is read without it (published only once built).
         self._lock = threading.Lock()
+        # Opening the small stores (dead letters, corpus) on first use: never waits on a model.
+        self._stores_lock = threading.Lock()
         # Serving (kinject serve, the API): a broker attached with attach().
         self._bootstrap: str | None = None
         self._producer: Any = None
@@ -241,8 +246,10 @@ class KinjectService:
         from kinject.rag.service import RagService
 
         version = None if model == "base" else self._registry().resolve(model)
+        by_model: dict[str | None, Any] = self.__dict__.setdefault("_rags_by_model", {})
+        if version in by_model:  # loaded before: no lock, never behind another model's load
+            return by_model[version]
         with self._lock:
-            by_model: dict[str | None, Any] = self.__dict__.setdefault("_rags_by_model", {})
             if version not in by_model:
                 switcher = getattr(self, "switcher", None)
                 generator = (switcher.generator(version) if switcher is not None
@@ -255,6 +262,9 @@ class KinjectService:
             return by_model[version]
 
     def _rag_service(self) -> Any:
+        rag = self._rag
+        if rag is not None:  # published whole once loaded: no lock on the request path
+            return rag
         with self._lock:
             if self._rag is None:
                 from kinject.models import load_generator
@@ -495,7 +505,7 @@ class KinjectService:
         """The durable dead-letter store of this data directory (opened on first use)."""
         from kinject.stream.dlq_store import open_dead_letter_store
 
-        with self._lock:
+        with self._stores_lock:
             if self._dlq is None:
                 self._dlq = open_dead_letter_store(self.settings.data_dir)
             return self._dlq
@@ -589,7 +599,7 @@ class KinjectService:
 
         from kinject.finetune.jobs import corpus_path
 
-        with self._lock:
+        with self._stores_lock:
             if self._corpus is None:
                 path = corpus_path(self.settings.data_dir)
                 if not path.is_file():
