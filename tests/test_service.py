@@ -140,3 +140,32 @@ def test_a_loaded_model_answers_while_another_adapter_loads(
         finally:
             load.release.set()
             other.join(60)
+
+
+@pytest.mark.kafka
+def test_an_external_broker_going_away_leaves_the_replica_ready(
+        tmp_path: Path, tiny_lm_dir: Path) -> None:
+    from kinject.config import KafkaSettings
+    from kinject.stream.broker import EmbeddedBroker
+
+    # A broker of its own, run as an external one (no supervisor): the test stops it.
+    with EmbeddedBroker(KafkaSettings(partitions=1), port=0) as broker:
+        bootstrap = broker.bootstrap_servers
+        settings = load_settings(data_dir=tmp_path, kafka={
+            "bootstrap_servers": bootstrap, "topic_prefix": "readiness", "partitions": 1},
+            models={"embedder": "hash", "embedder_zh": "none", "generator": str(tiny_lm_dir),
+                    "device": "cpu"})
+        ensure_topics(settings.kafka, bootstrap)
+        with KinjectService(settings) as svc:
+            svc.attach(bootstrap)
+            svc.warm_up()
+            first = svc.ready()
+            assert first["ready"] is True, first
+            broker.stop()
+            # Search and ask run from the local index: the replica stays in its load
+            # balancer; the checks say why the broker figures are missing.
+            state = svc.ready()
+            assert state["ready"] is True, state
+            assert state["checks"]["broker_ok"] is False and state["checks"]["broker"]
+            assert "embedded_broker" not in state["checks"]
+            assert svc.search("anything", 3) == []

@@ -566,13 +566,19 @@ class KinjectService:
         return {p: max(e - applied.get(p, 0), 0) for p, e in ends.items()}
 
     def ready(self) -> dict[str, Any]:
-        """Readiness: the models are loaded and the index has caught up with kinject.chunks
-        (once caught up, a replica stays ready while it keeps applying)."""
+        """Readiness: the models are loaded, the index has caught up with kinject.chunks (once
+        caught up, a replica stays ready while it keeps applying) and, where this process runs
+        the embedded broker, that broker is up (its supervisor restarts it).
+
+        An external broker's trouble (down, slow to answer) is reported in the checks but does
+        not make a replica not ready: search and ask run from the local index, and a Kafka
+        blip would otherwise take every replica out of its load balancer at once."""
         checks: dict[str, Any] = {"models_loaded": self.models_loaded}
-        broker_ok = self._broker_alive()
+        embedded_up = self._broker_alive()
         if self._supervisor is not None:
             checks["embedded_broker"] = self._supervisor.state()
-        if broker_ok:
+        broker_ok = embedded_up
+        if embedded_up:
             try:
                 lag = sum(self.chunks_lag().values())
                 checks["chunks_lag"] = lag
@@ -585,7 +591,7 @@ class KinjectService:
             checks["broker"] = "the embedded broker is down; it is being restarted"
         checks["broker_ok"] = broker_ok
         checks["index_caught_up"] = self._caught_up
-        ready = bool(checks["models_loaded"] and self._caught_up and broker_ok)
+        ready = bool(checks["models_loaded"] and self._caught_up and embedded_up)
         return {"ready": ready, "checks": checks}
 
     def _broker_alive(self) -> bool:
