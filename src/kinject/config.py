@@ -214,9 +214,10 @@ class FinetuneSettings(BaseModel):
     # when they keep every name and number (kinject.finetune.paraphrase). 0: off (slow on CPU).
     lm_paraphrases: int = Field(default=0, ge=0)
     # `kinject serve`, `worker` and `finetune schedule` fill the corpus from kinject.chunks
-    # (consumer group <prefix>-corpus, one store: <data dir>/corpus). On by default, so what
-    # is published is what the next cycle trains on with no other step; turn it off in a
-    # process whose data dir is not the shared one (an API replica on another host).
+    # (store <data dir>/corpus, consumer group <prefix>-corpus-<store id>: processes on one
+    # store share the work, another store gets every event). On by default, so what is
+    # published is what the next cycle trains on with no other step; turn it off in a process
+    # that trains nothing (an API replica on another host would keep a corpus of its own).
     materialise_corpus: bool = True
 
 

@@ -598,11 +598,9 @@ class KinjectService:
         """False when the embedded broker is known to be dead (no need to ask it)."""
         return self._supervisor is None or self._supervisor.running
 
-    def corpus_status(self) -> dict[str, int] | None:
-        """The fine-tuning corpus of the data dir (CorpusStore.summary: examples, sources,
-        cycle, pending); None before anything has reached it."""
-        import sqlite3
-
+    def _corpus_store(self) -> Any:
+        """The data dir's CorpusStore (opened on first use), or None before anything has
+        reached it."""
         from kinject.finetune.jobs import corpus_path
 
         with self._stores_lock:
@@ -613,8 +611,17 @@ class KinjectService:
                 from kinject.finetune.corpus import CorpusStore
 
                 self._corpus = CorpusStore(path)
-            corpus = self._corpus
+            return self._corpus
+
+    def corpus_status(self) -> dict[str, int] | None:
+        """The fine-tuning corpus of the data dir (CorpusStore.summary: examples, sources,
+        cycle, pending); None before anything has reached it."""
+        import sqlite3
+
         try:
+            corpus = self._corpus_store()
+            if corpus is None:
+                return None
             summary: dict[str, int] = corpus.summary()
         except sqlite3.Error as exc:  # a status page must not fail on it
             log.warning("corpus figures unavailable: %s", exc)
@@ -623,8 +630,11 @@ class KinjectService:
 
     def stats(self) -> dict[str, Any]:
         """Figures for /metrics and the web page; a part the broker cannot answer is None.
-        ``corpus_lag``: chunk events the corpus group (every `kinject serve`, `worker` and
-        `finetune schedule` that materialises) has not committed, per partition."""
+        ``corpus_lag``: chunk events the group of this data dir's corpus store (the `kinject
+        serve`, `worker` and `finetune schedule` processes that fill it) has not committed,
+        per partition."""
+        import sqlite3
+
         out: dict[str, Any] = {"index_chunks": len(self.index),
                                "adapter_version": self.adapter_version(),
                                "ingest_lag": None, "chunks_lag": None, "dlq_count": None,
@@ -637,9 +647,13 @@ class KinjectService:
         try:
             out["ingest_lag"] = self._status.ingest_lag()
             out["chunks_lag"] = self.chunks_lag()
-            out["corpus_lag"] = self._status.corpus_lag()
+            corpus = self._corpus_store()
+            out["corpus_lag"] = self._status.corpus_lag(
+                corpus.store_id if corpus is not None else None)
         except KinjectError as exc:
             log.warning("broker figures unavailable: %s", exc)
+        except sqlite3.Error as exc:  # a status page must not fail on it
+            log.warning("corpus figures unavailable: %s", exc)
         return out
 
     def _broker_status(self) -> Any:

@@ -1,5 +1,6 @@
 """The corpus materialiser as `kinject serve`, `worker` and `finetune schedule` run it: one
-consumer group filling the data dir's one corpus store, through the real embedded broker."""
+consumer group per corpus store (processes on one data dir share the work, another data dir
+gets every event), through the real embedded broker."""
 
 from __future__ import annotations
 
@@ -81,11 +82,46 @@ def test_two_processes_share_the_corpus_work_and_never_double_it(
         time.sleep(1.0)  # a doubled event would arrive by now
         applied = [r.applied for r in runners if r is not None]
         assert sorted(applied) == [3, 3], applied  # each took its partition, once
+        with CorpusStore(corpus_path(data_dir)) as store:
+            store_id = store.store_id
+        # one store, one group: named after the store's id
+        assert {r.materialiser.group_id for r in runners
+                if r is not None and r.materialiser is not None} == {
+            f"{kafka.topic_prefix}-corpus-{store_id}"}
         status = BrokerStatus(kafka, kafka.bootstrap_servers or "")
         try:
-            _until(lambda: sum(status.corpus_lag().values()) == 0)
+            _until(lambda: sum(status.corpus_lag(store_id).values()) == 0)
         finally:
             status.close()
+    finally:
+        stop.set()
+        for r in runners:
+            if r is not None:
+                r.join(15)
+        producer.close()
+
+
+def test_two_data_dirs_each_get_every_event(tmp_path: Path, kafka: KafkaSettings) -> None:
+    # `kinject serve` on two hosts, each with a data dir of its own: had they shared one
+    # group, each corpus would hold the half of the events its partition carried.
+    dirs = [tmp_path / "host-a", tmp_path / "host-b"]
+    stop = threading.Event()
+    runners = [start_corpus_materialiser(_settings(d, kafka), kafka.bootstrap_servers or "",
+                                         stop) for d in dirs]
+    topics = Topics.from_settings(kafka)
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    try:
+        _until(lambda: all(r is not None and r.ready for r in runners))
+        wanted = {f"kb/{i}" for i in range(6)}
+        for i in range(6):
+            producer.send(topics.chunks, key=f"kb/{i}".encode(), value=_event(f"kb/{i}", "Osk"),
+                          partition=i % 2)
+        producer.flush()
+        for d in dirs:
+            _until(lambda d=d: _sources(d) == wanted)
+        groups = {r.materialiser.group_id for r in runners
+                  if r is not None and r.materialiser is not None}
+        assert len(groups) == 2, groups
     finally:
         stop.set()
         for r in runners:

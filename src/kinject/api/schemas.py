@@ -250,8 +250,9 @@ class StatusOut(BaseModel):
     corpus: CorpusOut | None = Field(
         default=None, description="the data dir's fine-tuning corpus; null while empty")
     corpus_lag: dict[str, int] | None = Field(
-        default=None, description="chunk events the corpus materialisers (group "
-        "<prefix>-corpus) have not taken in, per partition of the chunks topic")
+        default=None, description="chunk events the corpus materialisers of this data dir's "
+        "store (group <prefix>-corpus-<store id>) have not taken in, per partition of the "
+        "chunks topic")
 
 
 # -- adapters and fine-tuning jobs ----------------------------------------------------------
