@@ -271,6 +271,31 @@ class ApiSettings(BaseModel):
     # failure costs a scrypt (~20-60 ms of CPU), so 10 a minute caps a flood at ~1 % of a core.
     auth_max_failures: int = Field(default=10, ge=1)
     auth_failure_window_s: float = Field(default=60.0, gt=0)
+    # Key checks (scrypt) running at once, over all clients; past it a check gets 503 with
+    # Retry-After at once rather than holding a server thread. A check is one core for
+    # 20-60 ms and 16 MiB: two at a time verify 40-100 new keys a second (a verified key is
+    # cached and never waits), while a flood of wrong keys from many addresses holds two
+    # cores' worth of scrypt at most.
+    auth_max_concurrent_checks: int = Field(default=2, ge=1)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IP addresses or
+    # networks such as 10.0.0.0/8; "*" for any). Empty (the default): the headers are
+    # ignored and a client is the address that connected, so a local process cannot pose as
+    # many clients to dodge the failure limit by rotating X-Forwarded-For.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{entry!r} is not an IP address, a network or '*'"
+                                     ) from exc
+        return v
+
     # Origins allowed by CORS; empty (the default) turns CORS off.
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
