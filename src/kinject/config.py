@@ -137,12 +137,10 @@ class IngestSettings(BaseModel):
     @field_validator("uri_allow_urls")
     @classmethod
     def _http_prefixes(cls, v: list[str]) -> list[str]:
-        from urllib.parse import urlparse
+        # The one check, where the workers apply the prefixes (a light module: no I/O).
+        from kinject.ingest.uris import UriPolicy
 
-        for prefix in v:
-            parsed = urlparse(prefix)
-            if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
-                raise ValueError(f"{prefix!r} is not an http(s) URL with a host")
+        UriPolicy(url_prefixes=tuple(v))  # ValueError naming the bad prefix
         return v
     # Budgets against poison pills; a record over one is dead-lettered with the reason.
     # Seconds one record may take to read (parse, OCR, chunk) in the worker's child process
