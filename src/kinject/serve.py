@@ -5,8 +5,8 @@ Threads, all stopped by one event (SIGINT/SIGTERM set it):
 - uvicorn serving the API (in a thread, so kinject owns the signals and shuts down in order)
 - the index materialiser: kinject.chunks -> this replica's index, continuously
 - the corpus materialiser: kinject.chunks -> the data dir's fine-tuning corpus (consumer
-  group <prefix>-corpus, shared with every worker and scheduler; off with
-  KINJECT_FINETUNE__MATERIALISE_CORPUS=false)
+  group <prefix>-corpus-<store id>, shared with every worker and scheduler writing the same
+  store; off with KINJECT_FINETUNE__MATERIALISE_CORPUS=false)
 - ``workers`` ingest workers in the group (0: a read replica that only materialises)
 - the outbox loop: prunes what the ingest group committed and re-sends what a restarted
   broker lost, so an accepted record always reaches the log
