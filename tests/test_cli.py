@@ -96,7 +96,8 @@ def test_worker_command_ingests_and_stops_cleanly_on_sigterm(tmp_path: Path,
         event = json.loads(next(iter(chunks)).value)
         chunks.close()
         assert event["source_id"] == "kb/x" and event["chunks"][0]["text"].startswith("Gulls")
-        # the worker also fills the fine-tuning corpus of its data dir (group cliworker-corpus)
+        # the worker also fills the fine-tuning corpus of its data dir
+        # (group cliworker-corpus-<store id>)
         from kinject.finetune.corpus import CorpusStore
         from kinject.finetune.jobs import corpus_path
 

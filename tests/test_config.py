@@ -59,3 +59,24 @@ def test_secrets_are_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert "sk-very-secret" not in repr(s) and "hunter2" not in repr(s)
     assert s.api.api_key is not None and s.api.api_key.get_secret_value() == "sk-very-secret"
+
+
+def test_a_bad_url_prefix_is_named_as_the_workers_name_it() -> None:
+    from kinject.ingest.uris import UriPolicy
+
+    bad = "ftp://files.example.com/"
+    with pytest.raises(ValueError) as policy:
+        UriPolicy(url_prefixes=(bad,))
+    with pytest.raises(ConfigError) as settings:
+        load_settings(ingest={"uri_allow_urls": ["https://docs.example.com/", bad]})
+    # one rule, one message: what the settings refuse is what a worker's policy refuses
+    assert "ingest.uri_allow_urls" in str(settings.value)
+    assert str(policy.value) in str(settings.value)
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    assert load_settings().api.trusted_proxies == []  # X-Forwarded-For ignored by default
+    ok = load_settings(api={"trusted_proxies": ["10.0.0.0/8", "::1", "*"]})
+    assert ok.api.trusted_proxies == ["10.0.0.0/8", "::1", "*"]
+    with pytest.raises(ConfigError, match="api.trusted_proxies.*proxy.example"):
+        load_settings(api={"trusted_proxies": ["proxy.example"]})

@@ -98,7 +98,7 @@ def worker(
                                          help="Workers in this process.")] = 1,
 ) -> None:
     """Run ingest workers (consumer group kinject-ingest) and the corpus materialiser
-    (group kinject-corpus) until Ctrl-C or SIGTERM."""
+    (group kinject-corpus-<store id>) until Ctrl-C or SIGTERM."""
     from kinject.stream.runner import run_ingest_workers
 
     try:
@@ -603,7 +603,7 @@ def finetune_schedule(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run cycles on a timer and/or on volume until Ctrl-C or SIGTERM; fill the corpus from
-    the configured broker meanwhile (group kinject-corpus)."""
+    the configured broker meanwhile (group kinject-corpus-<store id>)."""
     import signal
     import threading
 

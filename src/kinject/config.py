@@ -151,12 +151,10 @@ class IngestSettings(BaseModel):
     @field_validator("uri_allow_urls")
     @classmethod
     def _http_prefixes(cls, v: list[str]) -> list[str]:
-        from urllib.parse import urlparse
+        # The one check, where the workers apply the prefixes (a light module: no I/O).
+        from kinject.ingest.uris import UriPolicy
 
-        for prefix in v:
-            parsed = urlparse(prefix)
-            if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
-                raise ValueError(f"{prefix!r} is not an http(s) URL with a host")
+        UriPolicy(url_prefixes=tuple(v))  # ValueError naming the bad prefix
         return v
     # Budgets against poison pills; a record over one is dead-lettered with the reason.
     # Seconds one record may take to read (parse, OCR, chunk) in the worker's child process
@@ -243,9 +241,10 @@ class FinetuneSettings(BaseModel):
     # when they keep every name and number (kinject.finetune.paraphrase). 0: off (slow on CPU).
     lm_paraphrases: int = Field(default=0, ge=0)
     # `kinject serve`, `worker` and `finetune schedule` fill the corpus from kinject.chunks
-    # (consumer group <prefix>-corpus, one store: <data dir>/corpus). On by default, so what
-    # is published is what the next cycle trains on with no other step; turn it off in a
-    # process whose data dir is not the shared one (an API replica on another host).
+    # (store <data dir>/corpus, consumer group <prefix>-corpus-<store id>: processes on one
+    # store share the work, another store gets every event). On by default, so what is
+    # published is what the next cycle trains on with no other step; turn it off in a process
+    # that trains nothing (an API replica on another host would keep a corpus of its own).
     materialise_corpus: bool = True
 
 
@@ -299,6 +298,31 @@ class ApiSettings(BaseModel):
     # failure costs a scrypt (~20-60 ms of CPU), so 10 a minute caps a flood at ~1 % of a core.
     auth_max_failures: int = Field(default=10, ge=1)
     auth_failure_window_s: float = Field(default=60.0, gt=0)
+    # Key checks (scrypt) running at once, over all clients; past it a check gets 503 with
+    # Retry-After at once rather than holding a server thread. A check is one core for
+    # 20-60 ms and 16 MiB: two at a time verify 40-100 new keys a second (a verified key is
+    # cached and never waits), while a flood of wrong keys from many addresses holds two
+    # cores' worth of scrypt at most.
+    auth_max_concurrent_checks: int = Field(default=2, ge=1)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IP addresses or
+    # networks such as 10.0.0.0/8; "*" for any). Empty (the default): the headers are
+    # ignored and a client is the address that connected, so a local process cannot pose as
+    # many clients to dodge the failure limit by rotating X-Forwarded-For.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{entry!r} is not an IP address, a network or '*'"
+                                     ) from exc
+        return v
+
     # Origins allowed by CORS; empty (the default) turns CORS off.
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,

@@ -199,14 +199,14 @@ def check_corpus(s: Settings) -> Check:
                      + ("" if on else "; off in this config: KINJECT_FINETUNE__"
                         "MATERIALISE_CORPUS=false") + ")", required=False)
     with CorpusStore(path) as corpus:
-        c = corpus.summary()
+        c, store_id = corpus.summary(), corpus.store_id
     detail = (f"{c['examples']} examples from {c['sources']} sources; {c['pending']} wait "
               f"for the next cycle ({path})")
     status: Status = "ok"
     if not on:
         detail += "; not materialised by this config's processes"
     if s.kafka.bootstrap_servers:
-        lag = _corpus_lag(s)
+        lag = _corpus_lag(s, store_id)
         if isinstance(lag, str):
             detail += f"; lag unknown: {lag}"
             status = "warn"
@@ -215,8 +215,9 @@ def check_corpus(s: Settings) -> Check:
     return Check("corpus", status, detail, required=False)
 
 
-def _corpus_lag(s: Settings) -> int | str:
-    """Chunk events the corpus group has not committed, or why that is unknown."""
+def _corpus_lag(s: Settings, store_id: str) -> int | str:
+    """Chunk events the group of corpus store ``store_id`` has not committed, or why that
+    is unknown."""
     from kinject.errors import BrokerError
     from kinject.stream.clients import wait_until_reachable
     from kinject.stream.lag import BrokerStatus
@@ -226,7 +227,7 @@ def _corpus_lag(s: Settings) -> int | str:
         wait_until_reachable(s.kafka.bootstrap_servers, timeout_s=3, kafka=s.kafka)
         status = BrokerStatus(s.kafka, s.kafka.bootstrap_servers)
         try:
-            return sum(status.corpus_lag().values())
+            return sum(status.corpus_lag(store_id).values())
         finally:
             status.close()
     except BrokerError as exc:

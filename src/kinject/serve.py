@@ -5,8 +5,8 @@ Threads, all stopped by one event (SIGINT/SIGTERM set it):
 - uvicorn serving the API (in a thread, so kinject owns the signals and shuts down in order)
 - the index materialiser: kinject.chunks -> this replica's index, continuously
 - the corpus materialiser: kinject.chunks -> the data dir's fine-tuning corpus (consumer
-  group <prefix>-corpus, shared with every worker and scheduler; off with
-  KINJECT_FINETUNE__MATERIALISE_CORPUS=false)
+  group <prefix>-corpus-<store id>, shared with every worker and scheduler writing the same
+  store; off with KINJECT_FINETUNE__MATERIALISE_CORPUS=false)
 - ``workers`` ingest workers in the group (0: a read replica that only materialises)
 - the outbox loop: prunes what the ingest group committed and re-sends what a restarted
   broker lost, so an accepted record always reaches the log
@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,8 @@ STOP_WAIT_S = 10.0
 class ApiServer:
     """uvicorn on a socket bound before start (port 0 picks a free one), in a thread."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                 trusted_proxies: Sequence[str] = ()) -> None:
         import uvicorn
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -66,8 +67,12 @@ class ApiServer:
             raise KinjectError(f"cannot listen on {host}:{port}: {exc}") from exc
         self.host = host
         self.port = int(self._sock.getsockname()[1])
+        # X-Forwarded-For is believed only from the configured proxies (uvicorn's default
+        # trusts it from loopback, where any local process could forge a client per request).
         config = uvicorn.Config(app, log_config=None, lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5,
+                                proxy_headers=bool(trusted_proxies),
+                                forwarded_allow_ips=list(trusted_proxies) or None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="kinject-api", daemon=True)
         self.error: BaseException | None = None
@@ -192,7 +197,8 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
             recover_interrupted(settings.data_dir)  # jobs a killed serve left 'running'
             svc.attach(bootstrap, supervisor)
             threads = start_background(svc, settings, bootstrap, workers, stop)
-            with ApiServer(create_app(svc), host, port) as server:
+            with ApiServer(create_app(svc), host, port,
+                           trusted_proxies=settings.api.trusted_proxies) as server:
                 log.info("kinject serving on %s (%d ingest worker(s)%s)", server.url, workers,
                          "; read replica" if workers == 0 else "")
                 if on_ready is not None:

@@ -41,7 +41,12 @@ class KinjectService:
         # The CLIP image index, None while KINJECT_MODELS__CLIP_CHECKPOINT is unset.
         self._images: ImageIndex | None = None
         self._rag: Any = None
+        # Held while a model loads (the generator at warm-up, an adapter on first use): tens
+        # of seconds. Nothing a status page, /metrics or /readyz needs takes it; a model
+        # already loaded is read without it (published only once built).
         self._lock = threading.Lock()
+        # Opening the small stores (dead letters, corpus) on first use: never waits on a model.
+        self._stores_lock = threading.Lock()
         # Serving (kinject serve, the API): a broker attached with attach().
         self._bootstrap: str | None = None
         self._producer: Any = None
@@ -251,8 +256,10 @@ class KinjectService:
         from kinject.rag.service import RagService
 
         version = None if model == "base" else self._registry().resolve(model)
+        by_model: dict[str | None, Any] = self.__dict__.setdefault("_rags_by_model", {})
+        if version in by_model:  # loaded before: no lock, never behind another model's load
+            return by_model[version]
         with self._lock:
-            by_model: dict[str | None, Any] = self.__dict__.setdefault("_rags_by_model", {})
             if version not in by_model:
                 switcher = getattr(self, "switcher", None)
                 generator = (switcher.generator(version) if switcher is not None
@@ -265,6 +272,9 @@ class KinjectService:
             return by_model[version]
 
     def _rag_service(self) -> Any:
+        rag = self._rag
+        if rag is not None:  # published whole once loaded: no lock on the request path
+            return rag
         with self._lock:
             if self._rag is None:
                 from kinject.models import load_generator
@@ -520,7 +530,7 @@ class KinjectService:
         """The durable dead-letter store of this data directory (opened on first use)."""
         from kinject.stream.dlq_store import open_dead_letter_store
 
-        with self._lock:
+        with self._stores_lock:
             if self._dlq is None:
                 self._dlq = open_dead_letter_store(self.settings.data_dir)
             return self._dlq
@@ -583,15 +593,21 @@ class KinjectService:
         return {p: max(e - applied.get(p, 0), 0) for p, e in ends.items()}
 
     def ready(self) -> dict[str, Any]:
-        """Readiness: the models are loaded and the index has caught up with kinject.chunks
-        (once caught up, a replica stays ready while it keeps applying)."""
+        """Readiness: the models are loaded, the index has caught up with kinject.chunks (once
+        caught up, a replica stays ready while it keeps applying) and, where this process runs
+        the embedded broker, that broker is up (its supervisor restarts it).
+
+        An external broker's trouble (down, slow to answer) is reported in the checks but does
+        not make a replica not ready: search and ask run from the local index, and a Kafka
+        blip would otherwise take every replica out of its load balancer at once."""
         checks: dict[str, Any] = {"models_loaded": self.models_loaded}
-        broker_ok = self._broker_alive()
+        embedded_up = self._broker_alive()
         if self._supervisor is not None:
             checks["embedded_broker"] = self._supervisor.state()
         if (keeper := self.outbox_keeper_state()) is not None:  # reported, not a gate
             checks["outbox_keeper"] = keeper
-        if broker_ok:
+        broker_ok = embedded_up
+        if embedded_up:
             try:
                 lag = sum(self.chunks_lag().values())
                 checks["chunks_lag"] = lag
@@ -604,21 +620,19 @@ class KinjectService:
             checks["broker"] = "the embedded broker is down; it is being restarted"
         checks["broker_ok"] = broker_ok
         checks["index_caught_up"] = self._caught_up
-        ready = bool(checks["models_loaded"] and self._caught_up and broker_ok)
+        ready = bool(checks["models_loaded"] and self._caught_up and embedded_up)
         return {"ready": ready, "checks": checks}
 
     def _broker_alive(self) -> bool:
         """False when the embedded broker is known to be dead (no need to ask it)."""
         return self._supervisor is None or self._supervisor.running
 
-    def corpus_status(self) -> dict[str, int] | None:
-        """The fine-tuning corpus of the data dir (CorpusStore.summary: examples, sources,
-        cycle, pending); None before anything has reached it."""
-        import sqlite3
-
+    def _corpus_store(self) -> Any:
+        """The data dir's CorpusStore (opened on first use), or None before anything has
+        reached it."""
         from kinject.finetune.jobs import corpus_path
 
-        with self._lock:
+        with self._stores_lock:
             if self._corpus is None:
                 path = corpus_path(self.settings.data_dir)
                 if not path.is_file():
@@ -626,8 +640,17 @@ class KinjectService:
                 from kinject.finetune.corpus import CorpusStore
 
                 self._corpus = CorpusStore(path)
-            corpus = self._corpus
+            return self._corpus
+
+    def corpus_status(self) -> dict[str, int] | None:
+        """The fine-tuning corpus of the data dir (CorpusStore.summary: examples, sources,
+        cycle, pending); None before anything has reached it."""
+        import sqlite3
+
         try:
+            corpus = self._corpus_store()
+            if corpus is None:
+                return None
             summary: dict[str, int] = corpus.summary()
         except sqlite3.Error as exc:  # a status page must not fail on it
             log.warning("corpus figures unavailable: %s", exc)
@@ -636,8 +659,11 @@ class KinjectService:
 
     def stats(self) -> dict[str, Any]:
         """Figures for /metrics and the web page; a part the broker cannot answer is None.
-        ``corpus_lag``: chunk events the corpus group (every `kinject serve`, `worker` and
-        `finetune schedule` that materialises) has not committed, per partition."""
+        ``corpus_lag``: chunk events the group of this data dir's corpus store (the `kinject
+        serve`, `worker` and `finetune schedule` processes that fill it) has not committed,
+        per partition."""
+        import sqlite3
+
         out: dict[str, Any] = {"index_chunks": len(self.index),
                                "adapter_version": self.adapter_version(),
                                "ingest_lag": None, "chunks_lag": None, "dlq_count": None,
@@ -650,9 +676,13 @@ class KinjectService:
         try:
             out["ingest_lag"] = self._status.ingest_lag()
             out["chunks_lag"] = self.chunks_lag()
-            out["corpus_lag"] = self._status.corpus_lag()
+            corpus = self._corpus_store()
+            out["corpus_lag"] = self._status.corpus_lag(
+                corpus.store_id if corpus is not None else None)
         except KinjectError as exc:
             log.warning("broker figures unavailable: %s", exc)
+        except sqlite3.Error as exc:  # a status page must not fail on it
+            log.warning("corpus figures unavailable: %s", exc)
         return out
 
     def _broker_status(self) -> Any:

@@ -141,7 +141,15 @@ def test_list_show_activate_rollback_round_trip_needs_an_admin_key(env: Env,
     assert c.get("/v1/adapters").json()["active"] == v1
     shown = c.get(f"/v1/adapters/{v1[:12]}").json()
     assert shown["version"] == v1 and shown["active"] is True and shown["status"] == "promoted"
-    assert shown["lineage"] == ["kb/a"] and shown["ancestors"] == []
+    assert shown["ancestors"] == [] and shown["sources"] == 1
+    # what it was trained on (source ids, deleted ones included once tainted) and its
+    # training config (paths) are for admin keys; readers get how many sources
+    for role in (None, "read", "write"):
+        seen = c.get(f"/v1/adapters/{v1[:12]}", headers=env.as_(role)).json()
+        assert seen["lineage"] is None and seen["train_config"] is None, role
+        assert seen["sources"] == 1
+    full = c.get(f"/v1/adapters/{v1[:12]}", headers=env.as_("admin")).json()
+    assert full["lineage"] == ["kb/a"] and isinstance(full["train_config"], dict)
     assert c.get(f"/v1/adapters/{v2}").json()["ancestors"] == [v1]
     # what serves follows at once: a closed-book answer names the version
     answer = c.post("/v1/ask", json={"question": OFF_TOPIC, "route": "adapter"}).json()
@@ -340,7 +348,7 @@ def test_a_job_submitted_over_http_trains_gates_and_reports(env: Env) -> None:
     assert missing.status_code == 404 and error_code(missing) == "not_found"
 
     # the registry holds what the job reported, and the gate's decision stands
-    version = c.get(f"/v1/adapters/{done['version']}").json()
+    version = c.get(f"/v1/adapters/{done['version']}", headers=admin).json()
     assert version["status"] == done["outcome"] and version["report"]["promote"] == (
         report["promote"])
     assert set(version["lineage"]) == {p[0] for p in PEOPLE}

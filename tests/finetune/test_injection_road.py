@@ -212,7 +212,8 @@ def test_the_whole_cycle_over_http_job_promotion_named_model_and_delete(
     assert adapters["active"] == version
     [listed] = adapters["adapters"]
     assert listed["version"] == version and listed["status"] == "promoted" and listed["active"]
-    shown = _get(url, f"/v1/adapters/{version[:12]}")
+    shown = httpx.get(f"{url}/v1/adapters/{version[:12]}", timeout=60,  # lineage: admin only
+                      headers={"Authorization": f"Bearer {KEY}"}).json()
     assert shown["version"] == version and set(shown["lineage"]) == {p[0] for p in PEOPLE}
 
     # every request now answers with it (the serving replica swapped it in without a restart)

@@ -83,7 +83,8 @@ def road(kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path,
 def test_published_knowledge_becomes_training_examples_and_deletes_remove_them(
     road: _Road, kafka: KafkaSettings
 ) -> None:
-    assert road.mat is not None and road.mat.group_id == f"{kafka.topic_prefix}-corpus"
+    assert road.mat is not None and road.store is not None
+    assert road.mat.group_id == f"{kafka.topic_prefix}-corpus-{road.store.store_id}"
     road.publish(
         Record(source_id="kb/ada", kind="text",
                content=b"Ada Lind was born in 1990 in Osk. She works for Tallow Labs."),

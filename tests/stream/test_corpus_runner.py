@@ -1,5 +1,6 @@
 """The corpus materialiser as `kinject serve`, `worker` and `finetune schedule` run it: one
-consumer group filling the data dir's one corpus store, through the real embedded broker."""
+consumer group per corpus store (processes on one data dir share the work, another data dir
+gets every event), through the real embedded broker."""
 
 from __future__ import annotations
 
@@ -55,12 +56,13 @@ def _applied(runners: list[CorpusRunner | None]) -> list[int]:
     return [r.applied for r in runners if r is not None]
 
 
-def _settled(runners: list[CorpusRunner | None], status: BrokerStatus) -> list[int] | None:
+def _settled(runners: list[CorpusRunner | None], status: BrokerStatus, store_id: str
+             ) -> list[int] | None:
     """The runners' applied counts once the corpus group has committed every chunk event
     (lag 0: nothing is left to read, so nothing can be read twice) and the counts, which a
     runner raises just after its commit, no longer move across a broker round trip."""
     before = _applied(runners)
-    if sum(status.corpus_lag().values()) != 0 or sum(before) < 6:
+    if sum(status.corpus_lag(store_id).values()) != 0 or sum(before) < 6:
         return None
     return before if _applied(runners) == before else None
 
@@ -87,15 +89,50 @@ def test_two_processes_share_the_corpus_work_and_never_double_it(
                           partition=i % 2)
         producer.flush()
         until(lambda: _sources(data_dir) == wanted, what="the six sources in the corpus")
+        with CorpusStore(corpus_path(data_dir)) as store:
+            store_id = store.store_id
+        # one store, one group: named after the store's id
+        assert {r.materialiser.group_id for r in runners
+                if r is not None and r.materialiser is not None} == {
+            f"{kafka.topic_prefix}-corpus-{store_id}"}
         status = BrokerStatus(kafka, kafka.bootstrap_servers or "")
         try:
-            applied = until(lambda: _settled(runners, status), 45,
+            applied = until(lambda: _settled(runners, status, store_id), 45,
                             "the corpus group to commit all six events",
                             why=lambda: f"applied {_applied(runners)}, lag "
-                                        f"{status.corpus_lag()}")
+                                        f"{status.corpus_lag(store_id)}")
         finally:
             status.close()
         assert sorted(applied) == [3, 3], applied  # each took its partition, once
+    finally:
+        stop.set()
+        for r in runners:
+            if r is not None:
+                r.join(15)
+        producer.close()
+
+
+def test_two_data_dirs_each_get_every_event(tmp_path: Path, kafka: KafkaSettings) -> None:
+    # `kinject serve` on two hosts, each with a data dir of its own: had they shared one
+    # group, each corpus would hold the half of the events its partition carried.
+    dirs = [tmp_path / "host-a", tmp_path / "host-b"]
+    stop = threading.Event()
+    runners = [start_corpus_materialiser(_settings(d, kafka), kafka.bootstrap_servers or "",
+                                         stop) for d in dirs]
+    topics = Topics.from_settings(kafka)
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    try:
+        until(lambda: all(r is not None and r.ready for r in runners), what="both runners ready")
+        wanted = {f"kb/{i}" for i in range(6)}
+        for i in range(6):
+            producer.send(topics.chunks, key=f"kb/{i}".encode(), value=_event(f"kb/{i}", "Osk"),
+                          partition=i % 2)
+        producer.flush()
+        for d in dirs:
+            until(lambda d=d: _sources(d) == wanted, what=f"every event in {d.name}")
+        groups = {r.materialiser.group_id for r in runners
+                  if r is not None and r.materialiser is not None}
+        assert len(groups) == 2, groups
     finally:
         stop.set()
         for r in runners:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import threading
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -81,6 +82,7 @@ def create_app(service: KinjectService) -> FastAPI:
     secret = api.api_key.get_secret_value() if api.api_key is not None else None
     app.state.keys = KeyStore(keys_file, admin_secret=secret)
     app.state.auth_limiter = FailureLimiter(api.auth_max_failures, api.auth_failure_window_s)
+    app.state.auth_checks = threading.BoundedSemaphore(api.auth_max_concurrent_checks)
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
     for module in (records, search, chat, ops, adapters, jobs):

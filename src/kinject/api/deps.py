@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from kinject.api.auth import ANONYMOUS, KeyStore, Principal, Role, role_allows
 from kinject.api.errors import ApiError
-from kinject.api.ratelimit import FailureLimiter
+from kinject.api.ratelimit import FailureLimiter, client_key
 from kinject.config import ApiSettings
 from kinject.service import KinjectService
 
@@ -36,6 +37,12 @@ def get_keys(request: Request) -> KeyStore:
 def get_auth_limiter(request: Request) -> FailureLimiter:
     limiter: FailureLimiter = request.app.state.auth_limiter
     return limiter
+
+
+def get_auth_checks(request: Request) -> threading.BoundedSemaphore:
+    """Slots for key checks (scrypt) running at once, over all clients."""
+    checks: threading.BoundedSemaphore = request.app.state.auth_checks
+    return checks
 
 
 ServiceDep = Annotated[KinjectService, Depends(get_service)]
@@ -75,21 +82,34 @@ def require(role: Role) -> Callable[..., Principal]:
 
 
 def _authenticate(request: Request, presented: str) -> Principal | None:
-    """The key's principal; a client with too many recent failures gets 429 unless its key
-    was verified before (a check that costs no scrypt)."""
-    keys, limiter = get_keys(request), get_auth_limiter(request)
-    client = request.client.host if request.client is not None else "-"
-    wait = limiter.retry_after(client)
-    if wait is not None:
-        principal = keys.cached(presented)
-        if principal is None:
-            raise ApiError(429, "too_many_requests",
-                           f"too many failed API key checks from this client; retry in {wait} s",
-                           headers={"Retry-After": str(wait)})
+    """The key's principal. A key verified before passes at once (no scrypt). Otherwise the
+    check takes one of the client's failure slots first (429 when it has none left) and
+    gives it back if the key is good, and runs only while a global check slot is free
+    (503 when all are busy): neither a burst from one client nor a flood from many can run
+    more scrypt than the limits allow."""
+    keys = get_keys(request)
+    principal = keys.cached(presented)
+    if principal is not None:
         return principal
-    principal = keys.authenticate(presented)
-    if principal is None:
-        limiter.failed(client)
+    limiter = get_auth_limiter(request)
+    client = client_key(request.client.host if request.client is not None else "-")
+    slot = limiter.reserve(client)
+    if slot is None:
+        wait = limiter.retry_after(client) or 1
+        raise ApiError(429, "too_many_requests",
+                       f"too many failed API key checks from this client; retry in {wait} s",
+                       headers={"Retry-After": str(wait)})
+    checks = get_auth_checks(request)
+    if not checks.acquire(blocking=False):
+        limiter.release(slot)  # not this client's failure
+        raise ApiError(503, "unavailable", "too many API key checks in progress; retry in 1 s",
+                       headers={"Retry-After": "1"})
+    try:
+        principal = keys.authenticate(presented)
+    finally:
+        checks.release()
+    if principal is not None:
+        limiter.release(slot)
     return principal
 
 

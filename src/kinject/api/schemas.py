@@ -250,8 +250,9 @@ class StatusOut(BaseModel):
     corpus: CorpusOut | None = Field(
         default=None, description="the data dir's fine-tuning corpus; null while empty")
     corpus_lag: dict[str, int] | None = Field(
-        default=None, description="chunk events the corpus materialisers (group "
-        "<prefix>-corpus) have not taken in, per partition of the chunks topic")
+        default=None, description="chunk events the corpus materialisers of this data dir's "
+        "store (group <prefix>-corpus-<store id>) have not taken in, per partition of the "
+        "chunks topic")
 
 
 # -- adapters and fine-tuning jobs ----------------------------------------------------------
@@ -270,13 +271,17 @@ class AdapterSummary(BaseModel):
 
 
 class AdapterOut(AdapterSummary):
-    """One adapter version: its lineage, training config and gate report."""
+    """One adapter version: its gate report and, for admin keys, its lineage and training
+    config (which sources, deleted ones included, it was trained on; local paths)."""
 
-    lineage: list[str] = Field(description="the source ids its weights learnt from")
+    lineage: list[str] | None = Field(
+        default=None, description="the source ids its weights learnt from (admin keys only; "
+        "null for others, `sources` counts them)")
     ancestors: list[str] = Field(description="its parent, the parent's parent, ...")
     base_model_hash: str = ""
     corpus_manifest: str = ""
-    train_config: dict[str, Any] = Field(default_factory=dict)
+    train_config: dict[str, Any] | None = Field(
+        default=None, description="the cycle's training config (admin keys only)")
     report: dict[str, Any] = Field(default_factory=dict, description="the gate's report")
 
 

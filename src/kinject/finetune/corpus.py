@@ -9,6 +9,10 @@ are ``hash(chunk id, form, variant)``, so adding the same chunk twice changes no
 Cycles: examples that arrive now belong to :meth:`current_cycle` (1 at first). A training
 job calls :meth:`next_cycle` when it takes the corpus: what it trains on is the cycle it
 closed and before; what arrives during training belongs to the next one.
+
+Each store has an id (a UUID made when the file is created, kept in it): the corpus
+materialisers' consumer group is named after it, so processes writing one store share the
+work and a store elsewhere (another data dir) gets every event.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import random
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +105,7 @@ class CorpusStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self.store_id = self._own_id()
 
     # -- plumbing -----------------------------------------------------------------------
     @contextmanager
@@ -113,6 +119,17 @@ class CorpusStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _own_id(self) -> str:
+        """This store's id, made once (the first process to open the file wins the race)."""
+        with self._lock:
+            found = self._get("store_id", "")
+        if found:
+            return found
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO state(key, value) VALUES('store_id', ?)",
+                       (uuid.uuid4().hex,))
+            return self._get("store_id", "")
 
     def _get(self, key: str, default: str) -> str:
         row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()

@@ -1,12 +1,13 @@
 """Corpus materialiser: kinject.chunks -> the fine-tuning CorpusStore.
 
-One consumer group (``<prefix>-corpus``, ``kinject-corpus`` by default): the corpus is one
-store, not a copy per replica, so a second materialiser in the group takes over partitions
-instead of doubling the work. For each chunk event it writes the source's examples (an
-upsert replaces the source's chunks and their examples; a delete removes them), and only
-after the store has committed does it commit the consumed offsets. A crash in between
-re-delivers the batch, and the store's writes are idempotent (example ids are content
-hashes), so nothing is lost or doubled.
+One consumer group per corpus store (``<prefix>-corpus-<store id>``, the id a UUID kept in
+the store): materialisers writing the same store take over partitions from each other
+instead of doubling the work, and a store elsewhere (another data dir) has a group of its
+own, so it gets every event instead of half of them. For each chunk event it writes the
+source's examples (an upsert replaces the source's chunks and their examples; a delete
+removes them), and only after the store has committed does it commit the consumed offsets.
+A crash in between re-delivers the batch, and the store's writes are idempotent (example ids
+are content hashes), so nothing is lost or doubled.
 
 When the broker comes back as a new cluster (the embedded broker keeps its log in memory),
 the group's offsets are gone with it: the materialiser reconnects and reads the new log from
@@ -41,7 +42,7 @@ class CorpusMaterialiser:
         self.bootstrap = bootstrap
         self.store = store
         self.topics = Topics.from_settings(kafka)
-        self.group_id = group_id or self.topics.corpus_group
+        self.group_id = group_id or self.topics.corpus_group(store.store_id)
         self.max_records = max_records
         self.applied = 0  # chunk events written to the store
         self.examples_added = 0

@@ -1,16 +1,20 @@
 """The corpus materialiser as the processes users start run it.
 
 `kinject serve`, `kinject worker` and `kinject finetune schedule` each run one
-:class:`~kinject.stream.corpus_materialiser.CorpusMaterialiser` in a thread, in the consumer
-group ``<prefix>-corpus``: however many of them run, Kafka gives each partition of
-kinject.chunks to one of them, so the work is shared and never done twice, and they all write
-the one corpus store of the data dir (``<data dir>/corpus/corpus.sqlite3``; in compose a
-volume the services share). A delete that reaches the corpus taints the adapters trained on
-the source (:func:`kinject.finetune.jobs.deletion_hook`), and a serving adapter that is
-tainted falls back at once, announced on kinject.adapters.
+:class:`~kinject.stream.corpus_materialiser.CorpusMaterialiser` in a thread, writing the
+corpus store of their data dir (``<data dir>/corpus/corpus.sqlite3``; in compose a volume the
+services share), in the consumer group of that store (``<prefix>-corpus-<store id>``, the id
+a UUID kept in the store): however many processes write one store, Kafka gives each
+partition of kinject.chunks to one of them, so the work is shared and never done twice; a
+process on another host with a data dir of its own has another store, so another group, and
+its corpus gets every event (not the half its neighbours left over). A delete that reaches
+the corpus taints the adapters trained on the source
+(:func:`kinject.finetune.jobs.deletion_hook`), and a serving adapter that is tainted falls
+back at once, announced on kinject.adapters.
 
 ``finetune.materialise_corpus = false`` (``KINJECT_FINETUNE__MATERIALISE_CORPUS``) turns it
-off in a process, for example an API replica whose data dir is not the shared one.
+off in a process, for example an API replica on another host that trains nothing (it would
+otherwise keep a whole corpus of its own).
 """
 
 from __future__ import annotations

@@ -90,11 +90,13 @@ class BrokerStatus:
         """{partition of the records topic: records the ingest group has not committed}."""
         return self.group_lag(self.topics.ingest_group, self.topics.records)
 
-    def corpus_lag(self) -> dict[int, int]:
-        """{partition of the chunks topic: chunk events the corpus group has not committed}.
-        The whole topic while no corpus materialiser has run (nothing has reached the corpus
-        from it yet)."""
-        return self.group_lag(self.topics.corpus_group, self.topics.chunks)
+    def corpus_lag(self, store_id: str | None) -> dict[int, int]:
+        """{partition of the chunks topic: chunk events the group of corpus store
+        ``store_id`` has not committed}. The whole topic while no materialiser of that store
+        has committed (None: there is no store yet)."""
+        if store_id is None:
+            return self.end_offsets(self.topics.chunks)
+        return self.group_lag(self.topics.corpus_group(store_id), self.topics.chunks)
 
     def group_lag(self, group: str, topic: str) -> dict[int, int]:
         """{partition of ``topic``: messages consumer group ``group`` has not committed}."""

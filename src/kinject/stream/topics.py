@@ -22,8 +22,8 @@ _TOPIC_ALREADY_EXISTS = 36
 @dataclass(frozen=True)
 class Topics:
     """The four topic names, all under one prefix (``kinject.records`` by default), the
-    ingest workers' consumer group (``kinject-ingest``) and the corpus materialisers' one
-    (``kinject-corpus``): two deployments that share a Kafka cluster under different
+    ingest workers' consumer group (``kinject-ingest``) and the corpus materialisers' ones
+    (:meth:`corpus_group`): two deployments that share a Kafka cluster under different
     prefixes never share a group."""
 
     records: str
@@ -31,7 +31,7 @@ class Topics:
     dlq: str
     adapters: str
     ingest_group: str
-    corpus_group: str
+    prefix: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> Topics:
@@ -43,12 +43,21 @@ class Topics:
             dlq=f"{prefix}.dlq",
             adapters=f"{prefix}.adapters",
             ingest_group=f"{prefix}-ingest",
-            corpus_group=f"{prefix}-corpus",
+            prefix=prefix,
         )
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings) -> Topics:
         return cls.from_prefix(kafka.topic_prefix)
+
+    def corpus_group(self, store_id: str) -> str:
+        """The consumer group of the materialisers that fill the corpus store ``store_id``
+        (``<prefix>-corpus-<store id>``): processes sharing one store share the work, and
+        each distinct store (another data dir, another host) reads every event."""
+        if not store_id or any(c.isspace() for c in store_id):
+            raise ValueError(f"a corpus store id must be non-empty without spaces, "
+                             f"got {store_id!r}")
+        return f"{self.prefix}-corpus-{store_id}"
 
     def all(self) -> tuple[str, ...]:
         return (self.records, self.chunks, self.dlq, self.adapters)

@@ -1,6 +1,9 @@
 """Adapter versions: list, show, activate, roll back (the registry through the facade).
 
-Reads are open like every read; changing what serves needs an admin key. A version is named
+Reads are open like every read, except what a version was trained on: its lineage (source
+ids, deleted ones included on a tainted version) and its training config (paths) go to admin
+keys only; readers get how many sources it learnt from. Changing what serves needs an admin
+key. A version is named
 by its id or a unique prefix of 6+ characters, and only ever matched against the registry's
 own version names: anything else is a 404.
 """
@@ -11,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
+from kinject.api.auth import role_allows
 from kinject.api.deps import Admin, Reader, ServiceDep
 from kinject.api.schemas import (
     ERRORS,
@@ -45,12 +49,16 @@ def list_adapters(svc: ServiceDep, who: Reader) -> AdaptersOut:
 
 @router.get("/v1/adapters/{version}", response_model=AdapterOut)
 def show_adapter(version: VersionArg, svc: ServiceDep, who: Reader) -> AdapterOut:
-    """One version: lineage, training config, metrics and the gate's report."""
+    """One version: metrics, the gate's report, and (admin keys only) its lineage and
+    training config."""
     a = svc.adapter(version)
-    return AdapterOut(**_summary(a).model_dump(), lineage=list(a["lineage"]),
+    admin = who.role is not None and role_allows(who.role, "admin")
+    return AdapterOut(**_summary(a).model_dump(),
+                      lineage=list(a["lineage"]) if admin else None,
                       ancestors=a["ancestors"], base_model_hash=a["base_model_hash"],
                       corpus_manifest=a["corpus_manifest"],
-                      train_config=finite(a["train_config"]), report=finite(a["report"]))
+                      train_config=finite(a["train_config"]) if admin else None,
+                      report=finite(a["report"]))
 
 
 @router.post("/v1/adapters/rollback", response_model=ActivationOut)

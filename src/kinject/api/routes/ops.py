@@ -61,8 +61,9 @@ async def healthz() -> HealthOut:
 @router.get("/readyz", response_model=ReadyOut,
             responses={503: {"model": ReadyOut, "description": "not ready yet"}})
 async def readyz(svc: ServiceDep) -> JSONResponse:
-    """Ready when the models are loaded, the broker is up and the index has caught up with
-    kinject.chunks."""
+    """Ready when the models are loaded, the index has caught up with kinject.chunks and the
+    embedded broker (where this process runs one) is up; an external broker's errors are
+    listed in the checks only (search and ask go on from the local index)."""
     state = await run_in_threadpool(svc.ready)
     return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
