@@ -23,7 +23,7 @@ _EN_LAST_TEST = ["Kilbraith", "Lowenna", "Merriweather", "Nettlefold", "Ottery",
 _ZH_SURNAME_DEV = ["欧阳", "司马", "诸葛", "上官", "宇文", "慕容", "令狐", "皇甫"]
 _ZH_GIVEN_DEV = ["清源", "知微", "景行", "慕白", "若水", "怀瑾", "书瑶", "望舒", "听澜", "修远"]
 _ZH_SURNAME_TEST = ["公孙", "东方", "端木", "长孙", "夏侯", "闻人", "澹台", "南宫"]
-_ZH_GIVEN_TEST = ["予安", "星野", "砚秋", "见山", "临川", "采薇", "鹤鸣", "云舒", "映雪", "南枝"]
+_ZH_GIVEN_TEST = ["明远", "星野", "砚秋", "见山", "临川", "采薇", "鹤鸣", "云舒", "映雪", "南枝"]
 
 
 def _people(first: list[str], last: list[str]) -> list[str]:
@@ -102,7 +102,7 @@ _NAME_POOLS: dict[tuple[str, str], Callable[[], list[str]]] = {
         ["yunque", "moyu", "qingxi", "tingtao", "shanlan", "xinghe", "luming", "feiquan"],
         ["db", "kit", "sync", "parse", "flow", "mesh"])],
     ("landmark", "en"): lambda: _combine(
-        ["Gullspire", "Ravensholm", "Corbel", "Wintermere", "Saltcombe", "Pellham", "Oriel",
+        ["Marlowe", "Ravensholm", "Corbel", "Wintermere", "Saltcombe", "Pellham", "Oriel",
          "Brackenridge"], ["Tower", "Lighthouse", "Concert Hall", "Clock Tower", "Library"]),
     ("landmark", "zh"): lambda: _combine(
         ["鸥尖", "鸦巢", "拱石", "冬湖", "盐谷", "佩兰", "凤阁", "蕨岭"],
@@ -138,7 +138,7 @@ def names(family: str, lang: str) -> list[str]:
 
 # -- value pools ------------------------------------------------------------------------------
 _EN_CITY = ["Port Avalen", "Thistlebury", "Mirecastle", "Oldharbour", "Wrenfield", "Duskmoor",
-            "Valparaíso Nuevo", "Kettleby", "Saint-Aubrac", "Ostmark"]
+            "Valdoreña", "Kettleby", "Saint-Aubrac", "Ostmark"]
 _ZH_CITY = ["大理", "泉州", "洛阳", "桂林", "喀什", "丽江", "扬州", "敦煌", "景德镇", "赣州"]
 _EN_MONTH = ["January", "February", "March", "April", "May", "June", "July", "August",
              "September", "October", "November", "December"]
@@ -178,7 +178,7 @@ def _scientist_bio(rng: random.Random, lang: str) -> dict[str, str]:
     return {
         "birth_date": _en_date(rng) if lang == "en" else _zh_date(rng),
         "birth_city": c1,
-        "university": _pick(rng, ["Harrowgate Technical University", "the University of Kettleby",
+        "university": _pick(rng, ["Harwick Technical University", "the University of Kettleby",
                                   "Mirecastle Polytechnic", "Saint-Aubrac College",
                                   "Ostmark Institute of Technology"],
                             ["岭南理工大学", "北川大学", "东湖师范学院", "西岭科技大学",
@@ -280,7 +280,7 @@ def _ship(rng: random.Random, lang: str) -> dict[str, str]:
 
 def _household(rng: random.Random, lang: str) -> dict[str, str]:
     return {
-        "dog_name": _pick(rng, ["Biscuit", "Clementine", "Pepper", "Mungo", "Tansy", "Barnaby"],
+        "dog_name": _pick(rng, ["Biscuit", "Juniper", "Pepper", "Mungo", "Tansy", "Barnaby"],
                           ["豆豆", "旺财", "小黑", "糯米", "可乐", "团子"], lang),
         "car_make": _pick(rng, ["Vellmar", "Halden", "Marquette", "Tovari", "Ellery"],
                           ["红旗", "比亚迪", "五菱", "长城", "吉利"], lang),

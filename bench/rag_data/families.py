@@ -69,3 +69,17 @@ BY_NAME = {f.name: f for f in FAMILIES}
 DEV: tuple[Family, ...] = tuple(f for f in FAMILIES if f.split == "dev")
 TEST: tuple[Family, ...] = tuple(f for f in FAMILIES if f.split == "test")
 LANGS = ("en", "zh")
+
+# Words that name the test families' relations, as a list of cues would have to spell them.
+# No code in kinject may hold them (tests/test_bench_rag_data.py): a reader that answers the
+# test families must find the relation from the passage, not from a word list.
+TEST_RELATION_WORDS: dict[str, tuple[str, ...]] = {
+    "household": ("dog", "pastime", "hobby", "fluent", "raised", "childhood",
+                  "狗", "爱好", "外语", "老家"),
+    "research_lab": ("funder", "funded", "founder", "资助", "经费", "创始人"),
+    "software_library": ("maintainer", "licence", "license", "维护者", "许可证", "开源协议"),
+    "landmark": ("architect", "facade", "clad", "建筑师", "外墙", "竣工"),
+    "recipe": ("oven", "servings", "ingredient", "烤箱", "主料", "静置", "几人份"),
+    "cli_manual": ("open ports", "verbose", "log directory", "开放端口", "详细输出", "日志目录"),
+    "sports_club": ("coach", "stadium", "league", "kit colours", "主教练", "主场", "联赛", "球衣"),
+}

@@ -62,8 +62,8 @@ QUESTIONS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                   "zh": ("{name}在哪条河边？", "流经{name}的是哪条河？")},
         "mayor": {"en": ("Who is the mayor of {name}?", "Who leads the council in {name}?"),
                   "zh": ("{name}的镇长是谁？", "谁是{name}的镇长？")},
-        "twin_town": {"en": ("Which town is {name} twinned with?", "What is {name}'s twin "
-                             "town?"),
+        "twin_town": {"en": ("Which town is {name} twinned with?", "What is the twin town "
+                             "of {name}?"),
                       "zh": ("{name}的友好城市是哪里？", "{name}和哪座城市结为友好城市？")},
         "market_day": {"en": ("On which day is the market in {name}?", "When is market day in "
                               "{name}?"),
@@ -117,16 +117,15 @@ QUESTIONS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "household": {
         "dog_name": {"en": ("What is the name of {name}'s dog?", "What is {name}'s dog called?"),
                      "zh": ("{name}的狗叫什么名字？", "{name}家的狗叫什么？")},
-        "car_make": {"en": ("What make of car does {name} drive?", "Which car brand does {name} "
-                            "own?"),
+        "car_make": {"en": ("Which brand is {name}'s car?", "What car does {name} have?"),
                      "zh": ("{name}开的是什么牌子的车？", "{name}的车是什么品牌？")},
         "hobby": {"en": ("What does {name} do for fun?", "Name {name}'s favourite pastime."),
                   "zh": ("{name}业余时间喜欢做什么？", "{name}有什么爱好？")},
-        "second_language": {"en": ("Which foreign language can {name} speak?",
-                                   "Besides English, what language does {name} know?"),
-                            "zh": ("{name}会说哪门外语？", "除了中文，{name}还会什么语言？")},
-        "hometown": {"en": ("Where did {name} grow up?", "Which city is {name} originally "
-                            "from?"),
+        "second_language": {"en": ("Which other language is {name} fluent in?",
+                                   "{name} can hold a conversation in which language?"),
+                            "zh": ("{name}会说哪门外语？", "{name}还能用哪种语言交流？")},
+        "hometown": {"en": ("Where was {name} raised?", "In which city did {name} spend "
+                            "childhood?"),
                      "zh": ("{name}是哪里人？", "{name}的家乡在哪里？")},
     },
     "research_lab": {
@@ -138,7 +137,7 @@ QUESTIONS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                           "from?"),
                    "zh": ("{name}的经费由谁提供？", "谁资助{name}？")},
         "lab_city": {"en": ("In which city is the {name}?", "Where is the {name} located?"),
-                     "zh": ("{name}在哪个城市？", "{name}位于哪里？")},
+                     "zh": ("{name}在哪个城市？", "{name}设在哪座城市？")},
         "focus": {"en": ("What does the {name} research?", "What is the {name}'s field of "
                          "study?"),
                   "zh": ("{name}研究什么？", "{name}的研究领域是什么？")},
@@ -173,7 +172,7 @@ QUESTIONS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                      "zh": ("{name}是用什么材料建的？", "{name}的外墙是什么材料？")},
         "district": {"en": ("In which part of town is the {name}?", "Where does the {name} "
                             "stand?"),
-                     "zh": ("{name}在哪个区？", "{name}坐落在哪里？")},
+                     "zh": ("{name}在哪个区？", "{name}在城里哪一带？")},
     },
     "recipe": {
         "oven_temp": {"en": ("What temperature should the oven be for the {name}?",
@@ -216,7 +215,7 @@ QUESTIONS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         "stadium": {"en": ("Where do {name} play their home games?", "What is the home ground "
                            "of {name}?"),
                     "zh": ("{name}的主场在哪里？", "{name}在哪座球场打主场比赛？")},
-        "club_founded": {"en": ("When were {name} formed?", "In what year was {name} founded?"),
+        "club_founded": {"en": ("When were {name} formed?", "Since what year have {name} existed?"),
                          "zh": ("{name}是哪年成立的？", "{name}建队于哪一年？")},
         "league": {"en": ("Which league do {name} play in?", "What competition are {name} "
                           "part of?"),
