@@ -116,9 +116,10 @@ def test_no_test_family_question_appears_in_kinject() -> None:
                     assert re.search(pattern, source) is None, (f.name, q)
 
 
-@pytest.mark.xfail(strict=True, reason="rag/topics.py still lists cues (创始人, 老家, ...) that "
-                   "name test-family relations; issue 15 removes the cue lists, and then this "
-                   "guard must hold (drop this mark)")
+@pytest.mark.xfail(strict=True, reason="kinject's cue lists (rag/topics.py, rag/sentences.py) and "
+                   "the fine-tuning question templates (finetune/relations.py) still hold 老家 "
+                   "and 创始人; issue 15 removes the cue lists, and then this guard must hold "
+                   "(drop this mark)")
 def test_no_test_family_relation_word_appears_in_kinject() -> None:
     source = _kinject_source().lower()
     found = {f"{family}: {w}" for family, words in TEST_RELATION_WORDS.items() for w in words

@@ -78,7 +78,7 @@ TEST_RELATION_WORDS: dict[str, tuple[str, ...]] = {
                   "狗", "爱好", "外语", "老家"),
     "research_lab": ("funder", "funded", "founder", "资助", "经费", "创始人"),
     "software_library": ("maintainer", "licence", "license", "维护者", "许可证", "开源协议"),
-    "landmark": ("architect", "facade", "clad", "建筑师", "外墙", "竣工"),
+    "landmark": ("architect", "clad in", "建筑师", "外墙", "竣工"),
     "recipe": ("oven", "servings", "ingredient", "烤箱", "主料", "静置", "几人份"),
     "cli_manual": ("open ports", "verbose", "log directory", "开放端口", "详细输出", "日志目录"),
     "sports_club": ("coach", "stadium", "league", "kit colours", "主教练", "主场", "联赛", "球衣"),
