@@ -16,7 +16,7 @@ USE for Chinese, as kinject routes them) and the same generator, once with LangC
 RAG prompt and once with a terse prompt.
 
     python bench/rag_quality.py --quick      # about 3 minutes on 2 idle CPU cores
-    python bench/rag_quality.py              # 168 answerable + 56 unknown questions
+    python bench/rag_quality.py              # 112 answerable + 56 unknown questions
 
 The last stdout line is one JSON object with ``dev`` and ``test`` fields, each holding
 answers_right (_en, _zh: the expected value in the answer and no competing value of the same

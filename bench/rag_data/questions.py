@@ -129,15 +129,15 @@ QUESTIONS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                      "zh": ("{name}是哪里人？", "{name}的家乡在哪里？")},
     },
     "research_lab": {
-        "founder": {"en": ("Who founded the {name}?", "Who started the {name}?"),
-                    "zh": ("{name}是谁创办的？", "{name}的创始人是谁？")},
+        "founder": {"en": ("Who first set up the {name}?", "Who started the {name}?"),
+                    "zh": ("{name}是谁创办的？", "{name}最初是谁建起来的？")},
         "director": {"en": ("Who is in charge of the {name} today?", "Who heads the {name}?"),
                      "zh": ("{name}现在由谁负责？", "{name}的主任是谁？")},
         "funder": {"en": ("Who pays for the {name}?", "Where does the {name}'s money come "
                           "from?"),
                    "zh": ("{name}的经费由谁提供？", "谁资助{name}？")},
         "lab_city": {"en": ("In which city is the {name}?", "Where is the {name} located?"),
-                     "zh": ("{name}在哪个城市？", "{name}设在哪座城市？")},
+                     "zh": ("{name}在哪座城市办公？", "{name}设在哪座城市？")},
         "focus": {"en": ("What does the {name} research?", "What is the {name}'s field of "
                          "study?"),
                   "zh": ("{name}研究什么？", "{name}的研究领域是什么？")},
@@ -164,7 +164,7 @@ QUESTIONS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                       "zh": ("{name}是谁设计的？", "{name}的建筑师是谁？")},
         "height": {"en": ("How tall is the {name}?", "What is the height of the {name}?"),
                    "zh": ("{name}有多高？", "{name}的高度是多少？")},
-        "completed": {"en": ("When was the {name} finished?", "In which year was the {name} "
+        "completed": {"en": ("When did work on the {name} end?", "In which year was the {name} "
                              "built?"),
                       "zh": ("{name}是哪一年建成的？", "{name}哪年完工？")},
         "material": {"en": ("What is the {name} made of?", "Which material covers the "
