@@ -249,12 +249,15 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
     right: dict[str, list[bool]] = defaultdict(list)
     contain: list[bool] = []
     abstain: dict[str, list[bool]] = defaultdict(list)
-    cited, recall, seconds = [], [], []
+    cited: dict[str, list[bool]] = defaultdict(list)
+    recall: list[bool] = []
+    seconds: dict[str, list[float]] = defaultdict(list)
     by_family: dict[str, list[bool]] = defaultdict(list)
     for q, row in zip(data.questions, kin, strict=True):
         if q.split != split:
             continue
-        seconds.append(row["seconds"])
+        seconds[q.lang].append(row["seconds"])
+        seconds["all"].append(row["seconds"])
         if q.expected is None:
             abstain[q.lang].append(row["abstained"])
             abstain["all"].append(row["abstained"])
@@ -266,16 +269,19 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
         contain.append(contains_expected(row["text"], q.expected))
         recall.append(row["recall5"])
         if not row["abstained"]:
-            cited.append(row["first_cite"] == q.source_id)
+            cited[q.lang].append(row["first_cite"] == q.source_id)
+            cited["all"].append(row["first_cite"] == q.source_id)
     out: dict[str, Any] = {
         "families": [f.name for f in (DEV if split == "dev" else TEST)],
         "questions": len(right["all"]), "unknown": len(abstain["all"]),
         "answers_right": _share(right["all"]), "answers_right_en": _share(right["en"]),
         "answers_right_zh": _share(right["zh"]), "answers_contain": _share(contain),
         "abstain_on_unknown": _share(abstain["all"]), "abstain_en": _share(abstain["en"]),
-        "abstain_zh": _share(abstain["zh"]), "cited_right_source": _share(cited),
+        "abstain_zh": _share(abstain["zh"]), "cited_right_source": _share(cited["all"]),
+        "cited_right_source_en": _share(cited["en"]), "cited_right_source_zh": _share(cited["zh"]),
         "recall_at_5": _share(recall),
-        "p50_s": round(median(seconds), 3) if seconds else None,
+        **{f"p50_s{suffix}": round(median(seconds[key]), 3) if seconds[key] else None
+           for key, suffix in (("all", ""), ("en", "_en"), ("zh", "_zh"))},
         "by_family": {f: _share(v) for f, v in sorted(by_family.items())},
     }
     for name, rows in (peer or {}).items():
@@ -300,8 +306,9 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
 def report(result: dict[str, Any]) -> None:
     """A small table on stderr; the JSON line stays the last line of stdout."""
     keys = ("answers_right", "answers_right_en", "answers_right_zh", "answers_contain",
-            "abstain_on_unknown", "cited_right_source", "recall_at_5", "p50_s",
-            "vs_langchain_usual", "vs_langchain_terse")
+            "abstain_on_unknown", "abstain_en", "abstain_zh", "cited_right_source",
+            "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "p50_s", "p50_s_en",
+            "p50_s_zh", "vs_langchain_usual", "vs_langchain_terse")
     progress(f"{'':22} {'dev':>7} {'test':>7}")
     for k in keys:
         vals = [result[s].get(k) for s in SPLITS]
