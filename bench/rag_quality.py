@@ -15,8 +15,8 @@ peer reads the same passages with the same embedders (MiniLM for English, the mu
 USE for Chinese, as kinject routes them) and the same generator, once with LangChain's usual
 RAG prompt and once with a terse prompt.
 
-    python bench/rag_quality.py --quick      # 42 questions; 7 minutes on 2 busy cores, mostly the peer
-    python bench/rag_quality.py              # 112 answerable + 56 unknown questions
+    python bench/rag_quality.py --quick      # 42 questions; 7 minutes on 2 busy cores
+    python bench/rag_quality.py              # 112 answerable + 56 unknown; 27 minutes
 
 The last stdout line is one JSON object with ``dev`` and ``test`` fields, each holding
 answers_right (_en, _zh: the expected value in the answer and no competing value of the same
