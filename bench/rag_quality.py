@@ -1,252 +1,141 @@
-"""RAG answer quality on invented knowledge, kinject vs a usual LangChain pipeline.
+"""RAG answer quality on relation families nobody tuned for: kinject vs a usual LangChain chain.
 
-Invented people (English and Chinese), five facts each, each biography written in one of
-several phrasings, are published as records through the real embedded broker; an ingest
-worker and the index materialiser make them searchable, exactly as in production. Questions
-are phrased differently from every biography. In the same run the same texts and questions go
-through LangChain: FAISS + HuggingFace MiniLM embeddings + SmolLM2 through transformers with
-LangChain's usual RAG prompt.
+Fourteen families of invented facts (people, organisations, products, places, procedures,
+technical manuals), in English and Chinese, written as prose with several facts a sentence,
+as markdown table rows and as JSON records (``bench/rag_data/``). Questions are phrased apart
+from the passages, and some ask about entities that do not exist (kinject must abstain).
+The families are split once, in ``bench/rag_data/families.py``: tuning may look at the *dev*
+families; the figure to report is the *test* families'. A large dev-test gap means tuning
+leaked into the reader.
 
-    python bench/rag_quality.py --quick      # a few minutes on 2 CPU cores
+The road is the product's: a live ``kinject serve`` (the embedded Kafka broker, an ingest
+worker, the index materialiser, the API), passages published with ``POST /v1/records``,
+questions asked with ``POST /v1/ask`` and ``GET /v1/search``, one at a time. The LangChain
+peer reads the same passages with the same embedders (MiniLM for English, the multilingual
+USE for Chinese, as kinject routes them) and the same generator, once with LangChain's usual
+RAG prompt and once with a terse prompt.
 
-Fields: kinject_acc (_en, _zh), langchain_acc (_en, _zh), recall_at_5 (the person's source in
-kinject's top 5), cited_right_source (answered questions citing the person's source),
-abstain_on_unknown (questions about people who do not exist on which kinject abstains),
-vs_langchain (kinject_acc / langchain_acc), seconds per question for each.
+    python bench/rag_quality.py --quick      # 42 questions; 7 minutes on 2 busy cores
+    python bench/rag_quality.py              # 112 answerable + 56 unknown; 27 minutes
+
+The last stdout line is one JSON object with ``dev`` and ``test`` fields, each holding
+answers_right (_en, _zh: the expected value in the answer and no competing value of the same
+passage), answers_contain (the expected value anywhere in the answer), abstain_on_unknown
+(_en, _zh), cited_right_source (the first citation of an answered question is its passage),
+recall_at_5, p50_s (kinject's seconds per question over HTTP), the peer's figures
+(langchain_usual, langchain_terse) and vs_langchain_usual / vs_langchain_terse (answers right,
+kinject / peer). ``--out DIR`` also writes every question with both answers as CSV.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import random
+import os
+import secrets
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
+import types
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
-    _CITY,
-    _FIELD,
-    _FIRST,
-    _LAST,
-    _ORG,
-    _ZH_CITY,
-    _ZH_FIELD,
-    _ZH_GIVEN,
-    _ZH_ORG,
-    _ZH_SURNAME,
-    emit,
-    environment,
-    median,
-    parse_args,
-    progress,
+import httpx  # noqa: E402
+
+from _common import emit, environment, median, parse_args, progress, write_csv  # noqa: E402
+from rag_data.dataset import (  # noqa: E402
+    FULL,
+    QUICK,
+    Dataset,
+    Passage,
+    Question,
+    Sizes,
+    build,
+    contains_expected,
+    is_right,
 )
+from rag_data.families import DEV, TEST  # noqa: E402
+
+SPLITS = ("dev", "test")
+LANGS = ("en", "zh")
+
+# --- kinject, through `kinject serve` ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Person:
-    name: str
-    lang: str
-    facts: dict[str, str]
-    text: str
-
-    @property
-    def source_id(self) -> str:
-        return f"bench/people/{self.lang}/{self.name.replace(' ', '_')}"
-
-
-@dataclass(frozen=True)
-class Question:
-    text: str
-    expected: str | None  # None: about someone who does not exist (kinject must abstain)
-    lang: str
-    source_id: str | None
-
-
-_EN_TEXTS = (
-    "{name} was born in {city} in {year} and studied {field} before joining {org}. "
-    "In {moved} {first} moved to {city2}, where a small museum keeps the notebooks.",
-    "Born in {year} in {city}, {name} trained in {field}. {first} later worked for {org} and "
-    "settled in {city2} in {moved}.",
-    "{name} ({year}) is a native of {city}. After a degree in {field}, {first} took a job at "
-    "{org}; in {moved} the family relocated to {city2}.",
-)
-_EN_QUESTIONS = {
-    "city": ("What is the birthplace of {name}?", "In which town did {name} come into the world?"),
-    "year": ("What year was {name} born in?", "{name}'s year of birth was what?"),
-    "field": ("What subject did {name} study?", "Which discipline was {name} educated in?"),
-    "org": ("Which organisation employed {name}?", "Where did {name} have a job?"),
-    "city2": ("Which town did {name} move to later in life?",
-              "Where did {name} settle down eventually?"),
-}
-_ZH_TEXTS = (
-    "{name}于{year}年出生在{city}，大学学习{field}，毕业后加入{org}。{moved}年，{name}搬到"
-    "{city2}，那里的一家小博物馆至今保存着他的笔记。",
-    "{name}生于{year}年，家乡是{city}。{name}主修{field}，后来在{org}工作，{moved}年定居{city2}。",
-    "{city}人{name}，{year}年出生，专业是{field}，曾任职于{org}，{moved}年移居{city2}。",
-)
-_ZH_QUESTIONS = {
-    "city": ("{name}的出生地是哪里？", "{name}是在哪座城市出生的？"),
-    "year": ("{name}是哪一年出生的？", "{name}的出生年份是？"),
-    "field": ("{name}读的是什么专业？", "{name}在大学里学的是什么？"),
-    "org": ("{name}在哪个单位工作过？", "{name}的工作单位是哪里？"),
-    "city2": ("{name}后来住在哪个城市？", "{name}最后定居在哪里？"),
-}
-
-
-def make_people(n_en: int, n_zh: int, rng: random.Random) -> tuple[list[Person], list[str]]:
-    """People with unique names, and names kept back for questions about nobody."""
-    en_names = [f"{f} {last}" for f in _FIRST for last in _LAST]
-    zh_names = [s + g for s in _ZH_SURNAME for g in _ZH_GIVEN]
-    rng.shuffle(en_names)
-    rng.shuffle(zh_names)
-    people = []
-    for i in range(n_en):
-        name = en_names[i]
-        c1, c2 = rng.sample(_CITY, 2)
-        year = rng.randint(1921, 1989)
-        facts = {"city": c1, "year": str(year), "field": rng.choice(_FIELD),
-                 "org": rng.choice(_ORG), "city2": c2, "moved": str(year + rng.randint(25, 35))}
-        text = rng.choice(_EN_TEXTS).format(name=name, first=name.split()[0], **facts)
-        people.append(Person(name, "en", facts, text))
-    for i in range(n_zh):
-        name = zh_names[i]
-        c1, c2 = rng.sample(_ZH_CITY, 2)
-        year = rng.randint(1921, 1989)
-        facts = {"city": c1, "year": str(year), "field": rng.choice(_ZH_FIELD),
-                 "org": rng.choice(_ZH_ORG), "city2": c2, "moved": str(year + rng.randint(25, 35))}
-        text = rng.choice(_ZH_TEXTS).format(name=name, **facts)
-        people.append(Person(name, "zh", facts, text))
-    unknown = en_names[n_en:n_en + 40] + zh_names[n_zh:n_zh + 40]
-    return people, unknown
-
-
-def make_questions(people: list[Person], unknown: list[str], per_person: int, n_unknown: int,
-                   rng: random.Random) -> list[Question]:
-    qs = []
-    for p in people:
-        table = _EN_QUESTIONS if p.lang == "en" else _ZH_QUESTIONS
-        for fact in rng.sample(sorted(table), per_person):
-            tmpl = rng.choice(table[fact])
-            qs.append(Question(tmpl.format(name=p.name), p.facts[fact], p.lang, p.source_id))
-    en_unknown = [u for u in unknown if " " in u]
-    zh_unknown = [u for u in unknown if " " not in u]
-    for i in range(n_unknown):
-        lang = "en" if i % 2 == 0 else "zh"
-        table = _EN_QUESTIONS if lang == "en" else _ZH_QUESTIONS
-        name = rng.choice(en_unknown if lang == "en" else zh_unknown)
-        tmpl = rng.choice(table[rng.choice(sorted(table))])
-        qs.append(Question(tmpl.format(name=name), None, lang, None))
-    return qs
-
-
-def correct(answer: str, expected: str) -> bool:
-    """The expected value (without a leading article) appears in the answer."""
-    core = expected.lower().removeprefix("the ")
-    return core in answer.lower()
-
-
-# --- kinject, through the broker ------------------------------------------------------------
-
-
-def index_through_broker(people: list[Person], data_dir: Path) -> Any:
-    """Publish every biography to kinject.records on the embedded broker and wait until the
-    index (fed by an ingest worker and the materialiser) holds them all."""
-    from kinject.config import load_settings
-    from kinject.index.text_index import text_index_from_settings
-    from kinject.ingest.envelope import encode_record
-    from kinject.stream.broker import connect
-    from kinject.stream.clients import make_producer
-    from kinject.stream.ingest_worker import IngestWorker
-    from kinject.stream.materialiser import IndexMaterialiser
-    from kinject.stream.runner import ingest_config
-    from kinject.stream.topics import Topics, ensure_topics
-    from kinject.types import Record
-
-    settings = load_settings(data_dir=data_dir, kafka={"topic_prefix": "bench-rag"})
-    # The index the service builds: MiniLM, and the multilingual space for Chinese chunks.
-    index = text_index_from_settings(settings).open()
-    embedder = index.embedder
-    stop = threading.Event()
-    with connect(settings.kafka) as bootstrap:
-        ensure_topics(settings.kafka, bootstrap)
-        worker = IngestWorker(settings.kafka, bootstrap, ingest_config(settings), embedder,
-                              group_id="bench-rag-ingest")
-        mat = IndexMaterialiser(settings.kafka, bootstrap, index)
-        threads = [threading.Thread(target=t, args=(stop,), daemon=True)
-                   for t in (worker.run, mat.run)]
-        for th in threads:
-            th.start()
-        producer = make_producer(settings.kafka, bootstrap)
-        topics = Topics.from_settings(settings.kafka)
+def publish_and_wait(url: str, key: str, passages: tuple[Passage, ...]) -> None:
+    """POST the passages as records, then wait until every source has chunks in the index."""
+    deadline = time.monotonic() + 600
+    with httpx.Client(base_url=url, timeout=120) as c:
+        while c.get("/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit("the server never became ready")
+            time.sleep(0.5)
         t0 = time.perf_counter()
-        for p in people:
-            rec = Record(source_id=p.source_id, kind="text", content=p.text.encode("utf-8"),
-                         meta={"lang": p.lang})
-            producer.send(topics.records, key=p.source_id.encode(), value=encode_record(rec))
-        producer.flush()
-        producer.close()
-        wanted = {p.source_id for p in people}
-        assert index.docstore is not None
-        while any(not index.docstore.lineage(s) for s in wanted):
-            if time.perf_counter() - t0 > 300:
-                raise TimeoutError("records were not indexed within 300 s")
-            time.sleep(0.2)
-        progress(f"{len(people)} records published and indexed in "
-                 f"{time.perf_counter() - t0:.1f}s ({len(index)} chunks)")
-        stop.set()
-        for th in threads:
-            th.join(timeout=15)
-    return index, settings
+        for i in range(0, len(passages), 200):
+            records = [{"source_id": p.source_id, "content": p.text}
+                       for p in passages[i:i + 200]]
+            r = c.post("/v1/records", json={"records": records},
+                       headers={"Authorization": f"Bearer {key}"})
+            r.raise_for_status()
+        waiting = {p.source_id for p in passages}
+        while waiting:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(waiting)} records never reached the index, e.g. "
+                                 f"{sorted(waiting)[:3]}")
+            for sid in sorted(waiting):
+                r = c.get(f"/v1/lineage/{sid}")
+                if r.status_code == 200 and r.json().get("chunks_now"):
+                    waiting.discard(sid)
+            if waiting:
+                time.sleep(0.5)
+        chunks = c.get("/v1/status").json()["index_chunks"]
+    progress(f"{len(passages)} passages published and indexed in "
+             f"{time.perf_counter() - t0:.1f}s ({chunks} chunks)")
 
 
-def run_kinject(index: Any, settings: Any, questions: list[Question], mode: str | None
-                ) -> dict[str, Any]:
-    from kinject.models import load_generator
-    from kinject.rag.service import RagConfig, RagService
-
-    m = settings.models
-    generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype)
-    config = RagConfig.from_settings(settings)
-    if mode is not None:
-        config = dataclasses.replace(config, mode=mode)  # type: ignore[arg-type]
-    rag = RagService(index, generator, config)
-    progress(f"kinject reader mode: {config.mode}")
-    right = {"en": [], "zh": []}  # type: dict[str, list[bool]]
-    recall, cited, abstained, times = [], [], [], []
-    for i, q in enumerate(questions):
-        t0 = time.perf_counter()
-        answer = rag.ask(q.text, route="rag")
-        times.append(time.perf_counter() - t0)
-        if q.expected is None:
-            abstained.append(answer.abstained)
-            continue
-        ok = correct(answer.text, q.expected)
-        right[q.lang].append(ok)
-        hits = index.search(q.text, 5)
-        recall.append(any(h.source_id == q.source_id for h in hits))
-        if not answer.abstained:
-            cited.append(any(c.source_id == q.source_id for c in answer.citations))
-        if not ok:
-            progress(f"  kinject miss: {q.text} -> {answer.text!r} (want {q.expected})")
-        if i % 10 == 0:
-            progress(f"kinject {i + 1}/{len(questions)}")
-    all_right = right["en"] + right["zh"]
-    return {
-        "kinject_acc": _share(all_right), "kinject_acc_en": _share(right["en"]),
-        "kinject_acc_zh": _share(right["zh"]), "recall_at_5": _share(recall),
-        "cited_right_source": _share(cited), "abstain_on_unknown": _share(abstained),
-        "kinject_s_per_question": median(times), "kinject_mode": config.mode,
-    }
+def ask_kinject(url: str, questions: tuple[Question, ...]) -> list[dict[str, Any]]:
+    """One POST /v1/ask (and one GET /v1/search for recall) per question, in order."""
+    rows = []
+    with httpx.Client(base_url=url, timeout=120) as c:
+        for i, q in enumerate(questions):
+            t0 = time.perf_counter()
+            r = c.post("/v1/ask", json={"question": q.text, "route": "rag"})
+            seconds = time.perf_counter() - t0
+            r.raise_for_status()
+            body = r.json()
+            hits = c.get("/v1/search", params={"q": q.text, "k": 5}).json()["hits"]
+            cites = [x["source_id"] for x in body["citations"]]
+            rows.append({"text": body["text"], "abstained": bool(body["abstained"]),
+                         "first_cite": cites[0] if cites else None, "seconds": seconds,
+                         "recall5": any(h["source_id"] == q.source_id for h in hits)})
+            if (i + 1) % 20 == 0:
+                progress(f"kinject {i + 1}/{len(questions)}")
+    return rows
 
 
-# --- the LangChain peer ---------------------------------------------------------------------
+def run_kinject(data: Dataset, generator: str) -> list[dict[str, Any]]:
+    from ask_load import start_server
+
+    key = "bench-" + secrets.token_urlsafe(16)
+    args = types.SimpleNamespace(embedder="minilm", generator=generator)
+    with tempfile.TemporaryDirectory(prefix="kinject-bench-rag-") as tmp:
+        progress("starting kinject serve")
+        url, stop, thread = start_server(Path(tmp), args, key, {})  # type: ignore[arg-type]
+        try:
+            publish_and_wait(url, key, data.passages)
+            return ask_kinject(url, data.questions)
+        finally:
+            stop.set()
+            thread.join(60)
+
+
+# --- the LangChain peer ------------------------------------------------------------------------
 
 LANGCHAIN_RAG_PROMPT = (
     "You are an assistant for question-answering tasks. Use the following pieces of retrieved "
@@ -254,13 +143,37 @@ LANGCHAIN_RAG_PROMPT = (
     "know. Use three sentences maximum and keep the answer concise.\n"
     "Question: {question} \nContext: {context} \nAnswer:"
 )  # LangChain's usual RAG prompt (the hub's rlm/rag-prompt)
+TERSE_PROMPT = (
+    "Answer the question from the context. Reply with the answer only: a name, number, date "
+    "or short phrase copied from the context, no sentence. If the context does not say, reply "
+    "\"I don't know\".\nContext:\n{context}\nQuestion: {question}\nAnswer:"
+)
+PROMPTS = {"usual": (LANGCHAIN_RAG_PROMPT, 64), "terse": (TERSE_PROMPT, 32)}
 
 
-def run_langchain(people: list[Person], questions: list[Question], settings: Any
-                  ) -> dict[str, Any]:
+class _KinjectEmbeddings:
+    """A LangChain ``Embeddings`` over one of kinject's embedders (the multilingual USE has no
+    LangChain class of its own)."""
+
+    def __init__(self, spec: str) -> None:
+        from kinject.index.embedders import load_embedder
+
+        self._embedder = load_embedder(spec)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [list(map(float, v)) for v in self._embedder.encode(texts)]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def run_langchain(data: Dataset, generator_spec: str) -> dict[str, list[dict[str, Any]]]:
+    """Both prompts on every answerable question; returns per prompt one row per question
+    (None for questions about nobody, which the peer is not asked)."""
     from langchain_community.embeddings import HuggingFaceEmbeddings
     from langchain_community.vectorstores import FAISS
     from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.runnables import RunnableLambda, RunnablePassthrough
@@ -269,69 +182,209 @@ def run_langchain(people: list[Person], questions: list[Question], settings: Any
     from kinject.models import load_generator
     from kinject.rag.generate import generate_chat
 
-    embeddings = HuggingFaceEmbeddings(model_name=str(minilm_path()))
-    store = FAISS.from_documents(
-        [Document(p.text, metadata={"source": p.source_id}) for p in people], embeddings)
-    retriever = store.as_retriever(search_kwargs={"k": 4})
+    class KinjectEmbeddings(_KinjectEmbeddings, Embeddings):
+        pass
+
+    # The same spaces as kinject: MiniLM over every passage for English questions, the
+    # multilingual USE over the Chinese passages for Chinese questions.
+    docs = {lang: [Document(p.text, metadata={"source": p.source_id})
+                   for p in data.passages if lang == "en" or p.lang == "zh"] for lang in LANGS}
+    stores = {
+        "en": FAISS.from_documents(docs["en"], HuggingFaceEmbeddings(
+            model_name=str(minilm_path()))),
+        "zh": FAISS.from_documents(docs["zh"], KinjectEmbeddings("use-multilingual")),
+    }
+    from kinject.config import default_data_dir, load_settings
+
+    settings = load_settings(data_dir=default_data_dir())
     m = settings.models
-    generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype)
+    generator = load_generator(generator_spec, settings.models_dir, m.device, m.dtype)
 
-    def llm(prompt_value: Any) -> str:
-        messages = [{"role": "user", "content": prompt_value.to_string()}]
-        return generate_chat(generator, messages, 64)
+    def format_docs(found: list[Document]) -> str:
+        return "\n\n".join(d.page_content for d in found)
 
-    def format_docs(docs: list[Document]) -> str:
-        return "\n\n".join(d.page_content for d in docs)
+    def chain(lang: str, prompt: str, max_new_tokens: int) -> Any:
+        def llm(prompt_value: Any) -> str:
+            messages = [{"role": "user", "content": prompt_value.to_string()}]
+            return generate_chat(generator, messages, max_new_tokens)
 
-    chain = ({"context": retriever | format_docs, "question": RunnablePassthrough()}
-             | ChatPromptTemplate.from_template(LANGCHAIN_RAG_PROMPT)
-             | RunnableLambda(llm) | StrOutputParser())
-    right = {"en": [], "zh": []}  # type: dict[str, list[bool]]
-    times = []
-    for q in questions:
-        if q.expected is None:
+        retriever = stores[lang].as_retriever(search_kwargs={"k": 4})
+        return ({"context": retriever | format_docs, "question": RunnablePassthrough()}
+                | ChatPromptTemplate.from_template(prompt) | RunnableLambda(llm)
+                | StrOutputParser())
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, (prompt, max_new) in PROMPTS.items():
+        chains = {lang: chain(lang, prompt, max_new) for lang in LANGS}
+        rows: list[dict[str, Any]] = []
+        for i, q in enumerate(data.questions):
+            if q.expected is None:
+                rows.append({})
+                continue
+            t0 = time.perf_counter()
+            text = chains[q.lang].invoke(q.text)
+            rows.append({"text": text, "seconds": time.perf_counter() - t0})
+            if len(rows) % 10 == 0:
+                progress(f"LangChain ({name} prompt) {i + 1}/{len(data.questions)}")
+        out[name] = rows
+    return out
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def _share(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 3) if flags else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or not b:
+        return None
+    return round(a / b, 2)
+
+
+def figures(data: Dataset, kin: list[dict[str, Any]],
+            peer: dict[str, list[dict[str, Any]]] | None, split: str) -> dict[str, Any]:
+    """The figures of one split, overall and per language."""
+    right: dict[str, list[bool]] = defaultdict(list)
+    contain: list[bool] = []
+    abstain: dict[str, list[bool]] = defaultdict(list)
+    cited: dict[str, list[bool]] = defaultdict(list)
+    recall: list[bool] = []
+    seconds: dict[str, list[float]] = defaultdict(list)
+    by_family: dict[str, list[bool]] = defaultdict(list)
+    for q, row in zip(data.questions, kin, strict=True):
+        if q.split != split:
             continue
-        t0 = time.perf_counter()
-        text = chain.invoke(q.text)
-        times.append(time.perf_counter() - t0)
-        right[q.lang].append(correct(text, q.expected))
-    return {"langchain_acc": _share(right["en"] + right["zh"]),
-            "langchain_acc_en": _share(right["en"]), "langchain_acc_zh": _share(right["zh"]),
-            "langchain_s_per_question": median(times)}
+        seconds[q.lang].append(row["seconds"])
+        seconds["all"].append(row["seconds"])
+        if q.expected is None:
+            abstain[q.lang].append(row["abstained"])
+            abstain["all"].append(row["abstained"])
+            continue
+        ok = is_right(row["text"], q)
+        right[q.lang].append(ok)
+        right["all"].append(ok)
+        by_family[q.family].append(ok)
+        contain.append(contains_expected(row["text"], q.expected))
+        recall.append(row["recall5"])
+        if not row["abstained"]:
+            cited[q.lang].append(row["first_cite"] == q.source_id)
+            cited["all"].append(row["first_cite"] == q.source_id)
+    out: dict[str, Any] = {
+        "families": [f.name for f in (DEV if split == "dev" else TEST)],
+        "questions": len(right["all"]), "unknown": len(abstain["all"]),
+        "answers_right": _share(right["all"]), "answers_right_en": _share(right["en"]),
+        "answers_right_zh": _share(right["zh"]), "answers_contain": _share(contain),
+        "abstain_on_unknown": _share(abstain["all"]), "abstain_en": _share(abstain["en"]),
+        "abstain_zh": _share(abstain["zh"]), "cited_right_source": _share(cited["all"]),
+        "cited_right_source_en": _share(cited["en"]), "cited_right_source_zh": _share(cited["zh"]),
+        "recall_at_5": _share(recall),
+        **{f"p50_s{suffix}": round(median(seconds[key]), 3) if seconds[key] else None
+           for key, suffix in (("all", ""), ("en", "_en"), ("zh", "_zh"))},
+        "by_family": {f: _share(v) for f, v in sorted(by_family.items())},
+    }
+    for name, rows in (peer or {}).items():
+        flags: dict[str, list[bool]] = defaultdict(list)
+        times = []
+        for q, row in zip(data.questions, rows, strict=True):
+            if q.split != split or q.expected is None:
+                continue
+            ok = is_right(row["text"], q)
+            flags[q.lang].append(ok)
+            flags["all"].append(ok)
+            flags["contain"].append(contains_expected(row["text"], q.expected))
+            times.append(row["seconds"])
+        out[f"langchain_{name}"] = {
+            "answers_right": _share(flags["all"]), "answers_right_en": _share(flags["en"]),
+            "answers_right_zh": _share(flags["zh"]), "answers_contain": _share(flags["contain"]),
+            "p50_s": round(median(times), 3) if times else None}
+        out[f"vs_langchain_{name}"] = _ratio(out["answers_right"], _share(flags["all"]))
+    return out
 
 
-def _share(flags: list[bool]) -> float:
-    return round(sum(flags) / len(flags), 3) if flags else 0.0
+def report(result: dict[str, Any]) -> None:
+    """A small table on stderr; the JSON line stays the last line of stdout."""
+    keys = ("answers_right", "answers_right_en", "answers_right_zh", "answers_contain",
+            "abstain_on_unknown", "abstain_en", "abstain_zh", "cited_right_source",
+            "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "p50_s", "p50_s_en",
+            "p50_s_zh", "vs_langchain_usual", "vs_langchain_terse")
+    progress(f"{'':22} {'dev':>7} {'test':>7}")
+    for k in keys:
+        vals = [result[s].get(k) for s in SPLITS]
+        progress(f"{k:22} " + " ".join(f"{'-' if v is None else v:>7}" for v in vals))
+    for name in PROMPTS:
+        for s in SPLITS:
+            peer = result[s].get(f"langchain_{name}")
+            if peer:
+                progress(f"LangChain {name} prompt, {s}: {peer}")
 
 
 def main() -> None:
     def extra(p: argparse.ArgumentParser) -> None:
         p.add_argument("--no-langchain", action="store_true", help="skip the LangChain peer")
-        p.add_argument("--mode", choices=("auto", "span", "free"), default=None,
-                       help="kinject's reader mode (default: the rag.mode setting)")
+        p.add_argument("--questions", type=int, default=None,
+                       help="answerable questions per family and language")
+        p.add_argument("--generator", default="smollm2", help="kinject's and the peer's LM")
+        p.add_argument("--threads", type=int, default=None,
+                       help="torch threads for kinject and the peer alike (default: torch's); "
+                            "1 is much faster when other processes keep the cores busy")
+        p.add_argument("--show-misses", type=int, default=12,
+                       help="wrong kinject answers to print on stderr, per split")
 
-    args = parse_args(__doc__ or "", extra=extra)
-    rng = random.Random(args.seed)
-    n_en, n_zh, per, n_unknown = (6, 4, 2, 6) if args.quick else (40, 30, 3, 40)
-    people, unknown = make_people(n_en, n_zh, rng)
-    questions = make_questions(people, unknown, per, n_unknown, rng)
-    progress(f"{len(people)} people, {len(questions)} questions "
-             f"({n_unknown} about nobody)")
-    with tempfile.TemporaryDirectory(prefix="kinject-bench-rag-") as tmp:
-        data_dir = Path(tmp)
-        index, settings = index_through_broker(people, data_dir)
-        # Models convert once into the user's cache, not into this throwaway folder.
-        from kinject.config import default_data_dir
-        settings = settings.model_copy(update={"data_dir": default_data_dir()})
-        result: dict[str, Any] = {"bench": "rag_quality", "quick": args.quick,
-                                  "people": len(people), "questions": len(questions)}
-        result.update(run_kinject(index, settings, questions, args.mode))
-        if not args.no_langchain:
-            progress("LangChain peer")
-            result.update(run_langchain(people, questions, settings))
-            if result["langchain_acc"]:
-                result["vs_langchain"] = round(result["kinject_acc"] / result["langchain_acc"], 2)
-        index.close()
+    args = parse_args(__doc__ or "", extra=extra, repeats=(1, 1))
+    if args.threads is not None:
+        # Before torch loads: threads that OpenMP did not start (the server's) read the
+        # environment, not the main thread's setting.
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
+    sizes = QUICK if args.quick else FULL
+    if args.questions is not None:
+        sizes = Sizes(sizes.entities, args.questions, sizes.unknown)
+    data = build(args.seed, sizes)
+    n_unknown = sum(q.expected is None for q in data.questions)
+    progress(f"{len(DEV)} dev + {len(TEST)} test families, {len(data.passages)} passages, "
+             f"{len(data.questions)} questions ({n_unknown} about entities that do not exist)")
+
+    from ask_load import converted
+
+    generator = converted(args.generator)
+    kin = run_kinject(data, generator)
+    peer = None
+    if not args.no_langchain:
+        progress("LangChain peer")
+        peer = run_langchain(data, generator)
+    result: dict[str, Any] = {"bench": "rag_quality", "version": 2, "quick": args.quick,
+                              "seed": args.seed, "passages": len(data.passages),
+                              "questions": len(data.questions)}
+    for split in SPLITS:
+        result[split] = figures(data, kin, peer, split)
+        shown = 0
+        for q, row in zip(data.questions, kin, strict=True):
+            if q.split != split or shown >= args.show_misses:
+                continue
+            wrong = (not row["abstained"]) if q.expected is None else not is_right(row["text"], q)
+            if wrong:
+                shown += 1
+                progress(f"  {split} miss [{q.family}]: {q.text} -> {row['text']!r} "
+                         f"(want {q.expected or 'abstention'})")
+    dev, test = result["dev"]["answers_right"], result["test"]["answers_right"]
+    result["dev_minus_test"] = None if dev is None or test is None else round(dev - test, 3)
+    if args.out is not None:
+        rows = []
+        for i, (q, row) in enumerate(zip(data.questions, kin, strict=True)):
+            rows.append({
+                "split": q.split, "family": q.family, "lang": q.lang, "relation": q.relation,
+                "question": q.text, "expected": q.expected or "", "source_id": q.source_id or "",
+                "kinject": row["text"], "kinject_right": (row["abstained"] if q.expected is None
+                                                          else is_right(row["text"], q)),
+                **{f"langchain_{n}": (peer[n][i].get("text", "") if peer else "")
+                   for n in PROMPTS},
+            })
+        progress(f"wrote {write_csv(args.out / 'rag_quality.csv', rows)}")
+    report(result)
     result["env"] = environment()
     emit(result)
 
