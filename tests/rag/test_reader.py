@@ -51,9 +51,9 @@ def test_reads_the_fact_asked_for(reader: Ct2Reader, question: str, passage: str
 
 
 def test_the_right_passage_answers_when_it_is_not_first(reader: Ct2Reader) -> None:
-    r = _read(reader, "Where does the Kessel hut stand?", VIOLIN, HUT)
+    r = _read(reader, "Below which glacier was the Kessel hut built?", VIOLIN, HUT)
     assert r.answered and r.passage == 1, r
-    assert "Farnhorn" in r.text or "2,314" in r.text, r
+    assert "Farnhorn" in r.text, r
 
 
 def test_a_passage_about_something_else_is_not_an_answer(reader: Ct2Reader) -> None:
