@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -50,6 +52,25 @@ def test_compose_api_command_is_a_real_serve_command() -> None:
     assert ctx.params["host"] == "0.0.0.0" and ctx.params["workers"] == 0
 
 
+@contextmanager
+def _serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A `kinject serve` process (a read replica on a free port; stderr in
+    ``tmp_path/stderr.log``) and its URL; killed at the end if the test did not stop it."""
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "kinject", "serve", "--port", "0",
+                                 "--workers", "0"], env=env, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("kinject serving on http://127.0.0.1:"), line
+            yield proc, line.split()[-1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_serve_runs_a_read_replica_and_stops_on_sigterm(tmp_path: Path, kafka_bootstrap: str,
@@ -60,15 +81,7 @@ def test_serve_runs_a_read_replica_and_stops_on_sigterm(tmp_path: Path, kafka_bo
     env = {**os.environ, "KINJECT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
            "KINJECT_KAFKA__TOPIC_PREFIX": "api-cli", "KINJECT_MODELS__EMBEDDER": "hash",
            "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir), "KINJECT_DATA_DIR": str(data)}
-    stderr = (tmp_path / "stderr.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "kinject", "serve", "--port", "0",
-                             "--workers", "0"], env=env, stdout=subprocess.PIPE,
-                            stderr=stderr, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("kinject serving on http://127.0.0.1:"), line
-        url = line.split()[-1]
+    with _serve(env, tmp_path) as (proc, url):
         deadline = time.monotonic() + 60
         while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "never ready"
@@ -89,11 +102,6 @@ def test_serve_runs_a_read_replica_and_stops_on_sigterm(tmp_path: Path, kafka_bo
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        stderr.close()
 
 
 @pytest.mark.kafka
@@ -123,15 +131,7 @@ def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
            "KINJECT_FINETUNE__EPOCHS": "100000", "KINJECT_FINETUNE__LORA_R": "4",
            "KINJECT_FINETUNE__EVAL_EVERY": "0", "KINJECT_FINETUNE__CHECKPOINT_EVERY": "0",
            "OMP_NUM_THREADS": "1"}
-    stderr = (tmp_path / "stderr.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "kinject", "serve", "--port", "0",
-                             "--workers", "0"], env=env, stdout=subprocess.PIPE,
-                            stderr=stderr, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("kinject serving on http://127.0.0.1:"), line
-        url = line.split()[-1]
+    with _serve(env, tmp_path) as (proc, url):
         r = httpx.post(f"{url}/v1/finetune/jobs", headers={"Authorization": f"Bearer {admin}"},
                        timeout=30)
         assert r.status_code == 202, r.text
@@ -148,11 +148,6 @@ def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
         # the API's graceful stop (5 s) and the threads' deadline, with room for a busy box
         assert proc.wait(timeout=5 + STOP_WAIT_S + 30) == 0, (
             tmp_path / "stderr.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        stderr.close()
     store = JobStore.for_data_dir(data)
     ended = store.get(job_id)
     store.close()

@@ -6,12 +6,12 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _drip import drip_server
 from kinject.errors import BadRecord
 from kinject.ingest.envelope import decode_record
 from kinject.ingest.uris import UriPolicy
@@ -226,46 +226,10 @@ def test_a_fifo_in_an_allowed_directory_is_refused_without_blocking(
     assert info.value.stage == "fetch"
 
 
-class _Drip(BaseHTTPRequestHandler):
-    """/m/slow: one byte every 0.2 s for a minute; /m/hop: a redirect to a doubly encoded
-    ``..``; /m/ok: a small page."""
-
-    stop = threading.Event()
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path == "/m/hop":
-            self.send_response(302)
-            self.send_header("Location", "/m/%252e%252e/secret.txt")
-            self.end_headers()
-            return
-        body = b"The lamp of Gullspire is lit at dusk."
-        self.send_response(200)
-        self.send_header("Content-Length", str(300 if self.path == "/m/slow" else len(body)))
-        self.end_headers()
-        if self.path != "/m/slow":
-            self.wfile.write(body)
-            return
-        for _ in range(300):
-            if self.stop.wait(0.2):
-                return
-            self.wfile.write(b"x")
-            self.wfile.flush()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture()
 def drip() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
-    server.daemon_threads = True
-    _Drip.stop.clear()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    _Drip.stop.set()
-    server.shutdown()
-    server.server_close()
+    with drip_server() as url:
+        yield url
 
 
 def test_a_fetch_ends_within_its_deadline_however_slowly_the_server_drips(drip: str) -> None:

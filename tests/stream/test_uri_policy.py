@@ -8,13 +8,13 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _messages import read_json
 
+from _drip import drip_server
 from _running import Running
 from _wait import until
 from kinject.api.auth import KEYS_FILE, KeyStore
@@ -85,20 +85,6 @@ def _b64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def _read_letters(kafka: KafkaSettings, bootstrap: str, topic: str,
-                  expected: int) -> list[dict[str, Any]]:
-    consumer = make_consumer(kafka, bootstrap, None, [topic])
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 20
-    try:
-        while len(got) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                got.extend(json.loads(m.value) for m in batch)
-    finally:
-        consumer.close()
-    return got
-
-
 def _run_worker(worker: IngestWorker, kafka: KafkaSettings, bootstrap: str,
                 records: list[dict[str, Any]], good: set[str]) -> list[dict[str, Any]]:
     """Publish ``records``, run ``worker`` until the ``good`` ones reached kinject.chunks;
@@ -156,7 +142,7 @@ def test_a_record_whose_uri_cannot_be_read_never_stops_the_worker(
     events = _run_worker(worker, kafka, kafka_bootstrap, records, {"ok/pier"})
     assert {e["source_id"] for e in events} == {"ok/pier"}
     assert worker.dead_letters == len(hostile)
-    letters = _read_letters(kafka, kafka_bootstrap, Topics.from_settings(kafka).dlq,
+    letters = read_json(kafka, kafka_bootstrap, Topics.from_settings(kafka).dlq,
                             len(hostile))
     reasons = {json.loads(_b64(letter["value_b64"]))["source_id"]: letter["reason"]
                for letter in letters}
@@ -166,35 +152,10 @@ def test_a_record_whose_uri_cannot_be_read_never_stops_the_worker(
     assert "data directory" in reasons["evil/keys"]
 
 
-class _Drip(BaseHTTPRequestHandler):
-    """One byte every 0.2 s, for a minute."""
-
-    stop = threading.Event()
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.send_response(200)
-        self.send_header("Content-Length", "300")
-        self.end_headers()
-        for _ in range(300):
-            if self.stop.wait(0.2):
-                return
-            self.wfile.write(b"x")
-            self.wfile.flush()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture()
 def drip() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
-    server.daemon_threads = True
-    _Drip.stop.clear()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    _Drip.stop.set()
-    server.shutdown()
-    server.server_close()
+    with drip_server() as url:
+        yield url
 
 
 def test_a_uri_is_read_within_the_records_time_budget(
@@ -204,7 +165,7 @@ def test_a_uri_is_read_within_the_records_time_budget(
     drips a byte at a time held the partition for as long as it liked."""
     (tmp_path / "pier.txt").write_text("The tide gauge at Orrin pier reads in metres.")
     policy = UriPolicy(dirs=(tmp_path,), url_prefixes=(f"{drip}/m/",))
-    records = [{"source_id": "slow/drip", "uri": f"{drip}/m/page.html"},
+    records = [{"source_id": "slow/drip", "uri": f"{drip}/m/slow"},
                {"source_id": "ok/pier", "uri": str(tmp_path / "pier.txt")}]
     worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none", uris=policy),
                           hash_embedder, group_id=f"{kafka.topic_prefix}-ingest",
@@ -213,5 +174,5 @@ def test_a_uri_is_read_within_the_records_time_budget(
     assert {e["source_id"] for e in events} == {"ok/pier"}
     assert worker.dead_letters == 1
     assert worker.child is not None and worker.child.killed == 1
-    [letter] = _read_letters(kafka, kafka_bootstrap, Topics.from_settings(kafka).dlq, 1)
+    [letter] = read_json(kafka, kafka_bootstrap, Topics.from_settings(kafka).dlq, 1)
     assert letter["error_type"] == "RecordTimeout" and letter["stage"] == "ingest"
