@@ -54,8 +54,6 @@ _MARKERS = re.compile(r"\[\d+\]")
 
 @dataclass(frozen=True)
 class ReaderConfig:
-    # Passages scored per question (best retrieved first); the best by PMI is read.
-    passages: int = 3
     # A longer passage is cut to this many characters around its start (chunks are ~400).
     max_passage_chars: int = 900
     # Longest answer in new tokens.
@@ -75,8 +73,6 @@ class ReaderConfig:
     rank_penalty: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.passages < 1:
-            raise ValueError(f"passages must be >= 1, got {self.passages}")
         if self.max_answer_tokens < 1:
             raise ValueError(f"max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
         if not 0.0 <= self.min_grounding <= 1.0:
@@ -162,12 +158,13 @@ class Ct2Reader:
     def choose(self, questions: Sequence[str], passages: Sequence[Sequence[str]]
                ) -> list[tuple[int, float]]:
         """Per question, the passage most about it and its PMI score ((-1, best) when none
-        reaches ``min_pmi``)."""
+        reaches ``min_pmi``). Every passage given is scored: the caller decides how many
+        (``rag.reader_passages``)."""
         cfg = self.config
         seqs: list[list[str]] = []
         lens: list[int] = []
         for question, texts in zip(questions, passages, strict=True):
-            for text in [None, *texts[: cfg.passages]]:
+            for text in [None, *texts]:
                 clipped = text[: cfg.max_passage_chars] if text is not None else None
                 seq, n = self._question_tokens(question, clipped)
                 seqs.append(seq)
@@ -179,7 +176,7 @@ class Ct2Reader:
         out: list[tuple[int, float]] = []
         at = 0
         for texts in passages:
-            count = len(texts[: cfg.passages])
+            count = len(texts)
             base, own = means[at], means[at + 1: at + 1 + count]
             at += 1 + count
             pmi = [m - base - cfg.rank_penalty * i for i, m in enumerate(own)]
