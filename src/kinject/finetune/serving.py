@@ -166,6 +166,7 @@ class AdapterSwitcher:
         self.fetcher = fetcher
         self.retry_s = retry_s
         self._pending: tuple[dict[str, Any], float] | None = None
+        self._mirror_error: str | None = None
 
     @property
     def current_version(self) -> str | None:
@@ -374,10 +375,14 @@ class AdapterSwitcher:
     def _mirror(self, event: dict[str, Any]) -> None:
         """Apply an event from a registry that is not this one (fetch by event): fetch the
         version if it is missing, check it and load it aside, then move this registry's
-        ACTIVE pointer. On failure: one error line, the served version stays, and the event
-        is tried again after ``retry_s`` unless a newer one arrives first."""
+        ACTIVE pointer. On failure: an error line (not repeated while the failure stays the
+        same), the served version stays, and a fetch or load that failed is tried again
+        after ``retry_s`` unless a newer event arrives first. An event that can never work
+        (its sha256 is not its version's, it names no URL) waits for the next one."""
         self._pending = None
         version, sha256, url = event.get("version"), event.get("sha256"), event.get("url")
+        shown = version[:12] if isinstance(version, str) else "base"
+        retry = False
         try:
             if version is not None:
                 if not isinstance(version, str) or sha256 != version:
@@ -393,22 +398,27 @@ class AdapterSwitcher:
                     if self.fetcher is None:
                         raise AdapterLoadError("it is not in this replica's registry and "
                                                "this replica does not fetch adapters")
+                    retry = True
                     self.fetcher.fetch(version, sha256, url)
+                retry = True
                 self._ensure_loaded(version)  # checked and loaded before it serves
+            retry = False
             if self.registry.active() != version:
                 self.registry.activate(version, str(event.get("reason") or "promoted"))
-        except KinjectError as exc:
-            self._pending = (event, time.monotonic() + self.retry_s)
-            log.error("cannot take adapter %s from the event: %s; still serving %s, trying "
-                      "again in %g s", version[:12] if isinstance(version, str) else "base",
-                      exc, self._current[:12] if self._current else "the base model",
-                      self.retry_s)
+        except Exception as exc:  # the watcher must outlive one bad event; what serves stays
+            if retry:
+                self._pending = (event, time.monotonic() + self.retry_s)
+            message = (f"cannot take adapter {shown} from the event: "
+                       f"{exc if isinstance(exc, KinjectError) else repr(exc)}")
+            if message != self._mirror_error:
+                self._mirror_error = message
+                log.error("%s; still serving %s%s", message,
+                          self._current[:12] if self._current else "the base model",
+                          f", trying again every {self.retry_s:g} s" if retry else "")
+            else:
+                log.debug("%s (again)", message)
             return
-        except Exception:  # the watcher must outlive one bad event; what serves stays
-            self._pending = (event, time.monotonic() + self.retry_s)
-            log.exception("cannot take adapter %s from the event",
-                          version[:12] if isinstance(version, str) else "base")
-            return
+        self._mirror_error = None
         self._stamp = None
         self._safe_refresh()
 
