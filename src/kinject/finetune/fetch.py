@@ -126,7 +126,7 @@ class AdapterFetcher:
                                      f"bytes is over finetune.fetch_max_bytes "
                                      f"({self.max_bytes:,})")
                 with path.open("xb") as out:
-                    for block in response.iter_bytes(1 << 20):
+                    for block in response.iter_bytes():  # as it arrives: the clock is checked
                         got += len(block)
                         if got > self.max_bytes:
                             raise FetchError(f"adapter {version[:12]}: archive passed "
