@@ -15,10 +15,11 @@ from _wait import until
 from kinject.config import Settings
 
 
-def start_serve(settings: Settings, workers: int = 1) -> tuple[str, threading.Event,
-                                                                threading.Thread]:
-    """`kinject serve`'s run_serve in a thread; returns its URL once it listens, the event
-    that stops it and the thread (join it after setting the event)."""
+def start_serve(settings: Settings, workers: int = 1, port: int = 0
+                ) -> tuple[str, threading.Event, threading.Thread]:
+    """`kinject serve`'s run_serve in a thread (on ``port``; 0: a free one); returns its URL
+    once it listens, the event that stops it and the thread (join it after setting the
+    event)."""
     from kinject.serve import run_serve
 
     stop = threading.Event()
@@ -27,7 +28,7 @@ def start_serve(settings: Settings, workers: int = 1) -> tuple[str, threading.Ev
 
     def run() -> None:
         try:
-            run_serve(settings, "127.0.0.1", 0, workers, stop=stop,
+            run_serve(settings, "127.0.0.1", port, workers, stop=stop,
                       on_ready=lambda url: (ready.update(url=url), got.set()))
         except BaseException as exc:
             ready["error"] = exc

@@ -246,6 +246,23 @@ class FinetuneSettings(BaseModel):
     # published is what the next cycle trains on with no other step; turn it off in a process
     # that trains nothing (an API replica on another host would keep a corpus of its own).
     materialise_corpus: bool = True
+    # How adapters reach replicas whose data dir is not shared (finetune/fetch.py). The base
+    # URL at which replicas reach a `kinject serve` on this data dir: promotion events then
+    # name ``<publish_url>/v1/adapters/<version>/archive``. Empty: events name no URL and
+    # replicas need the adapters folder on a shared volume (compose.yaml's default).
+    publish_url: str = ""
+    # An admin key of the publishing server, sent when this replica fetches an archive (the
+    # weights are the knowledge: the route is admin only). Never logged.
+    fetch_api_key: SecretStr | None = None
+    # Bounds of one fetch: a LoRA adapter of a 7B model (r=64, all linear layers) is ~0.6 GB,
+    # SmolLM2's default one ~2 MB; 2 GiB refuses a runaway stream long before the disk fills.
+    fetch_max_bytes: int = Field(default=2 << 30, ge=1)
+    # The whole download, not one read: 2 GiB at 10 MB/s fits.
+    fetch_timeout_s: float = Field(default=300.0, gt=0)
+    # A fetch that failed (server down, hash wrong) is tried again this often, until it
+    # works or another event supersedes it: often enough to catch up within a minute,
+    # rare enough that a broken publisher is not hammered.
+    fetch_retry_s: float = Field(default=30.0, gt=0)
 
 
 class RagSettings(BaseModel):

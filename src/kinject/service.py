@@ -330,11 +330,16 @@ class KinjectService:
 
     def _with_adapters(self, loaded: Any) -> Any:
         """The generator with the ACTIVE adapter, checked before every answer (hot-swap)."""
+        from kinject.finetune.fetch import AdapterFetcher
         from kinject.finetune.registry import AdapterRegistry
         from kinject.finetune.serving import AdapterSwitcher
 
-        self.switcher = AdapterSwitcher(loaded, AdapterRegistry.for_data_dir(
-            self.settings.data_dir), follow_pointer=True)
+        registry = AdapterRegistry.for_data_dir(self.settings.data_dir)
+        ft = self.settings.finetune
+        fetcher = AdapterFetcher(registry, api_key=ft.fetch_api_key,
+                                 max_bytes=ft.fetch_max_bytes, timeout_s=ft.fetch_timeout_s)
+        self.switcher = AdapterSwitcher(loaded, registry, follow_pointer=True, fetcher=fetcher,
+                                        retry_s=ft.fetch_retry_s)
         self.switcher.refresh()
         return self.switcher.generator()
 
@@ -374,6 +379,16 @@ class KinjectService:
         return {**asdict(v), "active": v.version == registry.active(),
                 "ancestors": [a.version for a in registry.ancestors(v.version)[1:]]}
 
+    def adapter_archive(self, version: str) -> Any:
+        """A version's files as one tar stream (finetune/archive.AdapterArchive: ``version``,
+        ``size``, ``chunks()``), for a replica that fetches it. Raises NotFound for a version
+        the registry does not hold."""
+        from kinject.finetune.archive import AdapterArchive
+
+        registry = self._registry()
+        version = registry.resolve(version)
+        return AdapterArchive.open(registry.path(version), version)
+
     def activate(self, version: str | None) -> dict[str, Any]:
         """Serve ``version`` (None: the base model) on every replica; refuses tainted ones."""
         return self._announce(self._registry().activate(version, "activated"))
@@ -389,7 +404,9 @@ class KinjectService:
             from kinject.finetune.serving import publish_activation
 
             try:
-                publish_activation(self.settings.kafka, bootstrap, change)
+                publish_activation(self.settings.kafka, bootstrap, change,
+                                   registry=self._registry(),
+                                   publish_url=self.settings.finetune.publish_url)
             except (KinjectError, OSError) as exc:  # replicas also follow the pointer file
                 log.warning("adapter change not announced on Kafka: %s", exc)
         result: dict[str, Any] = change.to_dict()

@@ -70,7 +70,8 @@ def test_schema_documents_every_route(api_schema: Any, served: Served) -> None:
     for path in ("/v1/records", "/v1/search", "/v1/ask", "/v1/chat/completions", "/v1/models",
                  "/v1/lineage/{source_id}", "/v1/dlq", "/healthz", "/readyz", "/metrics",
                  "/v1/adapters", "/v1/adapters/{version}", "/v1/adapters/{version}/activate",
-                 "/v1/adapters/rollback", "/v1/finetune/jobs", "/v1/finetune/jobs/{job_id}"):
+                 "/v1/adapters/rollback", "/v1/adapters/{version}/archive", "/v1/finetune/jobs",
+                 "/v1/finetune/jobs/{job_id}"):
         assert path in paths, path
     assert "202" in paths["/v1/finetune/jobs"]["post"]["responses"]
     assert "409" in paths["/v1/finetune/jobs"]["post"]["responses"]

@@ -225,3 +225,58 @@ def test_a_replica_refuses_a_copy_that_does_not_match_the_announced_hash(
     finally:
         stop.set()
         thread.join(15)
+
+
+def test_promotion_events_name_their_registry_and_where_the_bytes_are(
+        tmp_path: Path, adapter_dirs: list[Path]) -> None:
+    from kinject.finetune.fetch import archive_url
+    from kinject.finetune.serving import decode_event, encode_event
+
+    reg, (v0, _) = _registry(tmp_path / "adapters", adapter_dirs)
+    change = reg.activate(v0, "promoted")
+    event = decode_event(encode_event(change, origin=reg.identity(),
+                                      url=archive_url("http://trainer:8000/", v0)))
+    assert event["origin"] == reg.identity()
+    assert event["url"] == f"http://trainer:8000/v1/adapters/{v0}/archive"
+    # no publish_url, or the base model: no URL (replicas share the folder, or load nothing)
+    assert decode_event(encode_event(change))["url"] is None
+    assert archive_url("", v0) is None and archive_url("http://trainer:8000", None) is None
+
+
+@pytest.mark.kafka
+def test_a_replica_with_its_own_registry_follows_the_events_of_another(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path], kafka_bootstrap: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # the trainer's registry and a replica's registry on another disk, which holds v0 only
+    trainer, (v0, v1) = _registry(tmp_path / "trainer", adapter_dirs)
+    replica_reg = AdapterRegistry(tmp_path / "replica")
+    replica_reg.add(trainer.path(v0), base_model="tiny", lineage=[])
+    kafka = KafkaSettings(topic_prefix=f"own-{tmp_path.name}")
+    # promoted before the replica starts: it takes the last event on the topic
+    publish_activation(kafka, kafka_bootstrap, trainer.activate(v0, "promoted"),
+                       registry=trainer)
+    replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg)
+    stop = threading.Event()
+    thread = replica.watch(stop, kafka=kafka, bootstrap=kafka_bootstrap, interval_s=0.2)
+    try:
+        until(lambda: replica.current_version == v0, 30, "the replica to catch up with v0")
+        assert replica_reg.active() == v0  # its own pointer follows the other registry's
+
+        # v1 is promoted with no URL to fetch it from: said once, v0 goes on serving
+        with caplog.at_level("ERROR", logger="kinject.finetune.serving"):
+            publish_activation(kafka, kafka_bootstrap, trainer.activate(v1, "promoted"),
+                               registry=trainer)
+            until(lambda: any("names no URL" in r.getMessage() for r in caplog.records), 30,
+                  "the replica to say it cannot get v1")
+        assert replica.current_version == v0 and replica_reg.active() == v0
+        assert v1 not in replica_reg.names()
+
+        # rollbacks on the trainer are followed too: back to v0, then to the base model
+        for _ in range(2):
+            publish_activation(kafka, kafka_bootstrap, trainer.rollback(), registry=trainer)
+        until(lambda: replica.current_version is None, 30, "the replica to serve the base")
+        assert replica_reg.active() is None
+        assert replica_reg.history()[-1].reason == "rollback"
+    finally:
+        stop.set()
+        thread.join(15)

@@ -639,10 +639,13 @@ def _announce(settings: Settings, change: Any, publish: bool, bootstrap: str | N
     target = bootstrap or settings.kafka.bootstrap_servers
     if not publish or not target:
         return
+    from kinject.finetune.registry import AdapterRegistry
     from kinject.finetune.serving import publish_activation
 
     try:
-        publish_activation(settings.kafka, target, change)
+        publish_activation(settings.kafka, target, change,
+                           registry=AdapterRegistry.for_data_dir(settings.data_dir),
+                           publish_url=settings.finetune.publish_url)
     except KinjectError as exc:
         log.error("could not announce the adapter change on Kafka: %s", exc)
     except Exception as exc:  # a Kafka client error must not undo a promotion

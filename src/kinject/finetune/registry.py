@@ -10,6 +10,8 @@ Layout under ``<data_dir>/adapters``::
         ewc_state.safetensors       (optional) the online-EWC state to carry into the next cycle
     ACTIVE                          the serving version (a line of JSON), written by temp + rename
     history.jsonl                   every change of ACTIVE, for rollback and audit
+    ID                              a random id of this registry, named in promotion events:
+                                    replicas sharing the folder share it (finetune/serving.py)
     .lock                           serialises read-modify-write of manifests and the pointer
 
 Weights never change once written; only a manifest's ``status`` and ``report`` do (rewritten
@@ -182,6 +184,44 @@ class AdapterRegistry:
         log.info("registered adapter %s (parent %s, %d source(s))", version[:12],
                  parent[:12] if parent else "base", len(meta.lineage))
         return meta
+
+    def install(self, folder: Path) -> str:
+        """Move a version folder made elsewhere (a fetched archive, unpacked inside
+        ``versions/`` under a dot name) in as the version its weights hash to, atomically.
+        The manifest must name that version; a version already here is kept as it is."""
+        folder = Path(folder)
+        version = file_sha256(folder / WEIGHTS)
+        meta = _load(folder / MANIFEST)
+        if meta.version != version:
+            raise RegistryError(f"manifest names version {meta.version[:12]!r} but the "
+                                f"weights hash to {version[:12]}")
+        target = self.versions_dir / version
+        try:
+            os.replace(folder, target)
+        except OSError:  # a non-empty folder of that name: the version is here already
+            if not (target / MANIFEST).is_file():
+                raise
+            shutil.rmtree(folder, ignore_errors=True)
+        log.info("installed adapter %s", version[:12])
+        return version
+
+    def identity(self) -> str:
+        """This registry's random id, made on first use (replicas on one shared folder read
+        the same id; a registry on another disk has its own)."""
+        path = self.root / "ID"
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            pass
+        tmp = self.root / f".ID.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, path)  # fails if another process made it first: theirs wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text(encoding="utf-8").strip()
 
     # -- reading ---------------------------------------------------------------------------
     def names(self) -> builtins.list[str]:

@@ -6,11 +6,22 @@ name. A new version is loaded aside (PEFT adds its LoRA weights beside the ones 
 its weights' sha256 is checked against the version name before it is selected, so no request
 ever sees a half-loaded or stale copy. Selecting a version and generating both happen under
 one lock: a request is answered wholly by one version. The switcher follows the registry's
-ACTIVE pointer (the file changing) and promotion events on ``kinject.adapters``; replicas on
-other hosts need the adapters folder on shared storage (a volume), since an event names a
-version and the sha256 of its weights, not the weights themselves. A copy whose bytes do not
-hash to that (torn, still being copied, corrupted) is refused with an error in the log, and
-the version served before goes on serving; the copy is hashed again once its file changes.
+ACTIVE pointer (the file changing) and promotion events on ``kinject.adapters``. An event
+names the version, the sha256 of its weights, the registry it happened in (``origin``) and,
+when the publisher sets ``finetune.publish_url``, where the version's archive can be fetched.
+Adapters reach a replica on another host in one of two ways:
+
+- shared storage: the adapters folder is a volume every replica mounts (same ``origin``);
+  the ACTIVE pointer is the truth and the event says to look now;
+- fetch by event: a replica with a registry of its own (another ``origin``) takes the event
+  as the change: it fetches a version it lacks from the event's URL (finetune/fetch.py),
+  checks the sha256, loads it aside, then moves its own ACTIVE pointer. A failure is one
+  error line; the version served before goes on serving and the fetch is tried again every
+  ``retry_s`` until it works or a newer event supersedes it.
+
+A copy whose bytes do not hash to the announced sha256 (torn, still being copied, corrupted)
+is refused with an error in the log, and the version served before goes on serving; the copy
+is hashed again once its file changes.
 
 Generation is serialised by that lock; on a CPU torch already uses every core for one request.
 """
@@ -33,6 +44,7 @@ from kinject.finetune.registry import WEIGHTS, Activation, AdapterRegistry, file
 
 if TYPE_CHECKING:
     from kinject.config import KafkaSettings
+    from kinject.finetune.fetch import AdapterFetcher
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +52,16 @@ EVENT_VERSION = 1
 
 
 # -- events on kinject.adapters ---------------------------------------------------------------
-def encode_event(change: Activation, kind: str | None = None) -> bytes:
+def encode_event(change: Activation, kind: str | None = None, *, origin: str | None = None,
+                 url: str | None = None) -> bytes:
     """The event of one change of ACTIVE. ``sha256`` is the hash of the version's
     ``adapter_model.safetensors`` (the registry names versions by it; None for the base
-    model): a replica checks the bytes it loads against it before serving them."""
+    model): a replica checks the bytes it loads against it before serving them. ``origin``
+    is the id of the registry that changed; ``url`` where the version's archive is served
+    (None: replicas must share the adapters folder)."""
     body = {"v": EVENT_VERSION, "type": kind or change.reason, "version": change.version,
             "sha256": change.version, "previous": change.previous, "reason": change.reason,
-            "at": change.at}
+            "at": change.at, "origin": origin, "url": url}
     return json.dumps(body).encode("utf-8")
 
 
@@ -57,17 +72,21 @@ def decode_event(value: bytes) -> dict[str, Any]:
     return body
 
 
-def publish_activation(kafka: KafkaSettings, bootstrap: str, change: Activation) -> None:
+def publish_activation(kafka: KafkaSettings, bootstrap: str, change: Activation, *,
+                       registry: AdapterRegistry | None = None, publish_url: str = "") -> None:
     """Announce a change of ACTIVE on ``<prefix>.adapters`` (one partition: every replica
-    sees the changes in the order they happened)."""
+    sees the changes in the order they happened). With ``registry`` the event names it as
+    its origin, and with ``publish_url`` where replicas fetch the version's archive."""
+    from kinject.finetune.fetch import archive_url
     from kinject.stream.clients import make_producer
     from kinject.stream.topics import ensure_topics
 
     topics = ensure_topics(kafka, bootstrap)
     producer = make_producer(kafka, bootstrap)
     try:
-        producer.send(topics.adapters, key=b"active", value=encode_event(change)).get(
-            timeout=30)
+        value = encode_event(change, origin=registry.identity() if registry else None,
+                             url=archive_url(publish_url, change.version))
+        producer.send(topics.adapters, key=b"active", value=value).get(timeout=30)
     finally:
         producer.close()
     log.info("published adapter change -> %s on %s",
@@ -118,7 +137,8 @@ class AdapterSwitcher:
     ACTIVE = "active"
 
     def __init__(self, loaded: Any, registry: AdapterRegistry, *, max_loaded: int = 4,
-                 follow_pointer: bool = False) -> None:
+                 follow_pointer: bool = False, fetcher: AdapterFetcher | None = None,
+                 retry_s: float = 30.0) -> None:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
         self.loaded = loaded
@@ -141,6 +161,12 @@ class AdapterSwitcher:
         # copy: not hashed again, nor logged again, until the file or the hash changes
         self._refused: dict[str, tuple[tuple[int, int] | None, str]] = {}
         self._last_error: str | None = None
+        # fetch by event: what fetches a version this registry lacks (None: no fetching),
+        # and an event that could not be applied yet, with when to try it again
+        self.fetcher = fetcher
+        self.retry_s = retry_s
+        self._pending: tuple[dict[str, Any], float] | None = None
+        self._mirror_error: str | None = None
 
     @property
     def current_version(self) -> str | None:
@@ -296,6 +322,8 @@ class AdapterSwitcher:
             self.ready.set()
             while not stop.is_set():
                 self._safe_refresh()
+                if self._pending is not None and time.monotonic() >= self._pending[1]:
+                    self._mirror(self._pending[0])
                 if consumer is not None:
                     polled = consumer.poll(timeout_ms=int(interval_s * 1000))
                     for batch in polled.values():
@@ -317,7 +345,10 @@ class AdapterSwitcher:
         consumer = make_consumer(kafka, bootstrap, None, [])
         tp = TopicPartition(topics.adapters, 0)
         consumer.assign([tp])
-        consumer.seek_to_end(tp)  # the pointer file says where things stand now
+        # The last event again: a replica with a registry of its own catches up with a
+        # promotion made while it was down (for a shared one the pointer says it anyway).
+        end = consumer.end_offsets([tp])[tp]
+        consumer.seek(tp, max(end - 1, 0))
         consumer.position(tp)
         return consumer
 
@@ -329,10 +360,65 @@ class AdapterSwitcher:
             return
         version, sha256 = event.get("version"), event.get("sha256")
         log.info("adapter event %s -> %s", event.get("type"), (version or "base")[:12])
+        self._pending = None  # a newer event supersedes one waiting to be tried again
         if isinstance(version, str) and isinstance(sha256, str):
             self._announced[version] = sha256
+        origin = event.get("origin")
+        if isinstance(origin, str) and origin != self.registry.identity():
+            self._mirror(event)
+            return
         # The pointer is the truth; the event says to look now. A replica whose registry
         # lags (shared storage) keeps what it serves until the pointer arrives.
+        self._stamp = None
+        self._safe_refresh()
+
+    def _mirror(self, event: dict[str, Any]) -> None:
+        """Apply an event from a registry that is not this one (fetch by event): fetch the
+        version if it is missing, check it and load it aside, then move this registry's
+        ACTIVE pointer. On failure: an error line (not repeated while the failure stays the
+        same), the served version stays, and a fetch or load that failed is tried again
+        after ``retry_s`` unless a newer event arrives first. An event that can never work
+        (its sha256 is not its version's, it names no URL) waits for the next one."""
+        self._pending = None
+        version, sha256, url = event.get("version"), event.get("sha256"), event.get("url")
+        shown = version[:12] if isinstance(version, str) else "base"
+        retry = False
+        try:
+            if version is not None:
+                if not isinstance(version, str) or sha256 != version:
+                    raise AdapterLoadError(f"the event announces sha256 {str(sha256)[:12]} "
+                                           f"for version {str(version)[:12]}; versions are "
+                                           "named by their weights' hash")
+                if version not in self.registry.names():
+                    if not isinstance(url, str) or not url:
+                        raise AdapterLoadError(
+                            "it is not in this replica's registry and the event names no URL "
+                            "to fetch it from (set finetune.publish_url where it was "
+                            "promoted, or share the adapters folder)")
+                    if self.fetcher is None:
+                        raise AdapterLoadError("it is not in this replica's registry and "
+                                               "this replica does not fetch adapters")
+                    retry = True
+                    self.fetcher.fetch(version, sha256, url)
+                retry = True
+                self._ensure_loaded(version)  # checked and loaded before it serves
+            retry = False
+            if self.registry.active() != version:
+                self.registry.activate(version, str(event.get("reason") or "promoted"))
+        except Exception as exc:  # the watcher must outlive one bad event; what serves stays
+            if retry:
+                self._pending = (event, time.monotonic() + self.retry_s)
+            message = (f"cannot take adapter {shown} from the event: "
+                       f"{exc if isinstance(exc, KinjectError) else repr(exc)}")
+            if message != self._mirror_error:
+                self._mirror_error = message
+                log.error("%s; still serving %s%s", message,
+                          self._current[:12] if self._current else "the base model",
+                          f", trying again every {self.retry_s:g} s" if retry else "")
+            else:
+                log.debug("%s (again)", message)
+            return
+        self._mirror_error = None
         self._stamp = None
         self._safe_refresh()
 

@@ -1,9 +1,10 @@
-"""Adapter versions: list, show, activate, roll back (the registry through the facade).
+"""Adapter versions: list, show, activate, roll back, fetch as an archive (the registry
+through the facade).
 
 Reads are open like every read, except what a version was trained on: its lineage (source
 ids, deleted ones included on a tainted version) and its training config (paths) go to admin
-keys only; readers get how many sources it learnt from. Changing what serves needs an admin
-key. A version is named
+keys only; readers get how many sources it learnt from. Changing what serves, and a version's
+bytes (its archive), need an admin key. A version is named
 by its id or a unique prefix of 6+ characters, and only ever matched against the registry's
 own version names: anything else is a 404.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
+from fastapi.responses import StreamingResponse
 
 from kinject.api.auth import role_allows
 from kinject.api.deps import Admin, Reader, ServiceDep
@@ -24,6 +26,8 @@ from kinject.api.schemas import (
     AdapterSummary,
     finite,
 )
+from kinject.finetune.archive import MEDIA_TYPE
+from kinject.finetune.fetch import SHA_HEADER
 
 router = APIRouter(tags=["adapters"], responses=ERRORS)
 
@@ -59,6 +63,20 @@ def show_adapter(version: VersionArg, svc: ServiceDep, who: Reader) -> AdapterOu
                       corpus_manifest=a["corpus_manifest"],
                       train_config=finite(a["train_config"]) if admin else None,
                       report=finite(a["report"]))
+
+
+@router.get("/v1/adapters/{version}/archive", response_class=StreamingResponse,
+            responses={200: {"content": {MEDIA_TYPE: {}},
+                             "description": "a tar of the version's weights, PEFT config and "
+                             "manifest; the weights' sha256 in X-Kinject-Sha256"}})
+def archive(version: VersionArg, svc: ServiceDep, who: Admin) -> StreamingResponse:
+    """The version's files as one tar, streamed: how a replica with a registry of its own
+    fetches a promoted version (finetune.publish_url). Admin keys only: the weights hold the
+    knowledge. The replica checks the weights against the sha256 of the promotion event."""
+    arc = svc.adapter_archive(version)
+    return StreamingResponse(arc.chunks(), media_type=MEDIA_TYPE, headers={
+        "Content-Length": str(arc.size), SHA_HEADER: arc.version,
+        "Content-Disposition": f'attachment; filename="kinject-adapter-{arc.version}.tar"'})
 
 
 @router.post("/v1/adapters/rollback", response_model=ActivationOut)
