@@ -220,6 +220,20 @@ class Docstore:
             ).fetchall()
         return {int(r[0]): _chunk(r[1:]) for r in rows}
 
+    def chunks_by_sources(self, source_ids: Sequence[str]) -> list[Chunk]:
+        """The chunks of these sources, source by source in the order given, each in order."""
+        if not source_ids:
+            return []
+        wanted = list(dict.fromkeys(source_ids))
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT chunk_id, doc_id, source_id, ordinal, text, lang, kind, meta "
+                f"FROM chunks WHERE source_id IN ({marks}) ORDER BY ordinal, row_id", wanted,
+            ).fetchall()
+        place = {s: i for i, s in enumerate(wanted)}
+        return sorted((_chunk(r) for r in rows), key=lambda c: place[c.source_id])
+
     def state(self, key: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
