@@ -88,6 +88,19 @@ def test_an_own_store_embeds_with_the_embedding_given(tmp_path: Path) -> None:
         assert {d.id for d in again.get_by_ids(["a", "b"])} == {"a", "b"}
 
 
+def test_from_documents_keeps_given_ids_and_makes_the_missing_ones(
+        service: KinjectService) -> None:
+    store = KinjectVectorStore.from_documents(
+        [Document(id="kb/a", page_content="alpha otters", metadata={"x": [1, 2]}),
+         Document(page_content="beta otters")], None, service=service)
+    docs = store.similarity_search("otters", k=5)
+    assert len(docs) == 2 and {d.page_content for d in docs} == {"alpha otters", "beta otters"}
+    given = next(d for d in docs if d.page_content == "alpha otters")
+    made = next(d for d in docs if d.page_content == "beta otters")
+    assert given.id == "kb/a" and given.metadata == {"x": [1, 2]}
+    assert made.id and made.id != "kb/a" and made.metadata == {}
+
+
 def test_a_temporary_store_is_removed_on_close() -> None:
     store = KinjectVectorStore(embedding=DeterministicFakeEmbedding(size=4))
     store.add_texts(["one"])
@@ -141,3 +154,12 @@ def test_mixed_ids_and_documents_from_elsewhere(service: KinjectService) -> None
     assert store.get_by_ids(["feed/1", "never/added"]) == []
     with pytest.raises(ValueError, match="give the ids"):
         store.delete()
+
+
+def test_re_adding_a_text_with_new_metadata_updates_it(service: KinjectService) -> None:
+    store = KinjectVectorStore(service)
+    store.add_texts(["otters float"], [{"v": 1}], ids=["kb/o"])
+    store.add_texts(["otters float"], [{"v": 2}], ids=["kb/o"])
+    assert store.get_by_ids(["kb/o"]) == [Document(id="kb/o", page_content="otters float",
+                                                   metadata={"v": 2})]
+    assert store.similarity_search("otters", k=5)[0].metadata == {"v": 2}

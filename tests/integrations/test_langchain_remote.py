@@ -106,6 +106,8 @@ def test_wait_s_reads_its_own_writes(kinject: Kinject) -> None:
     store.add_texts(["Otters sleep holding paws."], [{"v": 2}], ids=["otters"])
     assert store.get_by_ids(["otters"]) == [
         Document(id="otters", page_content="Otters sleep holding paws.", metadata={"v": 2})]
+    store.add_texts(["Otters sleep holding paws."], [{"v": 3}], ids=["otters"])  # meta only
+    assert store.get_by_ids(["otters"])[0].metadata == {"v": 3}
     store.delete(["otters", "never-added"])
     assert store.get_by_ids(["otters"]) == []
 

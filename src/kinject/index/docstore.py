@@ -110,13 +110,15 @@ class Docstore:
     def upsert_chunks(
         db: sqlite3.Connection, chunks: Sequence[Chunk], vectors: np.ndarray
     ) -> list[int]:
-        """Insert chunks that are new; return the row id of every chunk, new or old."""
+        """Insert chunks that are new and take the meta of those already stored (a record
+        that changes only its metadata keeps its chunk ids); return every chunk's row id."""
         rows = []
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         for c, v in zip(chunks, vecs, strict=True):
             db.execute(
-                "INSERT OR IGNORE INTO chunks(chunk_id, doc_id, source_id, ordinal, text, lang,"
-                " kind, meta, vector) VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO chunks(chunk_id, doc_id, source_id, ordinal, text, lang,"
+                " kind, meta, vector) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(chunk_id) DO UPDATE SET meta=excluded.meta",
                 (
                     c.chunk_id,
                     c.doc_id,

@@ -344,10 +344,10 @@ class KinjectVectorStore(VectorStore):
         now = time.time()
         updates = []
         for i, (text, meta, sid) in enumerate(zip(texts, metas, source_ids, strict=True)):
-            # The metadata is part of the chunk's identity: re-adding the same text with new
-            # metadata replaces the row (the docstore keeps a row whose chunk_id it knows).
+            # chunk_id as the ingest pipeline makes it; new metadata for the same text updates
+            # the stored row's meta.
             stored = json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
-            chunk = Chunk(chunk_id=content_hash(sid, text, stored), doc_id=sid, source_id=sid,
+            chunk = Chunk(chunk_id=content_hash(sid, text), doc_id=sid, source_id=sid,
                           text=text, lang=detect_lang(text), meta={LC_METADATA: meta})
             updates.append(SourceUpdate(op="upsert", source_id=sid, chunks=(chunk,),
                                         vectors=vecs[i:i + 1], embedder=index.embedder.name,
