@@ -191,7 +191,7 @@ class KinjectRetriever(BaseRetriever):
                 "filter": kwargs.get("filter", self.filter), "mode": kwargs.get("mode", self.mode)}
 
     def _client(self) -> Any:
-        from kinject.integrations.langchain_remote import KinjectClient
+        from kinject.integrations.http_client import KinjectClient
 
         key = self.api_key.get_secret_value() if self.api_key is not None else None
         return KinjectClient(str(self.base_url), key, self.timeout_s)
