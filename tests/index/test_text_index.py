@@ -62,6 +62,22 @@ def test_replay_changes_nothing_and_update_replaces(
         assert [h.text for h in index.search("alpha", k=5)] == ["alpha three"]
 
 
+def test_an_update_of_only_the_metadata_is_applied(
+    tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    import dataclasses
+
+    with TextIndex(tmp_path, hash_embedder) as index:
+        u = _update(hash_embedder, "a", ["alpha one"])
+        index.apply([dataclasses.replace(
+            u, chunks=(dataclasses.replace(u.chunks[0], meta={"v": 1}),))])
+        index.apply([dataclasses.replace(
+            u, chunks=(dataclasses.replace(u.chunks[0], meta={"v": 2}),))])
+        assert len(index) == 1
+        assert index.search("alpha", k=1)[0].meta["v"] == 2
+        assert [c.meta for c in index.chunks_of(["a"])] == [{"v": 2}]
+
+
 def test_delete_removes_the_source_and_is_recorded(
     tmp_path: Path, hash_embedder: HashEmbedder
 ) -> None:

@@ -110,13 +110,15 @@ class Docstore:
     def upsert_chunks(
         db: sqlite3.Connection, chunks: Sequence[Chunk], vectors: np.ndarray
     ) -> list[int]:
-        """Insert chunks that are new; return the row id of every chunk, new or old."""
+        """Insert chunks that are new and take the meta of those already stored (a record
+        that changes only its metadata keeps its chunk ids); return every chunk's row id."""
         rows = []
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         for c, v in zip(chunks, vecs, strict=True):
             db.execute(
-                "INSERT OR IGNORE INTO chunks(chunk_id, doc_id, source_id, ordinal, text, lang,"
-                " kind, meta, vector) VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO chunks(chunk_id, doc_id, source_id, ordinal, text, lang,"
+                " kind, meta, vector) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(chunk_id) DO UPDATE SET meta=excluded.meta",
                 (
                     c.chunk_id,
                     c.doc_id,
@@ -219,6 +221,20 @@ class Docstore:
                 [int(r) for r in row_ids],
             ).fetchall()
         return {int(r[0]): _chunk(r[1:]) for r in rows}
+
+    def chunks_by_sources(self, source_ids: Sequence[str]) -> list[Chunk]:
+        """The chunks of these sources, source by source in the order given, each in order."""
+        if not source_ids:
+            return []
+        wanted = list(dict.fromkeys(source_ids))
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT chunk_id, doc_id, source_id, ordinal, text, lang, kind, meta "
+                f"FROM chunks WHERE source_id IN ({marks}) ORDER BY ordinal, row_id", wanted,
+            ).fetchall()
+        place = {s: i for i, s in enumerate(wanted)}
+        return sorted((_chunk(r) for r in rows), key=lambda c: place[c.source_id])
 
     def state(self, key: str) -> str | None:
         with self._lock:

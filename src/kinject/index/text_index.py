@@ -348,6 +348,10 @@ class TextIndex:
     def __len__(self) -> int:
         return len(self._faiss())
 
+    def chunks_of(self, source_ids: Sequence[str]) -> list[Chunk]:
+        """Every stored chunk of these sources (searchable or hidden), source by source."""
+        return self._store().chunks_by_sources(source_ids)
+
     def applied_offsets(self, topic: str) -> dict[int, int]:
         return self._store().offsets(topic)
 
