@@ -78,9 +78,9 @@ def require(role: Role) -> Callable[..., Principal]:
         if role == "read" and not settings.require_key_for_reads:
             # Reads need no key, so any key is accepted for them, as vLLM, llama.cpp's server
             # and Ollama do: the OpenAI SDK always sends one (users write api_key="EMPTY").
-            principal = _read_principal(request, presented)
-            request.state.principal = principal
-            return principal
+            anyone = _read_principal(request, presented)
+            request.state.principal = anyone
+            return anyone
         principal = _authenticate(request, presented)
         if principal is None or principal.role is None:
             raise _unauthorized("the API key is unknown or revoked")
