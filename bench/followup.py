@@ -31,14 +31,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, environment, parse_args, progress  # noqa: E402
-from rag_data.dataset import FULL, QUICK, build  # noqa: E402
-
 from kinject.api.openai_compat import standalone_question  # noqa: E402
 from kinject.config import load_settings  # noqa: E402
 from kinject.index.changes import SourceUpdate  # noqa: E402
 from kinject.index.text_index import text_index_from_settings  # noqa: E402
 from kinject.ingest.pipeline import IngestConfig, ingest_record  # noqa: E402
 from kinject.types import Record, content_hash  # noqa: E402
+from rag_data.dataset import FULL, QUICK, build  # noqa: E402
 
 
 def _opener(entity: str, lang: str) -> str:
