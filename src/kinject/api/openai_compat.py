@@ -168,6 +168,10 @@ def standalone_question(turns: Sequence[tuple[str, str]], limit: int) -> str:
     as ``limit`` characters allow (the oldest turns are left out first). The assistant's
     turns are left out: they are kinject's own answers, and a reader given them would quote
     them back. A question with no earlier user turn is used as it is.
+
+    bench/followup.py (112 follow-ups, en + zh, default index, k=4): the right passage first
+    0.14 -> 0.64, among the hits 0.46 -> 0.99 (the question asked whole: 0.66, 0.99); a
+    whole question after a turn about another entity: 0.40 and 0.94 (alone 0.66, 0.99).
     """
     users = [text.strip() for role, text in turns if role == "user" and text.strip()]
     if not users:

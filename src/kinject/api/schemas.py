@@ -168,7 +168,7 @@ class StreamOptions(BaseModel):
                                 "usage of the whole answer (its choices empty)")
 
 
-class _OpenAIOptions(BaseModel):
+class OpenAIOptions(BaseModel):
     """The options chat and completions requests share (api/openai_compat.py says how each
     is honoured). Unknown fields are ignored, as vLLM does."""
 
@@ -197,7 +197,7 @@ class _OpenAIOptions(BaseModel):
     user: str | None = None
 
 
-class ChatIn(_OpenAIOptions):
+class ChatIn(OpenAIOptions):
     """The OpenAI chat-completions request. The conversation's user turns make the question
     standalone (api/openai_compat.py); the answer is kinject's grounded answer."""
 
@@ -212,7 +212,7 @@ class ChatIn(_OpenAIOptions):
     modalities: list[str] | None = None
 
 
-class CompletionIn(_OpenAIOptions):
+class CompletionIn(OpenAIOptions):
     """The OpenAI (legacy) completions request: each prompt is a question, answered as by
     /v1/chat/completions; one choice per prompt."""
 

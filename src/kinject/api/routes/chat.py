@@ -52,9 +52,10 @@ from kinject.api.schemas import (
     CitationOut,
     ModelOut,
     ModelsOut,
+    OpenAIOptions,
     Usage,
-    _OpenAIOptions,
 )
+from kinject.config import ApiSettings
 from kinject.errors import KinjectError
 from kinject.service import KinjectService
 from kinject.types import Answer
@@ -108,8 +109,8 @@ class AnswerJob:
     prompt: list[dict[str, str]]  # what the client sent, for its token count
 
 
-def prepare(body: _OpenAIOptions, question: str, prompt: list[dict[str, str]],
-            max_tokens: int | None, api: Any) -> AnswerJob:
+def prepare(body: OpenAIOptions, question: str, prompt: list[dict[str, str]],
+            max_tokens: int | None, api: ApiSettings) -> AnswerJob:
     """Check a request's options and turn it into the facade's arguments (400s here)."""
     refuse_unsupported(body)
     model = _model_arg(body.model)
