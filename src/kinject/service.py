@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from kinject.index.filters import SearchFilters
     from kinject.index.image_index import ImageHit, ImageIndex
     from kinject.index.text_index import TextIndex
+    from kinject.rag.generate import Sampling
     from kinject.stream.dlq_store import DeadLetterStore
     from kinject.stream.outbox_keeper import OutboxKeeper
     from kinject.stream.supervisor import BrokerSupervisor
@@ -192,25 +193,28 @@ class KinjectService:
 
     def ask(self, question: str, k: int | None = None,
             filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
-            model: str | None = None) -> Answer:
+            model: str | None = None, sampling: Sampling | None = None) -> Answer:
         """Answer from the index with citations (``route``: rag, adapter, both, auto);
         ``model``: None (the active adapter), ``"base"`` (no adapter) or an adapter version.
+        ``sampling``: sampled decoding where the generator writes (greedy by default).
         ``Answer.images``: the cited passages' images, then those CLIP finds (CLIP on)."""
         from kinject.index.filters import SearchFilters
 
         flt = SearchFilters.coerce(filters)
-        answer = self._rag_for(model).ask(question, k, flt, route)
+        answer = self._rag_for(model).ask(question, k, flt, route, sampling=sampling)
         return self._with_clip_images(question, answer, flt)
 
     def ask_stream(self, question: str, k: int | None = None,
                    filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
-                   model: str | None = None) -> Iterator[str | Answer]:
+                   model: str | None = None, sampling: Sampling | None = None
+                   ) -> Iterator[str | Answer]:
         """The answer's text in pieces as it is generated, then the final Answer."""
         from kinject.index.filters import SearchFilters
 
         flt = SearchFilters.coerce(filters)
         rag = self._rag_for(model)  # an unknown model raises here, before the stream starts
-        return self._stream_with_images(question, rag.ask_stream(question, k, flt, route), flt)
+        pieces = rag.ask_stream(question, k, flt, route, sampling=sampling)
+        return self._stream_with_images(question, pieces, flt)
 
     def _stream_with_images(self, question: str, pieces: Iterator[str | Answer],
                             filters: SearchFilters | None) -> Iterator[str | Answer]:
@@ -244,6 +248,24 @@ class KinjectService:
         if "total_s" in timings:
             timings["total_s"] = answer.timings["total_s"] + spent
         return dataclasses.replace(answer, images=(*answer.images, *extra), timings=timings)
+
+    def tokenizer(self) -> Any:
+        """The generator's tokenizer (loads the generator on first use): what token counts
+        of questions and answers are counted in."""
+        return self._rag_service().generator.tokenizer
+
+    def embed(self, texts: Sequence[str]) -> tuple[Any, int]:
+        """The index's text embedder's unit-length vectors for ``texts`` and the tokens they
+        took: by the embedder's own tokenizer where it has one (sentence-transformers), else
+        by the generator's."""
+        embedder = self.index.embedder
+        vectors = embedder.encode(list(texts))
+        model = getattr(embedder, "_model", None)
+        tok = getattr(model, "tokenizer", None)
+        if tok is None or not callable(getattr(tok, "encode", None)):
+            tok = self.tokenizer()
+        used = sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
+        return vectors, used
 
     def _rag_for(self, model: str | None) -> Any:
         """The RAG service of the active adapter (None), the base model ("base") or a named

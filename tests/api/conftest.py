@@ -58,3 +58,25 @@ def browser():  # type: ignore[no-untyped-def]
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def peer_served(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
+                tiny_lm_dir: Path) -> Iterator[Served]:
+    """A `kinject serve` of its own for the peer suites (the official openai client and
+    LangChain's standard chat tests): the tiny generator writes (rag mode ``free``), so
+    sampling options reach a model, and no key is needed for reads (keys exist for writes)."""
+    data_dir = tmp_path_factory.mktemp("peer-data")
+    settings = make_settings(data_dir, kafka_bootstrap, tiny_lm_dir,
+                             finetune={"materialise_corpus": False})
+    settings = settings.model_copy(update={"rag": settings.rag.model_copy(
+        update={"mode": "free"})})
+    store = KeyStore(data_dir / KEYS_FILE)
+    keys = {role: store.create(f"peer-{role}", role)[1] for role in ("read", "write")}
+    url, stop, thread = start_serve(settings)
+    try:
+        wait_ready(url)
+        yield Served(url=url, settings=settings, keys=keys, stop=stop)
+    finally:
+        stop.set()
+        thread.join(60)

@@ -68,6 +68,7 @@ def test_schema_documents_every_route(api_schema: Any, served: Served) -> None:
 
     paths = httpx.get(f"{served.url}/openapi.json").json()["paths"]
     for path in ("/v1/records", "/v1/search", "/v1/ask", "/v1/chat/completions", "/v1/models",
+                 "/v1/completions", "/v1/embeddings",
                  "/v1/lineage/{source_id}", "/v1/dlq", "/healthz", "/readyz", "/metrics",
                  "/v1/adapters", "/v1/adapters/{version}", "/v1/adapters/{version}/activate",
                  "/v1/adapters/rollback", "/v1/adapters/{version}/archive", "/v1/finetune/jobs",

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from kinject.api import auth
 from kinject.api.auth import KeyStore
-from kinject.api.deps import Writer
+from kinject.api.deps import Reader, Writer
 from kinject.api.errors import install_error_handlers
 from kinject.api.ratelimit import FailureLimiter
 from kinject.config import ApiSettings
@@ -28,17 +28,22 @@ ATTACKER = ("10.0.0.66", 40000)
 COLLEAGUE = ("10.0.0.7", 40001)
 
 
-def _app(store: KeyStore, max_failures: int = 3, max_checks: int = 16) -> FastAPI:
-    """The real auth dependency and error handlers on one write route."""
+def _app(store: KeyStore, max_failures: int = 3, max_checks: int = 16,
+         require_key_for_reads: bool = False) -> FastAPI:
+    """The real auth dependency and error handlers on one write route and one read route."""
     app = FastAPI()
     install_error_handlers(app)
     app.state.keys = store
-    app.state.api_settings = ApiSettings()
+    app.state.api_settings = ApiSettings(require_key_for_reads=require_key_for_reads)
     app.state.auth_limiter = FailureLimiter(max_failures, 60.0)
     app.state.auth_checks = threading.BoundedSemaphore(max_checks)
 
     @app.post("/write")
     def write(who: Writer) -> dict[str, str]:
+        return {"name": who.name}
+
+    @app.get("/read")
+    def read(who: Reader) -> dict[str, str]:
         return {"name": who.name}
 
     return app
@@ -239,3 +244,30 @@ def test_key_checks_running_at_once_are_bounded(
         # the slot is free again, and the refusal did not count as the client's failure
         again = httpx.post(f"{url}/write", headers={"X-API-Key": _wrong(good)}, timeout=60)
         assert again.status_code == 401
+
+
+def test_any_key_on_a_read_is_anonymous_and_never_counts_as_a_failure(store: KeyStore) -> None:
+    # The OpenAI SDK always sends a key (api_key="EMPTY"): with anonymous reads on, reads
+    # pass whatever key they carry, and none of them uses up the client's failure limit.
+    _, good = store.create("ingest-bot", "write")
+    with TestClient(_app(store, max_failures=3), client=ATTACKER) as c:
+        for key in ("EMPTY", "sk-proj-123", _wrong(good) + "1", _wrong(good) + "2",
+                    _wrong(good) + "3"):
+            r = c.get("/read", headers={"Authorization": f"Bearer {key}"})
+            assert r.json() == {"name": "anonymous"}, (key, r.text)
+        # a real key on a read is still recognised (a read route may show its role more)
+        assert c.get("/read", headers={"X-API-Key": good}).json() == {"name": "ingest-bot"}
+        # writes still need a real key, and the client's failures start from zero
+        assert [c.post("/write", headers={"X-API-Key": k}).status_code
+                for k in ("EMPTY", _wrong(good) + "4", _wrong(good) + "5", good)] == [
+            401, 401, 401, 200]
+        assert c.post("/write", headers={"X-API-Key": _wrong(good) + "6"}).status_code == 429
+
+
+def test_with_keys_required_for_reads_a_wrong_key_on_a_read_is_refused(
+        store: KeyStore) -> None:
+    _, reader = store.create("dashboard", "read")
+    with TestClient(_app(store, require_key_for_reads=True), client=COLLEAGUE) as c:
+        assert c.get("/read", headers={"Authorization": "Bearer EMPTY"}).status_code == 401
+        assert c.get("/read").status_code == 401
+        assert c.get("/read", headers={"X-API-Key": reader}).json() == {"name": "dashboard"}

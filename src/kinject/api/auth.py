@@ -38,6 +38,12 @@ FAILED_TTL_S = 60.0
 _CACHE_MAX = 4096
 
 
+def is_key_format(presented: str) -> bool:
+    """Whether ``presented`` reads like a key made by ``kinject keys create``."""
+    key_id, sep, secret = presented.strip().removeprefix(_PREFIX).partition("_")
+    return presented.strip().startswith(_PREFIX) and bool(key_id and sep and secret)
+
+
 def role_allows(have: Role, need: Role) -> bool:
     return ROLES.index(have) >= ROLES.index(need)
 

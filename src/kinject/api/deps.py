@@ -9,7 +9,14 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from kinject.api.auth import ANONYMOUS, KeyStore, Principal, Role, role_allows
+from kinject.api.auth import (
+    ANONYMOUS,
+    KeyStore,
+    Principal,
+    Role,
+    is_key_format,
+    role_allows,
+)
 from kinject.api.errors import ApiError
 from kinject.api.ratelimit import FailureLimiter, client_key
 from kinject.config import ApiSettings
@@ -68,6 +75,12 @@ def require(role: Role) -> Callable[..., Principal]:
                 return ANONYMOUS
             raise _unauthorized(f"this call needs an API key with role {role!r}: send "
                                 "'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        if role == "read" and not settings.require_key_for_reads:
+            # Reads need no key, so any key is accepted for them, as vLLM, llama.cpp's server
+            # and Ollama do: the OpenAI SDK always sends one (users write api_key="EMPTY").
+            anyone = _read_principal(request, presented)
+            request.state.principal = anyone
+            return anyone
         principal = _authenticate(request, presented)
         if principal is None or principal.role is None:
             raise _unauthorized("the API key is unknown or revoked")
@@ -79,6 +92,32 @@ def require(role: Role) -> Callable[..., Principal]:
         return principal
 
     return check
+
+
+def _read_principal(request: Request, presented: str) -> Principal:
+    """Who a read is from where reads need no key: the key's principal when it is a key
+    kinject knows (a read route may show an admin more), else anonymous.
+
+    A key in another format ("EMPTY", "sk-...") is anonymous at once: no scrypt, nothing
+    counted. A kinject-format key is checked, but a failure is not counted against the
+    client's failure limit (its read goes on, anonymous, and a good write key from the same
+    address must not be locked out by it), and with every check slot busy the read goes on
+    unchecked rather than waiting. A flood of such keys costs at most the global check slots'
+    scrypt, less than the reads themselves cost when anonymous reads are on."""
+    keys = get_keys(request)
+    principal = keys.cached(presented)
+    if principal is not None:
+        return principal
+    if not is_key_format(presented):
+        return ANONYMOUS
+    checks = get_auth_checks(request)
+    if not checks.acquire(blocking=False):
+        return ANONYMOUS
+    try:
+        principal = keys.authenticate(presented)
+    finally:
+        checks.release()
+    return principal if principal is not None and principal.role is not None else ANONYMOUS
 
 
 def _authenticate(request: Request, presented: str) -> Principal | None:

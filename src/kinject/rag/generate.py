@@ -6,11 +6,43 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled decoding instead of greedy (a client's ``temperature``, ``top_p``, ``seed``).
+    ``seed`` makes a sample repeatable: the same request with the same seed gives the same
+    text."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 to sample, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def _decoding(sampling: Sampling | None) -> dict[str, Any]:
+    """``generate`` keyword arguments for greedy decoding or ``sampling``. A seed seeds
+    torch's global generator (``generate`` takes no generator of its own), so a seeded
+    sample repeats exactly unless another sampled request draws from it at the same time."""
+    if sampling is None:
+        return {"do_sample": False}
+    if sampling.seed is not None:
+        import torch
+
+        torch.manual_seed(sampling.seed)
+    return {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "top_k": 0}
 
 
 def _prompt_ids(tok: Any, messages: Messages) -> list[int]:
@@ -30,14 +62,16 @@ def _end_ids(tok: Any) -> list[int]:
     return sorted(ids)
 
 
-def generate_chat(loaded: Any, messages: Messages, max_new_tokens: int) -> str:
-    """Run one greedy chat completion and return the new text only."""
-    return generate_batch(loaded, [messages], [max_new_tokens])[0]
+def generate_chat(loaded: Any, messages: Messages, max_new_tokens: int,
+                  sampling: Sampling | None = None) -> str:
+    """Run one chat completion (greedy unless ``sampling``) and return the new text only."""
+    return generate_batch(loaded, [messages], [max_new_tokens], sampling)[0]
 
 
-def generate_batch(loaded: Any, batch: Sequence[Messages], max_new_tokens: Sequence[int]
-                   ) -> list[str]:
-    """Greedy completions of several chats in one left-padded ``generate`` call."""
+def generate_batch(loaded: Any, batch: Sequence[Messages], max_new_tokens: Sequence[int],
+                   sampling: Sampling | None = None) -> list[str]:
+    """Completions of several chats in one left-padded ``generate`` call (greedy unless
+    ``sampling``)."""
     import torch
 
     if not batch:
@@ -51,7 +85,7 @@ def generate_batch(loaded: Any, batch: Sequence[Messages], max_new_tokens: Seque
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids.to(loaded.device),
                              attention_mask=mask.to(loaded.device),
-                             max_new_tokens=max(max_new_tokens), do_sample=False,
+                             max_new_tokens=max(max_new_tokens), **_decoding(sampling),
                              pad_token_id=pad, eos_token_id=_end_ids(tok))
     texts = []
     for row, limit in zip(out, max_new_tokens, strict=True):
@@ -60,8 +94,10 @@ def generate_batch(loaded: Any, batch: Sequence[Messages], max_new_tokens: Seque
     return texts
 
 
-def stream_chat(loaded: Any, messages: Messages, max_new_tokens: int) -> Iterator[str]:
-    """Yield the completion's text as it is produced (generation runs in a thread)."""
+def stream_chat(loaded: Any, messages: Messages, max_new_tokens: int,
+                sampling: Sampling | None = None) -> Iterator[str]:
+    """Yield the completion's text as it is produced (generation runs in a thread; greedy
+    unless ``sampling``)."""
     import torch
     from transformers import TextIteratorStreamer
 
@@ -71,7 +107,7 @@ def stream_chat(loaded: Any, messages: Messages, max_new_tokens: int) -> Iterato
                                     timeout=120.0)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-              "max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad,
+              "max_new_tokens": max_new_tokens, **_decoding(sampling), "pad_token_id": pad,
               "eos_token_id": _end_ids(tok), "streamer": streamer}
 
     def run() -> None:

@@ -134,6 +134,7 @@ class Question:
     filters: SearchFilters | None
     route: str
     mode: Mode
+    sampling: gen.Sampling | None = None  # None: greedy; a sampled answer is never cached
 
 
 @dataclass
@@ -188,8 +189,11 @@ class RagService:
 
     # -- public -------------------------------------------------------------------------------
     def ask(self, question: str, k: int | None = None, filters: SearchFilters | None = None,
-            route: str = "auto", mode: Mode | None = None) -> Answer:
-        q = self._question(question, k, filters, route, mode)
+            route: str = "auto", mode: Mode | None = None,
+            sampling: gen.Sampling | None = None) -> Answer:
+        q = self._question(question, k, filters, route, mode, sampling)
+        if sampling is not None:  # a sample: alone (one decoding per batch), not cached
+            return self._answer_batch([q])[0]
         key = self._cache_key(q)
         cached = self.cache.get(key)
         if cached is not None:
@@ -200,14 +204,15 @@ class RagService:
 
     def ask_stream(self, question: str, k: int | None = None,
                    filters: SearchFilters | None = None, route: str = "auto",
-                   mode: Mode | None = None) -> Iterator[str | Answer]:
+                   mode: Mode | None = None, sampling: gen.Sampling | None = None
+                   ) -> Iterator[str | Answer]:
         """Yield the answer's text in pieces as it is produced, then the final ``Answer``.
 
         Span answers are chosen whole, so they arrive as one piece. A free answer that turns
         out ungrounded is replaced in the final Answer by the sentence it falls back to.
         """
-        q = self._question(question, k, filters, route, mode)
-        cached = self.cache.get(self._cache_key(q))
+        q = self._question(question, k, filters, route, mode, sampling)
+        cached = None if sampling is not None else self.cache.get(self._cache_key(q))
         if cached is not None:
             yield cached.text
             yield cached
@@ -220,7 +225,8 @@ class RagService:
             t0 = time.perf_counter()
             pieces: list[str] = []
             self.model_calls += 1
-            for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens):
+            for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
+                                         q.sampling):
                 if piece:
                     pieces.append(piece)
                     yield piece
@@ -228,7 +234,8 @@ class RagService:
             answer = self._compose(plan, "".join(pieces))
         else:
             answer = yield from self._stream_grounded(plan)
-        self.cache.put(self._cache_key(q), answer)
+        if sampling is None:
+            self.cache.put(self._cache_key(q), answer)
         yield answer
 
     def _stream_grounded(self, plan: _Plan) -> Generator[str, None, Answer]:
@@ -245,7 +252,8 @@ class RagService:
         t0 = time.perf_counter()
         self.model_calls += 1
         written, released, grounded = "", 0, False
-        for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens):
+        for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
+                                     plan.q.sampling):
             if not piece or "\n" in written.lstrip():
                 continue  # past the first line: drained, not shown
             written += piece
@@ -281,7 +289,8 @@ class RagService:
 
     # -- preparing ----------------------------------------------------------------------------
     def _question(self, question: str, k: int | None, filters: SearchFilters | None,
-                  route: str, mode: Mode | None) -> Question:
+                  route: str, mode: Mode | None,
+                  sampling: gen.Sampling | None = None) -> Question:
         question = question.strip()
         if not question:
             raise ValueError("question must not be empty")
@@ -291,7 +300,7 @@ class RagService:
         mode = mode or self.config.mode
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        return Question(question, k, filters, check_route(route), mode)
+        return Question(question, k, filters, check_route(route), mode, sampling)
 
     def _cache_key(self, q: Question) -> tuple[Any, ...]:
         return (normalise_question(q.text), q.k, q.filters, q.route, q.mode,
@@ -508,8 +517,9 @@ class RagService:
         if writes:
             t0 = time.perf_counter()
             self.model_calls += 1
+            # A sampled question runs alone (ask), so its batch has one decoding.
             outs = gen.generate_batch(self.generator, [p.messages for p in writes],
-                                      [p.max_new_tokens for p in writes])
+                                      [p.max_new_tokens for p in writes], writes[0].q.sampling)
             dt = (time.perf_counter() - t0) / len(writes)
             for p, text in zip(writes, outs, strict=True):
                 texts[id(p)] = text
