@@ -75,7 +75,9 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
     from kinject.index.text_index import TextIndex
     from kinject.ingest.envelope import encode_record
     from kinject.models import load_generator
-    from kinject.rag.service import RagService
+    from kinject.rag.reader import Ct2Reader
+    from kinject.rag.reader_model import load_reader
+    from kinject.rag.service import RagConfig, RagService
     from kinject.stream.broker import connect
     from kinject.stream.clients import make_producer
     from kinject.stream.ingest_worker import IngestWorker
@@ -111,6 +113,12 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
         gen_future = _in_background(
             load_generator, settings.models.generator, settings.models_dir,
             settings.models.device, settings.models.dtype)
+        # So does the reader model (read mode; the first run converts it once, 1.5-2.5 min).
+        reading = settings.rag.mode == "read"
+        if reading:
+            reader_task = step("Loading the reader (Qwen2.5 0.5B; converted once, then cached)")
+            reader_future = _in_background(load_reader, settings.models.reader,
+                                           settings.models_dir, settings.models.device)
 
         task = step("Starting the broker")
         t = time.perf_counter()
@@ -169,7 +177,13 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
                 generator = gen_future.result()
                 progress.update(gen_task, completed=1, total=1,
                                 description="Generator ready")
-                rag = RagService(index, generator)
+                reader = None
+                if reading:
+                    reader = Ct2Reader(reader_future.result())
+                    progress.update(reader_task, completed=1, total=1,
+                                    description="Reader ready")
+                rag = RagService(index, generator, RagConfig.from_settings(settings),
+                                 reader=(lambda: reader) if reader is not None else None)
                 results = []
                 task = step(f"Answering {len(DEMO_QUESTIONS)} questions")
                 for q in DEMO_QUESTIONS:
