@@ -110,15 +110,19 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
 
         # The generator loads in the background (the first run converts the GGUF once).
         gen_task = step("Loading the generator (SmolLM2; converted once, then cached)")
-        gen_future = _in_background(
-            load_generator, settings.models.generator, settings.models_dir,
-            settings.models.device, settings.models.dtype)
-        # So does the reader model (read mode; the first run converts it once, 1.5-2.5 min).
         reading = settings.rag.mode == "read"
-        if reading:
+        m = settings.models
+
+        def load_models() -> tuple[Any, Any]:
+            # One after the other, in one thread: transformers' lazy imports are not safe to
+            # race from two threads.
+            generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype)
+            return generator, (load_reader(m.reader, settings.models_dir, m.device)
+                               if reading else None)
+
+        models_future = _in_background(load_models)
+        if reading:  # the reader too (the first run converts it once, 1.5-2.5 minutes)
             reader_task = step("Loading the reader (Qwen2.5 0.5B; converted once, then cached)")
-            reader_future = _in_background(load_reader, settings.models.reader,
-                                           settings.models_dir, settings.models.device)
 
         task = step("Starting the broker")
         t = time.perf_counter()
@@ -174,12 +178,11 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
                                             f"chunks, all answerable "
                                             f"{timings['answerable_all_s']:.2f}s after publishing")
 
-                generator = gen_future.result()
+                generator, loaded_reader = models_future.result()
                 progress.update(gen_task, completed=1, total=1,
                                 description="Generator ready")
-                reader = None
-                if reading:
-                    reader = Ct2Reader(reader_future.result())
+                reader = Ct2Reader(loaded_reader) if loaded_reader is not None else None
+                if reader is not None:
                     progress.update(reader_task, completed=1, total=1,
                                     description="Reader ready")
                 rag = RagService(index, generator, RagConfig.from_settings(settings),

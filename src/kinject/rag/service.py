@@ -270,9 +270,10 @@ class RagService:
             plan = _Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s})
             plans.append(plan)
             passages = _distinct_passages(hits)[: q.k]
-            relevant = bool(passages) and max(h.score for h in passages) >= cfg.min_relevance
+            # The passages close enough to the question to be about it (cosine).
+            relevant = {h.source_id for h in passages if h.score >= cfg.min_relevance}
             if plan.route == "auto":
-                plan.route = resolve_auto(state, relevant, {h.source_id for h in passages})
+                plan.route = resolve_auto(state, bool(relevant), relevant)
             if plan.route == "adapter" or (plan.route == "both" and not relevant):
                 plan.kind, plan.route = "closed", "adapter"
                 plan.messages = closed_book_messages(q.text)
@@ -280,7 +281,7 @@ class RagService:
             elif q.mode == "read" and plan.route == "rag":
                 # The reader weighs the best passages itself and says when none answers.
                 plan.kind, plan.passages = "read", passages[: cfg.reader_passages]
-            elif relevant:
+            elif relevant:  # free mode, or route both with the adapter's knowledge
                 plan.kind, plan.passages = "free", passages[: cfg.reader_passages]
                 texts = [h.text for h in plan.passages]
                 # A terse prompt for answers from the passages; a fuller one when the
