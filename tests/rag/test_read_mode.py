@@ -97,7 +97,7 @@ _NEAR_MISS = pytest.mark.xfail(strict=False, reason=(
 @pytest.mark.parametrize("question", [
     "When was the Dunsley orchard planted?",
     "What does a ticket to the Marlow swimming baths cost?",
-    "白鹭桥是哪一年建成的？",
+    "白鹭桥每天几点关闭？",
     pytest.param("Who built the telescope of the Kirkhallow observatory?", marks=_NEAR_MISS),
     pytest.param("雪峰冰川每年后退多少米？", marks=_NEAR_MISS),
 ])
