@@ -379,7 +379,9 @@ class Settings(BaseSettings):
     gate: GateSettings = GateSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     kafka: KafkaSettings = KafkaSettings()
-    models: ModelSettings = ModelSettings()
+    # A factory, not one instance: the model cache's default follows $XDG_CACHE_HOME and
+    # $HOME as they are when the settings are read.
+    models: ModelSettings = Field(default_factory=ModelSettings)
     ingest: IngestSettings = IngestSettings()
     index: IndexSettings = IndexSettings()
     api: ApiSettings = ApiSettings()
