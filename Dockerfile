@@ -35,6 +35,8 @@ RUN useradd --create-home --uid 10001 kinject \
 USER kinject
 
 ENV KINJECT_DATA_DIR=/data
+# Models converted once (the reader: 1.5-2.5 minutes) stay on the service's volume.
+ENV KINJECT_MODELS__CACHE_DIR=/data/models
 VOLUME ["/data"]
 EXPOSE 8000
 

@@ -164,10 +164,10 @@ async def load(url: str, data: list[tuple[str, str, str]], clients: int,
 def converted(spec: str) -> str:
     """A GGUF generator (the default SmolLM2) converted once into kinject's model cache, so
     each fresh server in this run loads a plain folder in seconds."""
-    from kinject.config import default_data_dir
+    from kinject.config import load_settings
     from kinject.models import ensure_converted, resolve_generator
 
-    folder = ensure_converted(resolve_generator(spec), default_data_dir() / "models")
+    folder = ensure_converted(resolve_generator(spec), load_settings().models_dir)
     return str(folder) if folder is not None else spec
 
 

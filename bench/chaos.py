@@ -64,10 +64,10 @@ def _free_port() -> int:
 def converted(spec: str) -> str:
     """The default GGUF generator converted once into kinject's model cache, so each
     (re)start of serve loads a plain folder in seconds."""
-    from kinject.config import default_data_dir
+    from kinject.config import load_settings
     from kinject.models import ensure_converted, resolve_generator
 
-    folder = ensure_converted(resolve_generator(spec), default_data_dir() / "models")
+    folder = ensure_converted(resolve_generator(spec), load_settings().models_dir)
     return str(folder) if folder is not None else spec
 
 

@@ -14,6 +14,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Models converted once (the reader: 1.5-2.5 minutes) are kept for every later run, in one
+# directory of the checkout that every test, and every `kinject serve` a test starts (it
+# inherits the environment), shares; CI caches it.
+MODELS_CACHE = Path(os.environ.setdefault(
+    "KINJECT_MODELS__CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "models")))
 
 
 def _is_loopback(address: object) -> bool:
@@ -145,24 +150,32 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models dir holding SmolLM2 converted once from its package GGUF, shared by tests."""
+def smollm2_cache() -> Path:
+    """The shared models cache, holding SmolLM2 converted once from its package GGUF."""
     from kinject.models import ensure_converted, resolve_generator
 
-    models = tmp_path_factory.mktemp("models")
-    ensure_converted(resolve_generator("smollm2"), models)
-    return models
+    ensure_converted(resolve_generator("smollm2"), MODELS_CACHE)
+    return MODELS_CACHE
 
 
 @pytest.fixture(scope="session")
-def reader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models dir holding the default reader, assembled from its packages and converted to
-    CTranslate2 once (about 1.5 minutes), shared by tests."""
+def smollm2_dir(smollm2_cache: Path) -> Path:
+    """SmolLM2's converted transformers folder in the shared cache."""
+    from kinject.models import resolve_generator
+
+    key = resolve_generator("smollm2").cache_key
+    assert key is not None
+    return smollm2_cache / key
+
+
+@pytest.fixture(scope="session")
+def reader_cache() -> Path:
+    """The shared models cache, holding the default reader, assembled from its packages and
+    converted to CTranslate2 once (about 1.5-2.5 minutes, on the first run only)."""
     from kinject.rag.reader_model import ensure_ct2, resolve_reader
 
-    models = tmp_path_factory.mktemp("reader-models")
-    ensure_ct2(resolve_reader("qwen2.5-0.5b"), models)
-    return models
+    ensure_ct2(resolve_reader("qwen2.5-0.5b"), MODELS_CACHE)
+    return MODELS_CACHE
 
 
 TINY_CLIP_CONFIG = {

@@ -38,9 +38,18 @@ def test_version() -> None:
 def test_doctor_reports_every_component(tmp_path: Path) -> None:
     result = _kinject("doctor", env={"KINJECT_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
     assert result.returncode == 0, result.stdout + result.stderr
-    for component in ("data dir", "embedder", "generator", "kafka", "OCR rapidocr",
+    for component in ("data dir", "embedder", "generator", "reader", "kafka", "OCR rapidocr",
                       "OCR tesseract", "CLIP image index", "accelerator", "API server"):
         assert component in result.stdout, component
+
+
+def test_doctor_says_where_the_reader_is_cached_and_when_it_will_be_converted(
+        tmp_path: Path, reader_cache: Path) -> None:
+    env = {"KINJECT_DATA_DIR": str(tmp_path), "COLUMNS": "400"}
+    cached = _kinject("doctor", env=env)  # the shared cache of the test session
+    assert f"cached at {reader_cache}" in cached.stdout.replace("\n", "")
+    fresh = _kinject("doctor", env={**env, "KINJECT_MODELS__CACHE_DIR": str(tmp_path / "c")})
+    assert "converted on first use" in fresh.stdout.replace("\n", "")
 
 
 def test_doctor_fails_and_names_the_setting_for_a_missing_model(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from kinject.service import KinjectService
 def env(tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.delenv("KINJECT_KAFKA__BOOTSTRAP_SERVERS", raising=False)
     env = {"KINJECT_DATA_DIR": str(tmp_path), "KINJECT_MODELS__EMBEDDER": "hash",
-           "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir), "KINJECT_RAG__LM_RERANK": "0"}
+           "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with KinjectService(load_settings()) as svc:

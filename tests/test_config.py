@@ -14,7 +14,32 @@ def test_environment_nested_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert s.kafka.bootstrap_servers == "broker-a:9092,broker-b:9092"
     assert s.kafka.partitions == 6
     assert s.data_dir == tmp_path
-    assert s.models_dir == tmp_path / "models"
+    assert s.models_dir == s.models.cache_dir  # converted models live apart from the data
+
+
+def test_converted_models_are_cached_per_user_not_per_data_dir(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KINJECT_MODELS__CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    a, b = load_settings(data_dir=tmp_path / "a"), load_settings(data_dir=tmp_path / "b")
+    assert a.models_dir == b.models_dir == tmp_path / "xdg" / "kinject" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_settings().models_dir == tmp_path / "home" / ".cache" / "kinject" / "models"
+    monkeypatch.setenv("KINJECT_MODELS__CACHE_DIR", str(tmp_path / "shared"))
+    assert load_settings().models_dir == tmp_path / "shared"
+
+
+@pytest.mark.parametrize("mode", ["auto", "span"])
+def test_a_removed_answering_mode_is_refused_naming_the_allowed_ones(
+        monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setenv("KINJECT_RAG__MODE", mode)
+    with pytest.raises(ConfigError, match=r"rag\.mode.*'read'.*'free'"):
+        load_settings()
+
+
+def test_read_is_the_default_answering_mode() -> None:
+    assert load_settings().rag.mode == "read"
 
 
 def test_blank_bootstrap_means_embedded_broker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,9 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
     from kinject.index.text_index import TextIndex
     from kinject.ingest.envelope import encode_record
     from kinject.models import load_generator
-    from kinject.rag.service import RagService
+    from kinject.rag.reader import Ct2Reader
+    from kinject.rag.reader_model import load_reader
+    from kinject.rag.service import RagConfig, RagService
     from kinject.stream.broker import connect
     from kinject.stream.clients import make_producer
     from kinject.stream.ingest_worker import IngestWorker
@@ -108,9 +110,19 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
 
         # The generator loads in the background (the first run converts the GGUF once).
         gen_task = step("Loading the generator (SmolLM2; converted once, then cached)")
-        gen_future = _in_background(
-            load_generator, settings.models.generator, settings.models_dir,
-            settings.models.device, settings.models.dtype)
+        reading = settings.rag.mode == "read"
+        m = settings.models
+
+        def load_models() -> tuple[Any, Any]:
+            # One after the other, in one thread: transformers' lazy imports are not safe to
+            # race from two threads.
+            generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype)
+            return generator, (load_reader(m.reader, settings.models_dir, m.device)
+                               if reading else None)
+
+        models_future = _in_background(load_models)
+        if reading:  # the reader too (the first run converts it once, 1.5-2.5 minutes)
+            reader_task = step("Loading the reader (Qwen2.5 0.5B; converted once, then cached)")
 
         task = step("Starting the broker")
         t = time.perf_counter()
@@ -166,10 +178,15 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
                                             f"chunks, all answerable "
                                             f"{timings['answerable_all_s']:.2f}s after publishing")
 
-                generator = gen_future.result()
+                generator, loaded_reader = models_future.result()
                 progress.update(gen_task, completed=1, total=1,
                                 description="Generator ready")
-                rag = RagService(index, generator)
+                reader = Ct2Reader(loaded_reader) if loaded_reader is not None else None
+                if reader is not None:
+                    progress.update(reader_task, completed=1, total=1,
+                                    description="Reader ready")
+                rag = RagService(index, generator, RagConfig.from_settings(settings),
+                                 reader=(lambda: reader) if reader is not None else None)
                 results = []
                 task = step(f"Answering {len(DEMO_QUESTIONS)} questions")
                 for q in DEMO_QUESTIONS:

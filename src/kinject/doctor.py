@@ -89,6 +89,24 @@ def check_generator(s: Settings) -> Check:
     return Check("generator", "ok", f"{src.location}")
 
 
+def check_reader(s: Settings) -> Check:
+    """The reader model of read mode (the default), and whether it is converted yet."""
+    from kinject.errors import ModelNotFound
+    from kinject.rag.reader_model import resolve_reader
+
+    try:
+        src = resolve_reader(s.models.reader)
+    except ModelNotFound as exc:
+        return Check("reader", "missing", str(exc), required=s.rag.mode == "read")
+    if src.kind == "ct2":
+        return Check("reader", "ok", src.location)
+    target = s.models_dir / f"{src.key}-ct2-int8"
+    if (target / "model.bin").is_file():
+        return Check("reader", "ok", f"{s.models.reader}: cached at {target}")
+    return Check("reader", "ok", f"{s.models.reader}: converted on first use into {target} "
+                                 "(1.5-2.5 minutes, once)")
+
+
 def check_broker(s: Settings) -> Check:
     if s.kafka.bootstrap_servers:
         from kinject.errors import BrokerError
@@ -235,7 +253,8 @@ def _corpus_lag(s: Settings, store_id: str) -> int | str:
 
 
 CHECKS: tuple[Callable[[Settings], Check | list[Check]], ...] = (
-    check_data_dir, check_embedder, check_multilingual, check_generator, check_broker,
+    check_data_dir, check_embedder, check_multilingual, check_generator, check_reader,
+    check_broker,
     check_ocr, check_clip, check_gpu, check_api, check_adapters, check_corpus,
 )
 

@@ -8,12 +8,15 @@ seconds.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import os
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -117,6 +120,21 @@ def _converted_dir(models_dir: Path, key: str) -> Path:
     return models_dir / key
 
 
+@contextmanager
+def conversion_lock(models_dir: Path, key: str) -> Iterator[None]:
+    """Held while ``key`` is converted into the shared ``models_dir``: one thread of this
+    process and one process of the machine at a time (``flock``, released by the OS if the
+    process dies), so two processes that start at once convert once; the second finds the
+    first's result when the lock is its."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _CONVERT_LOCK, (models_dir / f".{key}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _quiet_transformers() -> None:
     """kinject shows its own progress; transformers' per-tensor bars are noise in logs."""
     from transformers.utils import logging as hf_logging
@@ -135,14 +153,13 @@ def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
     target = _converted_dir(models_dir, source.cache_key)
     if (target / "config.json").is_file():
         return target
-    with _CONVERT_LOCK:
+    with conversion_lock(models_dir, source.cache_key):
         if (target / "config.json").is_file():
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
         log.info("converting %s once into %s (later loads take seconds)", source.gguf_file, target)
-        models_dir.mkdir(parents=True, exist_ok=True)
         tmp = models_dir / f".{source.cache_key}.{uuid.uuid4().hex}.tmp"
         try:
             tok = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)

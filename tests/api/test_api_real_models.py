@@ -24,8 +24,8 @@ FACTS = {
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
-         smollm2_cache: Path) -> Iterator[Served]:
-    folder = next(p for p in smollm2_cache.iterdir() if (p / "config.json").is_file())
+         smollm2_dir: Path) -> Iterator[Served]:
+    folder = smollm2_dir
     data_dir = tmp_path_factory.mktemp("api-real")
     settings = make_settings(data_dir, kafka_bootstrap, folder)
     settings = settings.model_copy(update={"models": settings.models.model_copy(

@@ -204,11 +204,11 @@ def test_a_tokenizer_without_chat_template_trains_without_paraphrases_and_says_s
 # -- the real model ---------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
-def test_smollm2_paraphrases_keep_the_facts(tmp_path: Path, smollm2_cache: Path) -> None:
+def test_smollm2_paraphrases_keep_the_facts(tmp_path: Path, smollm2_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = next(p.parent for p in smollm2_cache.rglob("config.json"))
+    model_dir = smollm2_dir
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()  # as the trainer holds it; the paraphraser must hand it back so

@@ -18,6 +18,8 @@ from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
 from kinject.ingest.pipeline import IngestConfig
 from kinject.models import load_generator
+from kinject.rag.reader import Ct2Reader
+from kinject.rag.reader_model import load_reader
 from kinject.rag.service import RagService
 from kinject.stream.ingest_worker import IngestWorker
 from kinject.stream.materialiser import IndexMaterialiser
@@ -33,7 +35,7 @@ NEW = b"City,Population,Founded\nGullspire,43500,1620\nTessel,900,1702\n"
 
 def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
     kafka_bootstrap: str, data_dir: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path,
-    request: pytest.FixtureRequest,
+    reader_cache: Path, request: pytest.FixtureRequest,
 ) -> None:
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2,
                           topic_prefix="c" + str(abs(hash(request.node.nodeid)) % 10**8),
@@ -59,10 +61,12 @@ def test_the_newer_csv_wins_search_and_ask_and_the_conflict_is_listed(
         assert index.docstore is not None and index.docstore.count() == 4  # both kept
 
         generator = load_generator(str(tiny_lm_dir), data_dir / "models", "cpu", "auto")
-        answer = RagService(index, generator).ask("What is the population of Gullspire?")
+        reader = Ct2Reader(load_reader("qwen2.5-0.5b", reader_cache, "cpu"))
+        answer = RagService(index, generator, reader=lambda: reader).ask(
+            "What is the population of Gullspire?")
         assert not answer.abstained and answer.citations
         assert {c.source_id for c in answer.citations} == {"census/2023.csv"}
-        assert "41000" not in answer.text
+        assert "43500" in answer.text and "41000" not in answer.text
     finally:
         loops.stop()
         index.close()

@@ -1,5 +1,5 @@
-"""A RagService over a few passages, with the hash embedder and a tiny random LM: what the
-reader picks must come from the passages' structure, not from a model's knowledge."""
+"""A RagService over a few passages, with the hash embedder and a tiny random LM (free mode,
+route adapter) or a reader model handed in (read mode)."""
 
 import itertools
 from collections.abc import Callable, Iterator
@@ -20,8 +20,8 @@ from kinject.types import Chunk, content_hash
 @pytest.fixture()
 def hash_rag(tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path
              ) -> Iterator[Callable[[dict[str, str]], RagService]]:
-    """``hash_rag({source_id: text, ...})``: an auto-mode RagService over those passages. The
-    hash embedder's cosines mean nothing, so relevance never abstains here."""
+    """``hash_rag({source_id: text, ...}, reader=None, **config)``: a RagService over those
+    passages. The hash embedder's cosines mean nothing, so relevance never abstains here."""
     generator = load_generator(str(tiny_lm_dir), tmp_path / "models", "cpu", "auto")
     made = itertools.count()
     with ExitStack() as stack:
@@ -33,7 +33,7 @@ def hash_rag(tmp_path: Path, hash_embedder: HashEmbedder, tiny_lm_dir: Path
                               text=text),),
                 vectors=hash_embedder.encode([text]), embedder=hash_embedder.name)
                 for sid, text in docs.items()])
-            settings = {"cache_size": 0, "lm_rerank": 0, "mode": "auto", "min_relevance": -1.0}
+            settings = {"cache_size": 0, "min_relevance": -1.0}
             return RagService(index, generator, RagConfig(**{**settings, **config}),
                               reader=(lambda: reader) if reader is not None else None)
 

@@ -48,3 +48,49 @@ def test_pieces_that_do_not_hash_to_the_pinned_file_are_refused(
     with pytest.raises(ModelNotFound, match="not the pinned file"):
         assemble_qwen(target)
     assert list(tmp_path.iterdir()) == [], "nothing unverified is left on disk"
+
+
+_CONVERT = """
+import logging, sys
+from pathlib import Path
+from kinject.rag.reader_model import ensure_ct2, resolve_reader
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+print(ensure_ct2(resolve_reader(sys.argv[1]), Path(sys.argv[2])))
+"""
+
+
+def test_two_processes_converting_at_once_convert_once(tmp_path: Path,
+                                                       tiny_lm_dir: Path) -> None:
+    """The model cache is shared by every kinject process of a user: two that need the same
+    model at the same moment wait for one conversion, and leave no half-written folder."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", _CONVERT, str(tiny_lm_dir), str(cache)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    folders = {out.strip() for out, _ in outs}
+    assert len(folders) == 1
+    folder = Path(folders.pop())
+    assert (folder / "model.bin").is_file() and (folder / "tokenizer.json").is_file()
+    assert sum(err.count("preparing the reader") for _, err in outs) == 1
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == [folder.name]
+
+
+@pytest.mark.slow
+def test_the_default_reader_converts_from_its_packages_and_reads(tmp_path: Path) -> None:
+    """The road a new user takes once (1.5-2.5 minutes): the pieces joined, checked,
+    de-quantised and converted to CTranslate2 INT8; then it reads."""
+    from kinject.rag.reader import Ct2Reader
+    from kinject.rag.reader_model import ensure_ct2, load_reader
+
+    folder = ensure_ct2(resolve_reader("qwen2.5-0.5b"), tmp_path)
+    assert (folder / "model.bin").is_file()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [folder.name]
+    reader = Ct2Reader(load_reader(str(folder), tmp_path, "cpu"))
+    passage = "The Tallow Street footbridge is 48 metres long and was painted green in 2019."
+    got = reader.read(["How long is the Tallow Street footbridge?"], [[passage]])[0]
+    assert got.answered and "48" in got.text, got

@@ -1,5 +1,4 @@
-"""Running the causal LM: greedy chat completions (one, a left-padded batch, or streamed) and
-likelihood scores of candidate continuations (span-constrained answering)."""
+"""Running the causal LM: greedy chat completions (one, a left-padded batch, or streamed)."""
 
 from __future__ import annotations
 
@@ -120,48 +119,3 @@ def stream_chat(loaded: Any, messages: Messages, max_new_tokens: int,
         yield from streamer
     finally:
         thread.join()
-
-
-def score_continuations(loaded: Any, requests: Sequence[tuple[Messages, Sequence[str]]]
-                        ) -> list[list[float]]:
-    """Total log-probability of each candidate answer (closed by the end of the turn) after
-    each chat prompt.
-
-    Each prompt runs once; its key/value cache is then shared by all its candidates, which
-    run as one right-padded batch. Several requests are scored in one call (dynamic batching
-    hands them over together); they still run prompt by prompt, since prompts differ.
-    """
-    import torch
-
-    tok, model = loaded.tokenizer, loaded.model
-    end = _end_ids(tok)
-    end_id = end[-1] if end else tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    results: list[list[float]] = []
-    for messages, candidates in requests:
-        if not candidates:
-            results.append([])
-            continue
-        prompt = torch.tensor([_prompt_ids(tok, messages)], device=loaded.device)
-        conts = [tok.encode(c, add_special_tokens=False) + [end_id] for c in candidates]
-        n, width = len(conts), max(len(c) for c in conts)
-        cont = torch.tensor([c + [pad] * (width - len(c)) for c in conts], device=loaded.device)
-        cmask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in conts],
-                             device=loaded.device)
-        with torch.inference_mode():
-            # Only the last position's logits are needed: the full [prompt x vocab] projection
-            # costs as much as the rest of the forward pass on a small model.
-            first = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-            cache = first.past_key_values
-            cache.batch_repeat_interleave(n)
-            mask = torch.cat([torch.ones(n, prompt.shape[1], dtype=cmask.dtype,
-                                         device=loaded.device), cmask], dim=1)
-            out = model(input_ids=cont, attention_mask=mask, past_key_values=cache,
-                        use_cache=False)
-            # Logits predicting cont[:, t] are the prompt's last (t=0) or out[:, t-1].
-            last = first.logits[:, -1:, :].expand(n, 1, -1)
-            logits = torch.cat([last, out.logits[:, :-1, :]], dim=1).float()
-            logp = torch.log_softmax(logits, dim=-1).gather(2, cont.unsqueeze(-1)).squeeze(-1)
-            logp = (logp * cmask).sum(dim=1)
-        results.append([float(x) for x in logp])
-    return results

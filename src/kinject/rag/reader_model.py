@@ -8,10 +8,11 @@ version is pinned, the pieces are found without importing them (their code never
 assembled file must match a known size and sha256 before anything reads it.
 
 The GGUF is de-quantised by transformers and converted by CTranslate2 into an INT8 model once,
-under ``<data_dir>/models/<key>``: about 1.5 minutes on 2 cores, then a load takes 2 s and a
+under ``models.cache_dir/<key>``: about 1.5 minutes on 2 cores, then a load takes 2 s and a
 short answer well under a second on the CPU (transformers on the same weights runs at about 1
 token/s under load; ENVIRONMENT.md). Every step writes under a temporary name and renames into
-place, so a crash leaves no half-converted model.
+place, so a crash leaves no half-converted model, and a file lock lets one process convert
+while others that need the model wait for it (the cache is shared by every data dir).
 
 ``models.reader`` also takes a CTranslate2 folder (``model.bin`` + tokenizer files), a
 transformers folder, a ``.gguf`` file, or a hub id (with the internet or a hub cache).
@@ -24,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kinject.errors import DependencyMissing, ModelNotFound
-from kinject.models import package_dir
+from kinject.models import conversion_lock, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ QWEN_SIZE = 491_400_064
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_KEY = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_READER = "qwen2.5-0.5b"
-_LOCK = threading.Lock()
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                     "special_tokens_map.json", "vocab.json", "merges.txt",
                     "generation_config.json")
@@ -158,11 +157,10 @@ def ensure_ct2(source: ReaderSource, models_dir: Path) -> Path:
     target = models_dir / f"{source.key}-ct2-int8"
     if (target / "model.bin").is_file():
         return target
-    with _LOCK:
-        if (target / "model.bin").is_file():
+    with conversion_lock(models_dir, target.name):
+        if (target / "model.bin").is_file():  # another thread or process converted it
             return target
         ct2 = _ct2()
-        models_dir.mkdir(parents=True, exist_ok=True)
         work = models_dir / f".{source.key}.{uuid.uuid4().hex}.tmp"
         work.mkdir()
         try:
