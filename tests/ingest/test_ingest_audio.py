@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from _speech import (
     FORMATS,
     encode,
@@ -16,7 +17,6 @@ from _speech import (
     speak,
     word_error_rate,
 )
-
 from kinject.config import load_settings
 from kinject.errors import BadRecord, ModelNotFound
 from kinject.ingest import whisper_model

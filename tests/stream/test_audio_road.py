@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from _running import Running
 from _speech import encode, join_wavs, needs_espeak, silence_wav, speak
 from _wait import until
-
 from kinject.config import KafkaSettings
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex

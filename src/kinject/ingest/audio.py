@@ -118,7 +118,7 @@ def decode(data: bytes, config: AudioConfig) -> tuple[Any, float | None]:
         raise BadRecord(f"audio of {len(data):,} bytes is over the cap of {config.max_bytes:,} "
                         "bytes (KINJECT_INGEST__AUDIO_MAX_BYTES)", stage="parse")
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
                 raise BadRecord(f"the {container.format.name} file has no audio stream",
                                 stage="transcribe")
