@@ -20,7 +20,7 @@ from _speech import (
 from kinject.config import load_settings
 from kinject.errors import BadRecord, ModelNotFound
 from kinject.ingest import whisper_model
-from kinject.ingest.audio import AudioConfig
+from kinject.ingest.audio import MAX_BYTES, MAX_SECONDS, AudioConfig
 from kinject.ingest.envelope import decode_record, encode_record
 from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.sniff import sniff_kind
@@ -47,9 +47,11 @@ def talk() -> bytes:
     return join_wavs(speak(FIRST), silence_wav(PAUSE_S), speak(SECOND))
 
 
-def _config(models_dir: Path, model: str = "base", **caps: float) -> IngestConfig:
+def _config(models_dir: Path, model: str = "base", *, max_bytes: int = MAX_BYTES,
+            max_seconds: float = MAX_SECONDS) -> IngestConfig:
     return IngestConfig(chunk_size=120, chunk_overlap=10, ocr_engine="none",
-                        audio=AudioConfig(model=model, models_dir=models_dir, **caps))  # type: ignore[arg-type]
+                        audio=AudioConfig(model=model, models_dir=models_dir,
+                                          max_bytes=max_bytes, max_seconds=max_seconds))
 
 
 def test_english_speech_becomes_its_script_with_the_times_it_was_said(
