@@ -13,7 +13,10 @@ Everything runs on the same machine in one run, over documents this script gener
 - kill -9: ``python -m kinject worker`` subprocesses killed again and again while records
   stream, each restarted; the materialised index is then checked for lost and duplicated
   sources and chunks;
-- OCR: pages per second for each engine present, on rendered pages.
+- OCR: pages per second for each engine present, on rendered pages;
+- audio: seconds of speech transcribed per second (``ingest_record`` on a WAV that espeak-ng
+  reads from the generated biographies, decoding included) for Whisper base and tiny.en, with
+  the word error rate against the script (the invented names are hard to hear).
 
     python bench/ingest.py --quick
 """
@@ -74,7 +77,8 @@ def _extra(parser: argparse.ArgumentParser) -> None:
         help="KINJECT_MODELS__EMBEDDER of the killed workers (hash: start-up in ~2 s; "
         "minilm: the real model, ~10 s per restart)",
     )
-    parser.add_argument("--skip", default="", help="comma list of: throughput,fresh,kill,ocr")
+    parser.add_argument("--skip", default="",
+                        help="comma list of: throughput,fresh,kill,ocr,audio")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -586,6 +590,55 @@ def bench_ocr(args: argparse.Namespace, result: dict[str, Any]) -> None:
         result["ocr_engines_missing"] = missing
 
 
+def _word_error_rate(reference: str, hypothesis: str) -> float:
+    import re
+
+    ref, hyp = (re.findall(r"[a-z0-9']+", t.lower().replace("-", " "))
+                for t in (reference, hypothesis))
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(len(ref), 1)
+
+
+def bench_audio(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from kinject.ingest.audio import AudioConfig
+    from kinject.ingest.pipeline import IngestConfig, ingest_record
+    from kinject.types import Record
+
+    if shutil.which("espeak-ng") is None:
+        result["audio_missing"] = "espeak-ng is not installed"
+        return
+    rng = random.Random(f"audio-{args.seed}")
+    script = " ".join(english_bio(rng) for _ in range(2 if args.quick else 8))
+    wav = subprocess.run(["espeak-ng", "--stdout", script], check=True,
+                         capture_output=True).stdout
+    repeats = 1 if args.quick else min(args.repeats, 3)
+    speed: dict[str, float] = {}
+    wer: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as models:
+        for model in ("base", "tiny.en"):
+            config = IngestConfig(ocr_engine="none", audio=AudioConfig(
+                model=model, models_dir=Path(models)))
+            ingest_record(Record("warm.wav", content=wav[: len(wav) // 8]), config)  # load
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                got = ingest_record(Record("bench.wav", content=wav), config)
+                times.append(time.perf_counter() - t0)
+            seconds = float(got.documents[0].meta["duration_s"])
+            speed[model] = round(seconds / median(times), 2)
+            wer[model] = round(_word_error_rate(
+                script, " ".join(d.text for d in got.documents)), 3)
+            progress(f"audio {model}: {speed[model]} s of speech per second over "
+                     f"{seconds:.0f} s, WER {wer[model]}")
+    result["audio_seconds"] = round(seconds, 1)
+    result["audio_s_per_s"] = speed
+    result["audio_wer"] = wer
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -611,6 +664,8 @@ def main() -> None:
                 bench_kills(args, broker.bootstrap_servers, result)
     if "ocr" not in skip:
         bench_ocr(args, result)
+    if "audio" not in skip:
+        bench_audio(args, result)
     result["targets"] = {
         "pipeline_vs_raw>=0.7": _meets(result.get("pipeline_vs_raw"), 0.7),
         "pipeline_vs_langchain>=1.0": _meets(result.get("pipeline_vs_langchain"), 1.0),

@@ -39,7 +39,8 @@ def test_doctor_reports_every_component(tmp_path: Path) -> None:
     result = _kinject("doctor", env={"KINJECT_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
     assert result.returncode == 0, result.stdout + result.stderr
     for component in ("data dir", "embedder", "generator", "reader", "kafka", "OCR rapidocr",
-                      "OCR tesseract", "CLIP image index", "accelerator", "API server"):
+                      "OCR tesseract", "CLIP image index", "speech to text", "accelerator",
+                      "API server"):
         assert component in result.stdout, component
 
 

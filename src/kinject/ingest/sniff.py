@@ -17,6 +17,9 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "image"),
     (b"BM", "image"),
     (b"%PDF-", "pdf"),
+    (b"fLaC", "audio"),
+    (b"OggS", "audio"),
+    (b"ID3", "audio"),  # an MP3 with ID3 tags
 )
 
 EXTENSIONS: dict[str, str] = {
@@ -42,6 +45,12 @@ EXTENSIONS: dict[str, str] = {
     ".webp": "image",
     ".bmp": "image",
     ".sql": "sql",
+    ".wav": "audio",
+    ".mp3": "audio",
+    ".ogg": "audio",
+    ".oga": "audio",
+    ".opus": "audio",
+    ".flac": "audio",
 }
 
 # UTF-32's little-endian mark begins with UTF-16's: test it first.
@@ -65,6 +74,10 @@ def sniff_kind(data: bytes, filename: str | None = None) -> str:
     """
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio"
+    if _is_mpeg_audio(data):
+        return "audio"
     for magic, kind in _MAGIC:
         if data.startswith(magic):
             return kind
@@ -73,6 +86,17 @@ def sniff_kind(data: bytes, filename: str | None = None) -> str:
         if kind_by_ext is not None:
             return kind_by_ext
     return _sniff_text(data)
+
+
+def _is_mpeg_audio(data: bytes) -> bool:
+    """An MP3 without ID3 tags: it starts with an MPEG audio frame header (11 sync bits, an
+    MPEG version that is not reserved, layer III, a valid bitrate and sample rate). Layer III
+    only: UTF-16's little-endian mark (FF FE) reads as a layer I header."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (data[1] >> 3) & 0b11, (data[1] >> 1) & 0b11
+    bitrate, rate = data[2] >> 4, (data[2] >> 2) & 0b11
+    return version != 0b01 and layer == 0b01 and bitrate not in (0, 0xF) and rate != 0b11
 
 
 def bom_encoding(data: bytes) -> str | None:

@@ -17,6 +17,11 @@ that record a BadRecord naming the exit code. The child asks the kernel to pick 
 when memory runs out (``oom_score_adj`` 1000), so a hostile record costs itself, not the
 worker.
 
+A recording (kind ``audio``) can take longer than one budget to transcribe: each piece of
+its transcript the child finishes renews the budget (at most once a second), so a recording
+is stopped after ``timeout_s`` without progress, and its length is capped by the audio
+parser (``ingest.audio_max_seconds``).
+
 A record that names a ``uri`` (a file, a URL) is read in the child as well
 (:meth:`IngestProcess.run_uri`): a server that drips a byte at a time, or a file that blocks,
 is stopped at the same budget.
@@ -41,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # How often ``keepalive`` runs while a record is read.
 KEEPALIVE_EVERY_S = 1.0
+# How often the child may report that a long record advances (each report renews the
+# record's budget: an audio recording is stopped after timeout_s without progress, and its
+# length is capped by ingest.audio_max_seconds).
+PROGRESS_EVERY_S = 1.0
 # A child must be ready (modules imported, OCR engine loaded) within this long.
 START_TIMEOUT_S = 120.0
 # The kernel's out-of-memory killer picks the process with the highest score: the child,
@@ -173,6 +182,9 @@ class IngestProcess:
                 return "timeout", None
             if conn.poll(min(left, self.keepalive_every_s)):
                 answer: tuple[str, Any] = conn.recv()
+                if answer[0] == "progress":  # a long recording advances: a fresh budget
+                    deadline = time.monotonic() + self.timeout_s
+                    continue
                 return answer
             if not proc.is_alive():
                 raise EOFError
@@ -203,7 +215,7 @@ class IngestProcess:
 def _child_main(conn: Connection, config: IngestConfig, log_level: str) -> None:
     """The child's loop: (Record, uri or None) in; ("ok", Ingested), ("ok", (Ingested,
     content hash)) when a uri was read, or ("error", exception) out."""
-    from kinject.ingest import ocr
+    from kinject.ingest import audio, ocr
     from kinject.ingest.envelope import read_uri
     from kinject.ingest.pipeline import ingest_record
     from kinject.logs import setup_logging
@@ -214,6 +226,7 @@ def _child_main(conn: Connection, config: IngestConfig, log_level: str) -> None:
     _volunteer_for_oom_killer()
     if config.ocr_engine != "none":
         ocr.warm_up(config.ocr_engine)
+    audio.progress_hook = _progress_sender(conn)
     conn.send(("ready", None))
     while True:
         try:
@@ -234,6 +247,20 @@ def _child_main(conn: Connection, config: IngestConfig, log_level: str) -> None:
         except Exception as exc:  # an answer that does not pickle: send its words
             what = answer[1] if answer[0] == "error" else exc
             conn.send(("error", KinjectError(f"{type(what).__name__}: {what}")))
+
+
+def _progress_sender(conn: Connection) -> Callable[[float, float], None]:
+    """The audio parser's progress hook: ("progress", seconds done) to the parent, at most
+    once every PROGRESS_EVERY_S, each renewing the record's budget there."""
+    last = [time.monotonic()]
+
+    def send(done: float, total: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S:
+            last[0] = now
+            conn.send(("progress", done))
+
+    return send
 
 
 def _volunteer_for_oom_killer() -> None:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def ingest_config(settings: Settings) -> IngestConfig:
     """The ingest stage's frozen config, from the settings."""
+    from kinject.ingest.audio import AudioConfig
     from kinject.ingest.pipeline import IngestConfig
     from kinject.ingest.uris import UriPolicy
 
@@ -36,7 +37,11 @@ def ingest_config(settings: Settings) -> IngestConfig:
                                        url_prefixes=tuple(ing.uri_allow_urls),
                                        deny_dirs=(settings.data_dir,)),
                         html_max_bytes=ing.html_max_bytes, html_max_depth=ing.html_max_depth,
-                        pdf_max_pages=ing.pdf_max_pages, image_max_pixels=ing.image_max_pixels)
+                        pdf_max_pages=ing.pdf_max_pages, image_max_pixels=ing.image_max_pixels,
+                        audio=AudioConfig(model=settings.models.whisper,
+                                          models_dir=settings.models_dir,
+                                          max_bytes=ing.audio_max_bytes,
+                                          max_seconds=ing.audio_max_seconds))
 
 
 class _Crashed:
