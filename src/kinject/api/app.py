@@ -22,7 +22,7 @@ from kinject.api.auth import KEYS_FILE, KeyStore
 from kinject.api.errors import ApiError, error_body, install_error_handlers
 from kinject.api.metrics import LatencyMiddleware, Metrics
 from kinject.api.ratelimit import FailureLimiter
-from kinject.api.routes import adapters, chat, jobs, ops, records, search
+from kinject.api.routes import adapters, chat, evaluate, jobs, ops, records, search
 from kinject.service import KinjectService
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def create_app(service: KinjectService) -> FastAPI:
     app.state.auth_checks = threading.BoundedSemaphore(api.auth_max_concurrent_checks)
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
-    for module in (records, search, chat, ops, adapters, jobs):
+    for module in (records, search, chat, ops, adapters, jobs, evaluate):
         app.include_router(module.router)
 
     static = importlib.resources.files("kinject.api") / "static"
