@@ -92,7 +92,8 @@ def test_entity_f1_on_english_uses_spacy() -> None:
 def test_citation_scores() -> None:
     assert m.citation_scores(["kb/a", "kb/a", "kb/b"], ["kb/a"]) == (0.5, 1.0)
     assert m.citation_scores([], ["kb/a"]) == (None, 0.0)
-    assert m.citation_scores(["kb/a"], []) == (0.0, None)
+    assert m.citation_scores(["kb/a"], ["kb/b"]) == (0.0, 0.0)
+    assert m.citation_scores(["kb/a"], []) == (None, None)  # nothing known to be right
     assert m.citation_scores([], []) == (None, None)
 
 

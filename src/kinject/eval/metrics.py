@@ -171,9 +171,11 @@ def entity_f1(answer: str, reference: str, lang: str | None = None) -> float | N
 def citation_scores(cited: Iterable[str], reference: Iterable[str]
                     ) -> tuple[float | None, float | None]:
     """(precision, recall) of the cited source ids against the reference ids, duplicates
-    counted once. Precision is None when nothing was cited, recall None when the reference
-    names no source."""
+    counted once. Both are None when the reference names no source (what is right to cite
+    is not known); precision is None when nothing was cited."""
     got, want = set(cited), set(reference)
+    if not want:
+        return None, None
     hit = len(got & want)
     return (hit / len(got) if got else None, hit / len(want) if want else None)
 

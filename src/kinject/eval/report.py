@@ -89,7 +89,7 @@ def write_plot(report: dict[str, Any], path: Path) -> bool:
                   rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_title(f"kinject eval: {report.get('set', '')}")
-    ax.legend()
+    ax.legend(fontsize="small", framealpha=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -113,12 +113,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     keys = ["n", *ITEM_METRICS, "abstention_rate", "abstention_recall", "answered_rate",
             "latency_p50_s", "latency_p95_s"]
     width = max(len(k) for k in keys)
-    lines = [" " * width + "  " + "  ".join(r["target"]["label"] for r in rs)]
+    cols = [max(8, len(r["target"]["label"])) for r in rs]
+    lines = [" " * width + "  " + "  ".join(f"{r['target']['label']:>{c}}"
+                                            for r, c in zip(rs, cols, strict=True))]
     for k in keys:
         vals = [r["aggregate"].get(k) for r in rs]
         cells = ["–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
                  for v in vals]
-        lines.append(f"{k:<{width}}  " + "  ".join(cells))
+        lines.append(f"{k:<{width}}  " + "  ".join(f"{v:>{c}}"
+                                                   for v, c in zip(cells, cols, strict=True)))
     if "comparison" in report:
         changed = sum(1 for i in report["comparison"]["items"] if i["changed"])
         lines.append(f"{changed} question(s) scored differently between the two runs")
