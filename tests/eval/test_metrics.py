@@ -23,6 +23,8 @@ def test_exact_match_is_normalised() -> None:
     assert m.exact_match("ＡＤＡ　ＱＵＩＬＬ", "Ada Quill") == 1.0
     assert m.exact_match("Ada", "Ada Quill") == 0.0
     assert m.exact_match("北京。", "北京") == 1.0
+    assert m.exact_match("Western Counties League", "the Western Counties League") == 1.0
+    assert m.contains("In the Western Counties League.", "the Western Counties League") == 1.0
 
 
 def test_contains_needs_whole_tokens_in_order() -> None:

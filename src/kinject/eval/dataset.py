@@ -2,7 +2,8 @@
 
 A row is an object with ``question`` (a non-empty string) and ``reference`` (the expected
 answer; ``""`` or ``null`` means the right thing is to abstain), and optionally ``sources``
-(the source ids the answer should cite; ``reference_sources`` is accepted as well),
+(the source ids the answer should cite; ``reference_sources`` is accepted as well, and
+``answer`` for ``reference``),
 ``language`` (``en`` or ``zh``; detected from the text when absent) and ``id``. Blank lines
 and lines starting with ``#`` are skipped.
 

