@@ -53,6 +53,7 @@ def _eval(env: dict[str, str], *args: str) -> Any:
     return CliRunner().invoke(app, ["eval", *args], env=env)
 
 
+@pytest.mark.slow
 def test_eval_reports_what_the_service_answers(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = _eval(env, str(_set(tmp_path)), "--route", "adapter", "--out", str(out), "--json")
@@ -83,6 +84,7 @@ def test_eval_reports_what_the_service_answers(env: dict[str, str], tmp_path: Pa
     assert set(run["by_language"]) == {"en", "zh"}
 
 
+@pytest.mark.slow
 def test_fail_under_sets_the_exit_code(env: dict[str, str], tmp_path: Path) -> None:
     path, out = str(_set(tmp_path)), str(tmp_path / "r")
     # closed book cites nothing, so citation recall on the cited question is 0
@@ -109,6 +111,7 @@ def test_a_bad_set_is_refused_naming_the_line(env: dict[str, str], tmp_path: Pat
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_compare_puts_two_routes_side_by_side(env: dict[str, str], tmp_path: Path) -> None:
     result = _eval(env, str(_set(tmp_path, ROWS[:1])), "--compare", "rag", "adapter",
                    "--out", str(tmp_path / "r"), "--json")
