@@ -96,6 +96,8 @@ def test_evaluate_aggregates_compares_and_gates() -> None:
     assert adapter["aggregate"]["exact_match"] == pytest.approx(1 / 3)
     assert adapter["aggregate"]["abstention_recall"] == 0.0
     assert set(rag["by_language"]) == {"en", "zh"}
+    assert rag["aggregate"]["latency_p50_s"] == pytest.approx(0.1)
+    assert rag["aggregate"]["n_cached"] == 0
     assert rag["by_language"]["zh"]["exact_match"] == 1.0
     diff = report["comparison"]["items"]
     assert [d["changed"] for d in diff] == [True, True, False]
@@ -105,6 +107,20 @@ def test_evaluate_aggregates_compares_and_gates() -> None:
     assert not report["gate"]["passed"]
     assert report["gate"]["failures"] == [
         "adapter / kinject: exact_match = 0.3333 is below 0.9"]
+
+
+def test_cached_answers_are_counted_not_timed() -> None:
+    items = [EvalItem(1, "q1", "a"), EvalItem(2, "q2", "a"), EvalItem(3, "q1", "a")]
+    seen: set[str] = set()
+
+    def ask(question: str) -> AskResult:
+        cached = question in seen
+        seen.add(question)
+        return AskResult("a", (), False, "rag", None, 0.0001 if cached else 2.0, cached)
+
+    agg = evaluate("s", items, [Target()], lambda t: ask)["runs"][0]["aggregate"]
+    assert agg["n_cached"] == 1
+    assert agg["latency_p50_s"] == agg["latency_p95_s"] == 2.0
 
 
 def test_bounds_parse_and_an_unmeasured_metric_fails_the_gate() -> None:

@@ -111,7 +111,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """The aggregate numbers as text lines, one metric a line, a column per run."""
     rs = runs(report)
     keys = ["n", *ITEM_METRICS, "abstention_rate", "abstention_recall", "answered_rate",
-            "latency_p50_s", "latency_p95_s"]
+            "n_cached", "latency_p50_s", "latency_p95_s"]
     width = max(len(k) for k in keys)
     cols = [max(8, len(r["target"]["label"])) for r in rs]
     lines = [" " * width + "  " + "  ".join(f"{r['target']['label']:>{c}}"

@@ -50,6 +50,7 @@ class AskResult:
     route: str | None
     adapter_version: str | None
     latency_s: float
+    cached: bool = False  # served from the answer cache: its latency is not the model's
 
 
 class Asker(Protocol):
@@ -91,7 +92,8 @@ class FacadeAsker:
         t0 = time.perf_counter()
         a = self.service.ask(question, self.k, None, self.target.route, model=self.target.model)
         return AskResult(a.text, tuple(c.source_id for c in a.citations), a.abstained,
-                         a.route, a.adapter_version, time.perf_counter() - t0)
+                         a.route, a.adapter_version, time.perf_counter() - t0,
+                         bool(a.timings.get("cached")))
 
 
 class HttpAsker:
@@ -123,7 +125,7 @@ class HttpAsker:
         a = r.json()
         return AskResult(a["text"], tuple(c["source_id"] for c in a.get("citations", [])),
                          bool(a.get("abstained")), a.get("route"), a.get("adapter_version"),
-                         spent)
+                         spent, bool((a.get("timings") or {}).get("cached")))
 
 
 def score(item: EvalItem, result: AskResult) -> dict[str, float | None]:
@@ -161,7 +163,10 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     # share that got an answer.
     out["abstention_recall"] = m.mean(float(r["abstained"]) for r in unanswerable)
     out["answered_rate"] = m.mean(float(not r["abstained"]) for r in answerable)
-    latencies = [r["latency_s"] for r in rows]
+    # Answers from the cache (a question asked before in this process or server) would
+    # pull the percentiles towards zero: they are counted, not timed.
+    out["n_cached"] = sum(1 for r in rows if r.get("cached"))
+    latencies = [r["latency_s"] for r in rows if not r.get("cached")]
     out["latency_p50_s"] = m.percentile(latencies, 50)
     out["latency_p95_s"] = m.percentile(latencies, 95)
     return out
@@ -180,7 +185,8 @@ def run_eval(items: Sequence[EvalItem], ask: Asker, target: Target,
             "reference": item.reference, "sources": list(item.sources), "language": lang,
             "answer": result.text, "abstained": result.abstained, "cited": list(result.cited),
             "route": result.route, "adapter_version": result.adapter_version,
-            "latency_s": result.latency_s, "metrics": score(item, result),
+            "latency_s": result.latency_s, "cached": result.cached,
+            "metrics": score(item, result),
         })
         if on_item is not None:
             on_item()
