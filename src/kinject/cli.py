@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 
 from kinject.errors import BrokerError, KinjectError
+from kinject.eval.cli import eval_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -798,6 +799,9 @@ def ask(
     except KinjectError as exc:
         raise _fail(exc) from exc
     print_answer(answer, as_json=as_json)
+
+
+app.command("eval")(eval_command)
 
 
 @app.command()

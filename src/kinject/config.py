@@ -386,6 +386,12 @@ class ApiSettings(BaseModel):
     # comes back from filling the disk.
     max_outbox_records: int = Field(default=100_000, ge=1)
     max_k: int = Field(default=50, ge=1, description="largest k a search or ask may ask for")
+    # POST /v1/eval: the uploaded question set's size and length. Every question runs the
+    # model while the request waits (about 1-2 s each on 2 cores), so 200 questions is a few
+    # minutes; larger sets belong to `kinject eval`, which has no such bound. 1 MiB holds
+    # thousands of questions, so the question count is the bound that binds.
+    max_eval_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_eval_questions: int = Field(default=200, ge=1)
 
 
 class Settings(BaseSettings):

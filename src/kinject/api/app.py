@@ -27,6 +27,7 @@ from kinject.api.routes import (
     chat,
     completions,
     embeddings,
+    evaluate,
     jobs,
     ops,
     records,
@@ -94,7 +95,8 @@ def create_app(service: KinjectService) -> FastAPI:
     app.state.auth_checks = threading.BoundedSemaphore(api.auth_max_concurrent_checks)
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
-    for module in (records, search, chat, completions, embeddings, ops, adapters, jobs):
+    for module in (records, search, chat, completions, embeddings, ops, adapters, jobs,
+                   evaluate):
         app.include_router(module.router)
 
     static = importlib.resources.files("kinject.api") / "static"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kinject.errors import Cancelled
+from kinject.eval import metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ class EvalQuestion:
 
 
 def normalise(text: str) -> str:
-    """NFKC, lower case, punctuation and symbols to spaces, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
-    return " ".join(text.split())
+    """NFKC, case folded, punctuation and symbols to spaces, whitespace collapsed (the same
+    normalisation as ``kinject eval``'s metrics)."""
+    return metrics.normalise(text)
 
 
 def exact_match(prediction: str, answer: str, max_extra_words: int = 12) -> bool:
@@ -68,7 +67,7 @@ def exact_match(prediction: str, answer: str, max_extra_words: int = 12) -> bool
         return False
     if len(pred.split()) > len(ans.split()) + max_extra_words:
         return False
-    return f" {ans} " in f" {pred} "
+    return bool(metrics.contains(pred, ans))
 
 
 _ARTICLES = re.compile(r"(?<= )(?:a|an|the)(?= )")

@@ -1,0 +1,161 @@
+"""``kinject eval``: a question set against a route and a model, in this process through
+the facade or against a server over HTTP; writes the report and gates on bounds.
+
+Exit codes: 0 the set ran (and met every ``--fail-under`` bound), 1 a bound was not met,
+2 the set, an option or a question could not be run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kinject.errors import KinjectError
+
+if TYPE_CHECKING:
+    from kinject.config import Settings
+    from kinject.eval.runner import Asker, Target
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr, drawn only when stderr is a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("evaluating", total=total)
+        yield lambda: progress.advance(task)
+
+
+@contextmanager
+def _facade_askers(settings: Settings, k: int | None, sync: bool
+                   ) -> Iterator[Callable[[Target], Asker]]:
+    import logging
+
+    from kinject.errors import BrokerError
+    from kinject.eval.runner import FacadeAsker
+    from kinject.service import KinjectService
+
+    with KinjectService(settings) as svc:
+        if sync and settings.kafka.bootstrap_servers:
+            try:
+                svc.sync()
+            except BrokerError as exc:
+                logging.getLogger(__name__).warning(
+                    "could not catch up from %s (%s); evaluating the local replica",
+                    settings.kafka.bootstrap_servers, exc)
+        yield lambda target: FacadeAsker(svc, target, k)
+
+
+@contextmanager
+def _http_askers(url: str, api_key: str | None, k: int | None, timeout_s: float
+                 ) -> Iterator[Callable[[Target], Asker]]:
+    import httpx
+
+    from kinject.eval.runner import HttpAsker
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=url.rstrip("/") + "/", headers=headers,
+                      timeout=timeout_s) as client:
+        yield lambda target: HttpAsker(client, target, k)
+
+
+def run_eval_command(set_path: Path, route: str, model: str | None, k: int | None,
+                     url: str | None, api_key: str | None, compare: Sequence[str] | None,
+                     fail_under: Sequence[str], out: Path | None, timeout_s: float,
+                     settings: Callable[[], Settings], sync: bool
+                     ) -> tuple[dict[str, Any], list[Path]]:
+    """Runs the set and writes the report; raises ValueError for a bad option and
+    KinjectError for what cannot be run."""
+    from kinject.eval.dataset import load_set
+    from kinject.eval.report import write_report
+    from kinject.eval.runner import Target, compare_targets, evaluate, model_arg, parse_bounds
+    from kinject.rag.routes import check_route
+
+    check_route(route)
+    bounds = parse_bounds(fail_under)
+    items = load_set(set_path)
+    targets = (compare_targets(compare[0], compare[1], route, model_arg(model)) if compare
+               else [Target(route, model_arg(model))])
+    askers = (_http_askers(url, api_key, k, timeout_s) if url
+              else _facade_askers(settings(), k, sync))
+    with askers as asker_for, _progress(len(items) * len(targets)) as tick:
+        report = evaluate(set_path.name, items, targets, asker_for, bounds, tick)
+    paths = write_report(report, out) if out is not None else []
+    return report, paths
+
+
+def eval_command(
+    set_path: Annotated[Path, typer.Argument(
+        metavar="SET.jsonl", exists=True, dir_okay=False,
+        help="Question set: one JSON object a line with question, reference (\"\" or null: "
+             "should abstain), optional sources (ids) and language (en, zh).")],
+    route: Annotated[str, typer.Option(help="rag, adapter, both or auto.")] = "rag",
+    model: Annotated[str | None, typer.Option(
+        "--model", "--adapter",
+        help="kinject (the active adapter, default), kinject-base, kinject@<version> or a "
+             "version.")] = None,
+    k: Annotated[int | None, typer.Option("--k", "-k", min=1, max=1000,
+                                          help="Passages to retrieve (default: rag.k).")
+                 ] = None,
+    url: Annotated[str | None, typer.Option(
+        help="Evaluate a running server (POST /v1/ask) instead of this process.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="KINJECT_EVAL_API_KEY", help="API key for --url (read role).")] = None,
+    compare: Annotated[tuple[str, str] | None, typer.Option(
+        metavar="A B", help="Two routes or two models side by side, with per-question "
+                            "differences.")] = None,
+    fail_under: Annotated[list[str] | None, typer.Option(
+        metavar="METRIC=VALUE", help="Repeatable: exit 1 when a metric (of every run) is "
+                                     "below VALUE, e.g. token_f1=0.5.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.json, report.html and "
+                                           "report.png.")] = Path("eval-report"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON to stdout.")
+                       ] = False,
+    timeout_s: Annotated[float, typer.Option(help="Per-question HTTP timeout (--url).")
+                         ] = 120.0,
+    sync: Annotated[bool, typer.Option(
+        "--sync/--no-sync",
+        help="Catch up from kinject.chunks first when a broker is configured.")] = True,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", envvar="KINJECT_CONFIG", help="TOML settings file.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Directory for all durable state.")] = None,
+) -> None:
+    """Evaluate answers on a question set (JSONL): exact match, containment, token F1,
+    ROUGE-L, BLEU, entity F1, citations, abstention, latency; optionally gate on bounds."""
+    from kinject.cli import _fail, _settings
+    from kinject.eval.report import summary_lines
+
+    if url is not None:
+        from kinject.logs import setup_logging
+
+        setup_logging()
+    try:
+        report, paths = run_eval_command(
+            set_path, route, model, k, url, api_key, compare, fail_under or [], out,
+            timeout_s, lambda: _settings(config, data_dir), sync)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
+    except KinjectError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+    else:
+        typer.echo("\n".join(summary_lines(report)))
+        typer.echo("report: " + ", ".join(str(p) for p in paths))
+    for line in report["gate"]["failures"]:
+        typer.secho(f"fail: {line}", fg=typer.colors.RED, err=True)
+    if not report["gate"]["passed"]:
+        raise typer.Exit(code=1)
