@@ -48,7 +48,7 @@ __all__ = ["KinjectLlamaRetriever", "kinject_filters"]
 MODES = ("hybrid", "vector", "bm25")
 # kinject's meta fields that say nothing to a reader or an embedder: kept in the node, out
 # of the text LlamaIndex builds for prompts and embeddings.
-LLM_HIDDEN = ["chunk_id", "ts", "unit", "content_hash"]
+LLM_HIDDEN = ["chunk_id", "ts", "unit"]
 
 
 def kinject_filters(filters: Any) -> list[str]:
