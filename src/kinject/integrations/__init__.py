@@ -1,1 +1,1 @@
-"""Adapters that let other frameworks use kinject (LangChain)."""
+"""Adapters that let other frameworks use kinject (LangChain, LlamaIndex)."""

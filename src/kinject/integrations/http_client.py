@@ -23,7 +23,7 @@ class KinjectHttpError(KinjectError):
     """kinject's API answered with an error: the status and its JSON error."""
 
 
-def _filter_params(filters: Any) -> list[str]:
+def filter_params(filters: Any) -> list[str]:
     """kinject's search filters as ``key=value`` strings: given as such, or a mapping (a
     list value repeats the key)."""
     if filters is None:
@@ -78,7 +78,7 @@ class KinjectClient:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         params: list[tuple[str, str | int]] = [("q", query), ("k", k)]
-        given = _filter_params(filters)
+        given = filter_params(filters)
         if self.namespace:
             if any(f.split("=", 1)[0].strip().lower() == "source" for f in given):
                 raise ValueError("a store with a namespace filters by source itself; give "
