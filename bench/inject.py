@@ -47,14 +47,15 @@ a short sentence):
 - ``cycles``: per arm and cycle the gate's decision, reasons, perplexities (base or serving
   model and candidate) and their ratio, training seconds, and seconds from publishing to the
   decision (``publish_to_promoted_s`` where it promoted);
-- ``trainer_microbench``: an in-process micro-measurement of the trainer alone (not the road):
-  optimizer-step time with the EWC penalty / without, steps interleaved on one model and batch.
+- ``trainer_microbench`` (not with ``--quick`` unless ``--microbench``): an in-process
+  micro-measurement of the trainer alone, not the road: optimizer-step time with the EWC
+  penalty / without, steps interleaved on one model and batch.
 
 Progress goes to stderr; the last stdout line is one JSON object; ``<out>/inject.png`` plots
 accuracy and perplexity per cycle (``--out``, default ``bench/out``; needs matplotlib).
 
     python bench/inject.py --quick   # 2 people a batch (16 facts), 1 epoch, arms ewc + plain
-    python bench/inject.py           # 10 people a batch (80 facts), 3 epochs, all three arms
+    python bench/inject.py           # 8 people a batch (64 facts), 3 epochs, all three arms
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ def _extra(parser: argparse.ArgumentParser) -> None:
                         help="torch threads in each server (1 is faster on a busy machine)")
     parser.add_argument("--concurrency", type=int, default=8,
                         help="questions in flight at once (the server batches them)")
-    parser.add_argument("--no-microbench", action="store_true",
-                        help="skip the in-process EWC step-time micro-measurement")
+    parser.add_argument("--microbench", action=argparse.BooleanOptionalAction, default=None,
+                        help="the in-process EWC step-time micro-measurement (default: on, "
+                        "off with --quick)")
 
 
 # --- one `kinject serve` ------------------------------------------------------------------------
@@ -393,6 +395,14 @@ def run_arm(arm: Arm, data: Data, work: Path, key: str, args: argparse.Namespace
             total = len(data.batch1) + len(data.batch2) - len(data.deleted)
             progress(f"{arm.name}: deleting {len(data.deleted)} of batch 1 over HTTP")
             server.delete(data.deleted, total)
+
+            def fell_back() -> bool:  # every version trained on them is tainted, none serves
+                listed = server.get("/v1/adapters")
+                status = {a["version"]: a["status"] for a in listed["adapters"]}
+                return "tainted" in status.values() and (
+                    listed["active"] is None or status.get(listed["active"]) != "tainted")
+
+            server.wait(fell_back, 300, "the delete to taint the adapters trained on them")
             adapters = server.get("/v1/adapters")
             m["tainted_after_delete"] = sum(a["status"] == "tainted"
                                             for a in adapters["adapters"])
@@ -516,7 +526,7 @@ def _diff(a: Any, b: Any) -> float | None:
 def main() -> None:
     started = time.perf_counter()
     args = parse_args(__doc__ or "", extra=_extra, repeats=(1, 1))
-    n = args.people or (2 if args.quick else 10)
+    n = args.people or (2 if args.quick else 8)
     arms = [a.strip() for a in (args.arms or ("ewc,plain" if args.quick else ",".join(ARMS)))
             .split(",") if a.strip()]
     unknown = set(arms) - set(ARMS)
@@ -565,8 +575,12 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     micro: dict[str, float] = {}
-    if not args.no_microbench:
+    if args.microbench if args.microbench is not None else not args.quick:
         progress("trainer micro-benchmark (in process): EWC step overhead")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         micro = _ewc_overhead(generator, 4 if args.quick else 10, args.seed)
 
     result = _result(args, n, arms, data, done, rows, micro)
@@ -623,7 +637,9 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
         # the peer in the same run: forgetting (lower is better) and new knowledge, EWC +
         # replay + KL over plain LoRA
         "vs_plain": {
-            "forget_ratio": _ratio(forget_ewc, forget_plain),
+            # only where plain LoRA forgot at all (a ratio of two gains means nothing)
+            "forget_ratio": (_ratio(forget_ewc, forget_plain)
+                             if isinstance(forget_plain, float) and forget_plain > 0 else None),
             "retention_ratio": _ratio(e.get("batch1_after_cycle2"),
                                       p.get("batch1_after_cycle2")),
             "new_knowledge_ratio": _ratio(e.get("new_after_cycle2"), p.get("new_after_cycle2")),
@@ -713,7 +729,7 @@ def _plot(path: Path, r: dict[str, Any]) -> None:
     ax.set_ylim(-0.02, 1.04)
     ax.set_title(f"knowledge injection over HTTP, {r['people_per_batch']} people a batch"
                  f"{' (quick)' if r['quick'] else ''}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
     for arm, series in (r.get("general_ppl_per_cycle") or {}).items():
         x, y = pts(*enumerate(series))
         if y:
