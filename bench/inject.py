@@ -606,6 +606,9 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
         return ([mine[0]["general_ppl_baseline"]] if mine else []) + [
             r["general_ppl"] for r in mine]
 
+    def first(arm: str, key: str) -> Any:
+        return next((r[key] for r in rows if r["arm"] == arm and r["cycle"] == 1), None)
+
     forget_ewc = _diff(e.get("batch1_after_cycle1"), e.get("batch1_after_cycle2"))
     forget_plain = _diff(p.get("batch1_after_cycle1"), p.get("batch1_after_cycle2"))
     promoted = [r["publish_to_promoted_s"] for r in rows
@@ -644,7 +647,16 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
                                       p.get("batch1_after_cycle2")),
             "new_knowledge_ratio": _ratio(e.get("new_after_cycle2"), p.get("new_after_cycle2")),
         },
-        "nokl_lora_closed": k.get("batch1_after_cycle1"),
+        # the KL term against its absence, on cycle 1 (from the base model): general-text
+        # perplexity over the base's, and what the gate decided
+        "kl_vs_nokl": {
+            "ppl_ratio_cycle1_kl": first("ewc", "general_ppl_ratio"),
+            "ppl_ratio_cycle1_nokl": first("nokl", "general_ppl_ratio"),
+            "gate_cycle1_kl": first("ewc", "outcome"),
+            "gate_cycle1_nokl": first("nokl", "outcome"),
+            "lora_closed_kl": e.get("batch1_after_cycle1"),
+            "lora_closed_nokl": k.get("batch1_after_cycle1"),
+        } if k else None,
         "general_ppl_per_cycle": {arm: ppl(arm) for arm in arms},
         "gate": {arm: gate(arm) for arm in arms},
         "publish_to_promoted_s": median(promoted) if promoted else None,
