@@ -22,7 +22,7 @@ Arms (``--arms``), each a fresh server and data dir, the same people:
   minute than q_proj, v_proj on SmolLM2, ENVIRONMENT.md) and no held-out evaluations or
   checkpoints inside a cycle (each cycle trains every epoch); ``--quick`` also raises the
   learning rate (few steps) and samples fewer general-text paragraphs and questions in the
-  gate. Cycle 1 on batch 1, cycle 2 on batch 2, then a delete of a fifth of batch 1 over
+  gate. Cycle 1 on batch 1, cycle 2 on batch 2, then a delete of a quarter of batch 1 over
   HTTP and cycle 3, which retrains without them.
 - ``plain``: the peer, plain LoRA (``EWC_LAMBDA=0``, ``REPLAY_RATIO=0``, ``GENERAL_RATIO=0``,
   ``KL_WEIGHT=0``), cycles 1 and 2 on the same batches.
@@ -537,8 +537,9 @@ def main() -> None:
     batch1 = people(n, rng, taken, "people/b1")
     batch2 = people(n, rng, taken, "people/b2")
     unseen = people(max(1, n // 2), rng, taken, "people/unseen")
-    # a fifth of batch 1 is deleted before cycle 3 (at least one person)
-    deleted = [p.source_id for p in batch1[:max(1, n // 5)]]
+    # a quarter of batch 1 is deleted before cycle 3 (at least one person; with 8, one
+    # English and one Chinese)
+    deleted = [p.source_id for p in batch1[:max(1, n // 4)]]
     qrng = random.Random(f"{args.seed}-questions")
     data = Data(batch1, batch2, unseen, deleted, questions(batch1, qrng),
                 questions(batch2, qrng), questions(unseen, qrng))
