@@ -20,7 +20,7 @@ Arms (``--arms``), each a fresh server and data dir, the same people:
   to the base model), with two departures a user makes by setting them: LoRA on every linear
   layer (``KINJECT_FINETUNE__LORA_TARGETS='["all-linear"]'``, about 3x more knowledge per
   minute than q_proj, v_proj on SmolLM2, ENVIRONMENT.md) and no held-out evaluations or
-  checkpoints inside a cycle (each cycle trains every epoch); ``--quick`` also raises the
+  checkpoints inside a cycle (each cycle trains every epoch); ``--quick`` trains 1 epoch, raises the
   learning rate (few steps) and samples fewer general-text paragraphs and questions in the
   gate. Cycle 1 on batch 1, cycle 2 on batch 2, then a delete of a quarter of batch 1 over
   HTTP and cycle 3, which retrains without them.
