@@ -7,6 +7,7 @@ fails where it is made, not three stages later.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -137,16 +138,70 @@ class Hit:
 
 @dataclass(frozen=True)
 class Citation:
-    """A passage an answer rests on: ``n`` is its [n] marker in the answer."""
+    """A passage an answer rests on: ``n`` is its [n] marker in the answer.
+
+    Where in the source the passage is, when its chunk knows: ``start_s``/``end_s`` (seconds
+    into a recording) or ``page`` (1-based page of a PDF); None otherwise.
+    """
 
     n: int
     source_id: str
     chunk_id: str
     score: float
     snippet: str
+    start_s: float | None = None
+    end_s: float | None = None
+    page: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.n >= 1, f"citation number must be >= 1, got {self.n}")
+        _require((self.start_s is None) == (self.end_s is None),
+                 f"start_s and end_s go together, got {self.start_s!r} and {self.end_s!r}")
+        if self.start_s is not None and self.end_s is not None:
+            _require(0 <= self.start_s <= self.end_s,
+                     f"need 0 <= start_s <= end_s, got {self.start_s} and {self.end_s}")
+        _require(self.page is None or self.page >= 1, f"page must be >= 1, got {self.page}")
+
+    @classmethod
+    def of(cls, n: int, hit: Hit) -> Citation:
+        """Citation [n] of ``hit``, placed from its chunk's meta: the time span of a speech
+        chunk (``unit`` "speech": ``start_s``/``end_s``), the page of a PDF page chunk."""
+        meta = hit.meta
+        start = end = None
+        page = None
+        unit = meta.get("unit")
+        if unit == "speech":
+            start, end = _number(meta.get("start_s")), _number(meta.get("end_s"))
+            if start is None or end is None or not 0 <= start <= end:
+                start = end = None
+        elif unit == "page":
+            number = meta.get("page")
+            page = number if type(number) is int and number >= 1 else None
+        return cls(n=n, source_id=hit.source_id, chunk_id=hit.chunk_id, score=hit.score,
+                   snippet=hit.text, start_s=start, end_s=end, page=page)
+
+    @property
+    def label(self) -> str:
+        """The source as a reader would cite it: "talk.mp3 at 0:41-0:47", "report.pdf, page 3",
+        or the source id alone. Times are widened to whole seconds so the span still covers."""
+        if self.start_s is not None and self.end_s is not None:
+            return (f"{self.source_id} at {_clock(math.floor(self.start_s))}"
+                    f"-{_clock(math.ceil(self.end_s))}")
+        if self.page is not None:
+            return f"{self.source_id}, page {self.page}"
+        return self.source_id
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _clock(seconds: int) -> str:
+    """``seconds`` as m:ss, or h:mm:ss from an hour."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ def test_api_conforms_to_its_schema(api_schema: Any, served: Served) -> None:
 def test_schema_documents_every_route(api_schema: Any, served: Served) -> None:
     import httpx
 
-    paths = httpx.get(f"{served.url}/openapi.json").json()["paths"]
+    schema = httpx.get(f"{served.url}/openapi.json").json()
+    paths = schema["paths"]
     for path in ("/v1/records", "/v1/search", "/v1/ask", "/v1/chat/completions", "/v1/models",
                  "/v1/completions", "/v1/embeddings",
                  "/v1/lineage/{source_id}", "/v1/dlq", "/healthz", "/readyz", "/metrics",
@@ -80,3 +81,6 @@ def test_schema_documents_every_route(api_schema: Any, served: Served) -> None:
     assert job["content"]["application/json"]["schema"]["$ref"].endswith("/JobOut")
     error = paths["/v1/records"]["post"]["responses"]["401"]["content"]["application/json"]
     assert error["schema"]["$ref"].endswith("/ErrorOut")
+    # a citation says where in its source: the time in a recording, the page of a PDF
+    cited = schema["components"]["schemas"]["CitationOut"]["properties"]
+    assert {"start_s", "end_s", "page"} <= cited.keys(), cited

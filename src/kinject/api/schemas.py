@@ -135,6 +135,14 @@ class CitationOut(BaseModel):
     chunk_id: str
     score: float
     snippet: str
+    start_s: float | None = Field(
+        default=None, description="audio: where in the recording the cited speech starts, "
+        "in seconds from its start (with end_s); null for other sources")
+    end_s: float | None = Field(
+        default=None, description="audio: where in the recording the cited speech ends, "
+        "in seconds from its start")
+    page: int | None = Field(default=None,
+                             description="PDF: the 1-based page the cited text is on")
 
 
 class AnswerOut(BaseModel):

@@ -57,7 +57,7 @@ def print_answer(answer: Answer, *, as_json: bool = False, rich: bool | None = N
     footer = f"route {answer.route}, {version}, {answer.timings.get('total_s', 0.0):.2f}s"
     if not rich:
         lines = [answer.text, ""]
-        lines += [f"[{c.n}] {c.source_id} (score {c.score:.3f}): {c.snippet}"
+        lines += [f"[{c.n}] {c.label} (score {c.score:.3f}): {c.snippet}"
                   for c in answer.citations]
         if not answer.citations:
             lines.append("no sources" if not answer.abstained else "no relevant source found")
@@ -79,5 +79,5 @@ def print_answer(answer: Answer, *, as_json: bool = False, rich: bool | None = N
         table.add_column("score", justify="right")
         table.add_column("snippet", overflow="fold")
         for c in answer.citations:
-            table.add_row(f"[{c.n}]", c.source_id, f"{c.score:.3f}", c.snippet)
+            table.add_row(f"[{c.n}]", c.label, f"{c.score:.3f}", c.snippet)
         console.print(table)

@@ -238,11 +238,7 @@ class RagService:
         return self._answer(plan, f"{line.strip()} [{idx + 1}]", self._citations(plan, [idx + 1]))
 
     def _citations(self, plan: _Plan, used: list[int]) -> tuple[Citation, ...]:
-        return tuple(
-            Citation(n=n, source_id=plan.passages[n - 1].source_id,
-                     chunk_id=plan.passages[n - 1].chunk_id, score=plan.passages[n - 1].score,
-                     snippet=plan.passages[n - 1].text)
-            for n in used)
+        return tuple(Citation.of(n, plan.passages[n - 1]) for n in used)
 
     # -- preparing ----------------------------------------------------------------------------
     def _question(self, question: str, k: int | None, filters: SearchFilters | None,

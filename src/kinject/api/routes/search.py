@@ -43,7 +43,8 @@ def answer_out(answer: Answer) -> AnswerOut:
     return AnswerOut(
         text=answer.text,
         citations=[CitationOut(n=c.n, source_id=c.source_id, chunk_id=c.chunk_id,
-                               score=c.score, snippet=c.snippet) for c in answer.citations],
+                               score=c.score, snippet=c.snippet, start_s=c.start_s,
+                               end_s=c.end_s, page=c.page) for c in answer.citations],
         images=list(answer.images),
         adapter_version=answer.adapter_version,
         route=answer.route,

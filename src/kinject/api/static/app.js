@@ -115,7 +115,20 @@ function renderAnswer(text, citations) {
   $("citations").replaceChildren(...citations.map((c) => el("div", {
     className: "passage", id: "passage-" + c.n,
   }, [el("div", { textContent: `[${c.n}] ${c.snippet}` }),
-      el("div", { className: "src", textContent: `${c.source_id} · score ${c.score.toFixed(3)}` })])));
+      el("div", { className: "src", textContent: `${citedAs(c)} · score ${c.score.toFixed(3)}` })])));
+}
+
+function clock(s) {
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+function citedAs(c) {
+  // Where in the source: the time in a recording, the page of a PDF (as `kinject ask` prints it).
+  if (c.start_s != null && c.end_s != null)
+    return `${c.source_id} at ${clock(Math.floor(c.start_s))}-${clock(Math.ceil(c.end_s))}`;
+  if (c.page != null) return `${c.source_id}, page ${c.page}`;
+  return c.source_id;
 }
 
 function showPassage(c) {
