@@ -1,0 +1,157 @@
+"""The shape of a passage, for the reader: table rows as records, and answers as whole spans.
+
+A small model reading a markdown table loses track of which column a cell sits in and which row
+it belongs to; the same row written as ``header: value`` lines is read right. A table is
+therefore split into one record per row (each read on its own, so the row of one entity is
+never confused with the next), and every other passage is kept whole.
+
+An answer the model writes is then mapped back onto the words of what it read: a piece of a
+record's value becomes the whole value (``619 t`` of ``619 tonnes (619 t)``), a piece of a word
+becomes the whole word (accents, hyphens and dotted codes kept), and a number whose unit the
+model spelled out takes the passage's own unit (``148 meters`` -> ``148 m``). Only the shape of
+the text is used, never what its words mean.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_ROW = re.compile(r"^\s*\|(.*)\|\s*$")
+_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_FIELD = re.compile(r"^\s*([^:：\n]{1,40}?)\s*[:：]\s*(\S.*?)\s*$")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def _cells(line: str) -> list[str]:
+    m = _ROW.match(line)
+    return [c.strip() for c in m.group(1).split("|")] if m else []
+
+
+def reading_units(passage: str) -> list[str]:
+    """The pieces the reader reads one at a time: each row of a markdown table as
+    ``header: value`` lines (after the table's caption, if any); any other passage whole."""
+    lines = passage.splitlines()
+    for i in range(len(lines) - 1):
+        header = _cells(lines[i])
+        if len(header) < 2 or not _RULE.match(lines[i + 1]):
+            continue
+        caption = " ".join(x.strip() for x in lines[:i] if x.strip())
+        rows = []
+        for line in lines[i + 2:]:
+            cells = _cells(line)
+            if len(cells) != len(header):
+                break
+            rows.append("\n".join(f"{h}: {c}" for h, c in zip(header, cells, strict=True)))
+        if not rows:
+            break
+        rest = " ".join(x.strip() for x in lines[i + 2 + len(rows):] if x.strip())
+        head = f"{caption}\n" if caption else ""
+        tail = f"\n{rest}" if rest else ""
+        return [f"{head}{row}{tail}" for row in rows]
+    return [passage]
+
+
+def _fold(text: str, spaces: bool = True) -> tuple[str, list[int]]:
+    """NFKC, lower case, runs of space as one (or none); and where each folded character came
+    from."""
+    out: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKC", ch).lower():
+            if c.isspace():
+                if not spaces or (out and out[-1] == " "):
+                    continue
+                c = " "
+            out.append(c)
+            where.append(i)
+    return "".join(out), where
+
+
+def _inner(ch: str) -> bool:
+    """A character that continues a word (not Chinese, which has no spaces between words)."""
+    return (ch.isalnum() and not _CJK.match(ch)) or unicodedata.category(ch) == "Mn"
+
+
+def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """Grow [start, end) to whole words; joiners (``-``, ``.``, ``'``, ``_``, ``/``) inside a
+    word keep it whole ("AQN-SETUP-486", "v2.1.3", "Valparaíso")."""
+    def joined(i: int) -> bool:
+        return (0 < i < len(text) - 1 and text[i] in "-.'’_/" and _inner(text[i - 1])
+                and _inner(text[i + 1]))
+
+    def part(i: int) -> bool:
+        return _inner(text[i]) or joined(i)
+
+    while start > 0 and part(start - 1) and part(start):
+        start -= 1
+    while end < len(text) and part(end) and part(end - 1):
+        end += 1
+    return start, end
+
+
+def _find(answer: str, text: str) -> tuple[int, int] | None:
+    """Where ``answer`` stands in ``text`` (case, width and spacing folded; then with no
+    spaces at all, for a word the model's tokens split: "Valpara í"), or None."""
+    for spaces in (True, False):
+        hay, where = _fold(text, spaces)
+        needle = _fold(answer, spaces)[0].strip()
+        at = hay.find(needle) if needle else -1
+        if at >= 0:
+            return where[at], where[at + len(needle) - 1] + 1
+    return None
+
+
+_NUMBER_UNIT = re.compile(r"(\d[\d,.]*)\s*([^\W\d_]+)")
+
+
+def _abbreviates(short: str, long: str) -> bool:
+    """``kg`` of ``kilograms``: the same first letter, then the rest in order."""
+    rest = iter(long[1:])
+    return short[0] == long[0] and all(c in rest for c in short[1:])
+
+
+def _with_own_unit(answer: str, text: str) -> tuple[int, int] | None:
+    """``148 meters`` where the text says ``148 m``: the number, then the text's unit if it
+    begins as the answer's does."""
+    m = _NUMBER_UNIT.fullmatch(answer.strip())
+    if not m:
+        return None
+    number, unit = m.group(1), m.group(2).lower()
+    for found in re.finditer(r"(?<![\d.,])" + re.escape(number) + r"\s*([^\W\d_]+)", text):
+        own = found.group(1).lower()
+        if own == unit or (len(own) < len(unit) and _abbreviates(own, unit)):
+            return found.start(), found.end()
+    return None
+
+
+def _value_of(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The whole value of the ``field: value`` line holding [start, end), if it lies inside
+    the value or is the field's name (the model named the field it meant)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    if "\n" in text[start:end]:
+        return None
+    m = _FIELD.match(text[line_start:line_end])
+    if not m:
+        return None
+    key = (line_start + m.start(1), line_start + m.end(1))
+    if line_start + m.start(2) > start and not (start <= key[0] and end >= key[1]):
+        return None
+    return line_start + m.start(2), line_start + m.end(2)
+
+
+def snap(answer: str, text: str) -> str:
+    """``answer`` as a whole span of ``text`` when it is one (a record's whole value, whole
+    words); otherwise ``answer`` unchanged."""
+    found = _find(answer, text) or _with_own_unit(answer, text)
+    if found is None:
+        return answer
+    start, end = found
+    if "\n" in text:  # a record: the whole value of its field
+        value = _value_of(text, start, end)
+        if value is not None:
+            return text[value[0]:value[1]]
+    start, end = _whole_words(text, start, end)
+    return text[start:end].strip()

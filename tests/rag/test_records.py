@@ -1,0 +1,51 @@
+"""Table rows read as records, and answers mapped back onto whole spans of what was read."""
+
+from kinject.rag.records import reading_units, snap
+
+TABLE = ("Alpine huts of the Farnhorn range:\n\n"
+         "| Hut | Altitude | Beds | Warden |\n|---|---|---|---|\n"
+         "| Kessel hut | 2,314 metres (2,314 m) | 46 | Oda Pfeiffer |\n"
+         "| Gauli hut | 2,205 metres (2,205 m) | 52 | Urs Zbinden |")
+
+
+def test_each_table_row_is_read_as_a_record_of_its_own_with_the_caption() -> None:
+    units = reading_units(TABLE)
+    assert units == [
+        "Alpine huts of the Farnhorn range:\nHut: Kessel hut\nAltitude: 2,314 metres (2,314 m)"
+        "\nBeds: 46\nWarden: Oda Pfeiffer",
+        "Alpine huts of the Farnhorn range:\nHut: Gauli hut\nAltitude: 2,205 metres (2,205 m)"
+        "\nBeds: 52\nWarden: Urs Zbinden",
+    ]
+
+
+def test_prose_and_records_stay_whole() -> None:
+    prose = "The Kessel hut sleeps 46 climbers | a note with a bar."
+    assert reading_units(prose) == [prose]
+    record = "hut: Kessel hut\nbeds: 46"
+    assert reading_units(record) == [record]
+
+
+def test_a_piece_of_a_records_value_becomes_the_whole_value() -> None:
+    unit = reading_units(TABLE)[1]
+    assert snap("2,205 m", unit) == "2,205 metres (2,205 m)"
+    assert snap("Zbinden", unit) == "Urs Zbinden"
+    assert snap("52", unit) == "52"
+
+
+def test_answers_keep_whole_words_accents_codes_and_the_passages_unit() -> None:
+    assert snap("Valpara í", "In 1990 she moved to Valparaíso for good.") == "Valparaíso"
+    assert snap("SETUP", "Pair it with AQN-SETUP-486 first.") == "AQN-SETUP-486"
+    assert snap("v2.1", "Install release v2.1.3 or later.") == "v2.1.3"
+    assert snap("148 meters", "The mast is 148 m tall.") == "148 m"
+    assert snap("4 kilograms", "It weighs 4 kg empty.") == "4 kg"
+    assert snap("青屏", "渡鸦河发源于青屏山。") == "青屏"  # Chinese has no word spaces to grow to
+
+
+def test_an_answer_not_in_the_text_is_left_alone() -> None:
+    assert snap("Yes", "The Kessel hut sleeps 46.") == "Yes"
+    assert snap("148 feet", "The mast is 148 m tall.") == "148 feet"
+
+
+def test_a_fields_name_given_as_the_answer_means_its_value() -> None:
+    unit = reading_units(TABLE)[0]
+    assert snap("Warden", unit) == "Oda Pfeiffer"
