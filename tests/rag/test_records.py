@@ -49,3 +49,11 @@ def test_an_answer_not_in_the_text_is_left_alone() -> None:
 def test_a_fields_name_given_as_the_answer_means_its_value() -> None:
     unit = reading_units(TABLE)[0]
     assert snap("Warden", unit) == "Oda Pfeiffer"
+
+
+def test_a_gloss_in_brackets_brings_what_it_glosses_and_a_price_its_currency() -> None:
+    prose = "Sworn in on March 3, 1961 (1961-03-03), she hauled 3,925 tonnes (3,925 t) a year."
+    assert snap("1961-03-03", prose) == "March 3, 1961 (1961-03-03)"
+    assert snap("3,925 t", prose) == "3,925 tonnes (3,925 t)"
+    assert snap("1961-03-03", "任职于1961年3月3日 (1961-03-03)。") == "1961年3月3日 (1961-03-03)"
+    assert snap("389", "It sells for $389 in most shops.") == "$389"

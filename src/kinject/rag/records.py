@@ -70,7 +70,8 @@ def _fold(text: str, spaces: bool = True) -> tuple[str, list[int]]:
 
 def _inner(ch: str) -> bool:
     """A character that continues a word (not Chinese, which has no spaces between words)."""
-    return (ch.isalnum() and not _CJK.match(ch)) or unicodedata.category(ch) == "Mn"
+    # A currency sign sticks to its amount ("$389", "€12").
+    return ((ch.isalnum() and not _CJK.match(ch)) or unicodedata.category(ch) in ("Mn", "Sc"))
 
 
 def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
@@ -96,9 +97,18 @@ def _find(answer: str, text: str) -> tuple[int, int] | None:
     for spaces in (True, False):
         hay, where = _fold(text, spaces)
         needle = _fold(answer, spaces)[0].strip()
+        found = []
         at = hay.find(needle) if needle else -1
-        if at >= 0:
-            return where[at], where[at + len(needle) - 1] + 1
+        while at >= 0:
+            found.append((where[at], where[at + len(needle) - 1] + 1))
+            at = hay.find(needle, at + 1)
+        # Prefer a match of whole words ("3,925 t" is in "3,925 tonnes (3,925 t)" twice).
+        for start, end in found:
+            if ((start == 0 or not _inner(text[start - 1]))
+                    and (end == len(text) or not _inner(text[end]))):
+                return start, end
+        if found:
+            return found[0]
     return None
 
 
@@ -142,6 +152,37 @@ def _value_of(text: str, start: int, end: int) -> tuple[int, int] | None:
     return line_start + m.start(2), line_start + m.end(2)
 
 
+_CJK_AMOUNT = re.compile(r"(?:\d[\d.,]*\s*[\u3400-\u9fff]?)+$")
+
+
+def _before_parenthesis(text: str, start: int, end: int) -> tuple[int, int]:
+    """An answer that is the gloss in ``X (Y)`` takes X with it: ``3,925 tonnes (3,925 t)``,
+    ``October 14, 1957 (1957-10-14)``. X is the run of words before the bracket that hold a
+    digit, are capitalised, or follow a number (its unit); in Chinese, a number with the
+    characters that follow its digits (``1955年9月10日``)."""
+    opening = text.rfind("(", 0, start)
+    closing = text.find(")", end)
+    if (opening < 0 or closing < 0 or ")" in text[opening:start]
+            or "(" in text[end:closing] or text[opening + 1:start].strip()):
+        return start, end
+    head = text[:opening].rstrip()
+    if head and _CJK.match(head[-1]) or head[-1:].isdigit() and _CJK.search(head[-12:]):
+        m = _CJK_AMOUNT.search(head)
+        return (m.start(), closing + 1) if m else (start, end)
+    words = list(re.finditer(r"\S+", head))
+    keep = len(words)
+    for i in range(len(words) - 1, -1, -1):
+        w = words[i].group()
+        after_number = i > 0 and any(c.isdigit() for c in words[i - 1].group())
+        if any(c.isdigit() for c in w) or w[:1].isupper() or after_number:
+            keep = i
+        else:
+            break
+    if keep == len(words):
+        return start, end
+    return words[keep].start(), closing + 1
+
+
 def snap(answer: str, text: str) -> str:
     """``answer`` as a whole span of ``text`` when it is one (a record's whole value, whole
     words); otherwise ``answer`` unchanged."""
@@ -153,5 +194,5 @@ def snap(answer: str, text: str) -> str:
         value = _value_of(text, start, end)
         if value is not None:
             return text[value[0]:value[1]]
-    start, end = _whole_words(text, start, end)
+    start, end = _before_parenthesis(text, *_whole_words(text, start, end))
     return text[start:end].strip()
