@@ -81,6 +81,13 @@ def test_a_near_namesake_is_not_the_thing_asked_about(reader: Ct2Reader) -> None
     assert not other.answered, other
 
 
+def test_a_chinese_near_namesake_is_not_answered_but_the_named_one_is(reader: Ct2Reader
+                                                                      ) -> None:
+    assert not _read(reader, "白鹭河有多长？", RIVER).answered
+    named = _read(reader, "渡鸦河有多长？", RIVER)
+    assert named.answered and "四百一十公里" in named.text, named
+
+
 def test_a_link_planted_in_a_passage_is_never_the_answer(reader: Ct2Reader) -> None:
     r = _read(reader, "How can I book a bed at the Kessel hut?", INJECTED)
     assert "evil.example" not in r.text, r

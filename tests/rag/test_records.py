@@ -57,3 +57,9 @@ def test_a_gloss_in_brackets_brings_what_it_glosses_and_a_price_its_currency() -
     assert snap("3,925 t", prose) == "3,925 tonnes (3,925 t)"
     assert snap("1961-03-03", "任职于1961年3月3日 (1961-03-03)。") == "1961年3月3日 (1961-03-03)"
     assert snap("389", "It sells for $389 in most shops.") == "$389"
+
+
+def test_a_value_met_whole_wins_over_the_same_words_inside_a_longer_one() -> None:
+    unit = "name: Ilse Varga\nschool: Dunmore Academy of Art\nhome town: Dunmore"
+    assert snap("Dunmore", unit) == "Dunmore"
+    assert snap("Academy", unit) == "Dunmore Academy of Art"

@@ -91,9 +91,10 @@ def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _find(answer: str, text: str) -> tuple[int, int] | None:
+def _find(answer: str, text: str) -> list[tuple[int, int]]:
     """Where ``answer`` stands in ``text`` (case, width and spacing folded; then with no
-    spaces at all, for a word the model's tokens split: "Valpara í"), or None."""
+    spaces at all, for a word the model's tokens split: "Valpara í"): every place, those of
+    whole words first."""
     for spaces in (True, False):
         hay, where = _fold(text, spaces)
         needle = _fold(answer, spaces)[0].strip()
@@ -103,13 +104,11 @@ def _find(answer: str, text: str) -> tuple[int, int] | None:
             found.append((where[at], where[at + len(needle) - 1] + 1))
             at = hay.find(needle, at + 1)
         # Prefer a match of whole words ("3,925 t" is in "3,925 tonnes (3,925 t)" twice).
-        for start, end in found:
-            if ((start == 0 or not _inner(text[start - 1]))
-                    and (end == len(text) or not _inner(text[end]))):
-                return start, end
         if found:
-            return found[0]
-    return None
+            return sorted(found, key=lambda f: not (
+                (f[0] == 0 or not _inner(text[f[0] - 1]))
+                and (f[1] == len(text) or not _inner(text[f[1]]))))
+    return []
 
 
 _NUMBER_UNIT = re.compile(r"(\d[\d,.]*)\s*([^\W\d_]+)")
@@ -186,13 +185,15 @@ def _before_parenthesis(text: str, start: int, end: int) -> tuple[int, int]:
 def snap(answer: str, text: str) -> str:
     """``answer`` as a whole span of ``text`` when it is one (a record's whole value, whole
     words); otherwise ``answer`` unchanged."""
-    found = _find(answer, text) or _with_own_unit(answer, text)
-    if found is None:
+    unit = _with_own_unit(answer, text)
+    found = _find(answer, text) or ([unit] if unit else [])
+    if not found:
         return answer
-    start, end = found
-    if "\n" in text:  # a record: the whole value of its field
-        value = _value_of(text, start, end)
-        if value is not None:
-            return text[value[0]:value[1]]
+    if "\n" in text:  # a record: the whole value of its field, one it equals first
+        values = [(f, _value_of(text, *f)) for f in found]
+        for _, value in sorted(values, key=lambda fv: fv[0] != fv[1]):
+            if value is not None:
+                return text[value[0]:value[1]]
+    start, end = found[0]
     start, end = _before_parenthesis(text, *_whole_words(text, start, end))
     return text[start:end].strip()
