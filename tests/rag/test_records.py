@@ -63,3 +63,17 @@ def test_a_value_met_whole_wins_over_the_same_words_inside_a_longer_one() -> Non
     unit = "name: Ilse Varga\nschool: Dunmore Academy of Art\nhome town: Dunmore"
     assert snap("Dunmore", unit) == "Dunmore"
     assert snap("Academy", unit) == "Dunmore Academy of Art"
+
+
+def test_a_name_is_named_by_its_words_not_by_a_namesakes() -> None:
+    from kinject.rag.reader import _names
+
+    kettle = "The Vantor K2 kettle boils 1.7 litres."
+    assert _names("Vantor K2 kettle", kettle, "How much does the Vantor K2 kettle hold?")
+    assert not _names("Vantor K3 kettle", kettle, "How much does the Vantor K3 kettle hold?")
+    # The model copied a word too many, or a possessive, or capitalised an article.
+    assert _names("Vantor K2 kettle hold", kettle, "How much does the Vantor K2 kettle hold?")
+    assert _names("The Vantor K2's lid", kettle, "What colour is the Vantor K2's lid?")
+    assert not _names("Silver Gannet", "name: the Northern Gannet", "Who sails the Silver Gannet?")
+    assert _names("渡鸦河有多长", "渡鸦河全长四百一十公里。", "渡鸦河有多长？")
+    assert not _names("白鹭河", "渡鸦河全长四百一十公里。", "白鹭河有多长？")

@@ -317,17 +317,26 @@ _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 def _names(name: str, text: str, question: str = "") -> bool:
     """Whether ``text`` names ``name``: the whole name (case, spacing and punctuation aside),
     or, where the model copied more of the question than the name, the name's marked words
-    (capitalised or holding a digit, but the question's first word) and the head of its first
+    (capitalised or holding a digit as the question writes them, but its first word; a
+    possessive counts as its word) and the head of its first
     Chinese run (its first three characters, or the whole run when shorter; a character the
     question puts before it may be skipped). Only the shape of the words counts."""
     hay = _fold(text)
     if _fold(name) in hay:
         return True
-    first = question.split()[0] if question.split() else ""
+    asked = _MARKED.findall(question)
+    first = asked[0] if asked else ""
     marked = [w for w in _MARKED.findall(name) if w.isascii() and w != first and len(w) > 1
-              and (any(c.isupper() for c in w) or any(c.isdigit() for c in w))]
+              and (any(c.isupper() for c in w) or any(c.isdigit() for c in w))
+              and (not asked or w in asked)]
     words = {w.lower() for w in _MARKED.findall(text)}
-    if any(w.lower() not in words for w in marked):
+
+    def present(w: str) -> bool:  # "Wielgus's" is named by "Wielgus"
+        w = w.lower()
+        stem = re.split(r"['’]", w)[0]
+        return w in words or (len(stem) > 1 and stem in words)
+
+    if not all(present(w) for w in marked):
         return False
     run = _CJK_RUN.search(name)
     if run is None:
