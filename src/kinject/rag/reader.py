@@ -61,11 +61,11 @@ EXAMPLES: tuple[tuple[str, str, str], ...] = (
 SUBJECT = ("Which named person, organisation, product, place or thing is the question about? "
            "Reply with its name copied from the question, nothing else.")
 SUBJECT_EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("How tall is the Brennick radio mast?", "Brennick radio mast"),
+    ("How many bolts hold the Brennick radio mast together?", "Brennick radio mast"),
     ("Which year did Salome Okafor-Reyes retire?", "Salome Okafor-Reyes"),
     ("What colour is the frame of the Zephyr Q5 scooter?", "Zephyr Q5 scooter"),
     ("Who repairs clocks in Veldhaven?", "Veldhaven"),
-    ("“海鸥7号”灯塔有多高？", "“海鸥7号”灯塔"),
+    ("“海鸥7号”灯塔的灯光能照多远？", "“海鸥7号”灯塔"),
     ("林若溪的女儿叫什么名字？", "林若溪"),
     ("白鹭 K7 电动车一次充电能跑多远？", "白鹭 K7 电动车"),
 )
