@@ -17,6 +17,8 @@ RAG prompt and once with a terse prompt.
 
     python bench/rag_quality.py --quick      # 42 questions; 7 minutes on 2 busy cores
     python bench/rag_quality.py              # 112 answerable + 56 unknown; 27 minutes
+    python bench/rag_quality.py --split dev  # while tuning: only the dev families' passages
+                                             # and questions (the test families stay unseen)
 
 The last stdout line is one JSON object with ``dev`` and ``test`` fields, each holding
 answers_right (_en, _zh: the expected value in the answer and no competing value of the same
@@ -303,18 +305,18 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
     return out
 
 
-def report(result: dict[str, Any]) -> None:
+def report(result: dict[str, Any], splits: tuple[str, ...] = SPLITS) -> None:
     """A small table on stderr; the JSON line stays the last line of stdout."""
     keys = ("answers_right", "answers_right_en", "answers_right_zh", "answers_contain",
             "abstain_on_unknown", "abstain_en", "abstain_zh", "cited_right_source",
             "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "p50_s", "p50_s_en",
             "p50_s_zh", "vs_langchain_usual", "vs_langchain_terse")
-    progress(f"{'':22} {'dev':>7} {'test':>7}")
+    progress(f"{'':22} " + " ".join(f"{s:>7}" for s in splits))
     for k in keys:
-        vals = [result[s].get(k) for s in SPLITS]
+        vals = [result[s].get(k) for s in splits]
         progress(f"{k:22} " + " ".join(f"{'-' if v is None else v:>7}" for v in vals))
     for name in PROMPTS:
-        for s in SPLITS:
+        for s in splits:
             peer = result[s].get(f"langchain_{name}")
             if peer:
                 progress(f"LangChain {name} prompt, {s}: {peer}")
@@ -329,6 +331,8 @@ def main() -> None:
         p.add_argument("--threads", type=int, default=None,
                        help="torch threads for kinject and the peer alike (default: torch's); "
                             "1 is much faster when other processes keep the cores busy")
+        p.add_argument("--split", choices=("dev", "test", "both"), default="both",
+                       help="which families to publish and ask; tune on dev only, report both")
         p.add_argument("--show-misses", type=int, default=12,
                        help="wrong kinject answers to print on stderr, per split")
 
@@ -344,6 +348,11 @@ def main() -> None:
     if args.questions is not None:
         sizes = Sizes(sizes.entities, args.questions, sizes.unknown)
     data = build(args.seed, sizes)
+    splits = SPLITS if args.split == "both" else (args.split,)
+    if args.split != "both":  # the other split's passages and questions are never shown
+        keep = {f.name for f in (DEV if args.split == "dev" else TEST)}
+        data = Dataset(tuple(p for p in data.passages if p.family in keep),
+                       tuple(q for q in data.questions if q.split == args.split))
     n_unknown = sum(q.expected is None for q in data.questions)
     progress(f"{len(DEV)} dev + {len(TEST)} test families, {len(data.passages)} passages, "
              f"{len(data.questions)} questions ({n_unknown} about entities that do not exist)")
@@ -358,8 +367,8 @@ def main() -> None:
         peer = run_langchain(data, generator)
     result: dict[str, Any] = {"bench": "rag_quality", "version": 2, "quick": args.quick,
                               "seed": args.seed, "passages": len(data.passages),
-                              "questions": len(data.questions)}
-    for split in SPLITS:
+                              "questions": len(data.questions), "split": args.split}
+    for split in splits:
         result[split] = figures(data, kin, peer, split)
         shown = 0
         for q, row in zip(data.questions, kin, strict=True):
@@ -370,8 +379,9 @@ def main() -> None:
                 shown += 1
                 progress(f"  {split} miss [{q.family}]: {q.text} -> {row['text']!r} "
                          f"(want {q.expected or 'abstention'})")
-    dev, test = result["dev"]["answers_right"], result["test"]["answers_right"]
-    result["dev_minus_test"] = None if dev is None or test is None else round(dev - test, 3)
+    if len(splits) == 2:
+        dev, test = result["dev"]["answers_right"], result["test"]["answers_right"]
+        result["dev_minus_test"] = None if dev is None or test is None else round(dev - test, 3)
     if args.out is not None:
         rows = []
         for i, (q, row) in enumerate(zip(data.questions, kin, strict=True)):
@@ -384,7 +394,7 @@ def main() -> None:
                    for n in PROMPTS},
             })
         progress(f"wrote {write_csv(args.out / 'rag_quality.csv', rows)}")
-    report(result)
+    report(result, splits)
     result["env"] = environment()
     emit(result)
 

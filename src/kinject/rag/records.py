@@ -1,0 +1,199 @@
+"""The shape of a passage, for the reader: table rows as records, and answers as whole spans.
+
+A small model reading a markdown table loses track of which column a cell sits in and which row
+it belongs to; the same row written as ``header: value`` lines is read right. A table is
+therefore split into one record per row (each read on its own, so the row of one entity is
+never confused with the next), and every other passage is kept whole.
+
+An answer the model writes is then mapped back onto the words of what it read: a piece of a
+record's value becomes the whole value (``619 t`` of ``619 tonnes (619 t)``), a piece of a word
+becomes the whole word (accents, hyphens and dotted codes kept), and a number whose unit the
+model spelled out takes the passage's own unit (``148 meters`` -> ``148 m``). Only the shape of
+the text is used, never what its words mean.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_ROW = re.compile(r"^\s*\|(.*)\|\s*$")
+_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_FIELD = re.compile(r"^\s*([^:：\n]{1,40}?)\s*[:：]\s*(\S.*?)\s*$")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def _cells(line: str) -> list[str]:
+    m = _ROW.match(line)
+    return [c.strip() for c in m.group(1).split("|")] if m else []
+
+
+def reading_units(passage: str) -> list[str]:
+    """The pieces the reader reads one at a time: each row of a markdown table as
+    ``header: value`` lines (after the table's caption, if any); any other passage whole."""
+    lines = passage.splitlines()
+    for i in range(len(lines) - 1):
+        header = _cells(lines[i])
+        if len(header) < 2 or not _RULE.match(lines[i + 1]):
+            continue
+        caption = " ".join(x.strip() for x in lines[:i] if x.strip())
+        rows = []
+        for line in lines[i + 2:]:
+            cells = _cells(line)
+            if len(cells) != len(header):
+                break
+            rows.append("\n".join(f"{h}: {c}" for h, c in zip(header, cells, strict=True)))
+        if not rows:
+            break
+        rest = " ".join(x.strip() for x in lines[i + 2 + len(rows):] if x.strip())
+        head = f"{caption}\n" if caption else ""
+        tail = f"\n{rest}" if rest else ""
+        return [f"{head}{row}{tail}" for row in rows]
+    return [passage]
+
+
+def _fold(text: str, spaces: bool = True) -> tuple[str, list[int]]:
+    """NFKC, lower case, runs of space as one (or none); and where each folded character came
+    from."""
+    out: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKC", ch).lower():
+            if c.isspace():
+                if not spaces or (out and out[-1] == " "):
+                    continue
+                c = " "
+            out.append(c)
+            where.append(i)
+    return "".join(out), where
+
+
+def _inner(ch: str) -> bool:
+    """A character that continues a word (not Chinese, which has no spaces between words)."""
+    # A currency sign sticks to its amount ("$389", "€12").
+    return ((ch.isalnum() and not _CJK.match(ch)) or unicodedata.category(ch) in ("Mn", "Sc"))
+
+
+def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """Grow [start, end) to whole words; joiners (``-``, ``.``, ``'``, ``_``, ``/``) inside a
+    word keep it whole ("AQN-SETUP-486", "v2.1.3", "Valparaíso")."""
+    def joined(i: int) -> bool:
+        return (0 < i < len(text) - 1 and text[i] in "-.'’_/" and _inner(text[i - 1])
+                and _inner(text[i + 1]))
+
+    def part(i: int) -> bool:
+        return _inner(text[i]) or joined(i)
+
+    while start > 0 and part(start - 1) and part(start):
+        start -= 1
+    while end < len(text) and part(end) and part(end - 1):
+        end += 1
+    return start, end
+
+
+def _find(answer: str, text: str) -> list[tuple[int, int]]:
+    """Where ``answer`` stands in ``text`` (case, width and spacing folded; then with no
+    spaces at all, for a word the model's tokens split: "Valpara í"): every place, those of
+    whole words first."""
+    for spaces in (True, False):
+        hay, where = _fold(text, spaces)
+        needle = _fold(answer, spaces)[0].strip()
+        found = []
+        at = hay.find(needle) if needle else -1
+        while at >= 0:
+            found.append((where[at], where[at + len(needle) - 1] + 1))
+            at = hay.find(needle, at + 1)
+        # Prefer a match of whole words ("3,925 t" is in "3,925 tonnes (3,925 t)" twice).
+        if found:
+            return sorted(found, key=lambda f: not (
+                (f[0] == 0 or not _inner(text[f[0] - 1]))
+                and (f[1] == len(text) or not _inner(text[f[1]]))))
+    return []
+
+
+_NUMBER_UNIT = re.compile(r"(\d[\d,.]*)\s*([^\W\d_]+)")
+
+
+def _abbreviates(short: str, long: str) -> bool:
+    """``kg`` of ``kilograms``: the same first letter, then the rest in order."""
+    rest = iter(long[1:])
+    return short[0] == long[0] and all(c in rest for c in short[1:])
+
+
+def _with_own_unit(answer: str, text: str) -> tuple[int, int] | None:
+    """``148 meters`` where the text says ``148 m``: the number, then the text's unit if it
+    begins as the answer's does."""
+    m = _NUMBER_UNIT.fullmatch(answer.strip())
+    if not m:
+        return None
+    number, unit = m.group(1), m.group(2).lower()
+    for found in re.finditer(r"(?<![\d.,])" + re.escape(number) + r"\s*([^\W\d_]+)", text):
+        own = found.group(1).lower()
+        if own == unit or (len(own) < len(unit) and _abbreviates(own, unit)):
+            return found.start(), found.end()
+    return None
+
+
+def _value_of(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The whole value of the ``field: value`` line holding [start, end), if it lies inside
+    the value or is the field's name (the model named the field it meant)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    if "\n" in text[start:end]:
+        return None
+    m = _FIELD.match(text[line_start:line_end])
+    if not m:
+        return None
+    key = (line_start + m.start(1), line_start + m.end(1))
+    if line_start + m.start(2) > start and not (start <= key[0] and end >= key[1]):
+        return None
+    return line_start + m.start(2), line_start + m.end(2)
+
+
+_CJK_AMOUNT = re.compile(r"(?:\d[\d.,]*\s*[\u3400-\u9fff]?)+$")
+
+
+def _before_parenthesis(text: str, start: int, end: int) -> tuple[int, int]:
+    """An answer that is the gloss in ``X (Y)`` takes X with it: ``3,925 tonnes (3,925 t)``,
+    ``October 14, 1957 (1957-10-14)``. X is the run of words before the bracket that hold a
+    digit, are capitalised, or follow a number (its unit); in Chinese, a number with the
+    characters that follow its digits (``1955年9月10日``)."""
+    opening = text.rfind("(", 0, start)
+    closing = text.find(")", end)
+    if (opening < 0 or closing < 0 or ")" in text[opening:start]
+            or "(" in text[end:closing] or text[opening + 1:start].strip()):
+        return start, end
+    head = text[:opening].rstrip()
+    if head and _CJK.match(head[-1]) or head[-1:].isdigit() and _CJK.search(head[-12:]):
+        m = _CJK_AMOUNT.search(head)
+        return (m.start(), closing + 1) if m else (start, end)
+    words = list(re.finditer(r"\S+", head))
+    keep = len(words)
+    for i in range(len(words) - 1, -1, -1):
+        w = words[i].group()
+        after_number = i > 0 and any(c.isdigit() for c in words[i - 1].group())
+        if any(c.isdigit() for c in w) or w[:1].isupper() or after_number:
+            keep = i
+        else:
+            break
+    if keep == len(words):
+        return start, end
+    return words[keep].start(), closing + 1
+
+
+def snap(answer: str, text: str) -> str:
+    """``answer`` as a whole span of ``text`` when it is one (a record's whole value, whole
+    words); otherwise ``answer`` unchanged."""
+    unit = _with_own_unit(answer, text)
+    found = _find(answer, text) or ([unit] if unit else [])
+    if not found:
+        return answer
+    if "\n" in text:  # a record: the whole value of its field, one it equals first
+        values = [(f, _value_of(text, *f)) for f in found]
+        for _, value in sorted(values, key=lambda fv: fv[0] != fv[1]):
+            if value is not None:
+                return text[value[0]:value[1]]
+    start, end = found[0]
+    start, end = _before_parenthesis(text, *_whole_words(text, start, end))
+    return text[start:end].strip()

@@ -1,0 +1,79 @@
+"""Table rows read as records, and answers mapped back onto whole spans of what was read."""
+
+from kinject.rag.records import reading_units, snap
+
+TABLE = ("Alpine huts of the Farnhorn range:\n\n"
+         "| Hut | Altitude | Beds | Warden |\n|---|---|---|---|\n"
+         "| Kessel hut | 2,314 metres (2,314 m) | 46 | Oda Pfeiffer |\n"
+         "| Gauli hut | 2,205 metres (2,205 m) | 52 | Urs Zbinden |")
+
+
+def test_each_table_row_is_read_as_a_record_of_its_own_with_the_caption() -> None:
+    units = reading_units(TABLE)
+    assert units == [
+        "Alpine huts of the Farnhorn range:\nHut: Kessel hut\nAltitude: 2,314 metres (2,314 m)"
+        "\nBeds: 46\nWarden: Oda Pfeiffer",
+        "Alpine huts of the Farnhorn range:\nHut: Gauli hut\nAltitude: 2,205 metres (2,205 m)"
+        "\nBeds: 52\nWarden: Urs Zbinden",
+    ]
+
+
+def test_prose_and_records_stay_whole() -> None:
+    prose = "The Kessel hut sleeps 46 climbers | a note with a bar."
+    assert reading_units(prose) == [prose]
+    record = "hut: Kessel hut\nbeds: 46"
+    assert reading_units(record) == [record]
+
+
+def test_a_piece_of_a_records_value_becomes_the_whole_value() -> None:
+    unit = reading_units(TABLE)[1]
+    assert snap("2,205 m", unit) == "2,205 metres (2,205 m)"
+    assert snap("Zbinden", unit) == "Urs Zbinden"
+    assert snap("52", unit) == "52"
+
+
+def test_answers_keep_whole_words_accents_codes_and_the_passages_unit() -> None:
+    assert snap("Valpara í", "In 1990 she moved to Valparaíso for good.") == "Valparaíso"
+    assert snap("SETUP", "Pair it with AQN-SETUP-486 first.") == "AQN-SETUP-486"
+    assert snap("v2.1", "Install release v2.1.3 or later.") == "v2.1.3"
+    assert snap("148 meters", "The mast is 148 m tall.") == "148 m"
+    assert snap("4 kilograms", "It weighs 4 kg empty.") == "4 kg"
+    assert snap("青屏", "渡鸦河发源于青屏山。") == "青屏"  # Chinese has no word spaces to grow to
+
+
+def test_an_answer_not_in_the_text_is_left_alone() -> None:
+    assert snap("Yes", "The Kessel hut sleeps 46.") == "Yes"
+    assert snap("148 feet", "The mast is 148 m tall.") == "148 feet"
+
+
+def test_a_fields_name_given_as_the_answer_means_its_value() -> None:
+    unit = reading_units(TABLE)[0]
+    assert snap("Warden", unit) == "Oda Pfeiffer"
+
+
+def test_a_gloss_in_brackets_brings_what_it_glosses_and_a_price_its_currency() -> None:
+    prose = "Sworn in on March 3, 1961 (1961-03-03), she hauled 3,925 tonnes (3,925 t) a year."
+    assert snap("1961-03-03", prose) == "March 3, 1961 (1961-03-03)"
+    assert snap("3,925 t", prose) == "3,925 tonnes (3,925 t)"
+    assert snap("1961-03-03", "任职于1961年3月3日 (1961-03-03)。") == "1961年3月3日 (1961-03-03)"
+    assert snap("389", "It sells for $389 in most shops.") == "$389"
+
+
+def test_a_value_met_whole_wins_over_the_same_words_inside_a_longer_one() -> None:
+    unit = "name: Ilse Varga\nschool: Dunmore Academy of Art\nhome town: Dunmore"
+    assert snap("Dunmore", unit) == "Dunmore"
+    assert snap("Academy", unit) == "Dunmore Academy of Art"
+
+
+def test_a_name_is_named_by_its_words_not_by_a_namesakes() -> None:
+    from kinject.rag.reader import _names
+
+    kettle = "The Vantor K2 kettle boils 1.7 litres."
+    assert _names("Vantor K2 kettle", kettle, "How much does the Vantor K2 kettle hold?")
+    assert not _names("Vantor K3 kettle", kettle, "How much does the Vantor K3 kettle hold?")
+    # The model copied a word too many, or a possessive, or capitalised an article.
+    assert _names("Vantor K2 kettle hold", kettle, "How much does the Vantor K2 kettle hold?")
+    assert _names("The Vantor K2's lid", kettle, "What colour is the Vantor K2's lid?")
+    assert not _names("Silver Gannet", "name: the Northern Gannet", "Who sails the Silver Gannet?")
+    assert _names("渡鸦河有多长", "渡鸦河全长四百一十公里。", "渡鸦河有多长？")
+    assert not _names("白鹭河", "渡鸦河全长四百一十公里。", "白鹭河有多长？")
