@@ -137,7 +137,7 @@ class Lab:
     def cycle(self, config: Any) -> Any:
         from kinject.finetune.jobs import run_cycle
 
-        result = run_cycle(self.settings, train_config=config, publish=False,
+        result = run_cycle(self.settings, train_config=config,
                            early_stopping=False)
         if result.version and result.status == "rejected" and result.version != (
                 self.registry.active()):
