@@ -16,9 +16,9 @@ process (CPU by default, CUDA with bf16 when present) and under
 - Evaluation, early stopping, checkpoints, the metrics log and progress are callbacks of the
   loop (finetune/train_callbacks.py); a step is ``TrainRun.step`` (finetune/train_run.py).
 - Checkpoints (finetune/checkpoint.py) every ``checkpoint_every`` optimizer steps hold the
-  adapter, the optimizer,
-  the RNG and the loop position (safetensors + JSON, written to a temp folder and renamed):
-  a run that crashed resumes from the last one when called again with the same inputs.
+  adapter, the optimizer, the RNG and the loop position (safetensors + JSON, written to a
+  temp folder and renamed): a run that crashed resumes from the last one when called again
+  with the same inputs.
 - ``out_dir/metrics.jsonl``: a JSON line per optimizer step and per evaluation.
 - ``should_stop`` (optional) is asked before every optimizer step: when it says yes the run
   saves a checkpoint (when checkpoints are on) and raises ``Cancelled``, returning nothing.
