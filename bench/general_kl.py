@@ -89,7 +89,7 @@ def main() -> None:
             if args.general_ratio is not None:
                 config = dataclasses.replace(config, general_ratio=args.general_ratio)
             progress(f"cycle 1 with kl_weight {weight}")
-            result = run_cycle(settings, train_config=config, publish=False,
+            result = run_cycle(settings, train_config=config,
                                early_stopping=False)
             version, gate = result.version or "", result.report
         adapters[weight] = registry.path(version)

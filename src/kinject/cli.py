@@ -526,13 +526,15 @@ def finetune_run(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     import sys
 
     from kinject.finetune.jobs import JobStore, run_cycle
+    from kinject.stream.adapter_events import kafka_announcer
 
     try:
         settings = _settings(config, data_dir)
         store = JobStore.for_data_dir(settings.data_dir)
         job = store.create(params={"trigger": "cli"})
         with _cycle_progress(sys.stderr.isatty()) as progress:
-            result = run_cycle(settings, store=store, job_id=job.id, progress=progress)
+            result = run_cycle(settings, store=store, job_id=job.id, progress=progress,
+                               announce=kafka_announcer(settings))
         store.close()
     except KinjectError as exc:
         raise _fail(exc) from exc
@@ -609,6 +611,7 @@ def finetune_schedule(
     import threading
 
     from kinject.finetune.jobs import JobRecord, run_schedule
+    from kinject.stream.adapter_events import kafka_announcer
     from kinject.stream.corpus_runner import corpus_materialiser
 
     stop = threading.Event()
@@ -624,7 +627,7 @@ def finetune_schedule(
         settings = _settings(config, data_dir)
         with corpus_materialiser(settings):
             ran = run_schedule(settings, stop, every_min=every, min_new=min_new,
-                               on_result=echo)
+                               on_result=echo, announce=kafka_announcer(settings))
     except KeyboardInterrupt:
         ran = -1
     except (KinjectError, ValueError) as exc:

@@ -371,7 +371,10 @@ class KinjectService:
         bytes checked against the announced sha256) before a request needs it; a copy that
         fails the check is refused and the version served before goes on serving."""
         self._rag_service()
-        return self.switcher.watch(stop, kafka=self.settings.kafka, bootstrap=self._bootstrap)
+        from kinject.stream.adapter_events import subscription
+
+        return self.switcher.watch(stop, events=subscription(self.settings.kafka,
+                                                             self._bootstrap))
 
     def generator_for(self, version: str | None = "active") -> Any:
         """A generator bound to one adapter version, for a request that names it (a
@@ -423,7 +426,7 @@ class KinjectService:
         bootstrap = getattr(self, "_bootstrap", None) or self.settings.kafka.bootstrap_servers
         if bootstrap:
             from kinject.errors import KinjectError
-            from kinject.finetune.serving import publish_activation
+            from kinject.stream.adapter_events import publish_activation
 
             try:
                 publish_activation(self.settings.kafka, bootstrap, change,
@@ -438,8 +441,10 @@ class KinjectService:
         """Start one fine-tuning cycle in the background; returns the job record (queued).
         Raises JobBusy when a cycle is running. A promotion is announced on the attached
         broker (the embedded one included)."""
-        kwargs: dict[str, Any] = {"bootstrap": self._bootstrap} if self._bootstrap else {}
-        return self._jobs.start(self.settings, **kwargs).to_dict()
+        from kinject.stream.adapter_events import kafka_announcer
+
+        announce = kafka_announcer(self.settings, self._bootstrap)
+        return self._jobs.start(self.settings, announce=announce).to_dict()
 
     def stop_finetune_jobs(self, timeout_s: float) -> list[str]:
         """Cancel the cycles this service started (they end at their next training step or

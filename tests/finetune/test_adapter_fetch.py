@@ -25,7 +25,7 @@ from _serve import start_serve, wait_ready
 from _wait import until
 from kinject.config import KafkaSettings, Settings, load_settings
 from kinject.finetune.registry import AdapterRegistry
-from kinject.finetune.serving import EVENT_VERSION
+from kinject.stream.adapter_events import EVENT_VERSION
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kafka, pytest.mark.slow]
 

@@ -69,7 +69,7 @@ def test_a_delete_taints_serving_falls_back_and_the_next_cycle_forgets(
     producer = make_producer(settings.kafka, kafka_bootstrap)
     store = CorpusStore(corpus_path(data_dir))
     mat = CorpusMaterialiser(settings.kafka, kafka_bootstrap, store,
-                             on_delete=deletion_hook(settings, publish=False))
+                             on_delete=deletion_hook(settings))
     stop = threading.Event()
     thread = threading.Thread(target=mat.run, args=(stop,), daemon=True)
     thread.start()
@@ -80,7 +80,7 @@ def test_a_delete_taints_serving_falls_back_and_the_next_cycle_forgets(
         producer.flush()
         until(lambda: store.sources() == {p[0] for p in PEOPLE})
 
-        first = run_cycle(settings, train_config=CONFIG, publish=False,
+        first = run_cycle(settings, train_config=CONFIG,
                           early_stopping=False)
         assert first.status == "promoted", first.report["reasons"]
         v1 = registry.get(first.version or "")
@@ -97,7 +97,7 @@ def test_a_delete_taints_serving_falls_back_and_the_next_cycle_forgets(
         with pytest.raises(RegistryError, match="tainted"):
             registry.activate(v1.version)
 
-        second = run_cycle(settings, train_config=CONFIG, publish=False,
+        second = run_cycle(settings, train_config=CONFIG,
                           early_stopping=False)
         assert second.parent is None  # trained from the base, not from the tainted v1
         # the gate held the retrain to the perplexity bar of the version it replaces

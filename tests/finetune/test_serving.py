@@ -14,9 +14,10 @@ from _adapter_helpers import logits_of, make_adapter, one_thread  # noqa: F401
 from _wait import until
 from kinject.config import KafkaSettings
 from kinject.finetune.registry import AdapterRegistry
-from kinject.finetune.serving import AdapterLoadError, AdapterSwitcher, publish_activation
+from kinject.finetune.serving import AdapterLoadError, AdapterSwitcher
 from kinject.models import LoadedGenerator
 from kinject.rag.generate import generate_chat
+from kinject.stream.adapter_events import publish_activation, subscription
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,7 +155,7 @@ def test_two_replicas_switch_after_a_promotion_event(
                 for _ in range(2)]
     stop = threading.Event()
     # A long pointer interval: the switch within the bound below comes from the event.
-    threads = [r.watch(stop, kafka=kafka, bootstrap=kafka_bootstrap, interval_s=8.0)
+    threads = [r.watch(stop, events=subscription(kafka, kafka_bootstrap), interval_s=8.0)
                for r in replicas]
     try:
         assert all(r.ready.wait(30) for r in replicas)
@@ -174,7 +175,7 @@ def test_two_replicas_switch_after_a_promotion_event(
 def test_promotion_events_name_the_weights_sha256(tmp_path: Path,
                                                   adapter_dirs: list[Path]) -> None:
     from kinject.finetune.registry import file_sha256
-    from kinject.finetune.serving import decode_event, encode_event
+    from kinject.stream.adapter_events import decode_event, encode_event
 
     reg, (v0, _) = _registry(tmp_path / "adapters", adapter_dirs)
     event = decode_event(encode_event(reg.activate(v0, "promoted")))
@@ -197,7 +198,7 @@ def test_a_replica_refuses_a_copy_that_does_not_match_the_announced_hash(
     kafka = KafkaSettings(topic_prefix=f"sha-{tmp_path.name}")
     replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg)
     stop = threading.Event()
-    thread = replica.watch(stop, kafka=kafka, bootstrap=kafka_bootstrap, interval_s=0.2)
+    thread = replica.watch(stop, events=subscription(kafka, kafka_bootstrap), interval_s=0.2)
     try:
         assert replica.ready.wait(30)
         publish_activation(kafka, kafka_bootstrap, trainer.activate(v0, "promoted"))
@@ -230,7 +231,7 @@ def test_a_replica_refuses_a_copy_that_does_not_match_the_announced_hash(
 def test_promotion_events_name_their_registry_and_where_the_bytes_are(
         tmp_path: Path, adapter_dirs: list[Path]) -> None:
     from kinject.finetune.fetch import archive_url
-    from kinject.finetune.serving import decode_event, encode_event
+    from kinject.stream.adapter_events import decode_event, encode_event
 
     reg, (v0, _) = _registry(tmp_path / "adapters", adapter_dirs)
     change = reg.activate(v0, "promoted")
@@ -257,7 +258,7 @@ def test_a_replica_with_its_own_registry_follows_the_events_of_another(
                        registry=trainer)
     replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg)
     stop = threading.Event()
-    thread = replica.watch(stop, kafka=kafka, bootstrap=kafka_bootstrap, interval_s=0.2)
+    thread = replica.watch(stop, events=subscription(kafka, kafka_bootstrap), interval_s=0.2)
     try:
         until(lambda: replica.current_version == v0, 30, "the replica to catch up with v0")
         assert replica_reg.active() == v0  # its own pointer follows the other registry's

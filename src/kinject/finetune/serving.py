@@ -6,7 +6,8 @@ name. A new version is loaded aside (PEFT adds its LoRA weights beside the ones 
 its weights' sha256 is checked against the version name before it is selected, so no request
 ever sees a half-loaded or stale copy. Selecting a version and generating both happen under
 one lock: a request is answered wholly by one version. The switcher follows the registry's
-ACTIVE pointer (the file changing) and promotion events on ``kinject.adapters``. An event
+ACTIVE pointer (the file changing) and promotion events (``kinject.adapters``, read by
+``kinject.stream.adapter_events`` and handed in as an EventSubscription). An event
 names the version, the sha256 of its weights, the registry it happened in (``origin``) and,
 when the publisher sets ``finetune.publish_url``, where the version's archive can be fetched.
 Adapters reach a replica on another host in one of two ways:
@@ -28,7 +29,6 @@ Generation is serialised by that lock; on a CPU torch already uses every core fo
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -40,58 +40,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import KinjectError
-from kinject.finetune.registry import WEIGHTS, Activation, AdapterRegistry, file_sha256
+from kinject.finetune.registry import WEIGHTS, AdapterRegistry, file_sha256
 
 if TYPE_CHECKING:
-    from kinject.config import KafkaSettings
+    from kinject.finetune.announce import AdapterEvents, EventSubscription
     from kinject.finetune.fetch import AdapterFetcher
 
 log = logging.getLogger(__name__)
-
-EVENT_VERSION = 1
-
-
-# -- events on kinject.adapters ---------------------------------------------------------------
-def encode_event(change: Activation, kind: str | None = None, *, origin: str | None = None,
-                 url: str | None = None) -> bytes:
-    """The event of one change of ACTIVE. ``sha256`` is the hash of the version's
-    ``adapter_model.safetensors`` (the registry names versions by it; None for the base
-    model): a replica checks the bytes it loads against it before serving them. ``origin``
-    is the id of the registry that changed; ``url`` where the version's archive is served
-    (None: replicas must share the adapters folder)."""
-    body = {"v": EVENT_VERSION, "type": kind or change.reason, "version": change.version,
-            "sha256": change.version, "previous": change.previous, "reason": change.reason,
-            "at": change.at, "origin": origin, "url": url}
-    return json.dumps(body).encode("utf-8")
-
-
-def decode_event(value: bytes) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(value)
-    if body.get("v") != EVENT_VERSION:
-        raise ValueError(f"unknown adapter event version {body.get('v')!r}")
-    return body
-
-
-def publish_activation(kafka: KafkaSettings, bootstrap: str, change: Activation, *,
-                       registry: AdapterRegistry | None = None, publish_url: str = "") -> None:
-    """Announce a change of ACTIVE on ``<prefix>.adapters`` (one partition: every replica
-    sees the changes in the order they happened). With ``registry`` the event names it as
-    its origin, and with ``publish_url`` where replicas fetch the version's archive."""
-    from kinject.finetune.fetch import archive_url
-    from kinject.stream.clients import make_producer
-    from kinject.stream.topics import ensure_topics
-
-    topics = ensure_topics(kafka, bootstrap)
-    producer = make_producer(kafka, bootstrap)
-    try:
-        value = encode_event(change, origin=registry.identity() if registry else None,
-                             url=archive_url(publish_url, change.version))
-        producer.send(topics.adapters, key=b"active", value=value).get(timeout=30)
-    finally:
-        producer.close()
-    log.info("published adapter change -> %s on %s",
-             change.version[:12] if change.version else "base", topics.adapters)
-
 
 class AdapterLoadError(KinjectError):
     """An adapter version cannot be loaded for serving (missing, corrupt, tainted)."""
@@ -302,62 +257,38 @@ class AdapterSwitcher:
             self.model.delete_adapter(self._names.pop(old))
 
     # -- following changes -----------------------------------------------------------------
-    def watch(self, stop: threading.Event, *, kafka: KafkaSettings | None = None,
-              bootstrap: str | None = None, interval_s: float = 1.0) -> threading.Thread:
-        """Follow changes in a daemon thread until ``stop`` is set: events on
-        ``kinject.adapters`` when a broker is given, and the pointer file every
+    def watch(self, stop: threading.Event, *, events: EventSubscription | None = None,
+              interval_s: float = 1.0) -> threading.Thread:
+        """Follow changes in a daemon thread until ``stop`` is set: adapter events when
+        ``events`` is given (opened in that thread), and the pointer file every
         ``interval_s`` (which also covers a replica that missed an event)."""
-        thread = threading.Thread(target=self._watch, args=(stop, kafka, bootstrap, interval_s),
+        thread = threading.Thread(target=self._watch, args=(stop, events, interval_s),
                                   name="adapter-switcher", daemon=True)
         thread.start()
         return thread
 
-    def _watch(self, stop: threading.Event, kafka: KafkaSettings | None, bootstrap: str | None,
+    def _watch(self, stop: threading.Event, events: EventSubscription | None,
                interval_s: float) -> None:
-        consumer = None
+        feed: AdapterEvents | None = None
         try:
-            if kafka is not None and bootstrap:
-                consumer = self._subscribe(kafka, bootstrap)
+            if events is not None:
+                feed = events()
             self._safe_refresh()
             self.ready.set()
             while not stop.is_set():
                 self._safe_refresh()
                 if self._pending is not None and time.monotonic() >= self._pending[1]:
                     self._mirror(self._pending[0])
-                if consumer is not None:
-                    polled = consumer.poll(timeout_ms=int(interval_s * 1000))
-                    for batch in polled.values():
-                        for msg in batch:
-                            self._on_event(msg.value)
+                if feed is not None:
+                    for event in feed.poll(interval_s):
+                        self._on_event(event)
                 else:
                     stop.wait(interval_s)
         finally:
-            if consumer is not None:
-                consumer.close()
+            if feed is not None:
+                feed.close()
 
-    def _subscribe(self, kafka: KafkaSettings, bootstrap: str) -> Any:
-        from kafka import TopicPartition
-
-        from kinject.stream.clients import make_consumer
-        from kinject.stream.topics import ensure_topics
-
-        topics = ensure_topics(kafka, bootstrap)
-        consumer = make_consumer(kafka, bootstrap, None, [])
-        tp = TopicPartition(topics.adapters, 0)
-        consumer.assign([tp])
-        # The last event again: a replica with a registry of its own catches up with a
-        # promotion made while it was down (for a shared one the pointer says it anyway).
-        end = consumer.end_offsets([tp])[tp]
-        consumer.seek(tp, max(end - 1, 0))
-        consumer.position(tp)
-        return consumer
-
-    def _on_event(self, value: bytes) -> None:
-        try:
-            event = decode_event(value)
-        except (ValueError, KeyError) as exc:
-            log.error("skipping unreadable adapter event: %s", exc)
-            return
+    def _on_event(self, event: dict[str, Any]) -> None:
         version, sha256 = event.get("version"), event.get("sha256")
         log.info("adapter event %s -> %s", event.get("type"), (version or "base")[:12])
         self._pending = None  # a newer event supersedes one waiting to be tried again

@@ -72,6 +72,7 @@ class CorpusRunner(threading.Thread):
     def _materialise(self) -> None:
         from kinject.finetune.corpus import CorpusStore
         from kinject.finetune.jobs import corpus_path, deletion_hook
+        from kinject.stream.adapter_events import kafka_announcer
         from kinject.stream.corpus_materialiser import CorpusMaterialiser
 
         settings = self.settings
@@ -80,7 +81,8 @@ class CorpusRunner(threading.Thread):
                 self._applied_before += self.materialiser.applied
             self.materialiser = mat = CorpusMaterialiser(
                 settings.kafka, self.bootstrap, store,
-                on_delete=deletion_hook(settings, bootstrap=self.bootstrap))
+                on_delete=deletion_hook(
+                    settings, announce=kafka_announcer(settings, self.bootstrap)))
             log.info("corpus materialiser in group %s on %s -> %s", mat.group_id,
                      self.bootstrap, store.path)
             mat.run(self.stop_event)

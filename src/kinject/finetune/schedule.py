@@ -1,0 +1,69 @@
+"""The scheduler: fine-tuning cycles on a timer and/or on volume."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kinject.config import Settings
+from kinject.finetune.cycle import run_cycle
+from kinject.finetune.cycle_lock import JobBusy
+from kinject.finetune.job_store import JobRecord, JobStore
+from kinject.finetune.paths import corpus_path
+
+if TYPE_CHECKING:
+    from kinject.finetune.announce import Announce
+
+log = logging.getLogger(__name__)
+
+
+def pending_examples(settings: Settings) -> int:
+    """Examples that arrived since the last cycle took the corpus."""
+    from kinject.finetune.corpus import CorpusStore
+
+    path = corpus_path(settings.data_dir)
+    if not path.is_file():
+        return 0
+    with CorpusStore(path) as corpus:
+        return corpus.new_since(corpus.current_cycle() - 1)
+
+
+def run_schedule(settings: Settings, stop: threading.Event, *, every_min: float | None = None,
+                 min_new: int | None = None, on_result: Callable[[JobRecord], None] | None = None,
+                 poll_s: float | None = None, announce: Announce | None = None) -> int:
+    """Run cycles until ``stop`` is set: every ``every_min`` minutes when anything new
+    arrived, and as soon as ``min_new`` new examples are waiting. Returns cycles run.
+    ``announce``: see run_cycle."""
+    every = settings.schedule.every_min if every_min is None else every_min
+    volume = settings.schedule.min_new if min_new is None else min_new
+    poll = settings.schedule.poll_s if poll_s is None else poll_s
+    if every <= 0 and volume <= 0:
+        raise ValueError("give --every MIN and/or --min-new N (both are off)")
+    store = JobStore.for_data_dir(settings.data_dir)
+    last, ran = time.monotonic(), 0
+    try:
+        while not stop.is_set():
+            waiting = pending_examples(settings)
+            due = every > 0 and time.monotonic() - last >= every * 60
+            if waiting and ((volume > 0 and waiting >= volume) or due):
+                job = store.create("cycle", params={"trigger": "volume" if volume > 0 and
+                                                    waiting >= volume else "timer"})
+                try:
+                    run_cycle(settings, store=store, job_id=job.id, announce=announce)
+                except JobBusy:
+                    log.info("a cycle is running elsewhere; trying again later")
+                except Exception as exc:
+                    log.error("scheduled cycle failed: %s", exc)
+                ran += 1
+                last = time.monotonic()
+                if on_result is not None:
+                    on_result(store.get(job.id))
+            elif due:
+                last = time.monotonic()
+            stop.wait(poll)
+    finally:
+        store.close()
+    return ran
