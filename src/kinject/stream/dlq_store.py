@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from kinject import sqlite
 from kinject.errors import KinjectError
 from kinject.stream.dlq import DeadLetter
 
@@ -77,11 +78,8 @@ class DeadLetterStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a dead letter survives a power cut
+            # FULL: a dead letter survives a power cut.
+            self._db = sqlite.connect(self.path, synchronous="FULL", timeout=30.0)
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise KinjectError(f"cannot open the dead-letter store {self.path}: {exc}") from exc
@@ -94,37 +92,30 @@ class DeadLetterStore:
         """Keep one dead letter; returns (letter id, whether it is a new letter)."""
         digest = digest or letter_digest(key, value)
         position = (cluster_id or "", topic, partition, offset)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    'SELECT letter FROM positions WHERE cluster_id=? AND topic=? AND partition=? '
-                    'AND "offset"=?', position).fetchone()
-                if row is not None:  # this very message again (a batch read twice)
-                    self._db.execute("COMMIT")
-                    return int(row[0]), False
-                row = self._db.execute(
-                    "SELECT id FROM letters WHERE digest=? AND replayed_at IS NULL "
-                    "ORDER BY id LIMIT 1", (digest,)).fetchone()
-                new = row is None
-                if new:
-                    cur = self._db.execute(
-                        "INSERT INTO letters (digest, at, stage, reason, error_type, topic, "
-                        'partition, "offset", key, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                        (digest, at or time.time(), stage, reason, error_type, topic, partition,
-                         offset, key, value if keep_value else None))
-                    assert cur.lastrowid is not None
-                    letter = int(cur.lastrowid)
-                else:
-                    letter = int(row[0])
-                    self._db.execute("UPDATE letters SET seen = seen + 1 WHERE id=?", (letter,))
-                self._db.execute(
-                    'INSERT INTO positions (cluster_id, topic, partition, "offset", letter) '
-                    "VALUES (?, ?, ?, ?, ?)", (*position, letter))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with sqlite.transaction(self._db, self._lock):
+            row = self._db.execute(
+                'SELECT letter FROM positions WHERE cluster_id=? AND topic=? AND partition=? '
+                'AND "offset"=?', position).fetchone()
+            if row is not None:  # this very message again (a batch read twice)
+                return int(row[0]), False
+            row = self._db.execute(
+                "SELECT id FROM letters WHERE digest=? AND replayed_at IS NULL "
+                "ORDER BY id LIMIT 1", (digest,)).fetchone()
+            new = row is None
+            if new:
+                cur = self._db.execute(
+                    "INSERT INTO letters (digest, at, stage, reason, error_type, topic, "
+                    'partition, "offset", key, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    (digest, at or time.time(), stage, reason, error_type, topic, partition,
+                     offset, key, value if keep_value else None))
+                assert cur.lastrowid is not None
+                letter = int(cur.lastrowid)
+            else:
+                letter = int(row[0])
+                self._db.execute("UPDATE letters SET seen = seen + 1 WHERE id=?", (letter,))
+            self._db.execute(
+                'INSERT INTO positions (cluster_id, topic, partition, "offset", letter) '
+                "VALUES (?, ?, ?, ?, ?)", (*position, letter))
         return letter, new
 
     def mirror(self, letters: Iterable[DeadLetter], cluster_id: str | None) -> int:

@@ -1,0 +1,45 @@
+"""The SQLite plumbing kinject's durable stores share: one WAL connection per file, and
+short write transactions under the store's lock.
+
+Connections are in autocommit mode (``isolation_level=None``): a store opens a transaction
+itself, with ``BEGIN IMMEDIATE`` so a writer takes the write lock up front instead of
+failing half-way when another process writes too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+def connect(path: Path | str, *, synchronous: Literal["NORMAL", "FULL"] = "FULL",
+            timeout: float = 5.0) -> sqlite3.Connection:
+    """Open (creating its folder) a SQLite file in WAL mode, shareable between threads.
+
+    ``synchronous=FULL`` fsyncs every commit (it survives a power cut); ``NORMAL`` only
+    at checkpoints (a crash of the process loses nothing, a power cut the last commits).
+    ``timeout``: seconds a write waits for another process's write lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, timeout=timeout, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, lock: threading.Lock | threading.RLock) -> Iterator[sqlite3.Connection]:
+    """One atomic write under ``lock`` (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
