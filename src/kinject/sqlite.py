@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+
 def connect(path: Path | str, *, synchronous: Literal["NORMAL", "FULL"] = "FULL",
             timeout: float = 5.0) -> sqlite3.Connection:
     """Open (creating its folder) a SQLite file in WAL mode, shareable between threads.
@@ -32,7 +33,8 @@ def connect(path: Path | str, *, synchronous: Literal["NORMAL", "FULL"] = "FULL"
 
 
 @contextmanager
-def transaction(db: sqlite3.Connection, lock: threading.Lock | threading.RLock) -> Iterator[sqlite3.Connection]:
+def transaction(db: sqlite3.Connection, lock: threading.Lock | threading.RLock
+                ) -> Iterator[sqlite3.Connection]:
     """One atomic write under ``lock`` (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
     with lock:
         db.execute("BEGIN IMMEDIATE")
