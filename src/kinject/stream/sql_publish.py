@@ -19,9 +19,10 @@ from typing import Any
 
 from kinject.config import Settings
 from kinject.errors import BadRecord
-from kinject.ingest.sql import WATERMARK_FILE, SqlReader, SqlSource, WatermarkStore, later
-from kinject.ingest.sql import row_record as _row_record
 from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
+from kinject.stream.sql_source import SqlReader, SqlSource
+from kinject.stream.sql_source import row_record as _row_record
+from kinject.stream.sql_watermarks import WATERMARK_FILE, WatermarkStore, later
 
 _log = logging.getLogger(__name__)
 
