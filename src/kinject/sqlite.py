@@ -15,20 +15,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from kinject.errors import KinjectError
 
-def connect(path: Path | str, *, synchronous: Literal["NORMAL", "FULL"] = "FULL",
-            timeout: float = 5.0) -> sqlite3.Connection:
-    """Open (creating its folder) a SQLite file in WAL mode, shareable between threads.
+
+def connect(path: Path | str, *, schema: str = "",
+            synchronous: Literal["NORMAL", "FULL"] = "FULL", timeout: float = 5.0,
+            what: str | None = None) -> sqlite3.Connection:
+    """Open (creating its folder) a SQLite file in WAL mode, shareable between threads, and
+    run ``schema`` (CREATE ... IF NOT EXISTS statements) on it.
 
     ``synchronous=FULL`` fsyncs every commit (it survives a power cut); ``NORMAL`` only
     at checkpoints (a crash of the process loses nothing, a power cut the last commits).
-    ``timeout``: seconds a write waits for another process's write lock.
+    ``timeout``: seconds a write waits for another process's write lock. With ``what`` (the
+    store's name), a SQLite error raises KinjectError naming the store and its path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, timeout=timeout, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, timeout=timeout,
+                             isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        if schema:
+            db.executescript(schema)
+    except sqlite3.Error as exc:
+        if what is None:
+            raise
+        raise KinjectError(f"cannot open the {what} {path}: {exc}") from exc
     return db
 
 

@@ -100,8 +100,7 @@ class CorpusStore:
         self.augment = augment or AugmentConfig()
         self.distractor_pool = distractor_pool
         self._lock = threading.RLock()
-        self._db = sqlite.connect(self.path, synchronous="NORMAL", timeout=30)
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="NORMAL", timeout=30)
         self.store_id = self._own_id()
 
     # -- plumbing -----------------------------------------------------------------------

@@ -85,8 +85,7 @@ class Docstore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite.connect(path, synchronous="FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(path, schema=_SCHEMA, synchronous="FULL")
 
     def close(self) -> None:
         with self._lock:

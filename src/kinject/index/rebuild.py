@@ -24,12 +24,8 @@ class BackgroundRebuild(Generic[Built]):
 
     def __init__(self, lock: threading.RLock, *, name: str, what: str, logger: logging.Logger,
                  build: Callable[[], Built], install: Callable[[Built], str]) -> None:
-        self._lock = lock
-        self._name = name
-        self._what = what
-        self._log = logger
-        self._build = build
-        self._install = install
+        self._lock, self._name, self._what, self._log = lock, name, what, logger
+        self._build, self._install = build, install
         self._journal: list[Callable[[], object]] | None = None
         self._thread: threading.Thread | None = None
 

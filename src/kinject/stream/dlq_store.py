@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from kinject import sqlite
-from kinject.errors import KinjectError
 from kinject.stream.dlq import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -77,12 +74,9 @@ class DeadLetterStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        try:
-            # FULL: a dead letter survives a power cut.
-            self._db = sqlite.connect(self.path, synchronous="FULL", timeout=30.0)
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise KinjectError(f"cannot open the dead-letter store {self.path}: {exc}") from exc
+        # FULL: a dead letter survives a power cut.
+        self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="FULL", timeout=30.0,
+                                  what="dead-letter store")
         self._lock = threading.Lock()
 
     def record(self, *, cluster_id: str | None, topic: str, partition: int, offset: int,
@@ -161,8 +155,7 @@ class DeadLetterStore:
     def __enter__(self) -> DeadLetterStore:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -19,17 +19,15 @@ per-source order holds; downstream writes are idempotent, so a re-send is always
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from kinject import sqlite
-from kinject.errors import BrokerError, Busy, KinjectError
+from kinject.errors import BrokerError, Busy
 
 if TYPE_CHECKING:
     from kinject.config import KafkaSettings
@@ -82,12 +80,9 @@ class Outbox:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        try:
-            # FULL: every commit is fsynced, so an accepted record survives a power cut.
-            self._db = sqlite.connect(self.path, synchronous="FULL", timeout=30.0)
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise KinjectError(f"cannot open the outbox {self.path}: {exc}") from exc
+        # FULL: every commit is fsynced, so an accepted record survives a power cut.
+        self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="FULL", timeout=30.0,
+                                  what="outbox")
         self._lock = threading.Lock()
 
     def accept(self, topic: str, key: bytes | None, value: bytes | None) -> int:
@@ -229,12 +224,7 @@ class Outbox:
     def __enter__(self) -> Outbox:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

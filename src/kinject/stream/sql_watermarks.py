@@ -10,11 +10,9 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from kinject import sqlite
@@ -88,11 +86,8 @@ class WatermarkStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        try:
-            self._db = sqlite.connect(self.path, synchronous="FULL", timeout=30.0)
-            self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise KinjectError(f"cannot open the watermark store {self.path}: {exc}") from exc
+        self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="FULL", timeout=30.0,
+                                  what="watermark store")
 
     def get(self, key: str) -> Any:
         """The stored value for ``key`` with its type restored, or None."""
@@ -124,10 +119,5 @@ class WatermarkStore:
     def __enter__(self) -> WatermarkStore:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
