@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from kinject.errors import KinjectError
 
@@ -58,3 +58,21 @@ def transaction(db: sqlite3.Connection, lock: threading.Lock | threading.RLock
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+class Store:
+    """Base of a store kept in one SQLite file (``_db``) behind a lock (``_lock``): ``close``
+    it, or use it as ``with store:``."""
+
+    _db: sqlite3.Connection
+    _lock: threading.Lock | threading.RLock
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -90,7 +90,7 @@ _EXAMPLE_COLUMNS = "example_id, chunk_id, source_id, prompt, completion, form, c
 _CHUNK_COLUMNS = "chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle"
 
 
-class CorpusStore:
+class CorpusStore(sqlite.Store):
     """The corpus in one SQLite file; safe to share between threads of one process and
     between processes (WAL, short transactions)."""
 
@@ -127,16 +127,6 @@ class CorpusStore:
     def _set(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT INTO state(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE "
                    "SET value=excluded.value", (key, value))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> CorpusStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- cycles -------------------------------------------------------------------------
     def current_cycle(self) -> int:

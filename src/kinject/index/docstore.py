@@ -79,17 +79,13 @@ class StoredChunk:
     chunk: Chunk
 
 
-class Docstore:
+class Docstore(sqlite.Store):
     """A SQLite file of chunks and lineage. Thread-safe; one writer at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
         self._db = sqlite.connect(path, schema=_SCHEMA, synchronous="FULL")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One atomic write (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""

@@ -69,7 +69,7 @@ def letter_digest(key: bytes | None, value: bytes | None) -> str:
     return h.hexdigest()
 
 
-class DeadLetterStore:
+class DeadLetterStore(sqlite.Store):
     """The dead-letter file of a data directory. Safe to share between threads and processes."""
 
     def __init__(self, path: Path | str) -> None:
@@ -147,16 +147,6 @@ class DeadLetterStore:
         with self._lock:
             self._db.executemany("UPDATE letters SET replayed_at=? WHERE id=?",
                                  [(now, i) for i in ids])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> DeadLetterStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"DeadLetterStore({self.path})"

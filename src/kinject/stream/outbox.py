@@ -75,7 +75,7 @@ class OutboxEntry:
     accepted_at: float
 
 
-class Outbox:
+class Outbox(sqlite.Store):
     """The outbox file (one per data directory). Safe to share between threads and processes."""
 
     def __init__(self, path: Path | str) -> None:
@@ -216,16 +216,6 @@ class Outbox:
         if sent:
             _log.info("outbox: re-sent %d record(s) to cluster %s", sent, current)
         return sent
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Outbox({self.path})"

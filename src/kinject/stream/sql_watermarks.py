@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -81,11 +82,12 @@ def later(a: Any, b: Any) -> Any:
         ) from exc
 
 
-class WatermarkStore:
+class WatermarkStore(sqlite.Store):
     """The last watermark value per source (SQLite, WAL, fsynced commits)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
         self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="FULL", timeout=30.0,
                                   what="watermark store")
 
@@ -112,12 +114,3 @@ class WatermarkStore:
             (key, kind, text, time.time()),
         )
         _log.debug("watermark %s = %s", key, text)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> WatermarkStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
