@@ -252,8 +252,8 @@ def test_a_row_over_the_size_limit_is_reported_and_the_rest_published(
     env: dict[str, str], shop: Path, topic: _Topic
 ) -> None:
     from kinject.config import load_settings
-    from kinject.ingest.sql import SqlSource
     from kinject.stream.sql_publish import run_ingest_sql
+    from kinject.stream.sql_source import SqlSource
 
     db = sqlite3.connect(shop)
     db.execute("INSERT INTO products VALUES ('Z9', ?, 1, '2024-05-04 00:00:00')", ("x" * 600,))

@@ -203,8 +203,8 @@ def ingest_sql(
     """
     import sys
 
-    from kinject.ingest.sql import SqlSource
     from kinject.stream.sql_publish import run_ingest_sql
+    from kinject.stream.sql_source import SqlSource
 
     if (table is None) == (query is None):
         typer.secho("error: give exactly one of --table and --query", fg="red", err=True)

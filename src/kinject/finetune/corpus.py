@@ -23,11 +23,12 @@ import random
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kinject import sqlite
 from kinject.finetune.augment import (
     AugmentConfig,
     QAPair,
@@ -89,7 +90,7 @@ _EXAMPLE_COLUMNS = "example_id, chunk_id, source_id, prompt, completion, form, c
 _CHUNK_COLUMNS = "chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle"
 
 
-class CorpusStore:
+class CorpusStore(sqlite.Store):
     """The corpus in one SQLite file; safe to share between threads of one process and
     between processes (WAL, short transactions)."""
 
@@ -98,27 +99,14 @@ class CorpusStore:
         self.path = Path(path)
         self.augment = augment or AugmentConfig()
         self.distractor_pool = distractor_pool
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="NORMAL", timeout=30)
         self.store_id = self._own_id()
 
     # -- plumbing -----------------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One atomic write (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return sqlite.transaction(self._db, self._lock)
 
     def _own_id(self) -> str:
         """This store's id, made once (the first process to open the file wins the race)."""
@@ -139,16 +127,6 @@ class CorpusStore:
     def _set(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT INTO state(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE "
                    "SET value=excluded.value", (key, value))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> CorpusStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- cycles -------------------------------------------------------------------------
     def current_cycle(self) -> int:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kinject.index.rebuild import BackgroundRebuild
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,9 @@ class AnnIndex:
         self._ids: set[int] = set()
         self._masked: set[int] = set()
         self._selector: Any = None
-        self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
-        self._thread: threading.Thread | None = None
+        self._rebuild = BackgroundRebuild(self._lock, name="kinject-ann-rebuild",
+                                          what="vector index", logger=log,
+                                          build=self._build_fresh, install=self._install_fresh)
         self.builds = 0
 
     # -- construction -------------------------------------------------------------------------
@@ -110,6 +112,20 @@ class AnnIndex:
         inner = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = self.config.ef_construction
         return faiss.IndexIDMap2(inner)
+
+    def _new_index(self, ids: np.ndarray, vecs: np.ndarray) -> tuple[Any, bool]:
+        """An index holding ``vecs`` under ``ids``, and whether it is HNSW (past the threshold)."""
+        hnsw = len(ids) >= self.config.hnsw_threshold
+        index = self._new_hnsw() if hnsw else self._flat()
+        if len(ids):
+            index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32),
+                               np.asarray(ids, dtype=np.int64))
+        return index, hnsw
+
+    def _install_locked(self, index: Any, hnsw: bool, ids: np.ndarray) -> None:
+        self._index, self._hnsw = index, hnsw
+        self._ids = {int(i) for i in np.asarray(ids).tolist()}
+        self._masked, self._selector = set(), None
 
     @property
     def kind(self) -> str:
@@ -130,8 +146,7 @@ class AnnIndex:
             raise ValueError(
                 f"expected {len(ids_arr)} vectors of dim {self.dim}, got shape {vecs.shape}")
         with self._lock:
-            if self._journal is not None:
-                self._journal.append(("add", ids_arr, vecs))
+            self._rebuild.record(lambda: self._upsert_locked(ids_arr, vecs))
             self._upsert_locked(ids_arr, vecs)
         self._maybe_rebuild()
 
@@ -153,8 +168,7 @@ class AnnIndex:
         if len(ids_arr) == 0:
             return 0
         with self._lock:
-            if self._journal is not None:
-                self._journal.append(("remove", ids_arr, None))
+            self._rebuild.record(lambda: self._remove_locked(ids_arr))
             n = self._remove_locked(ids_arr)
         self._maybe_rebuild()
         return n
@@ -184,69 +198,33 @@ class AnnIndex:
 
     @property
     def rebuilding(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._rebuild.running
 
     def rebuild_async(self) -> threading.Thread | None:
         """Build a fresh index from the loader in a background thread (unless one runs)."""
         if self.loader is None:
             raise RuntimeError("AnnIndex has no loader to rebuild from")
-        with self._lock:
-            if self.rebuilding:
-                return None
-            self._thread = threading.Thread(target=self._rebuild, name="kinject-ann-rebuild",
-                                            daemon=True)
-            self._thread.start()
-            return self._thread
+        return self._rebuild.start()
 
     def wait(self, timeout: float | None = None) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        self._rebuild.wait(timeout)
 
-    def _rebuild(self) -> None:
+    def _build_fresh(self) -> tuple[Any, bool, np.ndarray]:
         assert self.loader is not None
-        t0 = time.perf_counter()
-        with self._lock:
-            self._journal = []
-        try:
-            ids, vecs = self.loader()
-            hnsw = len(ids) >= self.config.hnsw_threshold
-            index = self._new_hnsw() if hnsw else self._flat()
-            if len(ids):
-                index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32),
-                                   np.asarray(ids, dtype=np.int64))
-        except Exception:
-            log.exception("vector index rebuild failed; searching the previous index")
-            with self._lock:
-                self._journal = None
-            return
-        with self._lock:
-            journal, self._journal = self._journal or [], None
-            self._index, self._hnsw = index, hnsw
-            self._ids = {int(i) for i in np.asarray(ids).tolist()}
-            self._masked, self._selector = set(), None
-            for op, jids, jvecs in journal:
-                if op == "add":
-                    assert jvecs is not None
-                    self._upsert_locked(jids, jvecs)
-                else:
-                    self._remove_locked(jids)
-            self.builds += 1
-        log.info("built a %s index of %d vectors in %.1f s (%d changes replayed)",
-                 self.kind, len(ids), time.perf_counter() - t0, len(journal))
+        ids, vecs = self.loader()
+        return (*self._new_index(ids, vecs), ids)
+
+    def _install_fresh(self, built: tuple[Any, bool, np.ndarray]) -> str:
+        index, hnsw, ids = built
+        self._install_locked(index, hnsw, ids)
+        self.builds += 1
+        return f"built a {self.kind} index of {len(ids)} vectors"
 
     def reset(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         """Replace the contents synchronously (on open); HNSW when past the threshold."""
-        hnsw = len(ids) >= self.config.hnsw_threshold
-        index = self._new_hnsw() if hnsw else self._flat()
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32),
-                               np.asarray(ids, dtype=np.int64))
+        index, hnsw = self._new_index(ids, vecs)
         with self._lock:
-            self._index, self._hnsw = index, hnsw
-            self._ids = {int(i) for i in np.asarray(ids).tolist()}
-            self._masked, self._selector = set(), None
+            self._install_locked(index, hnsw, ids)
 
     # -- reads --------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: Iterable[int] | None = None

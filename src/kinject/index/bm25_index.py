@@ -26,7 +26,6 @@ import re
 import shutil
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kinject.index.rebuild import BackgroundRebuild
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,11 @@ class Bm25Index:
         self._delta_dl: dict[int, int] = {}  # delta row -> its length in tokens
         self._delta_len = 0  # their sum
         self._postings: dict[str, set[int]] = {}
-        self._journal: list[tuple[str, list[int], list[list[str]]]] | None = None
         # Every live row's tokens, so a rebuild tokenises only what it has never seen.
         self._tokens: dict[int, list[str]] = {}
-        self._thread: threading.Thread | None = None
+        self._rebuild = BackgroundRebuild(self._lock, name="kinject-bm25-rebuild", what="BM25",
+                                          logger=log, build=self._build_fresh,
+                                          install=self._install_fresh)
         self._loader: Callable[[], tuple[list[int], list[str]]] | None = None
         self.builds = 0
 
@@ -190,8 +192,7 @@ class Bm25Index:
         toks = list(tokens) if tokens is not None else [tokenize(t) for t in texts or ()]
         rows = [int(r) for r in rows]
         with self._lock:
-            if self._journal is not None:
-                self._journal.append(("add", rows, toks))
+            self._rebuild.record(lambda: self._add_locked(rows, toks))
             self._add_locked(rows, toks)
         self._maybe_rebuild()
 
@@ -212,8 +213,7 @@ class Bm25Index:
         if not rows:
             return
         with self._lock:
-            if self._journal is not None:
-                self._journal.append(("remove", rows, []))
+            self._rebuild.record(lambda: self._remove_locked(rows))
             self._remove_locked(rows)
         self._maybe_rebuild()
 
@@ -237,10 +237,9 @@ class Bm25Index:
     def reset(self, rows: Sequence[int], texts: Sequence[str]) -> None:
         """Rebuild synchronously from ``rows`` and ``texts`` (used when nothing was saved)."""
         toks = [tokenize(t) for t in texts]
-        base = _build(rows, toks)
+        built = _build(rows, toks), {int(r): t for r, t in zip(rows, toks, strict=True)}
         with self._lock:
-            self._install(base)
-            self._tokens = {int(r): t for r, t in zip(rows, toks, strict=True)}
+            self._install_fresh(built)
 
     # -- rebuilds -----------------------------------------------------------------------------
     def _due(self) -> bool:
@@ -255,47 +254,25 @@ class Bm25Index:
         """Start a background rebuild from the loader unless one is running."""
         if self._loader is None:
             raise RuntimeError("Bm25Index has no loader; call set_loader() first")
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return None
-            self._thread = threading.Thread(target=self._rebuild, name="kinject-bm25-rebuild",
-                                            daemon=True)
-            self._thread.start()
-            return self._thread
+        return self._rebuild.start()
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a running background rebuild (tests, shutdown)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        self._rebuild.wait(timeout)
 
-    def _rebuild(self) -> None:
+    def _build_fresh(self) -> tuple[_Base, dict[int, list[str]]]:
         assert self._loader is not None
-        t0 = time.perf_counter()
+        rows, texts = self._loader()
         with self._lock:
-            self._journal = []  # changes from now on are replayed onto the new base
-        try:
-            rows, texts = self._loader()
-            with self._lock:
-                known = self._tokens.copy()
-            toks = [known.get(int(r)) or tokenize(t) for r, t in zip(rows, texts, strict=True)]
-            base = _build(rows, toks)
-        except Exception:
-            log.exception("BM25 rebuild failed; searching the previous index")
-            with self._lock:
-                self._journal = None
-            return
-        with self._lock:
-            journal, self._journal = self._journal or [], None
-            self._install(base)
-            self._tokens = {int(r): t for r, t in zip(rows, toks, strict=True)}
-            for op, jrows, toks in journal:
-                if op == "add":
-                    self._add_locked(jrows, toks)
-                else:
-                    self._remove_locked(jrows)
-        log.info("rebuilt BM25 over %d chunks in %.2f s (%d changes replayed)", base.size,
-                 time.perf_counter() - t0, len(journal))
+            known = self._tokens.copy()
+        toks = [known.get(int(r)) or tokenize(t) for r, t in zip(rows, texts, strict=True)]
+        return _build(rows, toks), {int(r): t for r, t in zip(rows, toks, strict=True)}
+
+    def _install_fresh(self, built: tuple[_Base, dict[int, list[str]]]) -> str:
+        base, tokens = built
+        self._install(base)
+        self._tokens = tokens
+        return f"rebuilt BM25 over {base.size} chunks"
 
     # -- reads --------------------------------------------------------------------------------
     def search(self, query: str, k: int, allowed: Iterable[int] | None = None

@@ -12,14 +12,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kinject import sqlite
 from kinject.types import Chunk
 
 _SCHEMA = """
@@ -78,32 +79,17 @@ class StoredChunk:
     chunk: Chunk
 
 
-class Docstore:
+class Docstore(sqlite.Store):
     """A SQLite file of chunks and lineage. Thread-safe; one writer at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(path, schema=_SCHEMA, synchronous="FULL")
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One atomic write (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
+        return sqlite.transaction(self._db, self._lock)
 
     # -- writes (call inside transaction()) -----------------------------------------------
     @staticmethod

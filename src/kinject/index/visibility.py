@@ -41,8 +41,8 @@ import numpy as np
 from kinject.index.changes import SourceUpdate
 from kinject.index.conflicts import SCHEMA as CONFLICT_SCHEMA
 from kinject.index.conflicts import ConflictTracker
+from kinject.index.dedupe import NearDuplicateIndex, signature_bytes, signature_from_bytes
 from kinject.index.docstore import Docstore
-from kinject.ingest.dedupe import NearDuplicateIndex, signature_bytes, signature_from_bytes
 from kinject.types import Chunk, content_hash
 
 log = logging.getLogger(__name__)

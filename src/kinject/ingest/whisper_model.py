@@ -65,11 +65,8 @@ def base_pieces() -> tuple[Path, Path, Path] | None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def assemble_base(models_dir: Path) -> Path:

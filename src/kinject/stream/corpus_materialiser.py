@@ -23,9 +23,9 @@ from typing import Any
 
 from kinject.config import KafkaSettings
 from kinject.finetune.corpus import CorpusStore
-from kinject.stream.clients import ClusterWatch, make_consumer
+from kinject.stream.clients import ClusterWatch
 from kinject.stream.events import decode_update, is_image_event
-from kinject.stream.reconnect import ClusterGuard, run_reconnecting
+from kinject.stream.reconnect import ClusterGuard, close_consumer, run_reconnecting
 from kinject.stream.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -53,19 +53,14 @@ class CorpusMaterialiser:
         self._guard = ClusterGuard(ClusterWatch(kafka, bootstrap))
 
     def start(self) -> None:
-        self._guard.join()
-        self._consumer = make_consumer(self.kafka, self.bootstrap, self.group_id)
-        self._consumer.subscribe([self.topics.chunks], listener=self._guard.listener())
+        self._consumer = self._guard.subscribe(self.kafka, self.bootstrap, self.group_id,
+                                               self.topics.chunks)
 
     def close(self) -> None:
         consumer, self._consumer = self._consumer, None
         self.ready.clear()
         self._guard.close()
-        if consumer is not None:
-            try:
-                consumer.close(autocommit=False)
-            except Exception as exc:  # a broker that is gone must not make close() raise
-                log.debug("closing the corpus consumer: %s", exc)
+        close_consumer(consumer)
 
     def run(self, stop: threading.Event, poll_timeout_ms: int = 200) -> None:
         """Work until ``stop`` is set, reconnecting (with backoff) when the broker is lost."""
@@ -75,21 +70,15 @@ class CorpusMaterialiser:
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Apply one batch of chunk events; return how many were written to the store."""
-        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
-        if not self._guard.usable(self._consumer):  # polled from a vanished log's positions
-            return 0
-        if not self.ready.is_set() and self._consumer.assignment():
-            self.ready.set()
-        messages = [m for batch in polled.values() for m in batch]
+        messages = self._guard.poll(self._consumer, self.ready, timeout_ms, self.max_records)
         if not messages:
             return 0
         applied = 0
         for msg in messages:
             applied += self._apply(msg)
         # Durable before commit: every write above is a committed SQLite transaction.
-        if not self._guard.may_commit(self._consumer):
-            return 0  # read again once the group has rejoined the new cluster
-        self._consumer.commit()
+        if not self._guard.commit(self._consumer):
+            return 0
         self.applied += applied
         return applied
 

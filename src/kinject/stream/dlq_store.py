@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from kinject.errors import KinjectError
+from kinject import sqlite
 from kinject.stream.dlq import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -71,20 +69,14 @@ def letter_digest(key: bytes | None, value: bytes | None) -> str:
     return h.hexdigest()
 
 
-class DeadLetterStore:
+class DeadLetterStore(sqlite.Store):
     """The dead-letter file of a data directory. Safe to share between threads and processes."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a dead letter survives a power cut
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise KinjectError(f"cannot open the dead-letter store {self.path}: {exc}") from exc
+        # FULL: a dead letter survives a power cut.
+        self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="FULL", timeout=30.0,
+                                  what="dead-letter store")
         self._lock = threading.Lock()
 
     def record(self, *, cluster_id: str | None, topic: str, partition: int, offset: int,
@@ -94,37 +86,30 @@ class DeadLetterStore:
         """Keep one dead letter; returns (letter id, whether it is a new letter)."""
         digest = digest or letter_digest(key, value)
         position = (cluster_id or "", topic, partition, offset)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    'SELECT letter FROM positions WHERE cluster_id=? AND topic=? AND partition=? '
-                    'AND "offset"=?', position).fetchone()
-                if row is not None:  # this very message again (a batch read twice)
-                    self._db.execute("COMMIT")
-                    return int(row[0]), False
-                row = self._db.execute(
-                    "SELECT id FROM letters WHERE digest=? AND replayed_at IS NULL "
-                    "ORDER BY id LIMIT 1", (digest,)).fetchone()
-                new = row is None
-                if new:
-                    cur = self._db.execute(
-                        "INSERT INTO letters (digest, at, stage, reason, error_type, topic, "
-                        'partition, "offset", key, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                        (digest, at or time.time(), stage, reason, error_type, topic, partition,
-                         offset, key, value if keep_value else None))
-                    assert cur.lastrowid is not None
-                    letter = int(cur.lastrowid)
-                else:
-                    letter = int(row[0])
-                    self._db.execute("UPDATE letters SET seen = seen + 1 WHERE id=?", (letter,))
-                self._db.execute(
-                    'INSERT INTO positions (cluster_id, topic, partition, "offset", letter) '
-                    "VALUES (?, ?, ?, ?, ?)", (*position, letter))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with sqlite.transaction(self._db, self._lock):
+            row = self._db.execute(
+                'SELECT letter FROM positions WHERE cluster_id=? AND topic=? AND partition=? '
+                'AND "offset"=?', position).fetchone()
+            if row is not None:  # this very message again (a batch read twice)
+                return int(row[0]), False
+            row = self._db.execute(
+                "SELECT id FROM letters WHERE digest=? AND replayed_at IS NULL "
+                "ORDER BY id LIMIT 1", (digest,)).fetchone()
+            new = row is None
+            if new:
+                cur = self._db.execute(
+                    "INSERT INTO letters (digest, at, stage, reason, error_type, topic, "
+                    'partition, "offset", key, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    (digest, at or time.time(), stage, reason, error_type, topic, partition,
+                     offset, key, value if keep_value else None))
+                assert cur.lastrowid is not None
+                letter = int(cur.lastrowid)
+            else:
+                letter = int(row[0])
+                self._db.execute("UPDATE letters SET seen = seen + 1 WHERE id=?", (letter,))
+            self._db.execute(
+                'INSERT INTO positions (cluster_id, topic, partition, "offset", letter) '
+                "VALUES (?, ?, ?, ?, ?)", (*position, letter))
         return letter, new
 
     def mirror(self, letters: Iterable[DeadLetter], cluster_id: str | None) -> int:
@@ -162,17 +147,6 @@ class DeadLetterStore:
         with self._lock:
             self._db.executemany("UPDATE letters SET replayed_at=? WHERE id=?",
                                  [(now, i) for i in ids])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> DeadLetterStore:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"DeadLetterStore({self.path})"

@@ -44,11 +44,11 @@ from kinject.index.embedders import Embedder
 from kinject.ingest.envelope import decode_envelope, read_uri
 from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.sniff import sniff_kind
-from kinject.stream.clients import ClusterWatch, make_consumer, make_producer
+from kinject.stream.clients import ClusterWatch, make_producer
 from kinject.stream.events import encode_dead_letter, encode_image_update, encode_update
 from kinject.stream.ingest_process import ChildStartError, IngestProcess, RecordTimeout
 from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
-from kinject.stream.reconnect import ClusterGuard, Reconnect, run_reconnecting
+from kinject.stream.reconnect import ClusterGuard, Reconnect, close_consumer, run_reconnecting
 from kinject.stream.topics import Topics
 from kinject.types import Chunk, ImageItem, Record, content_hash
 
@@ -149,14 +149,13 @@ class IngestWorker:
             self._warm = True
         if self.child is not None:
             self.child.start()
-        self._guard.join()
         self._letters.clear()
         # Room for a dead letter that keeps (base64) the bytes of an oversized record.
         self._producer = make_producer(
             self.kafka, self.bootstrap,
             max_request_size=3 * self.max_record_bytes + _LETTER_OVERHEAD)
-        self._consumer = make_consumer(self.kafka, self.bootstrap, self.group_id)
-        self._consumer.subscribe([self.topics.records], listener=self._guard.listener())
+        self._consumer = self._guard.subscribe(self.kafka, self.bootstrap, self.group_id,
+                                               self.topics.records)
 
     def close(self) -> None:
         consumer, producer, self._consumer, self._producer = (
@@ -165,11 +164,7 @@ class IngestWorker:
         if self.child is not None:
             self.child.close()
         # A broker that is gone must not make close() raise or hang for long.
-        if consumer is not None:
-            try:
-                consumer.close(autocommit=False)
-            except Exception as exc:
-                log.debug("closing the consumer: %s", exc)
+        close_consumer(consumer)
         if producer is not None:
             try:
                 producer.close(timeout=5)
@@ -192,12 +187,7 @@ class IngestWorker:
         """Process one micro-batch; return how many records it consumed."""
         if paused := self._consumer.paused():  # by the keepalive of the batch before
             self._consumer.resume(*paused)
-        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
-        if not self._guard.usable(self._consumer):  # polled from a vanished log's positions
-            return 0
-        if not self.ready.is_set() and self._consumer.assignment():
-            self.ready.set()
-        messages = [m for batch in polled.values() for m in batch]
+        messages = self._guard.poll(self._consumer, self.ready, timeout_ms, self.batch_size)
         if not messages:
             return 0
         sends: list[Any] = []
@@ -230,9 +220,8 @@ class IngestWorker:
             if future.failed():
                 raise Reconnect(f"the broker did not acknowledge a write: {future.exception}")
         self._letters.clear()
-        if not self._guard.may_commit(self._consumer):
-            return 0  # read again once the group has rejoined the new cluster
-        self._consumer.commit()
+        if not self._guard.commit(self._consumer):
+            return 0
         self.processed += len(messages)
         return len(messages)
 

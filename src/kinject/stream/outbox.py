@@ -19,16 +19,15 @@ per-source order holds; downstream writes are idempotent, so a re-send is always
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from kinject.errors import BrokerError, Busy, KinjectError
+from kinject import sqlite
+from kinject.errors import BrokerError, Busy
 
 if TYPE_CHECKING:
     from kinject.config import KafkaSettings
@@ -76,22 +75,14 @@ class OutboxEntry:
     accepted_at: float
 
 
-class Outbox:
+class Outbox(sqlite.Store):
     """The outbox file (one per data directory). Safe to share between threads and processes."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: every commit is fsynced, so an accepted record survives a power cut.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise KinjectError(f"cannot open the outbox {self.path}: {exc}") from exc
+        # FULL: every commit is fsynced, so an accepted record survives a power cut.
+        self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="FULL", timeout=30.0,
+                                  what="outbox")
         self._lock = threading.Lock()
 
     def accept(self, topic: str, key: bytes | None, value: bytes | None) -> int:
@@ -112,25 +103,19 @@ class Outbox:
         Raises Busy, and writes nothing, when that would put more than ``max_pending``
         rows in the outbox (the broker is gone or the workers cannot keep up)."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if max_pending is not None:
-                    held = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-                    if held + len(items) > max_pending:
-                        raise Busy(f"the outbox holds {held:,} records waiting for the broker; "
-                                   f"{len(items)} more would pass its limit of {max_pending:,}")
-                rows = []
-                for key, value in items:
-                    cur = self._db.execute(
-                        "INSERT INTO outbox (topic, key, value, state, accepted_at) "
-                        "VALUES (?, ?, ?, 'accepted', ?)", (topic, key, value, now))
-                    assert cur.lastrowid is not None
-                    rows.append(int(cur.lastrowid))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with sqlite.transaction(self._db, self._lock):
+            if max_pending is not None:
+                held = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                if held + len(items) > max_pending:
+                    raise Busy(f"the outbox holds {held:,} records waiting for the broker; "
+                               f"{len(items)} more would pass its limit of {max_pending:,}")
+            rows = []
+            for key, value in items:
+                cur = self._db.execute(
+                    "INSERT INTO outbox (topic, key, value, state, accepted_at) "
+                    "VALUES (?, ?, ?, 'accepted', ?)", (topic, key, value, now))
+                assert cur.lastrowid is not None
+                rows.append(int(cur.lastrowid))
         return rows
 
     def accepted(self) -> list[OutboxEntry]:
@@ -191,20 +176,14 @@ class Outbox:
         """Delete ``sent`` rows of ``cluster_id`` whose partition's committed offset is past
         them; ``committed`` maps (topic, partition) to the group's committed offset."""
         pruned = 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for (topic, partition), offset in committed.items():
-                    cur = self._db.execute(
-                        "DELETE FROM outbox WHERE state='sent' AND cluster_id IS ? AND topic=? "
-                        'AND partition=? AND "offset" < ?',
-                        (cluster_id, topic, partition, offset),
-                    )
-                    pruned += cur.rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with sqlite.transaction(self._db, self._lock):
+            for (topic, partition), offset in committed.items():
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE state='sent' AND cluster_id IS ? AND topic=? "
+                    'AND partition=? AND "offset" < ?',
+                    (cluster_id, topic, partition, offset),
+                )
+                pruned += cur.rowcount
         if pruned:
             _log.info("outbox: %d record(s) confirmed by the ingest group and pruned", pruned)
         return pruned
@@ -237,21 +216,6 @@ class Outbox:
         if sent:
             _log.info("outbox: re-sent %d record(s) to cluster %s", sent, current)
         return sent
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Outbox({self.path})"

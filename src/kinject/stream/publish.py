@@ -11,6 +11,7 @@ import glob
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -144,6 +145,26 @@ def publish_lines(producer: Producer, stream: TextIO, summary: PublishSummary) -
             summary.published += 1
 
 
+@contextmanager
+def outbox_producer(settings: Settings, max_record_bytes: int | None = None
+                    ) -> Iterator[tuple[Producer, int]]:
+    """A producer to the configured (or embedded) broker through the data directory's durable
+    outbox, and how many records the outbox still held for a broker that lost them (re-sent
+    first)."""
+    from kinject.stream.broker import connect
+    from kinject.stream.outbox import Outbox
+    from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
+
+    limit = max_record_bytes or DEFAULT_MAX_RECORD_BYTES
+    with (
+        connect(settings.kafka) as bootstrap,
+        Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
+        Producer(settings.kafka, bootstrap, outbox, max_record_bytes=limit) as producer,
+    ):
+        outbox.confirm(settings.kafka, bootstrap)
+        yield producer, outbox.republish(producer)
+
+
 def run_publish(
     settings: Settings,
     targets: Sequence[str] = (),
@@ -157,23 +178,12 @@ def run_publish(
 ) -> PublishSummary:
     """Publish files, stdin JSON lines (target ``-``) or a delete; re-send what the outbox
     still holds for a broker that lost it. Raises KinjectError when nothing can start."""
-    from kinject.stream.broker import connect
-    from kinject.stream.outbox import Outbox
-    from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
-
     require_bootstrap(settings)
     from_stdin = "-" in targets
     files = collect_files([t for t in targets if t != "-"], prefix=prefix, source_id=source_id)
     summary = PublishSummary()
-    limit = max_record_bytes or DEFAULT_MAX_RECORD_BYTES
-    with (
-        connect(settings.kafka) as bootstrap,
-        Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
-        Producer(settings.kafka, bootstrap, outbox, max_record_bytes=limit) as producer,
-    ):
-        summary.topic = producer.topic
-        outbox.confirm(settings.kafka, bootstrap)
-        summary.resent = outbox.republish(producer)
+    with outbox_producer(settings, max_record_bytes) as (producer, resent):
+        summary.topic, summary.resent = producer.topic, resent
         if delete is not None:
             producer.delete(delete, reason="kinject publish --delete")
             summary.published += 1

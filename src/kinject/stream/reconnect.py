@@ -20,8 +20,9 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener
 
+from kinject.config import KafkaSettings
 from kinject.errors import BrokerError
-from kinject.stream.clients import ClusterWatch
+from kinject.stream.clients import ClusterWatch, make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,33 @@ class ClusterGuard:
         self.joined = self.watch.cluster_id()
         self._moved = False
         self._noticed = None
+
+    def subscribe(self, kafka: KafkaSettings, bootstrap: str, group_id: str, topic: str) -> Any:
+        """Join, then a new consumer of ``group_id`` subscribed to ``topic``, whose every
+        rejoin this guard checks."""
+        self.join()
+        consumer = make_consumer(kafka, bootstrap, group_id)
+        consumer.subscribe([topic], listener=self.listener())
+        return consumer
+
+    def poll(self, consumer: Any, ready: threading.Event, timeout_ms: int, max_records: int
+             ) -> list[Any]:
+        """The messages of one poll, partition by partition; none when they may not be used
+        (see :meth:`usable`). Sets ``ready`` once the group has assigned partitions."""
+        polled = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if not self.usable(consumer):  # polled from a vanished log's positions
+            return []
+        if not ready.is_set() and consumer.assignment():
+            ready.set()
+        return [m for batch in polled.values() for m in batch]
+
+    def commit(self, consumer: Any) -> bool:
+        """Commit what ``consumer`` has consumed, unless the cluster changed (False: nothing
+        committed; it is read again once the group has rejoined the new cluster)."""
+        if not self.may_commit(consumer):
+            return False
+        consumer.commit()
+        return True
 
     def listener(self) -> ConsumerRebalanceListener:
         """A rebalance listener that checks the cluster each time partitions are assigned."""
@@ -106,6 +134,17 @@ class ClusterGuard:
 
     def close(self) -> None:
         self.watch.close()
+
+
+def close_consumer(consumer: Any) -> None:
+    """Close a group consumer without committing; a broker that is gone must not make this
+    raise."""
+    if consumer is None:
+        return
+    try:
+        consumer.close(autocommit=False)
+    except Exception as exc:
+        log.debug("closing a consumer: %s", exc)
 
 
 class _Listener(ConsumerRebalanceListener):

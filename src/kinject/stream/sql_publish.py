@@ -19,9 +19,10 @@ from typing import Any
 
 from kinject.config import Settings
 from kinject.errors import BadRecord
-from kinject.ingest.sql import WATERMARK_FILE, SqlReader, SqlSource, WatermarkStore, later
-from kinject.ingest.sql import row_record as _row_record
-from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
+from kinject.stream.publish import outbox_producer, require_bootstrap
+from kinject.stream.sql_source import SqlReader, SqlSource
+from kinject.stream.sql_source import row_record as _row_record
+from kinject.stream.sql_watermarks import WATERMARK_FILE, WatermarkStore, later
 
 _log = logging.getLogger(__name__)
 
@@ -61,26 +62,15 @@ def run_ingest_sql(
     Raises SqlSourceError for a URL that does not connect or a missing table or column,
     ConfigError without bootstrap servers, BrokerError when Kafka does not acknowledge.
     """
-    from kinject.stream.broker import connect
-    from kinject.stream.outbox import Outbox
-    from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES, Producer
-
     require_bootstrap(settings)
     summary = SqlIngestSummary(source=source.describe(), watermark_column=source.watermark)
-    limit = max_record_bytes or DEFAULT_MAX_RECORD_BYTES
     with SqlReader(source) as reader:  # connects and checks columns before Kafka is touched
         store = WatermarkStore(settings.data_dir / WATERMARK_FILE) if source.watermark else None
         try:
             since = store.get(source.state_key) if store else None
             summary.watermark_before = summary.watermark_after = since
-            with (
-                connect(settings.kafka) as bootstrap,
-                Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
-                Producer(settings.kafka, bootstrap, outbox, max_record_bytes=limit) as producer,
-            ):
-                summary.topic = producer.topic
-                outbox.confirm(settings.kafka, bootstrap)
-                summary.resent = outbox.republish(producer)
+            with outbox_producer(settings, max_record_bytes) as (producer, resent):
+                summary.topic, summary.resent = producer.topic, resent
                 rows = reader.rows(since)
                 newest = since
                 for n, row in enumerate(progress(rows) if progress else rows, start=1):

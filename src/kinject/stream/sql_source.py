@@ -7,11 +7,11 @@ note), meta = ``{"table": ..., "key": ...}``. Any SQLAlchemy URL works when its 
 installed; SQLite works out of the box.
 
 With a watermark column only rows whose watermark is greater than the last stored value
-are read. :class:`WatermarkStore` keeps that value durably (SQLite in the data directory),
-keyed by the URL without its password, the table or query, and the column. Rows that
-change without raising their watermark, or that commit later with a watermark equal to
-the stored one, are not seen: use a column every write raises (a version, or a timestamp
-fine enough for the write rate).
+are read. :class:`~kinject.stream.sql_watermarks.WatermarkStore` keeps that value durably
+(SQLite in the data directory), keyed by the URL without its password, the table or query,
+and the column. Rows that change without raising their watermark, or that commit later with
+a watermark equal to the stored one, are not seen: use a column every write raises (a
+version, or a timestamp fine enough for the write rate).
 
 The password of a URL never appears in a log line, an error or a state key.
 """
@@ -24,14 +24,11 @@ import hashlib
 import json
 import logging
 import math
-import sqlite3
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import BadRecord, DependencyMissing, KinjectError
@@ -44,7 +41,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-WATERMARK_FILE = "sql_watermarks.sqlite3"
 DEFAULT_BATCH_SIZE = 1000
 _QUERY_ALIAS = "kinject_q"
 
@@ -214,12 +210,7 @@ class SqlReader:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -338,116 +329,3 @@ class SqlReader:
             raise SqlSourceError(
                 f"reading {self.source.describe()} failed: {_message(exc, self._url)}"
             ) from exc
-
-
-# --- watermark state --------------------------------------------------------------------
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS watermarks (
-    key        TEXT PRIMARY KEY,
-    type       TEXT NOT NULL,
-    value      TEXT NOT NULL,
-    updated_at REAL NOT NULL
-)
-"""
-
-
-def _encode(value: Any) -> tuple[str, str]:
-    if isinstance(value, bool):
-        return "int", str(int(value))
-    if isinstance(value, int):
-        return "int", str(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return "float", repr(value)
-    if isinstance(value, Decimal) and value.is_finite():
-        return "decimal", str(value)
-    if isinstance(value, datetime.datetime):
-        return "datetime", value.isoformat()
-    if isinstance(value, datetime.date):
-        return "date", value.isoformat()
-    if isinstance(value, datetime.time):
-        return "time", value.isoformat()
-    if isinstance(value, str):
-        return "str", value
-    raise SqlSourceError(
-        f"a watermark column must hold numbers, strings, dates or times, "
-        f"not {type(value).__name__} ({value!r})"
-    )
-
-
-_DECODERS: dict[str, Any] = {
-    "int": int,
-    "float": float,
-    "decimal": Decimal,
-    "datetime": datetime.datetime.fromisoformat,
-    "date": datetime.date.fromisoformat,
-    "time": datetime.time.fromisoformat,
-    "str": str,
-}
-
-
-def later(a: Any, b: Any) -> Any:
-    """The greater of two watermark values, either of which may be None."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    try:
-        return b if b > a else a
-    except TypeError as exc:
-        raise SqlSourceError(
-            f"the watermark column holds values that cannot be compared: {a!r} and {b!r}"
-        ) from exc
-
-
-class WatermarkStore:
-    """The last watermark value per source (SQLite, WAL, fsynced commits)."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise KinjectError(f"cannot open the watermark store {self.path}: {exc}") from exc
-
-    def get(self, key: str) -> Any:
-        """The stored value for ``key`` with its type restored, or None."""
-        row = self._db.execute(
-            "SELECT type, value FROM watermarks WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None:
-            return None
-        kind, text = row
-        decode = _DECODERS.get(kind)
-        if decode is None:
-            raise KinjectError(f"watermark of {key!r} in {self.path} has unknown type {kind!r}")
-        return decode(text)
-
-    def put(self, key: str, value: Any) -> None:
-        """Store ``value`` for ``key`` in one transaction (atomic and durable on return)."""
-        kind, text = _encode(value)
-        self._db.execute(
-            "INSERT INTO watermarks (key, type, value, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET type = excluded.type, value = excluded.value, "
-            "updated_at = excluded.updated_at",
-            (key, kind, text, time.time()),
-        )
-        _log.debug("watermark %s = %s", key, text)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> WatermarkStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

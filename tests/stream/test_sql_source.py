@@ -14,14 +14,14 @@ import pytest
 
 from kinject.errors import BadRecord, DependencyMissing, UnsupportedSource
 from kinject.ingest.pipeline import IngestConfig, ingest_record
-from kinject.ingest.sql import (
+from kinject.stream.sql_source import (
     SqlReader,
     SqlSource,
     SqlSourceError,
-    WatermarkStore,
     json_safe,
     row_record,
 )
+from kinject.stream.sql_watermarks import WatermarkStore
 from kinject.types import Record
 
 
@@ -177,7 +177,7 @@ def test_watermark_store_keeps_types_across_processes(tmp_path: Path) -> None:
             store.put(key, value)
         store.put("int", 42)
     code = (
-        "import sys; from kinject.ingest.sql import WatermarkStore\n"
+        "import sys; from kinject.stream.sql_watermarks import WatermarkStore\n"
         "s = WatermarkStore(sys.argv[1]); print(repr([s.get(k) for k in sys.argv[2:]]))"
     )
     out = subprocess.run(

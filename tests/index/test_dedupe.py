@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kinject.ingest.dedupe import ExactDeduper, NearDuplicateIndex, shingles
+from kinject.index.dedupe import ExactDeduper, NearDuplicateIndex, shingles
 
 # About 150 words: near-duplicate detection at Jaccard 0.9 over word 5-shingles needs a text
 # of this length to absorb a one-word edit (each changed word breaks five shingles).
@@ -126,7 +126,7 @@ def test_index_survives_a_restart(tmp_path: Path) -> None:
 def test_signatures_are_equal_across_processes(tmp_path: Path) -> None:
     path = tmp_path / "near.sqlite"
     code = (
-        "import sys; from pathlib import Path; from kinject.ingest.dedupe import "
+        "import sys; from pathlib import Path; from kinject.index.dedupe import "
         "NearDuplicateIndex as N; i = N(Path(sys.argv[1])); i.add('x', sys.argv[2]); i.close()"
     )
     subprocess.run([sys.executable, "-c", code, str(path), OTHER], check=True, timeout=60)
