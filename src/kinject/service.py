@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # How long close() waits for the fine-tuning cycles it cancels: a training step or a batch of
 # the gate, seconds on the CPU with the default model.
 JOBS_STOP_WAIT_S = 10.0
+# Where the text index and its docstore live in the data dir (index/text_index.py), for the
+# read-only views that open no index.
+TEXT_INDEX_DIR = "index"
+DOCSTORE_FILE = "docstore.sqlite"
 
 
 class KinjectService:
@@ -738,6 +742,87 @@ class KinjectService:
         if store is None:
             raise IndexFailure("the index is not open")
         return store
+
+    # -- the CLI's views and dead-letter replay: no index or model opened, no open() needed ---
+    def adapter_listing(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """The serving version (None: the base model) and every version, oldest first,
+        with ``active`` set on the serving one."""
+        from dataclasses import asdict
+
+        registry = self._registry()
+        active: str | None = registry.active()
+        return active, [{**asdict(v), "active": v.version == active}
+                        for v in registry.versions()]
+
+    def adapter_manifest(self, version: str) -> dict[str, Any]:
+        """One version's manifest (a version or a unique prefix), with ``active`` and the
+        ``path`` of its files. Raises NotFound for a version the registry does not hold."""
+        from dataclasses import asdict
+
+        registry = self._registry()
+        v = registry.get(version)
+        return {**asdict(v), "active": v.version == registry.active(),
+                "path": str(registry.path(v.version))}
+
+    def stored_conflicts(self, entity: str | None = None) -> list[dict[str, Any]]:
+        """What conflicts() lists, read from the data dir's docstore file without opening
+        the index (no model loads); empty when no index was built here."""
+        from kinject.index.conflicts import read_conflicts
+
+        path = self.settings.data_dir / TEXT_INDEX_DIR / DOCSTORE_FILE
+        return [c.to_dict() for c in read_conflicts(path, entity)]
+
+    def mirror_dead_letters(self, timeout_s: float = 30.0) -> int:
+        """Copy into the durable dead-letter store what only the configured broker's
+        ``kinject.dlq`` topic holds; returns how many were new. Raises BrokerError when the
+        broker does not answer."""
+        from kinject.stream.broker import connect
+        from kinject.stream.publish import require_bootstrap
+
+        require_bootstrap(self.settings)
+        with connect(self.settings.kafka, timeout_s=timeout_s) as bootstrap:
+            return self._mirror_dead_letters(bootstrap)
+
+    def _mirror_dead_letters(self, bootstrap: str) -> int:
+        from kafka.errors import KafkaError
+
+        from kinject.stream.clients import ClusterWatch
+        from kinject.stream.dlq import read_dead_letters
+
+        watch = ClusterWatch(self.settings.kafka, bootstrap)
+        try:
+            cluster = watch.cluster_id()
+        except KafkaError as exc:
+            raise BrokerError(f"cannot ask {bootstrap} which cluster it is: {exc}") from exc
+        finally:
+            watch.close()
+        return self.dead_letter_store().mirror(read_dead_letters(self.settings.kafka,
+                                                                 bootstrap), cluster)
+
+    def replay_dead_letters(self, letter_id: str | None = None, *,
+                            include_replayed: bool = False) -> tuple[list[str], str]:
+        """Re-publish dead letters' original bytes to the records topic, after mirroring
+        the broker's: the one with ``letter_id``, or (None) every one not replayed before
+        (all of them with ``include_replayed``). Returns what was sent and the topic."""
+        from kinject.stream.broker import connect
+        from kinject.stream.dlq import find_dead_letter, replay
+        from kinject.stream.outbox import Outbox
+        from kinject.stream.producer import Producer
+        from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
+
+        require_bootstrap(self.settings)
+        with connect(self.settings.kafka) as bootstrap:
+            store = self.dead_letter_store()
+            self._mirror_dead_letters(bootstrap)
+            letters = store.latest()
+            chosen = ([d for d in letters if include_replayed or d.replayed_at is None]
+                      if letter_id is None else [find_dead_letter(letters, letter_id)])
+            with (Outbox(self.settings.data_dir / OUTBOX_FILE) as outbox,
+                  Producer(self.settings.kafka, bootstrap, outbox) as producer):
+                sent = replay(producer, chosen)
+                topic: str = producer.topic
+            store.mark_replayed(d.row for d in chosen if d.row is not None)
+        return sent, topic
 
 
 def _images_from_text_hits(hits: list[Hit], k: int) -> list[ImageHit]:

@@ -8,6 +8,7 @@ Exit codes: 0 the set ran (and met every ``--fail-under`` bound), 1 a bound was 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,33 +17,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kinject.errors import KinjectError
+from kinject.cli import progress
+from kinject.cli.common import fail, load_settings, usage_error
+from kinject.cli.options import ConfigOpt, DataDirOpt, PassagesOpt, SyncOpt
+from kinject.errors import BrokerError, KinjectError
 
 if TYPE_CHECKING:
     from kinject.config import Settings
     from kinject.eval.runner import Asker, Target
 
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on stderr, drawn only when stderr is a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                  disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task("evaluating", total=total)
-        yield lambda: progress.advance(task)
+log = logging.getLogger(__name__)
 
 
 @contextmanager
 def _facade_askers(settings: Settings, k: int | None, sync: bool
                    ) -> Iterator[Callable[[Target], Asker]]:
-    import logging
-
-    from kinject.errors import BrokerError
     from kinject.eval.runner import FacadeAsker
     from kinject.service import KinjectService
 
@@ -51,9 +40,8 @@ def _facade_askers(settings: Settings, k: int | None, sync: bool
             try:
                 svc.sync()
             except BrokerError as exc:
-                logging.getLogger(__name__).warning(
-                    "could not catch up from %s (%s); evaluating the local replica",
-                    settings.kafka.bootstrap_servers, exc)
+                log.warning("could not catch up from %s (%s); evaluating the local replica",
+                            settings.kafka.bootstrap_servers, exc)
         yield lambda target: FacadeAsker(svc, target, k)
 
 
@@ -89,7 +77,7 @@ def run_eval_command(set_path: Path, route: str, model: str | None, k: int | Non
                else [Target(route, model_arg(model))])
     askers = (_http_askers(url, api_key, k, timeout_s) if url
               else _facade_askers(settings(), k, sync))
-    with askers as asker_for, _progress(len(items) * len(targets)) as tick:
+    with askers as asker_for, progress.evaluation(len(items) * len(targets)) as tick:
         report = evaluate(set_path.name, items, targets, asker_for, bounds, tick)
     paths = write_report(report, out) if out is not None else []
     return report, paths
@@ -105,9 +93,7 @@ def eval_command(
         "--model", "--adapter",
         help="kinject (the active adapter, default), kinject-base, kinject@<version> or a "
              "version.")] = None,
-    k: Annotated[int | None, typer.Option("--k", "-k", min=1, max=1000,
-                                          help="Passages to retrieve (default: rag.k).")
-                 ] = None,
+    k: PassagesOpt = None,
     url: Annotated[str | None, typer.Option(
         help="Evaluate a running server (POST /v1/ask) instead of this process.")] = None,
     api_key: Annotated[str | None, typer.Option(
@@ -124,19 +110,12 @@ def eval_command(
                        ] = False,
     timeout_s: Annotated[float, typer.Option(help="Per-question HTTP timeout (--url).")
                          ] = 120.0,
-    sync: Annotated[bool, typer.Option(
-        "--sync/--no-sync",
-        help="Catch up from kinject.chunks first when a broker is configured.")] = True,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", envvar="KINJECT_CONFIG", help="TOML settings file.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", help="Directory for all durable state.")] = None,
+    sync: SyncOpt = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate answers on a question set (JSONL): exact match, containment, token F1,
     ROUGE-L, BLEU, entity F1, citations, abstention, latency; optionally gate on bounds."""
-    from kinject.cli import _fail, _settings
-    from kinject.eval.report import summary_lines
-
     if url is not None:
         from kinject.logs import setup_logging
 
@@ -144,12 +123,19 @@ def eval_command(
     try:
         report, paths = run_eval_command(
             set_path, route, model, k, url, api_key, compare, fail_under or [], out,
-            timeout_s, lambda: _settings(config, data_dir), sync)
+            timeout_s, lambda: load_settings(config, data_dir), sync)
     except ValueError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from exc
+        raise usage_error(exc) from exc
     except KinjectError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
+    _echo_report(report, paths, as_json)
+    if not report["gate"]["passed"]:
+        raise typer.Exit(code=1)
+
+
+def _echo_report(report: dict[str, Any], paths: Sequence[Path], as_json: bool) -> None:
+    from kinject.eval.report import summary_lines
+
     if as_json:
         sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
     else:
@@ -157,5 +143,3 @@ def eval_command(
         typer.echo("report: " + ", ".join(str(p) for p in paths))
     for line in report["gate"]["failures"]:
         typer.secho(f"fail: {line}", fg=typer.colors.RED, err=True)
-    if not report["gate"]["passed"]:
-        raise typer.Exit(code=1)

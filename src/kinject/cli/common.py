@@ -1,0 +1,58 @@
+"""What every command does around its work: load the settings, turn errors into exit codes,
+and open the facade for the views that need no index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from kinject.errors import KinjectError
+
+if TYPE_CHECKING:
+    from kinject.config import Settings
+    from kinject.service import KinjectService
+
+
+def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings:
+    """The settings of ``config`` (and ``--data-dir``), with logging set up and the data dir
+    made private when the settings ask for it."""
+    from kinject.config import load_settings as load
+    from kinject.logs import setup_logging
+
+    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    settings = load(config, **overrides)
+    setup_logging(settings.log_level)
+    if settings.private_files:
+        from kinject.datadir import secure_data_dir
+
+        secure_data_dir(settings.data_dir)
+    return settings
+
+
+def fail(exc: KinjectError) -> typer.Exit:
+    """Print ``exc`` with its code on stderr; the exit (code 2) to raise."""
+    typer.secho(f"error [{exc.code}]: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def usage_error(message: object) -> typer.Exit:
+    """Print a bad option or argument on stderr; the exit (code 2) to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@contextmanager
+def unopened_facade(settings: Settings) -> Iterator[KinjectService]:
+    """The facade without its index opened (no model loads): for adapters, conflicts and
+    dead letters. Closed (its stores with it) when the block ends."""
+    from kinject.service import KinjectService
+
+    svc = KinjectService(settings)
+    try:
+        yield svc
+    finally:
+        svc.close()

@@ -1,0 +1,95 @@
+"""``kinject finetune``: run a cycle now, run them on a schedule, list the jobs."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kinject.cli import progress, render
+from kinject.cli.common import fail, load_settings
+from kinject.cli.options import ConfigOpt, DataDirOpt
+from kinject.errors import KinjectError
+
+if TYPE_CHECKING:
+    from kinject.finetune.jobs import JobRecord
+
+finetune_app = typer.Typer(help="Fine-tuning cycles: train on what arrived, gate, promote.",
+                           no_args_is_help=True)
+
+
+@finetune_app.command("run")
+def finetune_run(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run one cycle now: train on what arrived since the serving adapter, gate, promote."""
+    from kinject.finetune.jobs import JobStore, run_cycle
+    from kinject.stream.adapter_events import kafka_announcer
+
+    try:
+        settings = load_settings(config, data_dir)
+        store = JobStore.for_data_dir(settings.data_dir)
+        job = store.create(params={"trigger": "cli"})
+        with progress.cycle(sys.stderr.isatty()) as update:
+            result = run_cycle(settings, store=store, job_id=job.id, progress=update,
+                               announce=kafka_announcer(settings))
+        store.close()
+    except KinjectError as exc:
+        raise fail(exc) from exc
+    render.cycle(job.id, result.to_dict())
+
+
+def _echo_job(job: JobRecord) -> None:
+    if job.status == "failed":
+        typer.secho(f"job {job.id}: failed: {job.error}", fg=typer.colors.RED, err=True)
+    else:
+        render.cycle(job.id, job.result)
+
+
+@finetune_app.command("schedule")
+def finetune_schedule(
+    every: Annotated[float | None, typer.Option("--every", metavar="MIN", min=0,
+                                                help="Run every MIN minutes (0: off).")] = None,
+    min_new: Annotated[int | None, typer.Option("--min-new", metavar="N", min=0,
+                                                help="Run once N new examples wait (0: off).")
+                       ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run cycles on a timer and/or on volume until Ctrl-C or SIGTERM; fill the corpus from
+    the configured broker meanwhile (group kinject-corpus-<store id>)."""
+    import signal
+    import threading
+
+    from kinject.finetune.jobs import run_schedule
+    from kinject.stream.adapter_events import kafka_announcer
+    from kinject.stream.corpus_runner import corpus_materialiser
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        settings = load_settings(config, data_dir)
+        with corpus_materialiser(settings):
+            ran = run_schedule(settings, stop, every_min=every, min_new=min_new,
+                               on_result=_echo_job, announce=kafka_announcer(settings))
+    except KeyboardInterrupt:
+        ran = -1
+    except (KinjectError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
+    if ran >= 0:
+        typer.echo(f"scheduler stopped after {ran} cycle(s)")
+
+
+@finetune_app.command("jobs")
+def finetune_jobs(
+    limit: Annotated[int, typer.Option(min=1, help="Show the latest N.")] = 20,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List recent fine-tuning jobs with their status and outcome."""
+    from kinject.finetune.jobs import JobStore
+
+    store = JobStore.for_data_dir(load_settings(config, data_dir).data_dir)
+    jobs = store.recent(limit)
+    store.close()
+    render.jobs(jobs)
