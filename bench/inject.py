@@ -35,6 +35,7 @@ Arms (``--arms``), each a fresh server and data dir, the same people:
   ``DISTILL_TEACHER=previous``, ``DISTILL_ON=general+replay``), ``both`` (EWC and that
   distillation), ``mix721`` (the ``ewc`` settings with ``DATA_MIX=7:2:1``,
   general : domain : earlier-cycle text). ``ewc`` and ``plain`` are reported there too.
+  Not run by default: ``--arms ewc_only,distill_only,both`` (about 10 minutes an arm quick).
 
 A cycle the gate rejects is activated anyway (``POST /v1/adapters/{version}/activate``, as an
 operator may), so the next cycle starts from it and forgetting is measured on the same road;
@@ -95,6 +96,7 @@ from _common import emit, environment, median, parse_args, progress  # noqa: E40
 from inject_questions import Person, Question, leaks, people, questions  # noqa: E402
 
 ARMS = ("ewc", "plain", "nokl", "ewc_only", "distill_only", "both", "mix721")
+DEFAULT_ARMS = ("ewc", "plain", "nokl")  # the retention arms only by --arms (2 cycles each)
 
 
 def _extra(parser: argparse.ArgumentParser) -> None:
@@ -542,8 +544,8 @@ def main() -> None:
     started = time.perf_counter()
     args = parse_args(__doc__ or "", extra=_extra, repeats=(1, 1))
     n = args.people or (2 if args.quick else 8)
-    arms = [a.strip() for a in (args.arms or ("ewc,plain" if args.quick else ",".join(ARMS)))
-            .split(",") if a.strip()]
+    default = "ewc,plain" if args.quick else ",".join(DEFAULT_ARMS)
+    arms = [a.strip() for a in (args.arms or default).split(",") if a.strip()]
     unknown = set(arms) - set(ARMS)
     if unknown or not arms:
         raise SystemExit(f"--arms: unknown {sorted(unknown)}; choose from {ARMS}")
