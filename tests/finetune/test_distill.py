@@ -165,3 +165,25 @@ def test_a_bad_data_mix_is_rejected_naming_the_value(bad: str) -> None:
     with pytest.raises(ValidationError, match="data_mix") as err:
         FinetuneSettings(data_mix=bad)
     assert repr(bad) in str(err.value)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_distil_towards_the_previous_adapter(
+        sharp_lm_dir: Path, previous_adapter: Path, tmp_path: Path) -> None:
+    """Under ``accelerate launch`` (DDP on two CPU processes) switching to the teacher adapter
+    and back leaves the trained adapter's gradients synced and the teacher out of the result."""
+    from kinject.finetune.launch import run_launched, write_job
+
+    cfg = _cfg(device="cpu", distill_teacher="previous", distill_on="general+replay",
+               replay_ratio=1.0, general_ratio=0.5, fisher_samples=4)
+    job = write_job(tmp_path / "job", base_model_dir=sharp_lm_dir, out_dir=tmp_path / "out",
+                    config=cfg, train=examples_of(TEXTS)[:8], held_out=[],
+                    init_adapter=previous_adapter, replay=examples_of(TEXTS, "old")[8:16],
+                    general=GENERAL)
+    result = run_launched(job, num_processes=2, timeout_s=540,
+                          env={"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    assert result["metrics"]["world_size"] == 2
+    kls = _step_kls(tmp_path / "out")
+    assert kls[0] == pytest.approx(0.0, abs=1e-4) and any(v > 1e-4 for v in kls[1:])
+    saved = sorted(p.name for p in Path(result["adapter_dir"]).iterdir())
+    assert TEACHER not in saved and "adapter_model.safetensors" in saved
