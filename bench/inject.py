@@ -29,6 +29,13 @@ Arms (``--arms``), each a fresh server and data dir, the same people:
 - ``nokl``: the ``ewc`` arm without the KL term (``KL_WEIGHT=0``), cycle 1 only: how much
   general-text perplexity drift from the base model the KL term takes away, and what the
   gate decides without it.
+- Retention options, cycles 1 and 2 each (reported side by side in ``retention_arms``):
+  ``ewc_only`` (EWC + replay, no KL term), ``distill_only`` (no EWC; replay, and the KL term
+  towards the previous adapter on general text and replay:
+  ``DISTILL_TEACHER=previous``, ``DISTILL_ON=general+replay``), ``both`` (EWC and that
+  distillation), ``mix721`` (the ``ewc`` settings with ``DATA_MIX=7:2:1``,
+  general : domain : earlier-cycle text). ``ewc`` and ``plain`` are reported there too.
+  Not run by default: ``--arms ewc_only,distill_only,both`` (about 10 minutes an arm quick).
 
 A cycle the gate rejects is activated anyway (``POST /v1/adapters/{version}/activate``, as an
 operator may), so the next cycle starts from it and forgetting is measured on the same road;
@@ -88,7 +95,8 @@ import httpx  # noqa: E402
 from _common import emit, environment, median, parse_args, progress  # noqa: E402
 from inject_questions import Person, Question, leaks, people, questions  # noqa: E402
 
-ARMS = ("ewc", "plain", "nokl")
+ARMS = ("ewc", "plain", "nokl", "ewc_only", "distill_only", "both", "mix721")
+DEFAULT_ARMS = ("ewc", "plain", "nokl")  # the retention arms only by --arms (2 cycles each)
 
 
 def _extra(parser: argparse.ArgumentParser) -> None:
@@ -453,16 +461,25 @@ def _env(args: argparse.Namespace, generator: Path) -> dict[str, str]:
     return env
 
 
+DISTILL = {"KINJECT_FINETUNE__DISTILL_TEACHER": "previous",
+           "KINJECT_FINETUNE__DISTILL_ON": "general+replay"}
 ARM_ENV = {
     "ewc": {},
     "plain": {"KINJECT_FINETUNE__EWC_LAMBDA": "0", "KINJECT_FINETUNE__REPLAY_RATIO": "0",
               "KINJECT_FINETUNE__GENERAL_RATIO": "0", "KINJECT_FINETUNE__KL_WEIGHT": "0",
               "KINJECT_FINETUNE__FISHER_SAMPLES": "0"},
     "nokl": {"KINJECT_FINETUNE__KL_WEIGHT": "0"},
+    # retention options: EWC alone, distillation alone, both; and a data mix
+    "ewc_only": {"KINJECT_FINETUNE__KL_WEIGHT": "0"},
+    "distill_only": {"KINJECT_FINETUNE__EWC_LAMBDA": "0", "KINJECT_FINETUNE__FISHER_SAMPLES": "0",
+                     **DISTILL},
+    "both": DISTILL,
+    "mix721": {"KINJECT_FINETUNE__DATA_MIX": "7:2:1"},
 }
 # ewc: two batches and the delete; plain: the two batches (forgetting); nokl: the first cycle,
 # whose drift from the base model is what the KL term is there to hold
-ARM_CYCLES = {"ewc": 3, "plain": 2, "nokl": 1}
+ARM_CYCLES = {"ewc": 3, "plain": 2, "nokl": 1, "ewc_only": 2, "distill_only": 2, "both": 2,
+              "mix721": 2}
 
 
 def _ewc_overhead(base_dir: Path, repeats: int, seed: int) -> dict[str, float]:
@@ -527,8 +544,8 @@ def main() -> None:
     started = time.perf_counter()
     args = parse_args(__doc__ or "", extra=_extra, repeats=(1, 1))
     n = args.people or (2 if args.quick else 8)
-    arms = [a.strip() for a in (args.arms or ("ewc,plain" if args.quick else ",".join(ARMS)))
-            .split(",") if a.strip()]
+    default = "ewc,plain" if args.quick else ",".join(DEFAULT_ARMS)
+    arms = [a.strip() for a in (args.arms or default).split(",") if a.strip()]
     unknown = set(arms) - set(ARMS)
     if unknown or not arms:
         raise SystemExit(f"--arms: unknown {sorted(unknown)}; choose from {ARMS}")
@@ -658,6 +675,11 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
             "lora_closed_kl": e.get("batch1_after_cycle1"),
             "lora_closed_nokl": k.get("batch1_after_cycle1"),
         } if k else None,
+        # per arm over cycles 1 and 2: forgetting (batch 1's drop, lower is better), new
+        # knowledge (batch 2 after cycle 2), general-text perplexity after cycle 2 over the
+        # base's, median optimizer-step seconds
+        "retention_arms": {arm: _retention(arm, done[arm].measured, rows)
+                           for arm in arms if ARM_CYCLES[arm] >= 2 and arm in done},
         "general_ppl_per_cycle": {arm: ppl(arm) for arm in arms},
         "gate": {arm: gate(arm) for arm in arms},
         "publish_to_promoted_s": median(promoted) if promoted else None,
@@ -684,6 +706,21 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
         "env": environment(),
     }
     return _clean(result)
+
+
+def _retention(arm: str, m: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    mine = [r for r in rows if r["arm"] == arm and r["cycle"] in (1, 2)]
+    base_ppl = mine[0]["general_ppl_baseline"] if mine else None
+    ppl2 = next((r["general_ppl"] for r in mine if r["cycle"] == 2), None)
+    steps = [r["step_time_s"] for r in mine if r["step_time_s"]]
+    return {"batch1_after_cycle1": m.get("batch1_after_cycle1"),
+            "batch1_after_cycle2": m.get("batch1_after_cycle2"),
+            "forget": _diff(m.get("batch1_after_cycle1"), m.get("batch1_after_cycle2")),
+            "new_after_cycle2": m.get("new_after_cycle2"),
+            "general_ppl_cycle2": ppl2,
+            "general_ppl_ratio_to_base": _ratio(ppl2, base_ppl),
+            "step_time_s": median(steps) if steps else None,
+            "gate": {f"cycle{r['cycle']}": r["outcome"] for r in mine}}
 
 
 def _clean(v: Any) -> Any:

@@ -211,6 +211,24 @@ class IndexSettings(BaseModel):
     snapshot_every_s: float = Field(default=30.0, gt=0)
 
 
+def parse_data_mix(value: str) -> tuple[float, float, float]:
+    """``"general:domain:earlier"`` as three numbers; a ValueError names the bad value."""
+    parts = value.replace(" ", "").split(":")
+    try:
+        nums = tuple(float(x) for x in parts)
+    except ValueError:
+        nums = ()
+    if (len(nums) != 3 or not all(0.0 <= n < float("inf") for n in nums)
+            or nums[1] <= 0):
+        raise ValueError(f"finetune.data_mix must be 'general:domain:earlier', three "
+                         f"non-negative numbers with domain > 0 (e.g. '7:2:1'), got {value!r}")
+    general, domain, earlier = nums
+    if general / domain > 10 or earlier / domain > 10:
+        raise ValueError(f"finetune.data_mix {value!r}: general and earlier text may be at "
+                         "most 10x the domain text")
+    return general, domain, earlier
+
+
 class FinetuneSettings(BaseModel):
     """One fine-tuning cycle: LoRA shape, optimiser, EWC, replay, early stopping."""
 
@@ -256,6 +274,33 @@ class FinetuneSettings(BaseModel):
     # 0.58 (12 questions); no step-time cost showed through the load noise (it is one
     # forward pass without gradients over the general rows only, 5 % of the examples).
     kl_weight: float = Field(default=1.0, ge=0.0, le=100.0)
+    # Whose next-token distribution the KL term pulls towards (finetune/kl.py): "base" (the
+    # base model, adapter switched off) or "previous" (the adapter the cycle starts from: the
+    # newest untainted ancestor of the serving adapter, loaded as a second PEFT adapter; the
+    # base model on a first cycle). And on which rows: "general" text only, or
+    # "general+replay" (earlier cycles' examples too: distillation beside EWC). The defaults
+    # keep the measured behaviour above; bench/inject.py's distill arms compare the others.
+    distill_teacher: Literal["base", "previous"] = "base"
+    distill_on: Literal["general", "general+replay"] = "general"
+    # The per-cycle mix "general:domain:earlier" (e.g. "7:2:1"; three non-negative numbers,
+    # domain > 0) as one setting. When set it overrides replay_ratio (earlier/domain) and
+    # general_ratio (general/domain), mapped in mix_ratios(); None keeps those two, whose
+    # defaults are the mix "0.05:1:0.25" (= "1:20:5").
+    data_mix: str | None = None
+
+    @field_validator("data_mix")
+    @classmethod
+    def _check_mix(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_data_mix(value)
+        return value
+
+    def mix_ratios(self) -> tuple[float, float]:
+        """The (replay_ratio, general_ratio) a cycle uses: from ``data_mix`` when set."""
+        if self.data_mix is None:
+            return self.replay_ratio, self.general_ratio
+        general, domain, earlier = parse_data_mix(self.data_mix)
+        return earlier / domain, general / domain
     patience: int = Field(default=3, ge=1, description="held-out evaluations without gain")
     eval_every: int = Field(default=50, ge=0)
     checkpoint_every: int = Field(default=50, ge=0)

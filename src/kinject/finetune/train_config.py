@@ -36,6 +36,10 @@ class TrainConfig:
     general_ratio: float = _FT.general_ratio
     # KL(base || model) per general-text token, see kinject.finetune.kl
     kl_weight: float = _FT.kl_weight
+    # the KL's teacher ("base" or "previous": the init adapter) and rows ("general" or
+    # "general+replay"), see kinject.finetune.kl
+    distill_teacher: str = _FT.distill_teacher
+    distill_on: str = _FT.distill_on
     patience: int = _FT.patience
     # optimizer steps between held-out evaluations (also every epoch)
     eval_every: int = _FT.eval_every
@@ -71,6 +75,12 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.kl_weight <= 100.0:
             raise ValueError(f"kl_weight must be in [0, 100], got {self.kl_weight!r}")
+        if self.distill_teacher not in ("base", "previous"):
+            raise ValueError("distill_teacher must be 'base' or 'previous', got "
+                             f"{self.distill_teacher!r}")
+        if self.distill_on not in ("general", "general+replay"):
+            raise ValueError("distill_on must be 'general' or 'general+replay', got "
+                             f"{self.distill_on!r}")
         if self.ewc_lambda < 0:
             raise ValueError(f"ewc_lambda must be >= 0, got {self.ewc_lambda!r}")
         if not 0.0 < self.ewc_gamma <= 1.0:
@@ -100,13 +110,15 @@ class TrainConfig:
     def from_settings(cls, ft: Any, device: str = "auto", dtype: str = "auto") -> TrainConfig:
         """From ``Settings.finetune`` (and ``Settings.models`` device and dtype)."""
         targets = list(ft.lora_targets)
+        replay_ratio, general_ratio = ft.mix_ratios()  # data_mix, when set, decides them
         return cls(r=ft.lora_r, alpha=ft.lora_alpha, dropout=ft.lora_dropout,
                    target_modules="all-linear" if targets == ["all-linear"] else tuple(targets),
                    lr=ft.lr, epochs=ft.epochs, batch_size=ft.batch_size,
                    grad_accum=ft.grad_accum, max_seq_len=ft.max_seq_len,
                    ewc_lambda=ft.ewc_lambda, ewc_gamma=ft.ewc_gamma,
-                   fisher_samples=ft.fisher_samples, replay_ratio=ft.replay_ratio,
-                   general_ratio=ft.general_ratio, kl_weight=ft.kl_weight,
+                   fisher_samples=ft.fisher_samples, replay_ratio=replay_ratio,
+                   general_ratio=general_ratio, kl_weight=ft.kl_weight,
+                   distill_teacher=ft.distill_teacher, distill_on=ft.distill_on,
                    patience=ft.patience,
                    eval_every=ft.eval_every, checkpoint_every=ft.checkpoint_every,
                    seed=ft.seed, device=device, dtype=dtype)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinject.finetune.batches import Encoded, collate
 from kinject.finetune.checkpoint import LoopState
-from kinject.finetune.kl import base_kl
+from kinject.finetune.kl import teacher_kl
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +28,7 @@ class StepStats:
 
     loss: float  # the LM loss summed over the step's micro-batches
     ewc_penalty: float
-    kl: float  # mean KL(base || model) per general-text token (0: none or off)
+    kl: float  # mean KL(teacher || model) per token of the KL rows (0: none or off)
     tokens: int  # over every rank
     seconds: float
     lr: float
@@ -51,13 +51,14 @@ class TrainRun:
     replay_enc: list[Encoded]
     general_enc: list[Encoded]
     held_enc: list[Encoded]
-    general_ids: set[int]  # id() of the general-text rows, which get the KL term
+    kl_ids: set[int]  # id() of the rows that get the KL term (general text, maybe replay)
     penalty: EwcPenalty | None
     total_steps: int
     fingerprint: str  # of the run's inputs: a checkpoint made for others is ignored
     out_dir: Path
     state: LoopState = field(default_factory=LoopState)
     best_weights: dict[str, torch.Tensor] | None = None
+    teacher: str | None = None  # the KL's teacher adapter (None: the base model)
     step_times: list[float] = field(default_factory=list)
 
     def step(self, group: list[list[Encoded]], *, end_of_epoch: bool) -> StepStats:
@@ -69,15 +70,15 @@ class TrainRun:
         kl_sum, kl_tokens = 0.0, 0
         for i, items in enumerate(group):
             batch = {k: v.to(acc.device) for k, v in collate(items, self.pad_id).items()}
-            rows = [j for j, e in enumerate(items) if id(e) in self.general_ids]
+            rows = [j for j, e in enumerate(items) if id(e) in self.kl_ids]
             last = i == len(group) - 1
             with (nullcontext() if last else acc.no_sync(model)), acc.autocast():
                 out = model(**batch)
                 lm_loss = out.loss / len(group)
                 loss = lm_loss
                 if rows:
-                    kl, n_kl = base_kl(self.unwrapped, out.logits, batch["input_ids"],
-                                       batch["attention_mask"], rows)
+                    kl, n_kl = teacher_kl(self.unwrapped, out.logits, batch["input_ids"],
+                                          batch["attention_mask"], rows, self.teacher)
                     # per token, on the LM loss's scale (its mean over learnt tokens)
                     learnt = (batch["labels"][:, 1:] != -100).sum().clamp(min=1)
                     loss = loss + cfg.kl_weight * kl / learnt / len(group)

@@ -8,9 +8,10 @@ process (CPU by default, CUDA with bf16 when present) and under
   from the replay list and ``general_ratio * len(train)`` general texts, shuffled by
   ``(seed, epoch)``; every rank takes its share of the micro-batches.
 - Loss: the answer tokens only for question-answer, cloze and RAFT examples (the prompt is
-  masked), the whole text for passages; on general-text rows, ``kl_weight`` times the KL
-  divergence from the base model's next-token distribution per token
-  (:mod:`kinject.finetune.kl`); plus the EWC penalty once per optimizer step.
+  masked), the whole text for passages; on general-text rows (and replay rows, by
+  ``distill_on``), ``kl_weight`` times the KL divergence from the teacher's next-token
+  distribution per token (the base model, or by ``distill_teacher`` the adapter the cycle
+  starts from; :mod:`kinject.finetune.kl`); plus the EWC penalty once per optimizer step.
 - Early stopping on the held-out loss (``patience`` evaluations without improvement); the
   best adapter is what comes out.
 - Evaluation, early stopping, checkpoints, the metrics log and progress are callbacks of the
@@ -49,6 +50,7 @@ from kinject.finetune.checkpoint import (
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.ewc import EwcPenalty, EwcState, estimate_fisher, param_key
 from kinject.finetune.example_files import Augment, augment_once, read_examples, write_examples
+from kinject.finetune.kl import TEACHER
 from kinject.finetune.train_callbacks import (
     Callback,
     Checkpoints,
@@ -210,8 +212,11 @@ class LoraTrainer:
             trainable=trainable, pad_id=tok.pad_token_id, train_enc=train_enc,
             replay_enc=replay_enc, general_enc=general_enc,
             held_enc=[enc(e) for e in held_out],
-            # general-text rows of a micro-batch get the KL term (the very objects)
-            general_ids={id(e) for e in general_enc} if cfg.kl_weight > 0 else set(),
+            # general-text rows (and replay, by distill_on) get the KL term (the very objects)
+            kl_ids=({id(e) for e in general_enc}
+                    | ({id(e) for e in replay_enc} if cfg.distill_on == "general+replay"
+                       else set())) if cfg.kl_weight > 0 else set(),
+            teacher=TEACHER if TEACHER in unwrapped.peft_config else None,
             penalty=penalty, total_steps=cfg.epochs * per_epoch, fingerprint=fingerprint,
             out_dir=out_dir, state=state, best_weights=best_weights)
         return run, len(augmented)
@@ -250,6 +255,9 @@ class LoraTrainer:
             tokens_per_s=state.tokens / train_seconds if train_seconds > 0 else 0.0,
             step_time_s=statistics.median(run.step_times) if run.step_times else 0.0,
             ewc_path=ewc_path if not new_ewc.empty else None, config=cfg.to_dict())
+        if run.teacher is not None:  # save the trained adapter only
+            run.unwrapped.delete_adapter(run.teacher)
+            run.teacher = None
         if acc.is_main_process:
             save_adapter(run.unwrapped, adapter_dir)
             if not new_ewc.empty:
@@ -282,6 +290,10 @@ class LoraTrainer:
         base.config.use_cache = False
         if init_adapter is not None:
             model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+            if cfg.distill_teacher == "previous" and cfg.kl_weight > 0:
+                # the adapter the cycle starts from, frozen, as the KL's teacher
+                model.load_adapter(str(init_adapter), adapter_name=TEACHER, is_trainable=False)
+                model.set_adapter("default")
         else:
             lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                               target_modules=(cfg.target_modules
