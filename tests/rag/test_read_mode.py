@@ -90,15 +90,18 @@ def test_a_chinese_question_is_answered_in_chinese_from_its_passage(rag: RagServ
 
 
 _NEAR_MISS = pytest.mark.xfail(strict=False, reason=(
-    "the same relation about a namesake of an indexed thing can still clear the reader's "
-    "question-PMI bar (bench/rag_quality.py: 0.82 abstention on unknown entities)"))
+    "a Chinese namesake of an indexed glacier, asked the same relation, can still pass the "
+    "reader's name check (a Chinese name is matched by its first characters) and PMI bar "
+    "(bench/rag_quality.py: 0.857 abstention on Chinese unknown entities)"))
 
 
 @pytest.mark.parametrize("question", [
     "When was the Dunsley orchard planted?",
     "What does a ticket to the Marlow swimming baths cost?",
     "白鹭桥每天几点关闭？",
-    pytest.param("Who built the telescope of the Kirkhallow observatory?", marks=_NEAR_MISS),
+    # a namesake of the indexed Quellmoor observatory, asked the same relation: the reader's
+    # name check (the passage must name what the question names) keeps it out
+    "Who built the telescope of the Kirkhallow observatory?",
     pytest.param("雪峰冰川每年后退多少米？", marks=_NEAR_MISS),
 ])
 def test_a_question_about_something_not_in_the_index_abstains(rag: RagService,
@@ -142,4 +145,5 @@ def test_concurrent_questions_share_one_reader_call(rag: RagService) -> None:
     for q, (source, expected) in questions.items():
         assert expected in results[q].text and results[q].citations[0].source_id == source
     assert batched._batcher.batches == 1 and batched.model_calls == 1
-    assert reader.calls - calls == 2  # one scoring call (which passage), one generation call
+    # one call copying the names asked about, one scoring call (which passage), one generation
+    assert reader.calls - calls == 3
