@@ -14,7 +14,8 @@ from kinject.errors import KinjectError
 if TYPE_CHECKING:
     from kinject.finetune.archive import AdapterArchive
     from kinject.finetune.registry import Activation, AdapterRegistry
-    from kinject.finetune.serving import AdapterSwitcher
+    from kinject.finetune.serving import AdapterSwitcher, ServingGenerator
+    from kinject.models import LoadedGenerator
     from kinject.rag.routes import AdapterState
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Adapters:
                 return AdapterState(version, frozenset())
         return AdapterState(version, known[version])
 
-    def with_adapters(self, loaded: Any) -> Any:
+    def with_adapters(self, loaded: LoadedGenerator) -> ServingGenerator:
         """The generator with the ACTIVE adapter, checked before every answer (hot-swap)."""
         from kinject.finetune.fetch import AdapterFetcher
         from kinject.finetune.registry import AdapterRegistry
@@ -88,7 +89,7 @@ class Adapters:
         return self._loaded_switcher().watch(
             stop, events=subscription(self.settings.kafka, self._bootstrap()))
 
-    def generator_for(self, version: str | None = "active") -> Any:
+    def generator_for(self, version: str | None = "active") -> ServingGenerator:
         """A generator bound to one adapter version (the generator loaded first)."""
         return self._loaded_switcher().generator(version)
 

@@ -19,6 +19,8 @@ from kinject.types import Answer
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    import numpy as np
+
     from kinject.index.filters import SearchFilters
     from kinject.index.image_index import ImageHit
     from kinject.rag.generate import Sampling
@@ -108,12 +110,12 @@ class Answering:
             timings["total_s"] = answer.timings["total_s"] + spent
         return dataclasses.replace(answer, images=(*answer.images, *extra), timings=timings)
 
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> Any:  # a transformers tokenizer (untyped)
         """The generator's tokenizer (loads the generator on first use): what token counts
         of questions and answers are counted in."""
         return self.rag_service().generator.tokenizer
 
-    def embed(self, texts: Sequence[str]) -> tuple[Any, int]:
+    def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         """The index's text embedder's unit-length vectors for ``texts`` and the tokens they
         took: by the embedder's own tokenizer where it has one (sentence-transformers), else
         by the generator's."""
@@ -164,9 +166,9 @@ class Answering:
                 from kinject.rag.service import RagConfig, RagService
 
                 m = self.settings.models
-                generator = load_generator(m.generator, self.settings.models_dir, m.device,
-                                           m.dtype)
-                generator = self._adapters.with_adapters(generator)
+                loaded = load_generator(m.generator, self.settings.models_dir, m.device,
+                                        m.dtype)
+                generator = self._adapters.with_adapters(loaded)
                 self._rag = RagService(self._replica.index, generator,
                                        RagConfig.from_settings(self.settings),
                                        adapter=self._adapters.adapter_state,

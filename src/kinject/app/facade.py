@@ -22,7 +22,10 @@ from kinject.types import Answer, Hit, Record
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    import numpy as np
+
     from kinject.finetune.archive import AdapterArchive
+    from kinject.finetune.serving import ServingGenerator
     from kinject.index.filters import SearchFilters
     from kinject.index.image_index import ImageHit, ImageIndex
     from kinject.index.text_index import TextIndex
@@ -109,7 +112,7 @@ class Kinject:
     def tokenizer(self) -> Any:
         return self.answering.tokenizer()
 
-    def embed(self, texts: Sequence[str]) -> tuple[Any, int]:
+    def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         return self.answering.embed(texts)
 
     def warm_up(self) -> None:
@@ -129,7 +132,7 @@ class Kinject:
         self.answering.rag_service()
         return self.finetuning.follow(stop)
 
-    def generator_for(self, version: str | None = "active") -> Any:
+    def generator_for(self, version: str | None = "active") -> ServingGenerator:
         """A generator bound to one adapter version, for a request that names it (a
         /v1/chat/completions model name): ``"active"`` follows promotions, None is the base
         model. Raises NotFound for an unknown version, AdapterLoadError for a tainted one."""
