@@ -37,7 +37,7 @@ from kinject.errors import KinjectError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from kinject.service import KinjectService
+    from kinject.app import KinjectService
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,8 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     """Serve until SIGINT/SIGTERM (or ``stop``); then stop the API, the threads and the
     broker in that order. ``on_ready`` gets the URL once the API listens."""
     from kinject.api.app import create_app
+    from kinject.app import KinjectService
     from kinject.finetune.jobs import recover_interrupted
-    from kinject.service import KinjectService
     from kinject.stream.supervisor import supervised_broker
 
     if workers < 0:

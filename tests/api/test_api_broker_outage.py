@@ -189,7 +189,7 @@ def test_a_full_outbox_answers_503_with_retry_after(tmp_path: Path, kafka_bootst
         assert full.json()["error"]["code"] == "unavailable"
         assert int(full.headers["Retry-After"]) > 0
         assert post("c").status_code == 202  # what fits is still taken
-        assert len(svc._outbox) == 3
+        assert len(svc.broker.outbox) == 3
 
 
 def test_the_outbox_keeper_is_reported_and_stops_before_its_outbox_closes(

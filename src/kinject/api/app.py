@@ -33,7 +33,7 @@ from kinject.api.routes import (
     records,
     search,
 )
-from kinject.service import KinjectService
+from kinject.app import KinjectService
 
 log = logging.getLogger(__name__)
 

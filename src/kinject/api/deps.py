@@ -19,8 +19,8 @@ from kinject.api.auth import (
 )
 from kinject.api.errors import ApiError
 from kinject.api.ratelimit import FailureLimiter, client_key
+from kinject.app import KinjectService
 from kinject.config import ApiSettings
-from kinject.service import KinjectService
 
 _bearer = HTTPBearer(auto_error=False, description="an API key (kinject keys create)")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")

@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kinject.service import KinjectService
+from kinject.app import KinjectService
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ def adapters_activate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Serve VERSION (or the base model) now; replicas follow. Tainted versions are refused."""
-    from kinject.service import KinjectService
+    from kinject.app import KinjectService
 
     try:
         svc = KinjectService(load_settings(config, data_dir))
@@ -59,7 +59,7 @@ def adapters_activate(
 @adapters_app.command("rollback")
 def adapters_rollback(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Go back to the adapter that served before the current one (the base model at most)."""
-    from kinject.service import KinjectService
+    from kinject.app import KinjectService
 
     try:
         change = KinjectService(load_settings(config, data_dir)).rollback()

@@ -34,7 +34,7 @@ def run_ask(settings: Settings, question: str, k: int | None, filters: Sequence[
     check_route(route)
     if not question.strip():
         raise ValueError("the question is empty")
-    from kinject.service import KinjectService
+    from kinject.app import KinjectService
 
     with KinjectService(settings) as svc:
         if sync and settings.kafka.bootstrap_servers:

@@ -13,8 +13,8 @@ import typer
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
+    from kinject.app import KinjectService
     from kinject.config import Settings
-    from kinject.service import KinjectService
 
 
 def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings:
@@ -49,7 +49,7 @@ def usage_error(message: object) -> typer.Exit:
 def unopened_facade(settings: Settings) -> Iterator[KinjectService]:
     """The facade without its index opened (no model loads): for adapters, conflicts and
     dead letters. Closed (its stores with it) when the block ends."""
-    from kinject.service import KinjectService
+    from kinject.app import KinjectService
 
     svc = KinjectService(settings)
     try:

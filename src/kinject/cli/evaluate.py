@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 @contextmanager
 def _facade_askers(settings: Settings, k: int | None, sync: bool
                    ) -> Iterator[Callable[[Target], Asker]]:
+    from kinject.app import KinjectService
     from kinject.eval.runner import FacadeAsker
-    from kinject.service import KinjectService
 
     with KinjectService(settings) as svc:
         if sync and settings.kafka.bootstrap_servers:

@@ -34,7 +34,7 @@ def run_search(settings: Settings, query: str, k: int, filters: Sequence[str],
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not query.strip():
         raise ValueError("the query is empty")
-    from kinject.service import KinjectService
+    from kinject.app import KinjectService
 
     with KinjectService(settings) as svc:
         if sync and settings.kafka.bootstrap_servers:

@@ -55,9 +55,9 @@ from kinject.api.schemas import (
     OpenAIOptions,
     Usage,
 )
+from kinject.app import KinjectService
 from kinject.config import ApiSettings
 from kinject.errors import KinjectError
-from kinject.service import KinjectService
 from kinject.types import Answer
 
 router = APIRouter(tags=["openai"], responses=ERRORS)
