@@ -304,7 +304,7 @@ class KinjectService:
 
                 m = self.settings.models
                 generator = load_generator(m.generator, self.settings.models_dir, m.device,
-                                           m.dtype)
+                                           m.dtype, m.quantize)
                 generator = self._with_adapters(generator)
                 self._rag = RagService(self.index, generator,
                                        RagConfig.from_settings(self.settings),
