@@ -117,6 +117,12 @@ def quantize_int8(model: torch.nn.Module) -> int:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, cls(mod))
+    # What stays fp32 (embeddings, norms) is copied off the memory map of the loaded weights
+    # file: while one tensor of it lives, the whole file stays mapped and, once read by the
+    # quantisation, resident (the INT8 model would take more memory than the fp32 one).
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.clone()
     log.info("generator: %d linear layers quantised to dynamic INT8", len(targets))
     return len(targets)
 
