@@ -14,7 +14,7 @@ Three figures, each for fp32 and int8, and their int8/fp32 ratios:
 - memory: the resident set a fresh process gains by loading the model and writing one short
   answer (one child process per model, so one load does not hide in the other's pages).
 
-    python bench/int8.py --quick --threads 1    # 14 questions; ~15 minutes on 2 busy cores
+    python bench/int8.py --quick --threads 1    # 14 questions; about 10 minutes on 2 busy cores
     python bench/int8.py --threads 1            # 56 questions
 
 The last stdout line is one JSON object: ``fp32`` and ``int8`` (tokens_per_s, rss_mb,
