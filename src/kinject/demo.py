@@ -116,7 +116,8 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
         def load_models() -> tuple[Any, Any]:
             # One after the other, in one thread: transformers' lazy imports are not safe to
             # race from two threads.
-            generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype)
+            generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype,
+                                       m.quantize)
             return generator, (load_reader(m.reader, settings.models_dir, m.device)
                                if reading else None)
 

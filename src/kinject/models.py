@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import ModelNotFound
+from kinject.quantize import quantize_int8, resolve_quantize
 
 if TYPE_CHECKING:
     import torch
@@ -187,9 +188,15 @@ class LoadedGenerator:
 
 
 @lru_cache(maxsize=4)
-def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str = "auto"
+def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str = "auto",
+                   quantize: str = "none"
                    ) -> LoadedGenerator:  # one load per (model, place, device) per process
-    """Load the causal LM and its tokenizer, converting a GGUF source once into the cache."""
+    """Load the causal LM and its tokenizer, converting a GGUF source once into the cache.
+
+    ``quantize`` (``models.quantize``): ``int8`` turns the linear layers into dynamic INT8
+    ones on the CPU (kinject/quantize.py); ``auto`` does so on the CPU only. The quantised
+    model is its own load (its own cache entry): an fp32 load of the same model is never
+    changed by it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
@@ -212,5 +219,9 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    log.info("generator %s loaded on %s (%s)", spec, dev, torch_dtype)
+    mode = resolve_quantize(quantize, dev)
+    if mode == "int8":
+        quantize_int8(model)
+    log.info("generator %s loaded on %s (%s%s)", spec, dev, torch_dtype,
+             ", linear layers INT8" if mode == "int8" else "")
     return LoadedGenerator(model=model, tokenizer=tokenizer, device=dev, name=spec)

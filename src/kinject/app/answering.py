@@ -167,7 +167,7 @@ class Answering:
 
                 m = self.settings.models
                 loaded = load_generator(m.generator, self.settings.models_dir, m.device,
-                                        m.dtype)
+                                        m.dtype, m.quantize)
                 generator = self._adapters.with_adapters(loaded)
                 self._rag = RagService(self._replica.index, generator,
                                        RagConfig.from_settings(self.settings),
