@@ -81,6 +81,16 @@ def test_a_near_namesake_is_not_the_thing_asked_about(reader: Ct2Reader) -> None
     assert not other.answered, other
 
 
+def test_a_thing_named_by_common_words_is_found_in_another_spelling(reader: Ct2Reader
+                                                                    ) -> None:
+    """The name check is for names: "the harbour ferry" names no one entity, and a passage
+    (a transcript, say) may spell it "harbor"; the question is still answered."""
+    ferry = ("Notes from the council meeting. The harbor ferry will stop running on Sundays "
+             "during the winter, and the night bus gets two more stops.")
+    r = _read(reader, "On which day will the harbour ferry stop running?", ferry)
+    assert r.answered and "sunday" in r.text.lower(), r
+
+
 def test_a_chinese_near_namesake_is_not_answered_but_the_named_one_is(reader: Ct2Reader
                                                                       ) -> None:
     assert not _read(reader, "白鹭河有多长？", RIVER).answered

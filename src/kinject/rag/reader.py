@@ -188,7 +188,11 @@ class Ct2Reader:
             name = _clean(self.loaded.tokenizer.decode(r.sequences_ids[0],
                                                        skip_special_tokens=True))
             keep = name and not name.upper().startswith(NONE_MARK) and _fold(name) in _fold(q)
-            out.append(name if keep else None)
+            # Only a name is checked for: words marked as a name's are (capitalised or holding
+            # a digit as the question writes them) or Chinese. A common noun phrase ("the
+            # harbour ferry") names no one entity, and a passage may spell it otherwise
+            # ("harbor"): such a question is weighed by the stricter PMI bar instead.
+            out.append(name if keep and (_marked(name, q) or _CJK_RUN.search(name)) else None)
         return out
 
     def _encode(self, messages: list[dict[str, str]], prompt: bool = False) -> list[str]:
@@ -314,6 +318,16 @@ _MARKED = re.compile(r"[^\W_][\w.'’-]*[^\W_]|[^\W_]")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 
 
+def _marked(name: str, question: str = "") -> list[str]:
+    """The words of ``name`` shaped as a name's: capitalised or holding a digit as the
+    question writes them, but the question's first word (capitalised anyway)."""
+    asked = _MARKED.findall(question)
+    first = asked[0] if asked else ""
+    return [w for w in _MARKED.findall(name) if w.isascii() and w != first and len(w) > 1
+            and (any(c.isupper() for c in w) or any(c.isdigit() for c in w))
+            and (not asked or w in asked)]
+
+
 def _names(name: str, text: str, question: str = "") -> bool:
     """Whether ``text`` names ``name``: the whole name (case, spacing and punctuation aside),
     or, where the model copied more of the question than the name, the name's marked words
@@ -324,11 +338,7 @@ def _names(name: str, text: str, question: str = "") -> bool:
     hay = _fold(text)
     if _fold(name) in hay:
         return True
-    asked = _MARKED.findall(question)
-    first = asked[0] if asked else ""
-    marked = [w for w in _MARKED.findall(name) if w.isascii() and w != first and len(w) > 1
-              and (any(c.isupper() for c in w) or any(c.isdigit() for c in w))
-              and (not asked or w in asked)]
+    marked = _marked(name, question)
     words = {w.lower() for w in _MARKED.findall(text)}
 
     def present(w: str) -> bool:  # "Wielgus's" is named by "Wielgus"
