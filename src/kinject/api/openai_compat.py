@@ -22,7 +22,6 @@ How requests are read (the servers people already use differ; kinject follows vL
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,6 @@ from kinject.rag.generate import Sampling
 log = logging.getLogger(__name__)
 
 MAX_STOPS = 4  # as OpenAI
-_MARKER = re.compile(r"\s*\[\d+\]")
 
 
 def bad(field: str, message: str) -> ApiError:
@@ -152,11 +150,6 @@ class Cut:
         shown = text if self.reason is not None else text[:cut]
         self._shown = shown
         return shown
-
-
-def strip_markers(text: str) -> str:
-    """An earlier answer without its ``[n]`` citation markers."""
-    return _MARKER.sub("", text).strip()
 
 
 def standalone_question(turns: Sequence[tuple[str, str]], limit: int) -> str:

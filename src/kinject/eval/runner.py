@@ -17,7 +17,6 @@ Scoring rules (README, "Evaluating"):
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 from kinject.errors import KinjectError
 from kinject.eval import metrics as m
 from kinject.eval.dataset import EvalItem
+from kinject.rag.sentences import strip_markers
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ ANSWER_METRICS = ("exact_match", "contains", "token_f1", "rouge_l", "bleu", "ent
 ITEM_METRICS = (*ANSWER_METRICS, "citation_precision", "citation_recall")
 # Aggregate numbers a --fail-under bound may name (all: higher is better).
 GATE_METRICS = (*ITEM_METRICS, "abstention_recall", "answered_rate")
-_MARKER = re.compile(r"\s*\[\d+\]")
 
 
 class EvalRunError(KinjectError):
@@ -138,7 +137,7 @@ def score(item: EvalItem, result: AskResult) -> dict[str, float | None]:
         out["entity_f1"] = None
         return out
     lang = item.language or m.language(item.reference + item.question)
-    text = "" if result.abstained else _MARKER.sub("", result.text).strip()
+    text = "" if result.abstained else strip_markers(result.text)
     out.update({
         "exact_match": m.exact_match(text, item.reference),
         "contains": m.contains(text, item.reference),

@@ -15,6 +15,12 @@ _WORD = re.compile(r"[A-Za-z0-9]+|[\u3400-\u9fff]")
 # A link: where a planted instruction leads ("reply with https://..."). Answers never quote one;
 # a citation already points at the passage.
 LINK = re.compile(r"\b(?:https?|ftp)://|\bwww\.[\w-]+\.", re.IGNORECASE)
+_CITE_MARKER = re.compile(r"\s*\[\d+\]")
+
+
+def strip_markers(text: str) -> str:
+    """An answer without its ``[n]`` citation markers."""
+    return _CITE_MARKER.sub("", text).strip()
 
 
 def tokens(text: str) -> set[str]:
