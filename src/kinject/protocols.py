@@ -71,6 +71,9 @@ class Tokenizer(Protocol):
     @property
     def unk_token_id(self) -> int | None: ...
 
+    @property
+    def chat_template(self) -> str | None: ...  # None: the model has no chat template
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
     def decode(self, ids: Any, skip_special_tokens: bool = False) -> str: ...

@@ -17,6 +17,7 @@ from kinject.finetune.paths import finetune_dir
 from kinject.types import TrainingExample, content_hash
 
 if TYPE_CHECKING:
+    from kinject.finetune.augment import QAPair
     from kinject.finetune.cycle import CycleConfig, CycleResult, CycleStart
     from kinject.finetune.evaluate import EvalQuestion
     from kinject.finetune.ewc import EwcState
@@ -251,7 +252,7 @@ def _displaced_reference(registry: AdapterRegistry, baseline: str | None, base_h
     return displaced
 
 
-def _questions(pairs: Sequence[Any], limit: int, salt: str) -> list[EvalQuestion]:
+def _questions(pairs: Sequence[QAPair], limit: int, salt: str) -> list[EvalQuestion]:
     from kinject.finetune.evaluate import EvalQuestion
 
     qs = [EvalQuestion(p.question, p.answer, p.source_id, p.cycle) for p in pairs

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinject.errors import KinjectError
 from kinject.finetune.registry import WEIGHTS, file_sha256
-from kinject.protocols import AdapterSource, Generator
+from kinject.protocols import AdapterSource, Generator, Tokenizer
 
 if TYPE_CHECKING:
     from kinject.finetune.announce import AdapterEvents, EventSubscription
@@ -65,7 +65,7 @@ class ServingGenerator:
     adapter version (``"active"`` follows the switcher; None is the base model)."""
 
     model: Any
-    tokenizer: Any
+    tokenizer: Tokenizer
     device: str
     name: str
 
