@@ -39,3 +39,106 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from kinject.stream.topics import ensure_topics\n")
     assert "kinject.stream.topics" in _imported(module)
+
+
+# What the edges may import: the facade and the base types everyone shares. kinject (the
+# package root: __version__), logs and datadir are the process set-up every edge does.
+EDGE_BASE = ("kinject.app", "kinject.types", "kinject.errors", "kinject.config",
+             "kinject.protocols", "kinject.logs", "kinject.datadir")
+
+# Where an edge still reaches past the facade, by module, with why. Each entry is a debt: the
+# lead shrinks these lists as the facade grows; an entry nothing imports any more fails
+# test_no_stale_edge_exceptions, so the lists stay exact.
+EDGE_EXCEPTIONS: dict[str, dict[str, str]] = {
+    "api": {
+        "kinject.rag.generate": "Sampling, the request's decoding (openai_compat)",
+        "kinject.index.filters": "SearchFilters built from the query (routes/search)",
+        "kinject.ingest.envelope": "decode_record checks a posted record (routes/records)",
+        "kinject.stream.topics": "Topics: the records topic a post names (routes/records)",
+        "kinject.finetune.archive": "MEDIA_TYPE of an adapter archive (routes/adapters)",
+        "kinject.finetune.fetch": "SHA_HEADER sent with an archive (routes/adapters)",
+        "kinject.eval.dataset": "the evaluate route reads a dataset (routes/evaluate)",
+        "kinject.eval.runner": "the evaluate route runs it (routes/evaluate)",
+    },
+    "cli": {
+        "kinject.api.auth": "the API key store (kinject keys)",
+        "kinject.demo": "kinject demo",
+        "kinject.doctor": "kinject doctor",
+        "kinject.serve": "kinject serve",
+        "kinject.eval.dataset": "kinject eval",
+        "kinject.eval.report": "kinject eval",
+        "kinject.eval.runner": "kinject eval",
+        "kinject.index.filters": "SearchFilters from --filter (ask, search)",
+        "kinject.rag.routes": "ROUTES for --route (ask, eval)",
+        "kinject.finetune.jobs": "kinject finetune run/schedule/jobs: the cycle and its store",
+        "kinject.stream.adapter_events": "kafka_announcer handed to a cycle (finetune)",
+        "kinject.stream.corpus_runner": "the corpus materialiser beside the schedule",
+        "kinject.stream.dlq": "kinject dlq: dead letters read and rendered",
+        "kinject.stream.publish": "kinject publish",
+        "kinject.stream.sql_publish": "kinject ingest-sql",
+        "kinject.stream.sql_source": "kinject ingest-sql",
+        "kinject.stream.runner": "kinject worker",
+        "kinject.stream.broker": "kinject broker",
+    },
+}
+
+
+def _modules_imported(path: Path) -> set[str]:
+    """The modules ``path`` imports (``from m import name`` counts as ``m``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _within(name: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _edge_imports(package: str) -> dict[str, set[str]]:
+    """kinject modules outside ``package`` that it imports -> the files importing each."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((PACKAGE / package).rglob("*.py")):
+        for name in _modules_imported(path):
+            if (name == "kinject" or name.startswith("kinject.")) and not _within(
+                    name, (f"kinject.{package}",)):
+                found.setdefault(name, set()).add(str(path.relative_to(PACKAGE)))
+    return found
+
+
+@pytest.mark.parametrize("package", ["api", "cli"])
+def test_edges_go_through_the_facade(package: str) -> None:
+    allowed = [*EDGE_BASE, *EDGE_EXCEPTIONS[package]]
+    offenders = {f"{name} ({', '.join(sorted(files))})"
+                 for name, files in _edge_imports(package).items()
+                 if name != "kinject" and not _within(name, allowed)}
+    assert not offenders, (
+        f"kinject.{package} reaches past the facade (kinject.app): {sorted(offenders)}; "
+        "add what it needs to the facade, or list it in EDGE_EXCEPTIONS with why")
+
+
+@pytest.mark.parametrize("package", ["api", "cli"])
+def test_no_stale_edge_exceptions(package: str) -> None:
+    imported = _edge_imports(package)
+    stale = [name for name in EDGE_EXCEPTIONS[package]
+             if not any(_within(i, (name,)) for i in imported)]
+    assert not stale, f"kinject.{package} no longer imports {stale}: drop them from EDGE_EXCEPTIONS"
+
+
+def test_the_edge_check_sees_a_reach_past_the_facade(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from kinject.index.text_index import TextIndex\n")
+    name = next(iter(_modules_imported(module)))
+    assert name == "kinject.index.text_index"
+    assert not _within(name, [*EDGE_BASE, *EDGE_EXCEPTIONS["api"]])
+
+
+@pytest.mark.parametrize("package", ["ingest", "index", "finetune", "rag", "stream"])
+def test_the_core_never_imports_the_facade_or_the_edges(package: str) -> None:
+    upward = ("kinject.app", "kinject.api", "kinject.cli", "kinject.service", "kinject.serve")
+    offenders = {f"{name} ({', '.join(sorted(files))})"
+                 for name, files in _edge_imports(package).items() if _within(name, upward)}
+    assert not offenders, f"kinject.{package} imports upward: {sorted(offenders)}"

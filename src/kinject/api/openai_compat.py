@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kinject.api.errors import ApiError
+from kinject.protocols import Tokenizer
 from kinject.rag.generate import Sampling
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,14 @@ def refuse_unsupported(body: Any) -> None:
         log.debug("ignoring fields kinject does not know: %s", ", ".join(extra))
 
 
-def count_tokens(tokenizer: Any, text: str) -> int:
+def count_tokens(tokenizer: Tokenizer, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
 
 
-def conversation_tokens(tokenizer: Any, messages: Sequence[dict[str, str]]) -> int:
+def conversation_tokens(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> int:
     """Tokens of a conversation as the model reads one: its chat template applied when it
     has one, else the messages' texts."""
-    if getattr(tokenizer, "chat_template", None):
+    if tokenizer.chat_template:
         try:
             enc = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
                                                 tokenize=True, return_dict=True)
@@ -117,7 +118,7 @@ class Cut:
     cut; nothing after that is shown.
     """
 
-    tokenizer: Any
+    tokenizer: Tokenizer
     stops: list[str]
     max_tokens: int | None
     reason: str | None = None

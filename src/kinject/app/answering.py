@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from kinject.index.filters import SearchFilters
     from kinject.index.image_index import ImageHit
+    from kinject.protocols import Tokenizer
     from kinject.rag.generate import Sampling
     from kinject.rag.reader import Ct2Reader
     from kinject.rag.service import RagService
@@ -110,7 +111,7 @@ class Answering:
             timings["total_s"] = answer.timings["total_s"] + spent
         return dataclasses.replace(answer, images=(*answer.images, *extra), timings=timings)
 
-    def tokenizer(self) -> Any:  # a transformers tokenizer (untyped)
+    def tokenizer(self) -> Tokenizer:
         """The generator's tokenizer (loads the generator on first use): what token counts
         of questions and answers are counted in."""
         return self.rag_service().generator.tokenizer

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kinject.index.filters import SearchFilters
     from kinject.index.image_index import ImageHit, ImageIndex
     from kinject.index.text_index import TextIndex
+    from kinject.protocols import Tokenizer
     from kinject.rag.generate import Sampling
     from kinject.stream.dlq_store import DeadLetterStore
     from kinject.stream.outbox_keeper import OutboxKeeper
@@ -109,7 +110,7 @@ class Kinject:
         """The answer's text in pieces as it is generated, then the final Answer."""
         return self.answering.ask_stream(question, k, filters, route, model, sampling)
 
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> Tokenizer:
         return self.answering.tokenizer()
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:

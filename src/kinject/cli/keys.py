@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -33,12 +33,12 @@ def keys_create(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
-    from kinject.api.auth import ROLES, Role
+    from kinject.api.auth import ROLES
 
     if role not in ROLES:
         raise usage_error(f"--role must be one of {', '.join(ROLES)}")
     try:
-        entry, key = _key_store(config, data_dir).create(name, cast(Role, role))
+        entry, key = _key_store(config, data_dir).create(name, role)
     except ValueError as exc:
         raise usage_error(exc) from exc
     typer.echo(key)

@@ -20,12 +20,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kinject.errors import KinjectError
 from kinject.eval import metrics as m
 from kinject.eval.dataset import EvalItem
 from kinject.rag.sentences import strip_markers
+
+if TYPE_CHECKING:
+    import httpx
+
+    from kinject.app import Kinject
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,7 @@ def model_arg(spec: str | None) -> str | None:
 class FacadeAsker:
     """Asks the KinjectService of this process."""
 
-    def __init__(self, service: Any, target: Target, k: int | None = None) -> None:
+    def __init__(self, service: Kinject, target: Target, k: int | None = None) -> None:
         self.service, self.target, self.k = service, target, k
 
     def __call__(self, question: str) -> AskResult:
@@ -98,7 +103,7 @@ class FacadeAsker:
 class HttpAsker:
     """Asks a kinject server's ``POST /v1/ask`` (an httpx.Client with its base URL and key)."""
 
-    def __init__(self, client: Any, target: Target, k: int | None = None) -> None:
+    def __init__(self, client: httpx.Client, target: Target, k: int | None = None) -> None:
         self.client, self.target, self.k = client, target, k
 
     def __call__(self, question: str) -> AskResult:

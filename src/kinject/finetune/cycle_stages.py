@@ -17,6 +17,7 @@ from kinject.finetune.paths import finetune_dir
 from kinject.types import TrainingExample, content_hash
 
 if TYPE_CHECKING:
+    from kinject.finetune.augment import QAPair
     from kinject.finetune.cycle import CycleConfig, CycleResult, CycleStart
     from kinject.finetune.evaluate import EvalQuestion
     from kinject.finetune.ewc import EwcState
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from kinject.finetune.registry import AdapterRegistry
     from kinject.finetune.replay import ReplayBuffer
     from kinject.finetune.trainer import TrainConfig
+    from kinject.protocols import CorpusSource
     from kinject.types import AdapterVersion
 
 log = logging.getLogger(__name__)
@@ -77,16 +79,13 @@ def _plan(cfg: CycleConfig, start: CycleStart) -> _Plan:
 
     settings, corpus, since, init = cfg.settings, start.corpus, start.since, start.init
     gs = settings.gate
-    new_cycles = range(since + 1, start.closed + 1)
-    train = corpus.examples(cycles=new_cycles)
+    train, new_qs, old_qs = _read_corpus(corpus, since, start.closed, gs.max_questions)
     replay_buf = ReplayBuffer(corpus, capacity=settings.finetune.replay_capacity,
                               seed=settings.finetune.seed)
     replay_buf.catch_up(since)  # what the adapter trained from holds, even if not gated in
     train_ids = {e.example_id for e in train}
     replay = [e for e in replay_buf.examples() if e.example_id not in train_ids and
               e.cycle <= since]
-    new_qs = _questions(corpus.qa_pairs(cycles=new_cycles), gs.max_questions, "new")
-    old_qs = _questions(corpus.qa_pairs(cycles=range(1, since + 1)), gs.max_questions, "old")
     stop_qs, gate_qs = _split_held_out(new_qs)
     ewc = None
     if init is not None and (start.registry.path(init.version) / EWC_STATE).is_file():
@@ -98,6 +97,16 @@ def _plan(cfg: CycleConfig, start: CycleStart) -> _Plan:
              init.version[:12] if init else "the base model")
     return _Plan(train=train, replay=replay, replay_buf=replay_buf, stop_qs=stop_qs,
                  gate_qs=gate_qs, old_qs=old_qs, ewc=ewc, config=config)
+
+
+def _read_corpus(corpus: CorpusSource, since: int, closed: int, max_questions: int
+                 ) -> tuple[list[TrainingExample], list[EvalQuestion], list[EvalQuestion]]:
+    """What a cycle over corpus cycles ``since``+1..``closed`` trains on, and the questions
+    of those cycles (new) and of the ones before (old)."""
+    new_cycles = range(since + 1, closed + 1)
+    return (corpus.examples(cycles=new_cycles),
+            _questions(corpus.qa_pairs(cycles=new_cycles), max_questions, "new"),
+            _questions(corpus.qa_pairs(cycles=range(1, since + 1)), max_questions, "old"))
 
 
 def _augmenter(cfg: CycleConfig, start: CycleStart, plan: _Plan) -> Augment | None:
@@ -243,7 +252,7 @@ def _displaced_reference(registry: AdapterRegistry, baseline: str | None, base_h
     return displaced
 
 
-def _questions(pairs: Sequence[Any], limit: int, salt: str) -> list[EvalQuestion]:
+def _questions(pairs: Sequence[QAPair], limit: int, salt: str) -> list[EvalQuestion]:
     from kinject.finetune.evaluate import EvalQuestion
 
     qs = [EvalQuestion(p.question, p.answer, p.source_id, p.cycle) for p in pairs

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import KinjectError
-from kinject.finetune.registry import WEIGHTS, AdapterRegistry, file_sha256
+from kinject.finetune.registry import WEIGHTS, file_sha256
+from kinject.protocols import AdapterSource, Generator, Tokenizer
 
 if TYPE_CHECKING:
     from kinject.finetune.announce import AdapterEvents, EventSubscription
@@ -64,7 +65,7 @@ class ServingGenerator:
     adapter version (``"active"`` follows the switcher; None is the base model)."""
 
     model: Any
-    tokenizer: Any
+    tokenizer: Tokenizer
     device: str
     name: str
 
@@ -91,7 +92,7 @@ class AdapterSwitcher:
 
     ACTIVE = "active"
 
-    def __init__(self, loaded: Any, registry: AdapterRegistry, *, max_loaded: int = 4,
+    def __init__(self, loaded: Generator, registry: AdapterSource, *, max_loaded: int = 4,
                  follow_pointer: bool = False, fetcher: AdapterFetcher | None = None,
                  retry_s: float = 30.0) -> None:
         if max_loaded < 1:

@@ -6,7 +6,12 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+from kinject.protocols import Generator, Tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +49,14 @@ def _decoding(sampling: Sampling | None) -> dict[str, Any]:
             "top_k": 0}
 
 
-def _prompt_ids(tok: Any, messages: Messages) -> list[int]:
+def _prompt_ids(tok: Tokenizer, messages: Messages) -> list[int]:
     enc = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                   return_dict=True)
     ids = enc["input_ids"]
     return list(ids[0] if ids and isinstance(ids[0], list) else ids)
 
 
-def _end_ids(tok: Any) -> list[int]:
+def _end_ids(tok: Tokenizer) -> list[int]:
     """Token ids that close an assistant turn (the chat template's end, and EOS)."""
     ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     for name in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
@@ -61,13 +66,13 @@ def _end_ids(tok: Any) -> list[int]:
     return sorted(ids)
 
 
-def generate_chat(loaded: Any, messages: Messages, max_new_tokens: int,
+def generate_chat(loaded: Generator, messages: Messages, max_new_tokens: int,
                   sampling: Sampling | None = None) -> str:
     """Run one chat completion (greedy unless ``sampling``) and return the new text only."""
     return generate_batch(loaded, [messages], [max_new_tokens], sampling)[0]
 
 
-def generate_batch(loaded: Any, batch: Sequence[Messages], max_new_tokens: Sequence[int],
+def generate_batch(loaded: Generator, batch: Sequence[Messages], max_new_tokens: Sequence[int],
                    sampling: Sampling | None = None) -> list[str]:
     """Completions of several chats in one left-padded ``generate`` call (greedy unless
     ``sampling``)."""
@@ -93,7 +98,7 @@ def generate_batch(loaded: Any, batch: Sequence[Messages], max_new_tokens: Seque
     return texts
 
 
-def stream_chat(loaded: Any, messages: Messages, max_new_tokens: int,
+def stream_chat(loaded: Generator, messages: Messages, max_new_tokens: int,
                 sampling: Sampling | None = None) -> Iterator[str]:
     """Yield the completion's text as it is produced (generation runs in a thread; greedy
     unless ``sampling``)."""
@@ -102,8 +107,9 @@ def stream_chat(loaded: Any, messages: Messages, max_new_tokens: int,
 
     tok, model = loaded.tokenizer, loaded.model
     ids = torch.tensor([_prompt_ids(tok, messages)], device=loaded.device)
-    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True,
-                                    timeout=120.0)
+    # transformers types its own tokenizers; a Tokenizer here is one of them
+    streamer = TextIteratorStreamer(cast("PreTrainedTokenizerBase", tok), skip_prompt=True,
+                                    skip_special_tokens=True, timeout=120.0)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
               "max_new_tokens": max_new_tokens, **_decoding(sampling), "pad_token_id": pad,

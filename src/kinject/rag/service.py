@@ -26,6 +26,8 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from kinject.protocols import Generator as LanguageModel
+from kinject.protocols import Retriever
 from kinject.rag import generate as gen
 from kinject.rag.batching import MicroBatcher
 from kinject.rag.cache import AnswerCache, normalise_question
@@ -38,7 +40,6 @@ from kinject.types import Answer, Citation, Hit
 if TYPE_CHECKING:
     from kinject.config import Settings
     from kinject.index.filters import SearchFilters
-    from kinject.index.text_index import TextIndex
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class RagService:
     """Answers questions over a TextIndex with the reader model (``read``) or a causal LM
     (``models.LoadedGenerator``: ``free``, route ``adapter`` and ``both``)."""
 
-    def __init__(self, index: TextIndex, generator: Any, config: RagConfig | None = None,
+    def __init__(self, index: Retriever, generator: LanguageModel, config: RagConfig | None = None,
                  adapter: AdapterProvider | None = None,
                  reader: Callable[[], Reader] | None = None) -> None:
         self.index = index

@@ -58,6 +58,7 @@ from kinject.api.schemas import (
 from kinject.app import KinjectService
 from kinject.config import ApiSettings
 from kinject.errors import KinjectError
+from kinject.protocols import Tokenizer
 from kinject.types import Answer
 
 router = APIRouter(tags=["openai"], responses=ERRORS)
@@ -134,7 +135,7 @@ class Final:
     usage: Usage
 
 
-def _usage(tok: Any, job: AnswerJob, text: str, answer: Answer) -> Usage:
+def _usage(tok: Tokenizer, job: AnswerJob, text: str, answer: Answer) -> Usage:
     # The prompt: the client's messages and the passages the answer cites.
     prompt = conversation_tokens(tok, job.prompt) + sum(
         count_tokens(tok, c.snippet) for c in answer.citations)
