@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any
 
-from kinject.finetune.augment import (
+from kinject.finetune.facts import (
     _EN_DATE,
     _EN_NUMBER,
     _EN_PROPER,
