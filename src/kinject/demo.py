@@ -14,16 +14,24 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kinject.config import Settings
+from kinject.config import KafkaSettings, Settings
 from kinject.errors import KinjectError
 from kinject.logs import quiet_while
+
+if TYPE_CHECKING:
+    from kinject.index.embedders import Embedder
+    from kinject.index.text_index import TextIndex
+    from kinject.rag.service import RagService
+    from kinject.stream.ingest_worker import IngestWorker
+    from kinject.types import Record
 
 log = logging.getLogger(__name__)
 
@@ -70,133 +78,36 @@ def _wait_answerable(index: Any, source_ids: list[str], t0: float,
 
 def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None = None) -> bool:
     """Run the demo; return True when every question got a right, cited answer."""
-    from kinject.demo_data import DEMO_QUESTIONS, sample_records, write_sample_kb
-    from kinject.index.embedders import load_embedder
-    from kinject.index.text_index import TextIndex
-    from kinject.ingest.envelope import encode_record
-    from kinject.models import load_generator
-    from kinject.rag.reader import Ct2Reader
-    from kinject.rag.reader_model import load_reader
-    from kinject.rag.service import RagConfig, RagService
     from kinject.stream.broker import connect
-    from kinject.stream.clients import make_producer
-    from kinject.stream.ingest_worker import IngestWorker
-    from kinject.stream.materialiser import IndexMaterialiser
-    from kinject.stream.runner import ingest_config
-    from kinject.stream.topics import Topics
 
     out = console or Console()
     # Topics and a consumer group of its own: on a user's real cluster the demo must not
     # join the production ingest group or write into the production topics.
     kafka = settings.kafka.model_copy(update={"topic_prefix":
                                               f"{settings.kafka.topic_prefix}-demo"})
-    root = settings.data_dir / "demo"
-    if fresh and root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = _demo_root(settings, fresh)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=False,
-                        disable=not Console(stderr=True).is_terminal)
+    progress = _progress()
     with progress, quiet_while(not progress.disable):
-        def step(text: str) -> TaskID:
-            if progress.disable:
-                out.print(f"[bold cyan]>[/] {text}")
-            return progress.add_task(text)
-
-        # The generator loads in the background (the first run converts the GGUF once).
-        gen_task = step("Loading the generator (SmolLM2; converted once, then cached)")
-        reading = settings.rag.mode == "read"
-        m = settings.models
-
-        def load_models() -> tuple[Any, Any]:
-            # One after the other, in one thread: transformers' lazy imports are not safe to
-            # race from two threads.
-            generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype,
-                                       m.quantize)
-            return generator, (load_reader(m.reader, settings.models_dir, m.device)
-                               if reading else None)
-
-        models_future = _in_background(load_models)
-        if reading:  # the reader too (the first run converts it once, 1.5-2.5 minutes)
-            reader_task = step("Loading the reader (Qwen2.5 0.5B; converted once, then cached)")
-
-        task = step("Starting the broker")
+        steps = _Steps(progress, out)
+        models = _load_models_in_background(settings, steps)
+        task = steps.start("Starting the broker")
         t = time.perf_counter()
         with connect(kafka) as bootstrap:
             timings["broker_s"] = time.perf_counter() - t
-            progress.update(task, description=f"Broker ready at {bootstrap}", completed=1,
-                            total=1)
+            steps.done(task, f"Broker ready at {bootstrap}")
             try:
-                task = step("Loading the embedder")
-                embedder = load_embedder(settings.models.embedder)
-                embedder.warm_up()
-                progress.update(task, description=f"Embedder {embedder.name} ready",
-                                completed=1, total=1)
-
-                task = step("Writing the sample knowledge base")
-                kb_dir = root / "kb"
-                write_sample_kb(kb_dir)
-                records = sample_records(kb_dir)
-                progress.update(task, completed=1, total=1,
-                                description=f"Sample knowledge base: {len(records)} sources "
-                                            f"in {kb_dir}")
-
-                task = step("Starting the ingest worker and the index materialiser")
-                index = TextIndex(root / "index", embedder).open()
-                worker = IngestWorker(kafka, bootstrap, ingest_config(settings), embedder,
-                                      group_id=f"{kafka.topic_prefix}-ingest",
-                                      record_timeout_s=settings.ingest.record_timeout_s)
-                materialiser = IndexMaterialiser(kafka, bootstrap, index)
-                for target in (worker.run, materialiser.run):
-                    th = threading.Thread(target=target, args=(stop,), daemon=True)
-                    th.start()
-                    threads.append(th)
-                # A long-running worker has joined its group long before data arrives; the
-                # demo waits for that too, so it measures the road, not the start-up.
-                _wait_for(worker.ready.is_set, 60, "the ingest worker to join its group")
-                progress.update(task, completed=1, total=1)
-
-                task = step(f"Publishing {len(records)} records to kinject.records")
-                topics = Topics.from_settings(kafka)
-                producer = make_producer(kafka, bootstrap)
-                t_pub = time.perf_counter()
-                for rec in records:
-                    producer.send(topics.records, key=rec.source_id.encode(),
-                                  value=encode_record(rec))
-                producer.flush()
-                producer.close()
-                progress.update(task, description="Waiting until every record is answerable")
-                latency = _wait_answerable(index, [r.source_id for r in records], t_pub, 120)
-                timings["answerable_median_s"] = statistics.median(latency.values())
-                timings["answerable_all_s"] = max(latency.values())
-                progress.update(task, completed=1, total=1,
-                                description=f"{len(records)} records indexed as {len(index)} "
-                                            f"chunks, all answerable "
-                                            f"{timings['answerable_all_s']:.2f}s after publishing")
-
-                generator, loaded_reader = models_future.result()
-                progress.update(gen_task, completed=1, total=1,
-                                description="Generator ready")
-                reader = Ct2Reader(loaded_reader) if loaded_reader is not None else None
-                if reader is not None:
-                    progress.update(reader_task, completed=1, total=1,
-                                    description="Reader ready")
-                rag = RagService(index, generator, RagConfig.from_settings(settings),
-                                 reader=(lambda: reader) if reader is not None else None)
-                results = []
-                task = step(f"Answering {len(DEMO_QUESTIONS)} questions")
-                for q in DEMO_QUESTIONS:
-                    answer = rag.ask(q.question)
-                    correct = any(e.lower() in answer.text.lower() for e in q.expected)
-                    cited = any(c.source_id == q.source_id for c in answer.citations)
-                    results.append((q, answer, correct, cited))
-                    progress.advance(task)
-                progress.update(task, completed=1, total=1)
+                embedder = _load_embedder(settings, steps)
+                records = _write_sample_kb(root / "kb", steps)
+                index, worker = _start_the_road(settings, kafka, bootstrap, embedder, root,
+                                                steps, stop, threads)
+                _publish_until_answerable(kafka, bootstrap, records, index, steps, timings)
+                rag = _answering(settings, index, models, steps)
+                results = _ask_the_questions(rag, steps)
             finally:
                 stop.set()
                 for th in threads:
@@ -207,6 +118,177 @@ def run_demo(settings: Settings, *, fresh: bool = True, console: Console | None 
     _report(out, results, timings)
     index.close()
     return all(c and s for _, _, c, s in results)
+
+
+def _demo_root(settings: Settings, fresh: bool) -> Path:
+    """The demo's own folder under the data dir, emptied first when ``fresh``."""
+    root = demo_dir(settings)
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _progress() -> Progress:
+    """A spinner per step on a terminal; off (plain lines instead) when stderr is not one."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=False,
+                    disable=not Console(stderr=True).is_terminal)
+
+
+@dataclass
+class _Steps:
+    """The demo's steps as progress lines (printed plainly when the progress bar is off)."""
+
+    progress: Progress
+    out: Console
+
+    def start(self, text: str) -> TaskID:
+        if self.progress.disable:
+            self.out.print(f"[bold cyan]>[/] {text}")
+        return self.progress.add_task(text)
+
+    def done(self, task: TaskID, description: str | None = None) -> None:
+        self.progress.update(task, description=description, completed=1, total=1)
+
+
+@dataclass
+class _ModelsLoading:
+    """The generator (and, in read mode, the reader) loading in the background."""
+
+    future: Future[tuple[Any, Any]]
+    generator_task: TaskID
+    reader_task: TaskID | None
+
+
+def _load_models_in_background(settings: Settings, steps: _Steps) -> _ModelsLoading:
+    """Start loading the models (the first run converts them once) while the road starts."""
+    from kinject.models import load_generator
+    from kinject.rag.reader_model import load_reader
+
+    # The generator loads in the background (the first run converts the GGUF once).
+    gen_task = steps.start("Loading the generator (SmolLM2; converted once, then cached)")
+    reading = settings.rag.mode == "read"
+    m = settings.models
+
+    def load_models() -> tuple[Any, Any]:
+        # One after the other, in one thread: transformers' lazy imports are not safe to
+        # race from two threads.
+        generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype,
+                                   m.quantize)
+        return generator, (load_reader(m.reader, settings.models_dir, m.device)
+                           if reading else None)
+
+    future = _in_background(load_models)
+    reader_task = None
+    if reading:  # the reader too (the first run converts it once, 1.5-2.5 minutes)
+        reader_task = steps.start("Loading the reader (Qwen2.5 0.5B; converted once, then cached)")
+    return _ModelsLoading(future, gen_task, reader_task)
+
+
+def _load_embedder(settings: Settings, steps: _Steps) -> Embedder:
+    from kinject.index.embedders import load_embedder
+
+    task = steps.start("Loading the embedder")
+    embedder = load_embedder(settings.models.embedder)
+    embedder.warm_up()
+    steps.done(task, f"Embedder {embedder.name} ready")
+    return embedder
+
+
+def _write_sample_kb(kb_dir: Path, steps: _Steps) -> list[Record]:
+    """The sample knowledge base on disk, and the records that carry it."""
+    from kinject.demo_data import sample_records, write_sample_kb
+
+    task = steps.start("Writing the sample knowledge base")
+    write_sample_kb(kb_dir)
+    records = sample_records(kb_dir)
+    steps.done(task, f"Sample knowledge base: {len(records)} sources in {kb_dir}")
+    return records
+
+
+def _start_the_road(settings: Settings, kafka: KafkaSettings, bootstrap: str,
+                    embedder: Embedder, root: Path, steps: _Steps, stop: threading.Event,
+                    threads: list[threading.Thread]) -> tuple[TextIndex, IngestWorker]:
+    """The index, and the ingest worker and index materialiser running in ``threads`` until
+    ``stop``; returns once the worker has joined its group."""
+    from kinject.index.text_index import TextIndex
+    from kinject.stream.ingest_worker import IngestWorker
+    from kinject.stream.materialiser import IndexMaterialiser
+    from kinject.stream.runner import ingest_config
+
+    task = steps.start("Starting the ingest worker and the index materialiser")
+    index = TextIndex(root / "index", embedder).open()
+    worker = IngestWorker(kafka, bootstrap, ingest_config(settings), embedder,
+                          group_id=f"{kafka.topic_prefix}-ingest",
+                          record_timeout_s=settings.ingest.record_timeout_s)
+    materialiser = IndexMaterialiser(kafka, bootstrap, index)
+    for target in (worker.run, materialiser.run):
+        th = threading.Thread(target=target, args=(stop,), daemon=True)
+        th.start()
+        threads.append(th)
+    # A long-running worker has joined its group long before data arrives; the
+    # demo waits for that too, so it measures the road, not the start-up.
+    _wait_for(worker.ready.is_set, 60, "the ingest worker to join its group")
+    steps.done(task)
+    return index, worker
+
+
+def _publish_until_answerable(kafka: KafkaSettings, bootstrap: str, records: list[Record],
+                              index: TextIndex, steps: _Steps, timings: dict[str, float]
+                              ) -> None:
+    """Publish the records to kinject.records and time until every one is answerable."""
+    from kinject.ingest.envelope import encode_record
+    from kinject.stream.clients import make_producer
+    from kinject.stream.topics import Topics
+
+    task = steps.start(f"Publishing {len(records)} records to kinject.records")
+    topics = Topics.from_settings(kafka)
+    producer = make_producer(kafka, bootstrap)
+    t_pub = time.perf_counter()
+    for rec in records:
+        producer.send(topics.records, key=rec.source_id.encode(),
+                      value=encode_record(rec))
+    producer.flush()
+    producer.close()
+    steps.progress.update(task, description="Waiting until every record is answerable")
+    latency = _wait_answerable(index, [r.source_id for r in records], t_pub, 120)
+    timings["answerable_median_s"] = statistics.median(latency.values())
+    timings["answerable_all_s"] = max(latency.values())
+    steps.done(task, f"{len(records)} records indexed as {len(index)} "
+                     f"chunks, all answerable "
+                     f"{timings['answerable_all_s']:.2f}s after publishing")
+
+
+def _answering(settings: Settings, index: TextIndex, models: _ModelsLoading, steps: _Steps
+               ) -> RagService:
+    """The RAG service over the index, once the models have loaded."""
+    from kinject.rag.reader import Ct2Reader
+    from kinject.rag.service import RagConfig, RagService
+
+    generator, loaded_reader = models.future.result()
+    steps.done(models.generator_task, "Generator ready")
+    reader = Ct2Reader(loaded_reader) if loaded_reader is not None else None
+    if reader is not None and models.reader_task is not None:
+        steps.done(models.reader_task, "Reader ready")
+    return RagService(index, generator, RagConfig.from_settings(settings),
+                      reader=(lambda: reader) if reader is not None else None)
+
+
+def _ask_the_questions(rag: RagService, steps: _Steps) -> list[Any]:
+    """Each demo question asked: (question, answer, right, cited the right source)."""
+    from kinject.demo_data import DEMO_QUESTIONS
+
+    results = []
+    task = steps.start(f"Answering {len(DEMO_QUESTIONS)} questions")
+    for q in DEMO_QUESTIONS:
+        answer = rag.ask(q.question)
+        correct = any(e.lower() in answer.text.lower() for e in q.expected)
+        cited = any(c.source_id == q.source_id for c in answer.citations)
+        results.append((q, answer, correct, cited))
+        steps.progress.advance(task)
+    steps.done(task)
+    return results
 
 
 def _report(out: Console, results: list[Any], timings: dict[str, float]) -> None:

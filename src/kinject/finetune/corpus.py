@@ -23,19 +23,19 @@ import random
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kinject import sqlite
-from kinject.finetune.augment import (
-    AugmentConfig,
-    QAPair,
-    build_examples,
-    distractor_units,
-    eval_questions,
-    train_questions,
+from kinject.finetune.augment import AugmentConfig, build_examples, distractor_units
+from kinject.finetune.corpus_reads import CorpusReads
+from kinject.finetune.corpus_schema import (
+    _CHUNK_COLUMNS,
+    _EXAMPLE_COLUMNS,
+    _SCHEMA,
+    _row_to_chunk,
 )
 from kinject.prompting import fence
 from kinject.types import Chunk, TrainingExample, content_hash
@@ -45,52 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id TEXT PRIMARY KEY,
-    source_id TEXT NOT NULL,
-    doc_id TEXT NOT NULL,
-    text TEXT NOT NULL,
-    ordinal INTEGER NOT NULL,
-    lang TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    meta TEXT NOT NULL,
-    cycle INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source_id);
-CREATE TABLE IF NOT EXISTS examples (
-    example_id TEXT PRIMARY KEY,
-    chunk_id TEXT NOT NULL,
-    source_id TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    completion TEXT NOT NULL,
-    form TEXT NOT NULL,
-    cycle INTEGER NOT NULL,
-    lang TEXT NOT NULL,
-    seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS examples_source ON examples(source_id);
-CREATE INDEX IF NOT EXISTS examples_cycle ON examples(cycle);
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS replay (slot INTEGER PRIMARY KEY, example_id TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS replay_example ON replay(example_id);
-CREATE TABLE IF NOT EXISTS replay_offered (example_id TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS paraphrases (
-    chunk_id TEXT NOT NULL,
-    source_id TEXT NOT NULL,
-    sentence TEXT NOT NULL,
-    text TEXT NOT NULL,
-    kept INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (chunk_id, sentence, text)
-);
-CREATE INDEX IF NOT EXISTS paraphrases_source ON paraphrases(source_id);
-"""
-_EXAMPLE_COLUMNS = "example_id, chunk_id, source_id, prompt, completion, form, cycle, lang"
-_CHUNK_COLUMNS = "chunk_id, doc_id, source_id, text, ordinal, lang, kind, meta, cycle"
 
-
-class CorpusStore(sqlite.Store):
+class CorpusStore(CorpusReads):
     """The corpus in one SQLite file; safe to share between threads of one process and
     between processes (WAL, short transactions)."""
 
@@ -118,10 +74,6 @@ class CorpusStore(sqlite.Store):
             db.execute("INSERT OR IGNORE INTO state(key, value) VALUES('store_id', ?)",
                        (uuid.uuid4().hex,))
             return self._get("store_id", "")
-
-    def _get(self, key: str, default: str) -> str:
-        row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
-        return str(row[0]) if row else default
 
     @staticmethod
     def _set(db: sqlite3.Connection, key: str, value: str) -> None:
@@ -306,113 +258,3 @@ class CorpusStore(sqlite.Store):
         picked = rng.sample(texts, min(self.distractor_pool, len(texts)))
         return picked + [c.text for c in chunks]
 
-    # -- reads --------------------------------------------------------------------------
-    def examples(self, cycles: Iterable[int] | None = None, exclude_sources: Iterable[str] = (),
-                 forms: Iterable[str] | None = None) -> list[TrainingExample]:
-        """Examples (in arrival order) of the given cycles (all when None), without the
-        excluded sources and, when ``forms`` is given, of those forms only."""
-        where, args = self._filter(cycles, exclude_sources)
-        if forms is not None:
-            fs = list(forms)
-            where.append(f"form IN ({','.join('?' * len(fs))})")
-            args.extend(fs)
-        sql = f"SELECT {_EXAMPLE_COLUMNS} FROM examples"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
-        return [_row_to_example(r) for r in rows]
-
-    def examples_by_id(self, ids: Sequence[str]) -> list[TrainingExample]:
-        out: list[TrainingExample] = []
-        with self._lock:
-            for start in range(0, len(ids), 500):
-                part = list(ids[start:start + 500])
-                rows = self._db.execute(
-                    f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE example_id IN "
-                    f"({','.join('?' * len(part))})", part).fetchall()
-                out.extend(_row_to_example(r) for r in rows)
-        order = {i: n for n, i in enumerate(ids)}
-        return sorted(out, key=lambda e: order[e.example_id])
-
-    def chunks(self, cycles: Iterable[int] | None = None, exclude_sources: Iterable[str] = ()
-               ) -> list[tuple[Chunk, int]]:
-        """Stored chunks with the cycle each first appeared in."""
-        where, args = self._filter(cycles, exclude_sources)
-        sql = f"SELECT {_CHUNK_COLUMNS} FROM chunks"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY cycle, source_id, ordinal", args).fetchall()
-        return [_row_to_chunk(r) for r in rows]
-
-    def qa_pairs(self, cycles: Iterable[int] | None = None, exclude_sources: Iterable[str] = (),
-                 *, held_out: bool = True) -> list[QAPair]:
-        """Questions for evaluation with their answers. ``held_out=True`` (the default) gives
-        phrasings no training example uses; False the first training phrasing."""
-        make = eval_questions if held_out else train_questions
-        return [q for chunk, cycle in self.chunks(cycles, exclude_sources)
-                for q in make(chunk, cycle=cycle, config=self.augment)]
-
-    def new_since(self, cycle: int) -> int:
-        """How many examples first appeared after ``cycle``."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM examples WHERE cycle > ?",
-                                        (cycle,)).fetchone()[0])
-
-    def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
-
-    def summary(self) -> dict[str, int]:
-        """Its size for status pages: examples, sources, the cycle arriving examples join,
-        and how many of them wait for the next fine-tuning cycle (``pending``)."""
-        with self._lock:
-            cycle = int(self._get("cycle", "1"))
-            examples, sources, pending = self._db.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT source_id), COALESCE(SUM(cycle >= ?), 0) "
-                "FROM examples", (cycle,)).fetchone()
-        return {"examples": int(examples), "sources": int(sources), "cycle": cycle,
-                "pending": int(pending)}
-
-    def sources(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT DISTINCT source_id FROM examples")}
-
-    @staticmethod
-    def manifest(examples: Iterable[TrainingExample]) -> str:
-        """A content hash of an example set (order-free): equal sets, equal manifests."""
-        digests = sorted(content_hash(e.example_id, e.prompt, e.completion, e.form)
-                         for e in examples)
-        return content_hash(*digests) if digests else content_hash("empty corpus")
-
-    @staticmethod
-    def sources_of(examples: Iterable[TrainingExample]) -> set[str]:
-        return {e.source_id for e in examples}
-
-    @staticmethod
-    def _filter(cycles: Iterable[int] | None, exclude_sources: Iterable[str]
-                ) -> tuple[list[str], list[object]]:
-        where: list[str] = []
-        args: list[object] = []
-        if cycles is not None:
-            cs = [int(c) for c in cycles]
-            where.append(f"cycle IN ({','.join('?' * len(cs))})" if cs else "0")
-            args.extend(cs)
-        ex = list(exclude_sources)
-        if ex:
-            where.append(f"source_id NOT IN ({','.join('?' * len(ex))})")
-            args.extend(ex)
-        return where, args
-
-
-def _row_to_chunk(r: Sequence[Any]) -> tuple[Chunk, int]:
-    """A row of ``_CHUNK_COLUMNS``: the chunk and the cycle it first appeared in."""
-    return (Chunk(r[0], r[1], r[2], r[3], ordinal=r[4], lang=r[5], kind=r[6],
-                  meta=json.loads(r[7])), int(r[8]))
-
-
-def _row_to_example(r: Sequence[object]) -> TrainingExample:
-    return TrainingExample(example_id=str(r[0]), chunk_id=str(r[1]), source_id=str(r[2]),
-                           prompt=str(r[3]), completion=str(r[4]), form=str(r[5]),
-                           cycle=int(r[6]), lang=str(r[7]))  # type: ignore[call-overload]

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import builtins
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -38,57 +36,38 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kinject.errors import KinjectError, NotFound
+from kinject.errors import NotFound
+from kinject.finetune.active_pointer import Activation, ActivePointer
+from kinject.finetune.adapter_manifest import (
+    _COPIED,
+    CONFIG,
+    EWC_STATE,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    WEIGHTS,
+    RegistryError,
+    _dump,
+    _load,
+    _write_atomic,
+    file_sha256,
+)
 from kinject.types import AdapterVersion
+
+# A version's files (adapter_manifest.py) and the ACTIVE pointer (active_pointer.py) live
+# beside this module; their names stay importable from here.
+__all__ = [
+    "CONFIG", "EWC_STATE", "MANIFEST", "MANIFEST_FORMAT", "WEIGHTS", "Activation",
+    "AdapterRegistry", "RegistryError", "file_sha256",
+]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
-MANIFEST = "manifest.json"
-EWC_STATE = "ewc_state.safetensors"
-_COPIED = (WEIGHTS, CONFIG, EWC_STATE)
-MANIFEST_FORMAT = 1
 
-
-class RegistryError(KinjectError):
-    """An adapter cannot be registered or activated (bad folder, tainted version, ...)."""
-
-    code = "registry_error"
-
-
-@dataclass(frozen=True)
-class Activation:
-    """One change of the ACTIVE pointer; ``version`` None means the base model."""
-
-    version: str | None
-    previous: str | None
-    reason: str
-    at: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-class AdapterRegistry:
+class AdapterRegistry(ActivePointer):
     """The adapters of one data directory. Cheap to construct; safe across processes."""
 
     def __init__(self, root: Path) -> None:
@@ -263,33 +242,6 @@ class AdapterRegistry:
                if not p.name.startswith(".") and (p / MANIFEST).is_file()]
         return sorted(out, key=lambda v: (v.created_at, v.version))
 
-    def active(self) -> str | None:
-        """The serving version, or None for the base model."""
-        try:
-            raw = self.pointer.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        value = json.loads(raw).get("version")
-        return str(value) if value else None
-
-    def pointer_stamp(self) -> tuple[int, int] | None:
-        """Changes whenever ACTIVE is rewritten (a rename gives a new inode)."""
-        try:
-            st = self.pointer.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns)
-
-    def history(self) -> builtins.list[Activation]:
-        if not self.history_file.is_file():
-            return []
-        out = []
-        for line in self.history_file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                d = json.loads(line)
-                out.append(Activation(d["version"], d["previous"], d["reason"], d["at"]))
-        return out
-
     def ancestors(self, ref: str) -> builtins.list[AdapterVersion]:
         """The version and its parents, newest first."""
         chain, seen = [], set()
@@ -309,21 +261,6 @@ class AdapterRegistry:
             if v.status != "tainted":
                 return v
         return None
-
-    def displaced_by_taint(self) -> str | None:
-        """The version that served before deletes forced ACTIVE back, while ACTIVE is still
-        where they put it (the history ends in taint fallbacks); None otherwise.
-
-        Several deletes in a row can each push ACTIVE one step further back: the answer is the
-        version that served before the first of them, the last one users had accepted.
-        """
-        displaced = None
-        for change in reversed(self.history()):
-            if change.reason != "tainted":
-                break
-            displaced = change.previous
-        return displaced
-
     # -- changing --------------------------------------------------------------------------
     def set_status(self, ref: str, status: str, report: dict[str, Any] | None = None,
                    metrics: dict[str, float] | None = None) -> AdapterVersion:
@@ -345,60 +282,6 @@ class AdapterRegistry:
         )
         _write_atomic(path, _dump(updated))
         return updated
-
-    def activate(self, ref: str | None, reason: str = "activated") -> Activation:
-        """Point ACTIVE at a version (None: the base model) atomically and record it.
-
-        A tainted version can never be activated. Activating marks the version promoted.
-        """
-        with self._locked():
-            return self._activate(ref, reason)
-
-    def _activate(self, ref: str | None, reason: str) -> Activation:
-        version = None
-        if ref is not None:
-            meta = self.get(ref)
-            if meta.status == "tainted":
-                raise RegistryError(f"adapter {meta.version[:12]} is tainted (trained on "
-                                    "deleted data) and cannot be activated")
-            version = meta.version
-            if meta.status != "promoted":
-                self._set_status(version, "promoted")
-        change = Activation(version=version, previous=self.active(), reason=reason,
-                            at=time.time())
-        _write_atomic(self.pointer, json.dumps({"version": version, "at": change.at,
-                                                "reason": reason}) + "\n")
-        with self.history_file.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(change.to_dict()) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        log.info("active adapter: %s -> %s (%s)", _short(change.previous), _short(version),
-                 reason)
-        return change
-
-    def rollback(self) -> Activation:
-        """Go back to the version that was active before the current one, skipping tainted
-        ones; the base model when there is none. Rolling back twice goes back twice."""
-        with self._locked():
-            stack = self._stack()
-            if stack:
-                stack.pop()  # the current one
-            while stack and stack[-1] is not None and self.get(stack[-1]).status == "tainted":
-                stack.pop()
-            return self._activate(stack[-1] if stack else None, "rollback")
-
-    def _stack(self) -> builtins.list[str | None]:
-        """The versions that were active, as a stack: a rollback (or a taint) pops back to
-        the version it went to rather than pushing it again."""
-        stack: builtins.list[str | None] = [None]  # the base model is the floor
-        for change in self.history():
-            if change.reason in ("rollback", "tainted") and change.version in stack:
-                while stack and stack[-1] != change.version:
-                    stack.pop()
-            else:
-                stack.append(change.version)
-        return stack
-
     def taint_source(self, source_id: str) -> tuple[builtins.list[str], Activation | None]:
         """Mark every version whose lineage holds ``source_id`` as tainted.
 
@@ -435,22 +318,3 @@ class AdapterRegistry:
         """Taint versions whose lineage names a source the corpus no longer holds."""
         gone = {s for v in self.versions() if v.status != "tainted" for s in v.lineage} - present
         return self.taint_sources(gone)
-
-
-def _short(version: str | None) -> str:
-    return version[:12] if version else "base"
-
-
-def _dump(v: AdapterVersion) -> str:
-    d = asdict(v)
-    d["lineage"] = list(v.lineage)
-    d["format"] = MANIFEST_FORMAT
-    return json.dumps(d, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n"
-
-
-def _load(path: Path) -> AdapterVersion:
-    d = json.loads(path.read_text(encoding="utf-8"))
-    d.pop("format", None)
-    d["lineage"] = tuple(d.get("lineage") or ())
-    known = set(AdapterVersion.__dataclass_fields__)
-    return AdapterVersion(**{k: v for k, v in d.items() if k in known})
