@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 # Bytes of a dead letter beside the original record (JSON fields, the reason).
 _LETTER_OVERHEAD = 64 * 1024
-# Seconds one record may take to read; the setting's default (config.py says why).
+# Seconds one record may take to read; the setting's default (config/ingest.py says why).
 DEFAULT_RECORD_TIMEOUT_S = 120.0
 # Positions of records dead-lettered for their budget, remembered so none is read twice.
 _TIMED_OUT_KEPT = 4096
