@@ -34,21 +34,11 @@ from kinject.stream.ports import (
     _port_is_free,
     _PortTaken,
 )
-from kinject.stream.tansu import _parent_death_guard, _spawner, find_tansu
+from kinject.stream.tansu import _TANSU_ENV, _parent_death_guard, _spawner, find_tansu
 from kinject.stream.topics import ensure_topics
 
 _log = logging.getLogger(__name__)
 
-# Tansu reads these from the environment; kinject sets what it needs on the command line
-# and keeps a stray OTLP endpoint or storage URL from leaking into the child.
-_TANSU_ENV = (
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-)
 _PORT_ATTEMPTS = 5
 
 

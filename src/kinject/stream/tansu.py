@@ -23,6 +23,16 @@ _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1
+# Tansu reads these from the environment; kinject sets what it needs on the command line
+# and keeps a stray OTLP endpoint or storage URL from leaking into the child.
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
 
 
 def find_tansu() -> Path:
