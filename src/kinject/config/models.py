@@ -1,0 +1,56 @@
+"""Model settings: embedders, generator, reader, CLIP, Whisper; where conversions are kept."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+def default_models_cache_dir() -> Path:
+    """The user's cache for converted models (``$XDG_CACHE_HOME/kinject/models``, else
+    ``~/.cache/kinject/models``): one conversion serves every data dir of the user."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "kinject" / "models"
+
+
+class ModelSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # A package default ("minilm", "smollm2", "use-multilingual"), a local path, or a hub id.
+    embedder: str = "minilm"
+    # Chinese and mixed chunks are also embedded by this multilingual model into a second
+    # vector space that Chinese queries search (MiniLM is English-only); "none" turns it off.
+    embedder_zh: str = "use-multilingual"
+    generator: str = "smollm2"
+    # The model that reads passages in rag.mode "read" (rag/reader_model.py):
+    # "qwen2.5-0.5b" (Qwen2.5-Coder-0.5B-Instruct, from pinned packages, converted once to
+    # CTranslate2 INT8), a CTranslate2 or transformers folder, a .gguf file, or a hub id.
+    reader: str = "qwen2.5-0.5b"
+    # Where models converted once are kept (the reader's CTranslate2 INT8 folder, a GGUF
+    # generator's safetensors): a user-level cache, not the data dir, so `kinject demo`,
+    # `kinject serve` and every data dir of the user share one conversion (the reader's
+    # takes 1.5-2.5 minutes). Conversions are atomic and locked, so processes may share it.
+    cache_dir: Path = Field(default_factory=default_models_cache_dir)
+    # "auto" picks CUDA when present, else CPU.
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # The serving generator's linear layers as dynamic INT8 (kinject/quantize.py): "auto" is
+    # int8 on the CPU and off on a GPU (bf16 there); "none" keeps fp32. Training never uses
+    # the quantised model. Off by default, by measurement (bench/int8.py): 1.76x the tokens/s
+    # and 0.67x the memory, but 10.7 points fewer right answers on the RAG test families.
+    quantize: Literal["auto", "none", "int8"] = "none"
+    # The CLIP image index. clip_model: an open_clip architecture name ("ViT-B-32") or a model
+    # config .json (a custom architecture, named by the file's stem). clip_checkpoint: a local
+    # checkpoint file, an open_clip folder (open_clip_config.json + weights), "hf-hub:org/repo"
+    # or a pretrained tag ("openai"; these two need the internet). None turns the index off.
+    clip_model: str = "ViT-B-32"
+    clip_checkpoint: str | None = None
+    # Speech to text for kind "audio" (ingest/whisper_model.py): "base" (Whisper base,
+    # multilingual: English and Chinese, from pinned packages, assembled once under the
+    # models dir), "tiny.en" (English only, ~3.5x faster), a CTranslate2 folder or a hub id.
+    whisper: str = "base"
+
+
