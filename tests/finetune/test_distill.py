@@ -1,5 +1,5 @@
 """Distillation towards the previous adapter (finetune/kl.py, the trainer) and the data mix
-setting (config.py -> TrainConfig)."""
+setting (config/finetune.py -> TrainConfig)."""
 
 import json
 from pathlib import Path

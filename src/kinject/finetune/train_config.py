@@ -17,7 +17,7 @@ _FT = FinetuneSettings()
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that shapes a training run; saved inside every checkpoint and result.
-    The defaults are ``Settings.finetune``'s (config.py), where each is justified."""
+    The defaults are ``Settings.finetune``'s (config/finetune.py), where each is justified."""
 
     r: int = _FT.lora_r
     alpha: int = _FT.lora_alpha
