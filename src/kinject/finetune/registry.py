@@ -413,19 +413,20 @@ class AdapterRegistry:
         if not wanted:
             return [], None
         with self._locked():
-            tainted = []
-            for v in self.versions():
-                if v.status != "tainted" and wanted & set(v.lineage):
-                    hit = sorted(wanted & set(v.lineage))
-                    report = {**v.report, "tainted_by": hit, "tainted_at": time.time()}
-                    self._set_status(v.version, "tainted", report)
-                    tainted.append(v.version)
+            hits = [v for v in self.versions()
+                    if v.status != "tainted" and wanted & set(v.lineage)]
+            tainted = [v.version for v in hits]
+            # ACTIVE moves first: a reader without the lock never sees a tainted version active
             change = None
             active = self.active()
             if active is not None and active in tainted:
                 fallback = next((a for a in self.ancestors(active)
-                                 if a.status == "promoted"), None)
+                                 if a.status == "promoted" and a.version not in tainted), None)
                 change = self._activate(fallback.version if fallback else None, "tainted")
+            for v in hits:
+                hit = sorted(wanted & set(v.lineage))
+                report = {**v.report, "tainted_by": hit, "tainted_at": time.time()}
+                self._set_status(v.version, "tainted", report)
         if tainted:
             log.warning("tainted %d adapter version(s) trained on deleted source(s) %s",
                         len(tainted), ", ".join(sorted(wanted)))
