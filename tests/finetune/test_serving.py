@@ -281,3 +281,37 @@ def test_a_replica_with_its_own_registry_follows_the_events_of_another(
     finally:
         stop.set()
         thread.join(15)
+
+
+@pytest.mark.kafka
+def test_junk_on_the_adapter_topic_is_skipped_and_the_watcher_goes_on(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        kafka_bootstrap: str) -> None:
+    """A record that is JSON but not an event object ([], "x") or has no value at all (a
+    tombstone) is logged and skipped: the replica still follows the next promotion."""
+    from kinject.stream.clients import make_producer
+    from kinject.stream.topics import ensure_topics
+
+    trainer, (v0, _) = _registry(tmp_path / "trainer", adapter_dirs)
+    replica_reg = AdapterRegistry(tmp_path / "replica")
+    replica_reg.add(trainer.path(v0), base_model="tiny", lineage=[])
+    kafka = KafkaSettings(topic_prefix=f"junk-{tmp_path.name}")
+    topic = ensure_topics(kafka, kafka_bootstrap).adapters
+    replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg)
+    stop = threading.Event()
+    thread = replica.watch(stop, events=subscription(kafka, kafka_bootstrap), interval_s=0.2)
+    try:
+        assert replica.ready.wait(30)
+        producer = make_producer(kafka, kafka_bootstrap)
+        try:
+            for junk in (b"[]", b'"x"', None):
+                producer.send(topic, key=b"active", value=junk).get(timeout=30)
+        finally:
+            producer.close()
+        publish_activation(kafka, kafka_bootstrap, trainer.activate(v0, "promoted"),
+                           registry=trainer)
+        until(lambda: replica.current_version == v0, 30, "the replica to follow v0")
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(15)

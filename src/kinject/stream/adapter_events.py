@@ -40,8 +40,12 @@ def encode_event(change: Activation, kind: str | None = None, *, origin: str | N
     return json.dumps(body).encode("utf-8")
 
 
-def decode_event(value: bytes) -> dict[str, Any]:
+def decode_event(value: bytes | None) -> dict[str, Any]:
+    if value is None:  # a tombstone: no event
+        raise ValueError("adapter event has no value")
     body: dict[str, Any] = json.loads(value)
+    if not isinstance(body, dict):
+        raise ValueError(f"adapter event is {type(body).__name__}, not an object")
     if body.get("v") != EVENT_VERSION:
         raise ValueError(f"unknown adapter event version {body.get('v')!r}")
     return body
