@@ -315,3 +315,42 @@ def test_junk_on_the_adapter_topic_is_skipped_and_the_watcher_goes_on(
     finally:
         stop.set()
         thread.join(15)
+
+
+@pytest.mark.kafka
+def test_a_broker_down_at_start_neither_stops_pointer_follows_nor_later_events(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        kafka_bootstrap: str) -> None:
+    """The event feed cannot be opened at first (the broker is not up yet): the switcher
+    still follows its ACTIVE pointer, and opens the feed again later to take events."""
+    from kinject.errors import BrokerError
+
+    trainer, (v0, v1) = _registry(tmp_path / "trainer", adapter_dirs)
+    replica_reg = AdapterRegistry(tmp_path / "replica")
+    replica_reg.add(trainer.path(v0), base_model="tiny", lineage=[])
+    replica_reg.add(trainer.path(v1), base_model="tiny", lineage=[])
+    kafka = KafkaSettings(topic_prefix=f"late-{tmp_path.name}")
+    real = subscription(kafka, kafka_bootstrap)
+    assert real is not None
+    tries: list[int] = []
+
+    def late_broker() -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            raise BrokerError(f"cannot reach the Kafka broker at {kafka_bootstrap}")
+        return real()
+
+    replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg, retry_s=0.2)
+    stop = threading.Event()
+    thread = replica.watch(stop, events=late_broker, interval_s=0.2)
+    try:
+        assert replica.ready.wait(30)
+        replica_reg.activate(v0)  # the pointer is followed without the broker
+        until(lambda: replica.current_version == v0, 30, "the replica to follow its pointer")
+        until(lambda: len(tries) >= 2, 30, "the feed to be opened again")
+        publish_activation(kafka, kafka_bootstrap, trainer.activate(v1, "promoted"),
+                           registry=trainer)
+        until(lambda: replica.current_version == v1, 30, "the replica to follow the event")
+    finally:
+        stop.set()
+        thread.join(15)

@@ -270,23 +270,48 @@ class AdapterSwitcher:
     def _watch(self, stop: threading.Event, events: EventSubscription | None,
                interval_s: float) -> None:
         feed: AdapterEvents | None = None
+        reopen_at = 0.0  # a feed that cannot be opened (the broker is down) is tried again
         try:
-            if events is not None:
-                feed = events()
+            feed = self._open_feed(events)
+            if events is not None and feed is None:
+                reopen_at = time.monotonic() + self.retry_s
             self._safe_refresh()
             self.ready.set()
             while not stop.is_set():
                 self._safe_refresh()
                 if self._pending is not None and time.monotonic() >= self._pending[1]:
                     self._mirror(self._pending[0])
+                if feed is None and events is not None and time.monotonic() >= reopen_at:
+                    feed = self._open_feed(events)
+                    reopen_at = time.monotonic() + self.retry_s
                 if feed is not None:
-                    for event in feed.poll(interval_s):
+                    try:
+                        polled = feed.poll(interval_s)
+                    except Exception as exc:  # the pointer is still followed meanwhile
+                        log.error("adapter events: polling failed (%s: %s); opening the "
+                                  "feed again in %g s", type(exc).__name__, exc, self.retry_s)
+                        _close_quietly(feed)
+                        feed, reopen_at = None, time.monotonic() + self.retry_s
+                        continue
+                    for event in polled:
                         self._on_event(event)
                 else:
                     stop.wait(interval_s)
         finally:
             if feed is not None:
                 feed.close()
+
+    def _open_feed(self, events: EventSubscription | None) -> AdapterEvents | None:
+        """Open the event feed; None (an error line) when it cannot be opened now."""
+        if events is None:
+            return None
+        try:
+            return events()
+        except Exception as exc:  # a broker down at start must not stop pointer follows
+            log.error("adapter events: cannot open the feed (%s: %s); following the ACTIVE "
+                      "pointer meanwhile, trying again every %g s", type(exc).__name__, exc,
+                      self.retry_s)
+            return None
 
     def _on_event(self, event: dict[str, Any]) -> None:
         version, sha256 = event.get("version"), event.get("sha256")
@@ -369,3 +394,10 @@ class AdapterSwitcher:
             time.sleep(0.1)
         else:
             self._last_error = None
+
+
+def _close_quietly(feed: AdapterEvents) -> None:
+    try:
+        feed.close()
+    except Exception as exc:  # closing a broken feed must not end the watcher
+        log.debug("adapter events: closing the feed failed: %s", exc)
