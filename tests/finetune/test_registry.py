@@ -186,3 +186,25 @@ def test_no_reader_ever_sees_a_tainted_version_active(
     assert len(seen) >= 2  # the pointer and the manifest
     assert all(status != "tainted" for _, status in seen), seen
     assert reg.active() == v1 and reg.get(v2).status == "tainted"
+
+
+def test_a_fetched_version_whose_parent_stayed_behind_can_be_tainted_and_shown(
+        tmp_path: Path, adapters: list[Path]) -> None:
+    """A replica fetches only the version it serves, not its parents: a delete of a source in
+    its lineage still taints it and falls back to the base (no NotFound for the parent)."""
+    import shutil
+
+    trainer = AdapterRegistry(tmp_path / "trainer")
+    v1 = _add(trainer, adapters[0], ["kb/a"])
+    v2 = _add(trainer, adapters[1], ["kb/b"], parent=v1, cycle=2)
+    trainer.activate(v2)
+    replica = AdapterRegistry(tmp_path / "replica")
+    unpacked = replica.versions_dir / f".{v2}.fetch"
+    shutil.copytree(trainer.path(v2), unpacked)  # as finetune/fetch.py unpacks an archive
+    assert replica.install(unpacked) == v2
+    replica.activate(v2)
+    assert [v.version for v in replica.ancestors(v2)] == [v2]
+    assert replica.newest_untainted_ancestor(v2).version == v2  # type: ignore[union-attr]
+    tainted, change = replica.taint_source("kb/a")
+    assert tainted == [v2] and change is not None and change.version is None
+    assert replica.active() is None

@@ -291,10 +291,11 @@ class AdapterRegistry:
         return out
 
     def ancestors(self, ref: str) -> builtins.list[AdapterVersion]:
-        """The version and its parents, newest first."""
-        chain, seen = [], set()
+        """The version and its parents, newest first; the chain ends at a parent this
+        registry does not hold (a version fetched from another registry comes alone)."""
+        chain, seen, held = [], set(), set(self.names())
         current: str | None = self.resolve(ref)
-        while current is not None and current not in seen:
+        while current is not None and current not in seen and current in held:
             seen.add(current)
             v = self.get(current)
             chain.append(v)
