@@ -122,6 +122,7 @@ class AdapterSwitcher:
         self.retry_s = retry_s
         self._pending: tuple[dict[str, Any], float] | None = None
         self._mirror_error: str | None = None
+        self._feed_error: str | None = None  # the last failure to open the event feed
 
     @property
     def current_version(self) -> str | None:
@@ -306,12 +307,16 @@ class AdapterSwitcher:
         if events is None:
             return None
         try:
-            return events()
+            feed = events()
         except Exception as exc:  # a broker down at start must not stop pointer follows
-            log.error("adapter events: cannot open the feed (%s: %s); following the ACTIVE "
-                      "pointer meanwhile, trying again every %g s", type(exc).__name__, exc,
-                      self.retry_s)
+            message = f"{type(exc).__name__}: {exc}"
+            (log.debug if message == self._feed_error else log.error)(
+                "adapter events: cannot open the feed (%s); following the ACTIVE pointer "
+                "meanwhile, trying again every %g s", message, self.retry_s)
+            self._feed_error = message
             return None
+        self._feed_error = None
+        return feed
 
     def _on_event(self, event: dict[str, Any]) -> None:
         version, sha256 = event.get("version"), event.get("sha256")
