@@ -119,3 +119,15 @@ def test_training_values_the_trainer_refuses_are_refused_at_load() -> None:
     ok = load_settings(finetune={"replay_ratio": 10.0, "general_ratio": 10.0,
                                  "lora_dropout": 0.9})
     TrainConfig.from_settings(ok.finetune)  # what loads, trains
+
+
+def test_a_publish_url_replicas_could_not_fetch_from_is_refused_at_load() -> None:
+    """Without a scheme (or with another than http/https) every replica would refuse the
+    URL the promotion events name; the publisher is told at load instead."""
+    from kinject.config import load_settings
+
+    for bad in ("kinject-a:8000", "ftp://kinject-a/", "http://", "file:///srv/kinject"):
+        with pytest.raises(ConfigError, match="finetune.publish_url"):
+            load_settings(finetune={"publish_url": bad})
+    for good in ("", "http://kinject-a:8000", "https://kinject.example.org/base/"):
+        assert load_settings(finetune={"publish_url": good}).finetune.publish_url == good

@@ -301,6 +301,17 @@ class FinetuneSettings(BaseModel):
             parse_data_mix(value)
         return value
 
+    @field_validator("publish_url")
+    @classmethod
+    def _check_publish_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"finetune.publish_url must be an http(s) URL with a host (where "
+                             f"replicas reach this server), got {value!r}")
+        return value
+
     def mix_ratios(self) -> tuple[float, float]:
         """The (replay_ratio, general_ratio) a cycle uses: from ``data_mix`` when set."""
         if self.data_mix is None:
