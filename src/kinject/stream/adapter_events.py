@@ -109,11 +109,15 @@ class KafkaAdapterEvents:
 
         topics = ensure_topics(kafka, bootstrap)
         self._consumer = make_consumer(kafka, bootstrap, None, [])
-        tp = TopicPartition(topics.adapters, 0)
-        self._consumer.assign([tp])
-        end = self._consumer.end_offsets([tp])[tp]
-        self._consumer.seek(tp, max(end - 1, 0))
-        self._consumer.position(tp)
+        try:
+            tp = TopicPartition(topics.adapters, 0)
+            self._consumer.assign([tp])
+            end = self._consumer.end_offsets([tp])[tp]
+            self._consumer.seek(tp, max(end - 1, 0))
+            self._consumer.position(tp)
+        except BaseException:  # the switcher opens the feed again later: leak nothing
+            self._consumer.close()
+            raise
 
     def poll(self, timeout_s: float) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
