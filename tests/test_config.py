@@ -105,3 +105,29 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert ok.api.trusted_proxies == ["10.0.0.0/8", "::1", "*"]
     with pytest.raises(ConfigError, match="api.trusted_proxies.*proxy.example"):
         load_settings(api={"trusted_proxies": ["proxy.example"]})
+
+
+def test_training_values_the_trainer_refuses_are_refused_at_load() -> None:
+    """A mix ratio over 10 (the trainer's and data_mix's bound) or a LoRA dropout over 0.9
+    fails when the settings load, naming the setting, not when a cycle starts later."""
+    from kinject.config import load_settings
+    from kinject.finetune.train_config import TrainConfig
+
+    for name, bad in (("replay_ratio", 20.0), ("general_ratio", 11.0), ("lora_dropout", 0.95)):
+        with pytest.raises(ConfigError, match=f"finetune.{name}"):
+            load_settings(finetune={name: bad})
+    ok = load_settings(finetune={"replay_ratio": 10.0, "general_ratio": 10.0,
+                                 "lora_dropout": 0.9})
+    TrainConfig.from_settings(ok.finetune)  # what loads, trains
+
+
+def test_a_publish_url_replicas_could_not_fetch_from_is_refused_at_load() -> None:
+    """Without a scheme (or with another than http/https) every replica would refuse the
+    URL the promotion events name; the publisher is told at load instead."""
+    from kinject.config import load_settings
+
+    for bad in ("kinject-a:8000", "ftp://kinject-a/", "http://", "file:///srv/kinject"):
+        with pytest.raises(ConfigError, match="finetune.publish_url"):
+            load_settings(finetune={"publish_url": bad})
+    for good in ("", "http://kinject-a:8000", "https://kinject.example.org/base/"):
+        assert load_settings(finetune={"publish_url": good}).finetune.publish_url == good

@@ -132,3 +132,29 @@ def test_only_http_urls_and_matching_hashes_are_fetched(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="named by their weights"):
         fetcher.fetch(version, "0" * 64, "http://127.0.0.1:9/x")
     _untouched(replica)
+
+
+def test_what_a_killed_fetch_left_behind_is_swept_by_the_next_one(tmp_path: Path) -> None:
+    """A process killed mid-download (out of memory, a restart) leaves its temporary archive
+    and unpacked folder in versions/; the next fetch removes those older than any fetch may
+    run, and leaves a fetch that may still be going on alone."""
+    import os
+    import time
+
+    publisher, version = _publisher(tmp_path / "a")
+    replica = AdapterRegistry(tmp_path / "b")
+    stale_tar = replica.versions_dir / f".fetch.{version[:16]}.dead.tar"
+    stale_tar.write_bytes(b"x" * 1000)
+    stale_dir = replica.versions_dir / f".{version}.dead.fetch"
+    stale_dir.mkdir()
+    (stale_dir / "adapter_model.safetensors").write_bytes(b"y" * 1000)
+    old = time.time() - 3600
+    for p in (stale_dir / "adapter_model.safetensors", stale_dir, stale_tar):
+        os.utime(p, (old, old))
+    fresh = replica.versions_dir / f".fetch.{version[:16]}.running.tar"
+    fresh.write_bytes(b"z")
+    fetcher = AdapterFetcher(replica, api_key=SecretStr(KEY), max_bytes=1 << 20, timeout_s=30)
+    with _archive_server(publisher) as url:
+        fetcher.fetch(version, version, f"{url}/v1/adapters/{version}/archive")
+    assert sorted(p.name for p in replica.versions_dir.iterdir()) == sorted(
+        [version, fresh.name])

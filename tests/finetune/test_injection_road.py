@@ -155,10 +155,9 @@ def test_publish_fill_train_promote_serve_delete_fall_back(
     # a delete over HTTP reaches the weights: the version is tainted, serving falls back
     assert _post(url, "/v1/records", {"records": [{"source_id": DELETED, "op": "delete"}]}
                  ).status_code == 202
-    # The serving process marks the version tainted, then moves ACTIVE, under its own lock;
-    # this registry reads the files without it, so it waits for both.
-    until(lambda: registry.get(version).status == "tainted" and registry.active() is None, 90,
-          "the version to be tainted and ACTIVE back on the base model")
+    # the registry moves ACTIVE before it marks the version tainted: no reader sees both
+    until(lambda: registry.get(version).status == "tainted", 90, "the version to be tainted")
+    assert registry.active() is None
     until(lambda: _served_version(url, f"What is the city of Oren Vale? ({time.time()})")
           is None, 90, "the server to fall back to the base model")
     after = _status(url)

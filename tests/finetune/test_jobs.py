@@ -397,3 +397,29 @@ def test_a_job_left_running_by_a_dead_process_is_marked_interrupted(
     assert run_cycle(settings_for(data_dir, tiny_lm_dir), train_config=FAST).status == "skipped"
     assert store.get(second.id).error == INTERRUPTED
     store.close()
+
+
+def test_a_delete_during_the_gate_rejects_the_tainted_candidate_with_its_report(
+        data_dir: Path, tiny_lm_dir: Path) -> None:
+    """The materialiser taints the candidate while the gate runs (minutes on a real model):
+    the cycle ends 'rejected' with the gate's report kept, not failed on a registry error."""
+    from kinject.finetune.jobs import deletion_hook
+
+    settings = settings_for(data_dir, tiny_lm_dir)
+    add_people(data_dir, PEOPLE[:2])
+    on_delete = deletion_hook(settings)
+    deleted: list[str] = []
+
+    def progress(event: dict[str, object]) -> None:
+        if event.get("phase") == "gate" and not deleted:  # what the materialiser does
+            with CorpusStore(corpus_path(data_dir)) as corpus:
+                corpus.remove_source(PEOPLE[0][0])
+            deleted.extend(on_delete(PEOPLE[0][0]))
+
+    result = run_cycle(settings, train_config=FAST, progress=progress)
+    registry = AdapterRegistry.for_data_dir(data_dir)
+    assert deleted == [result.version]
+    assert result.status == "rejected" and registry.active() is None
+    candidate = registry.get(result.version or "")
+    assert candidate.status == "tainted" and candidate.report.get("tainted_by") == [PEOPLE[0][0]]
+    assert "candidate" in candidate.report  # the gate's verdict is kept beside the taint

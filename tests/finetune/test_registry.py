@@ -158,3 +158,55 @@ def test_rejected_versions_keep_their_report(tmp_path: Path, adapters: list[Path
     got = AdapterRegistry(tmp_path / "adapters").get(v)  # as another process sees it
     assert got.status == "rejected" and got.report["reasons"] == ["no gain"]
     assert got.metrics == {"loss": 1.0, "new_accuracy": 0.1}
+
+
+def test_no_reader_ever_sees_a_tainted_version_active(
+        tmp_path: Path, adapters: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process reads the files without the lock: after every file the taint writes,
+    ACTIVE never names a tainted version (it moves before, not after, the manifests)."""
+    import kinject.finetune.active_pointer as pointer_module
+    import kinject.finetune.registry as registry_module
+
+    reg = AdapterRegistry(tmp_path / "adapters")
+    v1 = _add(reg, adapters[0], ["kb/a"])
+    v2 = _add(reg, adapters[1], ["kb/b"], parent=v1, cycle=2)
+    reg.activate(v1)
+    reg.activate(v2)
+    seen: list[tuple[str | None, str]] = []
+    real_write = registry_module._write_atomic
+
+    def write_and_look(path: Path, text: str) -> None:
+        real_write(path, text)
+        reader = AdapterRegistry(tmp_path / "adapters")  # as another process sees it
+        active = reader.active()
+        seen.append((active, reader.get(active).status if active else "base"))
+
+    monkeypatch.setattr(registry_module, "_write_atomic", write_and_look)  # the manifests
+    monkeypatch.setattr(pointer_module, "_write_atomic", write_and_look)  # ACTIVE
+    tainted, change = reg.taint_source("kb/b")
+    assert tainted == [v2] and change is not None and change.version == v1
+    assert len(seen) >= 2  # the pointer and the manifest
+    assert all(status != "tainted" for _, status in seen), seen
+    assert reg.active() == v1 and reg.get(v2).status == "tainted"
+
+
+def test_a_fetched_version_whose_parent_stayed_behind_can_be_tainted_and_shown(
+        tmp_path: Path, adapters: list[Path]) -> None:
+    """A replica fetches only the version it serves, not its parents: a delete of a source in
+    its lineage still taints it and falls back to the base (no NotFound for the parent)."""
+    import shutil
+
+    trainer = AdapterRegistry(tmp_path / "trainer")
+    v1 = _add(trainer, adapters[0], ["kb/a"])
+    v2 = _add(trainer, adapters[1], ["kb/b"], parent=v1, cycle=2)
+    trainer.activate(v2)
+    replica = AdapterRegistry(tmp_path / "replica")
+    unpacked = replica.versions_dir / f".{v2}.fetch"
+    shutil.copytree(trainer.path(v2), unpacked)  # as finetune/fetch.py unpacks an archive
+    assert replica.install(unpacked) == v2
+    replica.activate(v2)
+    assert [v.version for v in replica.ancestors(v2)] == [v2]
+    assert replica.newest_untainted_ancestor(v2).version == v2  # type: ignore[union-attr]
+    tainted, change = replica.taint_source("kb/a")
+    assert tainted == [v2] and change is not None and change.version is None
+    assert replica.active() is None

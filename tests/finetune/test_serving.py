@@ -281,3 +281,76 @@ def test_a_replica_with_its_own_registry_follows_the_events_of_another(
     finally:
         stop.set()
         thread.join(15)
+
+
+@pytest.mark.kafka
+def test_junk_on_the_adapter_topic_is_skipped_and_the_watcher_goes_on(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        kafka_bootstrap: str) -> None:
+    """A record that is JSON but not an event object ([], "x") or has no value at all (a
+    tombstone) is logged and skipped: the replica still follows the next promotion."""
+    from kinject.stream.clients import make_producer
+    from kinject.stream.topics import ensure_topics
+
+    trainer, (v0, _) = _registry(tmp_path / "trainer", adapter_dirs)
+    replica_reg = AdapterRegistry(tmp_path / "replica")
+    replica_reg.add(trainer.path(v0), base_model="tiny", lineage=[])
+    kafka = KafkaSettings(topic_prefix=f"junk-{tmp_path.name}")
+    topic = ensure_topics(kafka, kafka_bootstrap).adapters
+    replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg)
+    stop = threading.Event()
+    thread = replica.watch(stop, events=subscription(kafka, kafka_bootstrap), interval_s=0.2)
+    try:
+        assert replica.ready.wait(30)
+        producer = make_producer(kafka, kafka_bootstrap)
+        try:
+            for junk in (b"[]", b'"x"', None):
+                producer.send(topic, key=b"active", value=junk).get(timeout=30)
+        finally:
+            producer.close()
+        publish_activation(kafka, kafka_bootstrap, trainer.activate(v0, "promoted"),
+                           registry=trainer)
+        until(lambda: replica.current_version == v0, 30, "the replica to follow v0")
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(15)
+
+
+@pytest.mark.kafka
+def test_a_broker_down_at_start_neither_stops_pointer_follows_nor_later_events(
+        tmp_path: Path, tiny_lm_dir: Path, adapter_dirs: list[Path],
+        kafka_bootstrap: str) -> None:
+    """The event feed cannot be opened at first (the broker is not up yet): the switcher
+    still follows its ACTIVE pointer, and opens the feed again later to take events."""
+    from kinject.errors import BrokerError
+
+    trainer, (v0, v1) = _registry(tmp_path / "trainer", adapter_dirs)
+    replica_reg = AdapterRegistry(tmp_path / "replica")
+    replica_reg.add(trainer.path(v0), base_model="tiny", lineage=[])
+    replica_reg.add(trainer.path(v1), base_model="tiny", lineage=[])
+    kafka = KafkaSettings(topic_prefix=f"late-{tmp_path.name}")
+    real = subscription(kafka, kafka_bootstrap)
+    assert real is not None
+    tries: list[int] = []
+
+    def late_broker() -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            raise BrokerError(f"cannot reach the Kafka broker at {kafka_bootstrap}")
+        return real()
+
+    replica = AdapterSwitcher(_generator(tiny_lm_dir), replica_reg, retry_s=0.2)
+    stop = threading.Event()
+    thread = replica.watch(stop, events=late_broker, interval_s=0.2)
+    try:
+        assert replica.ready.wait(30)
+        replica_reg.activate(v0)  # the pointer is followed without the broker
+        until(lambda: replica.current_version == v0, 30, "the replica to follow its pointer")
+        until(lambda: len(tries) >= 2, 30, "the feed to be opened again")
+        publish_activation(kafka, kafka_bootstrap, trainer.activate(v1, "promoted"),
+                           registry=trainer)
+        until(lambda: replica.current_version == v1, 30, "the replica to follow the event")
+    finally:
+        stop.set()
+        thread.join(15)

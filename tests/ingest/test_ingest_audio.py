@@ -159,3 +159,33 @@ def test_a_whisper_setting_that_names_nothing_says_so(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound, match="neither 'base'"):
         whisper_model.resolve_whisper("large", tmp_path)
     assert whisper_model.resolve_whisper("tiny.en", tmp_path).endswith("model")
+
+
+def test_two_processes_assembling_whisper_base_at_once_both_get_the_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process (a second ingest worker) renames its assembled copy into place while
+    this one is still assembling: this one uses that copy rather than failing the record."""
+    import shutil
+
+    pieces = whisper_model.base_pieces()
+    if pieces is None:
+        pytest.skip("the Whisper base packages are not installed")
+    real_pieces = whisper_model.base_pieces
+
+    def other_process_finishes_first() -> tuple[Path, Path, Path] | None:
+        other = tmp_path / f".{whisper_model.BASE_KEY}.other.tmp"
+        other.mkdir()
+        data, one, two = pieces
+        with (other / "model.bin").open("wb") as out:
+            for part in (one, two):
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out)
+        for name in whisper_model.BASE_FILES:
+            shutil.copy2(data / name, other / name)
+        os.replace(other, tmp_path / whisper_model.BASE_KEY)
+        return real_pieces()
+
+    monkeypatch.setattr(whisper_model, "base_pieces", other_process_finishes_first)
+    target = whisper_model.assemble_base(tmp_path)
+    assert (target / "model.bin").stat().st_size == whisper_model.BASE_SIZE
+    assert [p.name for p in tmp_path.iterdir()] == [whisper_model.BASE_KEY]

@@ -147,3 +147,20 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_record_that_reports_progress_still_keeps_the_worker_in_its_group(
+        held_records: None) -> None:
+    """Progress arriving more often than the keepalive period must not starve the keepalive
+    (the worker's poll that keeps it in the consumer group during a long recording)."""
+    proc = IngestProcess(IngestConfig(ocr_engine="none"), timeout_s=60.0,
+                         keepalive_every_s=1.5)
+    calls: list[float] = []
+    try:
+        proc.start()
+        record = Record("talks/long.wav", kind="text", content=b"The talk ends at noon.",
+                        meta={PROGRESS_S: 6.0})
+        assert "noon" in proc.run(record, keepalive=lambda: calls.append(1.0)).chunks[0].text
+    finally:
+        proc.close()
+    assert len(calls) >= 2  # about one per 1.5 s over 6 s of progress

@@ -76,7 +76,7 @@ class FinetuneSettings(BaseModel):
 
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
-    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    lora_dropout: float = Field(default=0.1, ge=0.0, le=0.9)  # TrainConfig's bound
     # Module names, or ["all-linear"] for every linear layer (about 3x more knowledge per
     # minute than q_proj, v_proj on SmolLM2, ENVIRONMENT.md).
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
@@ -94,7 +94,8 @@ class FinetuneSettings(BaseModel):
     ewc_gamma: float = Field(default=0.9, gt=0.0, le=1.0)
     fisher_samples: int = Field(default=64, ge=0)
     # Earlier examples (reservoir) and general text mixed in, per new example.
-    replay_ratio: float = Field(default=0.25, ge=0.0)
+    # At most 10 per new example (TrainConfig's bound, and data_mix's).
+    replay_ratio: float = Field(default=0.25, ge=0.0, le=10.0)
     replay_capacity: int = Field(default=2000, ge=1)
     # More general text did not hold general-text perplexity better: one 20-person cycle
     # (all-linear, lr 1e-3) measured 192 at 0, 40 at 0.05 and 87 at 0.2 (base 34), on the old
@@ -102,7 +103,7 @@ class FinetuneSettings(BaseModel):
     # 0.25 took held-out perplexity to 0.85x the base's (0.05: 1.08x), learning as much: the
     # replayed and held-out paragraphs come from the same two books, so much replay teaches
     # their style and the gate would measure that; 0.05 stays.
-    general_ratio: float = Field(default=0.05, ge=0.0)
+    general_ratio: float = Field(default=0.05, ge=0.0, le=10.0)
     # General text replayed in training and held out for the gate (finetune/general_text.py):
     # None is the shipped corpus (Python documentation and the Chinese Guide for Debian
     # Maintainers, split by document); or a .jsonl(.gz) / .txt(.gz) file of your own.
@@ -133,6 +134,17 @@ class FinetuneSettings(BaseModel):
     def _check_mix(cls, value: str | None) -> str | None:
         if value is not None:
             parse_data_mix(value)
+        return value
+
+    @field_validator("publish_url")
+    @classmethod
+    def _check_publish_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"finetune.publish_url must be an http(s) URL with a host (where "
+                             f"replicas reach this server), got {value!r}")
         return value
 
     def mix_ratios(self) -> tuple[float, float]:

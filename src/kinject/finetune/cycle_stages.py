@@ -195,8 +195,10 @@ def _judge(cfg: CycleConfig, start: CycleStart, plan: _Plan, candidate: AdapterV
     scores = {"new_accuracy": report.candidate.new_accuracy,
               "retention_accuracy": report.candidate.retention_accuracy,
               "general_ppl": report.candidate.general_ppl, "new_nll": report.candidate.new_nll}
-    if candidate.status == "tainted":
-        registry.set_status(candidate.version, "tainted", report_d, _finite(scores))
+    candidate = registry.get(candidate.version)  # a delete may have tainted it meanwhile
+    if candidate.status == "tainted":  # the verdict beside what tainted it
+        registry.set_status(candidate.version, "tainted", {**candidate.report, **report_d},
+                            _finite(scores))
         return report_d, scores, "rejected"
     if report.promote:
         registry.set_status(candidate.version, "promoted", report_d, _finite(scores))

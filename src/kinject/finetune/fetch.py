@@ -71,6 +71,7 @@ class AdapterFetcher:
             raise FetchError(f"adapter {version[:12]}: the event announces sha256 "
                              f"{sha256[:12]}, but versions are named by their weights' hash")
         root = self.registry.versions_dir
+        self._sweep(root)
         download = root / f".fetch.{version[:16]}.{uuid.uuid4().hex}.tar"
         unpacked = root / f".{version}.{uuid.uuid4().hex}.fetch"
         t0 = time.monotonic()
@@ -98,6 +99,22 @@ class AdapterFetcher:
         log.info("fetched adapter %s from %s (%d bytes, sha256 checked) in %.1f s",
                  version[:12], _shown(url), size, time.monotonic() - t0)
         return installed
+
+    def _sweep(self, root: Path) -> None:
+        """Remove what a fetch killed midway left (its archive, its unpacked folder): those
+        untouched for longer than any fetch may run; a fetch going on now is left alone."""
+        cutoff = time.time() - 2 * self.timeout_s - 60
+        for path in [*root.glob(".fetch.*.tar"), *root.glob(".*.fetch")]:
+            try:
+                if path.lstat().st_mtime >= cutoff:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                log.info("removed %s, left behind by an interrupted adapter fetch", path.name)
+            except OSError as exc:  # another process swept it first, or cannot: not ours
+                log.debug("cannot remove %s: %s", path, exc)
 
     def _download(self, url: str, version: str, path: Path) -> int:
         import httpx

@@ -243,10 +243,11 @@ class AdapterRegistry(ActivePointer):
         return sorted(out, key=lambda v: (v.created_at, v.version))
 
     def ancestors(self, ref: str) -> builtins.list[AdapterVersion]:
-        """The version and its parents, newest first."""
-        chain, seen = [], set()
+        """The version and its parents, newest first; the chain ends at a parent this
+        registry does not hold (a version fetched from another registry comes alone)."""
+        chain, seen, held = [], set(), set(self.names())
         current: str | None = self.resolve(ref)
-        while current is not None and current not in seen:
+        while current is not None and current not in seen and current in held:
             seen.add(current)
             v = self.get(current)
             chain.append(v)
@@ -296,19 +297,20 @@ class AdapterRegistry(ActivePointer):
         if not wanted:
             return [], None
         with self._locked():
-            tainted = []
-            for v in self.versions():
-                if v.status != "tainted" and wanted & set(v.lineage):
-                    hit = sorted(wanted & set(v.lineage))
-                    report = {**v.report, "tainted_by": hit, "tainted_at": time.time()}
-                    self._set_status(v.version, "tainted", report)
-                    tainted.append(v.version)
+            hits = [v for v in self.versions()
+                    if v.status != "tainted" and wanted & set(v.lineage)]
+            tainted = [v.version for v in hits]
+            # ACTIVE moves first: a reader without the lock never sees a tainted version active
             change = None
             active = self.active()
             if active is not None and active in tainted:
                 fallback = next((a for a in self.ancestors(active)
-                                 if a.status == "promoted"), None)
+                                 if a.status == "promoted" and a.version not in tainted), None)
                 change = self._activate(fallback.version if fallback else None, "tainted")
+            for v in hits:
+                hit = sorted(wanted & set(v.lineage))
+                report = {**v.report, "tainted_by": hit, "tainted_at": time.time()}
+                self._set_status(v.version, "tainted", report)
         if tainted:
             log.warning("tainted %d adapter version(s) trained on deleted source(s) %s",
                         len(tainted), ", ".join(sorted(wanted)))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,21 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kinject.errors import KinjectError
 from kinject.finetune.registry import WEIGHTS, file_sha256
+from kinject.finetune.serving_watch import AdapterLoadError, AdapterWatching
 from kinject.protocols import AdapterSource, Generator, Tokenizer
 
 if TYPE_CHECKING:
-    from kinject.finetune.announce import AdapterEvents, EventSubscription
     from kinject.finetune.fetch import AdapterFetcher
 
 log = logging.getLogger(__name__)
-
-class AdapterLoadError(KinjectError):
-    """An adapter version cannot be loaded for serving (missing, corrupt, tainted)."""
-
-    code = "adapter_load_error"
-
 
 def _adapter_name(version: str) -> str:
     return "v" + version[:24]
@@ -87,7 +79,7 @@ class _RoutedModel:
         return getattr(self._switcher.model, item)
 
 
-class AdapterSwitcher:
+class AdapterSwitcher(AdapterWatching):
     """The serving generator plus the registry's adapters; see the module docstring."""
 
     ACTIVE = "active"
@@ -123,6 +115,7 @@ class AdapterSwitcher:
         self.retry_s = retry_s
         self._pending: tuple[dict[str, Any], float] | None = None
         self._mirror_error: str | None = None
+        self._feed_error: str | None = None  # the last failure to open the event feed
 
     @property
     def current_version(self) -> str | None:
@@ -256,117 +249,3 @@ class AdapterSwitcher:
             if old is None:
                 return
             self.model.delete_adapter(self._names.pop(old))
-
-    # -- following changes -----------------------------------------------------------------
-    def watch(self, stop: threading.Event, *, events: EventSubscription | None = None,
-              interval_s: float = 1.0) -> threading.Thread:
-        """Follow changes in a daemon thread until ``stop`` is set: adapter events when
-        ``events`` is given (opened in that thread), and the pointer file every
-        ``interval_s`` (which also covers a replica that missed an event)."""
-        thread = threading.Thread(target=self._watch, args=(stop, events, interval_s),
-                                  name="adapter-switcher", daemon=True)
-        thread.start()
-        return thread
-
-    def _watch(self, stop: threading.Event, events: EventSubscription | None,
-               interval_s: float) -> None:
-        feed: AdapterEvents | None = None
-        try:
-            if events is not None:
-                feed = events()
-            self._safe_refresh()
-            self.ready.set()
-            while not stop.is_set():
-                self._safe_refresh()
-                if self._pending is not None and time.monotonic() >= self._pending[1]:
-                    self._mirror(self._pending[0])
-                if feed is not None:
-                    for event in feed.poll(interval_s):
-                        self._on_event(event)
-                else:
-                    stop.wait(interval_s)
-        finally:
-            if feed is not None:
-                feed.close()
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        version, sha256 = event.get("version"), event.get("sha256")
-        log.info("adapter event %s -> %s", event.get("type"), (version or "base")[:12])
-        self._pending = None  # a newer event supersedes one waiting to be tried again
-        if isinstance(version, str) and isinstance(sha256, str):
-            self._announced[version] = sha256
-        origin = event.get("origin")
-        if isinstance(origin, str) and origin != self.registry.identity():
-            self._mirror(event)
-            return
-        # The pointer is the truth; the event says to look now. A replica whose registry
-        # lags (shared storage) keeps what it serves until the pointer arrives.
-        self._stamp = None
-        self._safe_refresh()
-
-    def _mirror(self, event: dict[str, Any]) -> None:
-        """Apply an event from a registry that is not this one (fetch by event): fetch the
-        version if it is missing, check it and load it aside, then move this registry's
-        ACTIVE pointer. On failure: an error line (not repeated while the failure stays the
-        same), the served version stays, and a fetch or load that failed is tried again
-        after ``retry_s`` unless a newer event arrives first. An event that can never work
-        (its sha256 is not its version's, it names no URL) waits for the next one."""
-        self._pending = None
-        version, sha256, url = event.get("version"), event.get("sha256"), event.get("url")
-        shown = version[:12] if isinstance(version, str) else "base"
-        retry = False
-        try:
-            if version is not None:
-                if not isinstance(version, str) or sha256 != version:
-                    raise AdapterLoadError(f"the event announces sha256 {str(sha256)[:12]} "
-                                           f"for version {str(version)[:12]}; versions are "
-                                           "named by their weights' hash")
-                if version not in self.registry.names():
-                    if not isinstance(url, str) or not url:
-                        raise AdapterLoadError(
-                            "it is not in this replica's registry and the event names no URL "
-                            "to fetch it from (set finetune.publish_url where it was "
-                            "promoted, or share the adapters folder)")
-                    if self.fetcher is None:
-                        raise AdapterLoadError("it is not in this replica's registry and "
-                                               "this replica does not fetch adapters")
-                    retry = True
-                    self.fetcher.fetch(version, sha256, url)
-                retry = True
-                self._ensure_loaded(version)  # checked and loaded before it serves
-            retry = False
-            if self.registry.active() != version:
-                self.registry.activate(version, str(event.get("reason") or "promoted"))
-        except Exception as exc:  # the watcher must outlive one bad event; what serves stays
-            if retry:
-                self._pending = (event, time.monotonic() + self.retry_s)
-            message = (f"cannot take adapter {shown} from the event: "
-                       f"{exc if isinstance(exc, KinjectError) else repr(exc)}")
-            if message != self._mirror_error:
-                self._mirror_error = message
-                log.error("%s; still serving %s%s", message,
-                          self._current[:12] if self._current else "the base model",
-                          f", trying again every {self.retry_s:g} s" if retry else "")
-            else:
-                log.debug("%s (again)", message)
-            return
-        self._mirror_error = None
-        self._stamp = None
-        self._safe_refresh()
-
-    def _safe_refresh(self) -> None:
-        """Follow the pointer; on failure keep serving what serves now and log the error
-        (once, not on every request that checks again)."""
-        try:
-            self.refresh()
-        except KinjectError as exc:
-            if str(exc) != self._last_error:
-                self._last_error = str(exc)
-                log.error("cannot switch adapters: %s; still serving %s", exc,
-                          self._current[:12] if self._current else "the base model")
-                time.sleep(0.1)
-        except Exception:  # the watcher must outlive one bad version; what serves stays
-            log.exception("cannot switch adapters")
-            time.sleep(0.1)
-        else:
-            self._last_error = None

@@ -97,8 +97,13 @@ def assemble_base(models_dir: Path) -> Path:
                     f"pinned file (size {size}, sha256 {digest}); refusing to load it")
             for name in BASE_FILES:
                 shutil.copy2(data / name, work / name)
-            os.replace(work, target)
-            log.info("assembled Whisper base into %s", target)
+            try:
+                os.replace(work, target)
+            except OSError:  # another process renamed its checked copy in first: use it
+                if not (target / "model.bin").is_file():
+                    raise
+            else:
+                log.info("assembled Whisper base into %s", target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target

@@ -40,8 +40,12 @@ def encode_event(change: Activation, kind: str | None = None, *, origin: str | N
     return json.dumps(body).encode("utf-8")
 
 
-def decode_event(value: bytes) -> dict[str, Any]:
+def decode_event(value: bytes | None) -> dict[str, Any]:
+    if value is None:  # a tombstone: no event
+        raise ValueError("adapter event has no value")
     body: dict[str, Any] = json.loads(value)
+    if not isinstance(body, dict):
+        raise ValueError(f"adapter event is {type(body).__name__}, not an object")
     if body.get("v") != EVENT_VERSION:
         raise ValueError(f"unknown adapter event version {body.get('v')!r}")
     return body
@@ -105,11 +109,15 @@ class KafkaAdapterEvents:
 
         topics = ensure_topics(kafka, bootstrap)
         self._consumer = make_consumer(kafka, bootstrap, None, [])
-        tp = TopicPartition(topics.adapters, 0)
-        self._consumer.assign([tp])
-        end = self._consumer.end_offsets([tp])[tp]
-        self._consumer.seek(tp, max(end - 1, 0))
-        self._consumer.position(tp)
+        try:
+            tp = TopicPartition(topics.adapters, 0)
+            self._consumer.assign([tp])
+            end = self._consumer.end_offsets([tp])[tp]
+            self._consumer.seek(tp, max(end - 1, 0))
+            self._consumer.position(tp)
+        except BaseException:  # the switcher opens the feed again later: leak nothing
+            self._consumer.close()
+            raise
 
     def poll(self, timeout_s: float) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []

@@ -175,21 +175,25 @@ class IngestProcess:
         assert self._conn is not None and self._proc is not None
         conn, proc = self._conn, self._proc
         deadline = time.monotonic() + self.timeout_s
+        kept = time.monotonic()  # the last keepalive: progress must not starve it
         conn.send(job)
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 return "timeout", None
-            if conn.poll(min(left, self.keepalive_every_s)):
+            if conn.poll(min(left, max(kept + self.keepalive_every_s - now, 0.0))):
                 answer: tuple[str, Any] = conn.recv()
-                if answer[0] == "progress":  # a long recording advances: a fresh budget
-                    deadline = time.monotonic() + self.timeout_s
+                if answer[0] != "progress":
+                    return answer
+                deadline = time.monotonic() + self.timeout_s  # a recording advances
+                if time.monotonic() - kept < self.keepalive_every_s:
                     continue
-                return answer
-            if not proc.is_alive():
+            elif not proc.is_alive():
                 raise EOFError
             if keepalive is not None:
                 keepalive()
+            kept = time.monotonic()
 
     def _reap(self) -> int | None:
         """The dead child's exit code (negative: the signal that killed it); forgets it."""
