@@ -136,3 +136,13 @@ def test_bounds_parse_and_an_unmeasured_metric_fails_the_gate() -> None:
 def test_compare_targets_takes_models_too() -> None:
     assert compare_targets("kinject@abc", "kinject-base", "both", None) == [
         Target("both", "abc"), Target("both", "base")]
+
+
+def test_an_abstention_scores_zero_on_a_reference_of_articles_or_punctuation_only() -> None:
+    # A multiple-choice reference ("A") or one that is all punctuation normalises to no
+    # tokens: an abstention (the empty answer) must not match it.
+    for reference in ("A", "The", "?!"):
+        item = EvalItem(1, "Which option is right?", reference)
+        s = score(item, _result("no relevant source", abstained=True))
+        assert s["exact_match"] == s["contains"] == s["token_f1"] == 0.0, (reference, s)
+

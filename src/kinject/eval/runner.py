@@ -146,6 +146,9 @@ def score(item: EvalItem, result: AskResult) -> dict[str, float | None]:
         "bleu": m.bleu(text, item.reference, lang),
         "entity_f1": m.entity_f1(text, item.reference, lang),
     })
+    if result.abstained:
+        # a reference that normalises to no tokens ("A", "?") would match the empty answer
+        out.update({k: 0.0 for k in ANSWER_METRICS if out[k] is not None})
     return out
 
 
