@@ -4,6 +4,7 @@ comparison and the gate."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -145,4 +146,11 @@ def test_an_abstention_scores_zero_on_a_reference_of_articles_or_punctuation_onl
         item = EvalItem(1, "Which option is right?", reference)
         s = score(item, _result("no relevant source", abstained=True))
         assert s["exact_match"] == s["contains"] == s["token_f1"] == 0.0, (reference, s)
+
+
+def test_a_bound_that_is_not_a_finite_number_is_refused() -> None:
+    # NaN compares false with everything: the gate would pass whatever the run scored.
+    for bad in ("token_f1=nan", "token_f1=inf", "contains=-inf"):
+        with pytest.raises(ValueError, match="fail-under"):
+            parse_bounds([bad])
 

@@ -17,6 +17,7 @@ Scoring rules (README, "Evaluating"):
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -229,6 +230,8 @@ def parse_bounds(specs: Sequence[str]) -> dict[str, float]:
             bounds[name] = float(value)
         except ValueError as exc:
             raise ValueError(f"--fail-under {spec!r}: {value!r} is not a number") from exc
+        if not math.isfinite(bounds[name]):  # nothing is below NaN: the gate would pass
+            raise ValueError(f"--fail-under {spec!r}: {value!r} is not a finite number")
     return bounds
 
 
