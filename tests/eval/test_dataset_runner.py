@@ -154,3 +154,17 @@ def test_a_bound_that_is_not_a_finite_number_is_refused() -> None:
         with pytest.raises(ValueError, match="fail-under"):
             parse_bounds([bad])
 
+
+def test_a_row_with_a_line_separator_inside_a_string_is_one_row(tmp_path: Path) -> None:
+    # JSON allows U+2028 / U+0085 raw inside a string (json.dumps(ensure_ascii=False) writes
+    # them so); the set is split on newlines only, not on every Unicode line boundary.
+    from kinject.eval.dataset import load_set
+
+    rows = [{"question": "who\u2028founded it?", "reference": "Ada\x85Quill"},
+            {"question": "where?", "reference": "Oslo"}]
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    items = load_set(path)
+    assert [i.question for i in items] == ["who\u2028founded it?", "where?"]
+    assert [i.line for i in items] == [1, 2]

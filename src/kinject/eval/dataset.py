@@ -98,4 +98,5 @@ def load_set(path: Path) -> list[EvalItem]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalSetError(f"cannot read {path}: {exc}") from exc
-    return parse_lines(text.splitlines(), str(path))
+    # "\n" only: str.splitlines also splits at U+2028, U+0085, ... which JSON allows raw
+    return parse_lines(text.split("\n"), str(path))

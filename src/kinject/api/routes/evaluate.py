@@ -92,7 +92,7 @@ async def run_eval(
     except UnicodeDecodeError as exc:
         raise ApiError(400, "bad_request", f"the question set is not UTF-8: {exc}") from exc
     try:
-        items = parse_lines(text.splitlines(), "body")
+        items = parse_lines(text.split("\n"), "body")  # not splitlines: see load_set
     except EvalSetError as exc:
         raise ApiError(400, "bad_request", str(exc)) from exc
     if len(items) > api.max_eval_questions:
