@@ -166,7 +166,8 @@ async def ask(body: AskIn, svc: ServiceDep, api: ApiSettingsDep, who: Reader) ->
         answer = await run_in_threadpool(svc.ask, question, body.k, **kwargs)
         return answer_out(answer)
     # Errors in the question (bad route, no index) surface before the stream starts.
-    pieces = svc.ask_stream(question, body.k, **kwargs)
+    # In a worker thread: it loads the model a request names (seconds) before it returns.
+    pieces = await run_in_threadpool(lambda: svc.ask_stream(question, body.k, **kwargs))
     first = await run_in_threadpool(next, pieces, None)
 
     def events() -> Iterator[str]:
