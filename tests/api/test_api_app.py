@@ -108,3 +108,23 @@ def test_a_streamed_ask_loads_its_model_off_the_event_loop(tmp_path: Path,
                                          "stream": True})
         assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
     assert on_loop and not any(on_loop)
+
+
+def test_search_without_a_mode_uses_the_servers_search_mode(tmp_path: Path) -> None:
+    """GET /v1/search with no ``mode`` searches as the server is configured
+    (index.search_mode), as the remote LangChain and LlamaIndex classes say it does."""
+    from kinject.integrations.langchain import KinjectVectorStore
+
+    settings = load_settings(data_dir=tmp_path, models={"embedder": "hash"},
+                             index={"search_mode": "bm25"})
+    with KinjectService(settings) as svc, TestClient(create_app(svc)) as client:
+        KinjectVectorStore(svc).add_texts(["Red kites nest in the old oaks of Marrow Hill.",
+                                           "The ferry to Vask sails at dawn."],
+                                          ids=["kb/kites", "kb/ferry"])
+
+        def scores(**params: str) -> list[float]:
+            r = client.get("/v1/search", params={"q": "kites oaks", "k": "2", **params})
+            assert r.status_code == 200, r.text
+            return [h["score"] for h in r.json()["hits"]]
+
+        assert scores() == scores(mode="bm25") != scores(mode="hybrid")

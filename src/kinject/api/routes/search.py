@@ -82,7 +82,8 @@ def search(
     filter: Annotated[list[str] | None, Query(
         description="key=value, repeatable: kind, lang, source (id prefix), since, until, tag"
     )] = None,
-    mode: Annotated[Literal["hybrid", "vector", "bm25"], Query()] = "hybrid",
+    mode: Annotated[Literal["hybrid", "vector", "bm25"] | None, Query(
+        description="default: the server's index.search_mode")] = None,
 ) -> SearchOut:
     """Ranked chunks for a query (vector + BM25 fused by default), with metadata filters."""
     check_k(k, api)
