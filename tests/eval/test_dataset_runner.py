@@ -168,3 +168,13 @@ def test_a_row_with_a_line_separator_inside_a_string_is_one_row(tmp_path: Path) 
     items = load_set(path)
     assert [i.question for i in items] == ["who\u2028founded it?", "where?"]
     assert [i.line for i in items] == [1, 2]
+
+
+def test_a_set_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Windows editors (Notepad, Excel's "UTF-8" CSV/text export) start the file with a BOM.
+    from kinject.eval.dataset import load_set
+
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "who?", "reference": "Ada"}
+                                                   ).encode() + b"\n")
+    assert [i.question for i in load_set(path)] == ["who?"]

@@ -88,7 +88,7 @@ async def run_eval(
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         raw = await _file_part(request, raw)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM (Windows editors) is not part of row 1
     except UnicodeDecodeError as exc:
         raise ApiError(400, "bad_request", f"the question set is not UTF-8: {exc}") from exc
     try:
