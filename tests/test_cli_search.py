@@ -105,3 +105,18 @@ def test_search_syncs_from_the_broker_first(tmp_path: Path, kafka_bootstrap: str
                           "KINJECT_KAFKA__TOPIC_PREFIX": "clisearch"})
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[0])["source_id"] == "kb/otters"
+
+
+def test_a_hit_whose_text_looks_like_rich_markup_is_printed_as_it_is(tmp_path: Path) -> None:
+    # Square brackets in indexed text (a path, BBCode, a Markdown link) are the text, not
+    # rich's markup: "[/etc/kinject]" crashed the table (a closing tag with nothing open)
+    # and "[bold]" vanished from it.
+    emb = load_embedder("hash")
+    assert isinstance(emb, HashEmbedder)
+    text = "Keys live in [/etc/kinject] and [bold]never[/bold] in the repo."
+    with TextIndex(tmp_path / "index", emb) as index:
+        index.apply([_update(emb, "kb/[ops]", text)])
+    result = _search(tmp_path, "keys repo")
+    assert result.exit_code == 0, result.output
+    assert "[/etc/kinject]" in result.stdout and "[bold]never[/bold]" in result.stdout
+    assert "kb/[ops]" in result.stdout

@@ -80,3 +80,51 @@ def test_the_page_and_its_script_are_served(client: TestClient) -> None:
     assert 'id="search-form"' in page.text and "/static/app.js" in page.text
     script = client.get("/static/app.js")
     assert script.status_code == 200 and "getReader" in script.text
+
+
+def test_a_streamed_ask_loads_its_model_off_the_event_loop(tmp_path: Path,
+                                                           tiny_lm_dir: Path) -> None:
+    """The model a streamed /v1/ask needs (the generator on a cold server, a named adapter
+    version on first use) loads in a worker thread: on the event loop it would stall every
+    other request (health checks included) for the whole load."""
+    import asyncio
+
+    settings = load_settings(data_dir=tmp_path, models={"embedder": "hash",
+                                                        "generator": str(tiny_lm_dir)})
+    on_loop: list[bool] = []
+    with KinjectService(settings) as svc, TestClient(create_app(svc)) as client:
+        load = svc.answering.rag_service
+
+        def spied() -> object:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:
+                on_loop.append(False)
+            return load()
+
+        svc.answering.rag_service = spied  # type: ignore[method-assign]
+        r = client.post("/v1/ask", json={"question": "When does the ferry leave?",
+                                         "stream": True})
+        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+    assert on_loop and not any(on_loop)
+
+
+def test_search_without_a_mode_uses_the_servers_search_mode(tmp_path: Path) -> None:
+    """GET /v1/search with no ``mode`` searches as the server is configured
+    (index.search_mode), as the remote LangChain and LlamaIndex classes say it does."""
+    from kinject.integrations.langchain import KinjectVectorStore
+
+    settings = load_settings(data_dir=tmp_path, models={"embedder": "hash"},
+                             index={"search_mode": "bm25"})
+    with KinjectService(settings) as svc, TestClient(create_app(svc)) as client:
+        KinjectVectorStore(svc).add_texts(["Red kites nest in the old oaks of Marrow Hill.",
+                                           "The ferry to Vask sails at dawn."],
+                                          ids=["kb/kites", "kb/ferry"])
+
+        def scores(**params: str) -> list[float]:
+            r = client.get("/v1/search", params={"q": "kites oaks", "k": "2", **params})
+            assert r.status_code == 200, r.text
+            return [h["score"] for h in r.json()["hits"]]
+
+        assert scores() == scores(mode="bm25") != scores(mode="hybrid")

@@ -74,3 +74,25 @@ def test_the_standalone_question_carries_the_earlier_user_turns() -> None:
     assert standalone_question(many, len("three\nfour")) == "three\nfour"
     with pytest.raises(ApiError):
         standalone_question([("system", "hi"), ("assistant", "hello")], 2000)
+
+
+def test_a_streamed_answer_whose_final_text_is_the_stream_trimmed_is_not_sent_twice(
+        tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """A closed-book answer streams the generator's raw pieces; its final text is the same
+    text trimmed. The chunks must add up to it once, not to it twice (the stream, a newline,
+    then the final text again)."""
+    from kinject.api.routes.chat import AnswerJob, Final, _stream
+    from kinject.config import load_settings
+    from kinject.service import KinjectService
+    from kinject.types import Answer
+
+    settings = load_settings(data_dir=tmp_path, models={"embedder": "hash",
+                                                        "generator": str(tiny_lm_dir)})
+    job = AnswerJob("Who founded it?", {}, [], None, False,
+                    [{"role": "user", "content": "Who founded it?"}])
+    final = Answer(text="Ada Quill founded it.", citations=(), route="adapter")
+    with KinjectService(settings) as svc:
+        items = list(_stream(svc, job, iter([" founded it.\n", final]), " Ada Quill"))
+    text = "".join(i for i in items if isinstance(i, str))
+    assert text.strip() == "Ada Quill founded it."
+    assert isinstance(items[-1], Final) and items[-1].text.strip() == "Ada Quill founded it."

@@ -4,6 +4,7 @@ comparison and the gate."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,44 @@ def test_bounds_parse_and_an_unmeasured_metric_fails_the_gate() -> None:
 def test_compare_targets_takes_models_too() -> None:
     assert compare_targets("kinject@abc", "kinject-base", "both", None) == [
         Target("both", "abc"), Target("both", "base")]
+
+
+def test_an_abstention_scores_zero_on_a_reference_of_articles_or_punctuation_only() -> None:
+    # A multiple-choice reference ("A") or one that is all punctuation normalises to no
+    # tokens: an abstention (the empty answer) must not match it.
+    for reference in ("A", "The", "?!"):
+        item = EvalItem(1, "Which option is right?", reference)
+        s = score(item, _result("no relevant source", abstained=True))
+        assert s["exact_match"] == s["contains"] == s["token_f1"] == 0.0, (reference, s)
+
+
+def test_a_bound_that_is_not_a_finite_number_is_refused() -> None:
+    # NaN compares false with everything: the gate would pass whatever the run scored.
+    for bad in ("token_f1=nan", "token_f1=inf", "contains=-inf"):
+        with pytest.raises(ValueError, match="fail-under"):
+            parse_bounds([bad])
+
+
+def test_a_row_with_a_line_separator_inside_a_string_is_one_row(tmp_path: Path) -> None:
+    # JSON allows U+2028 / U+0085 raw inside a string (json.dumps(ensure_ascii=False) writes
+    # them so); the set is split on newlines only, not on every Unicode line boundary.
+    from kinject.eval.dataset import load_set
+
+    rows = [{"question": "who\u2028founded it?", "reference": "Ada\x85Quill"},
+            {"question": "where?", "reference": "Oslo"}]
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    items = load_set(path)
+    assert [i.question for i in items] == ["who\u2028founded it?", "where?"]
+    assert [i.line for i in items] == [1, 2]
+
+
+def test_a_set_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Windows editors (Notepad, Excel's "UTF-8" CSV/text export) start the file with a BOM.
+    from kinject.eval.dataset import load_set
+
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "who?", "reference": "Ada"}
+                                                   ).encode() + b"\n")
+    assert [i.question for i in load_set(path)] == ["who?"]

@@ -127,3 +127,14 @@ def test_compare_puts_two_routes_side_by_side(env: dict[str, str], tmp_path: Pat
     assert row["diff"]["citation_recall"] == -1.0 and row["changed"]
     assert row["answer_a"] == rag["items"][0]["answer"]
     assert row["answer_b"] == adapter["items"][0]["answer"]
+
+
+def test_an_unwritable_report_folder_is_refused_before_any_question_is_asked(
+        env: dict[str, str], tmp_path: Path) -> None:
+    # Found only after the run, it lost the whole evaluation and exited 1, which a CI gate
+    # reads as "a bound was not met".
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder", encoding="utf-8")
+    result = _eval(env, str(_set(tmp_path)), "--route", "adapter", "--out", str(taken))
+    assert result.exit_code == 2, result.output
+    assert str(taken) in result.output and "cannot write the report" in result.output

@@ -163,3 +163,24 @@ def test_re_adding_a_text_with_new_metadata_updates_it(service: KinjectService) 
     assert store.get_by_ids(["kb/o"]) == [Document(id="kb/o", page_content="otters float",
                                                    metadata={"v": 2})]
     assert store.similarity_search("otters", k=5)[0].metadata == {"v": 2}
+
+
+@pytest.mark.kafka
+def test_a_served_store_publishes_records_rather_than_writing_its_replica(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """With a broker attached (kinject serve), writes go to kinject.records like every other
+    write: every replica, the lineage and the fine-tuning corpus see them, and a delete
+    reaches every replica rather than this one's index alone."""
+    settings = load_settings(data_dir=tmp_path, models={"embedder": "hash"},
+                             kafka={"bootstrap_servers": kafka_bootstrap, "partitions": 1,
+                                    "topic_prefix": "lc-served"})
+    with KinjectService(settings) as svc:
+        svc.attach(kafka_bootstrap)
+        store = KinjectVectorStore(svc)
+        store.add_texts(["otters sleep under the pier"], ids=["kb/otters"])
+        store.delete(["kb/ferry"])
+        outbox = svc.broker.outbox
+        assert outbox is not None
+        keys = [e.key for e in outbox.accepted() + outbox.pending()]
+        assert keys == [b"kb/otters", b"kb/ferry"]
+        assert store.get_by_ids(["kb/otters"]) == []  # not written behind the log's back

@@ -192,3 +192,14 @@ def test_the_api_answers_what_the_remote_classes_read(kinject: Kinject) -> None:
     assert {"source_id", "chunk_id", "text", "score", "meta"} <= hit.keys()
     events = httpx.get(f"{kinject.url}/v1/lineage/{store.namespace}voles").json()["events"]
     assert [e["op"] for e in events] == ["upsert"] and isinstance(events[0]["offset"], int)
+
+
+def test_a_filtered_search_for_more_than_twelve_documents_is_not_refused(kinject: Kinject
+                                                                        ) -> None:
+    # A LangChain filter is applied to a wider search; that search must stay within the
+    # server's max_k (50 by default), so k=20 must not become a request for 80.
+    store = remote_store(kinject, wait_s=WAIT_S)
+    store.add_documents([Document(id="wide", page_content="Grey herons fish in the weir.",
+                                  metadata={"topic": "birds"})])
+    hits = store.similarity_search("herons", k=20, filter={"topic": "birds"})
+    assert [d.id for d in hits] == ["wide"]

@@ -197,3 +197,18 @@ def test_a_passage_of_questions_and_links_is_not_echoed_as_the_answer(
         answer = rag.ask("Is the vault open on Sundays?")
         assert "http" not in answer.text and "Ignore all" not in answer.text
         assert answer.abstained and not answer.citations
+
+
+def test_a_stream_caches_its_answer_under_the_index_it_was_answered_from(
+        tmp_path: Path, hash_embedder: HashEmbedder, tiny_generator: Any) -> None:
+    """A record applied while an answer streams must not leave that answer cached as the
+    answer of the new index: the next question would get it (here: an abstention although
+    the passage is now in the index) until the index changed again."""
+    with TextIndex(tmp_path / "i", hash_embedder) as index:
+        rag = RagService(index, tiny_generator, RagConfig())  # read mode, no reader at all
+        stream = rag.ask_stream("Describe the harbour.")
+        assert next(stream) == ABSTAIN_TEXT  # answered from the empty index
+        _add(index, hash_embedder, "kb/harbour", "The harbour has two piers.")
+        assert isinstance(list(stream)[-1], Answer)
+        with pytest.raises(ValueError, match="reader model"):  # answered anew, not cached
+            rag.ask("Describe the harbour.")

@@ -73,6 +73,12 @@ def run_eval_command(set_path: Path, route: str, model: str | None, k: int | Non
     check_route(route)
     bounds = parse_bounds(fail_under)
     items = load_set(set_path)
+    if out is not None:  # before the run: found after it, the whole evaluation is lost
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out {out}: cannot write the report there: {exc.strerror}"
+                             ) from exc
     targets = (compare_targets(compare[0], compare[1], route, model_arg(model)) if compare
                else [Target(route, model_arg(model))])
     askers = (_http_askers(url, api_key, k, timeout_s) if url

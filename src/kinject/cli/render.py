@@ -38,6 +38,13 @@ def _table(title: str, columns: Iterable[str]) -> Table:
     return table
 
 
+def _esc(text: object) -> str:
+    """``text`` shown as it is in a rich table (its square brackets are not markup)."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def _print(renderable: object) -> None:
     from rich.console import Console
 
@@ -55,7 +62,8 @@ def dead_letters(letters: Sequence[DeadLetter], limit: int) -> None:
                    ("id", "time", "stage", "reason", "source id", "seen"))
     for d in shown:
         seen = str(d.seen) + (" (replayed)" if d.replayed_at else "")
-        table.add_row(d.id, when(d.at), d.stage, d.reason, d.source_id, seen)
+        table.add_row(_esc(d.id), when(d.at), _esc(d.stage), _esc(d.reason),
+                      _esc(d.source_id), seen)
     _print(table)
 
 
@@ -75,8 +83,9 @@ def conflicts(found: Sequence[dict[str, Any]]) -> None:
                    ("entity", "field", "value", "source id", "record time", "searched"))
     for c in found:
         for n, v in enumerate(c["values"]):
-            table.add_row(c["entity"] if n == 0 else "", c["field"] if n == 0 else "",
-                          str(v["value"]), v["source_id"], when(v["ts"]),
+            table.add_row(_esc(c["entity"]) if n == 0 else "",
+                          _esc(c["field"]) if n == 0 else "",
+                          _esc(v["value"]), _esc(v["source_id"]), when(v["ts"]),
                           "yes" if n == 0 else "")
     _print(table)
 
@@ -86,7 +95,7 @@ def jobs(records: Sequence[Any]) -> None:
                    ("job", "created", "status", "stage", "version", "error"))
     for j in records:
         table.add_row(j.id, when(j.created_at), j.status, j.stage,
-                      str(j.result.get("version") or "")[:12], j.error or "")
+                      str(j.result.get("version") or "")[:12], _esc(j.error or ""))
     _print(table)
 
 
@@ -168,8 +177,8 @@ def print_hits(hits: Sequence[Hit], *, as_json: bool = False) -> None:
     table.add_column("chunk id", overflow="fold")
     table.add_column("snippet", overflow="fold", ratio=3)
     for rank, hit in enumerate(hits, 1):
-        table.add_row(str(rank), f"{hit.score:.3f}", hit.source_id, hit.chunk_id[:12],
-                      snippet(hit.text))
+        table.add_row(str(rank), f"{hit.score:.3f}", _esc(hit.source_id), hit.chunk_id[:12],
+                      _esc(snippet(hit.text)))
     console.print(table)
 
 
@@ -207,7 +216,8 @@ def _rich_answer(answer: Answer, footer: str) -> None:
 
     console = Console()
     style = "yellow" if answer.abstained else "green"
-    console.print(Panel(answer.text, title="answer", border_style=style, subtitle=footer))
+    console.print(Panel(_esc(answer.text), title="answer", border_style=style,
+                        subtitle=footer))
     if answer.citations:
         table = Table(show_header=True, header_style="bold")
         table.add_column("n", justify="right")
@@ -215,5 +225,5 @@ def _rich_answer(answer: Answer, footer: str) -> None:
         table.add_column("score", justify="right")
         table.add_column("snippet", overflow="fold")
         for c in answer.citations:
-            table.add_row(f"[{c.n}]", c.label, f"{c.score:.3f}", c.snippet)
+            table.add_row(f"[{c.n}]", _esc(c.label), f"{c.score:.3f}", _esc(c.snippet))
         console.print(table)

@@ -95,7 +95,8 @@ def parse_lines(lines: Iterable[str], name: str = "<set>") -> list[EvalItem]:
 
 def load_set(path: Path) -> list[EvalItem]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no row
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalSetError(f"cannot read {path}: {exc}") from exc
-    return parse_lines(text.splitlines(), str(path))
+    # "\n" only: str.splitlines also splits at U+2028, U+0085, ... which JSON allows raw
+    return parse_lines(text.split("\n"), str(path))

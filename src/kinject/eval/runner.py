@@ -17,6 +17,7 @@ Scoring rules (README, "Evaluating"):
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -151,6 +152,9 @@ def score(item: EvalItem, result: AskResult) -> dict[str, float | None]:
         "bleu": m.bleu(text, item.reference, lang),
         "entity_f1": m.entity_f1(text, item.reference, lang),
     })
+    if result.abstained:
+        # a reference that normalises to no tokens ("A", "?") would match the empty answer
+        out.update({k: 0.0 for k in ANSWER_METRICS if out[k] is not None})
     return out
 
 
@@ -231,6 +235,8 @@ def parse_bounds(specs: Sequence[str]) -> dict[str, float]:
             bounds[name] = float(value)
         except ValueError as exc:
             raise ValueError(f"--fail-under {spec!r}: {value!r} is not a number") from exc
+        if not math.isfinite(bounds[name]):  # nothing is below NaN: the gate would pass
+            raise ValueError(f"--fail-under {spec!r}: {value!r} is not a finite number")
     return bounds
 
 

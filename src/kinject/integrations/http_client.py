@@ -108,7 +108,7 @@ class KinjectClient:
 
     def scored_documents(self, query: str, k: int = 4, filters: Any = None, filter: Any = None,
                          mode: str | None = None) -> list[tuple[Document, float]]:
-        wide = max(4 * k, GET_K) if filter is not None else k
+        wide = max(k, GET_K) if filter is not None else k  # 4k could pass the max_k
         return _scored(self.search(query, wide, filters, mode), k, filter, self.namespace)
 
     def search_documents(self, query: str, k: int = 4, filters: Any = None, filter: Any = None,
@@ -167,7 +167,7 @@ class KinjectClient:
     async def ascored_documents(self, query: str, k: int = 4, filters: Any = None,
                                 filter: Any = None, mode: str | None = None
                                 ) -> list[tuple[Document, float]]:
-        wide = max(4 * k, GET_K) if filter is not None else k
+        wide = max(k, GET_K) if filter is not None else k  # 4k could pass the max_k
         return _scored(await self.asearch(query, wide, filters, mode), k, filter,
                        self.namespace)
 

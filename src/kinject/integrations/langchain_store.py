@@ -106,7 +106,8 @@ class KinjectVectorStore(VectorStore):
         return _IndexEmbeddings(self.index.embedder)
 
     def _published(self) -> bool:
-        return bool(getattr(self.service, "_bootstrap", None))
+        # the facade's attached broker (kinject serve); a plain service has none
+        return bool(getattr(getattr(self.service, "broker", None), "bootstrap", None))
 
     # -- writes ---------------------------------------------------------------------------
     def add_texts(self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None,

@@ -171,7 +171,10 @@ class RagService:
         turns out ungrounded is replaced in the final Answer by the passage it falls back to.
         """
         q = self._question(question, k, filters, route, mode, sampling)
-        cached = None if sampling is not None else self.cache.get(self._cache_key(q))
+        # Keyed by the index and adapter it is answered from: one applied meanwhile must not
+        # find this answer cached as its own.
+        key = self._cache_key(q)
+        cached = None if sampling is not None else self.cache.get(key)
         if cached is not None:
             yield cached.text
             yield cached
@@ -194,7 +197,7 @@ class RagService:
         else:
             answer = yield from self._stream_grounded(plan)
         if sampling is None:
-            self.cache.put(self._cache_key(q), answer)
+            self.cache.put(key, answer)
         yield answer
 
     def _stream_grounded(self, plan: _Plan) -> Generator[str, None, Answer]:

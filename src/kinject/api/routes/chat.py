@@ -173,9 +173,14 @@ def _stream(svc: KinjectService, job: AnswerJob, pieces: Iterator[str | Answer],
         if isinstance(item, Answer):
             # The final text may differ from what streamed (an ungrounded free answer is
             # replaced by its source sentence): what is missing is sent as well.
-            if item.text != full:
-                full += item.text[len(full):] if item.text.startswith(full) else (
-                    "\n" + item.text)
+            # A closed-book answer is its streamed text trimmed: nothing is missing then.
+            core = full.strip()
+            if item.text.startswith(full):
+                full += item.text[len(full):]
+            elif core and item.text.startswith(core):
+                full += item.text[len(core):]
+            elif item.text != full:
+                full += "\n" + item.text
             now = cut.update(full, final=True)
             if now.startswith(shown) and len(now) > len(shown):
                 yield now[len(shown):]

@@ -88,11 +88,11 @@ async def run_eval(
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         raw = await _file_part(request, raw)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM (Windows editors) is not part of row 1
     except UnicodeDecodeError as exc:
         raise ApiError(400, "bad_request", f"the question set is not UTF-8: {exc}") from exc
     try:
-        items = parse_lines(text.splitlines(), "body")
+        items = parse_lines(text.split("\n"), "body")  # not splitlines: see load_set
     except EvalSetError as exc:
         raise ApiError(400, "bad_request", str(exc)) from exc
     if len(items) > api.max_eval_questions:

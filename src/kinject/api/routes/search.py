@@ -82,7 +82,8 @@ def search(
     filter: Annotated[list[str] | None, Query(
         description="key=value, repeatable: kind, lang, source (id prefix), since, until, tag"
     )] = None,
-    mode: Annotated[Literal["hybrid", "vector", "bm25"], Query()] = "hybrid",
+    mode: Annotated[Literal["hybrid", "vector", "bm25"] | None, Query(
+        description="default: the server's index.search_mode")] = None,
 ) -> SearchOut:
     """Ranked chunks for a query (vector + BM25 fused by default), with metadata filters."""
     check_k(k, api)
@@ -166,7 +167,8 @@ async def ask(body: AskIn, svc: ServiceDep, api: ApiSettingsDep, who: Reader) ->
         answer = await run_in_threadpool(svc.ask, question, body.k, **kwargs)
         return answer_out(answer)
     # Errors in the question (bad route, no index) surface before the stream starts.
-    pieces = svc.ask_stream(question, body.k, **kwargs)
+    # In a worker thread: it loads the model a request names (seconds) before it returns.
+    pieces = await run_in_threadpool(lambda: svc.ask_stream(question, body.k, **kwargs))
     first = await run_in_threadpool(next, pieces, None)
 
     def events() -> Iterator[str]:
