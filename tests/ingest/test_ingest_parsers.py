@@ -70,6 +70,16 @@ def test_jsonl_lines_and_bad_line_number() -> None:
     assert info.value.stage == "parse"
 
 
+def test_jsonl_with_a_raw_line_separator_inside_a_string_is_read_not_dead_lettered() -> None:
+    # JSON allows raw U+2028 and U+0085 inside strings (a pasted web text); lines are "\n"
+    data = '{"note": "ferry moved\u2028to pier 4"}\r\n{"note": "fares\u0085rise"}\n'.encode()
+    assert "\u2028" in data.decode()  # raw, not an escape
+    assert sniff_kind(data) == "jsonl"
+    docs = parse_documents(Record("j", content=data), "jsonl")
+    assert len(docs) == 2
+    assert "pier 4" in docs[0].text and "rise" in docs[1].text
+
+
 def test_flatten_scalars_and_lists() -> None:
     assert flatten_json("just text") == ["just text"]
     assert flatten_json([1, 2, 3]) == ["1, 2, 3"]

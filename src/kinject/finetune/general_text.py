@@ -79,7 +79,7 @@ def _load(path: Path) -> tuple[GeneralText, ...]:
 
 def _jsonl(raw: str, path: Path) -> list[GeneralText]:
     rows = []
-    for n, line in enumerate(raw.splitlines(), 1):
+    for n, line in enumerate(raw.split("\n"), 1):  # not splitlines: JSON may hold raw U+2028
         if not line.strip():
             continue
         try:

@@ -142,10 +142,16 @@ def parse_json(record: Record, kind: str) -> list[Document]:
     return [doc] if doc else []
 
 
+def _json_lines(text: str) -> list[str]:
+    """JSON Lines are separated by "\n" (a "\r" before it is whitespace to JSON), not by
+    every break ``str.splitlines`` knows: JSON allows raw U+2028, U+0085 inside a string."""
+    return text.split("\n")
+
+
 def parse_jsonl(record: Record, kind: str) -> list[Document]:
     """JSON lines: one Document per non-empty line, flattened like :func:`parse_json`."""
     docs = []
-    for n, line in enumerate(decode_text(record.content).splitlines(), start=1):
+    for n, line in enumerate(_json_lines(decode_text(record.content)), start=1):
         if not line.strip():
             continue
         try:

@@ -174,7 +174,7 @@ def _is_json(data: bytes) -> bool:
 
 
 def _is_jsonl(text: str) -> bool:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in text.split("\n") if ln.strip()]  # JSON may hold raw U+2028
     if len(lines) < 2:
         return False
     # The sniff window may cut the last line; judge the complete ones.
