@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kinject.api.errors import ApiError
+from kinject.app.values import Sampling
 from kinject.protocols import Tokenizer
-from kinject.rag.generate import Sampling
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,7 @@ def run_ask(settings: Settings, question: str, k: int | None, filters: Sequence[
     """The Answer to ``question``. Raises ValueError for a bad filter, route or an empty
     question (before any model loads) and KinjectError for what the index or broker cannot do.
     """
-    from kinject.index.filters import SearchFilters
-    from kinject.rag.routes import check_route
+    from kinject.app.values import SearchFilters, check_route
 
     parsed = SearchFilters.parse(filters)
     check_route(route)

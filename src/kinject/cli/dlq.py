@@ -13,7 +13,7 @@ from kinject.cli.options import ConfigOpt, DataDirOpt
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
-    from kinject.stream.dlq import DeadLetter
+    from kinject.app.values import DeadLetter
 
 # How long list and show wait for the configured broker before showing what is stored here.
 MIRROR_TIMEOUT_S = 10.0
@@ -46,7 +46,7 @@ def dlq_show(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Show one dead letter in full, with the original payload decoded when it is text."""
-    from kinject.stream.dlq import find_dead_letter
+    from kinject.app.values import find_dead_letter
 
     try:
         letter = find_dead_letter(_dead_letters(config, data_dir), offset)

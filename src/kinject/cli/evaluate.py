@@ -65,10 +65,10 @@ def run_eval_command(set_path: Path, route: str, model: str | None, k: int | Non
                      ) -> tuple[dict[str, Any], list[Path]]:
     """Runs the set and writes the report; raises ValueError for a bad option and
     KinjectError for what cannot be run."""
+    from kinject.app.values import check_route
     from kinject.eval.dataset import load_set
     from kinject.eval.report import write_report
     from kinject.eval.runner import Target, compare_targets, evaluate, model_arg, parse_bounds
-    from kinject.rag.routes import check_route
 
     check_route(route)
     bounds = parse_bounds(fail_under)

@@ -13,7 +13,7 @@ from kinject.cli.options import ConfigOpt, DataDirOpt
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
-    from kinject.finetune.jobs import JobRecord
+    from kinject.app.values import JobRecord
 
 finetune_app = typer.Typer(help="Fine-tuning cycles: train on what arrived, gate, promote.",
                            no_args_is_help=True)
@@ -22,17 +22,12 @@ finetune_app = typer.Typer(help="Fine-tuning cycles: train on what arrived, gate
 @finetune_app.command("run")
 def finetune_run(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Run one cycle now: train on what arrived since the serving adapter, gate, promote."""
-    from kinject.finetune.jobs import JobStore, run_cycle
-    from kinject.stream.adapter_events import kafka_announcer
+    from kinject.app.cycles import run_cycle_now
 
     try:
         settings = load_settings(config, data_dir)
-        store = JobStore.for_data_dir(settings.data_dir)
-        job = store.create(params={"trigger": "cli"})
         with progress.cycle(sys.stderr.isatty()) as update:
-            result = run_cycle(settings, store=store, job_id=job.id, progress=update,
-                               announce=kafka_announcer(settings))
-        store.close()
+            job, result = run_cycle_now(settings, trigger="cli", progress=update)
     except KinjectError as exc:
         raise fail(exc) from exc
     render.cycle(job.id, result.to_dict())
@@ -60,17 +55,14 @@ def finetune_schedule(
     import signal
     import threading
 
-    from kinject.finetune.jobs import run_schedule
-    from kinject.stream.adapter_events import kafka_announcer
-    from kinject.stream.corpus_runner import corpus_materialiser
+    from kinject.app.cycles import run_cycles_on_schedule
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         settings = load_settings(config, data_dir)
-        with corpus_materialiser(settings):
-            ran = run_schedule(settings, stop, every_min=every, min_new=min_new,
-                               on_result=_echo_job, announce=kafka_announcer(settings))
+        ran = run_cycles_on_schedule(settings, stop, every_min=every, min_new=min_new,
+                                     on_result=_echo_job)
     except KeyboardInterrupt:
         ran = -1
     except (KinjectError, ValueError) as exc:
@@ -87,9 +79,6 @@ def finetune_jobs(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List recent fine-tuning jobs with their status and outcome."""
-    from kinject.finetune.jobs import JobStore
+    from kinject.app.cycles import recent_jobs
 
-    store = JobStore.for_data_dir(load_settings(config, data_dir).data_dir)
-    jobs = store.recent(limit)
-    store.close()
-    render.jobs(jobs)
+    render.jobs(recent_jobs(load_settings(config, data_dir).data_dir, limit))

@@ -14,7 +14,7 @@ from kinject.cli.options import ConfigOpt, DataDirOpt
 from kinject.errors import KinjectError
 
 if TYPE_CHECKING:
-    from kinject.stream.sql_publish import SqlIngestSummary
+    from kinject.app.publishing import SqlIngestSummary
 
 
 def publish(
@@ -37,7 +37,7 @@ def publish(
     Needs a running broker (KINJECT_KAFKA__BOOTSTRAP_SERVERS). With no targets it only
     re-sends what the local outbox still holds for a broker that lost it.
     """
-    from kinject.stream.publish import run_publish
+    from kinject.app.publishing import run_publish
 
     try:
         settings = load_settings(config, data_dir)
@@ -79,8 +79,8 @@ def ingest_sql(
     Needs a running broker (KINJECT_KAFKA__BOOTSTRAP_SERVERS). With --watermark, the
     greatest value seen is stored in the data dir and the next run reads only newer rows.
     """
-    from kinject.stream.sql_publish import run_ingest_sql
-    from kinject.stream.sql_source import SqlSource
+    from kinject.app.publishing import run_ingest_sql
+    from kinject.app.values import SqlSource
 
     if (table is None) == (query is None):
         raise usage_error("give exactly one of --table and --query")

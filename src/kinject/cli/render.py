@@ -18,7 +18,7 @@ import typer
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from kinject.stream.dlq import DeadLetter
+    from kinject.app.values import DeadLetter
     from kinject.types import Answer, Hit
 
 SNIPPET_CHARS = 160

@@ -39,10 +39,10 @@ def worker(
 ) -> None:
     """Run ingest workers (consumer group kinject-ingest) and the corpus materialiser
     (group kinject-corpus-<store id>) until Ctrl-C or SIGTERM."""
-    from kinject.stream.runner import run_ingest_workers
+    from kinject.app.processes import run_workers
 
     try:
-        run_ingest_workers(load_settings(config, data_dir), workers, corpus=True)
+        run_workers(load_settings(config, data_dir), workers, corpus=True)
     except KinjectError as exc:
         raise fail(exc) from exc
 
@@ -53,12 +53,10 @@ def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 9092,
 ) -> None:
     """Run the embedded Tansu broker in the foreground (Ctrl-C stops it)."""
-    from kinject.stream.broker import serve_foreground
+    from kinject.app.processes import run_broker
 
     try:
-        settings = load_settings(config, data_dir)
-        serve_foreground(settings.kafka, port=port,
-                         log_file=settings.data_dir / "logs" / "tansu.log")
+        run_broker(load_settings(config, data_dir), port=port)
     except KinjectError as exc:
         raise fail(exc) from exc
 

@@ -27,7 +27,7 @@ def run_search(settings: Settings, query: str, k: int, filters: Sequence[str],
                mode: str | None, sync: bool = True) -> list[Hit]:
     """Hits for ``query``. Raises ValueError for a bad filter, mode or empty query (before
     any model loads) and KinjectError for what the index or broker cannot do."""
-    from kinject.index.filters import SearchFilters
+    from kinject.app.values import SearchFilters
 
     parsed = SearchFilters.parse(filters)
     if mode is not None and mode not in MODES:

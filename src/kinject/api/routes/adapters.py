@@ -26,8 +26,7 @@ from kinject.api.schemas import (
     AdapterSummary,
     finite,
 )
-from kinject.finetune.archive import MEDIA_TYPE
-from kinject.finetune.fetch import SHA_HEADER
+from kinject.app.values import MEDIA_TYPE, SHA_HEADER
 
 router = APIRouter(tags=["adapters"], responses=ERRORS)
 

@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from kinject.api.deps import ApiSettingsDep, ServiceDep, Writer
 from kinject.api.errors import ApiError
 from kinject.api.schemas import ERRORS, AcceptedRecord, RecordsAccepted, RecordsIn
-from kinject.ingest.envelope import decode_record
-from kinject.stream.topics import Topics
+from kinject.app.publishing import decode_record
+from kinject.app.values import Topics
 
 router = APIRouter(tags=["records"], responses=ERRORS)
 

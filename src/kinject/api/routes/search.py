@@ -26,9 +26,9 @@ from kinject.api.schemas import (
     ImageSearchOut,
     SearchOut,
 )
+from kinject.app.values import SearchFilters
 from kinject.config import ApiSettings
 from kinject.errors import KinjectError
-from kinject.index.filters import SearchFilters
 from kinject.types import Answer
 
 router = APIRouter(tags=["search"], responses=ERRORS)
