@@ -103,12 +103,11 @@ def test_a_named_question_is_read_in_two_model_calls_and_an_unknown_name_in_one(
     """One call copies the name asked about; when one passage names it, that passage is read
     without weighing the others (a second call); when none does, nothing more runs."""
     calls = reader.calls
-    r = _read(reader, "How many dormitories does the Kessel hut have?", VIOLIN, HUT)
-    assert r.answered and r.passage == 1 and "four" in r.text, r
+    r = _read(reader, "Who is the warden of the Kessel hut?", VIOLIN, HUT)
+    assert r.answered and r.passage == 1 and "Oda Pfeiffer" in r.text, r
     assert reader.calls - calls == 2
     calls = reader.calls
-    assert not _read(reader, "How many dormitories does the Ortler hut have?", VIOLIN, HUT
-                     ).answered
+    assert not _read(reader, "Who is the warden of the Ortler hut?", VIOLIN, HUT).answered
     assert reader.calls - calls == 1
 
 
