@@ -24,7 +24,8 @@ The last stdout line is one JSON object with ``dev`` and ``test`` fields, each h
 answers_right (_en, _zh: the expected value in the answer and no competing value of the same
 passage), answers_contain (the expected value anywhere in the answer), abstain_on_unknown
 (_en, _zh), cited_right_source (the first citation of an answered question is its passage),
-recall_at_5, p50_s (kinject's seconds per question over HTTP), the peer's figures
+recall_at_5, reader_calls (the reader's model calls per question), p50_s (kinject's
+seconds per question over HTTP), the peer's figures
 (langchain_usual, langchain_terse) and vs_langchain_usual / vs_langchain_terse (answers right,
 kinject / peer). ``--out DIR`` also writes every question with both answers as CSV.
 """
@@ -115,6 +116,7 @@ def ask_kinject(url: str, questions: tuple[Question, ...]) -> list[dict[str, Any
             cites = [x["source_id"] for x in body["citations"]]
             rows.append({"text": body["text"], "abstained": bool(body["abstained"]),
                          "first_cite": cites[0] if cites else None, "seconds": seconds,
+                         "reader_calls": body.get("timings", {}).get("reader_calls", 0.0),
                          "recall5": any(h["source_id"] == q.source_id for h in hits)})
             if (i + 1) % 20 == 0:
                 progress(f"kinject {i + 1}/{len(questions)}")
@@ -254,12 +256,14 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
     cited: dict[str, list[bool]] = defaultdict(list)
     recall: list[bool] = []
     seconds: dict[str, list[float]] = defaultdict(list)
+    calls: list[float] = []
     by_family: dict[str, list[bool]] = defaultdict(list)
     for q, row in zip(data.questions, kin, strict=True):
         if q.split != split:
             continue
         seconds[q.lang].append(row["seconds"])
         seconds["all"].append(row["seconds"])
+        calls.append(row.get("reader_calls", 0.0))
         if q.expected is None:
             abstain[q.lang].append(row["abstained"])
             abstain["all"].append(row["abstained"])
@@ -284,6 +288,7 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
         "recall_at_5": _share(recall),
         **{f"p50_s{suffix}": round(median(seconds[key]), 3) if seconds[key] else None
            for key, suffix in (("all", ""), ("en", "_en"), ("zh", "_zh"))},
+        "reader_calls": round(sum(calls) / len(calls), 2) if calls else None,
         "by_family": {f: _share(v) for f, v in sorted(by_family.items())},
     }
     for name, rows in (peer or {}).items():
@@ -309,8 +314,8 @@ def report(result: dict[str, Any], splits: tuple[str, ...] = SPLITS) -> None:
     """A small table on stderr; the JSON line stays the last line of stdout."""
     keys = ("answers_right", "answers_right_en", "answers_right_zh", "answers_contain",
             "abstain_on_unknown", "abstain_en", "abstain_zh", "cited_right_source",
-            "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "p50_s", "p50_s_en",
-            "p50_s_zh", "vs_langchain_usual", "vs_langchain_terse")
+            "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "reader_calls",
+            "p50_s", "p50_s_en", "p50_s_zh", "vs_langchain_usual", "vs_langchain_terse")
     progress(f"{'':22} " + " ".join(f"{s:>7}" for s in splits))
     for k in keys:
         vals = [result[s].get(k) for s in splits]

@@ -98,6 +98,39 @@ def test_a_chinese_near_namesake_is_not_answered_but_the_named_one_is(reader: Ct
     assert named.answered and "四百一十公里" in named.text, named
 
 
+def test_a_named_question_is_read_in_two_model_calls_and_an_unknown_name_in_one(
+        reader: Ct2Reader) -> None:
+    """One call copies the name asked about; when one passage names it, that passage is read
+    without weighing the others (a second call); when none does, nothing more runs."""
+    calls = reader.calls
+    r = _read(reader, "Who is the warden of the Kessel hut?", VIOLIN, HUT)
+    assert r.answered and r.passage == 1 and "Oda Pfeiffer" in r.text, r
+    assert reader.calls - calls == 2
+    calls = reader.calls
+    assert not _read(reader, "Who is the warden of the Ortler hut?", VIOLIN, HUT).answered
+    assert reader.calls - calls == 1
+
+
+NOTICE = ("KELLWICK MARINA NOTICE\nThe berthing charge for dinghies is 12 crowns per night.\n"
+          "The marina office opens at eight.\nShowers take tokens from the office.")
+
+
+def test_a_question_that_names_nothing_is_answered_from_the_notice_that_says_it(
+        reader: Ct2Reader) -> None:
+    """No name in the question ("a dinghy", "the marina"): the passage is weighed by how
+    likely it makes the question, and a notice in other words than the question's answers."""
+    r = _read(reader, "What does it cost to keep a dinghy in the marina for one night?",
+              NOTICE, HUT)
+    assert r.answered and r.passage == 0 and "12 crowns" in r.text, r
+    off = _read(reader, "How much does a hotel room cost per night?", NOTICE, HUT)
+    assert not off.answered, off
+
+
+def test_a_yes_no_question_is_answered_yes_or_no_in_sentence_case(reader: Ct2Reader) -> None:
+    r = _read(reader, "Can climbers sleep at the Kessel hut?", HUT)
+    assert r.answered and r.text == "Yes", r
+
+
 def test_a_link_planted_in_a_passage_is_never_the_answer(reader: Ct2Reader) -> None:
     r = _read(reader, "How can I book a bed at the Kessel hut?", INJECTED)
     assert "evil.example" not in r.text, r

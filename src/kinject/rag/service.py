@@ -345,12 +345,16 @@ class RagService:
             t0 = time.perf_counter()
             reader = self._reader_model()
             self.model_calls += 1
+            before = getattr(reader, "calls", 0)
             got = reader.read([p.q.text for p in reads],
                               [[h.text for h in p.passages] for p in reads])
             dt = (time.perf_counter() - t0) / len(reads)
+            # The reader's own model calls for this batch (each one a pass over every core).
+            calls = float(getattr(reader, "calls", 0) - before)
             for p, got_one in zip(reads, got, strict=True):
                 readings[id(p)] = got_one
                 p.timings["generate_s"] = dt
+                p.timings["reader_calls"] = calls
         texts: dict[int, str] = {}
         if writes:
             t0 = time.perf_counter()
@@ -416,7 +420,7 @@ class RagService:
             str(plan.passages[c.n - 1].meta["image_id"]) for c in citations
             if plan.passages[c.n - 1].meta.get("image_id")))
         timings = dict(plan.timings)
-        timings["total_s"] = sum(timings.values())
+        timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
         return Answer(text=text, citations=citations, images=images,
                       adapter_version=plan.adapter_version, route=plan.route,  # type: ignore[arg-type]
                       abstained=abstained, timings=timings)
