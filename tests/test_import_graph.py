@@ -13,15 +13,17 @@ import kinject
 PACKAGE = Path(kinject.__file__).parent
 
 
-def _imported(path: Path) -> set[str]:
-    """Every module ``path`` imports, at top level or inside a function."""
+def _imported(path: Path, *, with_names: bool = True) -> set[str]:
+    """Every module ``path`` imports, at top level or inside a function (and, with
+    ``with_names``, every ``module.name`` a ``from module import name`` names)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            if with_names:
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -71,13 +73,7 @@ EDGE_EXCEPTIONS: dict[str, dict[str, str]] = {
 
 def _modules_imported(path: Path) -> set[str]:
     """The modules ``path`` imports (``from m import name`` counts as ``m``)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
+    return _imported(path, with_names=False)
 
 
 def _within(name: str, prefixes: tuple[str, ...] | list[str]) -> bool:
