@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kinject.cli import progress, render
-from kinject.cli.common import fail, load_settings
+from kinject.cli.common import fail, load_settings, skip_final_collection
 from kinject.cli.options import ConfigOpt, DataDirOpt
-from kinject.errors import KinjectError
+from kinject.errors import Cancelled, KinjectError
 
 if TYPE_CHECKING:
     from kinject.finetune.jobs import JobRecord
@@ -21,26 +21,43 @@ finetune_app = typer.Typer(help="Fine-tuning cycles: train on what arrived, gate
 
 @finetune_app.command("run")
 def finetune_run(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Run one cycle now: train on what arrived since the serving adapter, gate, promote."""
+    """Run one cycle now: train on what arrived since the serving adapter, gate, promote.
+    SIGINT/SIGTERM stop it at the next training step (checkpointed when checkpoints are on,
+    the job recorded interrupted) and it exits 128 + the signal's number (130, 143)."""
+    import threading
+
     from kinject.finetune.jobs import JobStore, run_cycle
+    from kinject.serve import stop_on_signals
     from kinject.stream.adapter_events import kafka_announcer
 
+    stop, received = threading.Event(), list[int]()
+    restore = stop_on_signals(stop, received)
     try:
         settings = load_settings(config, data_dir)
         store = JobStore.for_data_dir(settings.data_dir)
         job = store.create(params={"trigger": "cli"})
-        with progress.cycle(sys.stderr.isatty()) as update:
-            result = run_cycle(settings, store=store, job_id=job.id, progress=update,
-                               announce=kafka_announcer(settings))
-        store.close()
+        try:
+            with progress.cycle(sys.stderr.isatty()) as update:
+                result = run_cycle(settings, store=store, job_id=job.id, progress=update,
+                                   announce=kafka_announcer(settings), stop=stop)
+        finally:
+            store.close()
+    except Cancelled as exc:
+        # interrupted, not failed: a shell's `kinject finetune run && ...` must not go on
+        typer.secho(f"job {job.id}: interrupted ({exc}); the next cycle trains the same "
+                    "examples", fg=typer.colors.YELLOW, err=True)
+        skip_final_collection()
+        raise typer.Exit(code=128 + (received[0] if received else 15)) from exc
     except KinjectError as exc:
         raise fail(exc) from exc
+    finally:
+        restore()
     render.cycle(job.id, result.to_dict())
 
 
 def _echo_job(job: JobRecord) -> None:
-    if job.status == "failed":
-        typer.secho(f"job {job.id}: failed: {job.error}", fg=typer.colors.RED, err=True)
+    if job.status in ("failed", "interrupted"):
+        typer.secho(f"job {job.id}: {job.status}: {job.error}", fg=typer.colors.RED, err=True)
     else:
         render.cycle(job.id, job.result)
 
@@ -55,29 +72,30 @@ def finetune_schedule(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Run cycles on a timer and/or on volume until Ctrl-C or SIGTERM; fill the corpus from
-    the configured broker meanwhile (group kinject-corpus-<store id>)."""
-    import signal
+    """Run cycles on a timer and/or on volume until Ctrl-C or SIGTERM (a running cycle stops
+    at its next training step, recorded interrupted; exit code 0); fill the corpus from the
+    configured broker meanwhile (group kinject-corpus-<store id>)."""
     import threading
 
     from kinject.finetune.jobs import run_schedule
+    from kinject.serve import stop_on_signals
     from kinject.stream.adapter_events import kafka_announcer
     from kinject.stream.corpus_runner import corpus_materialiser
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    restore = stop_on_signals(stop)
     try:
         settings = load_settings(config, data_dir)
         with corpus_materialiser(settings):
             ran = run_schedule(settings, stop, every_min=every, min_new=min_new,
                                on_result=_echo_job, announce=kafka_announcer(settings))
-    except KeyboardInterrupt:
-        ran = -1
     except (KinjectError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc
-    if ran >= 0:
-        typer.echo(f"scheduler stopped after {ran} cycle(s)")
+    finally:
+        restore()
+    typer.echo(f"scheduler stopped after {ran} cycle(s)")
+    skip_final_collection()
 
 
 @finetune_app.command("jobs")

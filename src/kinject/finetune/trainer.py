@@ -121,7 +121,9 @@ class LoraTrainer:
         def cancel() -> NoReturn:
             for cb in callbacks:
                 cb.on_cancel(run)
-            raise Cancelled(f"training stopped at step {state.step} of {run.total_steps}")
+            kept = (" (checkpointed: a rerun over the same examples resumes there)"
+                    if cfg.checkpoint_every and state.step > 0 else "")
+            raise Cancelled(f"training stopped at step {state.step} of {run.total_steps}{kept}")
 
         run.model.train()
         while state.epoch < cfg.epochs and not state.stopped_early:
