@@ -41,6 +41,7 @@ def _env(data: Path, bootstrap: str, model: Path, prefix: str) -> dict[str, str]
             "KINJECT_FINETUNE__EPOCHS": "400", "KINJECT_FINETUNE__LORA_R": "4",
             "KINJECT_FINETUNE__EVAL_EVERY": "0", "KINJECT_FINETUNE__CHECKPOINT_EVERY": "2",
             "KINJECT_FINETUNE__FISHER_SAMPLES": "4", "KINJECT_GATE__MAX_NEW_TOKENS": "4",
+            "KINJECT_FINETUNE__PATIENCE": "100000",  # no early stop before the signal
             "OMP_NUM_THREADS": "1"}
 
 
