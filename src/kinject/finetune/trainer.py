@@ -35,9 +35,9 @@ import random
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from kinject.errors import Cancelled, KinjectError
 from kinject.finetune.batches import Encoded, collate, encode
@@ -119,16 +119,13 @@ class LoraTrainer:
         if progress is not None:
             callbacks.append(ProgressReport(progress))
 
-        def cancel() -> NoReturn:
+        def check() -> None:  # once should_stop says yes: checkpoint and raise Cancelled
+            if should_stop is None or not should_stop():
+                return
             for cb in callbacks:
                 cb.on_cancel(run)
-            kept = (" (checkpointed: a rerun over the same examples resumes there)"
-                    if cfg.checkpoint_every and state.step > 0 else "")
+            kept = " (checkpointed)" if cfg.checkpoint_every and state.step > 0 else ""
             raise Cancelled(f"training stopped at step {state.step} of {run.total_steps}{kept}")
-
-        def check() -> None:
-            if should_stop is not None and should_stop():
-                cancel()
 
         run.model.train()
         while state.epoch < cfg.epochs and not state.stopped_early:
@@ -343,8 +340,7 @@ class LoraTrainer:
     def _next_ewc(self, model: Any, train: list[Encoded], pad_id: int, acc: Any,
                   prior: EwcState | None, progress: Progress | None,
                   check: Callable[[], None] = lambda: None) -> EwcState:
-        """This cycle's Fisher, merged into the running one and anchored here; ``check``
-        runs before every sample (a stop raises there, not after all of them)."""
+        """This cycle's Fisher, merged into the running one and anchored here."""
         cfg = self.config
         base = prior if prior is not None else EwcState(gamma=cfg.ewc_gamma)
         if cfg.fisher_samples == 0:
@@ -354,13 +350,10 @@ class LoraTrainer:
         rng = random.Random(f"{cfg.seed}:fisher")
         sample = rng.sample(train, min(cfg.fisher_samples, len(train)))
         mine = sample[acc.process_index::acc.num_processes]
-        def batches() -> Iterator[dict[str, Any]]:
-            for e in mine:
-                check()
-                yield {k: v.to(acc.device) for k, v in collate([e], pad_id).items()}
-
+        batches = ({k: v.to(acc.device) for k, v in collate([e], pad_id).items()} for e in mine
+                   if check() is None)  # check: a stop raises before the next sample
         with acc.autocast():
-            fisher = estimate_fisher(model, batches())
+            fisher = estimate_fisher(model, batches)
         if acc.num_processes > 1:  # mean per rank -> global mean
             for name, f in fisher.items():
                 total = acc.reduce(f.to(acc.device) * len(mine), "sum")
