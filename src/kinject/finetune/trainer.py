@@ -119,9 +119,9 @@ class LoraTrainer:
         if progress is not None:
             callbacks.append(ProgressReport(progress))
 
-        def check() -> None:  # once should_stop says yes: checkpoint and raise Cancelled
+        def check() -> bool:  # True: go on; once should_stop says yes: checkpoint, Cancelled
             if should_stop is None or not should_stop():
-                return
+                return True
             for cb in callbacks:
                 cb.on_cancel(run)
             kept = " (checkpointed)" if cfg.checkpoint_every and state.step > 0 else ""
@@ -339,7 +339,7 @@ class LoraTrainer:
 
     def _next_ewc(self, model: Any, train: list[Encoded], pad_id: int, acc: Any,
                   prior: EwcState | None, progress: Progress | None,
-                  check: Callable[[], None] = lambda: None) -> EwcState:
+                  check: Callable[[], bool] = lambda: True) -> EwcState:
         """This cycle's Fisher, merged into the running one and anchored here."""
         cfg = self.config
         base = prior if prior is not None else EwcState(gamma=cfg.ewc_gamma)
@@ -351,7 +351,7 @@ class LoraTrainer:
         sample = rng.sample(train, min(cfg.fisher_samples, len(train)))
         mine = sample[acc.process_index::acc.num_processes]
         batches = ({k: v.to(acc.device) for k, v in collate([e], pad_id).items()} for e in mine
-                   if check() is None)  # check: a stop raises before the next sample
+                   if check())  # a stop raises before the next sample
         with acc.autocast():
             fisher = estimate_fisher(model, batches)
         if acc.num_processes > 1:  # mean per rank -> global mean
