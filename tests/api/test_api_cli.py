@@ -151,6 +151,6 @@ def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
     store = JobStore.for_data_dir(data)
     ended = store.get(job_id)
     store.close()
-    assert ended.status == "failed" and (ended.error or "").startswith(CANCELLED), ended
+    assert ended.status == "interrupted" and (ended.error or "").startswith(CANCELLED), ended
     assert AdapterRegistry.for_data_dir(data).versions() == []
     assert not CycleLock(finetune_dir(data) / "cycle.lock").held_elsewhere()

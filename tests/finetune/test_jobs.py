@@ -235,14 +235,14 @@ def test_one_cycle_at_a_time_and_a_killed_holder_frees_the_lock(data_dir: Path,
             holder.kill()
 
 
-def test_a_job_whose_process_died_reads_as_failed(data_dir: Path) -> None:
+def test_a_job_whose_process_died_reads_as_interrupted(data_dir: Path) -> None:
     store = JobStore.for_data_dir(data_dir)
     job = store.create()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     store.update(job.id, status="running", pid=dead.pid)
     got = JobStore.for_data_dir(data_dir).get(job.id)
-    assert got.status == "failed" and "ended" in (got.error or "")
+    assert got.status == "interrupted" and "ended" in (got.error or "")
 
 
 @pytest.mark.slow
@@ -308,7 +308,7 @@ def wait_for(store: JobStore, job_id: str, ready: object, bound_s: float = 300) 
         time.sleep(0.1)
 
 
-def test_a_job_stopped_mid_training_ends_cancelled_with_nothing_promoted_and_the_lock_free(
+def test_a_job_stopped_mid_training_ends_interrupted_with_nothing_promoted_and_the_lock_free(
         data_dir: Path, tiny_lm_dir: Path) -> None:
     settings = settings_for(data_dir, tiny_lm_dir)
     add_people(data_dir, PEOPLE[:2])
@@ -319,7 +319,7 @@ def test_a_job_stopped_mid_training_ends_cancelled_with_nothing_promoted_and_the
 
     assert jobs.stop(timeout_s=120) == []  # stopped and joined
     done = store.get(job.id)
-    assert done.status == "failed" and done.finished_at is not None
+    assert done.status == "interrupted" and done.finished_at is not None
     assert (done.error or "").startswith(CANCELLED), done.error
     assert "training stopped at step" in (done.error or "")
     registry = AdapterRegistry.for_data_dir(data_dir)
@@ -389,7 +389,7 @@ def test_a_job_left_running_by_a_dead_process_is_marked_interrupted(
         assert store.get(orphan.id).status == "running"
     assert recover_interrupted(data_dir) == [orphan.id]  # what `kinject serve` does at start
     got = store.get(orphan.id)
-    assert got.status == "failed" and got.error == INTERRUPTED and got.finished_at
+    assert got.status == "interrupted" and got.error == INTERRUPTED and got.finished_at
 
     # the next cycle to take the lock does the same
     second = store.create()

@@ -20,15 +20,18 @@ if TYPE_CHECKING:
 def run_cycle_now(settings: Settings, *, trigger: str = "cli", progress: Progress | None = None,
                   stop: threading.Event | None = None) -> tuple[JobRecord, CycleResult]:
     """Run one cycle now as a new job (``trigger`` in its params); returns the job and the
-    cycle's result. Raises JobBusy when another cycle runs."""
+    cycle's result. Raises JobBusy when another cycle runs, Cancelled when ``stop`` is set
+    mid-cycle (the job is recorded interrupted)."""
     from kinject.finetune.jobs import JobStore, run_cycle
     from kinject.stream.adapter_events import kafka_announcer
 
     store = JobStore.for_data_dir(settings.data_dir)
     job = store.create(params={"trigger": trigger})
-    result = run_cycle(settings, store=store, job_id=job.id, progress=progress,
-                       announce=kafka_announcer(settings), stop=stop)
-    store.close()
+    try:
+        result = run_cycle(settings, store=store, job_id=job.id, progress=progress,
+                           announce=kafka_announcer(settings), stop=stop)
+    finally:  # Cancelled (a signal) and failures too
+        store.close()
     return job, result
 
 

@@ -33,6 +33,16 @@ def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings
     return settings
 
 
+def skip_final_collection() -> None:
+    """For a long-running command that has shut down in order: freeze the heap so the
+    interpreter's exit does not walk it. A server that loaded torch, transformers and the
+    models holds millions of objects; the final garbage collections over them took ~7 s of a
+    SIGTERM'd ``kinject serve`` (of Docker's 10 s grace) on a busy 2-core machine."""
+    import gc
+
+    gc.freeze()
+
+
 def fail(exc: KinjectError) -> typer.Exit:
     """Print ``exc`` with its code on stderr; the exit (code 2) to raise."""
     typer.secho(f"error [{exc.code}]: {exc}", fg=typer.colors.RED, err=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kinject.cli.common import fail, load_settings
+from kinject.cli.common import fail, load_settings, skip_final_collection
 from kinject.cli.options import ConfigOpt, DataDirOpt
 from kinject.errors import KinjectError
 
@@ -29,6 +29,7 @@ def serve(
                   on_ready=lambda url: typer.echo(f"kinject serving on {url}"))
     except KinjectError as exc:
         raise fail(exc) from exc
+    skip_final_collection()  # stopped (SIGTERM/SIGINT): exit 0 now, not after a full GC
 
 
 def worker(
@@ -45,6 +46,7 @@ def worker(
         run_workers(load_settings(config, data_dir), workers, corpus=True)
     except KinjectError as exc:
         raise fail(exc) from exc
+    skip_final_collection()
 
 
 def broker(

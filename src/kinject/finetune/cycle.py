@@ -16,7 +16,9 @@ A failure anywhere leaves ACTIVE as it was. The stages are in finetune/cycle_sta
 
 Stopping: ``run_cycle(stop=...)`` checks the event between stages, before every training step
 and before every batch of the gate; a set event ends the cycle with nothing promoted (nothing
-registered when it comes before the gate) and the job recorded as failed, CANCELLED.
+registered when it comes before the gate), the lock released and the job recorded as
+'interrupted' (error: CANCELLED and where it stopped). The trainer checkpoints the steps done
+(when checkpoints are on): the next cycle over the same examples resumes from them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from typing import TYPE_CHECKING, Any
 from kinject.config import Settings
 from kinject.errors import Cancelled
 from kinject.finetune.cycle_lock import CycleLock, JobBusy, cycle_lock
-from kinject.finetune.job_store import CANCELLED, JobStore, mark_interrupted
+from kinject.finetune.job_store import (
+    CANCELLED,
+    STATUS_INTERRUPTED,
+    JobStore,
+    mark_interrupted,
+)
 from kinject.finetune.paths import corpus_path
 
 if TYPE_CHECKING:
@@ -163,7 +170,7 @@ def run_cycle(
     ``announce``: called with every change of ACTIVE the cycle makes (the wiring passes
     ``kinject.stream.adapter_events.kafka_announcer``). ``lock``: the cycle lock, already
     acquired by the caller (start_job), released here when the cycle ends. ``stop``: set when
-    the process shuts down; the job then reads failed, CANCELLED."""
+    the process shuts down; the job then reads interrupted (CANCELLED)."""
     held = lock is not None
     if lock is None:
         lock = cycle_lock(settings.data_dir)
@@ -191,7 +198,7 @@ def run_cycle(
         result = _cycle(cfg)
     except Cancelled as exc:
         log.warning("fine-tuning cycle cancelled (%s); the active adapter is unchanged", exc)
-        note(status="failed", error=f"{CANCELLED} ({exc})", finished_at=time.time())
+        note(status=STATUS_INTERRUPTED, error=f"{CANCELLED} ({exc})", finished_at=time.time())
         raise
     except BaseException as exc:
         log.exception("fine-tuning cycle failed; the active adapter is unchanged")

@@ -2,7 +2,9 @@
 
 A record still 'running' while nobody holds the cycle lock was left by a process that died
 (the lock dies with it): ``recover_interrupted`` and every cycle that takes the lock mark it
-failed.
+'interrupted', the status a cycle stopped by a shutdown (SIGTERM/SIGINT) records itself. An
+interrupted cycle promoted nothing and needs no clean-up: the next cycle trains the same
+examples, resuming from the checkpoint the stopped one left when checkpoints are on.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ log = logging.getLogger(__name__)
 
 CANCELLED = "cancelled: the server shut down"
 INTERRUPTED = "interrupted: the process that ran it ended"
+# The status of a job that a shutdown or a dead process stopped (not a failure of the cycle).
+STATUS_INTERRUPTED = "interrupted"
 
 
 @dataclass
 class JobRecord:
     id: str
     kind: str = "cycle"
-    status: str = "queued"  # queued, running, succeeded, skipped, failed
+    status: str = "queued"  # queued, running, succeeded, skipped, failed, interrupted
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -118,30 +122,31 @@ class JobStore:
         return [r[0] for r in rows]
 
     def _fresh(self, job: JobRecord) -> JobRecord:
-        """A job whose process is gone cannot still be running: say it failed."""
+        """A job whose process is gone cannot still be running: say it was interrupted."""
         if job.status in ("queued", "running") and job.pid is not None and not _alive(job.pid):
-            job.status, job.error = "failed", INTERRUPTED
+            job.status, job.error = STATUS_INTERRUPTED, INTERRUPTED
             job.finished_at = job.finished_at or time.time()
             self.update(job.id, status=job.status, error=job.error, finished_at=job.finished_at)
         return job
 
 
 def mark_interrupted(store: JobStore, keep: str | None = None) -> list[str]:
-    """Mark every 'running' job but ``keep`` failed (INTERRUPTED) and return their ids. Only
+    """Mark every 'running' job but ``keep`` interrupted and return their ids. Only
     for a caller that holds the cycle lock: a job runs only under that lock, so while this
     process holds it no other 'running' record can be alive (its pid may live on in a new
     process: a container's server is pid 1 again after a restart)."""
     ids = [job_id for job_id in store.ids_with_status("running") if job_id != keep]
     for job_id in ids:
-        store.update(job_id, status="failed", error=INTERRUPTED, finished_at=time.time())
+        store.update(job_id, status=STATUS_INTERRUPTED, error=INTERRUPTED,
+                     finished_at=time.time())
     if ids:
         log.warning("fine-tuning job(s) %s were left running by a process that ended: marked "
-                    "failed", ", ".join(ids))
+                    "interrupted", ", ".join(ids))
     return ids
 
 
 def recover_interrupted(data_dir: Path) -> list[str]:
-    """At start: mark the jobs a dead process left 'running' as failed, unless a cycle is
+    """At start: mark the jobs a dead process left 'running' as interrupted, unless a cycle is
     running now (then the lock is held and its records are left alone)."""
     lock = cycle_lock(data_dir)
     try:

@@ -30,6 +30,7 @@ from kinject.finetune.cycle_lock import CycleLock, JobBusy, cycle_lock
 from kinject.finetune.job_store import (
     CANCELLED,
     INTERRUPTED,
+    STATUS_INTERRUPTED,
     JobRecord,
     JobStore,
     mark_interrupted,
@@ -42,8 +43,9 @@ if TYPE_CHECKING:
     from kinject.finetune.announce import Announce
 
 __all__ = [
-    "CANCELLED", "CORPUS_FILE", "INTERRUPTED", "CycleConfig", "CycleLock", "CycleResult",
-    "CycleStart", "JobBusy", "JobRecord", "JobStore", "JobThreads", "Progress",
+    "CANCELLED", "CORPUS_FILE", "INTERRUPTED", "STATUS_INTERRUPTED", "CycleConfig",
+    "CycleLock", "CycleResult", "CycleStart", "JobBusy", "JobRecord", "JobStore", "JobThreads",
+    "Progress",
     "base_model_dir", "base_model_hash", "corpus_path", "cycle_lock", "deletion_hook",
     "finetune_dir", "mark_interrupted", "pending_examples", "recover_interrupted", "run_cycle",
     "run_schedule", "start_job",
@@ -137,8 +139,10 @@ class JobThreads:
 
     def stop(self, timeout_s: float) -> list[str]:
         """Cancel every cycle and wait up to ``timeout_s`` in all; returns the ids of the jobs
-        still running then. Their records say CANCELLED at once: the process is about to end
-        under them (and the OS to free their lock); one that ends after all writes its own."""
+        still running then. Their records say interrupted (CANCELLED) at once: the process is
+        about to end under them (and the OS to free their lock); one that ends after all
+        writes its own. A later call does not wait for them again (the service's close()
+        follows serve's own stop, and a shutdown must fit the orchestrator's grace period)."""
         with self._lock:
             self.stopping.set()
             running = dict(self._threads)
@@ -152,8 +156,11 @@ class JobThreads:
             for job_id, data_dir in left.items():
                 store = JobStore.for_data_dir(data_dir)
                 try:
-                    store.update(job_id, status="failed", finished_at=time.time(),
+                    store.update(job_id, status=STATUS_INTERRUPTED, finished_at=time.time(),
                                  error=f"{CANCELLED} (it did not stop in time)")
                 finally:
                     store.close()
+            with self._lock:
+                for job_id in left:
+                    self._threads.pop(job_id, None)
         return list(left)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kinject.config import Settings
+from kinject.errors import Cancelled
 from kinject.finetune.cycle import run_cycle
 from kinject.finetune.cycle_lock import JobBusy
 from kinject.finetune.job_store import JobRecord, JobStore
@@ -35,7 +36,8 @@ def run_schedule(settings: Settings, stop: threading.Event, *, every_min: float 
                  min_new: int | None = None, on_result: Callable[[JobRecord], None] | None = None,
                  poll_s: float | None = None, announce: Announce | None = None) -> int:
     """Run cycles until ``stop`` is set: every ``every_min`` minutes when anything new
-    arrived, and as soon as ``min_new`` new examples are waiting. Returns cycles run.
+    arrived, and as soon as ``min_new`` new examples are waiting. Returns cycles run. A
+    cycle running when ``stop`` is set ends at its next training step (run_cycle).
     ``announce``: see run_cycle."""
     every = settings.schedule.every_min if every_min is None else every_min
     volume = settings.schedule.min_new if min_new is None else min_new
@@ -52,7 +54,10 @@ def run_schedule(settings: Settings, stop: threading.Event, *, every_min: float 
                 job = store.create("cycle", params={"trigger": "volume" if volume > 0 and
                                                     waiting >= volume else "timer"})
                 try:
-                    run_cycle(settings, store=store, job_id=job.id, announce=announce)
+                    run_cycle(settings, store=store, job_id=job.id, announce=announce,
+                              stop=stop)
+                except Cancelled:  # the job says interrupted; the loop ends on ``stop``
+                    log.info("scheduled cycle interrupted by the shutdown")
                 except JobBusy:
                     log.info("a cycle is running elsewhere; trying again later")
                 except Exception as exc:

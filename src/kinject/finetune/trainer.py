@@ -21,8 +21,9 @@ process (CPU by default, CUDA with bf16 when present) and under
   temp folder and renamed): a run that crashed resumes from the last one when called again
   with the same inputs.
 - ``out_dir/metrics.jsonl``: a JSON line per optimizer step and per evaluation.
-- ``should_stop`` (optional) is asked before every optimizer step: when it says yes the run
-  saves a checkpoint (when checkpoints are on) and raises ``Cancelled``, returning nothing.
+- ``should_stop`` (optional) is asked before every optimizer step and every sample of the
+  Fisher estimate: when it says yes the run saves a checkpoint (when checkpoints are on) and
+  raises ``Cancelled``, returning nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from kinject.errors import Cancelled, KinjectError
 from kinject.finetune.batches import Encoded, collate, encode
@@ -105,7 +106,7 @@ class LoraTrainer:
         :mod:`kinject.finetune.paraphrase`): the model is loaded once for both. Only the main
         process calls it; what it returns is written to ``out_dir/augmented.jsonl`` and every
         other process reads that file, so all ranks train on the same examples.
-        ``should_stop`` is asked before every optimizer step and before the Fisher estimate;
+        ``should_stop`` is asked before every optimizer step and Fisher sample;
         a yes raises ``Cancelled`` (one process only: ranks of a launched run would each
         have to agree, so ``kinject.finetune.launch`` does not pass it)."""
         started = time.perf_counter()
@@ -118,18 +119,20 @@ class LoraTrainer:
         if progress is not None:
             callbacks.append(ProgressReport(progress))
 
-        def cancel() -> NoReturn:
+        def check() -> bool:  # True: go on; once should_stop says yes: checkpoint, Cancelled
+            if should_stop is None or not should_stop():
+                return True
             for cb in callbacks:
                 cb.on_cancel(run)
-            raise Cancelled(f"training stopped at step {state.step} of {run.total_steps}")
+            kept = " (checkpointed)" if cfg.checkpoint_every and state.step > 0 else ""
+            raise Cancelled(f"training stopped at step {state.step} of {run.total_steps}{kept}")
 
         run.model.train()
         while state.epoch < cfg.epochs and not state.stopped_early:
             groups = self._epoch_groups(state.epoch, run.train_enc, run.replay_enc,
                                         run.general_enc, acc.num_processes, acc.process_index)
             for g in range(state.group, len(groups)):
-                if should_stop is not None and should_stop():
-                    cancel()
+                check()
                 step = run.step(groups[g], end_of_epoch=g == len(groups) - 1)
                 state.group = g + 1
                 for cb in callbacks:
@@ -149,9 +152,9 @@ class LoraTrainer:
         if run.best_weights is not None:
             set_adapter_weights(run.unwrapped, run.best_weights)
         run.unwrapped.eval()
-        if should_stop is not None and should_stop():
-            cancel()
-        new_ewc = self._next_ewc(run.unwrapped, run.train_enc, run.pad_id, acc, ewc, progress)
+        check()
+        new_ewc = self._next_ewc(run.unwrapped, run.train_enc, run.pad_id, acc, ewc, progress,
+                                 check)
         return self._finish(run, new_ewc, started, n_augmented, len(replay), len(general))
 
     def _prepare(self, base_model_dir: Path, train: Sequence[TrainingExample],
@@ -335,7 +338,8 @@ class LoraTrainer:
         return [mine[i:i + cfg.grad_accum] for i in range(0, len(mine), cfg.grad_accum)]
 
     def _next_ewc(self, model: Any, train: list[Encoded], pad_id: int, acc: Any,
-                  prior: EwcState | None, progress: Progress | None) -> EwcState:
+                  prior: EwcState | None, progress: Progress | None,
+                  check: Callable[[], bool] = lambda: True) -> EwcState:
         """This cycle's Fisher, merged into the running one and anchored here."""
         cfg = self.config
         base = prior if prior is not None else EwcState(gamma=cfg.ewc_gamma)
@@ -346,7 +350,8 @@ class LoraTrainer:
         rng = random.Random(f"{cfg.seed}:fisher")
         sample = rng.sample(train, min(cfg.fisher_samples, len(train)))
         mine = sample[acc.process_index::acc.num_processes]
-        batches = ({k: v.to(acc.device) for k, v in collate([e], pad_id).items()} for e in mine)
+        batches = ({k: v.to(acc.device) for k, v in collate([e], pad_id).items()} for e in mine
+                   if check())  # a stop raises before the next sample
         with acc.autocast():
             fisher = estimate_fisher(model, batches)
         if acc.num_processes > 1:  # mean per rank -> global mean

@@ -56,7 +56,9 @@ class JobOut(BaseModel):
 
     id: str
     kind: str
-    status: Literal["queued", "running", "succeeded", "skipped", "failed"]
+    status: Literal["queued", "running", "succeeded", "skipped", "failed", "interrupted"] = Field(
+        description="interrupted: a shutdown (or a dead process) stopped it; nothing was "
+                    "promoted and the next cycle trains the same examples")
     stage: str = Field(description="starting, paraphrasing, training, gate, then the outcome")
     progress: float = Field(ge=0.0, le=1.0)
     created_at: float
