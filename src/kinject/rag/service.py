@@ -19,114 +19,46 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from kinject.protocols import Generator as LanguageModel
 from kinject.protocols import Retriever
 from kinject.rag import generate as gen
 from kinject.rag.batching import MicroBatcher
 from kinject.rag.cache import AnswerCache, normalise_question
+from kinject.rag.citing import CitingMixin
 from kinject.rag.prompt import closed_book_messages, rag_messages
+from kinject.rag.questions import (
+    _CJK,
+    ABSTAIN_TEXT,
+    ABSTAIN_TEXT_ZH,
+    MODES,
+    Mode,
+    Question,
+    RagConfig,
+    _abstain_text,
+    _Plan,
+    check_mode,
+)
 from kinject.rag.reader import Reader, Reading
 from kinject.rag.routes import AdapterProvider, check_route, no_adapter, resolve_auto
-from kinject.rag.sentences import LINK, best_grounding, tokens
-from kinject.types import Answer, Citation, Hit
+from kinject.rag.streaming import StreamingMixin
+from kinject.types import Answer, Hit
 
 if TYPE_CHECKING:
-    from kinject.config import Settings
     from kinject.index.filters import SearchFilters
+
+__all__ = ["ABSTAIN_TEXT", "ABSTAIN_TEXT_ZH", "MODES", "Mode", "Question", "RagConfig",
+           "RagService", "check_mode"]
 
 log = logging.getLogger(__name__)
 
-ABSTAIN_TEXT = "Not in the knowledge base."
-ABSTAIN_TEXT_ZH = "知识库中没有相关内容。"
-_CJK = re.compile(r"[\u3400-\u9fff]")
-_MARKER = re.compile(r"\[(\d+)\]")
 
-Mode = Literal["read", "free"]
-MODES: tuple[Mode, ...] = ("read", "free")
-
-
-@dataclass(frozen=True)
-class RagConfig:
-    k: int = 4
-    # free mode and routes auto/both: below this cosine between the question and its best
-    # retrieved passage, nothing in the index is about the question.
-    min_relevance: float = 0.25
-    # Below this share of answer words found in the passages a free answer is not grounded.
-    min_grounding: float = 0.5
-    mode: Mode = "read"
-    # Longest written answer in characters; max_new_tokens follows from the passages' own
-    # tokens-per-character (Chinese needs several tokens a character).
-    max_answer_chars: int = 160
-    search_mode: str = "hybrid"
-    cache_size: int = 256
-    batch_window_ms: float = 0.0
-    max_batch: int = 16
-    # Passages the reader weighs (one prompt each), or the generator writes from (free).
-    reader_passages: int = 2
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RagConfig:
-        r = settings.rag
-        return cls(k=r.k, min_relevance=r.min_relevance, mode=r.mode,
-                   max_answer_chars=r.max_answer_chars, search_mode=settings.index.search_mode,
-                   cache_size=r.cache_size, batch_window_ms=r.batch_window_ms,
-                   max_batch=r.max_batch, reader_passages=r.reader_passages)
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if not 0.0 <= self.min_grounding <= 1.0:
-            raise ValueError(f"min_grounding must be in [0, 1], got {self.min_grounding}")
-        check_mode(self.mode)
-        if self.max_answer_chars < 1:
-            raise ValueError(f"max_answer_chars must be >= 1, got {self.max_answer_chars}")
-        if self.reader_passages < 1:
-            raise ValueError(f"reader_passages must be >= 1, got {self.reader_passages}")
-
-
-def check_mode(mode: str) -> Mode:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES} (the cue-list modes 'auto' and 'span' "
-                         f"were removed), got {mode!r}")
-    return mode
-
-
-@dataclass(frozen=True)
-class Question:
-    text: str
-    k: int
-    filters: SearchFilters | None
-    route: str
-    mode: Mode
-    sampling: gen.Sampling | None = None  # None: greedy; a sampled answer is never cached
-
-
-@dataclass
-class _Plan:
-    """What a question needs from a model, worked out before any model runs."""
-
-    q: Question
-    route: str
-    adapter_version: str | None
-    passages: list[Hit] = field(default_factory=list)
-    messages: list[dict[str, str]] = field(default_factory=list)
-    kind: Literal["abstain", "free", "closed", "read"] = "abstain"
-    max_new_tokens: int = 32
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def _abstain_text(question: str) -> str:
-    return ABSTAIN_TEXT_ZH if _CJK.search(question) else ABSTAIN_TEXT
-
-
-class RagService:
+class RagService(StreamingMixin, CitingMixin):
     """Answers questions over a TextIndex with the reader model (``read``) or a causal LM
     (``models.LoadedGenerator``: ``free``, route ``adapter`` and ``both``)."""
 
@@ -160,89 +92,6 @@ class RagService:
         answer = self._batcher.submit(q)
         self.cache.put(key, answer)
         return answer
-
-    def ask_stream(self, question: str, k: int | None = None,
-                   filters: SearchFilters | None = None, route: str = "auto",
-                   mode: Mode | None = None, sampling: gen.Sampling | None = None
-                   ) -> Iterator[str | Answer]:
-        """Yield the answer's text in pieces as it is produced, then the final ``Answer``.
-
-        A reader's answer is chosen whole, so it arrives as one piece. A free answer that
-        turns out ungrounded is replaced in the final Answer by the passage it falls back to.
-        """
-        q = self._question(question, k, filters, route, mode, sampling)
-        # Keyed by the index and adapter it is answered from: one applied meanwhile must not
-        # find this answer cached as its own.
-        key = self._cache_key(q)
-        cached = None if sampling is not None else self.cache.get(key)
-        if cached is not None:
-            yield cached.text
-            yield cached
-            return
-        plan = self._plan([q])[0]
-        if plan.kind in ("abstain", "read"):
-            answer = self._finish([plan])[0]
-            yield answer.text
-        elif plan.kind == "closed":
-            t0 = time.perf_counter()
-            pieces: list[str] = []
-            self.model_calls += 1
-            for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
-                                         q.sampling):
-                if piece:
-                    pieces.append(piece)
-                    yield piece
-            plan.timings["generate_s"] = time.perf_counter() - t0
-            answer = self._compose(plan, "".join(pieces))
-        else:
-            answer = yield from self._stream_grounded(plan)
-        if sampling is None:
-            self.cache.put(key, answer)
-        yield answer
-
-    def _stream_grounded(self, plan: _Plan) -> Generator[str, None, Answer]:
-        """Stream a free answer without ever showing text the final Answer takes back.
-
-        Text is held back until what has been written is grounded in the passages (the same
-        test as :meth:`_compose`, with at least two new words); from then on it flows as it is
-        produced, up to the end of the first line (the answer). An answer that never becomes
-        grounded is replaced by the passage it falls back to, sent as one piece. So the
-        pieces always add up to the final answer's text, as OpenAI-style clients expect.
-        """
-        texts = [h.text for h in plan.passages]
-        asked = tokens(plan.q.text)
-        t0 = time.perf_counter()
-        self.model_calls += 1
-        written, released, grounded = "", 0, False
-        for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
-                                     plan.q.sampling):
-            if not piece or "\n" in written.lstrip():
-                continue  # past the first line: drained, not shown
-            written += piece
-            line = written.lstrip().split("\n", 1)[0].replace("\ufffd", "")
-            if not grounded:
-                clean = _MARKER.sub("", line)
-                grounded = (len(tokens(clean) - asked) >= 2 and best_grounding(
-                    clean, texts, plan.q.text)[1] >= self.config.min_grounding)
-            shown = line.rstrip()  # trailing spaces wait: the line may end there
-            if grounded and len(shown) > released:
-                yield shown[released:]
-                released = len(shown)
-        plan.timings["generate_s"] = time.perf_counter() - t0
-        line = written.lstrip().split("\n", 1)[0].replace("\ufffd", "").rstrip()
-        if not grounded:
-            answer = self._compose(plan, line)
-            yield answer.text
-            return answer
-        used = sorted({int(n) for n in _MARKER.findall(line) if 1 <= int(n) <= len(texts)})
-        if used:  # the model cited: its words stand as written
-            return self._answer(plan, line.strip(), self._citations(plan, used))
-        idx, _ = best_grounding(_MARKER.sub("", line), texts, plan.q.text)
-        yield f" [{idx + 1}]"
-        return self._answer(plan, f"{line.strip()} [{idx + 1}]", self._citations(plan, [idx + 1]))
-
-    def _citations(self, plan: _Plan, used: list[int]) -> tuple[Citation, ...]:
-        return tuple(Citation.of(n, plan.passages[n - 1]) for n in used)
 
     # -- preparing ----------------------------------------------------------------------------
     def _question(self, question: str, k: int | None, filters: SearchFilters | None,
@@ -384,46 +233,6 @@ class RagService:
                     raise ValueError("mode 'read' needs a reader model (models.reader)")
                 self._reader = self._reader_factory()
             return self._reader
-
-    def _compose(self, plan: _Plan, raw: str) -> Answer:
-        """Turn a written answer into an Answer: keep only [n] markers of given passages."""
-        if plan.kind == "closed":
-            return self._answer(plan, raw.strip(), ())
-        texts = [h.text for h in plan.passages]
-        # The answer is its first line; a small model goes on ("The answer is: ...").
-        raw = next((line for line in raw.strip().splitlines() if line.strip()), "")
-        raw = raw.replace("\ufffd", "")  # a character cut by max_new_tokens
-        used = sorted({int(n) for n in _MARKER.findall(raw) if 1 <= int(n) <= len(texts)})
-        clean = _MARKER.sub("", raw).strip()
-        clean = re.sub(r"\s+([.,;:!?。，])", r"\1", clean).strip(" \"'")
-        idx, ground = best_grounding(clean, texts, plan.q.text)
-        if ground < self.config.min_grounding:
-            # The best passage that states something: one that asks a question, or points
-            # to a link, is no answer and is not repeated as one (it may be a document's
-            # instructions to the reader).
-            quotable = [n for n, t in enumerate(texts)
-                        if not LINK.search(t) and not t.rstrip().endswith(("?", "？"))]
-            log.info("answer %r is not grounded (%.2f); answering with %s", clean, ground,
-                     "the best passage" if quotable else "an abstention")
-            if not quotable:
-                return self._answer(plan, _abstain_text(plan.q.text), (), abstained=True)
-            return self._cited(plan, texts[quotable[0]], [quotable[0] + 1])
-        return self._cited(plan, clean, used or [idx + 1])
-
-    def _cited(self, plan: _Plan, text: str, used: list[int]) -> Answer:
-        marks = "".join(f"[{n}]" for n in used)
-        return self._answer(plan, f"{text} {marks}", self._citations(plan, used))
-
-    def _answer(self, plan: _Plan, text: str, citations: tuple[Citation, ...],
-                abstained: bool = False) -> Answer:
-        images = tuple(dict.fromkeys(
-            str(plan.passages[c.n - 1].meta["image_id"]) for c in citations
-            if plan.passages[c.n - 1].meta.get("image_id")))
-        timings = dict(plan.timings)
-        timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
-        return Answer(text=text, citations=citations, images=images,
-                      adapter_version=plan.adapter_version, route=plan.route,  # type: ignore[arg-type]
-                      abstained=abstained, timings=timings)
 
 
 def _distinct_passages(hits: list[Hit]) -> list[Hit]:
