@@ -157,6 +157,9 @@ def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
     with conversion_lock(models_dir, source.cache_key):
         if (target / "config.json").is_file():
             return target
+        from kinject.hf import transformers_ready
+
+        transformers_ready()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
@@ -197,6 +200,9 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
     ones on the CPU (kinject/quantize.py); ``auto`` does so on the CPU only. The quantised
     model is its own load (its own cache entry): an fp32 load of the same model is never
     changed by it."""
+    from kinject.hf import transformers_ready
+
+    transformers_ready()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()

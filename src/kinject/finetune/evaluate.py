@@ -102,6 +102,9 @@ class ClosedBookEvaluator:
                  prompt: Callable[[Any, str], str] = question_prompt,
                  max_new_tokens: int = 24, batch_size: int = 16,
                  should_stop: Callable[[], bool] | None = None) -> None:
+        from kinject.hf import transformers_ready
+
+        transformers_ready()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device
@@ -119,6 +122,9 @@ class ClosedBookEvaluator:
         self._peft = False
 
     def add_adapter(self, name: str, adapter_dir: Path | str) -> None:
+        from kinject.hf import transformers_ready
+
+        transformers_ready()
         from peft import PeftModel
 
         if name in self._adapters:

@@ -205,6 +205,10 @@ class AdapterSwitcher(AdapterWatching):
             if version in self._names:
                 return
             import torch
+
+            from kinject.hf import transformers_ready
+
+            transformers_ready()
             from peft import PeftModel
 
             # Loading adds new LoRA weights beside those in use; the selected adapter does not

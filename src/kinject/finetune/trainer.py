@@ -13,17 +13,15 @@ process (CPU by default, CUDA with bf16 when present) and under
   distribution per token (the base model, or by ``distill_teacher`` the adapter the cycle
   starts from; :mod:`kinject.finetune.kl`); plus the EWC penalty once per optimizer step.
 - Early stopping on the held-out loss (``patience`` evaluations without improvement); the
-  best adapter is what comes out.
-- Evaluation, early stopping, checkpoints, the metrics log and progress are callbacks of the
-  loop (finetune/train_callbacks.py); a step is ``TrainRun.step`` (finetune/train_run.py).
+  best adapter is what comes out. A step is ``TrainRun.step`` (finetune/train_run.py).
+- Evaluation, early stopping, checkpoints, the metrics log (``out_dir/metrics.jsonl``: a line
+  per step and evaluation) and progress are callbacks (finetune/train_callbacks.py).
 - Checkpoints (finetune/checkpoint.py) every ``checkpoint_every`` optimizer steps hold the
   adapter, the optimizer, the RNG and the loop position (safetensors + JSON, written to a
   temp folder and renamed): a run that crashed resumes from the last one when called again
   with the same inputs.
-- ``out_dir/metrics.jsonl``: a JSON line per optimizer step and per evaluation.
-- ``should_stop`` (optional) is asked before every optimizer step and every sample of the
-  Fisher estimate: when it says yes the run saves a checkpoint (when checkpoints are on) and
-  raises ``Cancelled``, returning nothing.
+- ``should_stop`` is asked before every optimizer step and Fisher sample: when it says yes
+  the run checkpoints (when checkpoints are on) and raises ``Cancelled``.
 """
 
 from __future__ import annotations
@@ -62,6 +60,7 @@ from kinject.finetune.train_callbacks import (
 )
 from kinject.finetune.train_config import TrainConfig, TrainResult
 from kinject.finetune.train_run import TrainRun
+from kinject.hf import transformers_ready
 from kinject.types import TrainingExample, content_hash
 
 log = logging.getLogger(__name__)
@@ -276,6 +275,7 @@ class LoraTrainer:
         return result
 
     def _load(self, base_model_dir: Path, init_adapter: Path | None, acc: Any) -> tuple[Any, Any]:
+        transformers_ready()  # before its own imports: loaders in other threads race on them
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -53,6 +53,9 @@ class ClipSource:
 
 def _open_clip() -> Any:
     try:
+        from kinject.hf import transformers_ready
+
+        transformers_ready()  # sentence-transformers and open_clip import it too
         import open_clip
     except ImportError as exc:
         raise DependencyMissing(

@@ -160,6 +160,9 @@ class SentenceTransformerEmbedder:
     def warm_up(self) -> None:
         if self._model is not None:
             return
+        from kinject.hf import transformers_ready
+
+        transformers_ready()  # sentence-transformers and open_clip import it too
         from sentence_transformers import SentenceTransformer
 
         local = Path(self.source).expanduser()

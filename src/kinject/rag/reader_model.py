@@ -126,6 +126,9 @@ def assemble_qwen(target: Path) -> Path:
 
 def _to_transformers(gguf: Path, out: Path) -> None:
     """De-quantise a GGUF into a plain transformers folder (fp32 safetensors)."""
+    from kinject.hf import transformers_ready
+
+    transformers_ready()
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -181,6 +184,9 @@ def ensure_ct2(source: ReaderSource, models_dir: Path) -> Path:
                     if (hf / name).is_file():
                         shutil.copy2(hf / name, out / name)
             else:  # a hub id: the tokenizer comes from the hub cache
+                from kinject.hf import transformers_ready
+
+                transformers_ready()
                 from transformers import AutoTokenizer
 
                 AutoTokenizer.from_pretrained(source.location).save_pretrained(out)
@@ -201,6 +207,9 @@ class LoadedReader:
 def load_reader(spec: str, models_dir: Path, device: str = "auto", threads: int = 0
                 ) -> LoadedReader:  # one load per (model, place, device) per process
     """Load the reader, converting it once into ``models_dir`` when needed."""
+    from kinject.hf import transformers_ready
+
+    transformers_ready()
     from transformers import AutoTokenizer
 
     ct2 = _ct2()
