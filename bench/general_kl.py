@@ -1,6 +1,6 @@
 """General-text drift against new knowledge: one cycle per KL weight, compared.
 
-One batch of invented people (bench/inject.py's generator) goes into a fresh corpus per
+One batch of invented people (bench/inject_questions.py's generator) goes into a fresh corpus per
 ``--weights`` value; ``run_cycle`` trains cycle 1 from the base model (the bench's settings:
 all-linear LoRA, replay and general text as configured) with ``finetune.kl_weight`` set, and
 its gate reports new-knowledge accuracy. Then every adapter and the base model score the
@@ -28,7 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from _common import progress
-from inject import chunk_of, people
+from inject_questions import Person, people
+
+
+def chunk_of(person: Person) -> Any:
+    """The person's record as the corpus holds a table row (``field: value`` lines)."""
+    from kinject.types import Chunk, content_hash
+
+    row = person.record()
+    text = "\n".join(f"{k}: {v}" for k, v in row.items())
+    return Chunk(chunk_id=content_hash(person.source_id, text), doc_id=person.source_id,
+                 source_id=person.source_id, text=text, lang=person.lang, kind="csv",
+                 meta={"row": dict(row)})
 
 
 def main() -> None:
@@ -60,7 +71,7 @@ def main() -> None:
     from kinject.models import ensure_converted, resolve_generator
 
     rng = random.Random(args.seed)
-    batch = [chunk_of(r) for r in people(args.people, rng, 0.25, set())]
+    batch = [chunk_of(p) for p in people(args.people, rng, set(), "people/kl")]
     models_dir = load_settings().models_dir
     base_dir = ensure_converted(resolve_generator("smollm2"), models_dir)
     work = args.work or Path(tempfile.mkdtemp(prefix="kinject-general-kl-"))
