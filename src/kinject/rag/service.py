@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from kinject.protocols import BatchRetriever, Retriever
 from kinject.protocols import Generator as LanguageModel
-from kinject.protocols import Retriever
 from kinject.rag import generate as gen
 from kinject.rag.batching import MicroBatcher
 from kinject.rag.cache import AnswerCache, normalise_question
@@ -163,11 +163,11 @@ class RagService(StreamingMixin, CitingMixin):
             else:
                 groups.append((q.k, q.filters, [i]))
         mode = self.config.search_mode
-        many = getattr(self.index, "search_many", None)
+        index = self.index
         for k, filters, members in groups:
             texts = [questions[i].text for i in members]
-            if many is not None:
-                results = many(texts, k, filters=filters, mode=mode)
+            if isinstance(index, BatchRetriever):
+                results = index.search_many(texts, k, filters=filters, mode=mode)
             else:  # an index without batch search (a user's own): one call a question
                 results = [self.index.search(t, k, filters=filters, mode=mode) for t in texts]
             for i, hits in zip(members, results, strict=True):
