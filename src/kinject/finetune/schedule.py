@@ -46,29 +46,45 @@ def run_schedule(settings: Settings, stop: threading.Event, *, every_min: float 
         raise ValueError("give --every MIN and/or --min-new N (both are off)")
     store = JobStore.for_data_dir(settings.data_dir)
     last, ran = time.monotonic(), 0
+    failing: str | None = None  # the last round's error, logged once while it lasts
     try:
         while not stop.is_set():
-            waiting = pending_examples(settings)
-            due = every > 0 and time.monotonic() - last >= every * 60
-            if waiting and ((volume > 0 and waiting >= volume) or due):
-                job = store.create("cycle", params={"trigger": "volume" if volume > 0 and
-                                                    waiting >= volume else "timer"})
-                try:
-                    run_cycle(settings, store=store, job_id=job.id, announce=announce,
-                              stop=stop)
-                except Cancelled:  # the job says interrupted; the loop ends on ``stop``
-                    log.info("scheduled cycle interrupted by the shutdown")
-                except JobBusy:
-                    log.info("a cycle is running elsewhere; trying again later")
-                except Exception as exc:
-                    log.error("scheduled cycle failed: %s", exc)
-                ran += 1
-                last = time.monotonic()
-                if on_result is not None:
-                    on_result(store.get(job.id))
-            elif due:
-                last = time.monotonic()
+            try:
+                waiting = pending_examples(settings)
+                due = every > 0 and time.monotonic() - last >= every * 60
+                if waiting and ((volume > 0 and waiting >= volume) or due):
+                    trigger = "volume" if volume > 0 and waiting >= volume else "timer"
+                    ran += _scheduled_cycle(settings, store, trigger, stop, announce, on_result)
+                    last = time.monotonic()
+                elif due:
+                    last = time.monotonic()
+            except Exception as exc:  # a locked or briefly unreadable store: the next round
+                message = f"{type(exc).__name__}: {exc}"
+                (log.debug if message == failing else log.error)(
+                    "scheduler: a round failed (%s); trying again every %g s", message, poll)
+                failing = message
+            else:
+                failing = None
             stop.wait(poll)
     finally:
         store.close()
     return ran
+
+
+def _scheduled_cycle(settings: Settings, store: JobStore, trigger: str, stop: threading.Event,
+                     announce: Announce | None,
+                     on_result: Callable[[JobRecord], None] | None) -> int:
+    """One cycle as a job; 1 when it ran (whatever its outcome), 0 when another held the lock."""
+    job = store.create("cycle", params={"trigger": trigger})
+    try:
+        run_cycle(settings, store=store, job_id=job.id, announce=announce, stop=stop)
+    except Cancelled:  # the job says interrupted; the loop ends on ``stop``
+        log.info("scheduled cycle interrupted by the shutdown")
+    except JobBusy:
+        log.info("a cycle is running elsewhere; trying again later")
+        return 0
+    except Exception as exc:
+        log.error("scheduled cycle failed: %s", exc)
+    if on_result is not None:
+        on_result(store.get(job.id))
+    return 1
