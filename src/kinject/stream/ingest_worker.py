@@ -169,7 +169,7 @@ class IngestWorker(IngestEmbedding):
         run_reconnecting("ingest worker", self.bootstrap, stop,
                          connected=lambda: self._consumer is not None, connect=self.start,
                          step=lambda: self.poll_once(poll_timeout_ms), disconnect=self.close,
-                         on_lost=lost)
+                         on_lost=lost, retry_on=(ChildStartError,))
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return how many records it consumed."""

@@ -168,12 +168,17 @@ def run_reconnecting(
     step: Callable[[], object],
     disconnect: Callable[[], None],
     on_lost: Callable[[], None] = lambda: None,
+    retry_on: tuple[type[Exception], ...] = (),
 ) -> int:
     """Call ``step`` until ``stop`` is set. When the broker is lost (or is another cluster),
     call ``on_lost`` and ``disconnect``, wait with a growing backoff and ``connect`` again.
     What was consumed but not committed is read again by the next consumer. Returns how
-    many reconnects it took."""
+    many reconnects it took. ``retry_on``: errors of the worker's own set-up (an ingest child
+    that did not start on an overloaded machine) handled the same way, logged as errors,
+    instead of ending the thread with records left unread until a restart."""
     from kafka.errors import KafkaError
+
+    lost = (KafkaError, BrokerError, Reconnect, *retry_on)
 
     backoff, reconnects = RETRY_FIRST_S, 0
     try:
@@ -183,11 +188,15 @@ def run_reconnecting(
                     connect()
                 step()
                 backoff = RETRY_FIRST_S
-            except (KafkaError, BrokerError, Reconnect) as exc:
+            except lost as exc:
                 reconnects += 1
                 on_lost()
-                log.warning("%s lost the broker at %s (%s: %s); reconnecting in %.1f s", what,
-                            bootstrap, type(exc).__name__, exc, backoff)
+                if isinstance(exc, retry_on):
+                    log.error("%s: %s: %s; what it held is read again, trying again in %.1f s",
+                              what, type(exc).__name__, exc, backoff)
+                else:
+                    log.warning("%s lost the broker at %s (%s: %s); reconnecting in %.1f s",
+                                what, bootstrap, type(exc).__name__, exc, backoff)
                 disconnect()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
