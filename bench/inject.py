@@ -34,7 +34,9 @@ Arms (``--arms``), each a fresh server and data dir, the same people:
   towards the previous adapter on general text and replay:
   ``DISTILL_TEACHER=previous``, ``DISTILL_ON=general+replay``), ``both`` (EWC and that
   distillation), ``mix721`` (the ``ewc`` settings with ``DATA_MIX=7:2:1``,
-  general : domain : earlier-cycle text). ``ewc`` and ``plain`` are reported there too.
+  general : domain : earlier-cycle text), ``replay1`` (the ``ewc`` settings with
+  ``REPLAY_RATIO=1``: as many earlier-cycle examples as new ones, 0.25 by default).
+  ``ewc`` and ``plain`` are reported there too.
   Not run by default: ``--arms ewc_only,distill_only,both`` (about 10 minutes an arm quick).
 
 A cycle the gate rejects is activated anyway (``POST /v1/adapters/{version}/activate``, as an
@@ -95,7 +97,7 @@ import httpx  # noqa: E402
 from _common import emit, environment, median, parse_args, progress  # noqa: E402
 from inject_questions import Person, Question, leaks, people, questions  # noqa: E402
 
-ARMS = ("ewc", "plain", "nokl", "ewc_only", "distill_only", "both", "mix721")
+ARMS = ("ewc", "plain", "nokl", "ewc_only", "distill_only", "both", "mix721", "replay1")
 DEFAULT_ARMS = ("ewc", "plain", "nokl")  # the retention arms only by --arms (2 cycles each)
 
 
@@ -475,11 +477,13 @@ ARM_ENV = {
                      **DISTILL},
     "both": DISTILL,
     "mix721": {"KINJECT_FINETUNE__DATA_MIX": "7:2:1"},
+    # the ewc settings with as many earlier-cycle examples replayed as new ones (0.25 by default)
+    "replay1": {"KINJECT_FINETUNE__REPLAY_RATIO": "1"},
 }
 # ewc: two batches and the delete; plain: the two batches (forgetting); nokl: the first cycle,
 # whose drift from the base model is what the KL term is there to hold
 ARM_CYCLES = {"ewc": 3, "plain": 2, "nokl": 1, "ewc_only": 2, "distill_only": 2, "both": 2,
-              "mix721": 2}
+              "mix721": 2, "replay1": 2}
 
 
 def _ewc_overhead(base_dir: Path, repeats: int, seed: int) -> dict[str, float]:
