@@ -546,6 +546,9 @@ def _diff(a: Any, b: Any) -> float | None:
 
 def main() -> None:
     started = time.perf_counter()
+    # A SIGTERM (a CI runner's timeout, a kill) unwinds like Ctrl-C, so the arm's server (its
+    # own session: the signal does not reach it) is stopped and nothing is left running.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     args = parse_args(__doc__ or "", extra=_extra, repeats=(1, 1))
     n = args.people or (2 if args.quick else 8)
     default = "ewc,plain" if args.quick else ",".join(DEFAULT_ARMS)
