@@ -18,10 +18,10 @@ _CHAT_TEMPLATE = (
 )
 
 
-def scripted_lm(out: Path, pieces: list[str]) -> Path:
+def scripted_lm(out: Path, pieces: list[str], loop: bool = False) -> Path:
     """Save to ``out`` a tiny LM whose every greedy chat completion is ``"".join(pieces)``,
     one token a piece (so streamed in those pieces, give or take the streamer's wait for a
-    word's end)."""
+    word's end); ``loop``: the pieces again and again, until ``max_new_tokens``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -43,7 +43,7 @@ def scripted_lm(out: Path, pieces: list[str]) -> Path:
     ids = [tok.encode(p, add_special_tokens=False) for p in pieces]
     if any(len(i) != 1 for i in ids) or len({i[0] for i in ids} | {start}) != len(ids) + 1:
         raise ValueError(f"{pieces!r}: a scripted LM needs distinct pieces, one token each")
-    chain = [start, *(i[0] for i in ids), tok.eos_token_id]
+    chain = [start, *(i[0] for i in ids), ids[0][0] if loop else tok.eos_token_id]
     config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64,
                          num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=4096, bos_token_id=tok.bos_token_id,
@@ -59,7 +59,7 @@ def scripted_lm(out: Path, pieces: list[str]) -> Path:
         head = model.lm_head.weight
         head.zero_()
         for here, after in zip(chain, chain[1:], strict=False):
-            head[after] = 10 * embed[here] / embed[here].norm()
+            head[after] += 10 * embed[here] / embed[here].norm()
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

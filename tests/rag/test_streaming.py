@@ -1,6 +1,7 @@
 """A streamed free answer against the same question answered whole, with tiny LMs that write
 a given text (tests/_scripted_lm.py) and the hash embedder."""
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,15 +24,15 @@ DOCS = {"kb/guild": "The guild was founded in 1847 by Ada Quill.",
 @pytest.fixture()
 def rag_writing(tmp_path: Path, hash_embedder: HashEmbedder
                 ) -> Iterator[Callable[..., RagService]]:
-    """``rag_writing(pieces, **config)``: a free-mode RagService over DOCS whose generator
-    writes ``"".join(pieces)`` to every question."""
+    """``rag_writing(pieces, loop=False, **config)``: a free-mode RagService over DOCS whose
+    generator writes ``"".join(pieces)`` to every question (``loop``: again and again)."""
     made = 0
     stack = ExitStack()
 
-    def make(pieces: list[str], **config: Any) -> RagService:
+    def make(pieces: list[str], loop: bool = False, **config: Any) -> RagService:
         nonlocal made
         made += 1
-        lm = scripted_lm(tmp_path / f"lm{made}", pieces)
+        lm = scripted_lm(tmp_path / f"lm{made}", pieces, loop)
         generator = load_generator(str(lm), tmp_path / "models", "cpu", "auto")
         index = stack.enter_context(TextIndex(tmp_path / f"i{made}", hash_embedder))
         index.apply([SourceUpdate(
@@ -67,3 +68,24 @@ def test_a_streamed_answer_cites_only_given_passages_as_the_whole_one_does(
     assert "[3]" not in shown and "[7]" not in shown and "  " not in shown
     assert [c.n for c in final.citations] == [c.n for c in whole.citations]
     assert all(c.n <= 2 for c in final.citations) and final.citations
+
+
+def test_a_stream_closed_early_stops_its_generation_and_does_not_wait_for_it(
+        rag_writing: Callable[..., RagService]) -> None:
+    """A client that goes away mid-stream has its stream closed, on the server's event loop.
+    Closing waited for the generation to run out its budget (here about a million tokens),
+    and every other request waited with it; now closing tells the generation to stop and
+    returns at once, and the generation ends."""
+    rag = rag_writing([" Ada", " Quill", " founded", " it"], loop=True,
+                      max_answer_chars=10**6)
+    stream = rag.ask_stream("who founded the guild")
+    assert str(next(stream)).startswith("Ada Quill")
+    generating = [t for t in threading.enumerate() if t.name == "kinject-generate"]
+    assert generating
+    closer = threading.Thread(target=stream.close, daemon=True)
+    closer.start()
+    closer.join(60)  # a bound for a loaded machine: the bug waits for hours
+    assert not closer.is_alive(), "closing the stream waited for the whole generation"
+    for thread in generating:
+        thread.join(60)
+        assert not thread.is_alive(), "the generation went on after the stream was closed"
