@@ -135,6 +135,16 @@ class AdapterSwitcher(AdapterWatching):
                 raise AdapterLoadError(f"adapter {version[:12]} is tainted (trained on deleted "
                                        "data); it is not served")
             self._ensure_loaded(version)
+        return self._bound(version)
+
+    def serving_now(self) -> tuple[str | None, ServingGenerator]:
+        """The version serving now (None: the base model) and a generator bound to it, not
+        to whatever is active when it writes: an answer labelled with this version is
+        written by it even if another is promoted in between."""
+        version = self._current
+        return version, self._bound(version)
+
+    def _bound(self, version: str | None) -> ServingGenerator:
         name = f"{self.loaded.name}@{version[:12] if version else 'base'}"
         return ServingGenerator(model=_RoutedModel(self, version),
                                 tokenizer=self.loaded.tokenizer, device=self.loaded.device,

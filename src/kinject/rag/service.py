@@ -125,7 +125,8 @@ class RagService(StreamingMixin, CitingMixin):
         retrieve_s = (time.perf_counter() - t0) / max(1, len(questions))
         plans: list[_Plan] = []
         for q, hits in zip(questions, found, strict=True):
-            plan = _Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s})
+            plan = _Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s},
+                         generator=state.generator)
             plans.append(plan)
             passages = _distinct_passages(hits)[: q.k]
             # The passages close enough to the question to be about it (cosine).
@@ -209,7 +210,9 @@ class RagService(StreamingMixin, CitingMixin):
             t0 = time.perf_counter()
             self.model_calls += 1
             # A sampled question runs alone (ask), so its batch has one decoding.
-            outs = gen.generate_batch(self.generator, [p.messages for p in writes],
+            # One _plan's plans: one adapter state, the version their answers name.
+            outs = gen.generate_batch(writes[0].generator or self.generator,
+                                      [p.messages for p in writes],
                                       [p.max_new_tokens for p in writes], writes[0].q.sampling)
             dt = (time.perf_counter() - t0) / len(writes)
             for p, text in zip(writes, outs, strict=True):

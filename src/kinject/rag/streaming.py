@@ -72,8 +72,8 @@ class StreamingMixin:
             t0 = time.perf_counter()
             pieces: list[str] = []
             self.model_calls += 1
-            for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
-                                         q.sampling):
+            for piece in gen.stream_chat(plan.generator or self.generator, plan.messages,
+                                         plan.max_new_tokens, q.sampling):
                 if piece:
                     pieces.append(piece)
                     yield piece
@@ -102,8 +102,8 @@ class StreamingMixin:
         t0 = time.perf_counter()
         self.model_calls += 1
         written, released, grounded = "", 0, False
-        for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
-                                     plan.q.sampling):
+        for piece in gen.stream_chat(plan.generator or self.generator, plan.messages,
+                                     plan.max_new_tokens, plan.q.sampling):
             if not piece or "\n" in written.lstrip():
                 continue  # past the first line: drained, not shown
             written += piece
