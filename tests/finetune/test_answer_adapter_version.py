@@ -4,6 +4,7 @@ with real PEFT adapters on the tiny LM, and RagService."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,13 @@ def test_an_answer_names_the_adapter_that_wrote_it_when_a_promotion_lands_meanwh
     serving = adapters.with_adapters(_generator(tiny_lm_dir))
     config = RagConfig(mode="free", cache_size=0)
 
+    flipping = True
+
     def promoting() -> AdapterState:
         """What serves now; then the other version is promoted (as if right after)."""
         state = adapters.adapter_state()
-        registry.activate(versions[1] if state.version == versions[0] else versions[0])
+        if flipping:
+            registry.activate(versions[1] if state.version == versions[0] else versions[0])
         return state
 
     with TextIndex(tmp_path / "index", hash_embedder) as index:
@@ -62,3 +66,13 @@ def test_an_answer_names_the_adapter_that_wrote_it_when_a_promotion_lands_meanwh
             answer = rag.ask(QUESTION, route="adapter")
             assert answer.adapter_version in written
             assert answer.text == written[answer.adapter_version]
+
+        # With the answer cache: an answer is cached under the version that wrote it, so
+        # the same question asked while another version serves is not answered from it.
+        rag = RagService(index, serving, replace(config, cache_size=8), adapter=promoting)
+        first = rag.ask(QUESTION, route="adapter")
+        flipping = False
+        registry.activate(versions[0] if first.adapter_version == versions[1] else versions[1])
+        second = rag.ask(QUESTION, route="adapter")
+        assert second.adapter_version != first.adapter_version
+        assert second.text == written[second.adapter_version]

@@ -90,7 +90,7 @@ class RagService(StreamingMixin, CitingMixin):
         if cached is not None:
             return replace(cached, timings={**cached.timings, "cached": 1.0})
         answer = self._batcher.submit(q)
-        self.cache.put(key, answer)
+        self.cache.put(_written_by(key, answer), answer)
         return answer
 
     # -- preparing ----------------------------------------------------------------------------
@@ -236,6 +236,12 @@ class RagService(StreamingMixin, CitingMixin):
                     raise ValueError("mode 'read' needs a reader model (models.reader)")
                 self._reader = self._reader_factory()
             return self._reader
+
+
+def _written_by(key: tuple[Any, ...], answer: Answer) -> tuple[Any, ...]:
+    """A cache key (adapter version last) with the version that wrote ``answer``: one
+    promoted while it was answered must not find it cached as its own."""
+    return (*key[:-1], answer.adapter_version)
 
 
 def _distinct_passages(hits: list[Hit]) -> list[Hit]:

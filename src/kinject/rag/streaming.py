@@ -81,8 +81,8 @@ class StreamingMixin:
             answer = self._compose(plan, "".join(pieces))
         else:
             answer = yield from self._stream_grounded(plan)
-        if sampling is None:
-            self.cache.put(key, answer)
+        if sampling is None:  # under the adapter version that wrote it (service._written_by)
+            self.cache.put((*key[:-1], answer.adapter_version), answer)
         yield answer
 
     def _stream_grounded(self, plan: _Plan) -> Generator[str, None, Answer]:
