@@ -1,6 +1,7 @@
 """A streamed free answer against the same question answered whole, with tiny LMs that write
 a given text (tests/_scripted_lm.py) and the hash embedder."""
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -14,7 +15,9 @@ from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import HashEmbedder
 from kinject.index.text_index import TextIndex
 from kinject.models import load_generator
+from kinject.rag.citing import unmarked
 from kinject.rag.service import RagConfig, RagService
+from kinject.rag.streaming import settled_words
 from kinject.types import Answer, Chunk, content_hash
 
 DOCS = {"kb/guild": "The guild was founded in 1847 by Ada Quill.",
@@ -89,3 +92,16 @@ def test_a_stream_closed_early_stops_its_generation_and_does_not_wait_for_it(
     for thread in generating:
         thread.join(60)
         assert not thread.is_alive(), "the generation went on after the stream was closed"
+
+
+def test_words_shown_while_a_line_is_written_are_never_taken_back() -> None:
+    """Whatever the model writes next (markers split over tokens, spaces before punctuation,
+    quotes), what a stream has shown stays a prefix of the answer's final words."""
+    rng = random.Random(7)
+    alphabet = [*"ab12 [].,'\"?", "[1]", "[12]", " [3]"]
+    for _ in range(3000):
+        # as the stream sees it: the line's start stripped (never empty here)
+        line = "".join(rng.choice(alphabet) for _ in range(14)).lstrip() or "a"
+        shown = [settled_words(line[:i]) for i in range(1, len(line) + 1)]
+        assert all(b.startswith(a) for a, b in zip(shown, shown[1:], strict=False)), line
+        assert unmarked(line).startswith(shown[-1]), line

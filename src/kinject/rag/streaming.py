@@ -112,10 +112,7 @@ class StreamingMixin:
                 clean = _MARKER.sub("", line)
                 grounded = (len(tokens(clean) - asked) >= 2 and best_grounding(
                     clean, texts, plan.q.text)[1] >= self.config.min_grounding)
-            # Trailing spaces and quotes wait (the line may end there), and so does a marker
-            # not closed yet (its number is not known).
-            opened = line.rfind("[")
-            shown = unmarked(line[:opened] if opened > line.rfind("]") else line)
+            shown = settled_words(line)
             if grounded and len(shown) > released:
                 yield shown[released:]
                 released = len(shown)
@@ -130,3 +127,12 @@ class StreamingMixin:
         answer = self._cited(plan, words, used)
         yield answer.text[released:]
         return answer
+
+
+def settled_words(line: str) -> str:
+    """The words of a line being written that stand whatever is written next: its words
+    (:func:`~kinject.rag.citing.unmarked`) but trailing spaces and quotes (the line may end
+    there) and a marker not closed yet (its number is unknown). Each is a prefix of the
+    next, and of the finished line's words."""
+    opened = line.rfind("[")
+    return unmarked(line[:opened] if opened > line.rfind("]") else line)
