@@ -6,11 +6,10 @@ long, so each chunk carries the time span it was said in (``meta["start_s"]``,
 The spoken language is detected (``meta["language"]``, Whisper's code: ``"en"``, ``"zh"``...).
 
 Every recording passes cheap checks first: its size (``max_bytes``) before anything is read,
-its duration from the container's header (``max_seconds``) before anything is decoded; a
-container that gives no duration is decoded only up to ``max_seconds``. Bytes
-that do not decode, a file cut short (a header that announces more than decodes) and a
-recording in which nothing is recognised raise BadRecord with the reason: the worker
-dead-letters them.
+its duration from the container's header (``max_seconds``) before anything is decoded; one
+whose container gives no duration is decoded only up to ``max_seconds``. Bytes that do not
+decode, a file cut short (a header that announces more than decodes) and a recording in
+which nothing is recognised raise BadRecord with the reason: the worker dead-letters them.
 
 Whisper yields segments lazily, about one per sentence: each is logged as progress, and
 :data:`progress_hook` (set by the ingest child process) is told, so a long recording that

@@ -23,8 +23,8 @@ def cited(text: str, passages: int) -> list[int]:
 def unmarked(text: str) -> str:
     """``text`` without its [n] markers (and the spaces before them), trimmed of spaces and
     quotes: the words of an answer, to which the markers of the passages it cites are added
-    again. The words of a prefix are a prefix of the whole's words (so a
-    stream can show them as they come) unless the prefix ends inside a marker."""
+    again. The words of a prefix are a prefix of the whole's words (so a stream can show
+    them as they come) unless the prefix ends inside a marker."""
     clean = re.sub(r"\s*" + _MARKER.pattern, "", text).strip()
     return re.sub(r"\s+([.,;:!?。，])", r"\1", clean).strip(" \"'")
 
