@@ -77,7 +77,8 @@ def test_english_speech_becomes_its_script_with_the_times_it_was_said(
     # assembled once, atomically, and checked: no temporary left behind
     assert (models_dir / whisper_model.BASE_KEY / "model.bin").stat().st_size == \
         whisper_model.BASE_SIZE
-    assert [p.name for p in models_dir.iterdir()] == [whisper_model.BASE_KEY]
+    assert sorted(p.name for p in models_dir.iterdir()) == [f".{whisper_model.BASE_KEY}.lock",
+                                                            whisper_model.BASE_KEY]
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -149,7 +150,7 @@ def test_a_swapped_model_package_is_refused_and_leaves_nothing(
     monkeypatch.setattr(whisper_model, "BASE_SHA256", "0" * 64)  # as if a piece were swapped
     with pytest.raises(ModelNotFound, match="not the pinned file"):
         whisper_model.assemble_base(tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [f".{whisper_model.BASE_KEY}.lock"]
 
 
 def test_a_whisper_setting_that_names_nothing_says_so(tmp_path: Path) -> None:
@@ -188,4 +189,5 @@ def test_two_processes_assembling_whisper_base_at_once_both_get_the_model(
     monkeypatch.setattr(whisper_model, "base_pieces", other_process_finishes_first)
     target = whisper_model.assemble_base(tmp_path)
     assert (target / "model.bin").stat().st_size == whisper_model.BASE_SIZE
-    assert [p.name for p in tmp_path.iterdir()] == [whisper_model.BASE_KEY]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{whisper_model.BASE_KEY}.lock",
+                                                          whisper_model.BASE_KEY]

@@ -203,3 +203,22 @@ def test_a_filtered_search_for_more_than_twelve_documents_is_not_refused(kinject
                                   metadata={"topic": "birds"})])
     hits = store.similarity_search("herons", k=20, filter={"topic": "birds"})
     assert [d.id for d in hits] == ["wide"]
+
+
+def test_a_namespace_never_sees_nor_deletes_those_of_a_namespace_it_prefixes(
+        kinject: Kinject) -> None:
+    """Namespaces ``x`` and ``xb`` on one server: the store of ``x`` found ``xb``'s document
+    ``1`` as its own ``b1``, and deleting its ``b1`` deleted that document."""
+    ns = f"lc-{uuid.uuid4().hex[:8]}"
+    short = KinjectRemoteVectorStore(kinject.url, kinject.write_key, namespace=ns,
+                                     wait_s=WAIT_S)
+    longer = KinjectRemoteVectorStore(kinject.url, kinject.write_key, namespace=ns + "b",
+                                      wait_s=WAIT_S)
+    longer.add_texts(["Lynx hunt hares in the deep snow."], ids=["1"])
+    assert short.similarity_search("lynx hunt hares snow", k=3) == []
+    assert short.get_by_ids(["b1"]) == []
+    short.delete(["b1"])
+    assert [d.id for d in longer.similarity_search("lynx hunt hares snow", k=3)] == ["1"]
+    # A namespace holding the separator could again be a prefix of another's ids.
+    with pytest.raises(ValueError, match="namespace"):
+        KinjectRemoteVectorStore(kinject.url, namespace="team/docs")

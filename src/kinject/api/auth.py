@@ -11,6 +11,7 @@ effect without a restart.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import hmac
@@ -18,8 +19,11 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -127,7 +131,7 @@ class KeyStore:
         salt = secrets.token_bytes(16)
         entry = ApiKey(id=key_id, name=name, role=role, salt=salt.hex(),
                        hash=_scrypt(secret, salt), created_at=time.time())
-        with self._lock:
+        with self._changing():
             keys = self._read()
             keys[key_id] = entry
             self._write(keys)
@@ -139,7 +143,7 @@ class KeyStore:
 
     def revoke(self, key_id_or_name: str) -> list[ApiKey]:
         """Revoke the key with this id, or every active key with this name; return them."""
-        with self._lock:
+        with self._changing():
             keys = self._read()
             hit = [k for k in keys.values() if k.active and key_id_or_name in (k.id, k.name)]
             now = time.time()
@@ -233,16 +237,35 @@ class KeyStore:
             keys[key.id] = key
         return keys
 
-    def _write(self, keys: dict[str, ApiKey]) -> None:
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Held while the file is read, changed and written back: by one thread of this
+        process and one process of the machine (``flock`` on a lock file beside it, released
+        by the OS if the process dies), so two ``kinject keys create`` at once keep both."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        with self._lock, lock.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _write(self, keys: dict[str, ApiKey]) -> None:
         body = json.dumps({"keys": [asdict(k) for k in keys.values()]}, indent=2)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        # A temporary file of its own (mode 0600), renamed over the file: readers see the
+        # old keys or the new ones, never a part.
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self._stamp = None  # re-read on the next check
 
 

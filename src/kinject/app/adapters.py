@@ -38,7 +38,8 @@ class Adapters:
         self._jobs = JobThreads()  # the cycles start_finetune_job started, stopped by close()
 
     def adapter_state(self) -> AdapterState:
-        """The adapter serving now and the sources it was trained on (RAG's ``auto`` route)."""
+        """The adapter serving now, the sources it was trained on (RAG's ``auto`` route) and
+        the generator bound to it (what writes an answer labelled with it)."""
         from kinject.rag.routes import AdapterState
 
         switcher = self.switcher
@@ -50,17 +51,19 @@ class Adapters:
                 switcher.refresh()
             except KinjectError as exc:  # what serves now keeps serving
                 log.error("cannot switch adapters: %s", exc)
-        version = switcher.current_version if switcher is not None else None
-        if version is None:
+        if switcher is None:
             return AdapterState()
+        version, generator = switcher.serving_now()
+        if version is None:
+            return AdapterState(generator=generator)
         known = self._lineages
         if version not in known:  # a version is immutable: read its manifest once
             try:
                 known[version] = frozenset(self.registry().get(version).lineage)
             except (KinjectError, OSError) as exc:
                 log.warning("lineage of adapter %s unavailable: %s", version[:12], exc)
-                return AdapterState(version, frozenset())
-        return AdapterState(version, known[version])
+                return AdapterState(version, frozenset(), generator)
+        return AdapterState(version, known[version], generator)
 
     def with_adapters(self, loaded: LoadedGenerator) -> ServingGenerator:
         """The generator with the ACTIVE adapter, checked before every answer (hot-swap)."""

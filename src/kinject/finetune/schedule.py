@@ -14,6 +14,7 @@ from kinject.finetune.cycle import run_cycle
 from kinject.finetune.cycle_lock import JobBusy
 from kinject.finetune.job_store import JobRecord, JobStore
 from kinject.finetune.paths import corpus_path
+from kinject.ongoing_failure import OngoingFailure
 
 if TYPE_CHECKING:
     from kinject.finetune.announce import Announce
@@ -46,7 +47,7 @@ def run_schedule(settings: Settings, stop: threading.Event, *, every_min: float 
         raise ValueError("give --every MIN and/or --min-new N (both are off)")
     store = JobStore.for_data_dir(settings.data_dir)
     last, ran = time.monotonic(), 0
-    failing: str | None = None  # the last round's error, logged once while it lasts
+    failing = OngoingFailure(log, "scheduler: rounds run again")
     try:
         while not stop.is_set():
             try:
@@ -60,11 +61,10 @@ def run_schedule(settings: Settings, stop: threading.Event, *, every_min: float 
                     last = time.monotonic()
             except Exception as exc:  # a locked or briefly unreadable store: the next round
                 message = f"{type(exc).__name__}: {exc}"
-                (log.debug if message == failing else log.error)(
-                    "scheduler: a round failed (%s); trying again every %g s", message, poll)
-                failing = message
+                failing.failed(message, "scheduler: a round failed (%s); trying again every "
+                               "%g s", message, poll)
             else:
-                failing = None
+                failing.ok()
             stop.wait(poll)
     finally:
         store.close()

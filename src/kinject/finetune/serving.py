@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinject.finetune.registry import WEIGHTS, file_sha256
 from kinject.finetune.serving_watch import AdapterLoadError, AdapterWatching
+from kinject.ongoing_failure import OngoingFailure
 from kinject.protocols import AdapterSource, Generator, Tokenizer
 
 if TYPE_CHECKING:
@@ -108,14 +109,17 @@ class AdapterSwitcher(AdapterWatching):
         # version -> (the weights file's size and mtime, the hash expected) of a refused
         # copy: not hashed again, nor logged again, until the file or the hash changes
         self._refused: dict[str, tuple[tuple[int, int] | None, str]] = {}
-        self._last_error: str | None = None
+        # Failures logged once while they last: following the pointer, taking an event from
+        # another registry, opening the event feed.
+        self._refresh_failure = OngoingFailure(log, "adapters: the ACTIVE pointer is followed "
+                                                    "again")
         # fetch by event: what fetches a version this registry lacks (None: no fetching),
         # and an event that could not be applied yet, with when to try it again
         self.fetcher = fetcher
         self.retry_s = retry_s
         self._pending: tuple[dict[str, Any], float] | None = None
-        self._mirror_error: str | None = None
-        self._feed_error: str | None = None  # the last failure to open the event feed
+        self._mirror_failure = OngoingFailure(log)  # taking one shows in "serving adapter"
+        self._feed_failure = OngoingFailure(log, "adapter events: the feed is open")
 
     @property
     def current_version(self) -> str | None:
@@ -135,6 +139,16 @@ class AdapterSwitcher(AdapterWatching):
                 raise AdapterLoadError(f"adapter {version[:12]} is tainted (trained on deleted "
                                        "data); it is not served")
             self._ensure_loaded(version)
+        return self._bound(version)
+
+    def serving_now(self) -> tuple[str | None, ServingGenerator]:
+        """The version serving now (None: the base model) and a generator bound to it, not
+        to whatever is active when it writes: an answer labelled with this version is
+        written by it even if another is promoted in between."""
+        version = self._current
+        return version, self._bound(version)
+
+    def _bound(self, version: str | None) -> ServingGenerator:
         name = f"{self.loaded.name}@{version[:12] if version else 'base'}"
         return ServingGenerator(model=_RoutedModel(self, version),
                                 tokenizer=self.loaded.tokenizer, device=self.loaded.device,

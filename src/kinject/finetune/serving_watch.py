@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import KinjectError
+from kinject.ongoing_failure import OngoingFailure
 
 if TYPE_CHECKING:
     from kinject.finetune.announce import AdapterEvents, EventSubscription
@@ -37,10 +38,10 @@ class AdapterWatching:
         _current: str | None
         _stamp: tuple[int, int] | None
         _announced: dict[str, str]
-        _last_error: str | None
         _pending: tuple[dict[str, Any], float] | None
-        _mirror_error: str | None
-        _feed_error: str | None
+        _refresh_failure: OngoingFailure
+        _mirror_failure: OngoingFailure
+        _feed_failure: OngoingFailure
 
         def refresh(self) -> bool: ...
 
@@ -98,12 +99,11 @@ class AdapterWatching:
             feed = events()
         except Exception as exc:  # a broker down at start must not stop pointer follows
             message = f"{type(exc).__name__}: {exc}"
-            (log.debug if message == self._feed_error else log.error)(
-                "adapter events: cannot open the feed (%s); following the ACTIVE pointer "
-                "meanwhile, trying again every %g s", message, self.retry_s)
-            self._feed_error = message
+            self._feed_failure.failed(
+                message, "adapter events: cannot open the feed (%s); following the ACTIVE "
+                "pointer meanwhile, trying again every %g s", message, self.retry_s)
             return None
-        self._feed_error = None
+        self._feed_failure.ok()
         return feed
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -159,15 +159,12 @@ class AdapterWatching:
                 self._pending = (event, time.monotonic() + self.retry_s)
             message = (f"cannot take adapter {shown} from the event: "
                        f"{exc if isinstance(exc, KinjectError) else repr(exc)}")
-            if message != self._mirror_error:
-                self._mirror_error = message
-                log.error("%s; still serving %s%s", message,
-                          self._current[:12] if self._current else "the base model",
-                          f", trying again every {self.retry_s:g} s" if retry else "")
-            else:
-                log.debug("%s (again)", message)
+            self._mirror_failure.failed(
+                message, "%s; still serving %s%s", message,
+                self._current[:12] if self._current else "the base model",
+                f", trying again every {self.retry_s:g} s" if retry else "")
             return
-        self._mirror_error = None
+        self._mirror_failure.ok()
         self._stamp = None
         self._safe_refresh()
 
@@ -177,16 +174,15 @@ class AdapterWatching:
         try:
             self.refresh()
         except KinjectError as exc:
-            if str(exc) != self._last_error:
-                self._last_error = str(exc)
-                log.error("cannot switch adapters: %s; still serving %s", exc,
-                          self._current[:12] if self._current else "the base model")
+            if self._refresh_failure.failed(
+                    str(exc), "cannot switch adapters: %s; still serving %s", exc,
+                    self._current[:12] if self._current else "the base model"):
                 time.sleep(0.1)
         except Exception:  # the watcher must outlive one bad version; what serves stays
             log.exception("cannot switch adapters")
             time.sleep(0.1)
         else:
-            self._last_error = None
+            self._refresh_failure.ok()
 
 
 def _close_quietly(feed: AdapterEvents) -> None:

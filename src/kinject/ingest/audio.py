@@ -6,10 +6,10 @@ long, so each chunk carries the time span it was said in (``meta["start_s"]``,
 The spoken language is detected (``meta["language"]``, Whisper's code: ``"en"``, ``"zh"``...).
 
 Every recording passes cheap checks first: its size (``max_bytes``) before anything is read,
-its duration from the container's header (``max_seconds``) before anything is decoded. Bytes
-that do not decode, a file cut short (a header that announces more than decodes) and a
-recording in which nothing is recognised raise BadRecord with the reason: the worker
-dead-letters them.
+its duration from the container's header (``max_seconds``) before anything is decoded; one
+whose container gives no duration is decoded only up to ``max_seconds``. Bytes that do not
+decode, a file cut short (a header that announces more than decodes) and a recording in
+which nothing is recognised raise BadRecord with the reason: the worker dead-letters them.
 
 Whisper yields segments lazily, about one per sentence: each is logged as progress, and
 :data:`progress_hook` (set by the ingest child process) is told, so a long recording that
@@ -19,9 +19,10 @@ advances is not taken for a stuck one (``kinject.stream.ingest_process``).
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,6 @@ def decode(data: bytes, config: AudioConfig) -> tuple[Any, float | None]:
     decode, decode to nothing, or decode to much less than the header announces.
     """
     import av
-    from faster_whisper import decode_audio
 
     if len(data) > config.max_bytes:
         raise BadRecord(f"audio of {len(data):,} bytes is over the cap of {config.max_bytes:,} "
@@ -131,21 +131,69 @@ def decode(data: bytes, config: AudioConfig) -> tuple[Any, float | None]:
                         f"{config.max_seconds:,.0f} s (KINJECT_INGEST__AUDIO_MAX_SECONDS)",
                         stage="parse")
     try:
-        samples = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
+        samples = decode_capped(data, config.max_seconds)
     except (av.FFmpegError, ValueError, RuntimeError) as exc:
         raise BadRecord(f"cannot decode audio ({fmt}): {exc}", stage="transcribe") from exc
     got = len(samples) / SAMPLE_RATE
     if got == 0:
         raise BadRecord(f"the {fmt} file holds no audio that decodes (broken or empty)",
                         stage="transcribe")
-    if got > config.max_seconds:  # a header that lied, or none
-        raise BadRecord(f"audio of {got:,.0f} s is over the cap of {config.max_seconds:,.0f} s "
-                        "(KINJECT_INGEST__AUDIO_MAX_SECONDS)", stage="parse")
     if declared is not None and declared - got > max(_TRUNCATED_SLACK_S,
                                                      _TRUNCATED_SHARE * declared):
         raise BadRecord(f"the {fmt} file is cut short or damaged: its header announces "
                         f"{declared:.1f} s, only {got:.1f} s decode", stage="transcribe")
     return samples, declared
+
+
+def decode_capped(data: bytes, max_seconds: float) -> Any:
+    """16 kHz mono float32 samples of ``data``, decoded frame by frame (as faster-whisper's
+    ``decode_audio`` does, undecodable frames skipped), stopped with BadRecord(stage="parse")
+    as soon as they pass ``max_seconds``: a header that gave no duration, or a wrong one,
+    never gets a long stream decoded whole into memory."""
+    import gc
+
+    import av
+    import numpy as np
+
+    limit = int(max_seconds * SAMPLE_RATE)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    parts: list[Any] = []
+    total = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            for frame in itertools.chain(_decodable(container.decode(audio=0)), [None]):
+                if frame is not None:
+                    frame.pts = None  # the resampler's timestamp check: not ours to make
+                for out in resampler.resample(frame):
+                    part = out.to_ndarray().reshape(-1)
+                    total += len(part)
+                    if total > limit:
+                        raise BadRecord(
+                            f"audio is over the cap of {max_seconds:,.0f} s (decoding stopped "
+                            "there; its header gives no duration or a shorter one) "
+                            "(KINJECT_INGEST__AUDIO_MAX_SECONDS)", stage="parse")
+                    parts.append(part)
+    finally:
+        # PyAV's resampler holds memory until the garbage collector runs (faster-whisper
+        # issue 390): a worker reading recordings all day must not keep it.
+        del resampler
+        gc.collect()
+    if not parts:
+        return np.zeros(0, np.float32)
+    return np.concatenate(parts).astype(np.float32) / 32768.0
+
+
+def _decodable(frames: Iterator[Any]) -> Iterator[Any]:
+    """The frames that decode; a damaged one is skipped, as faster-whisper does."""
+    import av
+
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.InvalidDataError:
+            continue
 
 
 def transcribe(model: Any, samples: Any, source_id: str) -> tuple[list[Segment], Any]:

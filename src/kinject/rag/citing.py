@@ -14,6 +14,21 @@ from kinject.types import Answer, Citation
 log = logging.getLogger(__name__)
 
 
+def cited(text: str, passages: int) -> list[int]:
+    """The passages ``text``'s [n] markers cite, in order, each once; a marker beyond the
+    ``passages`` given cites nothing."""
+    return sorted({int(n) for n in _MARKER.findall(text) if 1 <= int(n) <= passages})
+
+
+def unmarked(text: str) -> str:
+    """``text`` without its [n] markers (and the spaces before them), trimmed of spaces and
+    quotes: the words of an answer, to which the markers of the passages it cites are added
+    again. The words of a prefix are a prefix of the whole's words (so a stream can show
+    them as they come) unless the prefix ends inside a marker."""
+    clean = re.sub(r"\s*" + _MARKER.pattern, "", text).strip()
+    return re.sub(r"\s+([.,;:!?。，])", r"\1", clean).strip(" \"'")
+
+
 class CitingMixin:
     """Answers with citations for RagService (which supplies ``config``)."""
 
@@ -31,9 +46,8 @@ class CitingMixin:
         # The answer is its first line; a small model goes on ("The answer is: ...").
         raw = next((line for line in raw.strip().splitlines() if line.strip()), "")
         raw = raw.replace("\ufffd", "")  # a character cut by max_new_tokens
-        used = sorted({int(n) for n in _MARKER.findall(raw) if 1 <= int(n) <= len(texts)})
-        clean = _MARKER.sub("", raw).strip()
-        clean = re.sub(r"\s+([.,;:!?。，])", r"\1", clean).strip(" \"'")
+        used = cited(raw, len(texts))
+        clean = unmarked(raw)
         idx, ground = best_grounding(clean, texts, plan.q.text)
         if ground < self.config.min_grounding:
             # The best passage that states something: one that asks a question, or points

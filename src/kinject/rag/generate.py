@@ -101,19 +101,31 @@ def generate_batch(loaded: Generator, batch: Sequence[Messages], max_new_tokens:
 def stream_chat(loaded: Generator, messages: Messages, max_new_tokens: int,
                 sampling: Sampling | None = None) -> Iterator[str]:
     """Yield the completion's text as it is produced (generation runs in a thread; greedy
-    unless ``sampling``)."""
+    unless ``sampling``). Closed before the end (a client went away), it tells the
+    generation to stop at its next token and returns without waiting for it: it may be
+    closed on a server's event loop, which must never wait for a model."""
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     tok, model = loaded.tokenizer, loaded.model
     ids = torch.tensor([_prompt_ids(tok, messages)], device=loaded.device)
     # transformers types its own tokenizers; a Tokenizer here is one of them
     streamer = TextIteratorStreamer(cast("PreTrainedTokenizerBase", tok), skip_prompt=True,
                                     skip_special_tokens=True, timeout=120.0)
+    stop = threading.Event()
+
+    class _Stopped(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor,
+                     **kwargs: Any) -> torch.BoolTensor:
+            return cast("torch.BoolTensor", torch.full(
+                (input_ids.shape[0],), stop.is_set(), dtype=torch.bool,
+                device=input_ids.device))
+
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
               "max_new_tokens": max_new_tokens, **_decoding(sampling), "pad_token_id": pad,
-              "eos_token_id": _end_ids(tok), "streamer": streamer}
+              "eos_token_id": _end_ids(tok), "streamer": streamer,
+              "stopping_criteria": StoppingCriteriaList([_Stopped()])}
 
     def run() -> None:
         with torch.inference_mode():
@@ -121,7 +133,12 @@ def stream_chat(loaded: Generator, messages: Messages, max_new_tokens: int,
 
     thread = threading.Thread(target=run, name="kinject-generate", daemon=True)
     thread.start()
+    finished = False
     try:
         yield from streamer
+        finished = True
     finally:
-        thread.join()
+        if finished:
+            thread.join()  # it has put its last piece: ending now
+        else:
+            stop.set()  # the thread ends at its next token, unwaited

@@ -16,6 +16,7 @@ from kinject.types import Hit
 if TYPE_CHECKING:
     from kinject.config import Settings
     from kinject.index.filters import SearchFilters
+    from kinject.protocols import Generator
 
 ABSTAIN_TEXT = "Not in the knowledge base."
 ABSTAIN_TEXT_ZH = "知识库中没有相关内容。"
@@ -94,6 +95,8 @@ class _Plan:
     kind: Literal["abstain", "free", "closed", "read"] = "abstain"
     max_new_tokens: int = 32
     timings: dict[str, float] = field(default_factory=dict)
+    # The generator bound to ``adapter_version`` (None: the service's own).
+    generator: Generator | None = None
 
 
 def _abstain_text(question: str) -> str:

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kinject.protocols import Generator
 
 ROUTES = ("rag", "adapter", "both", "auto")
 
 
 @dataclass(frozen=True)
 class AdapterState:
-    """The adapter active on the generator now, and the sources in its lineage."""
+    """The adapter active on the generator now, the sources in its lineage and, where the
+    active adapter can change (hot-swap), a generator bound to this version: an answer
+    labelled with ``version`` is written by it even if another is promoted meanwhile."""
 
     version: str | None = None
     lineage: frozenset[str] = field(default_factory=frozenset)
+    generator: Generator | None = field(default=None, compare=False, repr=False)
 
 
 AdapterProvider = Callable[[], AdapterState]

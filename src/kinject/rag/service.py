@@ -90,7 +90,7 @@ class RagService(StreamingMixin, CitingMixin):
         if cached is not None:
             return replace(cached, timings={**cached.timings, "cached": 1.0})
         answer = self._batcher.submit(q)
-        self.cache.put(key, answer)
+        self.cache.put(_written_by(key, answer), answer)
         return answer
 
     # -- preparing ----------------------------------------------------------------------------
@@ -125,7 +125,8 @@ class RagService(StreamingMixin, CitingMixin):
         retrieve_s = (time.perf_counter() - t0) / max(1, len(questions))
         plans: list[_Plan] = []
         for q, hits in zip(questions, found, strict=True):
-            plan = _Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s})
+            plan = _Plan(q, q.route, state.version, timings={"retrieve_s": retrieve_s},
+                         generator=state.generator)
             plans.append(plan)
             passages = _distinct_passages(hits)[: q.k]
             # The passages close enough to the question to be about it (cosine).
@@ -209,7 +210,9 @@ class RagService(StreamingMixin, CitingMixin):
             t0 = time.perf_counter()
             self.model_calls += 1
             # A sampled question runs alone (ask), so its batch has one decoding.
-            outs = gen.generate_batch(self.generator, [p.messages for p in writes],
+            # One _plan's plans: one adapter state, the version their answers name.
+            outs = gen.generate_batch(writes[0].generator or self.generator,
+                                      [p.messages for p in writes],
                                       [p.max_new_tokens for p in writes], writes[0].q.sampling)
             dt = (time.perf_counter() - t0) / len(writes)
             for p, text in zip(writes, outs, strict=True):
@@ -233,6 +236,12 @@ class RagService(StreamingMixin, CitingMixin):
                     raise ValueError("mode 'read' needs a reader model (models.reader)")
                 self._reader = self._reader_factory()
             return self._reader
+
+
+def _written_by(key: tuple[Any, ...], answer: Answer) -> tuple[Any, ...]:
+    """A cache key (adapter version last) with the version that wrote ``answer``: one
+    promoted while it was answered must not find it cached as its own."""
+    return (*key[:-1], answer.adapter_version)
 
 
 def _distinct_passages(hits: list[Hit]) -> list[Hit]:

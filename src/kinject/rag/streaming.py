@@ -7,6 +7,7 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kinject.rag import generate as gen
+from kinject.rag.citing import cited, unmarked
 from kinject.rag.questions import _MARKER, Mode, Question, RagConfig, _Plan
 from kinject.rag.sentences import best_grounding, tokens
 from kinject.types import Answer, Citation
@@ -43,6 +44,8 @@ class StreamingMixin:
 
         def _citations(self, plan: _Plan, used: list[int]) -> tuple[Citation, ...]: ...
 
+        def _cited(self, plan: _Plan, text: str, used: list[int]) -> Answer: ...
+
     def ask_stream(self, question: str, k: int | None = None,
                    filters: SearchFilters | None = None, route: str = "auto",
                    mode: Mode | None = None, sampling: gen.Sampling | None = None
@@ -69,8 +72,8 @@ class StreamingMixin:
             t0 = time.perf_counter()
             pieces: list[str] = []
             self.model_calls += 1
-            for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
-                                         q.sampling):
+            for piece in gen.stream_chat(plan.generator or self.generator, plan.messages,
+                                         plan.max_new_tokens, q.sampling):
                 if piece:
                     pieces.append(piece)
                     yield piece
@@ -78,26 +81,29 @@ class StreamingMixin:
             answer = self._compose(plan, "".join(pieces))
         else:
             answer = yield from self._stream_grounded(plan)
-        if sampling is None:
-            self.cache.put(key, answer)
+        if sampling is None:  # under the adapter version that wrote it (service._written_by)
+            self.cache.put((*key[:-1], answer.adapter_version), answer)
         yield answer
 
     def _stream_grounded(self, plan: _Plan) -> Generator[str, None, Answer]:
         """Stream a free answer without ever showing text the final Answer takes back.
 
         Text is held back until what has been written is grounded in the passages (the same
-        test as :meth:`_compose`, with at least two new words); from then on it flows as it is
-        produced, up to the end of the first line (the answer). An answer that never becomes
-        grounded is replaced by the passage it falls back to, sent as one piece. So the
-        pieces always add up to the final answer's text, as OpenAI-style clients expect.
+        test as :meth:`_compose`, with at least two new words); from then on its words flow
+        as they are produced, up to the end of the first line (the answer). The model's
+        [n] markers are held back too: as in :meth:`_compose`, the final answer is the words
+        followed by the markers of the given passages they cite (or of the passage they are
+        grounded in), never one beyond them. An answer that never becomes grounded is
+        replaced by the passage it falls back to, sent as one piece. So the pieces always
+        add up to the final answer's text, as OpenAI-style clients expect.
         """
         texts = [h.text for h in plan.passages]
         asked = tokens(plan.q.text)
         t0 = time.perf_counter()
         self.model_calls += 1
         written, released, grounded = "", 0, False
-        for piece in gen.stream_chat(self.generator, plan.messages, plan.max_new_tokens,
-                                     plan.q.sampling):
+        for piece in gen.stream_chat(plan.generator or self.generator, plan.messages,
+                                     plan.max_new_tokens, plan.q.sampling):
             if not piece or "\n" in written.lstrip():
                 continue  # past the first line: drained, not shown
             written += piece
@@ -106,7 +112,7 @@ class StreamingMixin:
                 clean = _MARKER.sub("", line)
                 grounded = (len(tokens(clean) - asked) >= 2 and best_grounding(
                     clean, texts, plan.q.text)[1] >= self.config.min_grounding)
-            shown = line.rstrip()  # trailing spaces wait: the line may end there
+            shown = settled_words(line)
             if grounded and len(shown) > released:
                 yield shown[released:]
                 released = len(shown)
@@ -116,9 +122,17 @@ class StreamingMixin:
             answer = self._compose(plan, line)
             yield answer.text
             return answer
-        used = sorted({int(n) for n in _MARKER.findall(line) if 1 <= int(n) <= len(texts)})
-        if used:  # the model cited: its words stand as written
-            return self._answer(plan, line.strip(), self._citations(plan, used))
-        idx, _ = best_grounding(_MARKER.sub("", line), texts, plan.q.text)
-        yield f" [{idx + 1}]"
-        return self._answer(plan, f"{line.strip()} [{idx + 1}]", self._citations(plan, [idx + 1]))
+        words = unmarked(line)
+        used = cited(line, len(texts)) or [best_grounding(words, texts, plan.q.text)[0] + 1]
+        answer = self._cited(plan, words, used)
+        yield answer.text[released:]
+        return answer
+
+
+def settled_words(line: str) -> str:
+    """The words of a line being written that stand whatever is written next: its words
+    (:func:`~kinject.rag.citing.unmarked`) but trailing spaces and quotes (the line may end
+    there) and a marker not closed yet (its number is unknown). Each is a prefix of the
+    next, and of the finished line's words."""
+    opened = line.rfind("[")
+    return unmarked(line[:opened] if opened > line.rfind("]") else line)
