@@ -91,7 +91,7 @@ async function runSearch(ev) {
   const body = await resp.json();
   if (!body.hits.length) { out.replaceChildren(el("li", { textContent: "no hits" })); return; }
   out.replaceChildren(...body.hits.map((h) => el("li", { className: "hit" }, [
-    el("div", { textContent: h.text }),
+    el("div", { className: "text", textContent: h.text }),
     el("div", { className: "src", textContent: `${h.source_id} · score ${h.score.toFixed(3)}` }),
   ])));
 }
@@ -114,7 +114,7 @@ function renderAnswer(text, citations) {
   answer.replaceChildren(...parts);
   $("citations").replaceChildren(...citations.map((c) => el("div", {
     className: "passage", id: "passage-" + c.n,
-  }, [el("div", { textContent: `[${c.n}] ${c.snippet}` }),
+  }, [el("div", { className: "text", textContent: `[${c.n}] ${c.snippet}` }),
       el("div", { className: "src", textContent: `${citedAs(c)} · score ${c.score.toFixed(3)}` })])));
 }
 
