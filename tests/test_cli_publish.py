@@ -187,6 +187,10 @@ def test_publish_beside_kinject_serve_reaches_its_embedded_broker(
             return any(h["source_id"] == "kb/osk" for h in hits)
 
         until(found, 120, "the published file searchable through serve")
+        replay = runner.invoke(app, ["dlq", "replay", "--all"],
+                               env={"KINJECT_DATA_DIR": str(data)})
+        assert replay.exit_code == 0, replay.output  # dead letters replay there too
+        assert "replayed 0 dead letter(s)" in replay.stdout
     finally:
         stop.set()
         thread.join(60)
