@@ -97,4 +97,6 @@ def test_a_passage_of_several_lines_shows_them_as_lines(served: Served, browser
     lines = hit.find_element(By.CSS_SELECTOR, ".text").text.split("\n")
     assert lines[:2] == ["Brinmoor ferry timetable:",
                          "The first ferry to Gullspire leaves at 06:40."], lines
+    # hybrid hits are ordered by fused rank: the number shown is named for what it is
+    assert "web/timetable · cosine " in hit.find_element(By.CSS_SELECTOR, ".src").text
 
