@@ -126,3 +126,75 @@ def test_publish_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     env = {"KINJECT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "KINJECT_DATA_DIR": str(tmp_path)}
     result = runner.invoke(app, ["publish", str(tmp_path / "nope.txt")], env=env)
     assert result.exit_code == 2 and "nope.txt does not exist" in result.stderr
+
+
+def test_a_serve_note_names_its_broker_only_while_its_process_lives(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from kinject.config import load_settings
+    from kinject.stream.serve_broker import NOTE_FILE, announce, with_serve_broker
+
+    settings = load_settings(data_dir=tmp_path)
+    assert with_serve_broker(settings) is settings  # no serve: nothing changes
+    with announce(tmp_path, "127.0.0.1:45678"):
+        found = with_serve_broker(settings)
+        assert found.kafka.bootstrap_servers == "127.0.0.1:45678"
+        configured = load_settings(data_dir=tmp_path, kafka={"bootstrap_servers": "k:9092"})
+        assert with_serve_broker(configured).kafka.bootstrap_servers == "k:9092"
+    assert not (tmp_path / NOTE_FILE).exists()
+    # a serve killed with -9 leaves its note behind: a dead pid is not a broker
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (tmp_path / NOTE_FILE).write_text(
+        json.dumps({"bootstrap": "127.0.0.1:45678", "pid": int(gone.stdout)}))
+    assert os.path.exists(tmp_path / NOTE_FILE)
+    assert with_serve_broker(settings).kafka.bootstrap_servers is None
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_publish_beside_kinject_serve_reaches_its_embedded_broker(
+    tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's road: `kinject serve` (embedded broker), then `kinject publish` on the
+    same data dir, with no bootstrap servers set anywhere."""
+    import httpx
+
+    from _serve import start_serve, wait_ready
+    from _wait import until
+    from kinject.config import load_settings
+    from kinject.stream.serve_broker import NOTE_FILE
+
+    monkeypatch.delenv("KINJECT_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    data = tmp_path / "data"
+    settings = load_settings(
+        data_dir=data, kafka={"partitions": 1},
+        models={"embedder": "hash", "generator": str(tiny_lm_dir)},
+        rag={"mode": "free"}, ingest={"ocr_engine": "none"})
+    (tmp_path / "osk.txt").write_text("The Osk lab on Tarrow Island is run by Ilse Varga.")
+    url, stop, thread = start_serve(settings)
+    try:
+        wait_ready(url, timeout_s=180)
+        result = runner.invoke(app, ["publish", str(tmp_path / "osk.txt"), "--source-id",
+                                     "kb/osk"], env={"KINJECT_DATA_DIR": str(data)})
+        assert result.exit_code == 0, result.output
+        assert "published 1 record(s)" in result.stdout
+
+        def found() -> bool:
+            hits = httpx.get(f"{url}/v1/search", params={"q": "Osk lab Tarrow"}).json()["hits"]
+            return any(h["source_id"] == "kb/osk" for h in hits)
+
+        until(found, 120, "the published file searchable through serve")
+        replay = runner.invoke(app, ["dlq", "replay", "--all"],
+                               env={"KINJECT_DATA_DIR": str(data)})
+        assert replay.exit_code == 0, replay.output  # dead letters replay there too
+        assert "replayed 0 dead letter(s)" in replay.stdout
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not (data / NOTE_FILE).exists()
+    result = runner.invoke(app, ["publish", str(tmp_path / "osk.txt")],
+                           env={"KINJECT_DATA_DIR": str(data)})
+    assert result.exit_code == 2 and "kinject serve" in result.stderr

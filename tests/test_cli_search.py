@@ -120,3 +120,19 @@ def test_a_hit_whose_text_looks_like_rich_markup_is_printed_as_it_is(tmp_path: P
     assert result.exit_code == 0, result.output
     assert "[/etc/kinject]" in result.stdout and "[bold]never[/bold]" in result.stdout
     assert "kb/[ops]" in result.stdout
+
+
+def test_hybrid_hits_whose_cosines_rise_down_the_list_say_how_they_are_ranked(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on Debian Reference: scores 0.446, 0.450, 0.429 down the list, unexplained."""
+    from kinject.cli.render import print_hits
+    from kinject.types import Hit
+
+    monkeypatch.setenv("COLUMNS", "200")
+    meta = {"rrf": 0.03, "space": "main"}
+    fused = [Hit("a", "debref/ch02", "dpkg -L lists a package's files", 0.446, dict(meta)),
+             Hit("b", "debref/ch02", "dpkg -S finds the package of a file", 0.450, dict(meta))]
+    print_hits(fused)
+    assert "ranked by fusing the vector and BM25 rankings" in capsys.readouterr().out
+    print_hits(sorted(fused, key=lambda h: -h.score))
+    assert "ranked by fusing" not in capsys.readouterr().out

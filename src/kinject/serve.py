@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +184,7 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     from kinject.api.app import create_app
     from kinject.app import KinjectService
     from kinject.finetune.jobs import recover_interrupted
+    from kinject.stream.serve_broker import announce
     from kinject.stream.supervisor import supervised_broker
 
     if workers < 0:
@@ -193,10 +195,12 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     port = settings.api.port if port is None else port
     try:
         with supervised_broker(settings.kafka) as (bootstrap, supervisor), \
-                KinjectService(settings) as svc:
+                KinjectService(settings) as svc, ExitStack() as notes:
             if not settings.kafka.bootstrap_servers:
                 log.info("embedded Kafka broker on %s (publish there, or through the API)",
                          bootstrap)
+                # `kinject publish` on this data dir finds the broker through this note
+                notes.enter_context(announce(settings.data_dir, bootstrap))
             recover_interrupted(settings.data_dir)  # jobs a killed serve left 'running'
             svc.attach(bootstrap, supervisor)
             threads = start_background(svc, settings, bootstrap, workers, stop)

@@ -70,3 +70,33 @@ def test_page_searches_asks_and_shows_the_cited_passage(served: Served, browser,
     keep = os.environ.get("KINJECT_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_a_passage_of_several_lines_shows_them_as_lines(served: Served, browser
+                                                       ) -> None:  # type: ignore[no-untyped-def]
+    """Table rows, list items and code keep their line breaks in a hit (they were run
+    together into one paragraph; a cited passage has the same class); and the answer box
+    shows only once there is an answer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text = ("Brinmoor ferry timetable:\nThe first ferry to Gullspire leaves at 06:40.\n"
+            "The last ferry to Gullspire leaves at 22:15.")
+    publish(served, {"source_id": "web/timetable", "content": text})
+    with served.client() as c:
+        until(lambda: c.get("/v1/search", params={"q": "Brinmoor ferry timetable"}).json()
+              ["hits"], what="the timetable in the index")
+    wait = WebDriverWait(browser, 60)
+    browser.get(served.url + "/")
+    assert not browser.find_element(By.ID, "answer").is_displayed()  # nothing asked yet
+    browser.find_element(By.ID, "search-q").send_keys("Brinmoor ferry timetable Gullspire")
+    browser.find_element(By.ID, "search-go").click()
+    wait.until(lambda d: "web/timetable" in d.find_element(By.ID, "search-results").text)
+    hit = next(h for h in browser.find_elements(By.CSS_SELECTOR, "#search-results li.hit")
+               if "web/timetable" in h.text)
+    lines = hit.find_element(By.CSS_SELECTOR, ".text").text.split("\n")
+    assert lines[:2] == ["Brinmoor ferry timetable:",
+                         "The first ferry to Gullspire leaves at 06:40."], lines
+    # hybrid hits are ordered by fused rank: the number shown is named for what it is
+    assert "web/timetable · cosine " in hit.find_element(By.CSS_SELECTOR, ".src").text
+

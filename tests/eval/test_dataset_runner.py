@@ -178,3 +178,15 @@ def test_a_set_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "who?", "reference": "Ada"}
                                                    ).encode() + b"\n")
     assert [i.question for i in load_set(path)] == ["who?"]
+
+
+def test_a_run_answered_only_from_the_cache_says_why_latency_is_missing() -> None:
+    from kinject.eval.report import summary_lines
+
+    run = {"target": {"label": "rag / kinject"},
+           "aggregate": {"n": 35, "n_cached": 35, "latency_p50_s": None,
+                         "latency_p95_s": None}}
+    lines = summary_lines({"runs": [run]})
+    assert any("all 35 answers came from the answer cache" in line for line in lines), lines
+    fresh = {**run, "aggregate": {**run["aggregate"], "n_cached": 0, "latency_p50_s": 1.2}}
+    assert not any("answer cache" in line for line in summary_lines({"runs": [fresh]}))

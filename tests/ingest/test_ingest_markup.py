@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -286,3 +287,69 @@ def test_html_over_the_size_cap_is_a_bad_record_with_the_reason() -> None:
                       IngestConfig(html_max_bytes=1024))
     assert info.value.stage == "parse"
     assert ingest_record(Record("web/big", kind="html", content=page)).chunks  # default cap
+
+
+# Real pages nobody in the project wrote (sources and licences in the files' own comments):
+# DocBook XSL (Debian Reference, GPL-2+) and Sphinx (the Python documentation, PSF).
+DATA = Path(__file__).parent / "data"
+DEBIAN_REFERENCE = DATA / "debian-reference-ch02-excerpt.en.html"
+PYTHON_DOCS = DATA / "python-docs-excerpt.html"
+
+
+def _chunks_of(path: Path) -> list[str]:
+    record = Record(f"docs/{path.name}", content=path.read_bytes(), meta={"filename": path.name})
+    return [c.text for c in ingest_record(record).chunks]
+
+
+def test_a_docbook_page_loses_its_table_of_contents_and_prev_next_bars() -> None:
+    chunks = _chunks_of(DEBIAN_REFERENCE)
+    everything = "\n".join(chunks)
+    assert "Table of Contents" not in everything
+    assert "2.1.2. Basic precautions" not in everything  # a TOC entry, not a section here
+    assert "Chapter 1. GNU/Linux tutorials" not in everything  # the prev/next footer
+    assert "Chapter 3. The system initialization" not in everything
+    assert "Chapter 2. Debian package management" not in chunks  # the header bar alone
+    assert any("dpkg -L package_name" in c for c in chunks)
+
+
+def test_inline_markup_joins_its_neighbours_as_a_browser_shows_it() -> None:
+    everything = "\n".join(_chunks_of(DEBIAN_REFERENCE))
+    assert 'Update the "/etc/apt/sources.list" file' in everything
+    assert 'e.g., "aptitude install perl".' in everything
+    assert '" /etc/apt/sources.list "' not in everything
+
+
+def test_a_table_keeps_its_docbook_title_in_the_chunk_of_its_first_rows() -> None:
+    chunks = _chunks_of(DEBIAN_REFERENCE)
+    (first,) = [c for c in chunks if "Table 2.13." in c]
+    assert "command: dpkg -L package_name. action: list contents of an installed package." \
+        in first
+
+
+def test_xhtml_is_read_without_a_warning_per_page() -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        parse_html(Record("docs/ch02", content=DEBIAN_REFERENCE.read_bytes()))
+    assert not [w for w in seen if "XML" in str(w.message)], [str(w.message) for w in seen]
+
+
+def test_sphinx_headings_lose_their_permalink_pilcrows() -> None:
+    docs = parse_html(Record("docs/py", content=PYTHON_DOCS.read_bytes()))
+    sections = [d.meta["section"] for d in docs]
+    assert "12. Virtual Environments and Packages > 12.2. Creating Virtual Environments" \
+        in sections
+    assert not any("¶" in d.text for d in docs)
+
+
+def test_a_signature_and_what_it_does_share_a_chunk() -> None:
+    chunks = _chunks_of(PYTHON_DOCS)
+    (dumps,) = [c for c in chunks if "json.dumps(obj" in c]
+    assert "Serialize obj to a JSON formatted str" in dumps
+
+
+def test_a_line_that_introduces_code_stays_with_the_code() -> None:
+    chunks = _chunks_of(PYTHON_DOCS)
+    assert any("On Unix or MacOS, run:\nsource tutorial-env/bin/activate" in c for c in chunks)
+    assert any("directory path:\npython3 -m venv tutorial-env" in c for c in chunks)

@@ -184,3 +184,76 @@ def test_pdf_over_the_page_cap_is_refused_before_any_page_is_read() -> None:
         ingest_record(Record("pdf/long", content=_blank_pdf(30)), IngestConfig(pdf_max_pages=20))
     assert info.value.stage == "parse"
     assert (ocr.stats.read, ocr.stats.blank) == before
+
+
+# Printed lines of the Shared MIME-info Database specification 0.21 (shared-mime-info,
+# /usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf; Thomas Leonard, GPL-2+), laid
+# out as that PDF lays them: a running title at the top and a page number at the foot of
+# every page, paragraphs broken at every printed line.
+SPEC_PAGES = (
+    ("1.2. What is this spec?",
+     "Many programs and desktops use the MIME system[MIME] to represent the types of files. "
+     "Frequently, it",
+     "is necessary to work out the correct MIME type for a file. This is generally done by "
+     "examining the file's",
+     "name or contents, and looking up the correct MIME type in a database.",
+     "It is also useful to store information about each type, such as a textual description "
+     "of it, or a list of",
+     "applications that can be used to view or edit files of that type."),
+    ("update-mime-database is passed the mime directory containing the packages "
+     "subdirectory which was",
+     "modified as its only argument. It scans all the XML files in the packages subdirectory, "
+     "combines the",
+     "information in them, and creates a number of output files.",
+     "The files created by update-mime-database are:",
+     "• <MIME>/globs (contains a mapping from names to MIME types) [deprecated for globs2]",
+     "• <MIME>/globs2 (contains a mapping from names to MIME types and glob weight)"),
+    ("happens to use gzip to compress the file). The default priority value is 50, and the "
+     "maximum is 100.",
+     "Each match element has a number of attributes:",
+     "• type: The type of the value to match against. This may be one of string, host16, "
+     "host32, big16,",
+     "big32, little16, little32 or byte."),
+)
+
+
+def _spec_pdf() -> bytes:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=A4)
+    for number, lines in enumerate(SPEC_PAGES, start=1):
+        c.setFont("Helvetica", 9)
+        c.drawString(72, 800, "Shared MIME-info Database")
+        c.setFont("Helvetica", 8)
+        for row, line in enumerate(lines):
+            c.drawString(40, 760 - 14 * row, line)
+        c.drawString(300, 40, str(number))
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def test_a_printed_pdf_reads_as_paragraphs_without_running_titles_and_page_numbers() -> None:
+    docs = parse_pdf(Record("docs/spec.pdf", content=_spec_pdf()))
+    assert [d.meta["page"] for d in docs] == [1, 2, 3]
+    for doc in docs:
+        assert "Shared MIME-info Database" not in doc.text
+        assert not doc.text.rstrip()[-1].isdigit(), doc.text  # no page number at the foot
+    first, second, third = (d.text.split("\n") for d in docs)
+    assert first[0] == "1.2. What is this spec?"  # a heading keeps its own line
+    assert first[1].startswith("Many programs") and first[1].endswith("in a database.")
+    assert "Frequently, it is necessary to work out the correct MIME type" in first[1]
+    assert first[2].endswith("view or edit files of that type.")
+    assert second[1] == "The files created by update-mime-database are:"
+    assert second[2].startswith("• <MIME>/globs (") and second[3].startswith("• <MIME>/globs2")
+    assert "big16, big32, little16" in third[1]  # a list item runs on too
+
+
+def test_no_chunk_of_a_printed_pdf_starts_in_the_middle_of_a_sentence() -> None:
+    out = ingest_record(Record("docs/spec.pdf", content=_spec_pdf()),
+                        IngestConfig(chunk_size=200, chunk_overlap=0))
+    continued = ("is necessary", "name or contents", "applications that", "modified as",
+                 "information in them", "big32")
+    assert not [c.text[:40] for c in out.chunks if c.text.startswith(continued)]

@@ -5,7 +5,8 @@ edges call them through here."""
 
 from kinject.ingest.envelope import decode_record
 from kinject.stream.publish import PublishSummary, run_publish
+from kinject.stream.serve_broker import with_serve_broker
 from kinject.stream.sql_publish import SqlIngestSummary, run_ingest_sql
 
 __all__ = ["PublishSummary", "SqlIngestSummary", "decode_record", "run_ingest_sql",
-           "run_publish"]
+           "run_publish", "with_serve_broker"]

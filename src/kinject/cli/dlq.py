@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kinject.app.publishing import with_serve_broker
 from kinject.cli import render
 from kinject.cli.common import fail, load_settings, unopened_facade, usage_error
 from kinject.cli.options import ConfigOpt, DataDirOpt
@@ -72,7 +73,9 @@ def dlq_replay(
     if (offset is None) == (not all_):
         raise usage_error("give exactly one of --offset N and --all")
     try:
-        with unopened_facade(load_settings(config, data_dir)) as svc:
+        # beside a running `kinject serve`, its embedded broker (stream/serve_broker.py)
+        settings = with_serve_broker(load_settings(config, data_dir))
+        with unopened_facade(settings) as svc:
             sent, topic = svc.replay_dead_letters(offset, include_replayed=include_replayed)
     except KinjectError as exc:
         raise fail(exc) from exc
@@ -82,7 +85,7 @@ def dlq_replay(
 def _dead_letters(config: Path | None, data_dir: Path | None) -> list[DeadLetter]:
     """Every stored dead letter, after copying in what only the broker's topic holds (when
     a broker is configured and answers)."""
-    settings = load_settings(config, data_dir)
+    settings = with_serve_broker(load_settings(config, data_dir))
     with unopened_facade(settings) as svc:
         if settings.kafka.bootstrap_servers:
             try:

@@ -170,7 +170,13 @@ def print_hits(hits: Sequence[Hit], *, as_json: bool = False) -> None:
     if not hits:
         console.print("no hits")
         return
-    table = Table(title=f"{len(hits)} hit(s)")
+    fused = "rrf" in hits[0].meta and any(
+        a.score < b.score for a, b in zip(hits, hits[1:], strict=False))
+    # Hybrid hits are ordered by fused rank but scored by cosine (comparable across
+    # queries): say so, or a score that rises down the list reads as a bug.
+    caption = ("ranked by fusing the vector and BM25 rankings; score is the cosine "
+               "similarity" if fused else None)
+    table = Table(title=f"{len(hits)} hit(s)", caption=caption)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("source id", overflow="fold")

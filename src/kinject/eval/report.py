@@ -122,6 +122,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                  for v in vals]
         lines.append(f"{k:<{width}}  " + "  ".join(f"{v:>{c}}"
                                                    for v, c in zip(cells, cols, strict=True)))
+    for r in rs:
+        agg = r["aggregate"]
+        if agg.get("n") and agg.get("n_cached") == agg["n"]:
+            # Latency "–" alone reads as a failure: say why it is not measured.
+            lines.append(f"{r['target']['label']}: latency not measured, all {agg['n']} "
+                         "answers came from the answer cache (asked before, index unchanged; "
+                         "KINJECT_RAG__CACHE_SIZE=0 on the server turns the cache off)")
     if "comparison" in report:
         changed = sum(1 for i in report["comparison"]["items"] if i["changed"])
         lines.append(f"{changed} question(s) scored differently between the two runs")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from typing import TYPE_CHECKING
 
 from kinject.errors import BadRecord
@@ -36,6 +37,13 @@ BOILERPLATE = (
     "canvas", "button", "select", "footer", "header", "head", "object", "embed",
 )  # fmt: skip
 _BOILERPLATE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search"}
+# Chrome that documentation generators mark by class rather than by element: DocBook's
+# tables of contents and prev/next bars (Debian Reference, the Linux man pages' HTML),
+# Sphinx's and MkDocs' permalink pilcrows after every heading ("Introduction ¶").
+_BOILERPLATE_CLASSES = frozenset({
+    "toc", "list-of-tables", "list-of-figures", "list-of-examples", "navheader", "navfooter",
+    "headerlink",
+})  # fmt: skip
 _SPACE_RUN = re.compile(r"\s+")
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 # Real pages nest a few dozen levels deep; past this, structure is flattened into text.
@@ -46,6 +54,12 @@ _BLOCKS = {
     "p", "div", "section", "article", "main", "body", "blockquote", "figure", "figcaption",
     "dl", "dt", "dd", "address", "details", "summary", "center", "html", "hr", "li",
 }  # fmt: skip
+# Classes of a block that titles the next one: DocBook's table, figure and example titles,
+# Sphinx's "Note" / "Warning" heads of an admonition.
+_TITLES = frozenset({"title", "admonition-title"})
+# Elements that part the words around them even in text read as one line (see _text).
+_SPACED = _BLOCKS | {"br", "td", "th", "tr", "ul", "ol", "table", "pre", "tbody", "thead",
+                     "caption", *_HEADINGS}
 
 
 def parse_html(record: Record, kind: str = "html", *, max_bytes: int = MAX_BYTES,
@@ -53,13 +67,16 @@ def parse_html(record: Record, kind: str = "html", *, max_bytes: int = MAX_BYTES
     """One Document per heading section; BadRecord(stage="parse") when no text is visible
     or the page is larger than ``max_bytes``. Elements deeper than ``max_depth`` are read as
     the plain text of their ancestor at that depth."""
-    from bs4 import BeautifulSoup
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
 
     if len(record.content) > max_bytes:
         raise BadRecord(f"html of {len(record.content):,} bytes is over the cap of "
                         f"{max_bytes:,} bytes (KINJECT_INGEST__HTML_MAX_BYTES)", stage="parse")
-    # Bytes, not text: BeautifulSoup honours the page's own <meta charset> and BOMs.
-    soup = BeautifulSoup(record.content, "lxml")
+    # Bytes, not text: BeautifulSoup honours the page's own <meta charset> and BOMs. XHTML
+    # (an <?xml ...?> prolog, as DocBook writes) is HTML to read, not a mistake to warn of.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(record.content, "lxml")
     if "\x00" in soup.get_text():
         raise BadRecord("html looks binary (contains NUL characters)", stage="parse")
     title = _html_title(soup)
@@ -100,7 +117,7 @@ def parse_html(record: Record, kind: str = "html", *, max_bytes: int = MAX_BYTES
 
 def _html_title(soup: BeautifulSoup) -> str:
     for tag in (soup.title, soup.find("h1")):
-        if tag is not None and (text := " ".join(tag.get_text(" ").split())):
+        if tag is not None and (text := _text(tag)):
             return text
     return ""
 
@@ -127,7 +144,8 @@ def _strip_boilerplate(soup: BeautifulSoup) -> None:
             # an article's own header holds its title and byline
             keep_header = name == "header" and in_article
             hidden = tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true"
-            if not keep_header and (name in BOILERPLATE or hidden
+            chrome = not _BOILERPLATE_CLASSES.isdisjoint(tag.get_attribute_list("class"))
+            if not keep_header and (name in BOILERPLATE or hidden or chrome
                                     or tag.get("role") in _BOILERPLATE_ROLES):
                 doomed.append(tag)
             else:
@@ -196,6 +214,11 @@ class _Sections:
         self.stack: list[tuple[int, str]] = []
         self.sections: list[tuple[str, list[str]]] = [("", [])]
         self.inline: list[str] = []
+        # The next block belongs with the last one: a term and its description (<dt>,
+        # <dd>: a Sphinx signature and what it does), a DocBook title and its table, a
+        # line ending in ":" and the code it introduces. Joined by one newline, they stay
+        # in one chunk where they fit, as the chunker splits at blank lines first.
+        self.glue = False
 
     def render(self, root: Tag) -> list[tuple[str, list[str]]]:
         self._walk(root)
@@ -211,7 +234,7 @@ class _Sections:
             elif not isinstance(child, Tag):
                 continue
             elif child.name in _HEADINGS:
-                self._heading(_HEADINGS[child.name], _words(child.get_text(" ")))
+                self._heading(_HEADINGS[child.name], _text(child))
             elif child.name in ("ul", "ol"):
                 self._block(_render_list(child))
             elif child.name == "table":
@@ -224,11 +247,14 @@ class _Sections:
                 self._flush()
                 self._walk(child)
                 self._flush()
+                if child.name == "dt" or not _TITLES.isdisjoint(child.get_attribute_list("class")):
+                    self.glue = True
             else:
                 self._walk(child)
 
     def _heading(self, level: int, text: str) -> None:
         self._flush()
+        self.glue = False
         if not text:
             return
         while self.stack and self.stack[-1][0] >= level:
@@ -239,13 +265,21 @@ class _Sections:
     def _block(self, text: str) -> None:
         self._flush()
         if text.strip():
-            self.sections[-1][1].append(text)
+            self._add(text)
 
     def _flush(self) -> None:
         lines = [_words(line) for line in "".join(self.inline).split("\n")]
         self.inline = []
         if text := "\n".join(line for line in lines if line):
-            self.sections[-1][1].append(text)
+            self._add(text)
+
+    def _add(self, text: str) -> None:
+        blocks = self.sections[-1][1]
+        if self.glue and blocks:
+            blocks[-1] += "\n" + text
+        else:
+            blocks.append(text)
+        self.glue = text.endswith((":", "："))
 
 
 def _render_list(tag: Tag, depth: int = 0) -> str:
@@ -256,7 +290,7 @@ def _render_list(tag: Tag, depth: int = 0) -> str:
     for n, li in enumerate(items, start=1):
         nested = [sub.extract() for sub in li.find_all(["ul", "ol"])]
         marker = f"{n}." if tag.name == "ol" else "-"
-        if text := _words(li.get_text(" ")):
+        if text := _text(li):
             lines.append(f"{'  ' * depth}{marker} {text}")
         lines.extend(_render_list(sub, depth + 1) for sub in nested if isinstance(sub, Tag))
     return "\n".join(line for line in lines if line)
@@ -265,7 +299,7 @@ def _render_list(tag: Tag, depth: int = 0) -> str:
 def _render_table(table: Tag) -> str:
     """Rows as "Header: value. Header: value." lines, like CSV rows; headerless as "a | b"."""
     rows = [
-        [_words(cell.get_text(" ")) for cell in tr.find_all(["th", "td"])]
+        [_text(cell) for cell in tr.find_all(["th", "td"])]
         for tr in table.find_all("tr")
         if tr.find_parent("table") is table
     ]
@@ -276,7 +310,7 @@ def _render_table(table: Tag) -> str:
     has_header = first is not None and not first.find("td") and len(rows) > 1
     lines = []
     caption = table.find("caption")
-    if caption is not None and (text := _words(caption.get_text(" "))):
+    if caption is not None and (text := _text(caption)):
         lines.append(text)
     if not has_header:
         return "\n".join(lines + [" | ".join(c for c in r if c) for r in rows])
@@ -299,6 +333,29 @@ def _section_text(path: str, blocks: list[str]) -> str:
 
 def _words(text: str) -> str:
     return " ".join(text.split())
+
+
+def _text(tag: Tag) -> str:
+    """The text of ``tag`` as a browser lays it out on one line: inline elements join their
+    neighbours as they are ("<code>/etc/fstab</code>" inside quotes stays '"/etc/fstab"',
+    "<b>apt</b>(8)" stays "apt(8)"), and only block elements and <br> part words. One pass,
+    no recursion (the tree is at most ``max_depth`` deep, but a list may be long)."""
+    from bs4 import NavigableString, PageElement, Tag
+
+    parts: list[str] = []
+    stack: list[PageElement | None] = [tag]
+    while stack:
+        node = stack.pop()
+        if node is None:  # the end of a block
+            parts.append(" ")
+        elif isinstance(node, NavigableString):
+            parts.append(str(node))
+        elif isinstance(node, Tag):
+            if node is not tag and (node.name in _SPACED):
+                parts.append(" ")
+                stack.append(None)
+            stack.extend(reversed(node.contents))
+    return _words("".join(parts))
 
 
 def _end(value: str) -> str:

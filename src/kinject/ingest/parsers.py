@@ -17,6 +17,7 @@ from typing import Any
 
 from kinject.errors import BadRecord, UnsupportedSource
 from kinject.ingest.sniff import bom_encoding, csv_delimiter
+from kinject.ingest.texttables import rewrite_grid_tables
 from kinject.types import Document, Record
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def doc_id(source_id: str, unit: str = "") -> str:
 def parse_text(record: Record, kind: str) -> list[Document]:
     """Plain text and Markdown: one Document; the title is meta["title"], a heading or the file."""
     text = decode_text(record.content)
+    if kind == "text":  # a manual's text version draws its tables: read them as rows
+        text = rewrite_grid_tables(text)
     title = str(record.meta.get("title") or "")
     if not title and kind == "markdown":
         m = _MD_HEADING.search(text)

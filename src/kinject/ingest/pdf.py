@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from kinject.errors import BadRecord, DependencyMissing
@@ -38,6 +39,20 @@ MAX_RENDER_SIDE = 2500
 # hundred pages; a 2,000-page text PDF parses in about 4 s.
 MAX_PAGES = 2000
 _PDFIUM_LOCK = threading.RLock()
+# Running titles and page numbers sit within this many lines of a page's top or bottom.
+_EDGE_LINES = 2
+_DIGITS = re.compile(r"\d+")
+_PAGE_NUMBER = re.compile(r"(?:page\s*)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?|[-–]\s*\d{1,4}\s*[-–]",
+                          re.IGNORECASE)
+# A printed line at least this share of a full line (the 80th percentile of the document's
+# line lengths) runs on into the next; documents of fewer lines are left as they are.
+_RUN_ON = 0.75
+_MIN_LINES_TO_REFLOW = 5
+# A bullet, "1." / "(a)" items and numbered headings ("2.1. Directory layout") start a line.
+_STARTS_ITEM = re.compile(
+    r"[•◦▪‣●○■□*–-]\s|\(?[0-9]{1,3}[.)]\s|\(?[a-z][.)]\s|[0-9]+(\.[0-9]+)+\.?\s")
+_CJK_END = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]$")
+_CJK_START = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
 _PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 _NO_KIDS = re.compile(rb"/Count\s+0(?![0-9])")
 
@@ -62,9 +77,15 @@ def parse_pdf(record: Record, kind: str = "pdf", ocr_engine: str = "auto", *,
             raise BadRecord(f"pdf has {pages:,} pages, over the cap of {max_pages:,} "
                             "(KINJECT_INGEST__PDF_MAX_PAGES)", stage="parse")
         title = str(record.meta.get("title") or pdf_title or record.meta.get("filename") or "")
+        read = [(number, *_page_text(pdf, number, ocr_engine))
+                for number in range(1, pages + 1)]
+        layer = [lines for lines in (_lines(text) for _, text, by_ocr in read if not by_ocr)]
+        running = _running_lines(layer)
+        full = _full_width([len(line) for lines in layer for line in lines if line])
         docs: list[Document] = []
-        for number in range(1, pages + 1):
-            text, by_ocr = _page_text(pdf, number, ocr_engine)
+        for number, text, by_ocr in read:
+            if not by_ocr:
+                text = _reflow(_strip_running(_lines(text), running), full)
             if not text.strip():
                 continue
             meta = {
@@ -90,6 +111,71 @@ def parse_pdf(record: Record, kind: str = "pdf", ocr_engine: str = "auto", *,
             pdf.close()
     log.debug("pdf %s: %d pages, %d with text", record.source_id, pages, len(docs))
     return docs
+
+
+def _lines(text: str) -> list[str]:
+    return [" ".join(line.split()) for line in text.splitlines()]
+
+
+def _line_key(line: str) -> str:
+    """A line with its numbers masked: "Page 3 of 17" and "Page 4 of 17" are one line."""
+    return _DIGITS.sub("#", line.lower())
+
+
+def _running_lines(pages: list[list[str]]) -> tuple[set[str], set[str]]:
+    """Keys of the lines that head or foot at least half of the text-layer pages (and three):
+    running titles and page numbers, printed on every page and part of no paragraph."""
+    need = max(3, (len(pages) + 1) // 2)
+    heads: Counter[str] = Counter()
+    feet: Counter[str] = Counter()
+    for lines in pages:
+        kept = [line for line in lines if line]
+        heads.update({_line_key(line) for line in kept[:_EDGE_LINES]})
+        feet.update({_line_key(line) for line in kept[-_EDGE_LINES:]})
+    return ({k for k, n in heads.items() if n >= need},
+            {k for k, n in feet.items() if n >= need})
+
+
+def _strip_running(lines: list[str], running: tuple[set[str], set[str]]) -> list[str]:
+    heads, feet = running
+    kept = [line for line in lines if line]
+    for _ in range(_EDGE_LINES):
+        if kept and _line_key(kept[0]) in heads:
+            kept.pop(0)
+        if kept and _line_key(kept[-1]) in feet:
+            kept.pop()
+    if kept and _PAGE_NUMBER.fullmatch(kept[-1]):  # a lone page number at the foot
+        kept.pop()
+    return kept
+
+
+def _full_width(widths: list[int]) -> int:
+    """Characters in a full printed line of the document (the 80th percentile of its lines'
+    lengths); 0 when it has too few lines to tell."""
+    if len(widths) < _MIN_LINES_TO_REFLOW:
+        return 0
+    return sorted(widths)[int(len(widths) * 0.8)]
+
+
+def _reflow(lines: list[str], full: int) -> str:
+    """A page's lines as paragraphs, one per line: the text layer breaks every printed line,
+    so a chunk would start mid-sentence ("is necessary to work out..."). A line runs on into
+    the next when it is about as long as a full line of the document (``full`` characters)
+    and the next does not start a list item; a short line (a heading, a paragraph's last
+    line) ends its paragraph."""
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    paragraphs: list[str] = [lines[0]]
+    for prev, line in zip(lines, lines[1:], strict=False):
+        if full and len(prev) >= _RUN_ON * full and not _STARTS_ITEM.match(line):
+            last = paragraphs[-1]
+            cjk = _CJK_END.search(last) and _CJK_START.match(line)
+            glue = "" if cjk or last.endswith("-") else " "
+            paragraphs[-1] = last + glue + line
+        else:
+            paragraphs.append(line)
+    return "\n".join(paragraphs)
 
 
 def _open(data: bytes) -> PdfDocument:

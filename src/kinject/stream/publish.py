@@ -22,6 +22,7 @@ from kinject.ingest.envelope import decode_record, is_sidecar
 from kinject.ingest.uris import UriPolicy
 from kinject.stream.clients import BOOTSTRAP_SETTING
 from kinject.stream.producer import Producer
+from kinject.stream.serve_broker import with_serve_broker
 
 _log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def require_bootstrap(settings: Settings) -> str:
             "no Kafka bootstrap servers are configured, and the embedded broker lives only "
             "as long as the process that runs it: records published into a new one would be "
             f"lost. Set {BOOTSTRAP_SETTING} to a running broker, for example the address "
-            "`kinject broker` prints (127.0.0.1:9092)."
+            "`kinject broker` prints (127.0.0.1:9092), or start `kinject serve` on this data "
+            f"dir ({settings.data_dir}): its embedded broker is found without a setting."
         )
     return settings.kafka.bootstrap_servers
 
@@ -178,6 +180,7 @@ def run_publish(
 ) -> PublishSummary:
     """Publish files, stdin JSON lines (target ``-``) or a delete; re-send what the outbox
     still holds for a broker that lost it. Raises KinjectError when nothing can start."""
+    settings = with_serve_broker(settings)
     require_bootstrap(settings)
     from_stdin = "-" in targets
     files = collect_files([t for t in targets if t != "-"], prefix=prefix, source_id=source_id)

@@ -20,6 +20,7 @@ from typing import Any
 from kinject.config import Settings
 from kinject.errors import BadRecord
 from kinject.stream.publish import outbox_producer, require_bootstrap
+from kinject.stream.serve_broker import with_serve_broker
 from kinject.stream.sql_source import SqlReader, SqlSource
 from kinject.stream.sql_source import row_record as _row_record
 from kinject.stream.sql_watermarks import WATERMARK_FILE, WatermarkStore, later
@@ -62,6 +63,7 @@ def run_ingest_sql(
     Raises SqlSourceError for a URL that does not connect or a missing table or column,
     ConfigError without bootstrap servers, BrokerError when Kafka does not acknowledge.
     """
+    settings = with_serve_broker(settings)
     require_bootstrap(settings)
     summary = SqlIngestSummary(source=source.describe(), watermark_column=source.watermark)
     with SqlReader(source) as reader:  # connects and checks columns before Kafka is touched

@@ -91,9 +91,16 @@ async function runSearch(ev) {
   const body = await resp.json();
   if (!body.hits.length) { out.replaceChildren(el("li", { textContent: "no hits" })); return; }
   out.replaceChildren(...body.hits.map((h) => el("li", { className: "hit" }, [
-    el("div", { textContent: h.text }),
-    el("div", { className: "src", textContent: `${h.source_id} · score ${h.score.toFixed(3)}` }),
+    el("div", { className: "text", textContent: h.text }),
+    el("div", { className: "src", textContent: `${h.source_id} · ${scoreName(h)} ${h.score.toFixed(3)}` }),
   ])));
+}
+
+// Hybrid hits are ordered by fused rank and scored by cosine: name the number shown, so a
+// score that rises down the list does not read as a bug.
+function scoreName(h) {
+  const m = h.meta || {};
+  return m.vector_score !== undefined && m.vector_score === h.score ? "cosine" : "score";
 }
 
 function renderAnswer(text, citations) {
@@ -114,7 +121,7 @@ function renderAnswer(text, citations) {
   answer.replaceChildren(...parts);
   $("citations").replaceChildren(...citations.map((c) => el("div", {
     className: "passage", id: "passage-" + c.n,
-  }, [el("div", { textContent: `[${c.n}] ${c.snippet}` }),
+  }, [el("div", { className: "text", textContent: `[${c.n}] ${c.snippet}` }),
       el("div", { className: "src", textContent: `${citedAs(c)} · score ${c.score.toFixed(3)}` })])));
 }
 
