@@ -151,12 +151,12 @@ def test_distill_settings_are_validated() -> None:
 
 def test_the_data_mix_maps_to_the_replay_and_general_ratios() -> None:
     default = TrainConfig.from_settings(FinetuneSettings())
-    assert (default.replay_ratio, default.general_ratio) == (0.25, 0.05)  # unchanged
+    assert (default.replay_ratio, default.general_ratio) == (1.0, 0.05)  # unchanged
     ft = FinetuneSettings(data_mix="7:2:1", replay_ratio=0.9, general_ratio=0.9)
     cfg = TrainConfig.from_settings(ft)  # the mix overrides the two ratios
     assert (cfg.replay_ratio, cfg.general_ratio) == (0.5, 3.5)
-    same = TrainConfig.from_settings(FinetuneSettings(data_mix="1:20:5"))
-    assert (same.replay_ratio, same.general_ratio) == pytest.approx((0.25, 0.05))
+    same = TrainConfig.from_settings(FinetuneSettings(data_mix="1:20:20"))
+    assert (same.replay_ratio, same.general_ratio) == pytest.approx((1.0, 0.05))
 
 
 @pytest.mark.parametrize("bad", ["7:2", "7:2:1:1", "a:b:c", "1:0:1", "-1:2:1", "1:2:nan",
