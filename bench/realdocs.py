@@ -1,0 +1,243 @@
+"""Answers on real documents nobody in the project wrote, through `kinject serve` and HTTP.
+
+The quality benches (rag_quality.py, inject.py) are built from generated facts. This one is the
+other check the project holds itself to: real pages as a user publishes them, questions a
+person wrote in their own words after reading them, nothing tuned on it. Documents (Debian
+packages; the bench says which to install when one is missing):
+
+- Debian Reference, English chapters 2 (package management) and 6 (network applications) and
+  Simplified Chinese chapters 1 and 2, as their DocBook XHTML pages; chapter 4
+  (authentication) in both languages from the manual's plain-text version (w3m-drawn tables)
+  (``debian-reference-en``, ``debian-reference-zh-cn``; GPL-2+);
+- five pages of Python 3.11's documentation, Sphinx HTML (``python3.11-doc``; PSF);
+- the freedesktop Shared MIME-info specification, a 17-page PDF (``shared-mime-info``);
+- ``/etc/services`` as a CSV table (name, port, protocol, aliases).
+
+Questions (``bench/realdocs_data/questions.jsonl``): 29 written by a session's helper that
+read the pages (21 English, 8 Chinese, each answer checked in the text), plus 5 whose answer
+is in none of the documents (the service should abstain). They were written once, before any
+code was changed for them; do not tune on them: they are a test set.
+
+Everything goes the user's way: a `kinject serve` (embedded broker, in a thread of this
+process, its own data dir), the files POSTed to ``/v1/records`` (binary ones base64, the kind
+sniffed), wait until ``/v1/lineage`` shows every source indexed, then ``POST /v1/ask`` (route
+rag) and ``GET /v1/search`` (k 4) per question.
+
+Reported: ``answers_right`` (the checked reference occurs in the answer, case-sensitive:
+``dpkg -l`` is not ``dpkg -L``; quotes and spaces normalised), per language, ``abstention``
+(the unanswerable questions abstained), ``cited_right`` (answered questions whose first
+citation is the question's source), ``recall4`` (a top-4 search hit holds the reference),
+``p50_s``; the per-question rows go to ``--out``/realdocs.csv.
+
+    python bench/realdocs.py [--threads 1] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import gzip
+import io
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import httpx  # noqa: E402
+
+from _common import emit, environment, parse_args, progress, write_csv  # noqa: E402
+
+HERE = Path(__file__).parent
+QUESTIONS = HERE / "realdocs_data" / "questions.jsonl"
+DEBREF = Path("/usr/share/debian-reference")
+PYDOC = Path("/usr/share/doc/python3.11/html")
+
+
+def _chapter(lang: str, number: int) -> bytes:
+    """Chapter ``number`` of the Debian Reference's plain-text version, as the manual prints it."""
+    text = gzip.decompress((DEBREF / f"debian-reference.{lang}.txt.gz").read_bytes()).decode()
+    sp = "[ \u00a0]"  # the headings are set with no-break spaces
+    heads = [(rf"(?m)^Chapter{sp}{n}\.{sp}" if lang == "en" else rf"(?m)^第{sp}{n}{sp}章{sp}")
+             for n in (number, number + 1)]
+    # the table of contents names every chapter too: the chapter itself is the last match
+    start = max(m.start() for m in re.finditer(heads[0], text))
+    found = re.search(heads[1], text[start:])
+    end = start + found.start() if found else None
+    return text[start:end].encode()
+
+
+def _services() -> bytes:
+    """/etc/services as CSV: one row per service and protocol."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["name", "port", "protocol", "aliases"])
+    for line in Path("/etc/services").read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and "/" in fields[1]:
+            port, proto = fields[1].split("/", 1)
+            writer.writerow([fields[0], port, proto, " ".join(fields[2:])])
+    return out.getvalue().encode()
+
+
+def _file(path: Path) -> Callable[[], bytes]:
+    return path.read_bytes
+
+
+# source id -> (what makes its bytes, the Debian package that ships it)
+DOCUMENTS: dict[str, tuple[Callable[[], bytes], str]] = {
+    "debref/en/ch02.html": (_file(DEBREF / "ch02.en.html"), "debian-reference-en"),
+    "debref/en/ch06.html": (_file(DEBREF / "ch06.en.html"), "debian-reference-en"),
+    "debref/zh-cn/ch01.html": (_file(DEBREF / "ch01.zh-cn.html"), "debian-reference-zh-cn"),
+    "debref/zh-cn/ch02.html": (_file(DEBREF / "ch02.zh-cn.html"), "debian-reference-zh-cn"),
+    "debref/en/ch04.txt": (lambda: _chapter("en", 4), "debian-reference-en"),
+    "debref/zh-cn/ch04.txt": (lambda: _chapter("zh-cn", 4), "debian-reference-zh-cn"),
+    "python/tutorial/venv.html": (_file(PYDOC / "tutorial/venv.html"), "python3.11-doc"),
+    "python/tutorial/errors.html": (_file(PYDOC / "tutorial/errors.html"), "python3.11-doc"),
+    "python/tutorial/datastructures.html": (_file(PYDOC / "tutorial/datastructures.html"),
+                                            "python3.11-doc"),
+    "python/library/json.html": (_file(PYDOC / "library/json.html"), "python3.11-doc"),
+    "python/library/pathlib.html": (_file(PYDOC / "library/pathlib.html"), "python3.11-doc"),
+    "shared-mime-info/spec.pdf": (
+        _file(Path("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")),
+        "shared-mime-info"),
+    "etc/services.csv": (_services, "netbase"),
+}
+
+
+def load_documents() -> dict[str, bytes]:
+    """Every document's bytes; a missing one ends the bench naming the packages to install."""
+    docs, missing = {}, set()
+    for sid, (read, package) in DOCUMENTS.items():
+        try:
+            docs[sid] = read()
+        except OSError:
+            missing.add(package)
+    if missing:
+        raise SystemExit("the real documents come from Debian packages; install them first: "
+                         f"apt-get install {' '.join(sorted(missing))}")
+    return docs
+
+
+def _norm(text: str | None) -> str:
+    text = (text or "").replace("“", '"').replace("”", '"').replace("’", "'")
+    return " ".join(text.split())
+
+
+def publish(c: httpx.Client, key: str, docs: dict[str, bytes]) -> float:
+    """POST every document, then wait until each has chunks in the index; returns seconds."""
+    t0 = time.perf_counter()
+    records = [{"source_id": sid, "content_b64": base64.b64encode(body).decode()}
+               for sid, body in docs.items()]
+    c.post("/v1/records", json={"records": records},
+           headers={"Authorization": f"Bearer {key}"}).raise_for_status()
+    waiting, deadline = set(docs), time.monotonic() + 1800
+    while waiting:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"never indexed: {sorted(waiting)}")
+        for sid in sorted(waiting):
+            r = c.get(f"/v1/lineage/{sid}")
+            if r.status_code == 200 and r.json().get("chunks_now"):
+                waiting.discard(sid)
+        if waiting:
+            time.sleep(1.0)
+    return time.perf_counter() - t0
+
+
+def ask(c: httpx.Client, q: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    r = c.post("/v1/ask", json={"question": q["question"], "route": "rag"})
+    seconds = time.perf_counter() - t0
+    r.raise_for_status()
+    body = r.json()
+    hits = c.get("/v1/search", params={"q": q["question"], "k": 4}).json()["hits"]
+    ref = _norm(q.get("reference"))
+    cites = [x["source_id"] for x in body["citations"]]
+    return {
+        "id": q["id"], "language": q["language"], "question": q["question"],
+        "reference": q.get("reference") or "", "answer": body["text"],
+        "abstained": bool(body["abstained"]), "first_cite": cites[0] if cites else "",
+        "right": (bool(body["abstained"]) if not ref else ref in _norm(body["text"])),
+        "cited_right": bool(cites) and cites[0] in q.get("sources", []),
+        "recall4": bool(ref) and any(ref in _norm(h.get("text")) for h in hits),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _share(rows: list[dict[str, Any]], key: str) -> float | None:
+    return round(sum(bool(r[key]) for r in rows) / len(rows), 3) if rows else None
+
+
+def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    answerable = [r for r in rows if r["reference"]]
+    unanswerable = [r for r in rows if not r["reference"]]
+    answered = [r for r in answerable if not r["abstained"]]
+    return {
+        "questions": len(rows),
+        "answers_right": _share(answerable, "right"),
+        **{f"answers_right_{lang}": _share([r for r in answerable if r["language"] == lang],
+                                           "right") for lang in ("en", "zh")},
+        "abstention": _share(unanswerable, "right"),
+        "abstained_when_answerable": _share(answerable, "abstained"),
+        "cited_right": _share(answered, "cited_right"),
+        "recall4": _share(answerable, "recall4"),
+        "p50_s": round(median(r["seconds"] for r in rows), 3),
+    }
+
+
+def main() -> None:
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", type=int, default=None,
+                       help="torch threads (default: torch's); 1 on busy cores")
+        p.add_argument("--generator", default="smollm2")
+
+    args = parse_args(__doc__ or "", extra=extra, repeats=(1, 1))
+    if args.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
+    docs = load_documents()
+    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line]
+    from ask_load import start_server
+
+    key = "bench-" + secrets.token_urlsafe(16)
+    server_args = types.SimpleNamespace(embedder="minilm", generator=args.generator)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="kinject-bench-realdocs-") as tmp:
+        progress(f"starting kinject serve; {len(docs)} documents, {len(questions)} questions")
+        url, stop, thread = start_server(Path(tmp), server_args, key, {})  # type: ignore[arg-type]
+        try:
+            with httpx.Client(base_url=url, timeout=600) as c:
+                while c.get("/readyz").status_code != 200:
+                    time.sleep(0.5)
+                seconds = publish(c, key, docs)
+                chunks = c.get("/v1/status").json()["index_chunks"]
+                progress(f"published and indexed in {seconds:.0f}s ({chunks} chunks)")
+                for q in questions:
+                    rows.append(ask(c, q))
+                    r = rows[-1]
+                    progress(f"{r['id']} {'ok ' if r['right'] else 'NO '} {r['seconds']:5.1f}s "
+                             f"{r['answer'][:90]!r}")
+        finally:
+            stop.set()
+            thread.join(60)
+    out = args.out or HERE / "out"
+    write_csv(out / "realdocs.csv", rows)
+    emit({"bench": "realdocs", **figures(rows), "index_seconds": round(seconds, 1),
+          "index_chunks": chunks, "environment": environment()})
+
+
+if __name__ == "__main__":
+    main()
