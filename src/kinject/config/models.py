@@ -41,7 +41,7 @@ class ModelSettings(BaseModel):
     # int8 on the CPU and off on a GPU (bf16 there); "none" keeps fp32. Training never uses
     # the quantised model. Off by default, by measurement (bench/int8.py): 1.76x the tokens/s
     # and 0.67x the memory, but 10.7 points fewer right answers on the RAG test families.
-    quantize: Literal["auto", "none", "int8"] = "none"
+    quantize: Literal["auto", "none", "int8", "ct2-int8"] = "none"
     # The CLIP image index. clip_model: an open_clip architecture name ("ViT-B-32") or a model
     # config .json (a custom architecture, named by the file's stem). clip_checkpoint: a local
     # checkpoint file, an open_clip folder (open_clip_config.json + weights), "hf-hub:org/repo"
