@@ -70,3 +70,4 @@ def test_the_base_copy_is_converted_once_and_reused(tiny_lm_dir: Path, tmp_path:
     assert (second.base.folder / "model.bin").stat().st_mtime_ns == stamp
     assert sum("preparing" in r.getMessage() for r in caplog.records) == 1
     assert not list(tmp_path.glob(".*.tmp"))  # no scratch folder left behind
+
