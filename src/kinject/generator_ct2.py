@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -175,6 +177,8 @@ class Ct2Generators:
     docstring); the torch fp32 model for answering while a conversion runs, loaded on first
     need. ``max_versions``: adapter copies kept loaded (least recently used go first)."""
 
+    KEEP_ON_DISK = 6  # adapter copies kept in the cache, most recently used first
+
     def __init__(self, location: str, key: str, models_dir: Path, tokenizer: Any,
                  device: str, torch_dtype: Any = None, max_versions: int = 3) -> None:
         import torch
@@ -247,8 +251,12 @@ class Ct2Generators:
                     or version in self._failed):
                 return
         if (self.target(version) / "model.bin").is_file():
-            self._load(version)
-            return
+            try:
+                self._load(version)
+                return
+            except ModelNotFound as exc:  # pruned or torn by another process: make it again
+                log.warning("adapter %s: cached INT8 copy unusable (%s); making it again",
+                            version[:12], exc)
         with self._lock:
             if version in self._converting:
                 return
@@ -275,8 +283,9 @@ class Ct2Generators:
         return self._load(version, folder)
 
     def _load(self, version: str, folder: Path | None = None) -> Ct2Model:
-        copy = Ct2Model(folder or self.target(version), self.tokenizer, self.device,
-                        self.threads, version)
+        folder = folder or self.target(version)
+        copy = Ct2Model(folder, self.tokenizer, self.device, self.threads, version)
+        os.utime(folder)  # used now: pruning keeps the most recently used copies
         with self._lock:
             self._copies[version] = copy
             while len(self._copies) > self.max_versions:
@@ -287,6 +296,7 @@ class Ct2Generators:
     def _convert(self, version: str, adapter_dir: Path) -> None:
         try:
             self.prepare(version, adapter_dir)
+            self._prune()
         except Exception as exc:  # noqa: BLE001 - a background thread: report, keep serving
             log.error("adapter %s: no CTranslate2 INT8 copy (%s: %s); the torch fp32 model "
                       "goes on serving it", version[:12], type(exc).__name__, exc)
@@ -295,6 +305,17 @@ class Ct2Generators:
         finally:
             with self._lock:
                 self._converting.pop(version, None)
+
+    def _prune(self) -> None:
+        """Keep the ``KEEP_ON_DISK`` most recently used adapter copies of this base in the
+        cache (each is as large as the INT8 model; every promoted version makes one). A
+        process serving a pruned copy keeps it in memory; one that needs it again makes it
+        again."""
+        copies = sorted(self.models_dir.glob(f"{self.key}-lora-*-ct2-int8"),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in copies[self.KEEP_ON_DISK:]:
+            log.info("generator: removing the INT8 copy %s (not used lately)", old.name)
+            shutil.rmtree(old, ignore_errors=True)
 
     def _merge(self, adapter_dir: Path, work: Path) -> str:
         """A transformers folder in ``work``: a fresh fp32 base with the adapter merged in."""

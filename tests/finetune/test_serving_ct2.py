@@ -100,3 +100,38 @@ def test_a_versions_copy_is_converted_once_and_reused(tiny_lm_dir: Path,
     assert isinstance(copy, Ct2Model) and copy.folder == made.folder
     assert (copy.folder / "model.bin").stat().st_mtime_ns == stamp  # not converted again
     assert version[:32] in copy.folder.name  # kept under the version's content hash
+
+
+def test_a_failed_conversion_leaves_torch_serving_the_version(
+        tiny_lm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    adapter = make_adapter(tiny_lm_dir, tmp_path / "a", seed=4, scale=0.1)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
+    want = generate_chat(_torch(tiny_lm_dir, adapter), ASK, 10)
+    loaded = _ct2(tiny_lm_dir, tmp_path / "models")
+    copies = loaded.model.copies
+    copies.target(version).write_text("in the way")  # the copy cannot be renamed into place
+    switcher = AdapterSwitcher(loaded, reg)
+    switcher.apply(version)
+    assert copies.wait(version, timeout_s=120) is None
+    assert any(f"adapter {version[:12]}: no CTranslate2 INT8 copy" in r.getMessage()
+               for r in caplog.records if r.levelname == "ERROR")
+    assert not isinstance(_served_by(switcher), Ct2Model)
+    assert generate_chat(switcher.generator(), ASK, 10) == want  # still the adapter's answer
+
+
+def test_old_copies_are_pruned_from_the_cache(tiny_lm_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Ct2Generators, "KEEP_ON_DISK", 1)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    versions = [reg.add(make_adapter(tiny_lm_dir, tmp_path / f"a{i}", seed=20 + i, scale=0.1),
+                        base_model="tiny", lineage=[f"kb/{i}"]).version for i in range(2)]
+    copies = _ct2(tiny_lm_dir, tmp_path / "models").model.copies
+    made = []
+    for v in versions:
+        copies.start(v, reg.path(v))
+        made.append(copies.wait(v, timeout_s=120))
+    assert all(made)
+    assert not copies.target(versions[0]).exists()  # the older one left the disk ...
+    assert (copies.target(versions[1]) / "model.bin").is_file()
+    assert copies.ready(versions[0]) is made[0]  # ... not this process's memory
