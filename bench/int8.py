@@ -144,7 +144,8 @@ def ask_all(url: str, questions: list[Any], route: str) -> list[str]:
     return texts
 
 
-def serve_and_ask(data: Any, folder: str, mode: str) -> dict[str, list[str]]:
+def serve_and_ask(data: Any, folder: str, mode: str, closed: bool = True
+                  ) -> dict[str, list[str]]:
     """One ``kinject serve`` with ``KINJECT_MODELS__QUANTIZE=mode`` and ``rag.mode=free``:
     free-mode answers (route rag) and closed-book ones (route adapter, no adapter)."""
     from ask_load import start_server
@@ -162,8 +163,9 @@ def serve_and_ask(data: Any, folder: str, mode: str) -> dict[str, list[str]]:
         url, stop, thread = start_server(Path(tmp), args, key, {})  # type: ignore[arg-type]
         try:
             publish_and_wait(url, key, data.passages)
-            return {"free": ask_all(url, data.questions, "rag"),
-                    "closed": ask_all(url, data.questions, "adapter")}
+            free = ask_all(url, data.questions, "rag")
+            return {"free": free,
+                    "closed": ask_all(url, data.questions, "adapter") if closed else []}
         finally:
             stop.set()
             thread.join(60)
@@ -185,6 +187,8 @@ def main() -> None:
                        help="the INT8 models to measure against fp32, comma-separated")
         p.add_argument("--rss-child", choices=MODES, default=None, help=argparse.SUPPRESS)
         p.add_argument("--skip-accuracy", action="store_true", help="tokens/s and memory only")
+        p.add_argument("--free-only", action="store_true",
+                       help="no closed-book answers (no closed_book_agreement): half the asks")
 
     args = parse_args(__doc__ or "", extra=extra, repeats=(2, 3))
     if args.rss_child:
@@ -227,7 +231,7 @@ def main() -> None:
         data = types.SimpleNamespace(passages=data.passages, questions=questions)
         progress(f"{len(TEST)} test families, {len(data.passages)} passages, "
                  f"{len(questions)} questions")
-        answers = {q: serve_and_ask(data, folder, q) for q in modes}
+        answers = {q: serve_and_ask(data, folder, q, not args.free_only) for q in modes}
         for q in modes:
             per[q]["answers_right"] = _share([is_right(t, x) for t, x in
                                               zip(answers[q]["free"], questions, strict=True)])
@@ -236,7 +240,7 @@ def main() -> None:
                  zip(answers[q]["free"], questions, strict=True)])
         result["questions"] = len(questions)
         for q in quantized:
-            for kind in ("free", "closed"):
+            for kind in ("free",) if args.free_only else ("free", "closed"):
                 name = "closed_book_agreement" if kind == "closed" else "free_agreement"
                 versus[q][name] = _share([a.strip() == b.strip() for a, b in
                                           zip(answers["none"][kind], answers[q][kind],
