@@ -43,9 +43,10 @@ class ModelSettings(BaseModel):
     # meanwhile. "int8": torch's dynamic INT8 linear layers (CPU only). "none": fp32 (bf16 on
     # a GPU). "auto": ct2-int8 on the CPU, none on a GPU (CTranslate2 on a GPU is unmeasured).
     # Training never uses these models. Default auto, by measurement (bench/int8.py --quick
-    # --threads 1, 2 busy cores, SmolLM2-135M): ct2-int8 writes 5.1x fp32's tokens/s in 0.68x
-    # the memory with as many right answers on the RAG test families (torch int8: 1.8x, but
-    # 14.3 points fewer right answers).
+    # --threads 1 --questions 4 --free-only, 2 busy cores, SmolLM2-135M): ct2-int8 writes 5.1x
+    # fp32's tokens/s (3.6 -> 18.5) in 0.68x the memory (796 -> 544 MB), answers right 0.143
+    # -> 0.125 on 56 RAG test questions (-1.8 points: one question; answer holds the value
+    # 0.59 -> 0.64). Torch int8: 1.8x the tokens/s but 14.3 points fewer right answers.
     quantize: Literal["auto", "none", "int8", "ct2-int8"] = "auto"
     # The CLIP image index. clip_model: an open_clip architecture name ("ViT-B-32") or a model
     # config .json (a custom architecture, named by the file's stem). clip_checkpoint: a local
