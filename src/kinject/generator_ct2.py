@@ -13,7 +13,9 @@ model with the adapter on it (PEFT, as with ``quantize=none``), so a promotion t
 once, never stalls requests, and switches to the INT8 copy when it is ready. That torch model
 is loaded only when an adapter first needs it; a service that serves the base model alone
 never loads it. A conversion that fails is logged once and the version goes on being served
-by torch.
+by torch. Sampled decoding is also torch's (CTranslate2 seeds its random generator once per
+thread, so a request's seed could not repeat its sample). The cache keeps the most recently
+used adapter copies (``Ct2Generators.KEEP_ON_DISK``).
 
 Training never uses these models: the trainer loads its own fp32 base.
 
