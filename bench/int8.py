@@ -1,26 +1,30 @@
-"""INT8 serving: the generator's linear layers as dynamic INT8 (``models.quantize=int8``) vs fp32.
+"""INT8 serving: the generator as torch dynamic INT8 (``models.quantize=int8``) and as a
+CTranslate2 INT8 copy (``models.quantize=ct2-int8``), each against fp32 (``none``).
 
-Three figures, each for fp32 and int8, and their int8/fp32 ratios:
+Three figures per model, and each INT8 model's ratios to fp32:
 
 - tokens/s: greedy decoding of a fixed number of new tokens, median over several prompts and
-  repeats, fp32 and int8 interleaved. This one is an in-process micro-measurement of the
-  generator (``rag.generate`` on ``models.load_generator``), not of the whole service.
+  repeats, the models interleaved. This one is an in-process micro-measurement of the
+  generator (``model.generate`` of ``models.load_generator``), not of the whole service.
 - answer accuracy on the RAG bench's *test* families (``bench/rag_data``; nothing is tuned on
   them) in ``rag.mode=free``, where the generator writes the answer from the passages, and the
-  agreement of the two models' closed-book answers (route ``adapter`` with no adapter: the
-  base model alone). This part goes through the product's road: a live ``kinject serve`` per
-  model, settings by environment (``KINJECT_MODELS__QUANTIZE``, ``KINJECT_RAG__MODE``),
-  passages published with ``POST /v1/records`` and questions asked with ``POST /v1/ask``.
+  agreement of each INT8 model's closed-book answers with fp32's (route ``adapter`` with no
+  adapter: the base model alone). This part goes through the product's road: a live
+  ``kinject serve`` per model, settings by environment (``KINJECT_MODELS__QUANTIZE``,
+  ``KINJECT_RAG__MODE``), passages published with ``POST /v1/records`` and questions asked
+  with ``POST /v1/ask``.
 - memory: the resident set a fresh process gains by loading the model and writing one short
   answer (one child process per model, so one load does not hide in the other's pages).
 
-    python bench/int8.py --quick --threads 1    # 14 questions; about 10 minutes on 2 busy cores
+    python bench/int8.py --quick --threads 1    # 14 questions; about 15 minutes on 2 busy cores
     python bench/int8.py --threads 1            # 56 questions
+    python bench/int8.py --quick --modes ct2-int8   # fp32 against one INT8 model only
 
-The last stdout line is one JSON object: ``fp32`` and ``int8`` (tokens_per_s, rss_mb,
-answers_right, answers_contain), ``ratio`` (int8/fp32 of each), ``accuracy_loss_points``,
+The last stdout line is one JSON object: ``fp32``, ``int8``, ``ct2_int8`` (tokens_per_s,
+rss_mb, answers_right, answers_contain; the models measured), and per INT8 model under
+``vs_fp32``: ``ratio`` (its figure / fp32's), ``accuracy_loss_points``,
 ``closed_book_agreement`` and ``free_agreement`` (share of questions whose two answers are the
-same text), and ``verdict`` (whether int8 meets the bar: >= 1.5x tokens/s with <= 2 points
+same text) and ``verdict`` (whether it meets the bar: >= 1.5x tokens/s with <= 2 points
 accuracy loss).
 """
 
@@ -48,8 +52,8 @@ import httpx  # noqa: E402
 
 from _common import emit, environment, median, parse_args, progress  # noqa: E402
 
-MODES = ("none", "int8")
-LABEL = {"none": "fp32", "int8": "int8"}
+MODES = ("none", "int8", "ct2-int8")
+LABEL = {"none": "fp32", "int8": "int8", "ct2-int8": "ct2_int8"}
 PROMPTS = (
     "Explain in a few sentences why the sky is blue.",
     "Write a short note inviting a colleague to lunch on Friday.",
@@ -63,18 +67,18 @@ PROMPTS = (
 
 
 def tokens_per_s(folder: str, models_dir: Path, prompts: tuple[str, ...], new_tokens: int,
-                 repeats: int) -> dict[str, float]:
+                 repeats: int, modes: tuple[str, ...]) -> dict[str, float]:
     """Median greedy tokens/s per model over ``prompts`` (each forced to ``new_tokens``)."""
     import torch
 
     from kinject.models import load_generator
 
-    loaded = {q: load_generator(folder, models_dir, "cpu", "float32", q) for q in MODES}
-    speeds: dict[str, list[float]] = {q: [] for q in MODES}
+    loaded = {q: load_generator(folder, models_dir, "cpu", "float32", q) for q in modes}
+    speeds: dict[str, list[float]] = {q: [] for q in modes}
     for prompt in prompts:
         msgs = [{"role": "user", "content": prompt}]
         for r in range(repeats + 1):  # the first round warms up
-            for q in (MODES if r % 2 == 0 else MODES[::-1]):  # interleaved, order alternating
+            for q in (modes if r % 2 == 0 else modes[::-1]):  # interleaved, order alternating
                 g = loaded[q]
                 ids = g.tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
                                                       return_tensors="pt", return_dict=True)
@@ -87,7 +91,7 @@ def tokens_per_s(folder: str, models_dir: Path, prompts: tuple[str, ...], new_to
                 if r:
                     speeds[q].append((out.shape[1] - ids["input_ids"].shape[1]) / seconds)
         progress(f"tokens/s after {prompt[:30]!r}: "
-                 + ", ".join(f"{LABEL[q]} {median(speeds[q]):.1f}" for q in MODES))
+                 + ", ".join(f"{LABEL[q]} {median(speeds[q]):.1f}" for q in modes))
     return {q: round(median(v), 2) for q, v in speeds.items()}
 
 
@@ -96,8 +100,9 @@ def tokens_per_s(folder: str, models_dir: Path, prompts: tuple[str, ...], new_to
 
 def rss_child(folder: str, mode: str) -> None:
     """Print the MB of resident memory that loading the model adds to this process."""
+    import ctranslate2  # noqa: F401  (the libraries' own pages are not the model's)
     import psutil
-    import torch  # noqa: F401  (torch's own pages are not the model's)
+    import torch  # noqa: F401
     import transformers  # noqa: F401
 
     from kinject.config import load_settings
@@ -139,7 +144,8 @@ def ask_all(url: str, questions: list[Any], route: str) -> list[str]:
     return texts
 
 
-def serve_and_ask(data: Any, folder: str, mode: str) -> dict[str, list[str]]:
+def serve_and_ask(data: Any, folder: str, mode: str, closed: bool = True
+                  ) -> dict[str, list[str]]:
     """One ``kinject serve`` with ``KINJECT_MODELS__QUANTIZE=mode`` and ``rag.mode=free``:
     free-mode answers (route rag) and closed-book ones (route adapter, no adapter)."""
     from ask_load import start_server
@@ -157,8 +163,9 @@ def serve_and_ask(data: Any, folder: str, mode: str) -> dict[str, list[str]]:
         url, stop, thread = start_server(Path(tmp), args, key, {})  # type: ignore[arg-type]
         try:
             publish_and_wait(url, key, data.passages)
-            return {"free": ask_all(url, data.questions, "rag"),
-                    "closed": ask_all(url, data.questions, "adapter")}
+            free = ask_all(url, data.questions, "rag")
+            return {"free": free,
+                    "closed": ask_all(url, data.questions, "adapter") if closed else []}
         finally:
             stop.set()
             thread.join(60)
@@ -176,8 +183,12 @@ def main() -> None:
                             "cores busy)")
         p.add_argument("--questions", type=int, default=None,
                        help="answerable questions per test family and language")
+        p.add_argument("--modes", default="int8,ct2-int8",
+                       help="the INT8 models to measure against fp32, comma-separated")
         p.add_argument("--rss-child", choices=MODES, default=None, help=argparse.SUPPRESS)
         p.add_argument("--skip-accuracy", action="store_true", help="tokens/s and memory only")
+        p.add_argument("--free-only", action="store_true",
+                       help="no closed-book answers (no closed_book_agreement): half the asks")
 
     args = parse_args(__doc__ or "", extra=extra, repeats=(2, 3))
     if args.rss_child:
@@ -187,23 +198,28 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)  # CTranslate2 takes as many as torch has
     from ask_load import converted
     from kinject.config import load_settings
 
+    quantized = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not quantized or any(m not in MODES[1:] for m in quantized):
+        raise SystemExit(f"--modes takes some of {', '.join(MODES[1:])}, got {args.modes!r}")
+    modes = ("none", *quantized)
     folder = converted(args.generator)
     models_dir = load_settings().models_dir
     prompts = PROMPTS[:3] if args.quick else PROMPTS
     new_tokens = 24 if args.quick else 48
-    speed = tokens_per_s(folder, models_dir, prompts, new_tokens, args.repeats)
-    rss = {q: rss_mb(folder, q) for q in MODES}
+    speed = tokens_per_s(folder, models_dir, prompts, new_tokens, args.repeats, modes)
+    rss = {q: rss_mb(folder, q) for q in modes}
     progress(f"tokens/s {speed}, rss MB {rss}")
 
-    result: dict[str, Any] = {"bench": "int8", "version": 1, "quick": args.quick,
+    result: dict[str, Any] = {"bench": "int8", "version": 2, "quick": args.quick,
                               "generator": args.generator, "new_tokens": new_tokens,
                               "prompts": len(prompts), "repeats": args.repeats}
     per: dict[str, dict[str, Any]] = {q: {"tokens_per_s": speed[q], "rss_mb": rss[q]}
-                                      for q in MODES}
+                                      for q in modes}
+    versus: dict[str, dict[str, Any]] = {q: {} for q in quantized}
     if not args.skip_accuracy:
         from rag_data.dataset import FULL, QUICK, Sizes, build, contains_expected, is_right
         from rag_data.families import TEST
@@ -215,35 +231,40 @@ def main() -> None:
         data = types.SimpleNamespace(passages=data.passages, questions=questions)
         progress(f"{len(TEST)} test families, {len(data.passages)} passages, "
                  f"{len(questions)} questions")
-        answers = {q: serve_and_ask(data, folder, q) for q in MODES}
-        for q in MODES:
+        answers = {q: serve_and_ask(data, folder, q, not args.free_only) for q in modes}
+        for q in modes:
             per[q]["answers_right"] = _share([is_right(t, x) for t, x in
                                               zip(answers[q]["free"], questions, strict=True)])
             per[q]["answers_contain"] = _share(
                 [contains_expected(t, x.expected) for t, x in
                  zip(answers[q]["free"], questions, strict=True)])
-        for kind in ("free", "closed"):
-            name = "closed_book_agreement" if kind == "closed" else "free_agreement"
-            result[name] = _share([a.strip() == b.strip() for a, b in
-                                   zip(answers["none"][kind], answers["int8"][kind],
-                                       strict=True)])
         result["questions"] = len(questions)
-        result["accuracy_loss_points"] = round(
-            100 * (per["none"]["answers_right"] - per["int8"]["answers_right"]), 1)
+        for q in quantized:
+            for kind in ("free",) if args.free_only else ("free", "closed"):
+                name = "closed_book_agreement" if kind == "closed" else "free_agreement"
+                versus[q][name] = _share([a.strip() == b.strip() for a, b in
+                                          zip(answers["none"][kind], answers[q][kind],
+                                              strict=True)])
+            versus[q]["accuracy_loss_points"] = round(
+                100 * (per["none"]["answers_right"] - per[q]["answers_right"]), 1)
         for i, x in enumerate(questions[:6]):
-            progress(f"  {x.text} -> fp32 {answers['none']['free'][i]!r} | int8 "
-                     f"{answers['int8']['free'][i]!r} (want {x.expected})")
-    result["fp32"], result["int8"] = per["none"], per["int8"]
-    result["ratio"] = {k: round(per["int8"][k] / per["none"][k], 2) if per["none"][k] else None
-                       for k in per["none"]}
-    speedup = result["ratio"]["tokens_per_s"]
-    loss = result.get("accuracy_loss_points")
-    result["verdict"] = ("int8 wins" if speedup >= 1.5 and loss is not None and loss <= 2
-                         else "int8 does not meet the bar (>= 1.5x tokens/s, <= 2 points)")
-    progress(json.dumps({k: result[k] for k in ("fp32", "int8", "ratio", "verdict")}))
+            progress(f"  {x.text} -> " + " | ".join(
+                f"{LABEL[q]} {answers[q]['free'][i]!r}" for q in modes)
+                + f" (want {x.expected})")
+    for q in modes:
+        result[LABEL[q]] = per[q]
+    for q in quantized:
+        ratio = {k: round(per[q][k] / per["none"][k], 2) if per["none"][k] else None
+                 for k in per["none"]}
+        loss = versus[q].get("accuracy_loss_points")
+        versus[q]["ratio"] = ratio
+        versus[q]["verdict"] = (
+            f"{q} wins" if ratio["tokens_per_s"] >= 1.5 and loss is not None and loss <= 2
+            else f"{q} does not meet the bar (>= 1.5x tokens/s, <= 2 points)")
+    result["vs_fp32"] = versus
+    progress(json.dumps({k: result[k] for k in (*(LABEL[q] for q in modes), "vs_fp32")}))
     result["env"] = environment()
     emit(result)
-
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # inherits the environment), shares; CI caches it.
 MODELS_CACHE = Path(os.environ.setdefault(
     "KINJECT_MODELS__CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "models")))
+# The suite's generators write in fp32 (models.quantize defaults to CTranslate2 INT8 on the
+# CPU): tiny models from session folders would each leave a converted copy in that shared
+# cache, and adapters promoted in a test would be converted in background threads that outlive
+# it. The INT8 backends have their own tests (test_generator_ct2.py, test_quantize.py, ...).
+os.environ.setdefault("KINJECT_MODELS__QUANTIZE", "none")
 
 
 def _is_loopback(address: object) -> bool:

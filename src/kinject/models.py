@@ -15,14 +15,14 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kinject.errors import ModelNotFound
+from kinject.errors import DependencyMissing, ModelNotFound
 from kinject.quantize import quantize_int8, resolve_quantize
 
 if TYPE_CHECKING:
@@ -182,6 +182,62 @@ def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
     return target
 
 
+# Tokenizer files copied beside a CTranslate2 model (it loads its own weights, not these).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                    "special_tokens_map.json", "vocab.json", "merges.txt",
+                    "generation_config.json")
+
+
+def ct2_module() -> Any:
+    """The ``ctranslate2`` module (a pinned dependency: the reader and INT8 serving)."""
+    try:
+        import ctranslate2
+    except ImportError as exc:  # pragma: no cover - a pinned dependency
+        raise DependencyMissing("CTranslate2 models need ctranslate2: pip install "
+                                "ctranslate2==4.8.5") from exc
+    return ctranslate2
+
+
+def ensure_ct2_folder(target: Path, models_dir: Path, prepare: Callable[[Path], str],
+                      what: str) -> Path:
+    """``target``, a CTranslate2 INT8 model (``model.bin`` + tokenizer files), converted once.
+
+    ``prepare(work)`` returns the transformers folder (or hub id) to convert, made inside the
+    scratch folder ``work`` when it needs making. Everything is written under a temporary name
+    and renamed into place under :func:`conversion_lock`, so a crash leaves no half-converted
+    model and processes that start at once convert once. Shared by the reader
+    (rag/reader_model.py) and the CTranslate2 serving generator (generator_ct2.py)."""
+    if (target / "model.bin").is_file():
+        return target
+    with conversion_lock(models_dir, target.name):
+        if (target / "model.bin").is_file():  # another thread or process converted it
+            return target
+        ct2 = ct2_module()
+        work = models_dir / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        work.mkdir()
+        try:
+            log.info("preparing %s once in %s", what, target)
+            hf = prepare(work)
+            out = work / "ct2"
+            ct2.converters.TransformersConverter(hf).convert(str(out), quantization="int8",
+                                                             force=True)
+            if Path(hf).is_dir():
+                for name in _TOKENIZER_FILES:
+                    if (Path(hf) / name).is_file():
+                        shutil.copy2(Path(hf) / name, out / name)
+            else:  # a hub id: the tokenizer comes from the hub cache
+                from kinject.hf import transformers_ready
+
+                transformers_ready()
+                from transformers import AutoTokenizer
+
+                AutoTokenizer.from_pretrained(hf).save_pretrained(out)
+            os.replace(out, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 @dataclass
 class LoadedGenerator:
     model: Any
@@ -197,9 +253,11 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
     """Load the causal LM and its tokenizer, converting a GGUF source once into the cache.
 
     ``quantize`` (``models.quantize``): ``int8`` turns the linear layers into dynamic INT8
-    ones on the CPU (kinject/quantize.py); ``auto`` does so on the CPU only. The quantised
-    model is its own load (its own cache entry): an fp32 load of the same model is never
-    changed by it."""
+    ones on the CPU (kinject/quantize.py); ``ct2-int8`` serves a CTranslate2 INT8 copy,
+    converted once into ``models_dir`` (kinject/generator_ct2.py: ``model`` is then a
+    :class:`~kinject.generator_ct2.Ct2Model`); ``auto`` is ``ct2-int8`` on the CPU only. The
+    quantised model is its own load (its own cache entry): an fp32 load of the same model is
+    never changed by it."""
     from kinject.hf import transformers_ready
 
     transformers_ready()
@@ -214,18 +272,27 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
     extra: dict[str, Any] = {}
     if cached is None and source.gguf_file is not None:
         extra["gguf_file"] = source.gguf_file
+    mode = resolve_quantize(quantize, dev)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **extra)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
+        if mode != "ct2-int8":
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
     except OSError as exc:
         raise ModelNotFound(
             f"cannot load KINJECT_MODELS__GENERATOR={spec!r} from {location}: {exc}"
         ) from exc
-    model.to(dev)  # type: ignore[arg-type]
-    model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    mode = resolve_quantize(quantize, dev)
+    if mode == "ct2-int8":
+        # CTranslate2 INT8 writes; the torch model loads only if an adapter needs it
+        from kinject.generator_ct2 import Ct2Generators, base_key
+
+        copies = Ct2Generators(location, base_key(location, source.cache_key), models_dir,
+                               tokenizer, dev, torch_dtype)
+        log.info("generator %s loaded on %s (CTranslate2 INT8)", spec, dev)
+        return LoadedGenerator(model=copies.base, tokenizer=tokenizer, device=dev, name=spec)
+    model.to(dev)  # type: ignore[arg-type]
+    model.eval()
     if mode == "int8":
         quantize_int8(model)
     log.info("generator %s loaded on %s (%s%s)", spec, dev, torch_dtype,

@@ -1,4 +1,5 @@
-"""Dynamic INT8 for the serving generator on the CPU (``models.quantize``).
+"""INT8 for the serving generator (``models.quantize``): torch's dynamic INT8 on the CPU here;
+``ct2-int8`` (the generator on CTranslate2 INT8) lives in kinject/generator_ct2.py.
 
 Every ``nn.Linear`` of the loaded model (attention, MLP and the output head) becomes an
 :class:`Int8Linear`: its weight is stored as int8 with one scale per output channel, and
@@ -24,20 +25,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("auto", "none", "int8")
+QUANTIZE_CHOICES = ("auto", "none", "int8", "ct2-int8")
 
 
 def resolve_quantize(setting: str, device: str) -> str:
-    """``models.quantize`` for ``device``: ``auto`` -> ``int8`` on the CPU, ``none``
-    elsewhere (a GPU runs bf16 instead); ``int8`` off the CPU is refused (the dynamic INT8
-    kernels are CPU kernels)."""
+    """``models.quantize`` for ``device``: ``auto`` -> ``ct2-int8`` on the CPU (the measured
+    winner, bench/int8.py), ``none`` elsewhere (a GPU runs bf16 instead); ``int8`` off the CPU
+    is refused (the dynamic INT8 kernels are CPU kernels), ``ct2-int8`` off the CPU and CUDA
+    too (CTranslate2 has no other backend)."""
     if setting not in QUANTIZE_CHOICES:
-        raise ConfigError(f"models.quantize must be one of {QUANTIZE_CHOICES}, got {setting!r}")
+        raise ConfigError(f"models.quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got "
+                          f"{setting!r}")
     if setting == "auto":
-        return "int8" if device == "cpu" else "none"
+        return "ct2-int8" if device == "cpu" else "none"
     if setting == "int8" and device != "cpu":
         raise ConfigError(f"models.quantize='int8' runs on the CPU only, but the generator is on "
                           f"{device!r}; set KINJECT_MODELS__QUANTIZE=none (or auto) there")
+    if setting == "ct2-int8" and device not in ("cpu", "cuda"):
+        raise ConfigError(f"models.quantize='ct2-int8' runs on the CPU or CUDA, but the "
+                          f"generator is on {device!r}; set KINJECT_MODELS__QUANTIZE=none there")
     return setting
 
 

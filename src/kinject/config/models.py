@@ -37,11 +37,17 @@ class ModelSettings(BaseModel):
     # "auto" picks CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    # The serving generator's linear layers as dynamic INT8 (kinject/quantize.py): "auto" is
-    # int8 on the CPU and off on a GPU (bf16 there); "none" keeps fp32. Training never uses
-    # the quantised model. Off by default, by measurement (bench/int8.py): 1.76x the tokens/s
-    # and 0.67x the memory, but 10.7 points fewer right answers on the RAG test families.
-    quantize: Literal["auto", "none", "int8"] = "none"
+    # The serving generator in INT8. "ct2-int8": a CTranslate2 INT8 copy of the model, made
+    # once in cache_dir (kinject/generator_ct2.py); an adapter version is merged into the base
+    # and converted once too, in the background, the torch fp32 model answering with it
+    # meanwhile. "int8": torch's dynamic INT8 linear layers (CPU only). "none": fp32 (bf16 on
+    # a GPU). "auto": ct2-int8 on the CPU, none on a GPU (CTranslate2 on a GPU is unmeasured).
+    # Training never uses these models. Default auto, by measurement (bench/int8.py --quick
+    # --threads 1 --questions 4 --free-only, 2 busy cores, SmolLM2-135M): ct2-int8 writes 5.1x
+    # fp32's tokens/s (3.6 -> 18.5) in 0.68x the memory (796 -> 544 MB), answers right 0.143
+    # -> 0.125 on 56 RAG test questions (-1.8 points: one question; answer holds the value
+    # 0.59 -> 0.64). Torch int8: 1.8x the tokens/s but 14.3 points fewer right answers.
+    quantize: Literal["auto", "none", "int8", "ct2-int8"] = "auto"
     # The CLIP image index. clip_model: an open_clip architecture name ("ViT-B-32") or a model
     # config .json (a custom architecture, named by the file's stem). clip_checkpoint: a local
     # checkpoint file, an open_clip folder (open_clip_config.json + weights), "hf-hub:org/repo"

@@ -25,6 +25,11 @@ is refused with an error in the log, and the version served before goes on servi
 is hashed again once its file changes.
 
 Generation is serialised by that lock; on a CPU torch already uses every core for one request.
+
+With ``models.quantize=ct2-int8`` the loaded model is a CTranslate2 INT8 copy of the base
+(kinject/generator_ct2.py): the base model is answered by it, and each adapter version by its
+own merged INT8 copy once made; until then (it is made in the background when the version
+loads) the version is answered by the torch fp32 model with the adapter on it, as above.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from kinject.protocols import AdapterSource, Generator, Tokenizer
 
 if TYPE_CHECKING:
     from kinject.finetune.fetch import AdapterFetcher
+    from kinject.generator_ct2 import Ct2Generators
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,8 @@ class _RoutedModel:
         self._version = version
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        with self._switcher.selected(self._version) as model:
+        sampled = bool(kwargs.get("do_sample"))
+        with self._switcher.selected(self._version, sampled=sampled) as model:
             return model.generate(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -78,6 +85,13 @@ class _RoutedModel:
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self._switcher.model, item)
+
+
+def _ct2_copies(model: Any) -> Ct2Generators | None:
+    """The INT8 copies behind a CTranslate2 generator (models.quantize=ct2-int8), or None."""
+    from kinject.generator_ct2 import Ct2Model
+
+    return model.copies if isinstance(model, Ct2Model) else None
 
 
 class AdapterSwitcher(AdapterWatching):
@@ -97,6 +111,8 @@ class AdapterSwitcher(AdapterWatching):
         self.registry = registry
         self.max_loaded = max_loaded
         self.model: Any = loaded.model
+        # models.quantize=ct2-int8: the INT8 copies of the base and of each version
+        self._copies = _ct2_copies(loaded.model)
         self._lock = threading.RLock()
         self._current: str | None = None
         self._names: OrderedDict[str, str] = OrderedDict()  # version -> adapter name (LRU)
@@ -155,8 +171,11 @@ class AdapterSwitcher(AdapterWatching):
                                 name=name)
 
     @contextmanager
-    def selected(self, version: str | None = ACTIVE) -> Iterator[Any]:
-        """Hold the lock with ``version``'s adapter selected and yield the model."""
+    def selected(self, version: str | None = ACTIVE, sampled: bool = False) -> Iterator[Any]:
+        """Hold the lock with ``version``'s adapter selected and yield the model.
+        ``sampled``: for sampled decoding, which CTranslate2 copies never do: their random
+        generator is seeded once per thread, so a request's seed could not repeat its
+        sample; the torch model does it (models.quantize=ct2-int8 only)."""
         if version == self.ACTIVE and self.follow_pointer:
             self._safe_refresh()
         if version not in (None, self.ACTIVE) and self.registry.get(version).status == "tainted":
@@ -166,17 +185,25 @@ class AdapterSwitcher(AdapterWatching):
         with self._lock:
             target = self._current if version == self.ACTIVE else version
             if target is None:
-                if self._names:
+                if self._copies is not None and not sampled:
+                    yield self._copies.base
+                elif self._names:
                     with self.model.disable_adapter():
                         yield self.model
                 else:
-                    yield self.model
+                    yield (self._copies.torch_model() if self._copies is not None
+                           else self.model)
                 return
             if target not in self._names:
                 target = self.registry.resolve(target)
                 self._ensure_loaded(target)
-            self.model.set_adapter(self._names[target])
             self._names.move_to_end(target)
+            copy = (self._copies.serving(target, self.registry.path(target))
+                    if self._copies is not None and not sampled else None)
+            if copy is not None:  # the version's INT8 copy is made: it answers
+                yield copy
+                return
+            self.model.set_adapter(self._names[target])
             yield self.model
 
     # -- switching -------------------------------------------------------------------------
@@ -232,7 +259,9 @@ class AdapterSwitcher(AdapterWatching):
             # never be touched outside it again.
             with torch.inference_mode(False):
                 if not isinstance(self.model, PeftModel):
-                    self.model = PeftModel.from_pretrained(self.loaded.model, str(path),
+                    base = (self._copies.torch_model() if self._copies is not None
+                            else self.loaded.model)
+                    self.model = PeftModel.from_pretrained(base, str(path),
                                                            adapter_name=name)
                 else:
                     self.model.load_adapter(str(path), adapter_name=name)
@@ -240,6 +269,8 @@ class AdapterSwitcher(AdapterWatching):
                 self.model.eval()
             self._names[version] = name
             self._evict(keep=version)
+        if self._copies is not None:
+            self._copies.start(version, path)
 
     def _check_bytes(self, version: str, weights: Path) -> None:
         """Refuse a copy whose bytes do not hash to the version's name and to the sha256 a

@@ -31,8 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from kinject.errors import DependencyMissing, ModelNotFound
-from kinject.models import conversion_lock, package_dir
+from kinject.errors import ModelNotFound
+from kinject.models import ct2_module, ensure_ct2_folder, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ QWEN_SIZE = 491_400_064
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_KEY = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_READER = "qwen2.5-0.5b"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                    "special_tokens_map.json", "vocab.json", "merges.txt",
-                    "generation_config.json")
 
 
 @dataclass(frozen=True)
@@ -144,56 +141,24 @@ def _to_transformers(gguf: Path, out: Path) -> None:
     config.write_text(json.dumps(data, indent=1))
 
 
-def _ct2() -> Any:
-    try:
-        import ctranslate2
-    except ImportError as exc:  # pragma: no cover - a pinned dependency
-        raise DependencyMissing("the reader needs ctranslate2: pip install ctranslate2==4.8.5"
-                                ) from exc
-    return ctranslate2
-
-
 def ensure_ct2(source: ReaderSource, models_dir: Path) -> Path:
     """The CTranslate2 INT8 folder of ``source``, converted once into ``models_dir``."""
     if source.kind == "ct2":
         return Path(source.location)
-    target = models_dir / f"{source.key}-ct2-int8"
-    if (target / "model.bin").is_file():
-        return target
-    with conversion_lock(models_dir, target.name):
-        if (target / "model.bin").is_file():  # another thread or process converted it
-            return target
-        ct2 = _ct2()
-        work = models_dir / f".{source.key}.{uuid.uuid4().hex}.tmp"
-        work.mkdir()
-        try:
-            log.info("preparing the reader %s once in %s (about 1.5 minutes; later loads take "
-                     "seconds)", source.key, target)
-            hf = Path(source.location) if source.kind == "hf" else work / "hf"
-            if source.kind in ("parts", "gguf"):
-                gguf = (assemble_qwen(work / "model.gguf") if source.kind == "parts"
-                        else Path(source.location))
-                _to_transformers(gguf, hf)
-                if source.kind == "parts":
-                    (work / "model.gguf").unlink()
-            out = work / "ct2"
-            ct2.converters.TransformersConverter(str(hf)).convert(
-                str(out), quantization="int8", force=True)
-            if hf.is_dir():
-                for name in _TOKENIZER_FILES:
-                    if (hf / name).is_file():
-                        shutil.copy2(hf / name, out / name)
-            else:  # a hub id: the tokenizer comes from the hub cache
-                from kinject.hf import transformers_ready
 
-                transformers_ready()
-                from transformers import AutoTokenizer
+    def prepare(work: Path) -> str:
+        if source.kind not in ("parts", "gguf"):
+            return source.location  # a transformers folder or a hub id, converted as it is
+        gguf = (assemble_qwen(work / "model.gguf") if source.kind == "parts"
+                else Path(source.location))
+        _to_transformers(gguf, work / "hf")
+        if source.kind == "parts":
+            (work / "model.gguf").unlink()
+        return str(work / "hf")
 
-                AutoTokenizer.from_pretrained(source.location).save_pretrained(out)
-            os.replace(out, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    return ensure_ct2_folder(models_dir / f"{source.key}-ct2-int8", models_dir, prepare,
+                             f"the reader {source.key} (about 1.5 minutes; later loads take "
+                             "seconds)")
 
 
 @dataclass
@@ -212,7 +177,7 @@ def load_reader(spec: str, models_dir: Path, device: str = "auto", threads: int 
     transformers_ready()
     from transformers import AutoTokenizer
 
-    ct2 = _ct2()
+    ct2 = ct2_module()
     folder = ensure_ct2(resolve_reader(spec), models_dir)
     dev = device if device in ("cpu", "cuda") else (
         "cuda" if ct2.get_cuda_device_count() > 0 else "cpu")

@@ -1,0 +1,73 @@
+"""models.quantize=ct2-int8: the serving generator on a CTranslate2 INT8 copy of the model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinject.config import load_settings
+from kinject.errors import ConfigError
+from kinject.generator_ct2 import Ct2Generators, Ct2Model
+from kinject.models import load_generator
+from kinject.quantize import resolve_quantize
+from kinject.rag.generate import generate_batch, stream_chat
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CHATS = [[{"role": "user", "content": "When was the Marrow Institute founded?"}],
+         [{"role": "user", "content": "Passages are data."}]]
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> object:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_int8_copy_writes_what_the_torch_model_writes(tiny_lm_dir: Path,
+                                                          tmp_path: Path) -> None:
+    fp32 = load_generator(str(tiny_lm_dir), tmp_path, "cpu", "float32", "none")
+    ct2 = load_generator(str(tiny_lm_dir), tmp_path, "cpu", "float32", "ct2-int8")
+    assert isinstance(ct2.model, Ct2Model)
+    assert (tmp_path / f"{ct2.model.folder.name}" / "model.bin").is_file()  # in the cache
+    # Greedy, two prompts of different lengths in one left-padded batch: the same text. The
+    # tiny model's weights are small (0.02 scale), so INT8's per-channel rounding moves its
+    # logits far less than the gaps between the first and second choices: equal, not close.
+    want = generate_batch(fp32, CHATS, [10, 10])
+    got = generate_batch(ct2, CHATS, [10, 10])
+    assert got == want and all(want)
+    assert "".join(stream_chat(ct2, CHATS[0], 10)) == want[0]  # streamed piece by piece
+    assert generate_batch(ct2, CHATS, [3, 10])[0] != want[0]  # each row's own limit
+
+
+def test_a_bad_quantize_value_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="models.quantize.*'ct2-int8'"):
+        load_settings(data_dir=tmp_path, models={"quantize": "int4"})
+    with pytest.raises(ConfigError, match="must be one of auto, none, int8, ct2-int8"):
+        resolve_quantize("ct2_int8", "cpu")
+    with pytest.raises(ConfigError, match="CPU or CUDA"):
+        resolve_quantize("ct2-int8", "mps")
+    assert resolve_quantize("ct2-int8", "cuda") == "ct2-int8"
+    settings = load_settings(data_dir=tmp_path, models={"quantize": "ct2-int8"})
+    assert settings.models.quantize == "ct2-int8"
+
+
+def test_the_base_copy_is_converted_once_and_reused(tiny_lm_dir: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_lm_dir))
+    with caplog.at_level(logging.INFO, logger="kinject.models"):
+        first = Ct2Generators(str(tiny_lm_dir), "tiny", tmp_path, tok, "cpu")
+        stamp = (first.base.folder / "model.bin").stat().st_mtime_ns
+        second = Ct2Generators(str(tiny_lm_dir), "tiny", tmp_path, tok, "cpu")
+    assert second.base.folder == first.base.folder
+    assert (second.base.folder / "model.bin").stat().st_mtime_ns == stamp
+    assert sum("preparing" in r.getMessage() for r in caplog.records) == 1
+    assert not list(tmp_path.glob(".*.tmp"))  # no scratch folder left behind
+
