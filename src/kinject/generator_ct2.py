@@ -325,7 +325,10 @@ class Ct2Generators:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        base = AutoModelForCausalLM.from_pretrained(self.location, dtype=torch.float32)
+        # the base as the converter takes it: a config that still names the GGUF the weights
+        # were de-quantised from makes transformers refuse to save the merged model
+        base = AutoModelForCausalLM.from_pretrained(_convertible(self.location, work),
+                                                    dtype=torch.float32)
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         out = work / "hf"
         merged.save_pretrained(out)

@@ -135,3 +135,30 @@ def test_old_copies_are_pruned_from_the_cache(tiny_lm_dir: Path, tmp_path: Path,
     assert not copies.target(versions[0]).exists()  # the older one left the disk ...
     assert (copies.target(versions[1]) / "model.bin").is_file()
     assert copies.ready(versions[0]) is made[0]  # ... not this process's memory
+
+
+def test_an_adapter_on_a_base_de_quantised_from_gguf_gets_its_int8_copy(
+        tiny_lm_dir: Path, tmp_path: Path) -> None:
+    # The default generator is SmolLM2 de-quantised from GGUF into a folder whose config still
+    # names the GGUF (kinject.models.ensure_converted); transformers refuses to save a model
+    # loaded with that entry, so merging an adapter into it failed and every version was left
+    # on torch.
+    import json
+    import shutil
+
+    base = tmp_path / "from-gguf"
+    shutil.copytree(tiny_lm_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gguf"}
+    (base / "config.json").write_text(json.dumps(config))
+    adapter = make_adapter(tiny_lm_dir, tmp_path / "a", seed=5, scale=0.1)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
+    want = generate_chat(_torch(tiny_lm_dir, adapter), ASK, 10)
+    copies = _ct2(base, tmp_path / "models").model.copies
+    copies.start(version, reg.path(version))
+    copy = copies.wait(version, timeout_s=120)
+    assert isinstance(copy, Ct2Model)
+    switcher = AdapterSwitcher(LoadedGenerator(copies.base, copies.tokenizer, "cpu", "tiny"), reg)
+    switcher.apply(version)
+    assert generate_chat(switcher.generator(), ASK, 10) == want
