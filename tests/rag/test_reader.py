@@ -111,6 +111,18 @@ def test_a_named_question_is_read_in_two_model_calls_and_an_unknown_name_in_one(
     assert reader.calls - calls == 1
 
 
+def test_a_named_thing_is_found_in_a_passage_retrieval_ranked_low(reader: Ct2Reader) -> None:
+    """Retrieval may rank the passage naming what is asked below the few that are weighed
+    when a question names nothing: a name is looked for in every passage given, and only the
+    passage holding it is read."""
+    r = reader.read(["Who looks after the Kessel hut?"], [[VIOLIN, RIVER, KETTLE, HUT]],
+                    weigh=2)[0]
+    assert r.answered and r.passage == 3 and "Oda Pfeiffer" in r.text, r
+    unnamed = reader.read(["How many beds are there for climbers?"],
+                          [[VIOLIN, RIVER, KETTLE, HUT]], weigh=2)[0]
+    assert not unnamed.answered, unnamed
+
+
 NOTICE = ("KELLWICK MARINA NOTICE\nThe berthing charge for dinghies is 12 crowns per night.\n"
           "The marina office opens at eight.\nShowers take tokens from the office.")
 

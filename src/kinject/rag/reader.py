@@ -112,8 +112,8 @@ class Reading:
 class Reader(Protocol):
     """Reads passages for questions; one Reading per question."""
 
-    def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]]
-             ) -> list[Reading]: ...
+    def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
+             weigh: int | None = None) -> list[Reading]: ...
 
 
 class Ct2Reader:
@@ -213,18 +213,25 @@ class Ct2Reader:
         return [u[: self.config.max_passage_chars] for u in reading_units(passage)]
 
     def choose(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
-               names: Sequence[str | None] | None = None) -> list[tuple[int, float, str]]:
+               names: Sequence[str | None] | None = None, weigh: int | None = None
+               ) -> list[tuple[int, float, str]]:
         """Per question, the passage most about it, its PMI score and the unit of it to read
-        ((-1, best, "") when none reaches ``min_pmi``). Every passage given is scored: the
-        caller decides how many (``rag.reader_passages``); a table's rows are scored apart.
-        With ``names`` (what each question asks about), only units that name it are weighed."""
+        ((-1, best, "") when none reaches ``min_pmi``); a table's rows are scored apart.
+        With ``names`` (what each question asks about), only units that name it are weighed,
+        in every passage given; a question that names nothing is weighed on its first
+        ``weigh`` passages (all when None: the caller decides, ``rag.reader_passages``)."""
         cfg = self.config
         seqs: list[list[str]] = []
         lens: list[int] = []
         owners: list[list[tuple[int, str]]] = []
         names = names if names is not None else [None] * len(questions)
         for question, texts, name in zip(questions, passages, names, strict=True):
-            own = [(pi, u) for pi, text in enumerate(texts) for u in self.units(text)]
+            # A name is looked for in every retrieved passage: the one that holds it may rank
+            # below the first few (retrieval of a Chinese question often puts other passages
+            # of its family first), and only units naming it cost a score. Without a name,
+            # every unit is weighed, so only the first few are.
+            depth = len(texts) if name is not None or weigh is None else weigh
+            own = [(pi, u) for pi, text in enumerate(texts[:depth]) for u in self.units(text)]
             if name is not None:
                 # A unit that never names what is asked does not answer it, however likely it
                 # makes the question (a near-namesake: "K3" asked, "K2" read).
@@ -264,11 +271,14 @@ class Ct2Reader:
             out.append((own[best][0] if ok else -1, pmi[best], own[best][1] if ok else ""))
         return out
 
-    def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]]
-             ) -> list[Reading]:
+    def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
+             weigh: int | None = None) -> list[Reading]:
+        """One Reading per question from its passages (in retrieval order). A question that
+        names what it asks about is looked for in all of them; one that names nothing is
+        weighed on its first ``weigh`` (all when None)."""
         cfg = self.config
         names = self.subjects(questions) if cfg.check_subject else None
-        chosen = self.choose(questions, passages, names)
+        chosen = self.choose(questions, passages, names, weigh)
         jobs = [(qi, pi) for qi, (pi, _, _) in enumerate(chosen) if pi >= 0]
         prompts = [self._tokens(questions[qi], chosen[qi][2]) for qi, _ in jobs]
         answers: dict[int, str] = {}
