@@ -153,6 +153,43 @@ def test_a_description_is_written_from_the_passage(reader: Ct2Reader) -> None:
     assert r.answered and "Kessel" in r.text or "46" in r.text or "glacier" in r.text, r
 
 
+LIGHTHOUSE = ("The Gullspire lighthouse stands on a granite stack off the north cape. Built in "
+              "1872, it was automated in 1991 and its white beam reaches 22 nautical miles. "
+              "Seals breed on the rocks below it every autumn.")
+LIGHTHOUSE_ZH = ("海鸥岬灯塔建于1872年，矗立在北角外的花岗岩礁石上。1991年实现自动化，"
+                 "白色灯光可照射22海里。")
+
+
+@pytest.mark.parametrize("question", [
+    "Describe the Gullspire lighthouse.", "Tell me about the Gullspire lighthouse.",
+    "What is the Gullspire lighthouse?"])
+def test_a_question_about_what_a_named_thing_is_answered_with_the_passages_sentences(
+        reader: Ct2Reader, question: str) -> None:
+    """Not the name echoed back (then abstained on), and no sentence cut by the token
+    limit: whole sentences of the passage about it."""
+    r = _read(reader, question, VIOLIN, LIGHTHOUSE)
+    assert r.answered and r.passage == 1, r
+    assert "1872" in r.text and r.text.endswith("."), r
+    assert r.text in LIGHTHOUSE, r
+
+
+@pytest.mark.parametrize("question", ["海鸥岬灯塔是什么？", "介绍一下海鸥岬灯塔。"])
+def test_a_chinese_question_about_what_a_named_thing_is_is_answered_from_the_passage(
+        reader: Ct2Reader, question: str) -> None:
+    r = _read(reader, question, RIVER, LIGHTHOUSE_ZH)
+    assert r.answered and r.passage == 1 and "1872" in r.text, r
+
+
+def test_a_description_is_cited_through_the_service(
+        reader: Ct2Reader, hash_rag: Callable[..., RagService]) -> None:
+    rag = hash_rag({"kb/lighthouse": LIGHTHOUSE, "kb/violin": VIOLIN}, reader=reader,
+                   mode="read")
+    answer = rag.ask("What is the Gullspire lighthouse?")
+    assert not answer.abstained and "granite" in answer.text, answer
+    assert [c.source_id for c in answer.citations] == ["kb/lighthouse"]
+    assert rag.ask("Describe the Ortler lighthouse.").abstained
+
+
 def test_read_mode_answers_and_cites_through_the_service(
         reader: Ct2Reader, hash_rag: Callable[..., RagService]) -> None:
     rag = hash_rag({"kb/hut": HUT, "kb/violin": VIOLIN, "kb/river": RIVER}, reader=reader,

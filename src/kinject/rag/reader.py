@@ -37,14 +37,16 @@ from kinject.rag.reader_text import (
     _CJK_RUN,
     _clean,
     _copied_prefix,
+    _describe,
     _flat,
     _fold,
     _marked,
     _names,
     _sentence_case,
+    _whole_sentences,
 )
 from kinject.rag.records import reading_units, snap
-from kinject.rag.sentences import LINK, grounding
+from kinject.rag.sentences import LINK, grounding, tokens
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +299,8 @@ class Ct2Reader:
             tok = self.loaded.tokenizer
             for (qi, _), r in zip(jobs, results, strict=True):
                 answers[qi] = _clean(tok.decode(r.sequences_ids[0], skip_special_tokens=True))
+                if len(r.sequences_ids[0]) >= cfg.max_answer_tokens:  # cut by the limit
+                    answers[qi] = _whole_sentences(answers[qi])
         out = []
         for qi, (pi, score, unit) in enumerate(chosen):
             text = answers.get(qi, "")
@@ -311,6 +315,13 @@ class Ct2Reader:
             # ("NO" of "NOTICE"): written as a word, never snapped onto the passage.
             cased = _sentence_case(text, unit)
             text = cased if cased != text else snap(text, unit)
+            name = names[qi] if names else None
+            if not tokens(text) - tokens(questions[qi]) and (
+                    name is None or _fold(name) in _fold(text)):
+                # The reading adds nothing to the question's own words ("What is X?" read
+                # as "X"): the question asks what the thing is, and the passage's sentences
+                # about it say so.
+                text = _describe(unit, name, questions[qi])
             ground = grounding(text, unit, questions[qi])
             # A short reply in words of its own ("Yes", "No") stands with its passage cited,
             # the evidence; a longer one must be the passage's words.
