@@ -24,8 +24,11 @@ The last stdout line is one JSON object with ``dev`` and ``test`` fields, each h
 answers_right (_en, _zh: the expected value in the answer and no competing value of the same
 passage), answers_contain (the expected value anywhere in the answer), abstain_on_unknown
 (_en, _zh), cited_right_source (the first citation of an answered question is its passage),
-recall_at_5, reader_calls (the reader's model calls per question), p50_s (kinject's
-seconds per question over HTTP), the peer's figures
+recall_at_5, recall_at_2_en / _zh (the right passage among the first two hits), on dev
+unnamed_right / abstain_unnamed (questions naming nothing: notices answered, questions that no
+passage answers, off-topic or about the families' kinds of things, abstained on), reader_calls
+(the reader's model calls per question), p50_s (kinject's seconds per question over HTTP), the
+peer's figures
 (langchain_usual, langchain_terse) and vs_langchain_usual / vs_langchain_terse (answers right,
 kinject / peer). ``--out DIR`` also writes every question with both answers as CSV.
 """
@@ -55,6 +58,7 @@ from _common import emit, environment, median, parse_args, progress, write_csv  
 from rag_data.dataset import (  # noqa: E402
     FULL,
     QUICK,
+    UNNAMED,
     Dataset,
     Passage,
     Question,
@@ -117,7 +121,9 @@ def ask_kinject(url: str, questions: tuple[Question, ...]) -> list[dict[str, Any
             rows.append({"text": body["text"], "abstained": bool(body["abstained"]),
                          "first_cite": cites[0] if cites else None, "seconds": seconds,
                          "reader_calls": body.get("timings", {}).get("reader_calls", 0.0),
-                         "recall5": any(h["source_id"] == q.source_id for h in hits)})
+                         "recall5": any(h["source_id"] == q.source_id for h in hits),
+                         # within the first two passages (rag.reader_passages' default)
+                         "recall2": q.source_id in [h["source_id"] for h in hits][:2]})
             if (i + 1) % 20 == 0:
                 progress(f"kinject {i + 1}/{len(questions)}")
     return rows
@@ -255,11 +261,19 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
     abstain: dict[str, list[bool]] = defaultdict(list)
     cited: dict[str, list[bool]] = defaultdict(list)
     recall: list[bool] = []
+    recall2: dict[str, list[bool]] = defaultdict(list)
     seconds: dict[str, list[float]] = defaultdict(list)
     calls: list[float] = []
     by_family: dict[str, list[bool]] = defaultdict(list)
+    unnamed: dict[str, list[bool]] = defaultdict(list)
     for q, row in zip(data.questions, kin, strict=True):
         if q.split != split:
+            continue
+        if q.family == UNNAMED:  # questions naming nothing: reported apart
+            if q.expected is None:
+                unnamed["abstain"].append(row["abstained"])
+            else:
+                unnamed["right"].append(is_right(row["text"], q))
             continue
         seconds[q.lang].append(row["seconds"])
         seconds["all"].append(row["seconds"])
@@ -274,6 +288,7 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
         by_family[q.family].append(ok)
         contain.append(contains_expected(row["text"], q.expected))
         recall.append(row["recall5"])
+        recall2[q.lang].append(row.get("recall2", False))
         if not row["abstained"]:
             cited[q.lang].append(row["first_cite"] == q.source_id)
             cited["all"].append(row["first_cite"] == q.source_id)
@@ -285,12 +300,16 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
         "abstain_on_unknown": _share(abstain["all"]), "abstain_en": _share(abstain["en"]),
         "abstain_zh": _share(abstain["zh"]), "cited_right_source": _share(cited["all"]),
         "cited_right_source_en": _share(cited["en"]), "cited_right_source_zh": _share(cited["zh"]),
-        "recall_at_5": _share(recall),
+        "recall_at_5": _share(recall), "recall_at_2_en": _share(recall2["en"]),
+        "recall_at_2_zh": _share(recall2["zh"]),
         **{f"p50_s{suffix}": round(median(seconds[key]), 3) if seconds[key] else None
            for key, suffix in (("all", ""), ("en", "_en"), ("zh", "_zh"))},
         "reader_calls": round(sum(calls) / len(calls), 2) if calls else None,
         "by_family": {f: _share(v) for f, v in sorted(by_family.items())},
     }
+    if unnamed:  # dev only: notices answered, and questions no passage answers abstained on
+        out["unnamed_right"] = _share(unnamed["right"])
+        out["abstain_unnamed"] = _share(unnamed["abstain"])
     for name, rows in (peer or {}).items():
         flags: dict[str, list[bool]] = defaultdict(list)
         times = []
@@ -314,7 +333,8 @@ def report(result: dict[str, Any], splits: tuple[str, ...] = SPLITS) -> None:
     """A small table on stderr; the JSON line stays the last line of stdout."""
     keys = ("answers_right", "answers_right_en", "answers_right_zh", "answers_contain",
             "abstain_on_unknown", "abstain_en", "abstain_zh", "cited_right_source",
-            "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "reader_calls",
+            "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "recall_at_2_en",
+            "recall_at_2_zh", "unnamed_right", "abstain_unnamed", "reader_calls",
             "p50_s", "p50_s_en", "p50_s_zh", "vs_langchain_usual", "vs_langchain_terse")
     progress(f"{'':22} " + " ".join(f"{s:>7}" for s in splits))
     for k in keys:
@@ -356,6 +376,7 @@ def main() -> None:
     splits = SPLITS if args.split == "both" else (args.split,)
     if args.split != "both":  # the other split's passages and questions are never shown
         keep = {f.name for f in (DEV if args.split == "dev" else TEST)}
+        keep |= {UNNAMED} if args.split == "dev" else set()
         data = Dataset(tuple(p for p in data.passages if p.family in keep),
                        tuple(q for q in data.questions if q.split == args.split))
     n_unknown = sum(q.expected is None for q in data.questions)

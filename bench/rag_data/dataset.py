@@ -11,6 +11,10 @@ from rag_data.entities import facts, names
 from rag_data.families import FAMILIES, LANGS, Family, Split
 from rag_data.passages import FORMATS, GROUP, render
 from rag_data.questions import ask
+from rag_data.unnamed import ABSENT, NOTICES
+
+# The family name of the dev questions that name nothing (rag_data/unnamed.py).
+UNNAMED = "unnamed"
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,28 @@ def build(seed: int = 0, sizes: Sizes = QUICK,
             questions.append(Question(ask(family.name, relation, lang, ghost, rng),
                                       family.name, family.split, lang, relation, ghost,
                                       None, None))
+    if any(f.split == "dev" for f in families):
+        unnamed_passages, unnamed_questions = _unnamed(sizes)
+        passages += unnamed_passages
+        questions += unnamed_questions
     return Dataset(tuple(passages), tuple(questions))
+
+
+def _unnamed(sizes: Sizes) -> tuple[list[Passage], list[Question]]:
+    """The dev notices and questions that name nothing; a quick run asks a third of them."""
+    full = sizes.questions >= FULL.questions
+    passages, questions = [], []
+    for lang in LANGS:
+        notices = NOTICES[lang] if full else NOTICES[lang][:2]
+        for i, (text, question, expected) in enumerate(notices):
+            sid = _source_id(UNNAMED, lang, "prose", i)
+            passages.append(Passage(sid, UNNAMED, lang, "prose", text, ()))
+            questions.append(Question(question, UNNAMED, "dev", lang, "notice", "", expected,
+                                      sid))
+        absent = ABSENT[lang] if full else ABSENT[lang][::3]
+        questions += [Question(q, UNNAMED, "dev", lang, "absent", "", None, None)
+                      for q in absent]
+    return passages, questions
 
 
 def _passages(family: Family, lang: str, known: list[str], entity_facts: dict[str, dict[str, str]],

@@ -111,6 +111,18 @@ def test_a_named_question_is_read_in_two_model_calls_and_an_unknown_name_in_one(
     assert reader.calls - calls == 1
 
 
+def test_a_named_thing_is_found_in_a_passage_retrieval_ranked_low(reader: Ct2Reader) -> None:
+    """Retrieval may rank the passage naming what is asked below the few that are weighed
+    when a question names nothing: a name is looked for in every passage given, and only the
+    passage holding it is read."""
+    r = reader.read(["Who looks after the Kessel hut?"], [[VIOLIN, RIVER, KETTLE, HUT]],
+                    weigh=2)[0]
+    assert r.answered and r.passage == 3 and "Oda Pfeiffer" in r.text, r
+    unnamed = reader.read(["How many beds are there for climbers?"],
+                          [[VIOLIN, RIVER, KETTLE, HUT]], weigh=2)[0]
+    assert not unnamed.answered, unnamed
+
+
 NOTICE = ("KELLWICK MARINA NOTICE\nThe berthing charge for dinghies is 12 crowns per night.\n"
           "The marina office opens at eight.\nShowers take tokens from the office.")
 
@@ -139,6 +151,43 @@ def test_a_link_planted_in_a_passage_is_never_the_answer(reader: Ct2Reader) -> N
 def test_a_description_is_written_from_the_passage(reader: Ct2Reader) -> None:
     r = _read(reader, "Describe the Kessel hut.", HUT)
     assert r.answered and "Kessel" in r.text or "46" in r.text or "glacier" in r.text, r
+
+
+LIGHTHOUSE = ("The Gullspire lighthouse stands on a granite stack off the north cape. Built in "
+              "1872, it was automated in 1991 and its white beam reaches 22 nautical miles. "
+              "Seals breed on the rocks below it every autumn.")
+LIGHTHOUSE_ZH = ("海鸥岬灯塔建于1872年，矗立在北角外的花岗岩礁石上。1991年实现自动化，"
+                 "白色灯光可照射22海里。")
+
+
+@pytest.mark.parametrize("question", [
+    "Describe the Gullspire lighthouse.", "Tell me about the Gullspire lighthouse.",
+    "What is the Gullspire lighthouse?"])
+def test_a_question_about_what_a_named_thing_is_answered_with_the_passages_sentences(
+        reader: Ct2Reader, question: str) -> None:
+    """Not the name echoed back (then abstained on), and no sentence cut by the token
+    limit: whole sentences of the passage about it."""
+    r = _read(reader, question, VIOLIN, LIGHTHOUSE)
+    assert r.answered and r.passage == 1, r
+    assert "1872" in r.text and r.text.endswith("."), r
+    assert r.text in LIGHTHOUSE, r
+
+
+@pytest.mark.parametrize("question", ["海鸥岬灯塔是什么？", "介绍一下海鸥岬灯塔。"])
+def test_a_chinese_question_about_what_a_named_thing_is_is_answered_from_the_passage(
+        reader: Ct2Reader, question: str) -> None:
+    r = _read(reader, question, RIVER, LIGHTHOUSE_ZH)
+    assert r.answered and r.passage == 1 and "1872" in r.text, r
+
+
+def test_a_description_is_cited_through_the_service(
+        reader: Ct2Reader, hash_rag: Callable[..., RagService]) -> None:
+    rag = hash_rag({"kb/lighthouse": LIGHTHOUSE, "kb/violin": VIOLIN}, reader=reader,
+                   mode="read")
+    answer = rag.ask("What is the Gullspire lighthouse?")
+    assert not answer.abstained and "granite" in answer.text, answer
+    assert [c.source_id for c in answer.citations] == ["kb/lighthouse"]
+    assert rag.ask("Describe the Ortler lighthouse.").abstained
 
 
 def test_read_mode_answers_and_cites_through_the_service(

@@ -1,8 +1,10 @@
 """What the reader makes of the model's raw replies, by their shape alone (no model here):
 the name a question asks about when the model copies it and then runs on, and a shouted
-one-word reply."""
+one-word reply; the sentences that describe what a question names, and a reply cut by the
+token limit."""
 
 from kinject.rag.reader import _copied_prefix, _names, _sentence_case
+from kinject.rag.reader_text import _describe, _whole_sentences
 
 
 def test_a_name_copy_that_runs_on_into_an_answer_keeps_only_the_copied_start() -> None:
@@ -30,3 +32,24 @@ def test_a_shouted_one_word_reply_is_written_as_a_word() -> None:
     assert _sentence_case("RNLI", "Boats are checked by the RNLI every spring.") == "RNLI"
     assert _sentence_case("No", unit) == "No"
     assert _sentence_case("Sunday", unit) == "Sunday"
+
+
+def test_a_description_is_the_passages_sentences_about_what_is_named() -> None:
+    unit = ("Ferries leave from pier 4. The Corran ferry is a blue car ferry built in 2004. "
+            "It crosses in ten minutes. Tickets are sold on board.")
+    question = "What is the Corran ferry?"
+    assert _describe(unit, "Corran ferry", question) == (
+        "The Corran ferry is a blue car ferry built in 2004. It crosses in ten minutes.")
+    zh = "渡口在四号码头。科兰渡轮是一艘蓝色汽车渡轮，建于2004年。航程十分钟。船上售票。"
+    assert _describe(zh, "科兰渡轮", "科兰渡轮是什么？") == (
+        "科兰渡轮是一艘蓝色汽车渡轮，建于2004年。航程十分钟。")
+    record = "Name: Corran ferry\nBuilt: 2004\nCrossing: ten minutes"
+    assert _describe(record, "Corran ferry", question) == (
+        "Name: Corran ferry; Built: 2004; Crossing: ten minutes")
+
+
+def test_a_reply_cut_by_the_token_limit_ends_at_its_last_whole_sentence() -> None:
+    assert _whole_sentences("It was built in 1872. Its beam reaches 22 miles. Seals") == (
+        "It was built in 1872. Its beam reaches 22 miles.")
+    assert _whole_sentences("It was built in 1872") == "It was built in 1872"
+    assert _whole_sentences("建于1872年。灯光可照") == "建于1872年。"

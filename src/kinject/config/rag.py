@@ -30,8 +30,10 @@ class RagSettings(BaseModel):
     # Concurrent questions arriving within this window run as one batch (0: off).
     batch_window_ms: float = Field(default=5.0, ge=0.0)
     max_batch: int = Field(default=16, ge=1)
-    # Passages the reader model weighs per question (one prompt each), or the generator
-    # writes from in free mode.
+    # Passages the reader model weighs per question that names nothing (one prompt each), or
+    # the generator writes from in free mode. A question naming what it asks about is looked
+    # for in all k retrieved passages, weighing only the units that name it (dev families:
+    # Chinese 0.82 -> 0.93 right, the named passage ranked 3rd or 4th in 3 of 28).
     reader_passages: int = Field(default=2, ge=1)
 
     @field_validator("mode", mode="before")

@@ -43,7 +43,8 @@ class RagConfig:
     cache_size: int = 256
     batch_window_ms: float = 0.0
     max_batch: int = 16
-    # Passages the reader weighs (one prompt each), or the generator writes from (free).
+    # Passages the reader weighs when a question names nothing (one that names what it asks
+    # about is looked for in all k), or the generator writes from (free).
     reader_passages: int = 2
 
     @classmethod

@@ -38,8 +38,12 @@ SUBJECT_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("Which year did Salome Okafor-Reyes retire?", "Salome Okafor-Reyes"),
     ("What colour is the frame of the Zephyr Q5 scooter?", "Zephyr Q5 scooter"),
     ("Who repairs clocks in Veldhaven?", "Veldhaven"),
+    # A capitalised common word before the name is not the name.
+    ("Which Bluetooth code pairs a phone with the Selvo R4 speaker?", "Selvo R4 speaker"),
     ("“海鸥7号”灯塔的灯光能照多远？", "“海鸥7号”灯塔"),
     ("林若溪的女儿叫什么名字？", "林若溪"),
+    # A verb before the name is not the name.
+    ("是哪位厨师在经营青禾面馆？", "青禾面馆"),
     ("白鹭 K7 电动车一次充电能跑多远？", "白鹭 K7 电动车"),
 )
 

@@ -100,3 +100,40 @@ def _flat(passage: str) -> str:
     """Spaces inside lines folded; line breaks kept (a record's fields stay one a line)."""
     lines = (" ".join(line.split()) for line in passage.splitlines())
     return "\n".join(line for line in lines if line)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？；])")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(_flat(text).replace("\n", " ")) if s.strip()]
+
+
+def _describe(unit: str, name: str | None, question: str, most: int = 2,
+              max_chars: int = 320) -> str:
+    """What a unit says about what the question names: its first sentence that names it
+    (the first sentence when none does, or no name was copied) and the next, up to ``most``
+    sentences; a record (one field a line) as its fields. For a question whose reading adds
+    nothing to its own words ("What is X?" read as "X"): the passage's words describe it."""
+    if "\n" in unit.strip():  # a record: its fields, one after another
+        return "; ".join(line.strip() for line in unit.splitlines() if line.strip())[:max_chars]
+    said = _sentences(unit)
+    if not said:
+        return ""
+    start = next((i for i, s in enumerate(said) if name and _names(name, s, question)), 0)
+    out = ""
+    for s in said[start:start + most]:
+        joined = f"{out} {s}".strip() if out and not _CJK.search(s[:1]) else out + s
+        if out and len(joined) > max_chars:
+            break
+        out = joined
+    return out
+
+
+def _whole_sentences(reply: str) -> str:
+    """A reply cut by the token limit, without its unfinished last sentence (when a whole one
+    comes before it): "... reaches 22 nautical miles. Seals" -> "... 22 nautical miles."."""
+    said = _sentences(reply)
+    if len(said) < 2 or said[-1].endswith((".", "!", "?", "。", "！", "？")):
+        return reply
+    return " ".join(said[:-1]) if not _CJK.search(reply) else "".join(said[:-1])

@@ -138,8 +138,10 @@ class RagService(StreamingMixin, CitingMixin):
                 plan.messages = closed_book_messages(q.text)
                 plan.max_new_tokens = self._budget(q.text, [])
             elif q.mode == "read" and plan.route == "rag":
-                # The reader weighs the best passages itself and says when none answers.
-                plan.kind, plan.passages = "read", passages[: cfg.reader_passages]
+                # The reader weighs the passages itself and says when none answers: all
+                # retrieved ones for the units naming what is asked, the first
+                # reader_passages when the question names nothing.
+                plan.kind, plan.passages = "read", passages
             elif relevant:  # free mode, or route both with the adapter's knowledge
                 plan.kind, plan.passages = "free", passages[: cfg.reader_passages]
                 texts = [h.text for h in plan.passages]
@@ -197,7 +199,8 @@ class RagService(StreamingMixin, CitingMixin):
             self.model_calls += 1
             before = getattr(reader, "calls", 0)
             got = reader.read([p.q.text for p in reads],
-                              [[h.text for h in p.passages] for p in reads])
+                              [[h.text for h in p.passages] for p in reads],
+                              weigh=self.config.reader_passages)
             dt = (time.perf_counter() - t0) / len(reads)
             # The reader's own model calls for this batch (each one a pass over every core).
             calls = float(getattr(reader, "calls", 0) - before)
