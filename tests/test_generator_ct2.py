@@ -29,6 +29,39 @@ def one_thread() -> object:
     torch.set_num_threads(before)
 
 
+def test_a_stream_stops_when_its_stopping_criteria_say_so(tiny_lm_dir: Path,
+                                                         tmp_path: Path) -> None:
+    # rag.generate.stream_chat stops a stream whose client went away through transformers'
+    # stopping_criteria; the INT8 model refused the argument, so every streamed answer on it
+    # failed, and without the check a closed stream would run out its whole budget.
+    ct2 = load_generator(str(tiny_lm_dir), tmp_path, "cpu", "float32", "ct2-int8")
+    tok = ct2.tokenizer
+    ids = torch.tensor([tok("When was the Marrow Institute founded?")["input_ids"]])
+
+    class Tokens:
+        def __init__(self) -> None:
+            self.got: list[int] = []
+
+        def put(self, value: torch.Tensor) -> None:
+            self.got.extend(value.tolist())
+
+        def end(self) -> None:
+            pass
+
+    def stream(stop: object) -> int:
+        seen = Tokens()
+        out = ct2.model.generate(ids, torch.ones_like(ids), max_new_tokens=40,
+                                 min_new_tokens=40, streamer=seen, stopping_criteria=stop)
+        assert len(seen.got) == out.shape[1]  # what was streamed is what was returned
+        return int(out.shape[1] - ids.shape[1])
+
+    def after_three(input_ids: torch.Tensor, scores: object) -> torch.Tensor:
+        return torch.tensor([input_ids.shape[1] - ids.shape[1] >= 3])
+
+    assert stream(None) == 40
+    assert stream([after_three]) == 3
+
+
 def test_the_int8_copy_writes_what_the_torch_model_writes(tiny_lm_dir: Path,
                                                           tmp_path: Path) -> None:
     fp32 = load_generator(str(tiny_lm_dir), tmp_path, "cpu", "float32", "none")

@@ -116,10 +116,12 @@ class Ct2Model:
                  max_new_tokens: int = 20, min_new_tokens: int = 0, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50,
                  pad_token_id: int | None = None, eos_token_id: int | list[int] | None = None,
-                 streamer: Any = None) -> torch.Tensor:
+                 streamer: Any = None, stopping_criteria: Any = None) -> torch.Tensor:
         """Like transformers' ``generate``: each row of ``input_ids`` (left-padded, as
         ``attention_mask`` says) followed by its new tokens, the batch right-padded with
-        ``pad_token_id``. A ``streamer`` (one row) gets the prompt, then each new token."""
+        ``pad_token_id``. A ``streamer`` (one row) gets the prompt, then each new token;
+        ``stopping_criteria`` (transformers' callables, asked after each streamed token) end
+        a stream early, as when its client went away."""
         import torch
 
         if do_sample and self.version is None and self.copies is not None:
@@ -129,7 +131,8 @@ class Ct2Model:
                 input_ids=input_ids, attention_mask=attention_mask,
                 max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=True,
                 temperature=temperature, top_p=top_p, top_k=top_k, pad_token_id=pad_token_id,
-                eos_token_id=eos_token_id, streamer=streamer)
+                eos_token_id=eos_token_id, streamer=streamer,
+                stopping_criteria=stopping_criteria)
             return sampled
         tok = self.tokenizer
         rows = input_ids.tolist()
@@ -147,7 +150,7 @@ class Ct2Model:
         if streamer is not None:
             if len(prompts) != 1:
                 raise ValueError(f"a streamer takes one prompt, got {len(prompts)}")
-            new = [self._stream(prompts[0], rows[0], options, streamer)]
+            new = [self._stream(prompts[0], rows[0], options, streamer, stopping_criteria)]
         else:
             results = self.generator.generate_batch(prompts, include_prompt_in_result=False,
                                                     **options)
@@ -159,7 +162,7 @@ class Ct2Model:
         return torch.tensor(out, dtype=torch.long, device=input_ids.device)
 
     def _stream(self, prompt: list[str], ids: Sequence[int], options: dict[str, Any],
-                streamer: Any) -> list[int]:
+                streamer: Any, stopping_criteria: Any = None) -> list[int]:
         import torch
 
         new: list[int] = []
@@ -168,6 +171,10 @@ class Ct2Model:
             for step in self.generator.generate_tokens(prompt, **options):
                 new.append(step.token_id)
                 streamer.put(torch.tensor([step.token_id]))
+                if stopping_criteria and any(
+                        bool(stop(torch.tensor([[*ids, *new]]), None).all())
+                        for stop in stopping_criteria):
+                    break  # leaving the iterator ends CTranslate2's generation
         finally:
             streamer.end()  # also on a failure: the reader must not wait for its timeout
         return new
