@@ -50,6 +50,7 @@ from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.ewc import EwcPenalty, EwcState, estimate_fisher, param_key
 from kinject.finetune.example_files import Augment, augment_once, read_examples, write_examples
 from kinject.finetune.kl import TEACHER
+from kinject.finetune.lm_loss import output_layer
 from kinject.finetune.train_callbacks import (
     Callback,
     Checkpoints,
@@ -220,7 +221,8 @@ class LoraTrainer:
                        else set())) if cfg.kl_weight > 0 else set(),
             teacher=TEACHER if TEACHER in unwrapped.peft_config else None,
             penalty=penalty, total_steps=cfg.epochs * per_epoch, fingerprint=fingerprint,
-            out_dir=out_dir, state=state, best_weights=best_weights)
+            out_dir=out_dir, state=state, best_weights=best_weights,
+            head=output_layer(unwrapped))
         return run, len(augmented)
 
     def _finish(self, run: TrainRun, new_ewc: EwcState, started: float, n_augmented: int,
