@@ -5,7 +5,9 @@ short-lived tensors. PEFT models and accelerate's objects hold reference cycles,
 only when the cycle collector runs; and glibc keeps the freed heap of tensors under its mmap
 threshold (a few MB to 32 MB: most activations) mapped, so the process's RSS stays at the
 cycle's peak after the tensors are gone. ``release_memory`` collects and then asks glibc to
-return free pages (``malloc_trim(0)``; nothing on other C libraries).
+return free pages (``malloc_trim(0)``; nothing on other C libraries). Measured after a
+small SmolLM2 cycle (bench shapes): 2.3 GB RSS after ``gc.collect()`` with 37 MB of tensors
+still alive, 0.87 GB after ``release_memory``, the same after a second cycle.
 """
 
 from __future__ import annotations
