@@ -41,6 +41,7 @@ from kinject.finetune.job_store import (
     JobStore,
     mark_interrupted,
 )
+from kinject.finetune.memory import release_memory
 from kinject.finetune.paths import corpus_path
 
 if TYPE_CHECKING:
@@ -212,6 +213,7 @@ def run_cycle(
         lock.release()
         if own_store and store is not None:
             store.close()
+        release_memory()  # the gate's model and what the cycle built (finetune/memory.py)
 
 
 def _mark_orphans(settings: Settings, store: JobStore | None, job_id: str | None) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinject.errors import Cancelled
 from kinject.finetune.job_store import CANCELLED
+from kinject.finetune.memory import release_memory
 from kinject.finetune.paths import finetune_dir
 from kinject.types import TrainingExample, content_hash
 
@@ -157,6 +158,7 @@ def _train(cfg: CycleConfig, start: CycleStart, plan: _Plan
         init_adapter=registry.path(init.version) if init is not None else None, ewc=plan.ewc,
         replay=plan.replay, general=general_train(path=settings.finetune.general_text),
         progress=on_progress, augment=augment, should_stop=cfg.should_stop())
+    release_memory()  # the trainer's model and tensors, before the gate loads its own
     cfg.check("registering the candidate")
     train_ids = {e.example_id for e in plan.train}
     train = [*plan.train, *(e for e in plan.paraphrased if e.example_id not in train_ids)]

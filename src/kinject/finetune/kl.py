@@ -72,6 +72,23 @@ def teacher_kl(model: Any, logits: torch.Tensor, input_ids: torch.Tensor,
     return kl, int(valid.sum())
 
 
+def teacher_hidden(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   rows: Sequence[int], teacher: str | None = None) -> torch.Tensor:
+    """The teacher's final hidden states (no gradient) at the next-token predictions of
+    ``rows`` that :func:`teacher_kl` counts, row by row in ascending row order: what
+    :func:`kinject.finetune.lm_loss.chunked_terms` turns into the teacher's distribution a
+    chunk at a time, instead of the teacher's full logits."""
+    import torch
+
+    from kinject.finetune.lm_loss import final_hidden
+
+    idx = torch.as_tensor(sorted(rows), device=input_ids.device, dtype=torch.long)
+    ids, mask = input_ids[idx], attention_mask[idx]
+    with torch.no_grad(), teacher_weights(model, teacher):
+        hidden = final_hidden(model, ids, mask)
+    return hidden[:, :-1][mask[:, 1:].bool()]
+
+
 def base_kl(model: Any, logits: torch.Tensor, input_ids: torch.Tensor,
             attention_mask: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, int]:
     """``teacher_kl`` with the base model as the teacher."""

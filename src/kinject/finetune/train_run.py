@@ -11,15 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kinject.finetune.batches import Encoded, collate
+from kinject.finetune.batches import IGNORE, Encoded, collate
 from kinject.finetune.checkpoint import LoopState
-from kinject.finetune.kl import teacher_kl
+from kinject.finetune.kl import teacher_hidden, teacher_kl
+from kinject.finetune.lm_loss import chunked_terms, final_hidden, pick
 
 if TYPE_CHECKING:
     import torch
 
     from kinject.finetune.ewc import EwcPenalty
     from kinject.finetune.train_config import TrainConfig
+
+
+# On a CPU a micro-batch is run in parts of at most this many (padded) tokens. With LoRA on
+# every linear layer of SmolLM2 the activations kept for the backward pass of a whole 8 x 256
+# batch peaked at 8.0 GB RSS (1.4 GB loaded); in parts of 512 tokens at 3.6 GB, in the same
+# CPU time a step (23 s vs 21-23 s, one thread). On an accelerator the batch runs whole.
+CPU_PART_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -60,38 +68,16 @@ class TrainRun:
     best_weights: dict[str, torch.Tensor] | None = None
     teacher: str | None = None  # the KL's teacher adapter (None: the base model)
     step_times: list[float] = field(default_factory=list)
+    # the output layer when the loss can run on hidden states (finetune/lm_loss.py), else
+    # None: the full logits
+    head: Any = None
 
     def step(self, group: list[list[Encoded]], *, end_of_epoch: bool) -> StepStats:
         """Forward and backward over ``group``'s micro-batches (gradients synced on the last
         only), then one optimizer step."""
-        cfg, acc, model = self.cfg, self.acc, self.model
+        cfg, acc = self.cfg, self.acc
         t0 = time.perf_counter()
-        loss_sum, pen_value, tokens = 0.0, 0.0, 0
-        kl_sum, kl_tokens = 0.0, 0
-        for i, items in enumerate(group):
-            batch = {k: v.to(acc.device) for k, v in collate(items, self.pad_id).items()}
-            rows = [j for j, e in enumerate(items) if id(e) in self.kl_ids]
-            last = i == len(group) - 1
-            with (nullcontext() if last else acc.no_sync(model)), acc.autocast():
-                out = model(**batch)
-                lm_loss = out.loss / len(group)
-                loss = lm_loss
-                if rows:
-                    kl, n_kl = teacher_kl(self.unwrapped, out.logits, batch["input_ids"],
-                                          batch["attention_mask"], rows, self.teacher)
-                    # per token, on the LM loss's scale (its mean over learnt tokens)
-                    learnt = (batch["labels"][:, 1:] != -100).sum().clamp(min=1)
-                    loss = loss + cfg.kl_weight * kl / learnt / len(group)
-                    kl_sum += float(kl.detach())
-                    kl_tokens += n_kl
-                if last and self.penalty is not None:
-                    pen = self.penalty()
-                    loss = loss + pen
-                    pen_value = float(pen.detach())
-            acc.backward(loss)
-            # this is a CPU-GPU sync point, once per micro-batch
-            loss_sum += float(lm_loss.detach())
-            tokens += int(batch["attention_mask"].sum())
+        loss_sum, pen_value, tokens, kl_sum, kl_tokens = self.accumulate(group)
         if cfg.max_grad_norm > 0:
             acc.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
         lr = learning_rate(cfg, self.state.step, self.total_steps)
@@ -108,6 +94,70 @@ class TrainRun:
                          tokens=tokens * acc.num_processes, seconds=dt, lr=lr,
                          end_of_epoch=end_of_epoch)
 
+    def accumulate(self, group: list[list[Encoded]]) -> tuple[float, float, int, float, int]:
+        """The gradients of one optimizer step's loss over ``group``'s micro-batches, added
+        to the parameters' ``.grad``; returns (LM loss, EWC penalty, tokens, summed KL, KL
+        tokens).
+
+        A micro-batch's loss is its mean CE over learnt tokens (plus ``kl_weight`` times its
+        summed KL over the same count), divided by the number of micro-batches. On a CPU a
+        micro-batch is run in parts of at most ``CPU_PART_TOKENS`` (padded) tokens, each part's
+        sums divided by the whole micro-batch's count: the same loss and gradients (up to
+        float rounding; LoRA dropout draws its masks part by part), with the activations of
+        a part held instead of those of the whole batch."""
+        cfg, acc, model = self.cfg, self.acc, self.model
+        loss_sum, pen_value, tokens = 0.0, 0.0, 0
+        kl_sum, kl_tokens = 0.0, 0
+        budget = CPU_PART_TOKENS if acc.device.type == "cpu" else 0
+        for i, items in enumerate(group):
+            learnt = max(sum(_learnt_next(e) for e in items), 1)
+            parts = split_rows(items, budget)
+            for j, part in enumerate(parts):
+                batch = {k: v.to(acc.device) for k, v in collate(part, self.pad_id).items()}
+                rows = [r for r, e in enumerate(part) if id(e) in self.kl_ids]
+                last = i == len(group) - 1 and j == len(parts) - 1
+                with (nullcontext() if last else acc.no_sync(model)), acc.autocast():
+                    ce, kl, n_kl = self._terms(batch, rows)
+                    lm_loss = ce / learnt / len(group)
+                    loss = lm_loss
+                    if rows:
+                        # per token, on the LM loss's scale (its mean over learnt tokens)
+                        loss = loss + cfg.kl_weight * kl / learnt / len(group)
+                        kl_sum += float(kl.detach())
+                        kl_tokens += n_kl
+                    if last and self.penalty is not None:
+                        pen = self.penalty()
+                        loss = loss + pen
+                        pen_value = float(pen.detach())
+                acc.backward(loss)
+                # this is a CPU-GPU sync point, once per part
+                loss_sum += float(lm_loss.detach())
+                tokens += int(batch["attention_mask"].sum())
+        return loss_sum, pen_value, tokens, kl_sum, kl_tokens
+
+    def _terms(self, batch: dict[str, torch.Tensor], rows: list[int]
+               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(summed CE over the learnt tokens, summed KL over ``rows``' tokens, KL tokens)
+        of one batch, with their graphs."""
+        import torch
+
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        if self.head is not None:  # the output layer on the positions that need it only
+            hidden = final_hidden(self.model, ids, mask)
+            picked = pick(hidden, labels, mask, rows)
+            teacher = (teacher_hidden(self.unwrapped, ids, mask, rows, self.teacher)
+                       if rows else None)
+            ce, kl = chunked_terms(self.head, picked, teacher)
+            return ce, kl, int(picked.is_kl.sum())
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+            ignore_index=IGNORE, reduction="sum")
+        if not rows:
+            return ce, ce.new_zeros(()), 0
+        kl, n_kl = teacher_kl(self.unwrapped, logits, ids, mask, rows, self.teacher)
+        return ce, kl, n_kl
+
     def held_out_loss(self) -> float:
         """Token-weighted mean loss on the held-out examples (each rank takes a share); the
         model is back in training mode afterwards."""
@@ -123,16 +173,44 @@ class TrainRun:
             for i in range(0, len(mine), bs):
                 batch = {k: v.to(acc.device)
                          for k, v in collate(mine[i:i + bs], self.pad_id).items()}
-                logits = model(input_ids=batch["input_ids"],
-                               attention_mask=batch["attention_mask"]).logits
-                labels = batch["labels"][:, 1:]
-                loss_sum += torch.nn.functional.cross_entropy(
-                    logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                    ignore_index=-100, reduction="sum").double()
-                count += (labels != -100).sum().double()
+                ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+                if self.head is not None:
+                    ce, _ = chunked_terms(self.head, pick(final_hidden(model, ids, mask),
+                                                          labels, mask, []))
+                else:
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                    ce = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                        labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
+                loss_sum += ce.double()
+                count += (labels[:, 1:] != IGNORE).sum().double()
         loss_sum, count = acc.reduce(loss_sum, "sum"), acc.reduce(count, "sum")
         self.model.train()
         return float(loss_sum / count.clamp(min=1))
+
+
+def _learnt_next(e: Encoded) -> int:
+    """The tokens of ``e`` the loss learns: labelled ones after the first position."""
+    return sum(1 for t in e.labels[1:] if t != IGNORE)
+
+
+def split_rows(items: list[Encoded], budget: int) -> list[list[Encoded]]:
+    """``items`` cut, in order, into parts of at most ``budget`` padded tokens (rows x the
+    longest row; at least one row a part); ``budget`` 0: one part."""
+    if budget <= 0:
+        return [items]
+    parts: list[list[Encoded]] = []
+    cur: list[Encoded] = []
+    width = 0
+    for e in items:
+        w = max(width, len(e.input_ids))
+        if cur and (len(cur) + 1) * w > budget:
+            parts.append(cur)
+            cur, w = [], len(e.input_ids)
+        cur.append(e)
+        width = w
+    parts.append(cur)
+    return parts
 
 
 def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:

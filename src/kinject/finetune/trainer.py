@@ -12,6 +12,9 @@ process (CPU by default, CUDA with bf16 when present) and under
   ``distill_on``), ``kl_weight`` times the KL divergence from the teacher's next-token
   distribution per token (the base model, or by ``distill_teacher`` the adapter the cycle
   starts from; :mod:`kinject.finetune.kl`); plus the EWC penalty once per optimizer step.
+  Computed from the final hidden states of the positions that need logits, a chunk at a
+  time (:mod:`kinject.finetune.lm_loss`), and on a CPU a micro-batch in parts of a few rows
+  (``train_run.CPU_PART_TOKENS``): the same loss and gradients for a fraction of the memory.
 - Early stopping on the held-out loss (``patience`` evaluations without improvement); the
   best adapter is what comes out. A step is ``TrainRun.step`` (finetune/train_run.py).
 - Evaluation, early stopping, checkpoints, the metrics log (``out_dir/metrics.jsonl``: a line
@@ -50,6 +53,7 @@ from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.ewc import EwcPenalty, EwcState, estimate_fisher, param_key
 from kinject.finetune.example_files import Augment, augment_once, read_examples, write_examples
 from kinject.finetune.kl import TEACHER
+from kinject.finetune.lm_loss import output_layer
 from kinject.finetune.train_callbacks import (
     Callback,
     Checkpoints,
@@ -220,7 +224,8 @@ class LoraTrainer:
                        else set())) if cfg.kl_weight > 0 else set(),
             teacher=TEACHER if TEACHER in unwrapped.peft_config else None,
             penalty=penalty, total_steps=cfg.epochs * per_epoch, fingerprint=fingerprint,
-            out_dir=out_dir, state=state, best_weights=best_weights)
+            out_dir=out_dir, state=state, best_weights=best_weights,
+            head=output_layer(unwrapped))
         return run, len(augmented)
 
     def _finish(self, run: TrainRun, new_ewc: EwcState, started: float, n_augmented: int,
