@@ -75,3 +75,11 @@ def test_code_split_across_chunks_is_fenced_and_indented_in_each() -> None:
                    for line in code[0].split("\n")), text
     every_line = {line for text in texts for line in text.split("\n")}
     assert {f"    total_{i} = add({i},  {i})" for i in range(40)} <= every_line
+
+
+def test_indented_markdown_code_keeps_its_indentation() -> None:
+    md = ("# Setup\n\nCreate   it:\n\n    python3 -m venv  .venv\n    if true; then\n"
+          "        echo   'May 1, 2023'\n    fi\n\nThen   activate it.\n")
+    [text] = _texts(Record("kb/setup.md", kind="markdown", content=md.encode()))
+    assert ("Create it:\n\n```\npython3 -m venv  .venv\nif true; then\n"
+            "    echo   'May 1, 2023'\nfi\n```\n\nThen activate it.") in text
