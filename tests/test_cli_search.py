@@ -136,3 +136,32 @@ def test_hybrid_hits_whose_cosines_rise_down_the_list_say_how_they_are_ranked(
     assert "ranked by fusing the vector and BM25 rankings" in capsys.readouterr().out
     print_hits(sorted(fused, key=lambda h: -h.score))
     assert "ranked by fusing" not in capsys.readouterr().out
+
+
+def test_code_in_a_hit_is_shown_indented_in_the_table_and_in_citations(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """json.html's ComplexEncoder read flat ("... def default(self, obj): ... if ...")."""
+    from kinject.cli.render import print_answer
+    from kinject.ingest.pipeline import ingest_record
+    from kinject.types import Answer, Citation, Hit, Record
+
+    page = (b"<html><body><main><h1>json</h1><p>Extending JSONEncoder:</p><pre>"
+            b"&gt;&gt;&gt; class ComplexEncoder(json.JSONEncoder):\n"
+            b"...     def default(self, obj):\n"
+            b"...         if isinstance(obj, complex):\n"
+            b"...             return [obj.real, obj.imag]</pre></main></body></html>")
+    [chunk] = ingest_record(Record("docs/json.html", kind="html", content=page)).chunks
+    emb = load_embedder("hash")
+    assert isinstance(emb, HashEmbedder)
+    with TextIndex(tmp_path / "index", emb) as index:
+        index.apply([SourceUpdate(op="upsert", source_id=chunk.source_id, chunks=(chunk,),
+                                  vectors=emb.encode([chunk.text]), embedder=emb.name)])
+    result = _search(tmp_path, "ComplexEncoder default")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for code in ("...     def default(self, obj):", "...         if isinstance(obj, complex):"):
+        assert any(code in line for line in lines), result.stdout
+
+    hit = Hit(chunk.chunk_id, chunk.source_id, chunk.text, 0.9, dict(chunk.meta))
+    print_answer(Answer("Subclass JSONEncoder [1].", (Citation.of(1, hit),)), rich=False)
+    assert "...         if isinstance(obj, complex):" in capsys.readouterr().out.splitlines()

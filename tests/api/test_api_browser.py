@@ -100,3 +100,28 @@ def test_a_passage_of_several_lines_shows_them_as_lines(served: Served, browser
     # hybrid hits are ordered by fused rank: the number shown is named for what it is
     assert "web/timetable · cosine " in hit.find_element(By.CSS_SELECTOR, ".src").text
 
+
+
+def test_code_in_a_hit_shows_indented(served: Served, browser
+                                      ) -> None:  # type: ignore[no-untyped-def]
+    """A Python example read flat on the page ("... def default(self, obj):" at the margin)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text = ("Quenwick encoder example:\n\n```python\nclass QuenwickEncoder:\n"
+            "    def default(self, obj):\n        return obj.real\n```\n")
+    publish(served, {"source_id": "web/quenwick.md", "kind": "markdown", "content": text})
+    with served.client() as c:
+        until(lambda: any(h["source_id"] == "web/quenwick.md" for h in c.get(
+            "/v1/search", params={"q": "Quenwick encoder example"}).json()["hits"]),
+              what="the example in the index")
+    browser.get(served.url + "/")
+    browser.find_element(By.ID, "search-q").send_keys("Quenwick encoder example")
+    browser.find_element(By.ID, "search-go").click()
+    WebDriverWait(browser, 60).until(
+        lambda d: "web/quenwick.md" in d.find_element(By.ID, "search-results").text)
+    hit = next(h for h in browser.find_elements(By.CSS_SELECTOR, "#search-results li.hit")
+               if "web/quenwick.md" in h.text)
+    lines = hit.find_element(By.CSS_SELECTOR, ".text").text.split("\n")
+    assert "    def default(self, obj):" in lines, lines
+    assert "        return obj.real" in lines, lines

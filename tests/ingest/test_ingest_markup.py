@@ -351,5 +351,7 @@ def test_a_signature_and_what_it_does_share_a_chunk() -> None:
 
 def test_a_line_that_introduces_code_stays_with_the_code() -> None:
     chunks = _chunks_of(PYTHON_DOCS)
-    assert any("On Unix or MacOS, run:\nsource tutorial-env/bin/activate" in c for c in chunks)
-    assert any("directory path:\npython3 -m venv tutorial-env" in c for c in chunks)
+    # the code itself fenced, as Markdown writes it (its layout is kept verbatim)
+    assert any("On Unix or MacOS, run:\n```\nsource tutorial-env/bin/activate\n```" in c
+               for c in chunks)
+    assert any("directory path:\n```\npython3 -m venv tutorial-env" in c for c in chunks)

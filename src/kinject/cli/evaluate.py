@@ -48,13 +48,10 @@ def _facade_askers(settings: Settings, k: int | None, sync: bool
 @contextmanager
 def _http_askers(url: str, api_key: str | None, k: int | None, timeout_s: float
                  ) -> Iterator[Callable[[Target], Asker]]:
-    import httpx
-
+    from kinject.cli.remote import server_client
     from kinject.eval.runner import HttpAsker
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=url.rstrip("/") + "/", headers=headers,
-                      timeout=timeout_s) as client:
+    with server_client(url, api_key, timeout_s) as client:
         yield lambda target: HttpAsker(client, target, k)
 
 

@@ -137,8 +137,21 @@ def cycle(job_id: str, r: dict[str, object]) -> None:
 
 # -- search hits -------------------------------------------------------------------------------
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    flat = re.sub(r"\s+", " ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+    """The start of a hit's text: prose on one line, code blocks as laid out (indented, one
+    line a line), cut at ``limit`` characters (code: at a line end, within twice that)."""
+    from kinject.app.values import split_code
+
+    parts = split_code(text)
+    if not any(is_code for is_code, _ in parts):
+        flat = re.sub(r"\s+", " ", text).strip()
+        return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+    shown = "".join(part if is_code else re.sub(r"[^\S\n]+", " ", part)
+                    for is_code, part in parts)
+    shown = re.sub(r"\n{2,}", "\n", shown).strip()
+    if len(shown) <= 2 * limit:
+        return shown
+    cut = shown.rfind("\n", 0, 2 * limit)
+    return shown[: cut if cut > limit // 2 else 2 * limit - 1].rstrip() + "\n…"
 
 
 def hit_dict(rank: int, hit: Hit) -> dict[str, Any]:

@@ -6,10 +6,13 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from kinject.ingest.codeblocks import balanced_piece, has_code, map_prose
 from kinject.ingest.normalise import detect_lang
 from kinject.types import Chunk, Document, content_hash
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 # Coarsest first. Chinese sentence enders need no following space; English ones do, so
@@ -60,10 +63,27 @@ def split_text(text: str, size: int, overlap: int) -> list[str]:
     text = text.strip()
     if len(text) <= size:
         return [text] if text else []
-    pieces = (
-        _RUNS_OF_SPACES.sub(" ", s).strip() for s in _splitter(size, overlap).split_text(text)
-    )
-    return [p for p in pieces if p]
+    pieces = _splitter(size, overlap).split_text(text)
+    if has_code(text):  # each piece with code reads on its own: fenced, first line indented
+        pieces = list(_balanced(text, pieces, overlap))
+    tidied = (map_prose(p, lambda prose: _RUNS_OF_SPACES.sub(" ", prose)).strip()
+              for p in pieces)
+    return [p for p in tidied if p]
+
+
+def _balanced(text: str, pieces: list[str], overlap: int) -> Iterator[str]:
+    """``pieces`` of ``text`` (in order, each a substring of it) with the fences and the
+    indentation a split through a code block cut off put back; found as langchain's
+    ``add_start_index`` finds them."""
+    index = length = 0
+    for piece in pieces:
+        index = text.find(piece, max(0, index + length - overlap))
+        if index < 0:
+            index = length = 0
+            yield piece
+            continue
+        length = len(piece)
+        yield balanced_piece(text, index, index + length)
 
 
 def chunk_document(doc: Document, size: int, overlap: int) -> list[Chunk]:

@@ -7,13 +7,15 @@ function is idempotent: text that already carries its annotation gets nothing mo
 
 Numeric dates are recognised only year first (``2023/5/1``, ``2023-5-1``): ``5/1/2023`` means
 May 1 in the US and January 5 elsewhere, and a wrong date is worse than none. Impossible
-dates (``2023年2月30日``) are left alone.
+dates (``2023年2月30日``) are left alone, and so is everything inside a fenced code block.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+
+from kinject.ingest.codeblocks import map_prose
 
 _MONTHS = {
     "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
@@ -152,5 +154,7 @@ def annotate_units(text: str) -> str:
 
 
 def enrich_text(text: str) -> str:
-    """Dates, then units. Run it after ``normalise_text``; running it twice changes nothing."""
-    return annotate_units(annotate_dates(text))
+    """Dates, then units, outside code blocks (a date in a shell transcript or a number in
+    code is quoted, not prose). Run it after ``normalise_text``; running it twice changes
+    nothing."""
+    return map_prose(text, lambda prose: annotate_units(annotate_dates(prose)))

@@ -19,6 +19,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from kinject.errors import BadRecord
+from kinject.ingest.codeblocks import fence
 from kinject.ingest.parsers import doc_id
 from kinject.ingest.xmldoc import parse_xml
 from kinject.types import Document, Record
@@ -239,8 +240,9 @@ class _Sections:
                 self._block(_render_list(child))
             elif child.name == "table":
                 self._block(_render_table(child))
-            elif child.name == "pre":
-                self._block(child.get_text().strip("\n"))
+            elif child.name == "pre":  # code, a transcript: kept as laid out, fenced
+                if (code := child.get_text().strip("\n")).strip():
+                    self._block(fence(code.rstrip()))
             elif child.name == "br":
                 self.inline.append("\n")
             elif child.name in _BLOCKS:

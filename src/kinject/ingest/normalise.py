@@ -6,6 +6,8 @@ import re
 import unicodedata
 from typing import Literal
 
+from kinject.ingest.codeblocks import split_code
+
 Lang = Literal["zh", "en", "mixed"]
 
 # Chinese punctuation is the proper form inside Chinese text, so it is kept there; next to
@@ -25,6 +27,8 @@ _CONTEXT_WINDOW = 40
 _INVISIBLE = re.compile(r"[\u200b-\u200d\u2060\ufeff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+# Stands for a code block while the prose around it is tidied (private use: no text has it).
+_CODE_SLOT = "\ue000kinject-code\ue000"
 
 # CJK Unified Ideographs, extension A, compatibility ideographs.
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -45,8 +49,32 @@ def normalise_text(text: str) -> str:
     Latin text ("Hello，world！" -> "Hello, world!"). Runs of spaces and tabs become one space,
     lines are stripped, and runs of blank lines become one blank line, so paragraph breaks
     survive for the chunker.
+
+    Fenced code blocks (:mod:`kinject.ingest.codeblocks`) are kept as they are, but for
+    invisible characters and trailing spaces: their indentation and runs of spaces matter.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    parts = split_code(text)
+    if len(parts) == 1 and not parts[0][0]:
+        return _tidy(text)
+    code = [_tidy_code(part) for is_code, part in parts if is_code]
+    slotted = "".join(_CODE_SLOT if is_code else part.replace(_CODE_SLOT, "")
+                      for is_code, part in parts)
+    pieces = _tidy(slotted).split(_CODE_SLOT)
+    out = [pieces[0]]
+    for block, rest in zip(code, pieces[1:], strict=True):
+        out += [block, rest]
+    return "".join(out)
+
+
+def _tidy_code(code: str) -> str:
+    """A code block as written, less invisible characters and trailing spaces (a no-break
+    space, as HTML indents with, is a space)."""
+    code = _INVISIBLE.sub("", code).replace("\u00a0", " ")
+    return "\n".join(line.rstrip() for line in code.split("\n"))
+
+
+def _tidy(text: str) -> str:
     text = "".join(
         part if part and part in _CHINESE_PUNCT else unicodedata.normalize("NFKC", part)
         for part in _KEEP_SPLIT.split(text)

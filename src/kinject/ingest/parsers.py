@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kinject.errors import BadRecord, UnsupportedSource
+from kinject.ingest.codeblocks import fence
 from kinject.ingest.sniff import bom_encoding, csv_delimiter
 from kinject.ingest.texttables import rewrite_grid_tables
 from kinject.types import Document, Record
@@ -78,6 +79,8 @@ def parse_text(record: Record, kind: str) -> list[Document]:
     text = decode_text(record.content)
     if kind == "text":  # a manual's text version draws its tables: read them as rows
         text = rewrite_grid_tables(text)
+    if kind == "markdown":  # code indented by four spaces is code, as fenced code is
+        text = fence_indented_code(text)
     title = str(record.meta.get("title") or "")
     if not title and kind == "markdown":
         m = _MD_HEADING.search(text)
@@ -87,6 +90,23 @@ def parse_text(record: Record, kind: str) -> list[Document]:
     return [
         Document(doc_id(record.source_id), record.source_id, text, kind, title=title, meta=meta)
     ]
+
+
+def fence_indented_code(text: str) -> str:
+    """Markdown with its indented code blocks (at the top level) written as fenced ones, so
+    that normalising keeps their layout (:mod:`kinject.ingest.codeblocks`)."""
+    from markdown_it import MarkdownIt
+
+    blocks = [t for t in MarkdownIt("commonmark").parse(text)
+              if t.type == "code_block" and t.level == 0 and t.map]
+    if not blocks:
+        return text
+    lines = text.split("\n")
+    for block in reversed(blocks):
+        assert block.map is not None
+        start, end = block.map
+        lines[start:end] = fence(block.content.rstrip()).split("\n")
+    return "\n".join(lines)
 
 
 def parse_table(record: Record, kind: str) -> list[Document]:
