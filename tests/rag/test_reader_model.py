@@ -94,3 +94,17 @@ def test_the_default_reader_converts_from_its_packages_and_reads(tmp_path: Path)
     passage = "The Tallow Street footbridge is 48 metres long and was painted green in 2019."
     got = reader.read(["How long is the Tallow Street footbridge?"], [[passage]])[0]
     assert got.answered and "48" in got.text, got
+
+
+def test_the_default_reader_loads_without_a_false_tokenizer_alarm(
+        reader_cache: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """CTranslate2's config.json names no model type, so transformers took the converted
+    reader's Qwen tokenizer for a broken Mistral one and printed, at every serve start, that
+    tokenization would be wrong. It is not: Qwen's own ids come out, and nothing is printed."""
+    from kinject.rag.reader_model import load_reader
+
+    load_reader.cache_clear()
+    capfd.readouterr()
+    reader = load_reader("qwen2.5-0.5b", reader_cache, "cpu")
+    assert "incorrect regex pattern" not in capfd.readouterr().err
+    assert reader.tokenizer("Hello world")["input_ids"] == [9707, 1879]  # Qwen2.5's ids

@@ -168,6 +168,16 @@ class LoadedReader:
     name: str
 
 
+def _tokenizer_options(folder: Path) -> dict[str, Any]:
+    """transformers takes a folder whose config.json names no model type (CTranslate2's own
+    config does not) for a Mistral tokenizer with a broken pre-tokenizer regex, and warns at
+    every load that tokenization will be wrong. For the reader's Qwen tokenizer that is a false
+    alarm (its regex is Qwen's own): say so, unless the tokenizer's files name Mistral."""
+    config = folder / "tokenizer_config.json"
+    mistral = config.is_file() and "mistral" in config.read_text(errors="ignore").lower()
+    return {} if mistral else {"fix_mistral_regex": False}
+
+
 @lru_cache(maxsize=2)
 def load_reader(spec: str, models_dir: Path, device: str = "auto", threads: int = 0
                 ) -> LoadedReader:  # one load per (model, place, device) per process
@@ -184,7 +194,7 @@ def load_reader(spec: str, models_dir: Path, device: str = "auto", threads: int 
     try:
         generator = ct2.Generator(str(folder), device=dev, compute_type="auto",
                                   intra_threads=threads)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **_tokenizer_options(folder))
     except (OSError, RuntimeError, ValueError) as exc:
         raise ModelNotFound(f"cannot load KINJECT_MODELS__READER={spec!r} from {folder}: {exc}"
                             ) from exc
