@@ -232,3 +232,22 @@ def test_a_step_with_a_large_vocabulary_stays_far_below_the_full_logits_peak(
     picked = rise("picked")
     assert full > 1_000_000_000  # the old step's cost (1.5 GB measured): guards the measure
     assert picked < 600_000_000
+
+
+def test_a_part_with_nothing_to_learn_still_backpropagates() -> None:
+    """A one-token passage alone in its CPU part has no position to learn from: its loss is
+    zero, and the step must still run backward (it raised 'element 0 of tensors does not
+    require grad' and failed the cycle)."""
+    import torch
+
+    from kinject.finetune.lm_loss import chunked_terms, pick
+
+    layer = torch.nn.Linear(8, 8)
+    head = torch.nn.Linear(8, 16, bias=False)
+    hidden = layer(torch.randn(1, 1, 8))  # one row of one token: nothing after it to predict
+    labels = torch.tensor([[5]])
+    picked = pick(hidden, labels, torch.ones_like(labels), [])
+    ce, kl = chunked_terms(head, picked)
+    (ce + kl).backward()
+    assert float(ce) == 0.0 and float(kl) == 0.0
+    assert layer.weight.grad is not None and not layer.weight.grad.any()

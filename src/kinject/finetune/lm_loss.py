@@ -114,7 +114,11 @@ def chunked_terms(head: Any, picked: Picked, teacher: torch.Tensor | None = None
     from torch.utils.checkpoint import checkpoint
 
     h = picked.hidden
-    ce_total, kl_total = h.new_zeros((), dtype=torch.float32), h.new_zeros((), dtype=torch.float32)
+    # Zero, but on the model's graph: a part with no learnt and no KL position (a one-token
+    # passage alone in its part) must still backpropagate, with zero gradients (and, across
+    # processes, reach the gradient sync), as the full-logits cross-entropy did.
+    zero = h.sum().float() * 0.0
+    ce_total, kl_total = zero, zero
     if teacher is None:
         teacher = h.new_zeros((0, h.shape[-1]))
     # where each chunk's KL positions start in ``teacher``
