@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CT2_INT8 = "ct2-int8"
+# One merge + conversion at a time in a process: each holds a fresh fp32 base and the merged
+# model (several times the INT8 copy), so versions asked for at once wait their turn instead
+# of multiplying the memory.
+_ONE_CONVERSION = threading.Semaphore(1)
 
 
 def base_key(location: str, cache_key: str | None) -> str:
@@ -263,7 +267,7 @@ class Ct2Generators:
             try:
                 self._load(version)
                 return
-            except ModelNotFound as exc:  # pruned or torn by another process: make it again
+            except (ModelNotFound, OSError) as exc:  # pruned or torn by another process
                 log.warning("adapter %s: cached INT8 copy unusable (%s); making it again",
                             version[:12], exc)
         with self._lock:
@@ -294,7 +298,10 @@ class Ct2Generators:
     def _load(self, version: str, folder: Path | None = None) -> Ct2Model:
         folder = folder or self.target(version)
         copy = Ct2Model(folder, self.tokenizer, self.device, self.threads, version)
-        os.utime(folder)  # used now: pruning keeps the most recently used copies
+        try:
+            os.utime(folder)  # used now: pruning keeps the most recently used copies
+        except OSError:  # pruned by another process meanwhile: the copy is loaded already
+            pass
         with self._lock:
             self._copies[version] = copy
             while len(self._copies) > self.max_versions:
@@ -304,13 +311,18 @@ class Ct2Generators:
 
     def _convert(self, version: str, adapter_dir: Path) -> None:
         try:
-            self.prepare(version, adapter_dir)
-            self._prune()
+            with _ONE_CONVERSION:
+                self.prepare(version, adapter_dir)
         except Exception as exc:  # noqa: BLE001 - a background thread: report, keep serving
             log.error("adapter %s: no CTranslate2 INT8 copy (%s: %s); the torch fp32 model "
                       "goes on serving it", version[:12], type(exc).__name__, exc)
             with self._lock:
                 self._failed[version] = str(exc)
+        else:
+            try:  # the copy is made and serving: a failed clean-up does not unmake it
+                self._prune()
+            except OSError as exc:
+                log.warning("generator: pruning the INT8 copies failed: %s", exc)
         finally:
             with self._lock:
                 self._converting.pop(version, None)
@@ -320,8 +332,14 @@ class Ct2Generators:
         cache (each is as large as the INT8 model; every promoted version makes one). A
         process serving a pruned copy keeps it in memory; one that needs it again makes it
         again."""
-        copies = sorted(self.models_dir.glob(f"{self.key}-lora-*-ct2-int8"),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
+        def used(folder: Path) -> float:
+            try:
+                return folder.stat().st_mtime
+            except OSError:  # removed by another process meanwhile
+                return 0.0
+
+        copies = sorted(self.models_dir.glob(f"{self.key}-lora-*-ct2-int8"), key=used,
+                        reverse=True)
         for old in copies[self.KEEP_ON_DISK:]:
             log.info("generator: removing the INT8 copy %s (not used lately)", old.name)
             shutil.rmtree(old, ignore_errors=True)

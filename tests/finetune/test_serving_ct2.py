@@ -162,3 +162,19 @@ def test_an_adapter_on_a_base_de_quantised_from_gguf_gets_its_int8_copy(
     switcher = AdapterSwitcher(LoadedGenerator(copies.base, copies.tokenizer, "cpu", "tiny"), reg)
     switcher.apply(version)
     assert generate_chat(switcher.generator(), ASK, 10) == want
+
+
+def test_a_failed_clean_up_does_not_unmake_a_copy(tiny_lm_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process sharing the cache may remove a folder while this one prunes: the copy
+    # just made must still serve (it was marked failed and the version pinned to torch).
+    def fails(self: Ct2Generators) -> None:
+        raise FileNotFoundError("removed by another process")
+
+    monkeypatch.setattr(Ct2Generators, "_prune", fails)
+    adapter = make_adapter(tiny_lm_dir, tmp_path / "a", seed=6, scale=0.1)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
+    copies = _ct2(tiny_lm_dir, tmp_path / "models").model.copies
+    copies.start(version, reg.path(version))
+    assert isinstance(copies.wait(version, timeout_s=120), Ct2Model)
