@@ -104,3 +104,23 @@ def test_the_base_copy_is_converted_once_and_reused(tiny_lm_dir: Path, tmp_path:
     assert sum("preparing" in r.getMessage() for r in caplog.records) == 1
     assert not list(tmp_path.glob(".*.tmp"))  # no scratch folder left behind
 
+
+
+def test_a_model_the_int8_copy_cannot_run_is_served_with_torch(
+        tiny_lm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Attention heads narrower than hidden_size / heads (an explicit head_dim, as some model
+    families have) convert without a word, and then CTranslate2 failed every answer ("axis 2
+    has dimension 64 but expected 128"). The copy is tried once at load; torch serves."""
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    cfg = AutoConfig.from_pretrained(str(tiny_lm_dir))
+    cfg.hidden_size, cfg.intermediate_size = 64, 128  # head_dim stays 8: 4 heads x 8 != 64
+    torch.manual_seed(0)
+    base = tmp_path / "narrow-heads"
+    LlamaForCausalLM(cfg).save_pretrained(str(base))
+    AutoTokenizer.from_pretrained(str(tiny_lm_dir)).save_pretrained(str(base))
+    fp32 = load_generator(str(base), tmp_path, "cpu", "float32", "none")
+    served = load_generator(str(base), tmp_path, "cpu", "float32", "ct2-int8")
+    assert not isinstance(served.model, Ct2Model)
+    assert any("CTranslate2 INT8 copy cannot write" in r.getMessage() for r in caplog.records)
+    assert generate_batch(served, CHATS, [8, 8]) == generate_batch(fp32, CHATS, [8, 8])

@@ -246,6 +246,18 @@ class LoadedGenerator:
     name: str
 
 
+
+def _ct2_failure(model: Any, tokenizer: Any) -> str | None:
+    """Why the converted generator cannot write one token (None: it can)."""
+    import torch
+
+    ids = torch.tensor([tokenizer("Hello")["input_ids"] or [tokenizer.eos_token_id or 0]])
+    try:
+        model.generate(ids, torch.ones_like(ids), max_new_tokens=1)
+    except (RuntimeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
 @lru_cache(maxsize=4)
 def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str = "auto",
                    quantize: str = "none"
@@ -289,8 +301,17 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
 
         copies = Ct2Generators(location, base_key(location, source.cache_key), models_dir,
                                tokenizer, dev, torch_dtype)
-        log.info("generator %s loaded on %s (CTranslate2 INT8)", spec, dev)
-        return LoadedGenerator(model=copies.base, tokenizer=tokenizer, device=dev, name=spec)
+        failure = _ct2_failure(copies.base, tokenizer)
+        if failure is None:
+            log.info("generator %s loaded on %s (CTranslate2 INT8)", spec, dev)
+            return LoadedGenerator(model=copies.base, tokenizer=tokenizer, device=dev,
+                                   name=spec)
+        # e.g. a model whose attention heads are not hidden_size / heads wide converts
+        # without a word and then fails every answer: serve it with torch instead
+        log.error("generator %s: its CTranslate2 INT8 copy cannot write (%s); serving it "
+                  "with torch %s instead (KINJECT_MODELS__QUANTIZE=none skips the copy)",
+                  spec, failure, torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
     model.to(dev)  # type: ignore[arg-type]
     model.eval()
     if mode == "int8":

@@ -92,7 +92,8 @@ def test_a_delete_taints_serving_falls_back_and_the_next_cycle_forgets(
         producer.flush()
         # no untainted ancestor: the base model serves
         until(lambda: registry.active() is None)
-        assert registry.get(v1.version).status == "tainted"
+        # the registry moves ACTIVE first, then marks the version: wait for the mark too
+        until(lambda: registry.get(v1.version).status == "tainted")
         assert DELETED not in store.sources()
         with pytest.raises(RegistryError, match="tainted"):
             registry.activate(v1.version)

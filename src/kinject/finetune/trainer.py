@@ -15,16 +15,14 @@ process (CPU by default, CUDA with bf16 when present) and under
   Computed from the final hidden states of the positions that need logits, a chunk at a
   time (:mod:`kinject.finetune.lm_loss`), and on a CPU a micro-batch in parts of a few rows
   (``train_run.CPU_PART_TOKENS``): the same loss and gradients for a fraction of the memory.
-- Early stopping on the held-out loss (``patience`` evaluations without improvement); the
-  best adapter is what comes out. A step is ``TrainRun.step`` (finetune/train_run.py).
-- Evaluation, early stopping, checkpoints, the metrics log (``out_dir/metrics.jsonl``: a line
-  per step and evaluation) and progress are callbacks (finetune/train_callbacks.py).
-- Checkpoints (finetune/checkpoint.py) every ``checkpoint_every`` optimizer steps hold the
-  adapter, the optimizer, the RNG and the loop position (safetensors + JSON, written to a
-  temp folder and renamed): a run that crashed resumes from the last one when called again
-  with the same inputs.
-- ``should_stop`` is asked before every optimizer step and Fisher sample: when it says yes
-  the run checkpoints (when checkpoints are on) and raises ``Cancelled``.
+- Early stopping on the held-out loss (``patience`` evaluations); the best adapter comes out.
+  A step is ``TrainRun.step`` (finetune/train_run.py). Evaluation, early stopping,
+  checkpoints, the metrics log (``out_dir/metrics.jsonl``) and progress are callbacks
+  (finetune/train_callbacks.py).
+- Checkpoints (finetune/checkpoint.py) every ``checkpoint_every`` steps hold the adapter,
+  optimizer, RNG and loop position (written to a temp folder and renamed): a crashed run
+  resumes from the last one when called again with the same inputs. ``should_stop`` is
+  asked before every step and Fisher sample: yes checkpoints and raises ``Cancelled``.
 """
 
 from __future__ import annotations
@@ -105,13 +103,10 @@ class LoraTrainer:
         should_stop: Callable[[], bool] | None = None,
     ) -> TrainResult:
         """Train one cycle. ``augment`` (optional) is lent the loaded tokenizer and model
-        before training starts and returns more training examples (LM paraphrases,
-        :mod:`kinject.finetune.paraphrase`): the model is loaded once for both. Only the main
-        process calls it; what it returns is written to ``out_dir/augmented.jsonl`` and every
-        other process reads that file, so all ranks train on the same examples.
-        ``should_stop`` is asked before every optimizer step and Fisher sample;
-        a yes raises ``Cancelled`` (one process only: ranks of a launched run would each
-        have to agree, so ``kinject.finetune.launch`` does not pass it)."""
+        and returns more training examples (LM paraphrases): the model is loaded once for
+        both; the main process calls it and writes ``out_dir/augmented.jsonl``, which every
+        rank reads. ``should_stop``: see the module docstring (one process only: ranks of a
+        launched run would each have to agree, so ``kinject.finetune.launch`` omits it)."""
         started = time.perf_counter()
         run, n_augmented = self._prepare(Path(base_model_dir), train, held_out, Path(out_dir),
                                          init_adapter, ewc, replay, general, augment)
