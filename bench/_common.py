@@ -10,15 +10,17 @@ and keeps the median, and prints exactly one JSON object as the last line of std
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import importlib.util
 import json
+import os
 import platform
 import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,19 @@ def parse_args(
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     return args
+
+
+def use_threads(threads: int | None) -> None:
+    """``--threads``: kinject's own ``models.threads`` (``KINJECT_MODELS__THREADS``) for every
+    kinject the bench starts, in this process or as a ``kinject serve`` child, and the same
+    count for this process's own torch, OpenMP and BLAS work (peers, micro-benchmarks). Call
+    it before models load. None changes nothing."""
+    if threads is None:
+        return
+    os.environ["KINJECT_MODELS__THREADS"] = str(threads)
+    from kinject.threads import apply_threads
+
+    apply_threads(threads)
 
 
 _START = time.perf_counter()
@@ -124,6 +139,49 @@ def bar_plot(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def publish_and_wait(url: str, key: str, bodies: Mapping[str, str | bytes],
+                     timeout_s: float = 1800.0, batch: int = 200) -> tuple[float, int]:
+    """Publish one record per source to a running ``kinject serve`` and wait until each is
+    searchable: wait for ``/readyz``, POST ``/v1/records`` in batches (text as ``content``,
+    bytes base64 as ``content_b64``, the kind sniffed by the server), then poll
+    ``/v1/lineage/<source_id>`` until every source has chunks in the index.
+
+    Returns (seconds from the first POST until all were indexed, chunks in the index)."""
+    import httpx
+
+    def record(source_id: str, body: str | bytes) -> dict[str, str]:
+        if isinstance(body, bytes):
+            return {"source_id": source_id, "content_b64": base64.b64encode(body).decode()}
+        return {"source_id": source_id, "content": body}
+
+    deadline = time.monotonic() + timeout_s
+    items = list(bodies.items())
+    with httpx.Client(base_url=url, timeout=600) as c:
+        while c.get("/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit("the server never became ready")
+            time.sleep(0.5)
+        t0 = time.perf_counter()
+        for i in range(0, len(items), batch):
+            c.post("/v1/records", json={"records": [record(*kv) for kv in items[i:i + batch]]},
+                   headers={"Authorization": f"Bearer {key}"}).raise_for_status()
+        waiting = set(bodies)
+        while waiting:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(waiting)} records never reached the index, e.g. "
+                                 f"{sorted(waiting)[:3]}")
+            for sid in sorted(waiting):
+                r = c.get(f"/v1/lineage/{sid}")
+                if r.status_code == 200 and r.json().get("chunks_now"):
+                    waiting.discard(sid)
+            if waiting:
+                time.sleep(0.5)
+        seconds = time.perf_counter() - t0
+        chunks = int(c.get("/v1/status").json()["index_chunks"])
+    progress(f"{len(items)} records published and indexed in {seconds:.1f}s ({chunks} chunks)")
+    return seconds, chunks
 
 
 # --- synthetic data: invented people, so nothing comes from outside ----------------------------

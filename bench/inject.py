@@ -141,7 +141,7 @@ class Server:
         child["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(src), child.get("PYTHONPATH", "")) if p)
         if threads:
-            child["OMP_NUM_THREADS"] = child["MKL_NUM_THREADS"] = str(threads)
+            child["KINJECT_MODELS__THREADS"] = str(threads)
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kinject", "serve", "--host", "127.0.0.1", "--port", "0"],

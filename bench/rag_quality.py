@@ -54,13 +54,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
 
-from _common import emit, environment, median, parse_args, progress, write_csv  # noqa: E402
+from _common import (  # noqa: E402
+    emit,
+    environment,
+    median,
+    parse_args,
+    progress,
+    publish_and_wait,
+    use_threads,
+    write_csv,
+)
 from rag_data.dataset import (  # noqa: E402
     FULL,
     QUICK,
     UNNAMED,
     Dataset,
-    Passage,
     Question,
     Sizes,
     build,
@@ -73,37 +81,6 @@ SPLITS = ("dev", "test")
 LANGS = ("en", "zh")
 
 # --- kinject, through `kinject serve` ---------------------------------------------------------
-
-
-def publish_and_wait(url: str, key: str, passages: tuple[Passage, ...]) -> None:
-    """POST the passages as records, then wait until every source has chunks in the index."""
-    deadline = time.monotonic() + 600
-    with httpx.Client(base_url=url, timeout=120) as c:
-        while c.get("/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise SystemExit("the server never became ready")
-            time.sleep(0.5)
-        t0 = time.perf_counter()
-        for i in range(0, len(passages), 200):
-            records = [{"source_id": p.source_id, "content": p.text}
-                       for p in passages[i:i + 200]]
-            r = c.post("/v1/records", json={"records": records},
-                       headers={"Authorization": f"Bearer {key}"})
-            r.raise_for_status()
-        waiting = {p.source_id for p in passages}
-        while waiting:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{len(waiting)} records never reached the index, e.g. "
-                                 f"{sorted(waiting)[:3]}")
-            for sid in sorted(waiting):
-                r = c.get(f"/v1/lineage/{sid}")
-                if r.status_code == 200 and r.json().get("chunks_now"):
-                    waiting.discard(sid)
-            if waiting:
-                time.sleep(0.5)
-        chunks = c.get("/v1/status").json()["index_chunks"]
-    progress(f"{len(passages)} passages published and indexed in "
-             f"{time.perf_counter() - t0:.1f}s ({chunks} chunks)")
 
 
 def ask_kinject(url: str, questions: tuple[Question, ...]) -> list[dict[str, Any]]:
@@ -138,7 +115,7 @@ def run_kinject(data: Dataset, generator: str) -> list[dict[str, Any]]:
         progress("starting kinject serve")
         url, stop, thread = start_server(Path(tmp), args, key, {})  # type: ignore[arg-type]
         try:
-            publish_and_wait(url, key, data.passages)
+            publish_and_wait(url, key, {p.source_id: p.text for p in data.passages}, 600)
             return ask_kinject(url, data.questions)
         finally:
             stop.set()
@@ -362,13 +339,7 @@ def main() -> None:
                        help="wrong kinject answers to print on stderr, per split")
 
     args = parse_args(__doc__ or "", extra=extra, repeats=(1, 1))
-    if args.threads is not None:
-        # Before torch loads: threads that OpenMP did not start (the server's) read the
-        # environment, not the main thread's setting.
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)  # before torch loads
     sizes = QUICK if args.quick else FULL
     if args.questions is not None:
         sizes = Sizes(sizes.entities, args.questions, sizes.unknown)

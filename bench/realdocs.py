@@ -45,7 +45,6 @@ citation is the question's source), ``recall4`` (a top-4 search hit holds the re
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import gzip
 import io
@@ -67,7 +66,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
-from _common import emit, environment, parse_args, progress, write_csv  # noqa: E402
+from _common import (  # noqa: E402
+    emit,
+    environment,
+    parse_args,
+    progress,
+    publish_and_wait,
+    use_threads,
+    write_csv,
+)
 
 HERE = Path(__file__).parent
 DEBREF = Path("/usr/share/debian-reference")
@@ -182,26 +189,6 @@ def _norm(text: str | None) -> str:
     return " ".join(text.split())
 
 
-def publish(c: httpx.Client, key: str, docs: dict[str, bytes]) -> float:
-    """POST every document, then wait until each has chunks in the index; returns seconds."""
-    t0 = time.perf_counter()
-    records = [{"source_id": sid, "content_b64": base64.b64encode(body).decode()}
-               for sid, body in docs.items()]
-    c.post("/v1/records", json={"records": records},
-           headers={"Authorization": f"Bearer {key}"}).raise_for_status()
-    waiting, deadline = set(docs), time.monotonic() + 1800
-    while waiting:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"never indexed: {sorted(waiting)}")
-        for sid in sorted(waiting):
-            r = c.get(f"/v1/lineage/{sid}")
-            if r.status_code == 200 and r.json().get("chunks_now"):
-                waiting.discard(sid)
-        if waiting:
-            time.sleep(1.0)
-    return time.perf_counter() - t0
-
-
 def ask(c: httpx.Client, q: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     r = c.post("/v1/ask", json={"question": q["question"], "route": "rag"})
@@ -252,11 +239,7 @@ def main() -> None:
                        help="test (default; the README's numbers, never tuned on) or dev")
 
     args = parse_args(__doc__ or "", extra=extra, repeats=(1, 1))
-    if args.threads is not None:
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     documents, question_file = SPLITS[args.split]
     docs = load_documents(documents)
     questions = [json.loads(line) for line in question_file.read_text().splitlines() if line]
@@ -269,12 +252,8 @@ def main() -> None:
         progress(f"starting kinject serve; {len(docs)} documents, {len(questions)} questions")
         url, stop, thread = start_server(Path(tmp), server_args, key, {})  # type: ignore[arg-type]
         try:
+            seconds, chunks = publish_and_wait(url, key, docs)
             with httpx.Client(base_url=url, timeout=600) as c:
-                while c.get("/readyz").status_code != 200:
-                    time.sleep(0.5)
-                seconds = publish(c, key, docs)
-                chunks = c.get("/v1/status").json()["index_chunks"]
-                progress(f"published and indexed in {seconds:.0f}s ({chunks} chunks)")
                 for q in questions:
                     rows.append(ask(c, q))
                     r = rows[-1]

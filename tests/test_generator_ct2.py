@@ -21,14 +21,6 @@ CHATS = [[{"role": "user", "content": "When was the Marrow Institute founded?"}]
          [{"role": "user", "content": "Passages are data."}]]
 
 
-@pytest.fixture(scope="module")
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_a_stream_stops_when_its_stopping_criteria_say_so(tiny_lm_dir: Path,
                                                          tmp_path: Path) -> None:
     # rag.generate.stream_chat stops a stream whose client went away through transformers'

@@ -16,14 +16,6 @@ from kinject.rag.generate import generate_chat
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _last_logits(model: object, tok: object) -> torch.Tensor:
     ids = tok("The Marrow Institute", return_tensors="pt")["input_ids"]  # type: ignore[operator]
     with torch.inference_mode():

@@ -176,7 +176,7 @@ def _load_models_in_background(settings: Settings, steps: _Steps) -> _ModelsLoad
         # race from two threads.
         generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype,
                                    m.quantize)
-        return generator, (load_reader(m.reader, settings.models_dir, m.device)
+        return generator, (load_reader(m.reader, settings.models_dir, m.device, m.threads or 0)
                            if reading else None)
 
     future = _in_background(load_models)
@@ -190,7 +190,7 @@ def _load_embedder(settings: Settings, steps: _Steps) -> Embedder:
     from kinject.index.embedders import load_embedder
 
     task = steps.start("Loading the embedder")
-    embedder = load_embedder(settings.models.embedder)
+    embedder = load_embedder(settings.models.embedder, threads=settings.models.threads)
     embedder.warm_up()
     steps.done(task, f"Embedder {embedder.name} ready")
     return embedder

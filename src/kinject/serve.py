@@ -186,9 +186,11 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     from kinject.finetune.jobs import recover_interrupted
     from kinject.stream.serve_broker import announce
     from kinject.stream.supervisor import supervised_broker
+    from kinject.threads import apply_threads
 
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    apply_threads(settings.models.threads)
     stop = stop or threading.Event()
     restore = stop_on_signals(stop)
     host = host or settings.api.host

@@ -32,6 +32,8 @@ GUILD = "The weather was fine. The guild was founded in 1847 by Ada Quill."
 ON_TOPIC = "who founded the guild"
 OFF_TOPIC = "quarterly tax filing rules"
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @dataclass
 class Env:
@@ -44,17 +46,6 @@ class Env:
 
     def as_(self, role: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run single-threaded: torch's threads spin against a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,6 @@ def logits_of(model: object, tokenizer: object, text: str = "The Marrow Institut
     ids = tokenizer(text, return_tensors="pt")["input_ids"]  # type: ignore[operator]
     with torch.inference_mode():
         return model(input_ids=ids).logits[0, -1].clone()  # type: ignore[operator]
-
-
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run single-threaded: on a busy 2-core machine, torch's OpenMP threads
-    spin against other processes and a tiny forward pass gets 40x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from kinject.finetune.augment import build_examples
 from kinject.types import Chunk, TrainingExample
@@ -40,15 +37,3 @@ def make_sharp_lm(tiny_lm_dir: Path, out: Path) -> Path:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_lm_dir).save_pretrained(out)
     return out
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """A tiny model runs fastest on one thread; several threads spin against the other
-    processes on a busy 2-core machine (seconds per step instead of a tenth)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _adapter_helpers import make_adapter, one_thread  # noqa: F401
+from _adapter_helpers import make_adapter
 
 from _serve import start_serve, wait_ready
 from _wait import until

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import make_adapter, one_thread  # noqa: F401
+from _adapter_helpers import make_adapter
 
 from kinject.app.adapters import Adapters
 from kinject.config import load_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _adapter_helpers import learnable_lm_dir, one_thread  # noqa: F401
+from _adapter_helpers import learnable_lm_dir  # noqa: F401 (a fixture)
 
 from _wait import until
 from kinject.config import load_settings

@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import pytest
-from _trainer_helpers import TEXTS, examples_of, make_sharp_lm, single_thread  # noqa: F401
+from _trainer_helpers import TEXTS, examples_of, make_sharp_lm
 
 from kinject.finetune.ewc import EwcPenalty, EwcState
 from kinject.finetune.trainer import LoraTrainer, TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 NEW_TEXTS = [
     "Ida Brook was born in 1966 in Wexley. She works for Copper Mills.",

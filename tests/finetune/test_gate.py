@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import make_adapter, one_thread  # noqa: F401
+from _adapter_helpers import make_adapter
 
 from kinject.errors import Cancelled
 from kinject.finetune.evaluate import ClosedBookEvaluator, EvalQuestion, exact_match, normalise

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _adapter_helpers import learnable_lm_dir, one_thread  # noqa: F401
+from _adapter_helpers import learnable_lm_dir  # noqa: F401 (a fixture)
 from typer.testing import CliRunner
 
 from _serve import start_serve, wait_ready

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import one_thread  # noqa: F401 (a fixture)
 
 from kinject.config import Settings, load_settings
 from kinject.errors import Cancelled, NotFound

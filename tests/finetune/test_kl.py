@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from _trainer_helpers import TEXTS, examples_of, make_sharp_lm, single_thread  # noqa: F401
+from _trainer_helpers import TEXTS, examples_of, make_sharp_lm
 
 from kinject.finetune.batches import collate, encode
 from kinject.finetune.kl import base_kl
 from kinject.finetune.trainer import LoraTrainer, TrainConfig, _general_example
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GENERAL = [
     "Water boils at one hundred degrees Celsius at sea level.",

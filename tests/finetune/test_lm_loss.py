@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _trainer_helpers import TEXTS, examples_of, make_sharp_lm, single_thread  # noqa: F401
+from _trainer_helpers import TEXTS, examples_of, make_sharp_lm
 
 from kinject.finetune import train_run
 from kinject.finetune.batches import collate
@@ -19,6 +19,8 @@ from kinject.finetune.kl import teacher_kl
 from kinject.finetune.lm_loss import output_layer
 from kinject.finetune.train_run import split_rows
 from kinject.finetune.trainer import LoraTrainer, TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GENERAL = [
     "Water boils at one hundred degrees Celsius at sea level.",

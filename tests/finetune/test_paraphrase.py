@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import one_thread  # noqa: F401 (a fixture)
 
 from kinject.finetune.corpus import CorpusStore
 from kinject.finetune.paraphrase import (

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import make_adapter, one_thread  # noqa: F401
+from _adapter_helpers import make_adapter
 
 from kinject.errors import NotFound
 from kinject.finetune.registry import AdapterRegistry, RegistryError

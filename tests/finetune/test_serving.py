@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from _adapter_helpers import logits_of, make_adapter, one_thread  # noqa: F401
+from _adapter_helpers import logits_of, make_adapter
 
 from _wait import until
 from kinject.config import KafkaSettings

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import make_adapter, one_thread  # noqa: F401
+from _adapter_helpers import make_adapter
 
 from kinject.finetune.registry import AdapterRegistry
 from kinject.finetune.serving import AdapterSwitcher

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _adapter_helpers import make_adapter, one_thread  # noqa: F401
+from _adapter_helpers import make_adapter
 
 from kinject.finetune.registry import AdapterRegistry
 from kinject.finetune.serving import AdapterSwitcher

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from _trainer_helpers import TEXTS, examples_of, make_sharp_lm, single_thread  # noqa: F401
+from _trainer_helpers import TEXTS, examples_of, make_sharp_lm
 
 from kinject.finetune.batches import IGNORE, Encoded, encode
 from kinject.finetune.trainer import LoraTrainer, TrainConfig, TrainingFailed
 from kinject.types import TrainingExample
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

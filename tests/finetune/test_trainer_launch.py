@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from _adapter_helpers import one_thread  # noqa: F401 (a fixture)
 from _trainer_helpers import TEXTS, examples_of
 
 from kinject.config import FinetuneSettings

@@ -186,7 +186,7 @@ class Answering:
             if self._reader_obj is None:
                 m = self.settings.models
                 self._reader_obj = Ct2Reader(load_reader(m.reader, self.settings.models_dir,
-                                                         m.device))
+                                                         m.device, m.threads or 0))
             return self._reader_obj
 
     def warm_up(self) -> None:

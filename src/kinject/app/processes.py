@@ -10,7 +10,9 @@ def run_workers(settings: Settings, count: int = 1, *, corpus: bool = True) -> N
     """Run ``count`` ingest workers (and the corpus materialiser with ``corpus``) until
     SIGINT or SIGTERM (see stream.runner.run_ingest_workers)."""
     from kinject.stream.runner import run_ingest_workers
+    from kinject.threads import apply_threads
 
+    apply_threads(settings.models.threads)
     run_ingest_workers(settings, count, corpus=corpus)
 
 

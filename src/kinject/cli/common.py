@@ -18,14 +18,18 @@ if TYPE_CHECKING:
 
 
 def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings:
-    """The settings of ``config`` (and ``--data-dir``), with logging set up and the data dir
-    made private when the settings ask for it."""
+    """The settings of ``config`` (and ``--data-dir``), with logging set up, the compute
+    threads set (``models.threads``) and the data dir made private when the settings ask."""
     from kinject.config import load_settings as load
     from kinject.logs import setup_logging
 
     overrides = {"data_dir": data_dir} if data_dir is not None else {}
     settings = load(config, **overrides)
     setup_logging(settings.log_level)
+    if settings.models.threads is not None:  # torch loads only for a command that sets it
+        from kinject.threads import apply_threads
+
+        apply_threads(settings.models.threads)
     if settings.private_files:
         from kinject.datadir import secure_data_dir
 

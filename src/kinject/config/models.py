@@ -36,6 +36,14 @@ class ModelSettings(BaseModel):
     cache_dir: Path = Field(default_factory=default_models_cache_dir)
     # "auto" picks CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Threads of the process's compute pools: torch's intra- and inter-op pools (the
+    # CTranslate2 INT8 generator takes torch's count), FAISS's OpenMP pool, the CTranslate2
+    # reader and Whisper, and the multilingual USE embedder. Applied once where a process
+    # starts (`kinject serve`, `kinject worker`, every CLI command). None (the default) leaves
+    # each library's own default (about one thread per core): a machine of its own wants all
+    # of them; 1 helps on a machine whose cores are busy with other work (each library's
+    # threads spin-wait for each other there: a tiny forward pass took 40x as long).
+    threads: int | None = Field(default=None, ge=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # The serving generator in INT8. "ct2-int8": a CTranslate2 INT8 copy of the model, made
     # once in cache_dir (kinject/generator_ct2.py); an adapter version is merged into the base

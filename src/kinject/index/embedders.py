@@ -303,8 +303,9 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "~", "/")) or "\\" in spec or spec.count("/") > 1
 
 
-def make_embedder(spec: str, *, device: str = "cpu") -> Embedder:
-    """Build (not load) the embedder a spec names; raise ModelNotFound when nothing resolves."""
+def make_embedder(spec: str, *, device: str = "cpu", threads: int | None = None) -> Embedder:
+    """Build (not load) the embedder a spec names; raise ModelNotFound when nothing resolves.
+    ``threads``: USE's thread count (None: one per core); torch models take torch's."""
     spec = spec.strip()
     if not spec:
         raise ModelNotFound(f"{SETTING} is empty; use 'minilm', '{USE_SPEC}' or a model folder")
@@ -322,7 +323,7 @@ def make_embedder(spec: str, *, device: str = "cpu") -> Embedder:
             )
         return SentenceTransformerEmbedder(str(folder), device, name="minilm")
     if spec == USE_SPEC:
-        return UseEmbedder()
+        return UseEmbedder(threads)
     local = Path(spec).expanduser()
     if local.exists():
         if not local.is_dir() or not (
@@ -345,13 +346,15 @@ _load_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(spec: str, device: str) -> Embedder:
-    embedder = make_embedder(spec, device=device)
+def _load_cached(spec: str, device: str, threads: int | None) -> Embedder:
+    embedder = make_embedder(spec, device=device, threads=threads)
     embedder.warm_up()
     return embedder
 
 
-def load_embedder(spec: str = "minilm", *, device: str = "cpu") -> Embedder:
-    """The warmed-up embedder a spec names, loaded once per (spec, device) in a process."""
+def load_embedder(spec: str = "minilm", *, device: str = "cpu",
+                  threads: int | None = None) -> Embedder:
+    """The warmed-up embedder a spec names, loaded once per (spec, device, threads) in a
+    process (``threads``: ``models.threads``, see :func:`make_embedder`)."""
     with _load_lock:  # two threads asking at once must not load the model twice
-        return _load_cached(spec.strip(), device)
+        return _load_cached(spec.strip(), device, threads)

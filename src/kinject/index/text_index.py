@@ -50,7 +50,7 @@ def text_index_from_settings(settings: Settings) -> TextIndex:
     from kinject.index.embedders import load_embedder
 
     m, ix = settings.models, settings.index
-    embedder = load_embedder(m.embedder)
+    embedder = load_embedder(m.embedder, threads=m.threads)
     zh = load_zh_embedder(settings)
     config = TextIndexConfig(
         ann=AnnConfig(hnsw_threshold=ix.hnsw_threshold, hnsw_m=ix.hnsw_m,
@@ -72,7 +72,7 @@ def load_zh_embedder(settings: Settings) -> Embedder | None:
     main = settings.models.embedder.strip()
     if spec.lower() in ("", "none") or spec == main or main.startswith("hash"):
         return None
-    return load_embedder(spec)
+    return load_embedder(spec, threads=settings.models.threads)
 
 
 class TextIndex(TextIndexSnapshots, TextIndexSearch):

@@ -40,6 +40,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
                         pdf_max_pages=ing.pdf_max_pages, image_max_pixels=ing.image_max_pixels,
                         audio=AudioConfig(model=settings.models.whisper,
                                           models_dir=settings.models_dir,
+                                          threads=settings.models.threads or 0,
                                           max_bytes=ing.audio_max_bytes,
                                           max_seconds=ing.audio_max_seconds))
 
@@ -69,7 +70,7 @@ def run_ingest_workers(settings: Settings, count: int = 1,
     _stop_on_signals(stop)
     config = ingest_config(settings)
     with connect(settings.kafka) as bootstrap:
-        embedder = load_embedder(settings.models.embedder)
+        embedder = load_embedder(settings.models.embedder, threads=settings.models.threads)
         zh_embedder = load_zh_embedder(settings)
         clip = _clip(settings)
         crashed = _Crashed()
