@@ -44,9 +44,10 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
 
 
 # What the edges may import: the facade and the base types everyone shares. kinject (the
-# package root: __version__), logs and datadir are the process set-up every edge does.
+# package root: __version__), logs, datadir and threads are the process set-up every edge
+# does.
 EDGE_BASE = ("kinject.app", "kinject.types", "kinject.errors", "kinject.config",
-             "kinject.protocols", "kinject.logs", "kinject.datadir")
+             "kinject.protocols", "kinject.logs", "kinject.datadir", "kinject.threads")
 
 # Where an edge imports past the facade, by module, with why: what is left are the other
 # edges (eval/, serve.py, demo.py, doctor.py, api's key store), which the facade below them
