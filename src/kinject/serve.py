@@ -139,18 +139,26 @@ def _forever(name: str, stop: threading.Event, body: Callable[[], None],
 def start_background(svc: KinjectService, settings: Settings, bootstrap: str, workers: int,
                      stop: threading.Event) -> list[threading.Thread]:
     """The materialisers, the ingest workers, the outbox loop and the warm-up, as threads."""
+    from kinject.finetune.jobs import deletion_hook
     from kinject.stream.corpus_runner import start_corpus_materialiser
     from kinject.stream.materialiser import IndexMaterialiser
     from kinject.stream.runner import run_ingest_workers
 
     threads = []
+    corpus = start_corpus_materialiser(settings, bootstrap, stop)
+    # A delete taints the adapters trained on the source where it reaches the corpus. A
+    # replica that keeps none (finetune.materialise_corpus off) taints its own registry's
+    # copies as its index takes the delete: never served again, by name or by activation, and
+    # its ACTIVE falls back even when no event from the process with the corpus reaches it.
+    # It announces nothing: the process with the corpus announces the fallback.
+    on_delete = deletion_hook(settings) if corpus is None else None
 
     def materialise() -> None:
         IndexMaterialiser(settings.kafka, bootstrap, svc.index, images=svc.images,
-                          snapshot_every_s=settings.index.snapshot_every_s).run(stop)
+                          snapshot_every_s=settings.index.snapshot_every_s,
+                          on_delete=on_delete).run(stop)
 
     threads.append(_forever("kinject-materialiser", stop, materialise))
-    corpus = start_corpus_materialiser(settings, bootstrap, stop)
     if corpus is not None:
         threads.append(corpus)
     if workers > 0:

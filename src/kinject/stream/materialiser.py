@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kinject.config import KafkaSettings
@@ -38,6 +39,7 @@ class IndexMaterialiser:
         max_records: int = 256,
         images: ImageIndex | None = None,
         watch_every_s: float = 1.0,
+        on_delete: Callable[[str], object] | None = None,
     ) -> None:
         self.kafka = kafka
         self.bootstrap = bootstrap
@@ -54,6 +56,11 @@ class IndexMaterialiser:
         self._watch = ClusterWatch(kafka, bootstrap)
         self.watch_every_s = watch_every_s
         self._watched = 0.0
+        # Called with the source id of each delete before the batch is applied: on a replica
+        # that keeps no corpus, this taints its registry's adapters trained on the source
+        # (kinject.finetune.jobs.deletion_hook). Before, not after: when it fails the batch
+        # is not applied, and the materialiser's restart re-reads it from the stored offsets.
+        self.on_delete = on_delete
 
     def start(self) -> None:
         topic = self.topics.chunks
@@ -174,6 +181,10 @@ class IndexMaterialiser:
                     )
                 offsets[(tp.topic, tp.partition)] = msg.offset + 1
         if offsets:
+            if self.on_delete is not None:
+                for update in updates:
+                    if update.op == "delete":
+                        self.on_delete(update.source_id)
             if self.images is not None:  # before the offsets move: a replay re-applies it
                 self.images.apply(changes)
             self.index.apply(updates, offsets)
