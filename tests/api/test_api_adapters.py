@@ -361,6 +361,18 @@ def test_a_job_submitted_over_http_trains_gates_and_reports(env: Env) -> None:
 
 
 # -- the web page ------------------------------------------------------------------------------
+def test_recent_ingests_show_a_source_published_again_once(env: Env) -> None:
+    index_text(env.svc, "kb/twice", "The guild hall has one door.")
+    index_text(env.svc, "kb/other", "The harbour has two piers.")
+    index_text(env.svc, "kb/twice", "The guild hall has one door and a bell tower.")
+    index_text(env.svc, "kb/gone", "Nothing lasts.")
+    env.svc.index.apply([SourceUpdate(op="delete", source_id="kb/gone")])
+    recent = env.client.get("/v1/status", params={"recent": 3}).json()["recent"]
+    # newest first, each source once with its latest update: 3 sources, not 3 updates
+    assert [(r["source_id"], r["op"]) for r in recent] == [
+        ("kb/gone", "delete"), ("kb/twice", "upsert"), ("kb/other", "upsert")]
+
+
 @pytest.mark.browser
 def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
         env: Env, tiny_lm_dir: Path, browser) -> None:  # type: ignore[no-untyped-def]
@@ -382,6 +394,8 @@ def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
     store.close()
     add_people(env.settings.data_dir)  # the corpus the next cycle would train on
     corpus = c.get("/v1/status").json()["corpus"]
+    index_text(env.svc, "kb/again", "The guild was founded in 1847.")
+    index_text(env.svc, "kb/again", "The guild was founded in 1847 by Ada Quill.")
     assert corpus["sources"] == 2 and corpus["pending"] == corpus["examples"] > 0
 
     with ApiServer(create_app(env.svc)) as server:
@@ -390,6 +404,8 @@ def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
         wait.until(lambda d: d.find_element(By.ID, "adapter-active").text == v1[:12])
         wait.until(lambda d: job["id"] in d.find_element(By.ID, "jobs").text)
         wait.until(lambda d: d.find_element(By.ID, "stat-corpus").text not in ("", "-"))
+        wait.until(lambda d: "kb/again" in d.find_element(By.ID, "recent").text)
+        recent = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#recent tr")]
         shown_corpus = browser.find_element(By.ID, "stat-corpus").text
         shown_lag = browser.find_element(By.ID, "stat-corpus-lag").text
         rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tr")]
@@ -400,5 +416,8 @@ def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
     assert "skipped" in rows[1] and "100%" in rows[1]
     assert f"{v1[:12]} (serving)" in adapters and "promoted" in adapters
     n = corpus["examples"]
-    assert shown_corpus == f"{n} examples from 2 sources ({n} pending)"
+    # what the numbers are, in words a new user reads: "23,533 examples" with its comma
+    assert shown_corpus == (f"{n:,} examples from 2 sources, {n:,} waiting for the next "
+                            "fine-tuning cycle")
     assert shown_lag == "?"  # no broker attached: the lag is unknown, not zero
+    assert len([r for r in recent if "kb/again" in r]) == 1  # published twice, shown once

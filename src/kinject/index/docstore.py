@@ -267,11 +267,13 @@ class Docstore(sqlite.Store):
         ]
 
     def recent_lineage(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The latest ``limit`` applied updates, newest first (the web page's recent ingests)."""
+        """The latest applied update of each of the ``limit`` sources updated last, newest
+        first (the web page's recent ingests: a source published again shows once)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT source_id, op, topic, partition, offset, chunk_ids, at FROM lineage "
-                "ORDER BY id DESC LIMIT ?",
+            rows = self._db.execute(  # the NOT EXISTS walks lineage_source (source_id, id)
+                "SELECT source_id, op, topic, partition, offset, chunk_ids, at FROM lineage l "
+                "WHERE NOT EXISTS (SELECT 1 FROM lineage n WHERE n.source_id = l.source_id "
+                "AND n.id > l.id) ORDER BY id DESC LIMIT ?",
                 (max(int(limit), 0),),
             ).fetchall()
         return [

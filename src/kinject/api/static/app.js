@@ -23,6 +23,9 @@ async function errorText(resp) {
   catch (e) { return "HTTP " + resp.status; }
 }
 
+// "1 source", "23,533 examples"
+const count = (n, noun) => `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;
+
 async function refreshStatus() {
   const resp = await fetch("/v1/status?recent=8", { headers: headers() });
   if (!resp.ok) return;
@@ -30,10 +33,14 @@ async function refreshStatus() {
   $("stat-chunks").textContent = s.index_chunks;
   $("stat-adapter").textContent = s.adapter_version || "base model";
   $("stat-dlq").textContent = s.dlq_count === null ? "?" : s.dlq_count;
-  // The fine-tuning corpus and the chunk events its materialisers have not taken in yet.
+  // The fine-tuning corpus (and how many of its examples arrived since the last cycle took
+  // its share) and the chunk events its materialisers have not taken in yet.
   const c = s.corpus;
   $("stat-corpus").textContent = c
-    ? `${c.examples} examples from ${c.sources} sources (${c.pending} pending)` : "empty";
+    ? `${count(c.examples, "example")} from ${count(c.sources, "source")}, ` + (c.pending
+      ? `${c.pending.toLocaleString("en")} waiting for the next fine-tuning cycle`
+      : "none waiting for a fine-tuning cycle")
+    : "empty";
   $("stat-corpus-lag").textContent = s.corpus_lag === null
     ? "?" : `${Object.values(s.corpus_lag).reduce((a, b) => a + b, 0)} events`;
   const rows = s.recent.map((r) => el("tr", {}, [
