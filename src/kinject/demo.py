@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -27,13 +27,21 @@ from kinject.errors import KinjectError
 from kinject.logs import quiet_while
 
 if TYPE_CHECKING:
+    from kinject.demo_data import DemoQuestion
     from kinject.index.embedders import Embedder
     from kinject.index.text_index import TextIndex
+    from kinject.models import LoadedGenerator
+    from kinject.rag.reader_model import LoadedReader
     from kinject.rag.service import RagService
     from kinject.stream.ingest_worker import IngestWorker
-    from kinject.types import Record
+    from kinject.types import Answer, Record
+
+    # A demo question asked: (question, answer, right, cited the right source)
+    _Result = tuple[DemoQuestion, Answer, bool, bool]
+    _Models = tuple[LoadedGenerator, LoadedReader | None]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _wait_for(cond: Callable[[], bool], timeout_s: float, what: str,
@@ -45,13 +53,13 @@ def _wait_for(cond: Callable[[], bool], timeout_s: float, what: str,
         time.sleep(interval_s)
 
 
-def _in_background(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+def _in_background(fn: Callable[[], T]) -> Future[T]:
     """Run ``fn`` in a daemon thread, so Ctrl-C never waits for a model to finish loading."""
-    future: Future[Any] = Future()
+    future: Future[T] = Future()
 
     def target() -> None:
         try:
-            future.set_result(fn(*args))
+            future.set_result(fn())
         except BaseException as exc:  # handed to whoever waits on the future
             future.set_exception(exc)
 
@@ -59,14 +67,17 @@ def _in_background(fn: Callable[..., Any], *args: Any) -> Future[Any]:
     return future
 
 
-def _wait_answerable(index: Any, source_ids: list[str], t0: float,
+def _wait_answerable(index: TextIndex, source_ids: list[str], t0: float,
                      timeout_s: float) -> dict[str, float]:
     """Seconds from ``t0`` until each source is in the index (its lineage is written)."""
     pending, seen = set(source_ids), {}
+    docstore = index.docstore
+    if docstore is None:
+        raise KinjectError("the demo's index is not open")
     deadline = time.monotonic() + timeout_s
     while pending:
         for sid in list(pending):
-            if index.docstore.lineage(sid):
+            if docstore.lineage(sid):
                 seen[sid] = time.perf_counter() - t0
                 pending.discard(sid)
         if time.monotonic() > deadline:
@@ -156,7 +167,7 @@ class _Steps:
 class _ModelsLoading:
     """The generator (and, in read mode, the reader) loading in the background."""
 
-    future: Future[tuple[Any, Any]]
+    future: Future[_Models]
     generator_task: TaskID
     reader_task: TaskID | None
 
@@ -171,7 +182,7 @@ def _load_models_in_background(settings: Settings, steps: _Steps) -> _ModelsLoad
     reading = settings.rag.mode == "read"
     m = settings.models
 
-    def load_models() -> tuple[Any, Any]:
+    def load_models() -> _Models:
         # One after the other, in one thread: transformers' lazy imports are not safe to
         # race from two threads.
         generator = load_generator(m.generator, settings.models_dir, m.device, m.dtype,
@@ -275,11 +286,11 @@ def _answering(settings: Settings, index: TextIndex, models: _ModelsLoading, ste
                       reader=(lambda: reader) if reader is not None else None)
 
 
-def _ask_the_questions(rag: RagService, steps: _Steps) -> list[Any]:
+def _ask_the_questions(rag: RagService, steps: _Steps) -> list[_Result]:
     """Each demo question asked: (question, answer, right, cited the right source)."""
     from kinject.demo_data import DEMO_QUESTIONS
 
-    results = []
+    results: list[_Result] = []
     task = steps.start(f"Answering {len(DEMO_QUESTIONS)} questions")
     for q in DEMO_QUESTIONS:
         answer = rag.ask(q.question)
@@ -291,7 +302,7 @@ def _ask_the_questions(rag: RagService, steps: _Steps) -> list[Any]:
     return results
 
 
-def _report(out: Console, results: list[Any], timings: dict[str, float]) -> None:
+def _report(out: Console, results: list[_Result], timings: dict[str, float]) -> None:
     table = Table(title="kinject demo: answers from the sample knowledge base", show_lines=True)
     table.add_column("question", overflow="fold")
     table.add_column("answer", overflow="fold")

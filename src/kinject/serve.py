@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kinject.config import Settings
 from kinject.errors import KinjectError
@@ -186,7 +186,7 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
 
 def run_serve(settings: Settings, host: str | None = None, port: int | None = None,
               workers: int = 1, *, stop: threading.Event | None = None,
-              on_ready: Callable[[str], Any] | None = None) -> None:
+              on_ready: Callable[[str], object] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop``); then stop the API, the threads and the
     broker in that order. ``on_ready`` gets the URL once the API listens."""
     from kinject.api.app import create_app

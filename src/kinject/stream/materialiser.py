@@ -23,7 +23,8 @@ from kinject.stream.events import decode_image_update, decode_update, is_image_e
 from kinject.stream.topics import Topics
 
 if TYPE_CHECKING:
-    from kinject.index.image_index import ImageIndex
+    from kinject.index.changes import SourceUpdate
+    from kinject.index.image_index import ImageIndex, ImageUpdate
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,8 @@ class IndexMaterialiser:
         if self._moved():
             return 0  # what was polled may come from stale positions in the new log
         updates, offsets = [], {}
-        changes: list[Any] = []  # text and image updates in log order, for the image index
+        # text and image updates in log order, for the image index
+        changes: list[SourceUpdate | ImageUpdate] = []
         for tp, batch in polled.items():
             for msg in batch:
                 try:
