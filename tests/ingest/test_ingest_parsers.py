@@ -62,6 +62,37 @@ def test_json_list_gives_one_document_per_element() -> None:
     assert [d.meta["item_index"] for d in docs] == [0, 1]
 
 
+def test_json_object_holding_a_list_of_records_gives_one_document_per_record() -> None:
+    # A catalogue as users write it: the products under a key, beside the catalogue's name.
+    # Flattened whole, a chunk boundary fell inside the second product and its warehouse sat
+    # beside the third product's name: "Which warehouse stocks the Ridgeback?" -> "Ghent".
+    catalogue = {
+        "catalogue": "Brightwater Outdoor Gear 2026",
+        "products": [
+            {"sku": "BW-TENT-220", "name": "Fjordline 2 Tent", "warehouse": "Aarhus"},
+            {"sku": "BW-STOVE-09", "name": "Emberlite Stove", "warehouse": "Ghent"},
+            {"sku": "BW-PACK-45", "name": "Ridgeback 45 Backpack", "warehouse": "Aarhus"},
+        ],
+    }
+    docs = parse_documents(Record("c", content=json.dumps(catalogue).encode()), "json")
+    assert [d.text for d in docs] == [
+        "catalogue: Brightwater Outdoor Gear 2026",
+        "sku: BW-TENT-220\nname: Fjordline 2 Tent\nwarehouse: Aarhus",
+        "sku: BW-STOVE-09\nname: Emberlite Stove\nwarehouse: Ghent",
+        "sku: BW-PACK-45\nname: Ridgeback 45 Backpack\nwarehouse: Aarhus",
+    ]
+    assert [d.title for d in docs[1:]] == ["Fjordline 2 Tent", "Emberlite Stove",
+                                           "Ridgeback 45 Backpack"]
+    assert len({d.doc_id for d in docs}) == 4
+    # the same one level down, in Chinese; a single nested object stays whole
+    nested = {"目录": {"名称": "青山户外", "产品": [{"名称": "云雀折叠伞", "价格": "128元"},
+                                                  {"名称": "萤火营地灯", "价格": "86元"}]}}
+    docs = parse_documents(
+        Record("z", content=json.dumps(nested, ensure_ascii=False).encode()), "json")
+    assert [d.text for d in docs] == ["目录.名称: 青山户外", "名称: 云雀折叠伞\n价格: 128元",
+                                      "名称: 萤火营地灯\n价格: 86元"]
+
+
 def test_jsonl_lines_and_bad_line_number() -> None:
     docs = parse_documents(Record("j", content=b'{"a": 1}\n\n{"a": 2}\n'), "jsonl")
     assert [d.text for d in docs] == ["a: 1", "a: 2"]
