@@ -32,6 +32,19 @@ def test_tsv_and_semicolon_tables() -> None:
     assert tsv[0].text == semi[0].text == "a: 1. b: 2."
 
 
+def test_csv_quote_never_closed_is_refused_naming_its_line() -> None:
+    # Read leniently, the stray quote swallowed row 2 into row 1's cell and was indexed.
+    data = b'id,name,office\n1,"Priya Nandakumar,Aarhus\n2,Tomas Vieira,Ghent\n'
+    with pytest.raises(BadRecord, match="quoted field opened on line 2 is never closed") as info:
+        parse_documents(Record("s", content=data), "csv")
+    assert info.value.stage == "parse"
+    # a quoted cell over two lines, and quotes inside cells, still read as before
+    ok = b'id,note\n1,"two\nlines"\n2,say ""hi""\n3,"a ""b"" c"\n'
+    assert [d.text for d in parse_documents(Record("o", content=ok), "csv")] == [
+        "id: 1. note: two\nlines.", 'id: 2. note: say ""hi"".', 'id: 3. note: a "b" c.'
+    ]
+
+
 def test_nested_json_is_flattened_into_field_paths() -> None:
     value = {
         "name": "Guild",

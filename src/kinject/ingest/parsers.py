@@ -116,10 +116,7 @@ def parse_table(record: Record, kind: str) -> list[Document]:
     """
     text = decode_text(record.content)
     delim = "\t" if kind == "tsv" else (csv_delimiter(text) or ",")
-    try:
-        rows = list(csv.reader(io.StringIO(text), delimiter=delim))
-    except csv.Error as exc:
-        raise BadRecord(f"{kind} is malformed: {exc}", stage="parse") from exc
+    rows = _csv_rows(text, delim, kind)
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
         return []
@@ -145,6 +142,34 @@ def parse_table(record: Record, kind: str) -> list[Document]:
             )
         )
     return docs
+
+
+def _csv_rows(text: str, delim: str, kind: str) -> list[list[str]]:
+    """The rows; a quoted field never closed is refused, naming the line it opens on: read
+    leniently it swallows every later row into one cell and the file is indexed wrong."""
+    reader = csv.reader(io.StringIO(text), delimiter=delim)
+    rows: list[list[str]] = []
+    start = end = 0  # the lines the last row spans
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            rows.append(row)
+    except csv.Error as exc:
+        raise BadRecord(f"{kind} is malformed: {exc}", stage="parse") from exc
+    if rows and rows[-1] and reader.dialect.quotechar:
+        # csv ends a quoted field at the end of the data without an error; re-read the last
+        # row strictly to tell a closed quote from one that ran to the end of the file
+        tail = "".join(io.StringIO(text).readlines()[start - 1 :])  # the lines csv counted
+        try:
+            list(csv.reader(io.StringIO(tail), delimiter=delim, strict=True))
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise BadRecord(
+                    f"{kind} is malformed: a quoted field opened on line {start} is never "
+                    "closed (a stray '\"'?), so every later line would be read as one cell",
+                    stage="parse",
+                ) from exc
+    return rows
 
 
 def parse_json(record: Record, kind: str) -> list[Document]:
