@@ -153,6 +153,22 @@ def test_a_serve_note_names_its_broker_only_while_its_process_lives(tmp_path: Pa
     assert with_serve_broker(settings).kafka.bootstrap_servers is None
 
 
+def test_doctor_names_the_broker_of_a_serve_running_on_the_data_dir(tmp_path: Path) -> None:
+    # beside a running serve, doctor said "embedded Tansu broker ... (no bootstrap servers
+    # set)", as if publish would need a broker of its own
+    from kinject.config import load_settings
+    from kinject.doctor import check_broker
+    from kinject.stream.serve_broker import announce
+
+    settings = load_settings(data_dir=tmp_path)
+    assert "no bootstrap servers set" in check_broker(settings).detail
+    with announce(tmp_path, "127.0.0.1:45678"):  # this process stands for the serve
+        check = check_broker(settings)
+    assert check.status == "ok"
+    assert "kinject serve" in check.detail and "127.0.0.1:45678" in check.detail
+    assert "publish" in check.detail
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_publish_beside_kinject_serve_reaches_its_embedded_broker(

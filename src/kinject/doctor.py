@@ -119,11 +119,17 @@ def check_broker(s: Settings) -> Check:
         return Check("kafka", "ok", f"cluster at {s.kafka.bootstrap_servers}")
     from kinject.errors import BrokerError
     from kinject.stream.broker import find_tansu
+    from kinject.stream.serve_broker import running_serve_broker
 
     try:
         path = find_tansu()
     except BrokerError as exc:
         return Check("kafka", "missing", str(exc))
+    serving = running_serve_broker(s.data_dir)
+    if serving is not None:  # what publish, ingest-sql and dlq will use, not a new broker
+        return Check("kafka", "ok", f"the embedded broker of kinject serve (pid {serving[1]}) "
+                                    f"on {serving[0]}: publish, ingest-sql and dlq on this "
+                                    "data dir use it")
     return Check("kafka", "ok", f"embedded Tansu broker {path} (no bootstrap servers set)")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from kinject.eval import metrics as m
@@ -109,3 +112,15 @@ def test_percentiles_and_means() -> None:
 def test_language() -> None:
     assert m.language("who founded the guild") == "en"
     assert m.language("谁创立了公会") == "zh"
+
+
+def test_chinese_entities_load_jieba_without_printing_its_debug_lines() -> None:
+    # `kinject eval` on a set with a Chinese question printed jieba's "Building prefix
+    # dict ..." lines twice (its own handler and kinject's) among the scores
+    code = ("from kinject.logs import setup_logging; setup_logging('INFO');"
+            "from kinject.eval.metrics import entities;"
+            "print(sorted(entities('王芳住在杭州。', 'zh')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert "杭州" in done.stdout
+    assert "prefix dict" not in done.stderr and "DEBUG" not in done.stderr

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import time
 
@@ -191,3 +193,30 @@ def ocr_font(size: int):  # type: ignore[no-untyped-def]
     from kinject.demo_data import load_font
 
     return load_font(size)
+
+
+DEJAVU_SERIF = "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf"
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract binary not installed")
+@pytest.mark.skipif(not os.path.exists(DEJAVU_SERIF), reason="fonts-dejavu not installed")
+def test_words_glued_to_numbers_by_rapidocr_get_their_spaces_back() -> None:
+    # A typed notice saved as JPEG (what a scanner or PIL's PDF writer stores): RapidOCR read
+    # "Pier 4 at06:40instead of 07:15.", and "What time does the ferry leave?" was answered
+    # "at06:40instead"; Tesseract, asked about that line alone, reads its spaces.
+    pytest.importorskip("rapidocr")
+    pytest.importorskip("pytesseract")
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("RGB", (1240, 300), "white")
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(DEJAVU_SERIF, 34)
+    lines = ["From 3 March 2026 the Saltmere ferry leaves", "Pier 4 at 06:40 instead of 07:15.",
+             "Model MP3 player, x86 and H2O sold 12pcs"]
+    for i, line in enumerate(lines):
+        draw.text((80, 40 + 54 * i), line, fill="black", font=font)
+    jpeg = io.BytesIO()
+    page.save(jpeg, "JPEG")
+    text = ocr_image(Image.open(io.BytesIO(jpeg.getvalue())), "rapidocr")
+    assert "Pier 4 at 06:40 instead of 07:15." in text.splitlines()
+    assert "Model MP3 player, x86 and H2O sold 12pcs" in text.splitlines()  # kept as they were

@@ -32,6 +32,19 @@ def test_tsv_and_semicolon_tables() -> None:
     assert tsv[0].text == semi[0].text == "a: 1. b: 2."
 
 
+def test_csv_quote_never_closed_is_refused_naming_its_line() -> None:
+    # Read leniently, the stray quote swallowed row 2 into row 1's cell and was indexed.
+    data = b'id,name,office\n1,"Priya Nandakumar,Aarhus\n2,Tomas Vieira,Ghent\n'
+    with pytest.raises(BadRecord, match="quoted field opened on line 2 is never closed") as info:
+        parse_documents(Record("s", content=data), "csv")
+    assert info.value.stage == "parse"
+    # a quoted cell over two lines, and quotes inside cells, still read as before
+    ok = b'id,note\n1,"two\nlines"\n2,say ""hi""\n3,"a ""b"" c"\n'
+    assert [d.text for d in parse_documents(Record("o", content=ok), "csv")] == [
+        "id: 1. note: two\nlines.", 'id: 2. note: say ""hi"".', 'id: 3. note: a "b" c.'
+    ]
+
+
 def test_nested_json_is_flattened_into_field_paths() -> None:
     value = {
         "name": "Guild",
@@ -60,6 +73,37 @@ def test_json_list_gives_one_document_per_element() -> None:
     docs = parse_documents(Record("f", content=data), "json")
     assert [d.text for d in docs] == ["route: A to B", "route: B to C"]
     assert [d.meta["item_index"] for d in docs] == [0, 1]
+
+
+def test_json_object_holding_a_list_of_records_gives_one_document_per_record() -> None:
+    # A catalogue as users write it: the products under a key, beside the catalogue's name.
+    # Flattened whole, a chunk boundary fell inside the second product and its warehouse sat
+    # beside the third product's name: "Which warehouse stocks the Ridgeback?" -> "Ghent".
+    catalogue = {
+        "catalogue": "Brightwater Outdoor Gear 2026",
+        "products": [
+            {"sku": "BW-TENT-220", "name": "Fjordline 2 Tent", "warehouse": "Aarhus"},
+            {"sku": "BW-STOVE-09", "name": "Emberlite Stove", "warehouse": "Ghent"},
+            {"sku": "BW-PACK-45", "name": "Ridgeback 45 Backpack", "warehouse": "Aarhus"},
+        ],
+    }
+    docs = parse_documents(Record("c", content=json.dumps(catalogue).encode()), "json")
+    assert [d.text for d in docs] == [
+        "catalogue: Brightwater Outdoor Gear 2026",
+        "sku: BW-TENT-220\nname: Fjordline 2 Tent\nwarehouse: Aarhus",
+        "sku: BW-STOVE-09\nname: Emberlite Stove\nwarehouse: Ghent",
+        "sku: BW-PACK-45\nname: Ridgeback 45 Backpack\nwarehouse: Aarhus",
+    ]
+    assert [d.title for d in docs[1:]] == ["Fjordline 2 Tent", "Emberlite Stove",
+                                           "Ridgeback 45 Backpack"]
+    assert len({d.doc_id for d in docs}) == 4
+    # the same one level down, in Chinese; a single nested object stays whole
+    nested = {"目录": {"名称": "青山户外", "产品": [{"名称": "云雀折叠伞", "价格": "128元"},
+                                                  {"名称": "萤火营地灯", "价格": "86元"}]}}
+    docs = parse_documents(
+        Record("z", content=json.dumps(nested, ensure_ascii=False).encode()), "json")
+    assert [d.text for d in docs] == ["目录.名称: 青山户外", "名称: 云雀折叠伞\n价格: 128元",
+                                      "名称: 萤火营地灯\n价格: 86元"]
 
 
 def test_jsonl_lines_and_bad_line_number() -> None:

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from kinject.demo_data import render_lighthouse_picture
-from kinject.errors import DependencyMissing, UnsupportedSource
+from kinject.errors import BadRecord, DependencyMissing, UnsupportedSource
 from kinject.ingest import ocr
-from kinject.ingest.pipeline import IngestConfig, ingest_record
+from kinject.ingest.pipeline import IngestConfig, ingest_record, nothing_extracted
 from kinject.types import Record
 
 
@@ -69,6 +70,29 @@ def test_image_with_caption_and_ocr_off() -> None:
     assert len(out.images) == 1 and out.images[0].caption == "A banded lighthouse at sea."
     assert [c.text for c in out.chunks] == ["A banded lighthouse at sea."]
     assert out.chunks[0].meta["image_id"] == out.images[0].image_id
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "what"),
+    [("json", b"", "it is empty (0 bytes)"), ("csv", b" \n\n", "it is only whitespace"),
+     ("text", b"", "it is empty (0 bytes)")],
+)
+def test_an_empty_record_is_refused_as_empty(kind: str, content: bytes, what: str) -> None:
+    # an empty JSON file read "json is malformed: Expecting value: line 1 column 1 (char 0)"
+    expected = re.escape(f"no text could be extracted from the record: {what}")
+    with pytest.raises(BadRecord, match=expected):
+        ingest_record(Record("t/empty", kind=kind, content=content))
+
+
+def test_an_image_with_nothing_to_read_says_what_it_lacks() -> None:
+    # a photo published with no caption and no text in it; the dead letter said only
+    # "no text could be extracted from the record", which left a user guessing
+    out = ingest_record(Record("t/photo", kind="image", content=render_lighthouse_picture()),
+                        IngestConfig(ocr_engine="none"))
+    assert out.images and not out.chunks
+    why = nothing_extracted(out)
+    assert "the image has no caption (meta.caption" in why and ".meta.json sidecar" in why
+    assert "KINJECT_MODELS__CLIP_CHECKPOINT" in why
 
 
 def test_image_without_engine_auto_keeps_caption_named_engine_fails(

@@ -305,7 +305,7 @@ def _bad_cases(tmp: Path) -> list[Bad]:
             "zero-byte-pdf",
             _env(source_id=sid, kind="pdf", content_b64=""),
             "parse",
-            "pdf is corrupt or unreadable",
+            "it is empty (0 bytes)",
         ),
         Bad(
             "json-content-malformed",

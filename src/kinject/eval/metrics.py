@@ -154,8 +154,10 @@ def entities(text: str, lang: str | None = None) -> frozenset[str] | None:
     None when no entity model for the language is installed."""
     lang = lang or language(text)
     if lang == "zh":
+        import jieba
         import jieba.posseg
 
+        jieba.setLogLevel(logging.WARNING)  # it logs its dictionary loading at DEBUG, twice
         found = [w.word for w in jieba.posseg.cut(text) if w.flag in _ZH_ENTITY_TAGS]
     else:
         if not spacy_available():

@@ -116,10 +116,7 @@ def parse_table(record: Record, kind: str) -> list[Document]:
     """
     text = decode_text(record.content)
     delim = "\t" if kind == "tsv" else (csv_delimiter(text) or ",")
-    try:
-        rows = list(csv.reader(io.StringIO(text), delimiter=delim))
-    except csv.Error as exc:
-        raise BadRecord(f"{kind} is malformed: {exc}", stage="parse") from exc
+    rows = _csv_rows(text, delim, kind)
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
         return []
@@ -147,22 +144,84 @@ def parse_table(record: Record, kind: str) -> list[Document]:
     return docs
 
 
+def _csv_rows(text: str, delim: str, kind: str) -> list[list[str]]:
+    """The rows; a quoted field never closed is refused, naming the line it opens on: read
+    leniently it swallows every later row into one cell and the file is indexed wrong."""
+    reader = csv.reader(io.StringIO(text), delimiter=delim)
+    rows: list[list[str]] = []
+    start = end = 0  # the lines the last row spans
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            rows.append(row)
+    except csv.Error as exc:
+        raise BadRecord(f"{kind} is malformed: {exc}", stage="parse") from exc
+    if rows and rows[-1] and reader.dialect.quotechar:
+        # csv ends a quoted field at the end of the data without an error; re-read the last
+        # row strictly to tell a closed quote from one that ran to the end of the file
+        tail = "".join(io.StringIO(text).readlines()[start - 1 :])  # the lines csv counted
+        try:
+            list(csv.reader(io.StringIO(tail), delimiter=delim, strict=True))
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise BadRecord(
+                    f"{kind} is malformed: a quoted field opened on line {start} is never "
+                    "closed (a stray '\"'?), so every later line would be read as one cell",
+                    stage="parse",
+                ) from exc
+    return rows
+
+
 def parse_json(record: Record, kind: str) -> list[Document]:
     """JSON: an object becomes one Document, a list one Document per element.
 
     Nested objects are flattened into "path.to.field: value" lines; lists of scalars are
     written inline ("tags: a, b, c") and lists of objects by index ("staff[0].name: ...").
+    An object that holds a list of records (``{"products": [{...}, {...}]}``, found in the
+    object or up to two levels below it) gives one Document per record, read like the
+    elements of a top-level list, and one more for the rest of the object, as XML's
+    repeated elements do: a catalogue is not flattened into one text that a chunk boundary
+    cuts through a product, whose fields then sit beside another product's.
     """
     try:
         value = json.loads(decode_text(record.content))
         if isinstance(value, list):
             return [d for i, item in enumerate(value) if (d := _json_doc(record, kind, item, i))]
-        doc = _json_doc(record, kind, value, None)
+        lists = _record_lists(value)
+        if not lists:
+            doc = _json_doc(record, kind, value, None)
+            return [doc] if doc else []
+        rest = _json_doc(record, kind, _without(value, {id(v) for v in lists}), None)
+        items = [item for records in lists for item in records]
+        docs = [d for i, item in enumerate(items) if (d := _json_doc(record, kind, item, i))]
     except ValueError as exc:
         raise BadRecord(f"json is malformed: {exc}", stage="parse") from exc
     except RecursionError as exc:  # decoding and flattening recurse once per level
         raise BadRecord("json is nested too deeply to read", stage="parse") from exc
-    return [doc] if doc else []
+    return [rest, *docs] if rest else docs
+
+
+def _record_lists(value: Any) -> list[list[Any]]:
+    """The lists of two or more objects nearest the top of a JSON object (three levels)."""
+    level = [value] if isinstance(value, dict) else []
+    for _ in range(3):
+        found = [
+            v
+            for node in level
+            for v in node.values()
+            if isinstance(v, list) and len(v) >= 2 and all(isinstance(x, dict) for x in v)
+        ]
+        if found:
+            return found
+        level = [v for node in level for v in node.values() if isinstance(v, dict)]
+    return []
+
+
+def _without(value: Any, skip: set[int]) -> Any:
+    """``value`` with the lists whose ids are in ``skip`` left out."""
+    if not isinstance(value, dict):
+        return value
+    return {k: _without(v, skip) for k, v in value.items() if id(v) not in skip}
 
 
 def _json_lines(text: str) -> list[str]:

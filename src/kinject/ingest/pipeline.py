@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+from kinject.errors import BadRecord
 from kinject.ingest import audio, markup, ocr, pdf
 from kinject.ingest.audio import AudioConfig
 from kinject.ingest.chunking import chunk_document
@@ -80,6 +81,19 @@ class Ingested:
     dropped: int = 0
 
 
+NOTHING_EXTRACTED = "no text could be extracted from the record"
+
+
+def nothing_extracted(result: Ingested) -> str:
+    """Why a record that yielded no chunk (and no image for a CLIP index) is dead-lettered."""
+    if result.images:
+        return (f"{NOTHING_EXTRACTED}: the image has no caption (meta.caption, or a "
+                "<file>.meta.json sidecar beside a published file) and OCR found no text in "
+                "it; with no CLIP checkpoint (KINJECT_MODELS__CLIP_CHECKPOINT) nothing of it "
+                "can be searched")
+    return NOTHING_EXTRACTED
+
+
 def ingest_record(record: Record, config: IngestConfig | None = None) -> Ingested:
     """Parse, normalise and chunk one upsert record.
 
@@ -89,6 +103,9 @@ def ingest_record(record: Record, config: IngestConfig | None = None) -> Ingeste
     config = config or IngestConfig()
     if record.op != "upsert":
         raise ValueError(f"ingest_record handles upserts; {record.source_id!r} is a {record.op}")
+    if not record.content.strip():  # said plainly, not as the parser's error at char 0
+        what = "empty (0 bytes)" if not record.content else "only whitespace"
+        raise BadRecord(f"{NOTHING_EXTRACTED}: it is {what}", stage="parse")
     kind = record.kind or sniff_kind(record.content, record.meta.get("filename"))
     images: list[ImageItem] = []
     if kind == "image":

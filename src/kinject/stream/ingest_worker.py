@@ -39,7 +39,7 @@ from kinject.config import KafkaSettings
 from kinject.errors import BadRecord, BrokerError
 from kinject.index.embedders import Embedder
 from kinject.ingest.envelope import decode_envelope, read_uri
-from kinject.ingest.pipeline import IngestConfig, ingest_record
+from kinject.ingest.pipeline import IngestConfig, ingest_record, nothing_extracted
 from kinject.ingest.sniff import sniff_kind
 from kinject.stream.clients import ClusterWatch, make_producer
 from kinject.stream.events import encode_dead_letter, encode_image_update, encode_update
@@ -256,7 +256,7 @@ class IngestWorker(IngestEmbedding):
             if not result.chunks and not (result.images and self.clip is not None):
                 why = (f"all {result.dropped} chunk(s) fell below the informativeness "
                        "threshold (boilerplate?)" if result.dropped
-                       else "no text could be extracted from the record")
+                       else nothing_extracted(result))
                 raise BadRecord(why, stage="clean" if result.dropped else "parse")
         except RecordTimeout as exc:
             self._timed_out[seen] = None
