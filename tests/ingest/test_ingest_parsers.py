@@ -90,8 +90,12 @@ def test_json_object_holding_a_list_of_records_gives_one_document_per_record() -
     docs = parse_documents(Record("c", content=json.dumps(catalogue).encode()), "json")
     assert [d.text for d in docs] == [
         "catalogue: Brightwater Outdoor Gear 2026",
+        # each product keeps its catalogue's line: "What does Brightwater stock in Ghent?"
+        "catalogue: Brightwater Outdoor Gear 2026\n"
         "sku: BW-TENT-220\nname: Fjordline 2 Tent\nwarehouse: Aarhus",
+        "catalogue: Brightwater Outdoor Gear 2026\n"
         "sku: BW-STOVE-09\nname: Emberlite Stove\nwarehouse: Ghent",
+        "catalogue: Brightwater Outdoor Gear 2026\n"
         "sku: BW-PACK-45\nname: Ridgeback 45 Backpack\nwarehouse: Aarhus",
     ]
     assert [d.title for d in docs[1:]] == ["Fjordline 2 Tent", "Emberlite Stove",
@@ -102,8 +106,9 @@ def test_json_object_holding_a_list_of_records_gives_one_document_per_record() -
                                                   {"名称": "萤火营地灯", "价格": "86元"}]}}
     docs = parse_documents(
         Record("z", content=json.dumps(nested, ensure_ascii=False).encode()), "json")
-    assert [d.text for d in docs] == ["目录.名称: 青山户外", "名称: 云雀折叠伞\n价格: 128元",
-                                      "名称: 萤火营地灯\n价格: 86元"]
+    assert [d.text for d in docs] == ["目录.名称: 青山户外",
+                                      "目录.名称: 青山户外\n名称: 云雀折叠伞\n价格: 128元",
+                                      "目录.名称: 青山户外\n名称: 萤火营地灯\n价格: 86元"]
 
 
 def test_jsonl_lines_and_bad_line_number() -> None:

@@ -193,7 +193,14 @@ def parse_json(record: Record, kind: str) -> list[Document]:
             return [doc] if doc else []
         rest = _json_doc(record, kind, _without(value, {id(v) for v in lists}), None)
         items = [item for records in lists for item in records]
-        docs = [d for i, item in enumerate(items) if (d := _json_doc(record, kind, item, i))]
+        # each record keeps a few of its parent's own lines ("company: Acme" above an
+        # officer): "Who is Acme's CTO?" must still find the officer without the parent
+        context = _context_lines(rest.text if rest else "")
+        docs = [
+            d
+            for i, item in enumerate(items)
+            if (d := _json_doc(record, kind, item, i, context))
+        ]
     except ValueError as exc:
         raise BadRecord(f"json is malformed: {exc}", stage="parse") from exc
     except RecursionError as exc:  # decoding and flattening recurse once per level
@@ -350,10 +357,24 @@ def parse_documents(record: Record, kind: str) -> list[Document]:
     return parser(record, kind)
 
 
-def _json_doc(record: Record, kind: str, value: Any, index: int | None) -> Document | None:
+def _context_lines(text: str, most: int = 3, chars: int = 200) -> str:
+    """The first few short lines of a parent object, carried by each record it holds."""
+    kept: list[str] = []
+    for line in text.splitlines()[:most]:
+        if sum(map(len, kept)) + len(line) > chars:
+            break
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _json_doc(
+    record: Record, kind: str, value: Any, index: int | None, context: str = ""
+) -> Document | None:
     text = "\n".join(flatten_json(value))
     if not text.strip():
         return None
+    if context:
+        text = f"{context}\n{text}"
     title = str(record.meta.get("title") or "")
     if isinstance(value, dict):
         title = next(
