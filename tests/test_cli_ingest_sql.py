@@ -200,11 +200,11 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
         (["--table", "ships", "--key", "sku"], "table 'ships' does not exist"),
         (
             ["--table", "products", "--key", "id"],
-            "key column 'id' is not in the table of table products",
+            "key column 'id' is not in table products at",
         ),
         (
             ["--table", "products", "--key", "sku", "--watermark", "changed"],
-            "watermark column 'changed' is not in the table",
+            "watermark column 'changed' is not in table products",
         ),
         (["--query", "SELECT nope FROM products", "--key", "sku"], "no such column: nope"),
         (["--key", "sku"], "give exactly one of --table and --query"),

@@ -421,3 +421,22 @@ def test_page_shows_the_serving_adapter_and_the_last_jobs_as_text(
                             "fine-tuning cycle")
     assert shown_lag == "?"  # no broker attached: the lag is unknown, not zero
     assert len([r for r in recent if "kb/again" in r]) == 1  # published twice, shown once
+
+
+@pytest.mark.browser
+def test_page_says_when_there_is_no_adapter_or_job_yet(env: Env, browser) -> None:  # type: ignore[no-untyped-def]
+    # A new user's page before any cycle: words, not an empty table under its headers.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from kinject.serve import ApiServer
+
+    with ApiServer(create_app(env.svc)) as server:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: d.find_element(By.ID, "adapters").text != "")
+        wait.until(lambda d: d.find_element(By.ID, "jobs").text != "")
+        adapters = browser.find_element(By.ID, "adapters").text
+        jobs = browser.find_element(By.ID, "jobs").text
+    assert "none yet" in adapters
+    assert "no fine-tuning job yet" in jobs

@@ -136,7 +136,7 @@ def test_missing_file_table_and_columns_are_clear_errors(lighthouses: Path, tmp_
     assert not missing.exists()  # SQLite was not allowed to create it
     with pytest.raises(SqlSourceError, match=r"table 'ships' does not exist.*lighthouses"):
         _read(SqlSource(url=url, table="ships", key="id"))
-    with pytest.raises(SqlSourceError, match=r"key column 'id' is not in the table.*code, name"):
+    with pytest.raises(SqlSourceError, match=r"key column 'id' is not in table .*code, name"):
         _read(SqlSource(url=url, table="lighthouses", key="id"))
     with pytest.raises(SqlSourceError, match="watermark column 'changed' is not in"):
         _read(SqlSource(url=url, table="lighthouses", key="code", watermark="changed"))

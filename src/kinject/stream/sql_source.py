@@ -281,11 +281,10 @@ class SqlReader:
             self.columns = list(self._conn.execute(probe).keys())
 
     def _check_columns(self) -> None:
-        what = "table" if self.source.table is not None else "query result"
         for role, col in (("key", self.source.key), ("watermark", self.source.watermark)):
             if col is not None and col not in self.columns:
                 raise SqlSourceError(
-                    f"{role} column {col!r} is not in the {what} of {self.source.describe()}"
+                    f"{role} column {col!r} is not in {self.source.describe()}"
                     f" (columns: {', '.join(self.columns)})"
                 )
 

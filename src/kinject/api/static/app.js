@@ -54,6 +54,10 @@ async function refreshStatus() {
 
 const short = (version) => (version ? version.slice(0, 12) : "base model");
 
+function emptyRow(columns, text) {
+  return el("tr", {}, [el("td", { colSpan: columns, className: "empty", textContent: text })]);
+}
+
 async function refreshTraining() {
   // The adapters and the last fine-tuning jobs; every value goes in as text, never as HTML.
   const [adaptersResp, jobsResp] = await Promise.all([
@@ -63,7 +67,9 @@ async function refreshTraining() {
   if (adaptersResp.ok) {
     const a = await adaptersResp.json();
     $("adapter-active").textContent = short(a.active);
-    $("adapters").replaceChildren(...a.adapters.slice(-8).reverse().map((v) => {
+    if (!a.adapters.length) {
+      $("adapters").replaceChildren(emptyRow(6, "none yet: a fine-tuning cycle makes the first"));
+    } else $("adapters").replaceChildren(...a.adapters.slice(-8).reverse().map((v) => {
       const acc = v.metrics.new_accuracy;
       return el("tr", { className: v.active ? "active" : "" }, [
         el("td", { textContent: short(v.version) + (v.active ? " (serving)" : "") }),
@@ -75,7 +81,8 @@ async function refreshTraining() {
   }
   if (jobsResp.ok) {
     const body = await jobsResp.json();
-    $("jobs").replaceChildren(...body.jobs.map((j) => el("tr", {}, [
+    if (!body.jobs.length) $("jobs").replaceChildren(emptyRow(7, "no fine-tuning job yet"));
+    else $("jobs").replaceChildren(...body.jobs.map((j) => el("tr", {}, [
       el("td", { textContent: j.id }),
       el("td", { textContent: new Date(j.created_at * 1000).toLocaleTimeString() }),
       el("td", { textContent: j.status, title: j.error || "" }),
