@@ -143,6 +143,7 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
     from kinject.stream.corpus_runner import start_corpus_materialiser
     from kinject.stream.materialiser import IndexMaterialiser
     from kinject.stream.runner import run_ingest_workers
+    from kinject.stream.topics import Topics
 
     threads = []
     corpus = start_corpus_materialiser(settings, bootstrap, stop)
@@ -168,7 +169,16 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
         threads.append(_forever("kinject-ingest", stop,
                                 lambda: run_ingest_workers(pinned, workers, stop)))
 
-    threads.append(svc.outbox_keeper(OUTBOX_EVERY_S).start(stop))
+    # A record leaves the outbox once the index and the corpus have read its chunk events:
+    # an embedded broker's restart loses the events nobody has read yet.
+    from kinject.stream.outbox_keeper import group_reader, index_reader
+
+    chunks = Topics.from_settings(settings.kafka).chunks
+    readers = [index_reader(svc.index, chunks)]
+    if corpus is not None:
+        readers.append(group_reader(settings.kafka, bootstrap, lambda: (
+            corpus.materialiser.group_id if corpus.materialiser else None), chunks))
+    threads.append(svc.outbox_keeper(OUTBOX_EVERY_S, readers).start(stop))
 
     def warm() -> None:
         try:

@@ -238,3 +238,31 @@ def test_replay_catches_up_on_cycles_no_promotion_offered(tmp_path: Path) -> Non
         assert buf.catch_up(1) == 0 and buf.seen == 30  # remembered: nothing offered twice
         assert buf.catch_up(0) == 0
 
+
+
+def test_examples_written_while_a_job_takes_the_corpus_join_the_next_cycle(
+        tmp_path: Path) -> None:
+    """The materialiser read the current cycle before its write transaction. A training job
+    (another process) that closed that cycle in between, and read it, left the write
+    labelled with the closed cycle: after the job it was promoted, the next one trains the
+    cycles after it, so those examples never reached an adapter."""
+    import threading
+
+    from _wait import until
+
+    path = tmp_path / "corpus.sqlite3"
+    with CorpusStore(path) as materialiser, CorpusStore(path) as job:
+        statements: list[str] = []  # what the materialiser's connection has started to run
+        materialiser._db.set_trace_callback(statements.append)
+        with job.transaction() as db:  # the job holds the write lock while it closes cycle 1
+            writer = threading.Thread(target=materialiser.replace_source, args=(
+                "kb/late", _chunks("kb/late", "The ferry to Tarn leaves at nine.")))
+            writer.start()
+            until(lambda: "BEGIN IMMEDIATE" in statements, 30,
+                  "the materialiser waiting for the write lock")
+            job._set(db, "cycle", "2")
+        writer.join(timeout=60)
+        assert not writer.is_alive()
+        assert job.examples(cycles=[1]) == []  # what the job trains on: taken already
+        late = job.examples(cycles=[2])
+        assert late and {e.source_id for e in late} == {"kb/late"}

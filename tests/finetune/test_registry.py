@@ -210,3 +210,26 @@ def test_a_fetched_version_whose_parent_stayed_behind_can_be_tainted_and_shown(
     tainted, change = replica.taint_source("kb/a")
     assert tainted == [v2] and change is not None and change.version is None
     assert replica.active() is None
+
+
+def test_rollback_after_a_crash_between_the_pointer_and_its_history_line(
+        tmp_path: Path, adapters: list[Path]) -> None:
+    """An activation writes ACTIVE, then appends its history line. A process killed between
+    the two left ACTIVE on the new version with no line for it, and rollback, which walks
+    the history, took the previous version for the current one: it skipped back past it."""
+    import time
+
+    from kinject.finetune.adapter_manifest import _write_atomic
+
+    reg = AdapterRegistry(tmp_path / "adapters")
+    v1 = _add(reg, adapters[0], ["kb/a"])
+    v2 = _add(reg, adapters[1], ["kb/b"], parent=v1, cycle=2)
+    reg.activate(v1, "promoted")
+    # activate(v2) up to the crash: the status and the pointer written, no history line
+    reg.set_status(v2, "promoted")
+    _write_atomic(reg.pointer, json.dumps({"version": v2, "at": time.time(),
+                                           "reason": "promoted"}) + "\n")
+    reopened = AdapterRegistry(tmp_path / "adapters")  # the process that comes back
+    assert reopened.active() == v2
+    assert reopened.rollback().version == v1
+    assert reopened.active() == v1

@@ -123,3 +123,53 @@ def test_replay_republishes_and_a_failure_lands_in_the_dlq_again(
     assert result.exit_code == 0 and "replayed 0 dead letter(s)" in result.stdout
     result = runner.invoke(app, ["dlq", "replay", "--all", "--include-replayed"], env=env)
     assert result.exit_code == 0 and "replayed 4 dead letter(s)" in result.stdout
+
+
+def test_replaying_a_letter_whose_bytes_were_not_kept_deletes_nothing(
+    kafka: KafkaSettings, env: dict[str, str], hash_embedder: HashEmbedder
+) -> None:
+    """A record over twice the size limit is dead-lettered without its bytes. Replaying that
+    letter used to send its key with no value: a Kafka tombstone, which the worker reads as
+    a delete of the source, so the good version already indexed vanished."""
+    from _messages import read_json
+
+    from kinject.ingest.envelope import encode_record
+    from kinject.types import Record
+
+    topics = Topics.from_settings(kafka)
+    bootstrap = kafka.bootstrap_servers or ""
+    data_dir = Path(env["KINJECT_DATA_DIR"])
+    good = encode_record(Record("kb/big", kind="text", content=b"The quay opens at six."))
+    huge = encode_record(Record("kb/big", kind="text", content=b"lighthouse " * 1000))
+    producer = make_producer(kafka, bootstrap)
+    for value in (good, huge):
+        producer.send(topics.records, key=b"kb/big", value=value)
+    producer.flush()
+    producer.close()
+    store = open_dead_letter_store(data_dir)
+    worker = IngestWorker(kafka, bootstrap, IngestConfig(ocr_engine="none"), hash_embedder,
+                          group_id=topics.ingest_group, max_record_bytes=4000,
+                          dlq_store=store, record_timeout_s=0)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while worker.processed < 2:
+            assert time.monotonic() < deadline, "the worker did not read both records"
+            time.sleep(0.1)
+        [letter] = store.latest()
+        assert letter.value is None and "too large to keep" in letter.reason
+        result = runner.invoke(app, ["dlq", "replay", "--all"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "replayed 0 dead letter(s)" in result.stdout
+        time.sleep(2)  # what a replay sent would be read by now
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        store.close()
+    events = read_json(kafka, bootstrap, topics.chunks, 1, timeout_s=5)
+    assert [e["op"] for e in events] == ["upsert"], "the source was deleted by the replay"
+    # The letter is still there to act on (publish the source again, smaller).
+    with open_dead_letter_store(data_dir) as store:
+        assert [d.replayed_at for d in store.latest()] == [None]

@@ -144,3 +144,30 @@ def test_a_round_reads_no_records_bytes_and_a_resend_reads_them_in_batches(
         assert selects and all("LIMIT" in q for q in selects)
         assert len(selects) == 4  # 500 + 500 + 200, and the empty read that ends it
         assert len(outbox) == 1200 and {e.state for e in outbox.pending()} == {"sent"}
+
+
+def test_publish_beside_serve_leaves_confirming_to_serve(
+    kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """`kinject publish` beside a running serve sends to serve's embedded broker through the
+    data dir's outbox. It pruned the rows the ingest group had committed, whether or not
+    serve's index and corpus had read their chunk events yet: a restart of that in-memory
+    broker then lost them. Serve's outbox keeper confirms them once those have read them."""
+    import io
+
+    from kinject.config import Settings
+    from kinject.stream.publish import run_publish
+    from kinject.stream.serve_broker import announce
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings(data_dir=data_dir,
+                        kafka=kafka.model_copy(update={"bootstrap_servers": None}))
+    lines = "".join(f'{{"source_id": "kb/{i}", "content": "fact {i}"}}\n' for i in range(2))
+    with announce(data_dir, kafka_bootstrap):  # a serve (this process) runs the broker
+        summary = run_publish(settings, ["-"], stdin=io.StringIO(lines))
+        assert summary.published == 2
+        _consume(kafka, kafka_bootstrap, f"{kafka.topic_prefix}-ingest", 2)
+        run_publish(settings, ["-"], stdin=io.StringIO(""))  # confirms at its start
+    with Outbox(data_dir / "outbox.sqlite3") as outbox:
+        assert len(outbox) == 2

@@ -207,3 +207,83 @@ def test_a_record_accepted_during_the_backoff_goes_out_soon_after_the_broker_is_
             thread.join(timeout=30)
             producer.close(timeout_s=2.0)
             broker.stop()
+
+
+def test_records_a_materialiser_had_not_read_survive_a_broker_restart(
+    tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    """The keeper pruned a record once the ingest group had committed it, but its chunk
+    event then lived only in the broker's log: a materialiser that had not read it yet (the
+    index behind a burst, the corpus materialiser down) lost it when the embedded broker
+    restarted, since the outbox no longer held the record to send again. A row leaves the
+    outbox only once every reader of the chunks topic has read past what it became."""
+    from kinject.errors import BrokerError
+    from kinject.stream.outbox import committed_offsets
+    from kinject.stream.outbox_keeper import index_reader
+    from kinject.stream.topics import Topics
+
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix="keeperlag", partitions=2,
+                          session_timeout_ms=2000, heartbeat_interval_ms=500)
+    topics = Topics.from_settings(kafka)
+    broker = EmbeddedBroker(kafka, port=port).start()
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    index = TextIndex(tmp_path / "index", hash_embedder).open()
+    stop = threading.Event()
+    worker: _Worker | None = None
+    producer: Producer | None = None
+    mat_thread: threading.Thread | None = None
+    try:
+        producer = Producer(kafka, bootstrap, outbox)
+        keeper = OutboxKeeper(outbox, producer, kafka, bootstrap, interval_s=0.3,
+                              readers=[index_reader(index, topics.chunks)])
+        worker = _Worker(kafka, bootstrap, hash_embedder)
+        sources = {f"kb/lag{i}" for i in range(6)}
+        for sid in sorted(sources):
+            producer.publish(Record(sid, kind="text", content=f"{sid}: lamp lit.".encode()))
+        producer.flush()
+
+        def ingested() -> bool:
+            return sum(committed_offsets(kafka, bootstrap, topics.ingest_group)[1].values()) == 6
+
+        until(ingested, 60, "the ingest group committed every record")
+        for _ in range(3):  # rounds while the index has read nothing: nothing is pruned
+            keeper.run_once()
+        assert len(outbox) == 6
+        worker.close()
+        broker.stop()
+        broker.start()  # same port, a new cluster with an empty log
+        worker = _Worker(kafka, bootstrap, hash_embedder)
+        mat = IndexMaterialiser(kafka, bootstrap, index)
+        mat_thread = threading.Thread(target=mat.run, args=(stop,), daemon=True)
+        mat_thread.start()
+
+        def indexed() -> bool:
+            try:
+                keeper.run_once()  # re-sends what the new cluster lacks, prunes what is read
+            except BrokerError:
+                pass
+            return sources <= {h.source_id for h in index.search("lamp lit", 50)}
+
+        until(indexed, 90, "every record indexed after the restart",
+              why=lambda: _why(keeper, outbox))
+        assert keeper.stats.resent == 6
+
+        def pruned() -> bool:
+            keeper.run_once()
+            return len(outbox) == 0
+
+        until(pruned, 60, "the rows pruned once the index has read them",
+              why=lambda: _why(keeper, outbox))
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.close()
+        if producer is not None:
+            producer.close(timeout_s=2.0)
+        if mat_thread is not None:
+            mat_thread.join(timeout=15)
+        index.close()
+        outbox.close()
+        broker.stop()

@@ -150,3 +150,32 @@ def test_a_long_record_within_its_budget_keeps_the_worker_in_its_group(
     slow_text = next(" ".join(c["text"] for c in e["chunks"]) for e in events
                      if e["source_id"] == "slow/scans")
     assert "Mooring 2 at Brinmoor" in slow_text
+
+
+def test_a_record_whose_chunk_event_is_too_large_to_send_is_dead_lettered(
+    kafka: KafkaSettings
+) -> None:
+    """A record within the size limit can make a chunk event several times its size (every
+    400 characters carry a vector and their metadata). The producer refused that event, the
+    worker took the refusal for a lost broker, reconnected and read the same batch again,
+    forever: the partition stopped. The record goes to the dead-letter topic instead."""
+    from kinject.index.embedders import HashEmbedder
+
+    wide = HashEmbedder(dim=4096)  # 5.5 kB of base64 per chunk: a 4 kB record makes ~200 kB
+    wide.warm_up()
+    big = Record("big/text", kind="text", content=" ".join(
+        f"Buoy {i} marks the reef north of Tarn island." for i in range(80)).encode())
+    offsets = _publish(kafka, [big, *_good(3)])
+    worker = IngestWorker(kafka, kafka.bootstrap_servers or "", IngestConfig(ocr_engine="none"),
+                          wide, max_record_bytes=4096, record_timeout_s=0)
+    worker.start()
+    try:
+        _work(worker, until=4, timeout_s=60, extra_polls=2)
+    finally:
+        worker.close()
+    topics = Topics.from_settings(kafka)
+    letters = _read_all(kafka, topics.dlq)
+    assert len(letters) == 1 and letters[0]["offset"] == offsets[0], letters
+    assert letters[0]["stage"] == "publish" and "too large" in letters[0]["reason"]
+    events = _read_all(kafka, topics.chunks)
+    assert sorted(e["source_id"] for e in events) == [f"good/{i}" for i in range(3)]

@@ -267,3 +267,38 @@ def test_a_replica_reads_partitions_the_chunks_topic_gains_while_it_runs(
         admin.close()
         watch.close()
         index.close()
+
+
+def test_a_chunk_event_from_a_worker_with_another_embedder_does_not_stop_the_replica(
+    kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    """A worker on another machine with another embedder writes 32-d vectors where the
+    index holds 64-d ones. The index refused the whole batch, the materialiser failed, was
+    restarted from its stored offsets and failed on the same event again: nothing published
+    after it ever became searchable. The event is skipped, loudly, and the rest applied."""
+    import numpy as np
+
+    from kinject.index.changes import SourceUpdate
+    from kinject.stream.events import encode_update
+    from kinject.types import Chunk
+
+    def update(sid: str, dim: int) -> bytes:
+        chunk = Chunk(f"{sid}#0", f"{sid}#doc", sid, f"Harbour fact of {sid}: the lamp is lit.")
+        vectors = np.ones((1, dim), np.float32) / np.sqrt(dim)
+        return encode_update(SourceUpdate("upsert", sid, (chunk,), vectors, embedder=f"e{dim}"))
+
+    topics = Topics.from_settings(kafka)
+    producer = make_producer(kafka, kafka_bootstrap)
+    for sid, dim in (("kb/other", 32), ("kb/next", 64)):
+        producer.send(topics.chunks, key=sid.encode(), value=update(sid, dim), partition=0)
+    producer.flush()
+    producer.close()
+    with TextIndex(tmp_path / "index", hash_embedder).open() as index:
+        mat = IndexMaterialiser(kafka, kafka_bootstrap, index)
+        mat.start()
+        try:
+            until(lambda: mat.poll_once(200) >= 0 and _sources(index, "harbour lamp lit")
+                  == {"kb/next"}, 30, "the event after the foreign one applied")
+        finally:
+            mat.close()
+        assert index.applied_offsets(topics.chunks) == {0: 2}

@@ -156,6 +156,8 @@ def test_passwords_stay_out_of_errors_and_state_keys() -> None:
         url="postgresql://kin:s3cret@127.0.0.1:1/shop", table="t", key="id", watermark="v"
     )
     assert "s3cret" not in source.state_key and "kin:***@127.0.0.1:1/shop" in source.state_key
+    # a source in a log line or a traceback's locals (its repr) names no password either
+    assert "s3cret" not in repr(source) and "kin:***@127.0.0.1:1/shop" in repr(source)
     with pytest.raises((SqlSourceError, DependencyMissing)) as err:
         _read(source)
     assert "s3cret" not in str(err.value)

@@ -15,7 +15,7 @@ from kinject.types import Record
 if TYPE_CHECKING:
     from kinject.stream.lag import BrokerStatus
     from kinject.stream.outbox import Outbox
-    from kinject.stream.outbox_keeper import OutboxKeeper
+    from kinject.stream.outbox_keeper import ChunkReader, OutboxKeeper
     from kinject.stream.producer import Producer
     from kinject.stream.supervisor import BrokerSupervisor
 
@@ -122,15 +122,18 @@ class BrokerLink:
                     log.warning("records accepted but not yet acknowledged: %s", exc)
         return [f"outbox:{row}" for row in rows]
 
-    def outbox_keeper(self, interval_s: float = 5.0) -> OutboxKeeper:
-        """A keeper that prunes what the ingest group committed and re-sends what a broker
-        lost, sharing this service's producer lock (start it with ``.start(stop)``)."""
+    def outbox_keeper(self, interval_s: float = 5.0,
+                      readers: Sequence[ChunkReader] = ()) -> OutboxKeeper:
+        """A keeper that prunes what the ingest group committed (and ``readers`` of the
+        chunks topic have read) and re-sends what a broker lost, sharing this service's
+        producer lock (start it with ``.start(stop)``)."""
         from kinject.stream.outbox_keeper import OutboxKeeper
 
         bootstrap = self.require_broker()
         producer, outbox = self._attached()
         self._keeper = OutboxKeeper(outbox, producer, self.settings.kafka,
-                                    bootstrap, interval_s, lock=self._publish_lock)
+                                    bootstrap, interval_s, lock=self._publish_lock,
+                                    readers=readers)
         return self._keeper
 
     def outbox_keeper_state(self) -> dict[str, Any] | None:

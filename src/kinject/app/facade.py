@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from kinject.protocols import Tokenizer
     from kinject.rag.generate import Sampling
     from kinject.stream.dlq_store import DeadLetterStore
-    from kinject.stream.outbox_keeper import OutboxKeeper
+    from kinject.stream.outbox_keeper import ChunkReader, OutboxKeeper
     from kinject.stream.supervisor import BrokerSupervisor
 
 # How long close() waits for the fine-tuning cycles it cancels: a training step or a batch of
@@ -193,8 +193,9 @@ class Kinject:
         """Accept records durably (the outbox), all or none; return their ids."""
         return self.broker.publish(records)
 
-    def outbox_keeper(self, interval_s: float = 5.0) -> OutboxKeeper:
-        return self.broker.outbox_keeper(interval_s)
+    def outbox_keeper(self, interval_s: float = 5.0,
+                      readers: Sequence[ChunkReader] = ()) -> OutboxKeeper:
+        return self.broker.outbox_keeper(interval_s, readers)
 
     def outbox_keeper_state(self) -> dict[str, Any] | None:
         return self.broker.outbox_keeper_state()

@@ -134,7 +134,7 @@ class Records:
         the broker's: the one with ``letter_id``, or (None) every one not replayed before
         (all of them with ``include_replayed``). Returns what was sent and the topic."""
         from kinject.stream.broker import connect
-        from kinject.stream.dlq import find_dead_letter, replay
+        from kinject.stream.dlq import find_dead_letter, replay, replayable
         from kinject.stream.outbox import Outbox
         from kinject.stream.producer import Producer
         from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
@@ -150,7 +150,7 @@ class Records:
                   Producer(self.settings.kafka, bootstrap, outbox) as producer):
                 sent = replay(producer, chosen)
                 topic: str = producer.topic
-            store.mark_replayed(d.row for d in chosen if d.row is not None)
+            store.mark_replayed(d.row for d in chosen if d.row is not None and replayable(d))
         return sent, topic
 
     # -- the fine-tuning corpus ---------------------------------------------------------------

@@ -145,6 +145,9 @@ class ActivePointer:
                     stack.pop()
             else:
                 stack.append(change.version)
+        active = self.active()
+        if stack[-1] != active:  # killed between writing ACTIVE and its history line
+            stack.append(active)
         return stack
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -64,6 +65,22 @@ class CorpusStore(CorpusReads):
         """One atomic write (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
         return sqlite.transaction(self._db, self._lock)
 
+    def sync(self) -> None:
+        """Make every write committed so far survive a power cut. Commits are fsynced only
+        at checkpoints here (synchronous=NORMAL: a crashed process loses nothing, a power
+        cut the last commits), so fsync the write-ahead log before telling anyone else that
+        the writes are done (the materialiser's Kafka offset commit)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        with self._lock:
+            try:
+                fd = os.open(wal, os.O_RDONLY)
+            except FileNotFoundError:  # checkpointed away: the database file was synced
+                return
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def _own_id(self) -> str:
         """This store's id, made once (the first process to open the file wins the race)."""
         with self._lock:
@@ -104,10 +121,9 @@ class CorpusStore(CorpusReads):
         """
         if not chunks:
             return 0
-        cycle = self.current_cycle() if cycle is None else cycle
         distractors = self._distractors(chunks)
         with self.transaction() as db:
-            return self._add(db, chunks, cycle, distractors)
+            return self._add(db, chunks, self._cycle(cycle), distractors)
 
     def replace_source(self, source_id: str, chunks: Sequence[Chunk],
                        cycle: int | None = None) -> tuple[int, int]:
@@ -115,13 +131,18 @@ class CorpusStore(CorpusReads):
         chunks that are gone are removed, new ones added. Returns (added, removed)."""
         if any(c.source_id != source_id for c in chunks):
             raise ValueError(f"replace_source({source_id!r}) got chunks of other sources")
-        cycle = self.current_cycle() if cycle is None else cycle
         distractors = self._distractors(chunks)
         keep = [c.chunk_id for c in chunks]
         with self.transaction() as db:
             removed = self._remove(db, source_id, keep)
-            added = self._add(db, chunks, cycle, distractors)
+            added = self._add(db, chunks, self._cycle(cycle), distractors)
         return added, removed
+
+    def _cycle(self, cycle: int | None) -> int:
+        """``cycle``, or (None) the current one, read inside the write transaction: read
+        before it, a training job (another process) could close that cycle and take it in
+        between, and the examples would join a cycle already trained on, never trained."""
+        return int(self._get("cycle", "1")) if cycle is None else cycle
 
     def remove_source(self, source_id: str) -> int:
         """Forget a source: its chunks, examples (LM paraphrases included), cached

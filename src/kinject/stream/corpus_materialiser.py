@@ -76,7 +76,10 @@ class CorpusMaterialiser:
         applied = 0
         for msg in messages:
             applied += self._apply(msg)
-        # Durable before commit: every write above is a committed SQLite transaction.
+        # Durable before commit: every write above is a committed SQLite transaction,
+        # fsynced here (a power cut must not lose what the group's offsets say is done).
+        if applied:
+            self.store.sync()
         if not self._guard.commit(self._consumer):
             return 0
         self.applied += applied

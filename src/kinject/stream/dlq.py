@@ -198,12 +198,23 @@ def find_dead_letter(letters: list[DeadLetter], ref: str) -> DeadLetter:
     return matches[0]
 
 
+def replayable(letter: DeadLetter) -> bool:
+    """Whether the letter holds the record's bytes (a letter of a record too large to keep
+    holds its key only)."""
+    return letter.value is not None
+
+
 def replay(producer: Producer, letters: list[DeadLetter]) -> list[str]:
     """Re-publish each letter's original key and value to the records topic; return ids."""
     sent: list[str] = []
     for letter in letters:
-        if letter.key is None and letter.value is None:
-            _log.warning("dead letter %s has neither key nor value; skipped", letter.id)
+        if not replayable(letter):
+            # A key without a value is a Kafka tombstone: re-sending it would delete the
+            # source. Letters of records too large to keep have no value (nor does a
+            # tombstone that failed, and it would fail again).
+            _log.warning("dead letter %s (%s) holds no value to replay (%s); skipped: "
+                         "publish the source again", letter.id, letter.source_id,
+                         letter.reason)
             continue
         sent.append(producer.send_raw(letter.key, letter.value))
         _log.info("replayed dead letter %s (%s)", letter.id, letter.source_id)

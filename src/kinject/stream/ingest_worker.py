@@ -33,7 +33,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
 from kinject.config import KafkaSettings
 from kinject.errors import BadRecord, BrokerError
@@ -62,6 +62,8 @@ _LETTER_OVERHEAD = 64 * 1024
 DEFAULT_RECORD_TIMEOUT_S = 120.0
 # Positions of records dead-lettered for their budget, remembered so none is read twice.
 _TIMED_OUT_KEPT = 4096
+# How a producer or a broker refuses a message for its size.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 __all__ = ["DEFAULT_RECORD_TIMEOUT_S", "IngestWorker", "_Pending"]
@@ -122,6 +124,9 @@ class IngestWorker(IngestEmbedding):
         self.child = (IngestProcess(dataclasses.replace(config, uris=self._uris),
                                     record_timeout_s) if record_timeout_s else None)
         self._timed_out: OrderedDict[tuple[str | None, str, int, int], None] = OrderedDict()
+        # The largest chunk event the producer sends (its max_request_size, less room for
+        # the record's framing and key).
+        self._max_event_bytes = 3 * max_record_bytes + _LETTER_OVERHEAD // 2
 
     def start(self) -> None:
         from kinject.ingest import ocr
@@ -178,7 +183,7 @@ class IngestWorker(IngestEmbedding):
         messages = self._guard.poll(self._consumer, self.ready, timeout_ms, self.batch_size)
         if not messages:
             return 0
-        sends: list[Any] = []
+        sends: list[tuple[Any, Any]] = []  # (future, the message the event came from)
         # Records that need OCR take seconds; the others are answerable in well under one.
         # Send the quick ones' updates first, then the slow ones': every record of a source
         # stays in one group, so per-source order holds, and the batch commits once.
@@ -190,21 +195,41 @@ class IngestWorker(IngestEmbedding):
                        and (r.source_id in slow_sources) == group
                        and (p := self._ingest(m, r, uri)) is not None]
             pending, image_updates = self._embed_images(pending)
-            for update in self._embed(pending):
-                sends.append(self._producer.send(self.topics.chunks,
-                                                 key=update.source_id.encode(),
-                                                 value=encode_update(update)))
+            msgs: dict[Any, Any] = {p.position: p.msg for p in pending}
+            events = [(u.source_id, u.record_position, encode_update(u))
+                      for u in self._embed(pending)]
             # After the text update of the same source (same key, same partition): a text
             # update clears the source's images in a replica and this one sets them.
-            for image_update in image_updates:
-                sends.append(self._producer.send(self.topics.chunks,
-                                                 key=image_update.source_id.encode(),
-                                                 value=encode_image_update(image_update)))
+            events += [(u.source_id, u.record_position, encode_image_update(u))
+                       for u in image_updates]
+            # A record within its limit can make events several times its size (a vector
+            # per chunk): one the producer would refuse is dead-lettered whole, or the
+            # refusal would be taken for a lost broker and the batch read again forever.
+            too_large = {pos: len(value) for _, pos, value in events
+                         if len(value) > self._max_event_bytes}
+            for pos, size in too_large.items():
+                self._dead_letter(msgs[pos], f"its chunk events are too large to publish "
+                                  f"({size:,} bytes, over {self._max_event_bytes:,}); split "
+                                  "the record", "publish", "MessageSizeTooLargeError")
+            for source_id, pos, value in events:
+                if pos not in too_large:
+                    sends.append((self._producer.send(self.topics.chunks,
+                                                      key=source_id.encode(), value=value),
+                                  msgs.get(pos)))
         # Durable before commit: the broker has acknowledged every update and dead letter.
         # flush() only waits; a send that failed says so in its future, and then nothing
         # is committed (the batch is read again after the reconnect).
         self._producer.flush()
-        for future in [*sends, *self._letters]:
+        # A broker with a smaller message limit (Kafka's default is 1 MB) refuses an event
+        # for good: dead-letter its record rather than read the batch again forever.
+        refused = {id(f): m for f, m in sends if m is not None and f.failed()
+                   and isinstance(f.exception, _TOO_LARGE)}
+        for msg in {id(m): m for m in refused.values()}.values():
+            self._dead_letter(msg, "the broker refused its chunk events as too large "
+                              f"({self.topics.chunks})", "publish", "MessageSizeTooLargeError")
+        if refused:
+            self._producer.flush()
+        for future in [*(f for f, _ in sends if id(f) not in refused), *self._letters]:
             if future.failed():
                 raise Reconnect(f"the broker did not acknowledge a write: {future.exception}")
         self._letters.clear()

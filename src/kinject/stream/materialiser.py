@@ -170,8 +170,17 @@ class IndexMaterialiser:
                     if is_image_event(msg.value):
                         changes.append(decode_image_update(msg.value))
                     else:
-                        updates.append(decode_update(msg.value))
-                        changes.append(updates[-1])
+                        update = decode_update(msg.value)
+                        dim = update.vectors.shape[1] if update.chunks else None
+                        if dim is not None and dim != self.index.embedder.dim:
+                            # The index would refuse the whole batch, again at each retry.
+                            raise ValueError(
+                                f"{dim}-d vectors (embedder {update.embedder!r}) where the "
+                                f"index holds {self.index.embedder.dim}-d ones "
+                                f"({self.index.embedder.name!r}); the worker that wrote it "
+                                "uses another embedder")
+                        updates.append(update)
+                        changes.append(update)
                 except (ValueError, KeyError, TypeError) as exc:
                     # Written by a worker of another version, or corrupted: skip, loudly.
                     log.error(

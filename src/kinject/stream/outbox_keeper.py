@@ -4,7 +4,11 @@
 for hours (``kinject serve`` behind ``POST /v1/records``) needs the same done periodically:
 
 - *confirm*: ask the broker how far the ingest group has committed and prune the rows it
-  has passed (a worker has made them durable);
+  has passed, once every reader of the chunks topic given as ``readers`` (this process's
+  index, the corpus materialisers' group) has read past what the workers had written by
+  then: a chunk event lives only in the broker's log, and an embedded broker's restart
+  empties it, so a record whose events a reader had not read yet must stay here to be
+  sent again (pruned one round later than the ingest group alone allows);
 - *re-send*: rows that no broker acknowledged (a send failed), and rows sent to a cluster
   that is gone (an embedded broker restarted: a new, empty cluster), are sent again, in
   the order they were accepted. Downstream writes are idempotent, so a re-send is safe.
@@ -37,6 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +52,7 @@ from kinject.stream.topics import Topics
 
 if TYPE_CHECKING:
     from kinject.config import KafkaSettings
+    from kinject.index.text_index import TextIndex
     from kinject.stream.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,48 @@ log = logging.getLogger(__name__)
 # most this long after the last one: delivered about a second after the broker is back, and
 # a flood of requests during the outage costs one probe a second, not one each.
 WOKEN_RETRY_S = 1.0
+
+
+# A reader of the chunks topic: given the broker's cluster id, how far it has read the topic
+# in that cluster ({partition: next offset}; nothing while it has not read there).
+ChunkReader = Callable[[str | None], Mapping[int, int]]
+
+
+def index_reader(index: TextIndex, topic: str) -> ChunkReader:
+    """The offsets a replica's index has applied (kept in its docstore with the chunks)."""
+
+    def read(cluster_id: str | None) -> Mapping[int, int]:
+        if index.source_cluster() != cluster_id:
+            return {}
+        return index.applied_offsets(topic)
+
+    return read
+
+
+def group_reader(kafka: KafkaSettings, bootstrap: str, group: Callable[[], str | None],
+                 topic: str) -> ChunkReader:
+    """The offsets a consumer group has committed on ``topic``; ``group`` names it (None:
+    not known yet, so nothing is read)."""
+
+    def read(cluster_id: str | None) -> Mapping[int, int]:
+        name = group()
+        if name is None:
+            return {}
+        cluster, committed = committed_offsets(kafka, bootstrap, name)
+        if cluster != cluster_id:
+            return {}
+        return {p: off for (t, p), off in committed.items() if t == topic}
+
+    return read
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """What the ingest group had committed, and the end of the chunks topic right after."""
+
+    cluster_id: str | None
+    committed: dict[tuple[str, int], int]
+    chunk_ends: dict[int, int]
 
 
 @dataclass
@@ -86,6 +134,7 @@ class OutboxKeeper:
         group_id: str | None = None,
         lock: threading.Lock | threading.RLock | None = None,
         max_backoff_s: float = 60.0,
+        readers: Sequence[ChunkReader] = (),
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
@@ -100,6 +149,11 @@ class OutboxKeeper:
         self.max_backoff_s = max_backoff_s
         self.group_id = group_id or Topics.from_settings(kafka).ingest_group
         self.lock = lock or threading.Lock()
+        # Readers of the chunks topic that must have read a record's events before it is
+        # pruned (none: the ingest group's commit alone confirms a record).
+        self.readers = list(readers)
+        self._chunks_topic = Topics.from_settings(kafka).chunks
+        self._mark: _Mark | None = None
         self.stats = KeeperStats()
         self._failing = 0  # rounds in a row that failed: the backoff grows with them
         self._wake = threading.Event()
@@ -117,7 +171,7 @@ class OutboxKeeper:
         wait_until_reachable(self.bootstrap, timeout_s=min(self.interval_s, 2.0) + 1.0,
                              kafka=self.kafka)
         cluster_id, committed = committed_offsets(self.kafka, self.bootstrap, self.group_id)
-        confirmed = self.outbox.prune(cluster_id, committed)
+        confirmed = self._confirm(cluster_id, committed)
         lacking = self.outbox.lacking(cluster_id)
         resent = 0
         if lacking:
@@ -132,6 +186,52 @@ class OutboxKeeper:
         self.stats.last_error = None
         self.stats.last_round_at = time.time()
         return confirmed, resent
+
+    def _confirm(self, cluster_id: str | None, committed: dict[tuple[str, int], int]) -> int:
+        """Prune what the ingest group committed, once the readers have read its events.
+
+        The chunks topic's end is taken after the group's offsets: a worker publishes a
+        record's events before it commits the record, so the end covers them. The next round
+        prunes up to those offsets if every reader has read up to that end by then."""
+        if not self.readers:
+            return self.outbox.prune(cluster_id, committed)
+        confirmed = 0
+        mark = self._mark
+        if mark is not None and mark.cluster_id == cluster_id and self._read_past(mark):
+            confirmed = self.outbox.prune(cluster_id, mark.committed)
+            mark = None
+        if mark is None or mark.cluster_id != cluster_id:
+            self._mark = _Mark(cluster_id, committed, self._chunk_ends())
+        return confirmed
+
+    def _read_past(self, mark: _Mark) -> bool:
+        wanted = {p: end for p, end in mark.chunk_ends.items() if end > 0}
+        for reader in self.readers:
+            read = reader(mark.cluster_id)
+            if any(read.get(p, 0) < end for p, end in wanted.items()):
+                return False
+        return True
+
+    def _chunk_ends(self) -> dict[int, int]:
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        from kinject.stream.clients import make_consumer
+
+        try:
+            consumer = make_consumer(self.kafka, self.bootstrap, None)
+        except KafkaError as exc:
+            raise BrokerError(f"cannot reach the Kafka broker at {self.bootstrap}: {exc}"
+                              ) from exc
+        try:
+            parts = consumer.partitions_for_topic(self._chunks_topic) or set()
+            tps = [TopicPartition(self._chunks_topic, p) for p in sorted(parts)]
+            ends = consumer.end_offsets(tps) if tps else {}
+        except KafkaError as exc:
+            raise BrokerError(f"cannot read the end of {self._chunks_topic}: {exc}") from exc
+        finally:
+            consumer.close()
+        return {tp.partition: int(off) for tp, off in ends.items()}
 
     def wake(self, *, full: bool = False) -> None:
         """Deliver what was just accepted now, not at the next round; ``full``: run a whole

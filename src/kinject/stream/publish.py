@@ -152,10 +152,15 @@ def outbox_producer(settings: Settings, max_record_bytes: int | None = None
                     ) -> Iterator[tuple[Producer, int]]:
     """A producer to the configured (or embedded) broker through the data directory's durable
     outbox, and how many records the outbox still held for a broker that lost them (re-sent
-    first)."""
+    first).
+
+    Beside a running serve whose embedded broker this is, the outbox is not pruned here:
+    serve's outbox keeper does it once its index and corpus have read the records' chunk
+    events, which that broker's restart would lose."""
     from kinject.stream.broker import connect
     from kinject.stream.outbox import Outbox
     from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
+    from kinject.stream.serve_broker import running_serve_broker
 
     limit = max_record_bytes or DEFAULT_MAX_RECORD_BYTES
     with (
@@ -163,7 +168,9 @@ def outbox_producer(settings: Settings, max_record_bytes: int | None = None
         Outbox(settings.data_dir / OUTBOX_FILE) as outbox,
         Producer(settings.kafka, bootstrap, outbox, max_record_bytes=limit) as producer,
     ):
-        outbox.confirm(settings.kafka, bootstrap)
+        serve = running_serve_broker(settings.data_dir)
+        if serve is None or serve[0] != bootstrap:
+            outbox.confirm(settings.kafka, bootstrap)
         yield producer, outbox.republish(producer)
 
 

@@ -133,6 +133,11 @@ class SqlSource:
         what = f"table {self.table}" if self.table is not None else f"query {self.name}"
         return f"{what} at {self.safe_url}"
 
+    def __repr__(self) -> str:  # the dataclass's would show the URL's password
+        return (f"SqlSource(url={self.safe_url!r}, key={self.key!r}, table={self.table!r}, "
+                f"query={self.query!r}, watermark={self.watermark!r}, "
+                f"source_prefix={self.source_prefix!r}, batch_size={self.batch_size!r})")
+
 
 def json_safe(value: Any) -> Any:
     """A JSON-serialisable form of a column value (dates ISO, decimals str, bytes a note)."""
