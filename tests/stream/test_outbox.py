@@ -171,3 +171,29 @@ def test_publish_beside_serve_leaves_confirming_to_serve(
         run_publish(settings, ["-"], stdin=io.StringIO(""))  # confirms at its start
     with Outbox(data_dir / "outbox.sqlite3") as outbox:
         assert len(outbox) == 2
+
+
+def test_the_keeper_leaves_a_record_another_process_is_sending_to_it(
+    kafka: KafkaSettings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """`kinject publish` beside serve shares serve's outbox: serve's keeper took publish's
+    records while publish was still sending them, so each was sent (and parsed, OCR'd) twice.
+    Another process's record is left to it for a grace period, then taken (it died)."""
+    from kinject.stream.outbox_keeper import OTHERS_GRACE_S, OutboxKeeper
+
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as serve_box, Producer(kafka, kafka_bootstrap, serve_box) as producer:
+        keeper = OutboxKeeper(serve_box, producer, kafka, kafka_bootstrap)
+        with Outbox(path) as publish_box:  # another process: its send is in flight
+            theirs = publish_box.accept(Topics.from_settings(kafka).records, b"kb/p", b"{}")
+        producer.publish(Record(source_id="kb/mine", content=b"serve's own record"))
+        assert keeper.run_once() == (0, 0)  # serve's own row was sent; theirs is left alone
+        assert serve_box.deliver(producer, grace_s=OTHERS_GRACE_S) == 0
+        states = {e.id: e.state for e in serve_box.pending()}
+        assert states[theirs] == "accepted" and sorted(states.values()) == ["accepted", "sent"]
+        # the other process died mid-send: once the grace has passed, the keeper sends it
+        with serve_box._lock:
+            serve_box._db.execute("UPDATE outbox SET accepted_at = accepted_at - ? WHERE id = ?",
+                                  (OTHERS_GRACE_S + 1, theirs))
+        assert keeper.run_once() == (0, 1)
+        assert {e.state for e in serve_box.pending()} == {"sent"}

@@ -84,6 +84,8 @@ class Outbox(sqlite.Store):
         self._db = sqlite.connect(self.path, schema=_SCHEMA, synchronous="FULL", timeout=30.0,
                                   what="outbox")
         self._lock = threading.Lock()
+        # rows this object accepted and has not seen sent: its own process is sending them
+        self._mine: set[int] = set()
 
     def accept(self, topic: str, key: bytes | None, value: bytes | None) -> int:
         """Write a record durably (state ``accepted``); return its row id."""
@@ -93,7 +95,8 @@ class Outbox(sqlite.Store):
                 "VALUES (?, ?, ?, 'accepted', ?)",
                 (topic, key, value, time.time()),
             )
-        assert cur.lastrowid is not None
+            assert cur.lastrowid is not None
+            self._mine.add(int(cur.lastrowid))
         return int(cur.lastrowid)
 
     def accept_many(self, topic: str, items: list[tuple[bytes | None, bytes | None]], *,
@@ -116,17 +119,31 @@ class Outbox(sqlite.Store):
                     "VALUES (?, ?, ?, 'accepted', ?)", (topic, key, value, now))
                 assert cur.lastrowid is not None
                 rows.append(int(cur.lastrowid))
+            self._mine.update(rows)
         return rows
 
     def accepted(self) -> list[OutboxEntry]:
         """Rows no broker has acknowledged yet, oldest first."""
         return list(self._batches("state='accepted'"))
 
-    def deliver(self, producer: Producer) -> int:
+    def _sendable(self, rows: Iterator[OutboxEntry], grace_s: float) -> Iterator[OutboxEntry]:
+        """``rows`` less those another process accepted under ``grace_s`` seconds ago and
+        may still be sending (``kinject publish`` beside serve shares its outbox: taken at
+        once, each of its records was sent twice and parsed twice)."""
+        if grace_s <= 0:
+            yield from rows
+            return
+        cutoff = time.time() - grace_s
+        for entry in rows:
+            if entry.state != "accepted" or entry.accepted_at < cutoff or entry.id in self._mine:
+                yield entry
+
+    def deliver(self, producer: Producer, *, grace_s: float = 0.0) -> int:
         """Send the rows no broker has acknowledged yet and wait for the acknowledgements
-        (no cluster check: :meth:`republish` does that); return how many were sent."""
+        (no cluster check: :meth:`republish` does that); return how many were sent.
+        ``grace_s``: leave another process's rows younger than that to it."""
         sent = 0
-        for entry in self._batches("state='accepted'"):
+        for entry in self._sendable(self._batches("state='accepted'"), grace_s):
             producer.resend(entry)
             sent += 1
         producer.flush()
@@ -163,6 +180,7 @@ class Outbox(sqlite.Store):
                 '"offset"=?, sent_at=? WHERE id=?',
                 (cluster_id, topic, partition, offset, time.time(), row_id),
             )
+            self._mine.discard(row_id)
 
     def pending(self) -> list[OutboxEntry]:
         """Every row not yet confirmed, oldest first."""
@@ -198,16 +216,18 @@ class Outbox(sqlite.Store):
         cluster_id, committed = committed_offsets(kafka, bootstrap, group_id)
         return self.prune(cluster_id, committed)
 
-    def republish(self, producer: Producer, *, everything: bool = False) -> int:
+    def republish(self, producer: Producer, *, everything: bool = False,
+                  grace_s: float = 0.0) -> int:
         """Re-send rows that the current cluster's log does not hold (all rows not yet
-        confirmed with ``everything``); return how many were sent.
+        confirmed with ``everything``); return how many were sent. ``grace_s``: leave rows
+        another process accepted less than that ago to it (see :meth:`deliver`).
 
         The producer first asks the broker which cluster it is, so a long-lived process can
         call this whenever it suspects a restart (a send failed, the broker was gone)."""
         producer.refresh_cluster_id()
         current = producer.cluster_id
-        rows = (self._batches("1=1") if everything else
-                self._batches("state='accepted' OR cluster_id IS NOT ?", (current,)))
+        rows = (self._batches("1=1") if everything else self._sendable(
+            self._batches("state='accepted' OR cluster_id IS NOT ?", (current,)), grace_s))
         sent = 0
         for entry in rows:
             producer.resend(entry)

@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 # most this long after the last one: delivered about a second after the broker is back, and
 # a flood of requests during the outage costs one probe a second, not one each.
 WOKEN_RETRY_S = 1.0
+# A record another process (``kinject publish`` beside serve) accepted into this outbox is
+# its to send for this long: its send is in flight, and taking it at once sent every record
+# twice. A process killed mid-send leaves its records to the keeper after this.
+OTHERS_GRACE_S = 30.0
 
 
 # A reader of the chunks topic: given the broker's cluster id, how far it has read the topic
@@ -178,7 +182,7 @@ class OutboxKeeper:
             with self.lock:
                 # republish first settles sends in flight, so only rows that no broker of
                 # this cluster acknowledged go again.
-                resent = self.outbox.republish(self.producer)
+                resent = self.outbox.republish(self.producer, grace_s=OTHERS_GRACE_S)
         self.stats.rounds += 1
         self.stats.confirmed += confirmed
         self.stats.resent += resent
@@ -308,7 +312,7 @@ class OutboxKeeper:
     def _deliver(self, kafka_error: type[Exception]) -> None:
         try:
             with self.lock:
-                sent = self.outbox.deliver(self.producer)
+                sent = self.outbox.deliver(self.producer, grace_s=OTHERS_GRACE_S)
         except (BrokerError, kafka_error) as exc:
             log.info("outbox keeper: delivery failed (%s); the next round retries", exc)
             return
