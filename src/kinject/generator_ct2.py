@@ -41,6 +41,7 @@ from typing import Any
 from kinject.ct2_convert import base_key, convert_obstacle, convertible
 from kinject.ct2_model import Ct2Model
 from kinject.errors import ModelNotFound
+from kinject.hf import model_loading
 from kinject.models import ensure_ct2_folder
 
 __all__ = ["CT2_INT8", "Ct2Generators", "Ct2Model", "base_key", "convert_obstacle"]
@@ -137,7 +138,8 @@ class Ct2Generators:
                 # inference mode (PEFT puts LoRA layers on it later, outside it); and on a
                 # fork of torch's random generator, which a sampled request seeded just now
                 devices: list[int] | None = [] if self.device == "cpu" else None
-                with torch.inference_mode(False), torch.random.fork_rng(devices=devices):
+                with (torch.inference_mode(False), torch.random.fork_rng(devices=devices),
+                      model_loading()):
                     model = AutoModelForCausalLM.from_pretrained(self.location,
                                                                  dtype=self.torch_dtype)
                     model.to(self.device)  # type: ignore[arg-type]
@@ -323,9 +325,10 @@ class Ct2Generators:
 
         # the base as the converter takes it: a config that still names the GGUF the weights
         # were de-quantised from makes transformers refuse to save the merged model
-        base = AutoModelForCausalLM.from_pretrained(convertible(self.location, work),
-                                                    dtype=torch.float32)
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        with model_loading():
+            base = AutoModelForCausalLM.from_pretrained(convertible(self.location, work),
+                                                        dtype=torch.float32)
+            merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         out = work / "hf"
         merged.save_pretrained(out)
         # the converter reads the vocabulary from the tokenizer files beside the weights

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import DependencyMissing, ModelNotFound
+from kinject.hf import model_loading
 from kinject.quantize import quantize_int8, resolve_quantize
 
 if TYPE_CHECKING:
@@ -223,8 +224,15 @@ def ensure_ct2_folder(target: Path, models_dir: Path, prepare: Callable[[Path], 
             began = time.monotonic()
             hf = prepare(work)
             out = work / "ct2"
-            ct2.converters.TransformersConverter(hf).convert(str(out), quantization="int8",
-                                                             force=True)
+            converter = ct2.converters.TransformersConverter(hf)
+            load = converter.load_model
+
+            def locked_load(*args: Any, **kwargs: Any) -> Any:
+                with model_loading():  # another thread may load a model meanwhile
+                    return load(*args, **kwargs)
+
+            converter.load_model = locked_load
+            converter.convert(str(out), quantization="int8", force=True)
             if Path(hf).is_dir():
                 for name in _TOKENIZER_FILES:
                     if (Path(hf) / name).is_file():
@@ -295,7 +303,9 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **extra)
         if mode != "ct2-int8":
-            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
+            with model_loading():
+                model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype,
+                                                             **extra)
     except OSError as exc:
         raise ModelNotFound(
             f"cannot load KINJECT_MODELS__GENERATOR={spec!r} from {location}: {exc}"
@@ -320,7 +330,8 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
         log.error("generator %s: no CTranslate2 INT8 copy can write with it (%s); serving "
                   "it with torch %s instead (KINJECT_MODELS__QUANTIZE=none skips the copy)",
                   spec, obstacle, torch_dtype)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
+        with model_loading():
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
     model.to(dev)  # type: ignore[arg-type]
     model.eval()
     if mode == "int8":

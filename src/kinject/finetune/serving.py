@@ -283,7 +283,7 @@ class AdapterSwitcher(AdapterWatching):
             return
         import torch
 
-        from kinject.hf import transformers_ready
+        from kinject.hf import model_loading, transformers_ready
 
         transformers_ready()
         from peft import PeftModel
@@ -297,12 +297,13 @@ class AdapterSwitcher(AdapterWatching):
         # torch's global generator, which a sampled request seeded just before: drawn on a
         # fork of it, so the seed still repeats its sample.
         with torch.inference_mode(False), torch.random.fork_rng(devices=_rng_devices(self)):
-            if not isinstance(self.model, PeftModel):
-                base = (self._copies.torch_model() if self._copies is not None
-                        else self.loaded.model)
-                self.model = PeftModel.from_pretrained(base, path, adapter_name=name)
-            else:
-                self.model.load_adapter(path, adapter_name=name)
+            base = (self._copies.torch_model() if self._copies is not None
+                    else self.loaded.model)
+            with model_loading():
+                if not isinstance(self.model, PeftModel):
+                    self.model = PeftModel.from_pretrained(base, path, adapter_name=name)
+                else:
+                    self.model.load_adapter(path, adapter_name=name)
             self.model.to(self.loaded.device)
             self.model.eval()
         self._peft.add(version)
