@@ -10,7 +10,7 @@ import torch
 
 from kinject.config import load_settings
 from kinject.errors import ConfigError
-from kinject.generator_ct2 import Ct2Generators, Ct2Model
+from kinject.generator_ct2 import Ct2Generators, Ct2Model, convert_obstacle
 from kinject.models import load_generator
 from kinject.quantize import resolve_quantize
 from kinject.rag.generate import generate_batch, stream_chat
@@ -93,16 +93,20 @@ def test_the_base_copy_is_converted_once_and_reused(tiny_lm_dir: Path, tmp_path:
         second = Ct2Generators(str(tiny_lm_dir), "tiny", tmp_path, tok, "cpu")
     assert second.base.folder == first.base.folder
     assert (second.base.folder / "model.bin").stat().st_mtime_ns == stamp
-    assert sum("preparing" in r.getMessage() for r in caplog.records) == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("preparing" in m for m in said) == 1
+    assert any(m.startswith("prepared the generator tiny as CTranslate2 INT8 in ")
+               for m in said)  # the converter reports no progress: kinject says when it ends
     assert not list(tmp_path.glob(".*.tmp"))  # no scratch folder left behind
 
 
 
-def test_a_model_the_int8_copy_cannot_run_is_served_with_torch(
+def test_a_model_the_int8_copy_cannot_run_is_served_with_torch_without_converting(
         tiny_lm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Attention heads narrower than hidden_size / heads (an explicit head_dim, as some model
-    families have) convert without a word, and then CTranslate2 failed every answer ("axis 2
-    has dimension 64 but expected 128"). The copy is tried once at load; torch serves."""
+    """Attention heads narrower than hidden_size / heads (an explicit head_dim) convert
+    without a word under a converter that ignores head_dim, and then CTranslate2 failed
+    every answer ("axis 2 has dimension 64 but expected 128"). The config says so before a
+    conversion of minutes: none is made, and torch serves, said in one line."""
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
     cfg = AutoConfig.from_pretrained(str(tiny_lm_dir))
@@ -114,5 +118,19 @@ def test_a_model_the_int8_copy_cannot_run_is_served_with_torch(
     fp32 = load_generator(str(base), tmp_path, "cpu", "float32", "none")
     served = load_generator(str(base), tmp_path, "cpu", "float32", "ct2-int8")
     assert not isinstance(served.model, Ct2Model)
-    assert any("CTranslate2 INT8 copy cannot write" in r.getMessage() for r in caplog.records)
+    assert not list(tmp_path.glob("*ct2*")) and not list(tmp_path.glob(".*.tmp"))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and "attention heads are 8 wide, not hidden_size / heads = 16" in said[0]
     assert generate_batch(served, CHATS, [8, 8]) == generate_batch(fp32, CHATS, [8, 8])
+
+
+def test_explicit_head_dims_a_converter_reads_are_not_refused(tmp_path: Path) -> None:
+    # Qwen3's converter reads head_dim (so does Gemma's): its narrower heads convert and write
+    from transformers import LlamaConfig, Qwen3Config
+
+    qwen3 = tmp_path / "qwen3"
+    Qwen3Config(hidden_size=64, num_attention_heads=4, head_dim=32).save_pretrained(qwen3)
+    assert convert_obstacle(str(qwen3)) is None
+    llama = tmp_path / "llama"
+    LlamaConfig(hidden_size=64, num_attention_heads=4).save_pretrained(llama)
+    assert convert_obstacle(str(llama)) is None  # head_dim = 64 / 4: nothing against it

@@ -11,9 +11,23 @@ its own imports, so the first caller imports both fully and the others wait for 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _lock = threading.Lock()
 _ready = False
+_load_lock = threading.RLock()
+
+
+@contextmanager
+def model_loading() -> Iterator[None]:
+    """Held around transformers' ``from_pretrained`` of a model: while it builds one it
+    replaces ``PreTrainedModel.tie_weights`` and torch's init functions process-wide, so two
+    loads in two threads at once leave a tied ``lm_head`` on the meta device ("Cannot copy
+    out of meta tensor"), or tying off for good (seen: ct2-int8 serving's torch model loaded
+    while an adapter's INT8 copy was being merged in the background)."""
+    with _load_lock:
+        yield
 
 
 def transformers_ready() -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinject.errors import DependencyMissing, ModelNotFound
+from kinject.hf import model_loading
 from kinject.quantize import quantize_int8, resolve_quantize
 
 if TYPE_CHECKING:
@@ -216,11 +218,21 @@ def ensure_ct2_folder(target: Path, models_dir: Path, prepare: Callable[[Path], 
         work = models_dir / f".{target.name}.{uuid.uuid4().hex}.tmp"
         work.mkdir()
         try:
-            log.info("preparing %s once in %s", what, target)
+            # the converter reports no progress: say when it starts, and when it is done
+            log.info("preparing %s once in %s (a minute or two for 0.5B parameters; loads "
+                     "in seconds afterwards)", what, target)
+            began = time.monotonic()
             hf = prepare(work)
             out = work / "ct2"
-            ct2.converters.TransformersConverter(hf).convert(str(out), quantization="int8",
-                                                             force=True)
+            converter = ct2.converters.TransformersConverter(hf)
+            load = converter.load_model
+
+            def locked_load(*args: Any, **kwargs: Any) -> Any:
+                with model_loading():  # another thread may load a model meanwhile
+                    return load(*args, **kwargs)
+
+            converter.load_model = locked_load
+            converter.convert(str(out), quantization="int8", force=True)
             if Path(hf).is_dir():
                 for name in _TOKENIZER_FILES:
                     if (Path(hf) / name).is_file():
@@ -233,6 +245,9 @@ def ensure_ct2_folder(target: Path, models_dir: Path, prepare: Callable[[Path], 
 
                 AutoTokenizer.from_pretrained(hf).save_pretrained(out)
             os.replace(out, target)
+            size = (target / "model.bin").stat().st_size
+            log.info("prepared %s in %.0f s (%.0f MB)", what, time.monotonic() - began,
+                     size / 1e6)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
@@ -288,7 +303,9 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **extra)
         if mode != "ct2-int8":
-            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
+            with model_loading():
+                model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype,
+                                                             **extra)
     except OSError as exc:
         raise ModelNotFound(
             f"cannot load KINJECT_MODELS__GENERATOR={spec!r} from {location}: {exc}"
@@ -297,21 +314,24 @@ def load_generator(spec: str, models_dir: Path, device: str = "auto", dtype: str
         tokenizer.pad_token = tokenizer.eos_token
     if mode == "ct2-int8":
         # CTranslate2 INT8 writes; the torch model loads only if an adapter needs it
-        from kinject.generator_ct2 import Ct2Generators, base_key
+        from kinject.generator_ct2 import Ct2Generators, base_key, convert_obstacle
 
-        copies = Ct2Generators(location, base_key(location, source.cache_key), models_dir,
-                               tokenizer, dev, torch_dtype)
-        failure = _ct2_failure(copies.base, tokenizer)
-        if failure is None:
-            log.info("generator %s loaded on %s (CTranslate2 INT8)", spec, dev)
-            return LoadedGenerator(model=copies.base, tokenizer=tokenizer, device=dev,
-                                   name=spec)
+        obstacle = convert_obstacle(location)  # told by the config: no useless conversion
+        if obstacle is None:
+            copies = Ct2Generators(location, base_key(location, source.cache_key),
+                                   models_dir, tokenizer, dev, torch_dtype)
+            obstacle = _ct2_failure(copies.base, tokenizer)
+            if obstacle is None:
+                log.info("generator %s loaded on %s (CTranslate2 INT8)", spec, dev)
+                return LoadedGenerator(model=copies.base, tokenizer=tokenizer, device=dev,
+                                       name=spec)
         # e.g. a model whose attention heads are not hidden_size / heads wide converts
         # without a word and then fails every answer: serve it with torch instead
-        log.error("generator %s: its CTranslate2 INT8 copy cannot write (%s); serving it "
-                  "with torch %s instead (KINJECT_MODELS__QUANTIZE=none skips the copy)",
-                  spec, failure, torch_dtype)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
+        log.error("generator %s: no CTranslate2 INT8 copy can write with it (%s); serving "
+                  "it with torch %s instead (KINJECT_MODELS__QUANTIZE=none skips the copy)",
+                  spec, obstacle, torch_dtype)
+        with model_loading():
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
     model.to(dev)  # type: ignore[arg-type]
     model.eval()
     if mode == "int8":

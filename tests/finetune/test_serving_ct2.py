@@ -3,6 +3,7 @@ is merged into the base and converted once; torch answers with it until the copy
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,18 @@ from kinject.rag.generate import Sampling, generate_chat
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ASK = [{"role": "user", "content": "When was the Marrow Institute founded?"}]
+
+
+def _adapter(base: Path, out: Path, seed: int, scale: float) -> Path:
+    # make_adapter draws LoRA A from torch's global generator: seeded here, so the adapter
+    # does not depend on which tests ran before. The tiny model's first and second choices
+    # are close (0.02-scale weights), and INT8 rounding flips a close one: the seeds of the
+    # tests that compare INT8 answers with fp32's are those whose 10 greedy tokens have the
+    # widest smallest gap (0.011-0.017 in logits; most seeds have under 0.005)
+    import torch
+
+    torch.manual_seed(seed)
+    return make_adapter(base, out, seed=seed, scale=scale)
 
 
 def _ct2(base: Path, models_dir: Path) -> LoadedGenerator:
@@ -49,8 +62,8 @@ def test_an_adapter_is_served_by_its_merged_int8_copy(tiny_lm_dir: Path,
     # LoRA B at 0.1 scale: each adapter clearly changes what the model writes, without
     # driving the random tiny model into loops of one token where its first and second
     # choices tie (at 0.5, INT8 rounding flips such a tie late in some answers)
-    dirs = [make_adapter(tiny_lm_dir, tmp_path / f"a{i}", seed=10 + i, scale=0.1)
-            for i in range(2)]
+    dirs = [_adapter(tiny_lm_dir, tmp_path / f"a{i}", seed=seed, scale=0.1)
+            for i, seed in enumerate((23, 27))]
     reg = AdapterRegistry(tmp_path / "adapters")
     v0, v1 = (reg.add(d, base_model="tiny", lineage=[f"kb/{i}"]).version
               for i, d in enumerate(dirs))
@@ -84,7 +97,7 @@ def test_an_adapter_is_served_by_its_merged_int8_copy(tiny_lm_dir: Path,
 
 def test_a_versions_copy_is_converted_once_and_reused(tiny_lm_dir: Path,
                                                       tmp_path: Path) -> None:
-    adapter = make_adapter(tiny_lm_dir, tmp_path / "a", seed=3, scale=0.1)
+    adapter = _adapter(tiny_lm_dir, tmp_path / "a", seed=3, scale=0.1)
     reg = AdapterRegistry(tmp_path / "adapters")
     version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
     first = _ct2(tiny_lm_dir, tmp_path / "models").model.copies
@@ -104,7 +117,7 @@ def test_a_versions_copy_is_converted_once_and_reused(tiny_lm_dir: Path,
 
 def test_a_failed_conversion_leaves_torch_serving_the_version(
         tiny_lm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    adapter = make_adapter(tiny_lm_dir, tmp_path / "a", seed=4, scale=0.1)
+    adapter = _adapter(tiny_lm_dir, tmp_path / "a", seed=4, scale=0.1)
     reg = AdapterRegistry(tmp_path / "adapters")
     version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
     want = generate_chat(_torch(tiny_lm_dir, adapter), ASK, 10)
@@ -120,21 +133,117 @@ def test_a_failed_conversion_leaves_torch_serving_the_version(
     assert generate_chat(switcher.generator(), ASK, 10) == want  # still the adapter's answer
 
 
-def test_old_copies_are_pruned_from_the_cache(tiny_lm_dir: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_old_copies_are_pruned_from_the_cache_but_not_those_loaded_here(
+        tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The active version's copy was used once, at its load; a service that went on to make
+    # others removed it from the disk while serving it, and a restart made it again (with
+    # the torch model loaded meanwhile).
     monkeypatch.setattr(Ct2Generators, "KEEP_ON_DISK", 1)
     reg = AdapterRegistry(tmp_path / "adapters")
-    versions = [reg.add(make_adapter(tiny_lm_dir, tmp_path / f"a{i}", seed=20 + i, scale=0.1),
-                        base_model="tiny", lineage=[f"kb/{i}"]).version for i in range(2)]
+    versions = [reg.add(_adapter(tiny_lm_dir, tmp_path / f"a{i}", seed=20 + i, scale=0.1),
+                        base_model="tiny", lineage=[f"kb/{i}"]).version for i in range(3)]
     copies = _ct2(tiny_lm_dir, tmp_path / "models").model.copies
+    copies.max_versions = 2  # copies kept loaded in this process
     made = []
-    for v in versions:
+    for v in versions[:2]:
         copies.start(v, reg.path(v))
         made.append(copies.wait(v, timeout_s=120))
     assert all(made)
-    assert not copies.target(versions[0]).exists()  # the older one left the disk ...
-    assert (copies.target(versions[1]) / "model.bin").is_file()
-    assert copies.ready(versions[0]) is made[0]  # ... not this process's memory
+    assert all((copies.target(v) / "model.bin").is_file() for v in versions[:2])  # loaded
+    copies.start(versions[2], reg.path(versions[2]))
+    assert copies.wait(versions[2], timeout_s=120) is not None
+    assert not copies.target(versions[0]).exists()  # out of memory and old: off the disk ...
+    assert copies.ready(versions[0]) is None
+    assert all((copies.target(v) / "model.bin").is_file() for v in versions[1:])
+
+
+def test_a_version_whose_copy_is_cached_is_served_without_the_torch_model(
+        tiny_lm_dir: Path, tmp_path: Path) -> None:
+    # The fp32 torch model plus PEFT was loaded beside the INT8 copies as soon as an adapter
+    # was served, even when its copy was made already, and stayed: a server with adapters
+    # held more memory than one with quantize=none.
+    adapter = _adapter(tiny_lm_dir, tmp_path / "a", seed=35, scale=0.1)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
+    want = generate_chat(_torch(tiny_lm_dir, adapter), ASK, 10)
+    first = _ct2(tiny_lm_dir, tmp_path / "models").model.copies
+    first.start(version, reg.path(version))
+    assert first.wait(version, timeout_s=120) is not None
+    restarted = _ct2(tiny_lm_dir, tmp_path / "models")  # a new process, the same cache
+    copies = restarted.model.copies
+    switcher = AdapterSwitcher(restarted, reg)
+    switcher.apply(version)
+    assert generate_chat(switcher.generator(), ASK, 10) == want
+    assert isinstance(_served_by(switcher), Ct2Model)
+    assert not copies.torch_loaded  # never loaded: nothing needed it
+    # a sampled request loads it (its seed must repeat), and keeps it a while ...
+    now = [1000.0]
+    copies.clock = lambda: now[0]
+    sample = Sampling(temperature=1.5, seed=7)
+    served = switcher.generator()
+    assert generate_chat(served, ASK, 10, sample) == generate_chat(served, ASK, 10, sample)
+    held = weakref.ref(copies.torch_model())
+    assert generate_chat(served, ASK, 10) == want and copies.torch_loaded
+    now[0] += Ct2Generators.TORCH_KEEP_S  # ... until nothing sampled for that long
+    assert generate_chat(served, ASK, 10) == want
+    assert not copies.torch_loaded and held() is None  # given back, not just dropped here
+
+
+def test_the_torch_model_is_given_back_once_the_copy_is_made(tiny_lm_dir: Path,
+                                                            tmp_path: Path) -> None:
+    adapter = _adapter(tiny_lm_dir, tmp_path / "a", seed=8, scale=0.1)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
+    want = generate_chat(_torch(tiny_lm_dir, adapter), ASK, 10)
+    loaded = _ct2(tiny_lm_dir, tmp_path / "models")
+    copies = loaded.model.copies
+    switcher = AdapterSwitcher(loaded, reg)
+    with conversion_lock(copies.models_dir, copies.target(version).name):
+        switcher.apply(version)  # the copy cannot be made yet: torch answers
+        assert generate_chat(switcher.generator(), ASK, 10) == want
+        held = weakref.ref(copies.torch_model())
+    assert copies.wait(version, timeout_s=120) is not None
+    # given back when the conversion ended, before any request
+    assert not copies.torch_loaded and held() is None
+    assert isinstance(_served_by(switcher), Ct2Model)
+    assert generate_chat(switcher.generator(), ASK, 10) == want
+
+
+def test_a_failed_conversion_is_tried_again_after_a_wait_not_at_once(
+        tiny_lm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A conversion that failed once (a full disk, a file in the way) was never tried again
+    # until a restart: the version stayed on the torch model.
+    adapter = _adapter(tiny_lm_dir, tmp_path / "a", seed=9, scale=0.1)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
+    loaded = _ct2(tiny_lm_dir, tmp_path / "models")
+    copies = loaded.model.copies
+    now = [0.0]
+    copies.clock = lambda: now[0]
+    in_the_way = copies.target(version)
+    in_the_way.write_text("in the way")
+    switcher = AdapterSwitcher(loaded, reg)
+    served = switcher.generator()
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelname == "ERROR" and "no CTranslate2 INT8 copy" in r.getMessage()]
+
+    switcher.apply(version)
+    assert copies.wait(version, timeout_s=120) is None
+    for _ in range(3):  # requests right after the failure do not convert again
+        generate_chat(served, ASK, 10)
+    assert len(failures()) == 1 and "trying again in 60 s" in failures()[0]
+    now[0] += Ct2Generators.RETRY_AFTER_S[0]
+    generate_chat(served, ASK, 10)  # the next request after the wait tries again ...
+    assert copies.wait(version, timeout_s=120) is None
+    assert len(failures()) == 2 and "attempt 2 of 4" in failures()[1]
+    in_the_way.unlink()  # ... and once what failed it is gone, the copy is made
+    now[0] += Ct2Generators.RETRY_AFTER_S[1]
+    generate_chat(served, ASK, 10)
+    assert isinstance(copies.wait(version, timeout_s=120), Ct2Model)
+    assert isinstance(_served_by(switcher), Ct2Model)
+    assert not copies.torch_loaded
 
 
 def test_an_adapter_on_a_base_de_quantised_from_gguf_gets_its_int8_copy(
@@ -151,7 +260,7 @@ def test_an_adapter_on_a_base_de_quantised_from_gguf_gets_its_int8_copy(
     config = json.loads((base / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "gguf"}
     (base / "config.json").write_text(json.dumps(config))
-    adapter = make_adapter(tiny_lm_dir, tmp_path / "a", seed=5, scale=0.1)
+    adapter = _adapter(tiny_lm_dir, tmp_path / "a", seed=15, scale=0.1)
     reg = AdapterRegistry(tmp_path / "adapters")
     version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
     want = generate_chat(_torch(tiny_lm_dir, adapter), ASK, 10)
@@ -172,7 +281,7 @@ def test_a_failed_clean_up_does_not_unmake_a_copy(tiny_lm_dir: Path, tmp_path: P
         raise FileNotFoundError("removed by another process")
 
     monkeypatch.setattr(Ct2Generators, "_prune", fails)
-    adapter = make_adapter(tiny_lm_dir, tmp_path / "a", seed=6, scale=0.1)
+    adapter = _adapter(tiny_lm_dir, tmp_path / "a", seed=6, scale=0.1)
     reg = AdapterRegistry(tmp_path / "adapters")
     version = reg.add(adapter, base_model="tiny", lineage=["kb/0"]).version
     copies = _ct2(tiny_lm_dir, tmp_path / "models").model.copies

@@ -29,7 +29,10 @@ Generation is serialised by that lock; on a CPU torch already uses every core fo
 With ``models.quantize=ct2-int8`` the loaded model is a CTranslate2 INT8 copy of the base
 (kinject/generator_ct2.py): the base model is answered by it, and each adapter version by its
 own merged INT8 copy once made; until then (it is made in the background when the version
-loads) the version is answered by the torch fp32 model with the adapter on it, as above.
+loads) the version is answered by the torch fp32 model with the adapter on it, as above. That
+torch model (and PEFT on it) is loaded only then and for sampled requests, and given back
+once every adapter on it has its copy and nothing sampled for a while: a version whose copy
+is in the cache is served without it.
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ class _RoutedModel:
         return getattr(self._switcher.model, item)
 
 
+def _rng_devices(switcher: AdapterSwitcher) -> list[int] | None:
+    """The devices whose random generators a load forks (None: every CUDA device)."""
+    return [] if switcher.loaded.device == "cpu" else None
+
+
 def _ct2_copies(model: Any) -> Ct2Generators | None:
     """The INT8 copies behind a CTranslate2 generator (models.quantize=ct2-int8), or None."""
     from kinject.generator_ct2 import Ct2Model
@@ -113,6 +121,11 @@ class AdapterSwitcher(AdapterWatching):
         self.model: Any = loaded.model
         # models.quantize=ct2-int8: the INT8 copies of the base and of each version
         self._copies = _ct2_copies(loaded.model)
+        # versions whose LoRA weights are on self.model (PEFT); with INT8 copies only those
+        # torch answers for (while their copy is made, or sampled), else every loaded one
+        self._peft: set[str] = set()
+        if self._copies is not None:
+            self._copies.on_conversion_end(self._conversion_ended)
         self._lock = threading.RLock()
         self._current: str | None = None
         self._names: OrderedDict[str, str] = OrderedDict()  # version -> adapter name (LRU)
@@ -182,27 +195,35 @@ class AdapterSwitcher(AdapterWatching):
             # a named version that a delete tainted is never served, loaded or not
             raise AdapterLoadError(f"adapter {version[:12]} is tainted (trained on deleted "
                                    "data); it is not served")
+        copies = self._copies
         with self._lock:
             target = self._current if version == self.ACTIVE else version
             if target is None:
-                if self._copies is not None and not sampled:
-                    yield self._copies.base
-                elif self._names:
+                if copies is not None and not sampled:
+                    yield copies.base
+                    self._release_torch_if_idle()
+                elif self._peft:
+                    if copies is not None:
+                        copies.torch_model(sampling=True)  # keeps it loaded a while
                     with self.model.disable_adapter():
                         yield self.model
                 else:
-                    yield (self._copies.torch_model() if self._copies is not None
+                    yield (copies.torch_model(sampling=True) if copies is not None
                            else self.model)
                 return
             if target not in self._names:
                 target = self.registry.resolve(target)
                 self._ensure_loaded(target)
             self._names.move_to_end(target)
-            copy = (self._copies.serving(target, self.registry.path(target))
-                    if self._copies is not None and not sampled else None)
+            copy = (copies.serving(target, self.registry.path(target))
+                    if copies is not None and not sampled else None)
             if copy is not None:  # the version's INT8 copy is made: it answers
                 yield copy
+                self._release_torch_if_idle()
                 return
+            if copies is not None and sampled:
+                copies.torch_model(sampling=True)
+            self._load_peft(target)
             self.model.set_adapter(self._names[target])
             yield self.model
 
@@ -241,36 +262,65 @@ class AdapterSwitcher(AdapterWatching):
                 return
         path = self.registry.path(version)
         self._check_bytes(version, path / WEIGHTS)
-        name = _adapter_name(version)
         with self._lock:
             if version in self._names:
                 return
-            import torch
-
-            from kinject.hf import transformers_ready
-
-            transformers_ready()
-            from peft import PeftModel
-
-            # Loading adds new LoRA weights beside those in use; the selected adapter does not
-            # change until set_adapter, so requests in flight are unaffected. Under the lock
-            # anyway: PEFT's module surgery is not thread-safe with a forward pass. A request
-            # may arrive here inside generate's inference mode: weights made there could
-            # never be touched outside it again.
-            with torch.inference_mode(False):
-                if not isinstance(self.model, PeftModel):
-                    base = (self._copies.torch_model() if self._copies is not None
-                            else self.loaded.model)
-                    self.model = PeftModel.from_pretrained(base, str(path),
-                                                           adapter_name=name)
-                else:
-                    self.model.load_adapter(str(path), adapter_name=name)
-                self.model.to(self.loaded.device)
-                self.model.eval()
-            self._names[version] = name
+            if self._copies is None:
+                self._load_peft(version)
+            self._names[version] = _adapter_name(version)
             self._evict(keep=version)
-        if self._copies is not None:
-            self._copies.start(version, path)
+        copies = self._copies
+        if copies is not None:
+            copies.start(version, path)  # a copy in the cache is loaded, not converted
+            if copies.making(version):  # torch answers until it is made: ready before use
+                with self._lock:
+                    if version in self._names:
+                        self._load_peft(version)
+
+    def _load_peft(self, version: str) -> None:
+        """Put ``version``'s LoRA weights on the torch model (PEFT), under the lock."""
+        if version in self._peft:
+            return
+        import torch
+
+        from kinject.hf import model_loading, transformers_ready
+
+        transformers_ready()
+        from peft import PeftModel
+
+        path, name = str(self.registry.path(version)), _adapter_name(version)
+        # Loading adds new LoRA weights beside those in use; the selected adapter does not
+        # change until set_adapter, so requests in flight are unaffected. Under the lock
+        # anyway: PEFT's module surgery is not thread-safe with a forward pass. A request
+        # may arrive here inside generate's inference mode: weights made there could
+        # never be touched outside it again. PEFT draws the LoRA layers' initial weights from
+        # torch's global generator, which a sampled request seeded just before: drawn on a
+        # fork of it, so the seed still repeats its sample.
+        with torch.inference_mode(False), torch.random.fork_rng(devices=_rng_devices(self)):
+            base = (self._copies.torch_model() if self._copies is not None
+                    else self.loaded.model)
+            with model_loading():
+                if not isinstance(self.model, PeftModel):
+                    self.model = PeftModel.from_pretrained(base, path, adapter_name=name)
+                else:
+                    self.model.load_adapter(path, adapter_name=name)
+            self.model.to(self.loaded.device)
+            self.model.eval()
+        self._peft.add(version)
+
+    def _conversion_ended(self, version: str) -> None:
+        with self._lock:  # after the request that holds it (the torch model may answer it)
+            self._release_torch_if_idle()
+
+    def _release_torch_if_idle(self) -> None:
+        """ct2-int8: give the torch model (and PEFT on it) back once no version on it lacks
+        its INT8 copy and nothing sampled lately (Ct2Generators.torch_wanted)."""
+        copies = self._copies
+        if copies is None or not copies.torch_loaded or copies.torch_wanted(self._peft):
+            return
+        self.model = self.loaded.model
+        self._peft.clear()
+        copies.release_torch()
 
     def _check_bytes(self, version: str, weights: Path) -> None:
         """Refuse a copy whose bytes do not hash to the version's name and to the sha256 a
@@ -297,4 +347,11 @@ class AdapterSwitcher(AdapterWatching):
             old = next((v for v in self._names if v not in (keep, self._current)), None)
             if old is None:
                 return
-            self.model.delete_adapter(self._names.pop(old))
+            name = self._names.pop(old)
+            if old in self._peft:
+                self._peft.discard(old)
+                if self._peft or self._copies is None:
+                    self.model.delete_adapter(name)
+                else:  # its last adapter (ct2-int8): the torch model goes, not PEFT's last
+                    self.model = self.loaded.model
+                    self._copies.release_torch()
