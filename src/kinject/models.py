@@ -169,9 +169,10 @@ def ensure_converted(source: GeneratorSource, models_dir: Path) -> Path | None:
         tmp = models_dir / f".{source.cache_key}.{uuid.uuid4().hex}.tmp"
         try:
             tok = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
-            model = AutoModelForCausalLM.from_pretrained(
-                source.location, gguf_file=source.gguf_file
-            )
+            with model_loading():  # another thread may load a model meanwhile
+                model = AutoModelForCausalLM.from_pretrained(
+                    source.location, gguf_file=source.gguf_file
+                )
             # The de-quantised weights are plain fp32; drop the GGUF quantizer so
             # save_pretrained writes an ordinary safetensors folder.
             model.hf_quantizer = None  # type: ignore[assignment]

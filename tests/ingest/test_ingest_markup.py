@@ -116,15 +116,17 @@ def test_html_charset_from_meta_is_honoured() -> None:
 
 
 @pytest.mark.parametrize(
-    "page",
+    ("page", "reason"),
     [
-        b"<html><head><title>Empty</title><script>var x = 1;</script></head><body></body></html>",
-        b"<html><body><nav>Home | About</nav><footer>(c) 2024</footer><!-- x --></body></html>",
-        b"",
+        (b"<html><head><title>Empty</title><script>var x = 1;</script></head><body></body></html>",
+         "no visible text"),
+        (b"<html><body><nav>Home | About</nav><footer>(c) 2024</footer><!-- x --></body></html>",
+         "no visible text"),
+        (b"", r"it is empty \(0 bytes\)"),
     ],
 )
-def test_html_without_visible_text_is_a_bad_record(page: bytes) -> None:
-    with pytest.raises(BadRecord, match="no visible text") as info:
+def test_html_without_visible_text_is_a_bad_record(page: bytes, reason: str) -> None:
+    with pytest.raises(BadRecord, match=reason) as info:
         ingest_record(Record("w", kind="html", content=page))
     assert info.value.stage == "parse"
 

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from kinject.errors import BadRecord, UnsupportedSource
-from kinject.ingest.parsers import flatten_json, parse_documents
+from kinject.ingest.json_parsers import flatten_json
+from kinject.ingest.parsers import parse_documents
 from kinject.ingest.sniff import sniff_kind
 from kinject.types import Record
 

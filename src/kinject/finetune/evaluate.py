@@ -115,7 +115,10 @@ class ClosedBookEvaluator:
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model: Any = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
+        from kinject.hf import model_loading
+
+        with model_loading():  # serving may load a model in another thread meanwhile
+            self.model: Any = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
         self.model.to(device)  # type: ignore[arg-type]
         self.model.eval()
         self._adapters: set[str] = set()
@@ -129,9 +132,12 @@ class ClosedBookEvaluator:
 
         if name in self._adapters:
             return
+        from kinject.hf import model_loading
+
         if not self._peft:
-            self.model = PeftModel.from_pretrained(self.model, str(adapter_dir),
-                                                   adapter_name=name)
+            with model_loading():
+                self.model = PeftModel.from_pretrained(self.model, str(adapter_dir),
+                                                       adapter_name=name)
             self._peft = True
         else:
             self.model.load_adapter(str(adapter_dir), adapter_name=name)

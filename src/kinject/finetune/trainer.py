@@ -16,9 +16,8 @@ process (CPU by default, CUDA with bf16 when present) and under
   time (:mod:`kinject.finetune.lm_loss`), and on a CPU a micro-batch in parts of a few rows
   (``train_run.CPU_PART_TOKENS``): the same loss and gradients for a fraction of the memory.
 - Early stopping on the held-out loss (``patience`` evaluations); the best adapter comes out.
-  A step is ``TrainRun.step`` (finetune/train_run.py). Evaluation, early stopping,
-  checkpoints, the metrics log (``out_dir/metrics.jsonl``) and progress are callbacks
-  (finetune/train_callbacks.py).
+  A step is ``TrainRun.step`` (finetune/train_run.py); evaluation, early stopping, checkpoints,
+  the metrics log (``out_dir/metrics.jsonl``) and progress are callbacks (train_callbacks.py).
 - Checkpoints (finetune/checkpoint.py) every ``checkpoint_every`` steps hold the adapter,
   optimizer, RNG and loop position (written to a temp folder and renamed): a crashed run
   resumes from the last one when called again with the same inputs. ``should_stop`` is
@@ -62,7 +61,7 @@ from kinject.finetune.train_callbacks import (
 )
 from kinject.finetune.train_config import TrainConfig, TrainResult
 from kinject.finetune.train_run import TrainRun
-from kinject.hf import transformers_ready
+from kinject.hf import model_loading, transformers_ready
 from kinject.types import TrainingExample, content_hash
 
 log = logging.getLogger(__name__)
@@ -286,22 +285,23 @@ class LoraTrainer:
             raise TrainingFailed(f"{base_model_dir} is not a transformers model folder "
                                  "(no config.json)")
         tok = AutoTokenizer.from_pretrained(base_model_dir)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
+        tok.pad_token = tok.pad_token or tok.eos_token
         dtype = select_dtype(acc.device.type, cfg.dtype)
-        base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=dtype)
-        base.config.use_cache = False
-        if init_adapter is not None:
-            model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+        with model_loading():  # serving may load a model in another thread meanwhile
+            base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=dtype)
+            base.config.use_cache = False
+            resumed = (None if init_adapter is None else
+                       PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True))
+        if resumed is not None:
+            model = resumed
             if cfg.distill_teacher == "previous" and cfg.kl_weight > 0:
                 # the adapter the cycle starts from, frozen, as the KL's teacher
                 model.load_adapter(str(init_adapter), adapter_name=TEACHER, is_trainable=False)
                 model.set_adapter("default")
         else:
             lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=(cfg.target_modules
-                                              if isinstance(cfg.target_modules, str)
-                                              else list(cfg.target_modules)),
+                              target_modules=(t if isinstance(t := cfg.target_modules, str)
+                                              else list(t)),
                               task_type="CAUSAL_LM")
             model = get_peft_model(base, lora)
         return tok, model

@@ -131,7 +131,10 @@ def _to_transformers(gguf: Path, out: Path) -> None:
 
     hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    from kinject.hf import model_loading
+
+    with model_loading():  # another thread may load a model meanwhile
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None  # type: ignore[assignment]
     model.save_pretrained(out)
     tok.save_pretrained(out)
