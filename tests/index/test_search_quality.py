@@ -14,8 +14,8 @@ from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import Embedder, HashEmbedder
 from kinject.index.text_index import TextIndex, TextIndexConfig
 from kinject.index.text_search import _convex, _rrf
-from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.ingest.normalise import detect_lang
+from kinject.ingest.pipeline import IngestConfig, ingest_record
 from kinject.types import Chunk, Record, content_hash
 
 
@@ -137,3 +137,29 @@ def test_fusion_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="vector_weight"):
         TextIndexConfig(vector_weight=1.5)
     assert np.isclose(TextIndexConfig().vector_weight, 0.5)
+
+
+def test_an_index_saved_by_the_old_tokenizer_is_rebuilt_with_case_tokens(
+        tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    import json
+
+    from kinject.index.bm25_index import Bm25Index, _build
+
+    rows = ["command: dpkg -l pattern. action: list packages.",
+            "command: dpkg -L name. action: list files of a package."]
+    with TextIndex(tmp_path, hash_embedder) as index:
+        index.apply(_rows(hash_embedder, "t", rows))
+        ids = [int(r) for r in index._bm25().base_rows()] or sorted(index._bm25()._tokens)
+    pointer = tmp_path / "bm25" / "bm25.json"
+    assert json.loads(pointer.read_text())["tokenizer"] == 2
+    # What an older kinject saved: the same rows, folded tokens only, no tokenizer version.
+    old = Bm25Index()
+    old._install(_build(ids, [[t for t in tokenize(text) if not t.startswith("=")]
+                              for text in rows]))
+    old.save(tmp_path / "bm25", 1)
+    meta = json.loads(pointer.read_text())
+    del meta["tokenizer"]
+    pointer.write_text(json.dumps(meta))
+    with TextIndex(tmp_path, hash_embedder) as index:  # rebuilt from the docstore's texts
+        assert index.search("dpkg -L", 1, mode="bm25")[0].source_id == "t/1"
+        assert index.search("dpkg -l", 1, mode="bm25")[0].source_id == "t/0"

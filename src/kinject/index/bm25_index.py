@@ -70,6 +70,9 @@ def _tools() -> dict[str, Any]:
         return _tok_state
 
 
+# What ``tokenize`` makes; a saved index of another version is rebuilt from the docstore at
+# load (2: case-exact tokens were added).
+TOKENIZER_VERSION = 2
 # Case-exact tokens carry this mark, so they never meet a folded token ("=L" vs "l").
 CASE_MARK = "="
 
@@ -370,16 +373,22 @@ class Bm25Index:
         (folder / "stats.json").write_text(
             json.dumps({"df": base.df, "total_len": base.total_len}, ensure_ascii=False))
         tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"folder": folder.name, "generation": generation}))
+        tmp.write_text(json.dumps({"folder": folder.name, "generation": generation,
+                                   "tokenizer": TOKENIZER_VERSION}))
         os.replace(tmp, pointer)
         for old in directory.glob("bm25-*"):
             if old.name != folder.name:
                 shutil.rmtree(old, ignore_errors=True)
 
     def load(self, directory: Path) -> bool:
-        """Load a saved base; False when there is none (or it is unreadable)."""
+        """Load a saved base; False when there is none, it is unreadable or its tokens are
+        of another :data:`TOKENIZER_VERSION` (the caller rebuilds it from the docstore)."""
         try:
             meta = json.loads((directory / "bm25.json").read_text())
+            if meta.get("tokenizer", 1) != TOKENIZER_VERSION:
+                log.info("the BM25 snapshot in %s was tokenised by version %s, not %s: "
+                         "rebuilding", directory, meta.get("tokenizer", 1), TOKENIZER_VERSION)
+                return False
             folder = directory / str(meta["folder"])
             rows = np.load(folder / "rows.npy")
             stats = json.loads((folder / "stats.json").read_text())

@@ -137,7 +137,7 @@ class TextIndexSearch:
         bm25_scores: dict[int, float] = {}
         with self._write_lock:  # the structures and the docstore agree inside the lock
             if mode in ("vector", "hybrid"):
-                for space, vec, name in queries:
+                for space, vec, _ in queries:
                     found = self._vector_list(space, vec, n, allowed)
                     lists.append(found)
                     spaces.append(dict(found))
