@@ -22,7 +22,7 @@ class IndexSettings(BaseModel):
     # buried them: bench/realdocs.py --search-only) or "rrf" (reciprocal rank, rrf_k).
     fusion: Literal["convex", "rrf"] = "convex"
     # The vectors' share of a convex fusion, BM25 gets the rest; 0.5 trusts neither more (on
-    # the dev documents 0.3-0.5 tied, BM25 being the stronger there, MiniLM on generated bios).
+    # the dev documents 0.4-0.6 tied, BM25 being the stronger there, MiniLM on generated bios).
     fusion_vector_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     rrf_k: int = Field(default=60, ge=1)
     # Seconds between index snapshots while materialising (and one on shutdown).
