@@ -129,11 +129,11 @@ def test_hybrid_hits_whose_cosines_rise_down_the_list_say_how_they_are_ranked(
     from kinject.types import Hit
 
     monkeypatch.setenv("COLUMNS", "200")
-    meta = {"rrf": 0.03, "space": "main"}
+    meta = {"fused": 0.03, "space": "main"}
     fused = [Hit("a", "debref/ch02", "dpkg -L lists a package's files", 0.446, dict(meta)),
              Hit("b", "debref/ch02", "dpkg -S finds the package of a file", 0.450, dict(meta))]
     print_hits(fused)
-    assert "ranked by fusing the vector and BM25 rankings" in capsys.readouterr().out
+    assert "ranked by fusing the vector and BM25 scores" in capsys.readouterr().out
     print_hits(sorted(fused, key=lambda h: -h.score))
     assert "ranked by fusing" not in capsys.readouterr().out
 

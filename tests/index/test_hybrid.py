@@ -65,7 +65,7 @@ def test_hybrid_finds_a_product_code_that_vectors_miss(tmp_path: Path, minilm: E
         assert found("hybrid", 3) == 1.0
         hits = index.search("which kettle comes with a spare fuse", 3)
         assert "kettle" in hits[0].text
-        assert hits[0].meta["rrf"] > 0 and 0 < hits[0].score <= 1.0001
+        assert hits[0].meta["fused"] > 0 and 0 < hits[0].score <= 1.0001
 
 
 def test_new_chunks_are_found_at_once_and_deletes_vanish_everywhere(

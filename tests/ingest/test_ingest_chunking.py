@@ -52,3 +52,32 @@ def test_repeated_text_gives_one_chunk() -> None:
 def test_bad_sizes_are_named() -> None:
     with pytest.raises(ValueError, match="overlap=50"):
         split_text(EN, 50, 50)
+
+
+def test_every_chunk_of_a_section_starts_with_its_heading_path() -> None:
+    from kinject.ingest.markup import parse_html
+    from kinject.types import Record
+
+    body = "".join(f"<p>{s}</p>" for s in EN.split(". "))
+    page = (f"<html><body><h1>Lighthouses</h1><h2>Night shift</h2>{body}"
+            "<h2>Day shift</h2><p>The keeper sleeps.</p></body></html>").encode()
+    docs = parse_html(Record("kb/lights.html", kind="html", content=page))
+    night = next(d for d in docs if d.meta["section"] == "Lighthouses > Night shift")
+    chunks = chunk_document(night, 200, 20)
+    assert len(chunks) > 3
+    assert all(c.text.startswith("Lighthouses > Night shift: ") for c in chunks)
+    assert all(len(c.text) <= 200 for c in chunks)
+    assert all(c.meta["section"] == "Lighthouses > Night shift" for c in chunks)
+    # the section's text, once each piece's heading is taken off, is all still there
+    assert "island 39." in chunks[-1].text and "island 0\n" in chunks[0].text
+    # a first block of several lines (a table, code) starts on the line after the path
+    table = chunk_document(Document("d3", "src/c", "Ports:\nname: ssh. port: 22.\n"
+                                    "name: http. port: 80.\n\n" + EN, "html",
+                                    meta={"section": "Ports"}), 200, 20)
+    assert table[0].text.startswith("Ports:\nname: ssh.")
+    assert all(c.text.startswith("Ports:") for c in table)
+
+
+def test_a_document_that_is_no_section_gets_no_heading() -> None:
+    chunks = chunk_document(_doc(EN, section="Elsewhere"), 200, 20)  # text lacks its path
+    assert not any(c.text.startswith("Elsewhere") for c in chunks)

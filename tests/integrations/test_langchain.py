@@ -149,7 +149,7 @@ def test_mixed_ids_and_documents_from_elsewhere(service: KinjectService) -> None
     doc = store.similarity_search("otters sing", k=1)[0]
     assert doc.id == "feed/1"
     assert doc.metadata["title"] == "Feed" and doc.metadata["chunk_id"] == "c1"
-    assert not {"rrf", "vector_score", "bm25_score", "space", "score"} & set(doc.metadata)
+    assert not {"fused", "vector_score", "bm25_score", "space", "score"} & set(doc.metadata)
     assert store.delete(["feed/1", "never/added"])
     assert store.get_by_ids(["feed/1", "never/added"]) == []
     with pytest.raises(ValueError, match="give the ids"):

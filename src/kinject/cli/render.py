@@ -183,11 +183,11 @@ def print_hits(hits: Sequence[Hit], *, as_json: bool = False) -> None:
     if not hits:
         console.print("no hits")
         return
-    fused = "rrf" in hits[0].meta and any(
+    fused = "fused" in hits[0].meta and any(
         a.score < b.score for a, b in zip(hits, hits[1:], strict=False))
-    # Hybrid hits are ordered by fused rank but scored by cosine (comparable across
+    # Hybrid hits are ordered by the fused score but scored by cosine (comparable across
     # queries): say so, or a score that rises down the list reads as a bug.
-    caption = ("ranked by fusing the vector and BM25 rankings; score is the cosine "
+    caption = ("ranked by fusing the vector and BM25 scores; score is the cosine "
                "similarity" if fused else None)
     table = Table(title=f"{len(hits)} hit(s)", caption=caption)
     table.add_column("#", justify="right")

@@ -17,6 +17,13 @@ class IndexSettings(BaseModel):
     hnsw_ef_search: int = Field(default=128, ge=8)
     # Default search mode: vector + BM25 fused by reciprocal rank, or one of them alone.
     search_mode: Literal["hybrid", "vector", "bm25"] = "hybrid"
+    # How hybrid search fuses vectors and BM25: "convex" (min-max normalised scores, weighted;
+    # on real documents it kept both retrievers' strong hits on top where RRF's flat 1/(60+rank)
+    # buried them: bench/realdocs.py --search-only) or "rrf" (reciprocal rank, rrf_k).
+    fusion: Literal["convex", "rrf"] = "convex"
+    # The vectors' share of a convex fusion, BM25 gets the rest; 0.5 trusts neither more (on
+    # the dev documents 0.4-0.6 tied, BM25 being the stronger there, MiniLM on generated bios).
+    fusion_vector_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     rrf_k: int = Field(default=60, ge=1)
     # Seconds between index snapshots while materialising (and one on shutdown).
     snapshot_every_s: float = Field(default=30.0, gt=0)

@@ -70,25 +70,49 @@ def _tools() -> dict[str, Any]:
         return _tok_state
 
 
+# What ``tokenize`` makes; a saved index of another version is rebuilt from the docstore at
+# load (2: case-exact tokens were added).
+TOKENIZER_VERSION = 2
+# Case-exact tokens carry this mark, so they never meet a folded token ("=L" vs "l").
+CASE_MARK = "="
+
+
+def _case_token(part: str) -> str | None:
+    """The case-exact token of a word part whose case tells it apart (``-L`` vs ``-l``,
+    ``PATH``, ``getElementById``): a single letter in either case, or a word with a capital
+    past its first letter. Lower-case and Title-case words fold as before and get none, so
+    ordinary prose and a sentence's first word are tokenised as they always were."""
+    if len(part) == 1:
+        return CASE_MARK + part if part.isalpha() else None
+    if any(ch.isupper() for ch in part[1:]):
+        return CASE_MARK + part
+    return None
+
+
 def tokenize(text: str) -> list[str]:
     """BM25 tokens: Chinese runs cut by jieba (search mode: words and their sub-words),
     other text as lower-cased, stemmed words without English stopwords. A code such as
-    ``XK-4471`` is kept whole (``xk-4471``) and as its parts."""
+    ``XK-4471`` is kept whole (``xk-4471``) and as its parts. A part whose case tells it
+    apart also gets a case-exact token (:func:`_case_token`), so ``dpkg -L`` matches the
+    ``-L`` row better than the ``-l`` one while ``dpkg -l`` still finds both."""
     tools = _tools()
     stem, stop_en, stop_zh = tools["stem"], tools["stop_en"], tools["stop_zh"]
     out: list[str] = []
-    for i, piece in enumerate(_SPLIT_RE.split(text.lower())):
+    for i, piece in enumerate(_SPLIT_RE.split(text)):
         if not piece:
             continue
         if i % 2:  # a CJK run
-            out += [w for w in tools["jieba"].cut_for_search(piece)
+            out += [w for w in tools["jieba"].cut_for_search(piece.lower())
                     if w.strip() and w not in stop_zh]
             continue
         for word in _WORD_RE.findall(piece):
             parts = _PART_RE.findall(word)
             if len(parts) > 1:
-                out.append(word)
-            for p in parts:
+                out.append(word.lower())
+            for part in parts:
+                if (exact := _case_token(part)) is not None:
+                    out.append(exact)
+                p = part.lower()
                 if p in stop_en:
                     continue
                 out.append(stem(p) if p.isalpha() else p)
@@ -349,16 +373,22 @@ class Bm25Index:
         (folder / "stats.json").write_text(
             json.dumps({"df": base.df, "total_len": base.total_len}, ensure_ascii=False))
         tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"folder": folder.name, "generation": generation}))
+        tmp.write_text(json.dumps({"folder": folder.name, "generation": generation,
+                                   "tokenizer": TOKENIZER_VERSION}))
         os.replace(tmp, pointer)
         for old in directory.glob("bm25-*"):
             if old.name != folder.name:
                 shutil.rmtree(old, ignore_errors=True)
 
     def load(self, directory: Path) -> bool:
-        """Load a saved base; False when there is none (or it is unreadable)."""
+        """Load a saved base; False when there is none, it is unreadable or its tokens are
+        of another :data:`TOKENIZER_VERSION` (the caller rebuilds it from the docstore)."""
         try:
             meta = json.loads((directory / "bm25.json").read_text())
+            if meta.get("tokenizer", 1) != TOKENIZER_VERSION:
+                log.info("the BM25 snapshot in %s was tokenised by version %s, not %s: "
+                         "rebuilding", directory, meta.get("tokenizer", 1), TOKENIZER_VERSION)
+                return False
             folder = directory / str(meta["folder"])
             rows = np.load(folder / "rows.npy")
             stats = json.loads((folder / "stats.json").read_text())

@@ -11,7 +11,7 @@ Spaces: ``main`` holds every chunk, embedded by the main embedder (MiniLM by def
 ``zh`` (optional) holds the Chinese and mixed chunks embedded by a multilingual embedder
 (USE by default), because MiniLM is English-only. A query is routed by its language: a
 Chinese one searches the ``zh`` space, an English one the ``main`` space; ``hybrid`` mode
-fuses that list with BM25 by reciprocal rank (k=60).
+fuses that list with BM25 (a convex combination of normalised scores, text_search.py).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def text_index_from_settings(settings: Settings) -> TextIndex:
     config = TextIndexConfig(
         ann=AnnConfig(hnsw_threshold=ix.hnsw_threshold, hnsw_m=ix.hnsw_m,
                       ef_construction=ix.hnsw_ef_construction, ef_search=ix.hnsw_ef_search),
+        fusion=ix.fusion,
+        vector_weight=ix.fusion_vector_weight,
         rrf_k=ix.rrf_k,
         near_duplicate_threshold=(settings.ingest.near_duplicate_threshold
                                   if settings.ingest.dedupe else None),

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from kinject.ingest.codeblocks import balanced_piece, has_code, map_prose
-from kinject.ingest.normalise import detect_lang
+from kinject.ingest.normalise import detect_lang, normalise_text
 from kinject.types import Chunk, Document, content_hash
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ SEPARATORS: tuple[str, ...] = (
 # loses its header labels and cannot answer a question on its own.
 ATOMIC_UNITS = frozenset({"row", "item"})
 ATOMIC_FACTOR = 4
+# A section's heading path takes at most this share of a chunk's size; the rest is its text.
+HEADING_SHARE = 0.5
 # The splitter can leave two spaces where a kept separator meets the next piece.
 _RUNS_OF_SPACES = re.compile(r"[ \t]{2,}")
 
@@ -90,11 +92,19 @@ def chunk_document(doc: Document, size: int, overlap: int) -> list[Chunk]:
     """Chunks of ``doc``; ``chunk_id = content_hash(source_id, text)``, so replays are idempotent.
 
     A chunk's meta is the document's meta plus its title. Repeated text within a document
-    yields one chunk.
+    yields one chunk. A section (``meta["section"]``, its heading path, which the parser put
+    at the head of its text) is split without that path, and every chunk starts with it
+    ("Install > Linux: ..."), so a question naming the section finds its second chunk too;
+    the path counts towards ``size``.
     """
     text = doc.text.strip()
+    heading, body = _heading_and_body(doc, text)
     if doc.meta.get("unit") in ATOMIC_UNITS and len(text) <= size * ATOMIC_FACTOR:
         pieces = [text] if text else []
+    elif heading and body:
+        budget = max(size - len(heading) - 2, int(size * (1 - HEADING_SHARE)))
+        pieces = [_under(heading, piece)
+                  for piece in split_text(body, budget, min(overlap, budget // 2))]
     else:
         pieces = split_text(text, size, overlap)
     meta = {**doc.meta, "title": doc.title} if doc.title else dict(doc.meta)
@@ -118,3 +128,23 @@ def chunk_document(doc: Document, size: int, overlap: int) -> list[Chunk]:
             )
         )
     return chunks
+
+
+def _heading_and_body(doc: Document, text: str) -> tuple[str, str]:
+    """The section's heading path and its text after the "path:" the parser wrote; ("", text)
+    when the document is no section or its text does not start with its path."""
+    section = doc.meta.get("section")
+    if not isinstance(section, str) or not (path := normalise_text(section).strip()):
+        return "", text
+    if not text.startswith(f"{path}:"):
+        return "", text
+    return path, text[len(path) + 1:].strip()
+
+
+def _under(heading: str, piece: str) -> str:
+    """``piece`` under its heading path, as the parser writes a section: on the same line,
+    or on a line of its own when the first block is several lines (a table, code)."""
+    if piece.startswith(f"{heading}:"):
+        return piece
+    sep = "\n" if "\n" in piece.split("\n\n", 1)[0] else " "
+    return f"{heading}:{sep}{piece}"

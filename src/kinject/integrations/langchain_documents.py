@@ -15,7 +15,7 @@ from kinject.types import Chunk, Hit
 # its own fields beside it: unit, title, ts, ...; search adds its scores).
 LC_METADATA = "langchain_metadata"
 # What search adds to a hit's meta (index/text_search.py): never part of a document's metadata.
-SEARCH_FIELDS = frozenset({"rrf", "vector_score", "bm25_score", "space", "score"})
+SEARCH_FIELDS = frozenset({"fused", "vector_score", "bm25_score", "space", "score"})
 SEARCH_KWARGS = ("k", "filters", "filter", "mode")
 
 
