@@ -77,3 +77,33 @@ def test_a_name_is_named_by_its_words_not_by_a_namesakes() -> None:
     assert not _names("Silver Gannet", "name: the Northern Gannet", "Who sails the Silver Gannet?")
     assert _names("渡鸦河有多长", "渡鸦河全长四百一十公里。", "渡鸦河有多长？")
     assert not _names("白鹭河", "渡鸦河全长四百一十公里。", "白鹭河有多长？")
+
+
+ROWS = ("Table 2.12. The log files for package activities\n"
+        "file: /var/log/dpkg.log. content: Log of dpkg level activity for all package "
+        "activities.\n"
+        "file: /var/log/apt/term.log. content: Log of generic APT activity.\n"
+        "See also the aptitude manual.")
+
+
+def test_header_value_lines_of_a_table_are_each_read_as_a_record() -> None:
+    units = reading_units(ROWS)
+    assert units == [
+        "Table 2.12. The log files for package activities\nfile: /var/log/dpkg.log\n"
+        "content: Log of dpkg level activity for all package activities\n"
+        "See also the aptitude manual.",
+        "Table 2.12. The log files for package activities\nfile: /var/log/apt/term.log\n"
+        "content: Log of generic APT activity\nSee also the aptitude manual.",
+    ]
+    # the cell the model names is the whole value, not the row
+    assert snap("/var/log/dpkg.log", units[0]) == "/var/log/dpkg.log"
+    assert reading_units("命令: dpkg -L package_name. 操作: 列出已安装软件包的内容.") == [
+        "命令: dpkg -L package_name\n操作: 列出已安装软件包的内容"]
+
+
+def test_a_colon_inside_a_rows_value_stays_in_the_value() -> None:
+    units = reading_units("port: 22. service: ssh. note: Caution: root login.\n"
+                          "port: 443. service: https. note: TLS.")
+    assert units[0] == "port: 22\nservice: ssh\nnote: Caution: root login"
+    assert reading_units("The hut sleeps 46. Note: closed in May.") == [
+        "The hut sleeps 46. Note: closed in May."]

@@ -28,9 +28,72 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in m.group(1).split("|")] if m else []
 
 
+# A field of a row written on one line as "Header: value. Header: value." (how ingest writes a
+# CSV row or an HTML table's row): a name at the line's start or after a sentence's end, then
+# ": " (Chinese punctuation is folded to ASCII by ingest).
+_INLINE_KEY = re.compile(r"(?:^|(?<=[.!?。！？])\s+)([^\s:：.!?。！？][^:：\n.!?。！？]{0,39}?)[:：]\s+")
+
+
+def _inline_fields(line: str) -> list[tuple[str, str]]:
+    """``[(header, value), ...]`` of a "Header: value. Header: value." line (the sentence end
+    that closes each value dropped); [] when the line is not one (fewer than two fields, or
+    text before the first)."""
+    keys = list(_INLINE_KEY.finditer(line.strip()))
+    text = line.strip()
+    if len(keys) < 2 or keys[0].start() != 0:
+        return []
+    out = []
+    for k, nxt in zip(keys, [*keys[1:], None], strict=True):
+        value = text[k.end(): nxt.start() if nxt is not None else len(text)].strip()
+        if value[-1:] in ".。" and not value[:-1].endswith((".", "。")):
+            value = value[:-1].rstrip()
+        if not value:
+            return []
+        out.append((k.group(1).strip(), value))
+    return out
+
+
+def _inline_rows(lines: list[str]) -> list[str] | None:
+    """Each "Header: value. Header: value." line of a passage as a record of its own (one
+    ``header: value`` a line, after the text before the rows and followed by the text after
+    them), when the passage has such lines; headers that only some rows have (a value's own
+    "Note: ...") are part of the value before them. None when there are none."""
+    parsed = [_inline_fields(line) for line in lines]
+    at = [i for i, fields in enumerate(parsed) if fields]
+    if not at:
+        return None
+    first, last = at[0], at[-1]
+    rows = [parsed[i] for i in at]
+    if len(rows) > 1:  # a header most rows share is a column; another is a value's words
+        count: dict[str, int] = {}
+        for fields in rows:
+            for key in {k for k, _ in fields}:
+                count[key] = count.get(key, 0) + 1
+        columns = {k for k, n in count.items() if 2 * n >= len(rows)}
+        merged = []
+        for fields in rows:
+            kept: list[tuple[str, str]] = []
+            for key, value in fields:
+                if key in columns or not kept:
+                    kept.append((key, value))
+                else:
+                    kept[-1] = (kept[-1][0], f"{kept[-1][1]}. {key}: {value}")
+            merged.append(kept)
+        rows = merged
+    head = " ".join(x.strip() for x in lines[:first] if x.strip())
+    between = [x.strip() for x in lines[first:last + 1] if x.strip() and not _inline_fields(x)]
+    rest = " ".join(between + [x.strip() for x in lines[last + 1:] if x.strip()])
+    units = []
+    for fields in rows:
+        record = "\n".join(f"{k}: {v}" for k, v in fields)
+        units.append(f"{head}\n{record}" if head else record)
+    return [f"{u}\n{rest}" if rest else u for u in units]
+
+
 def reading_units(passage: str) -> list[str]:
-    """The pieces the reader reads one at a time: each row of a markdown table as
-    ``header: value`` lines (after the table's caption, if any); any other passage whole."""
+    """The pieces the reader reads one at a time: each row of a markdown table, or each
+    "Header: value. Header: value." line, as ``header: value`` lines (after the table's
+    caption or the text before the rows, if any); any other passage whole."""
     lines = passage.splitlines()
     for i in range(len(lines) - 1):
         header = _cells(lines[i])
@@ -49,7 +112,7 @@ def reading_units(passage: str) -> list[str]:
         head = f"{caption}\n" if caption else ""
         tail = f"\n{rest}" if rest else ""
         return [f"{head}{row}{tail}" for row in rows]
-    return [passage]
+    return _inline_rows(lines) or [passage]
 
 
 def _fold(text: str, spaces: bool = True) -> tuple[str, list[int]]:
