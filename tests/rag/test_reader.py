@@ -223,3 +223,33 @@ def test_the_service_in_read_mode_loads_the_reader_at_warm_up_and_for_every_mode
             answer = svc.ask("Which city is Tomasz Wielgus's workshop in?", model=model)
             assert "Lublin" in answer.text, (model, answer)
             assert answer.citations[0].source_id == "kb/violin"
+
+
+# A manual's table as ingest writes an HTML or CSV table: one "Header: value." line a row.
+RIG_TABLE = ("Table 4.2. Commands of the Tessaly field kit\n"
+             "command: rigctl -z gauges. action: zero the pressure gauges before a dive.\n"
+             "command: rigctl -L sensors. action: list every sensor paired with the kit.\n"
+             "command: rigctl -l logs. action: print the last hundred lines of the log.")
+
+
+def test_a_question_over_a_table_passage_gets_the_cell_of_the_right_row(reader: Ct2Reader
+                                                                        ) -> None:
+    """The answer is the cell asked for, from the row that says it: not the whole row, not a
+    neighbour that differs by a letter's case."""
+    r = _read(reader, "Which command shows the sensors the kit is paired with?", RIG_TABLE)
+    assert r.answered and r.text == "rigctl -L sensors", r
+
+
+SYNC_EN = ("Backups. After the nightly job has finished, run tessa-sync --push to copy the "
+           "archive to the backup host.")
+SYNC_ZH = "备份。夜间任务结束后，运行 tessa-sync --push 把归档复制到备份主机。"
+
+
+def test_a_question_is_answered_from_the_passage_in_its_own_language(reader: Ct2Reader
+                                                                     ) -> None:
+    """A manual published in two languages holds each fact twice: an English question is
+    answered in English from the English page, a Chinese one from the Chinese page."""
+    en = _read(reader, "When should tessa-sync --push be run?", SYNC_ZH, SYNC_EN)
+    assert en.answered and en.passage == 1 and "nightly job" in en.text, en
+    zh = _read(reader, "什么时候运行 tessa-sync --push？", SYNC_EN, SYNC_ZH)
+    assert zh.answered and zh.passage == 1 and "夜间任务" in zh.text, zh

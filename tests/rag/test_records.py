@@ -1,6 +1,6 @@
 """Table rows read as records, and answers mapped back onto whole spans of what was read."""
 
-from kinject.rag.records import reading_units, snap
+from kinject.rag.records import cell, reading_units, snap
 
 TABLE = ("Alpine huts of the Farnhorn range:\n\n"
          "| Hut | Altitude | Beds | Warden |\n|---|---|---|---|\n"
@@ -77,3 +77,37 @@ def test_a_name_is_named_by_its_words_not_by_a_namesakes() -> None:
     assert not _names("Silver Gannet", "name: the Northern Gannet", "Who sails the Silver Gannet?")
     assert _names("渡鸦河有多长", "渡鸦河全长四百一十公里。", "渡鸦河有多长？")
     assert not _names("白鹭河", "渡鸦河全长四百一十公里。", "白鹭河有多长？")
+
+
+
+ROWS = ("Table 2.12. The log files for package activities\n"
+        "file: /var/log/dpkg.log. content: Log of dpkg level activity for all package "
+        "activities.\n"
+        "file: /var/log/apt/term.log. content: Log of generic APT activity.")
+
+
+def test_a_reading_of_a_whole_table_row_becomes_the_cell_asked_for() -> None:
+    row = "/var/log/dpkg.log. content: Log of dpkg level activity for all package activities."
+    assert cell(row, ROWS, "Which log file records dpkg level package activity?") == (
+        "/var/log/dpkg.log")
+    # the header the question shares most with, in Chinese too ("命令" of "命令片段")
+    zh = '操作: 查看系统日志. 命令片段: "journalctl -b --system".'
+    assert cell('查看系统日志. 命令片段: "journalctl -b --system".', zh,
+                "想看系统日志，用什么命令？") == "journalctl -b --system"
+
+
+def test_a_rows_cell_the_question_quotes_is_not_the_answer() -> None:
+    row = "name: gre. number: 47. aliases: GRE."
+    assert cell("GRE", row, "Which protocol number is GRE registered under?") == "47"
+
+
+def test_a_reading_that_is_not_a_row_stands() -> None:
+    assert cell("/var/log/dpkg.log", ROWS, "Which log file records dpkg activity?") is None
+    assert cell("46", "The hut sleeps 46. Note: closed in May.", "How many beds?") is None
+    assert reading_units(ROWS) == [ROWS]
+
+
+def test_a_quoted_cell_is_answered_without_its_quotes() -> None:
+    unit = reading_units("Operation: Get the default target\n"
+                         'Command snippets: "systemctl get-default"')[0]
+    assert snap("systemctl get-default", unit) == "systemctl get-default"

@@ -45,7 +45,7 @@ from kinject.rag.reader_text import (
     _sentence_case,
     _whole_sentences,
 )
-from kinject.rag.records import reading_units, snap
+from kinject.rag.records import cell, reading_units, snap
 from kinject.rag.sentences import LINK, grounding, tokens
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,11 @@ class ReaderConfig:
     # When exactly one unit names what the question asks about, it is read without weighing
     # (one model call fewer); the reading itself says NONE when the unit does not answer.
     skip_single_named: bool = True
+    # A unit in another language than the question (Chinese script or not) loses this much
+    # PMI: a manual published in two languages holds the same fact twice, and the answer is
+    # written from the one in the question's language (realdocs dev: an English question
+    # answered "2015 年" from the Chinese chapter, PMI 1.35 against 1.27 for the English one).
+    other_language_penalty: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_answer_tokens < 1:
@@ -271,8 +276,10 @@ class Ct2Reader:
             count = len(own)
             base, scores = means[at], means[at + 1: at + 1 + count]
             at += 1 + count
+            zh = bool(_CJK_RUN.search(question))
             pmi = [m - base - cfg.rank_penalty * pi
-                   for m, (pi, _) in zip(scores, own, strict=True)]
+                   - (cfg.other_language_penalty if bool(_CJK_RUN.search(u)) != zh else 0.0)
+                   for m, (pi, u) in zip(scores, own, strict=True)]
             best = max(range(len(pmi)), key=pmi.__getitem__)
             bar = cfg.min_pmi_named if name is not None else cfg.min_pmi
             ok = pmi[best] >= bar
@@ -315,6 +322,9 @@ class Ct2Reader:
             # ("NO" of "NOTICE"): written as a word, never snapped onto the passage.
             cased = _sentence_case(text, unit)
             text = cased if cased != text else snap(text, unit)
+            # Read from a table row ("Header: value. Header: value."): the cell asked for,
+            # not the row, nor the cell the question itself quotes.
+            text = cell(text, unit, questions[qi]) or text
             name = names[qi] if names else None
             if not tokens(text) - tokens(questions[qi]) and (
                     name is None or _fold(name) in _fold(text)):

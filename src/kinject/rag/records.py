@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from difflib import SequenceMatcher
 
 _ROW = re.compile(r"^\s*\|(.*)\|\s*$")
 _RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
@@ -28,9 +29,38 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in m.group(1).split("|")] if m else []
 
 
+# A field of a row written on one line as "Header: value. Header: value." (how ingest writes a
+# CSV row or an HTML table's row): a name at the line's start or after a sentence's end, then
+# ": " (Chinese punctuation is folded to ASCII by ingest).
+_INLINE_KEY = re.compile(
+    r"(?:^|(?<=[.!?。！？])\s+)([^\s:：.!?。！？][^:：\n.!?。！？]{0,39}?)[:：]\s+")
+
+
+def _inline_fields(line: str) -> list[tuple[str, str]]:
+    """``[(header, value), ...]`` of a "Header: value. Header: value." line (the sentence end
+    that closes each value dropped); [] when the line is not one (fewer than two fields, or
+    text before the first)."""
+    keys = list(_INLINE_KEY.finditer(line.strip()))
+    text = line.strip()
+    if len(keys) < 2 or keys[0].start() != 0:
+        return []
+    out = []
+    for k, nxt in zip(keys, [*keys[1:], None], strict=True):
+        value = text[k.end(): nxt.start() if nxt is not None else len(text)].strip()
+        if value[-1:] in ".。" and not value[:-1].endswith((".", "。")):
+            value = value[:-1].rstrip()
+        if not value:
+            return []
+        out.append((k.group(1).strip(), value))
+    return out
+
+
 def reading_units(passage: str) -> list[str]:
     """The pieces the reader reads one at a time: each row of a markdown table as
-    ``header: value`` lines (after the table's caption, if any); any other passage whole."""
+    ``header: value`` lines (after the table's caption, if any); any other passage whole
+    (rows written "Header: value. Header: value.", one a line, are read together: the model
+    finds the row better than the question's likelihood does, and :func:`cell` then takes
+    the cell asked for)."""
     lines = passage.splitlines()
     for i in range(len(lines) - 1):
         header = _cells(lines[i])
@@ -50,6 +80,43 @@ def reading_units(passage: str) -> list[str]:
         tail = f"\n{rest}" if rest else ""
         return [f"{head}{row}{tail}" for row in rows]
     return [passage]
+
+
+def _folded(text: str) -> str:
+    return _fold(text, spaces=False)[0]
+
+
+def _shared(a: str, b: str) -> int:
+    """The length of the longest run of characters ``a`` and ``b`` share."""
+    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match().size
+
+
+def cell(answer: str, unit: str, question: str) -> str | None:
+    """The cell of a "Header: value. Header: value." row of ``unit`` that answers, when the
+    reading is that row (two or more of its values) or the one value of it the question
+    itself names (an echo): the value under the header the question shares the longest run
+    of letters with, else the first value the question does not hold. None when the reading is no
+    such thing (then it stands as read). Only the row's shape and the question's own words
+    are used."""
+    said, asked = _folded(answer), _folded(question)
+    if not said:
+        return None
+    for line in unit.splitlines():
+        fields = _inline_fields(line)
+        values = [(k, v, _folded(v)) for k, v in fields]
+        held = [fv for _, _, fv in values if fv and fv in said]
+        echo = len(held) == 1 and held[0] == said and said in asked
+        if len(held) < 2 and not echo:
+            continue
+        # The header the question shares the longest run of letters with ("command" of
+        # "Command snippets", "命令" of "命令片段"); two letters at least.
+        shared = [(_shared(_folded(k), asked), -i, v) for i, (k, v, _) in enumerate(values)]
+        best = max(shared)
+        if best[0] >= 2:
+            return _unquoted(best[2])
+        rest = [v for _, v, fv in values if fv not in asked]
+        return _unquoted(rest[0]) if rest else None
+    return None
 
 
 def _fold(text: str, spaces: bool = True) -> tuple[str, list[int]]:
@@ -182,6 +249,17 @@ def _before_parenthesis(text: str, start: int, end: int) -> tuple[int, int]:
     return words[keep].start(), closing + 1
 
 
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "「": "」"}
+
+
+def _unquoted(value: str) -> str:
+    """A value a table cell puts in quotes (a command snippet: '"systemctl get-default"')
+    without them, when they enclose it whole."""
+    if len(value) > 2 and _QUOTES.get(value[0]) == value[-1] and value[-1] not in value[1:-1]:
+        return value[1:-1].strip()
+    return value
+
+
 def snap(answer: str, text: str) -> str:
     """``answer`` as a whole span of ``text`` when it is one (a record's whole value, whole
     words); otherwise ``answer`` unchanged."""
@@ -193,7 +271,7 @@ def snap(answer: str, text: str) -> str:
         values = [(f, _value_of(text, *f)) for f in found]
         for _, value in sorted(values, key=lambda fv: fv[0] != fv[1]):
             if value is not None:
-                return text[value[0]:value[1]]
+                return _unquoted(text[value[0]:value[1]])
     start, end = found[0]
     start, end = _before_parenthesis(text, *_whole_words(text, start, end))
     return text[start:end].strip()
