@@ -233,3 +233,31 @@ def test_rollback_after_a_crash_between_the_pointer_and_its_history_line(
     assert reopened.active() == v2
     assert reopened.rollback().version == v1
     assert reopened.active() == v1
+
+
+def test_a_version_folder_is_on_disk_before_its_name_is(
+        tmp_path: Path, adapters: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A power cut cannot be staged in a test; what can be checked is the order a crash-safe
+    # registration needs: every file of the version flushed before the rename that gives the
+    # folder its name (the ACTIVE pointer, fsynced, may name it next), the directory after.
+    import os
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    def replace(a: object, b: object) -> None:
+        events.append("rename " + Path(str(b)).name)
+        real_replace(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    reg = AdapterRegistry(tmp_path / "adapters")
+    version = _add(reg, adapters[0], ["kb/a"])
+    rename = events.index("rename " + version)
+    flushed = {e.split(" ", 1)[1] for e in events[:rename] if e.startswith("fsync ")}
+    assert {"adapter_config.json", "adapter_model.safetensors", "manifest.json"} <= flushed
+    assert "fsync versions" in events[rename:]

@@ -42,6 +42,24 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's files and its entries to disk, so a rename that publishes it never
+    names empty files after a power cut (the ACTIVE pointer is fsynced and may name it)."""
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _dump(v: AdapterVersion) -> str:
     d = asdict(v)
     d["lineage"] = list(v.lineage)

@@ -54,6 +54,8 @@ from kinject.finetune.adapter_manifest import (
     _load,
     _write_atomic,
     file_sha256,
+    fsync_dir,
+    fsync_folder,
 )
 from kinject.types import AdapterVersion
 
@@ -149,11 +151,13 @@ class AdapterRegistry(ActivePointer):
             if file_sha256(tmp / WEIGHTS) != version:
                 raise RegistryError(f"{src / WEIGHTS} changed while it was being registered")
             (tmp / MANIFEST).write_text(_dump(meta), encoding="utf-8")
+            fsync_folder(tmp)
             try:
                 os.replace(tmp, target)
             except OSError:  # another process registered the same weights first
                 if not (target / MANIFEST).is_file():
                     raise
+            fsync_dir(self.versions_dir)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -172,12 +176,14 @@ class AdapterRegistry(ActivePointer):
             raise RegistryError(f"manifest names version {meta.version[:12]!r} but the "
                                 f"weights hash to {version[:12]}")
         target = self.versions_dir / version
+        fsync_folder(folder)
         try:
             os.replace(folder, target)
         except OSError:  # a non-empty folder of that name: the version is here already
             if not (target / MANIFEST).is_file():
                 raise
             shutil.rmtree(folder, ignore_errors=True)
+        fsync_dir(self.versions_dir)
         log.info("installed adapter %s", version[:12])
         return version
 
