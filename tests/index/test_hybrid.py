@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from kinject.index.ann_index import AnnConfig
-from kinject.index.bm25_index import Bm25Index, tokenize
+from kinject.index.bm25_index import Bm25Index
+from kinject.index.bm25_tokens import tokenize
 from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import Embedder, HashEmbedder
 from kinject.index.text_index import TextIndex, TextIndexConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kinject.index.bm25_index import tokenize
+from kinject.index.bm25_tokens import tokenize
 from kinject.index.changes import SourceUpdate
 from kinject.index.embedders import Embedder, HashEmbedder
 from kinject.index.text_index import TextIndex, TextIndexConfig

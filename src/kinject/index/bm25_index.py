@@ -22,9 +22,7 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from kinject.index.bm25_tokens import TOKENIZER_VERSION, tokenize
 from kinject.index.rebuild import BackgroundRebuild
 
 log = logging.getLogger(__name__)
@@ -41,84 +40,6 @@ log = logging.getLogger(__name__)
 # Lucene BM25, as bm25s computes it by default.
 K1 = 1.5
 B = 0.75
-
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_SPLIT_RE = re.compile(rf"([{_CJK}]+)")
-# Words, and codes whose parts are joined by - _ . / (kept whole and as parts).
-_WORD_RE = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*")
-_PART_RE = re.compile(r"[^\W_]+")
-
-_tok_lock = threading.Lock()
-_tok_state: dict[str, Any] = {}
-
-
-def _tools() -> dict[str, Any]:
-    with _tok_lock:
-        if not _tok_state:
-            import jieba
-            import Stemmer
-            from bm25s.stopwords import STOPWORDS_CHINESE, STOPWORDS_EN
-
-            jieba.setLogLevel(logging.WARNING)
-            jieba.initialize()
-            _tok_state.update(
-                jieba=jieba,
-                stem=Stemmer.Stemmer("english").stemWord,
-                stop_en=frozenset(STOPWORDS_EN),
-                stop_zh=frozenset(STOPWORDS_CHINESE),
-            )
-        return _tok_state
-
-
-# What ``tokenize`` makes; a saved index of another version is rebuilt from the docstore at
-# load (2: case-exact tokens were added).
-TOKENIZER_VERSION = 2
-# Case-exact tokens carry this mark, so they never meet a folded token ("=L" vs "l").
-CASE_MARK = "="
-
-
-def _case_token(part: str) -> str | None:
-    """The case-exact token of a word part whose case tells it apart (``-L`` vs ``-l``,
-    ``PATH``, ``getElementById``): a single letter in either case, or a word with a capital
-    past its first letter. Lower-case and Title-case words fold as before and get none, so
-    ordinary prose and a sentence's first word are tokenised as they always were."""
-    if len(part) == 1:
-        return CASE_MARK + part if part.isalpha() else None
-    if any(ch.isupper() for ch in part[1:]):
-        return CASE_MARK + part
-    return None
-
-
-def tokenize(text: str) -> list[str]:
-    """BM25 tokens: Chinese runs cut by jieba (search mode: words and their sub-words),
-    other text as lower-cased, stemmed words without English stopwords. A code such as
-    ``XK-4471`` is kept whole (``xk-4471``) and as its parts. A part whose case tells it
-    apart also gets a case-exact token (:func:`_case_token`), so ``dpkg -L`` matches the
-    ``-L`` row better than the ``-l`` one while ``dpkg -l`` still finds both."""
-    tools = _tools()
-    stem, stop_en, stop_zh = tools["stem"], tools["stop_en"], tools["stop_zh"]
-    out: list[str] = []
-    for i, piece in enumerate(_SPLIT_RE.split(text)):
-        if not piece:
-            continue
-        if i % 2:  # a CJK run
-            out += [w for w in tools["jieba"].cut_for_search(piece.lower())
-                    if w.strip() and w not in stop_zh]
-            continue
-        for word in _WORD_RE.findall(piece):
-            parts = _PART_RE.findall(word)
-            if len(parts) > 1:
-                out.append(word.lower())
-            for part in parts:
-                if (exact := _case_token(part)) is not None:
-                    out.append(exact)
-                p = part.lower()
-                if p in stop_en:
-                    continue
-                out.append(stem(p) if p.isalpha() else p)
-    # Interned: the index keeps every chunk's tokens for rebuilds; words repeat a lot.
-    return [sys.intern(t) for t in out]
-
 
 @dataclass
 class _Base:

@@ -27,7 +27,8 @@ import numpy as np
 from kinject.errors import IndexFailure
 from kinject.index import space_store
 from kinject.index.ann_index import AnnConfig, AnnIndex
-from kinject.index.bm25_index import Bm25Index, tokenize
+from kinject.index.bm25_index import Bm25Index
+from kinject.index.bm25_tokens import tokenize
 from kinject.index.changes import SourceUpdate
 from kinject.index.docstore import Docstore
 from kinject.index.embedders import Embedder
