@@ -180,3 +180,32 @@ def test_a_chunk_event_the_corpus_cannot_take_is_dead_lettered_and_the_rest_flow
     assert letters[0].source_id == "kb/bad" and letters[0].source_topic == road.topics.chunks
     assert "Error" in letters[0].error_type and letters[0].reason
     assert road.mat is not None and road.mat.dead_letters == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_corpus_locked_for_long_drops_nothing(road: _Road, kafka: KafkaSettings) -> None:
+    """A store that stays locked (another process holds its write lock past the busy
+    timeout) is the store's trouble, not the event's: the event is not dead-lettered, the
+    batch is not committed, and once the lock is gone a restarted materialiser (the runner
+    restarts it) writes it."""
+    import sqlite3
+
+    from kinject.stream.dlq import read_dead_letters
+
+    assert road.store is not None
+    road.store._db.execute("PRAGMA busy_timeout = 100")  # give up on the lock quickly
+    holder = sqlite3.connect(road.store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a training job's long write
+    try:
+        road.publish(Record(source_id="kb/held", kind="text",
+                            content=b"The lighthouse at Osk was lit in 1888."))
+        corpus_thread, _ = road.threads["corpus"]
+        corpus_thread.join(timeout=60)  # the materialiser gave up: the runner would restart it
+        assert not corpus_thread.is_alive()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    road.stop("corpus")
+    road.start_corpus()
+    until(lambda: road.sources() == {"kb/held"}, what="the held event after the restart")
+    assert not [d for d in read_dead_letters(kafka, road.bootstrap) if d.stage == "corpus"]
