@@ -132,3 +132,80 @@ def test_a_restarted_materialiser_continues_from_its_committed_offsets(road: _Ro
     time.sleep(0.5)
     assert road.mat.applied == 1  # the earlier events were not read again
     assert road.store is not None and road.store.count() > count
+
+
+def _chunk_event(source_id: str, text: str, meta: object) -> bytes:
+    """A chunk event as a worker of another version (or a corrupted copy) could write it."""
+    import base64
+    import json
+
+    import numpy as np
+
+    vector = base64.b64encode(np.ones((1, 4), np.float32).tobytes()).decode()
+    return json.dumps({
+        "v": 1, "op": "upsert", "source_id": source_id, "content_hash": None,
+        "record_position": None, "embedder": "hash", "ts": None, "dim": 4,
+        "vectors_b64": vector,
+        "chunks": [{"chunk_id": f"{source_id}#0", "doc_id": source_id, "text": text,
+                    "ordinal": 0, "lang": "en", "kind": "text", "meta": meta}],
+    }).encode()
+
+
+@pytest.mark.parametrize("text, meta", [
+    # JSON reads an escaped lone surrogate; SQLite cannot store it (UnicodeEncodeError)
+    ("The ferry to Osk leaves at 9 \ud800 from pier 3.", {}),
+    # the example builder reads meta as a mapping (AttributeError)
+    ("The ferry to Osk leaves at 9 from pier 3.", ["not", "a", "mapping"]),
+])
+def test_a_chunk_event_the_corpus_cannot_take_is_dead_lettered_and_the_rest_flow(
+    road: _Road, kafka: KafkaSettings, text: str, meta: object
+) -> None:
+    """One chunk event the corpus store or the example builder fails on used to stop the
+    corpus for good: the materialiser died on it (restarted by its runner, on the same batch,
+    forever), and no later knowledge reached the training examples. The event is retried,
+    then dead-lettered with its reason; the events around it are applied."""
+    from kinject.stream.dlq import read_dead_letters
+
+    road.publish(Record(source_id="kb/before", kind="text", content=b"Pier 1 opened in 1901."))
+    until(lambda: road.sources() == {"kb/before"})
+    road.producer.send(road.topics.chunks, key=b"kb/bad", value=_chunk_event("kb/bad", text,
+                                                                             meta))
+    road.producer.flush()
+    road.publish(Record(source_id="kb/after", kind="text", content=b"Pier 2 opened in 1920."))
+    until(lambda: road.sources() == {"kb/before", "kb/after"}, timeout_s=90,
+          what="the events behind the bad one reach the corpus")
+    letters = until(lambda: [d for d in read_dead_letters(kafka, road.bootstrap)
+                             if d.stage == "corpus"], what="a dead letter for the bad event")
+    assert len(letters) == 1, letters
+    assert letters[0].source_id == "kb/bad" and letters[0].source_topic == road.topics.chunks
+    assert "Error" in letters[0].error_type and letters[0].reason
+    assert road.mat is not None and road.mat.dead_letters == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_corpus_locked_for_long_drops_nothing(road: _Road, kafka: KafkaSettings) -> None:
+    """A store that stays locked (another process holds its write lock past the busy
+    timeout) is the store's trouble, not the event's: the event is not dead-lettered, the
+    batch is not committed, and once the lock is gone a restarted materialiser (the runner
+    restarts it) writes it."""
+    import sqlite3
+
+    from kinject.stream.dlq import read_dead_letters
+
+    assert road.store is not None
+    road.store._db.execute("PRAGMA busy_timeout = 100")  # give up on the lock quickly
+    holder = sqlite3.connect(road.store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a training job's long write
+    try:
+        road.publish(Record(source_id="kb/held", kind="text",
+                            content=b"The lighthouse at Osk was lit in 1888."))
+        corpus_thread, _ = road.threads["corpus"]
+        corpus_thread.join(timeout=60)  # the materialiser gave up: the runner would restart it
+        assert not corpus_thread.is_alive()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    road.stop("corpus")
+    road.start_corpus()
+    until(lambda: road.sources() == {"kb/held"}, what="the held event after the restart")
+    assert not [d for d in read_dead_letters(kafka, road.bootstrap) if d.stage == "corpus"]

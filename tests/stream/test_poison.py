@@ -179,3 +179,44 @@ def test_a_record_whose_chunk_event_is_too_large_to_send_is_dead_lettered(
     assert letters[0]["stage"] == "publish" and "too large" in letters[0]["reason"]
     events = _read_all(kafka, topics.chunks)
     assert sorted(e["source_id"] for e in events) == [f"good/{i}" for i in range(3)]
+
+
+def test_a_dead_letter_too_large_for_the_broker_is_sent_without_the_records_bytes(
+    kafka: KafkaSettings, hash_embedder: Any, tmp_path: Path
+) -> None:
+    """A dead letter carries the record's bytes in base64 (a third larger, plus JSON): for a
+    record near a broker's message limit (real Kafka's default is 1 MB) the letter itself was
+    refused for its size, the worker took that for a lost broker and read the same batch
+    again, forever. The letter goes without the bytes (the dead-letter store keeps them) and
+    the records behind it flow. The broker's limit is played here by the producer's own
+    ``max_request_size`` (the embedded broker takes any size)."""
+    from kinject.stream.dlq_store import DeadLetterStore
+
+    bad = b"\xff" * 20_000  # not UTF-8 JSON: dead-lettered at once, with its 20 kB kept
+    producer = make_producer(kafka, kafka.bootstrap_servers or "")
+    topics = Topics.from_settings(kafka)
+    sent = producer.send(topics.records, key=b"bad/bytes", value=bad, partition=0)
+    producer.flush()
+    bad_offset = sent.get(timeout=10).offset
+    producer.close()
+    _publish(kafka, _good(3))
+    bootstrap = kafka.bootstrap_servers or ""
+    with DeadLetterStore(tmp_path / "dlq.sqlite3") as store:
+        worker = IngestWorker(kafka, bootstrap, IngestConfig(ocr_engine="none"), hash_embedder,
+                              record_timeout_s=0, dlq_store=store)
+        worker.start()
+        worker._producer.close()  # as a broker with a 16 kB message limit would refuse
+        worker._producer = make_producer(kafka, bootstrap, max_request_size=16_384)
+        try:
+            _work(worker, until=4, timeout_s=60, extra_polls=2)
+        finally:
+            worker.close()
+        kept = store.latest()
+        assert len(kept) == 1 and kept[0].value == bad  # the bytes are kept here
+    letters = _read_all(kafka, topics.dlq)
+    assert len(letters) == 1 and letters[0]["offset"] == bad_offset, letters
+    assert letters[0]["value_b64"] is None and letters[0]["stage"] == "validate"
+    assert "not valid UTF-8 JSON" in letters[0]["reason"]
+    assert "too large" in letters[0]["reason"]
+    events = _read_all(kafka, topics.chunks)
+    assert sorted(e["source_id"] for e in events) == [f"good/{i}" for i in range(3)]

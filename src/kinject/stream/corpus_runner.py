@@ -74,15 +74,18 @@ class CorpusRunner(threading.Thread):
         from kinject.finetune.jobs import corpus_path, deletion_hook
         from kinject.stream.adapter_events import kafka_announcer
         from kinject.stream.corpus_materialiser import CorpusMaterialiser
+        from kinject.stream.dlq_store import open_dead_letter_store
 
         settings = self.settings
-        with CorpusStore(corpus_path(settings.data_dir)) as store:
+        with (CorpusStore(corpus_path(settings.data_dir)) as store,
+              open_dead_letter_store(settings.data_dir) as dlq_store):
             if self.materialiser is not None:
                 self._applied_before += self.materialiser.applied
             self.materialiser = mat = CorpusMaterialiser(
                 settings.kafka, self.bootstrap, store,
                 on_delete=deletion_hook(
-                    settings, announce=kafka_announcer(settings, self.bootstrap)))
+                    settings, announce=kafka_announcer(settings, self.bootstrap)),
+                dlq_store=dlq_store)
             log.info("corpus materialiser in group %s on %s -> %s", mat.group_id,
                      self.bootstrap, store.path)
             mat.run(self.stop_event)

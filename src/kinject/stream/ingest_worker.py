@@ -114,7 +114,9 @@ class IngestWorker(IngestEmbedding):
         self._consumer: Any = None
         self._producer: Any = None
         self._guard = ClusterGuard(ClusterWatch(kafka, bootstrap))
-        self._letters: list[Any] = []  # dead-letter sends of the current batch
+        # Dead-letter sends of the current batch: (future, key, the letter's fields when it
+        # carries the record's bytes, to send it again without them if it is refused).
+        self._letters: list[tuple[Any, bytes | None, dict[str, Any] | None]] = []
         self._warm = False
         # A file or URL a record names is read like a record: capped in size, and (with a
         # budget) in the child process, within the record's time.
@@ -229,7 +231,9 @@ class IngestWorker(IngestEmbedding):
                               f"({self.topics.chunks})", "publish", "MessageSizeTooLargeError")
         if refused:
             self._producer.flush()
-        for future in [*(f for f, _ in sends if id(f) not in refused), *self._letters]:
+        self._resend_refused_letters()
+        for future in [*(f for f, _ in sends if id(f) not in refused),
+                       *(f for f, _, _ in self._letters)]:
             if future.failed():
                 raise Reconnect(f"the broker did not acknowledge a write: {future.exception}")
         self._letters.clear()
@@ -325,23 +329,49 @@ class IngestWorker(IngestEmbedding):
                                   partition=msg.partition, offset=msg.offset, key=msg.key,
                                   value=msg.value, stage=stage, reason=reason,
                                   error_type=error_type, digest=digest, keep_value=keep_value)
-        self._letters.append(self._producer.send(
-            self.topics.dlq,
-            key=msg.key,
-            value=encode_dead_letter(
-                reason=reason,
-                stage=stage,
-                error_type=error_type,
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                key=msg.key,
-                value=msg.value if keep_value else None,
-                cluster_id=self._guard.joined,
-                digest=digest,
-            ),
-        ))
+        letter: dict[str, Any] = dict(
+            reason=reason, stage=stage, error_type=error_type, topic=msg.topic,
+            partition=msg.partition, offset=msg.offset, key=msg.key,
+            cluster_id=self._guard.joined, digest=digest)
+        value = msg.value if keep_value else None
+        future = self._send_letter(msg.key, letter, value)
+        self._letters.append((future, msg.key, letter if value is not None else None))
         self.dead_letters += 1
+
+    def _send_letter(self, key: bytes | None, letter: dict[str, Any], value: bytes | None
+                     ) -> Any:
+        """Send a dead letter; one the producer refuses for its size (base64 makes it a third
+        larger than the record) goes without the record's bytes, or the refusal would be
+        taken for a lost broker and the batch read again forever."""
+        try:
+            return self._producer.send(self.topics.dlq, key=key,
+                                       value=encode_dead_letter(**letter, value=value))
+        except _TOO_LARGE:
+            if value is None:
+                raise
+            return self._send_letter(key, self._without_bytes(letter), None)
+
+    def _without_bytes(self, letter: dict[str, Any]) -> dict[str, Any]:
+        log.warning("the dead letter of %s[%d]@%d is too large for the broker with the "
+                    "record's bytes: sent without them", letter["topic"], letter["partition"],
+                    letter["offset"])
+        kept = ("the dead-letter store of the worker's data dir keeps them"
+                if self.dlq_store is not None else "they are not kept: publish the source again")
+        return {**letter, "reason": f"{letter['reason']} (the letter with the record's bytes "
+                                    f"was too large for the broker; {kept})"}
+
+    def _resend_refused_letters(self) -> None:
+        """Letters the broker refused for their size (Kafka's message limit is 1 MB by
+        default) go again without the record's bytes."""
+        again = False
+        for i, (future, key, letter) in enumerate(self._letters):
+            if letter is not None and future.failed() and isinstance(future.exception,
+                                                                     _TOO_LARGE):
+                self._letters[i] = (self._send_letter(key, self._without_bytes(letter), None),
+                                    key, None)
+                again = True
+        if again:
+            self._producer.flush()
 
 
 _SLOW_KINDS = frozenset({"image", "pdf"})
