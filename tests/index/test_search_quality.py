@@ -163,3 +163,29 @@ def test_an_index_saved_by_the_old_tokenizer_is_rebuilt_with_case_tokens(
     with TextIndex(tmp_path, hash_embedder) as index:  # rebuilt from the docstore's texts
         assert index.search("dpkg -L", 1, mode="bm25")[0].source_id == "t/1"
         assert index.search("dpkg -l", 1, mode="bm25")[0].source_id == "t/0"
+
+
+def test_a_later_chunk_of_a_long_table_is_found_by_the_table_title(tmp_path: Path) -> None:
+    # Two long tables list the same services on two hosts, told apart only by their captions;
+    # the row asked for sits in a late chunk of each.
+    def table(host: str, port: int) -> str:
+        rows = "".join(f"<tr><td>svc{i}</td><td>{2000 + i}</td><td>runs job {i}</td></tr>"
+                       for i in range(30))
+        return (f"<table><caption>Services of the {host} host</caption><tr><th>Service</th>"
+                f"<th>Port</th><th>Use</th></tr>{rows}"
+                f"<tr><td>ntp</td><td>{port}</td><td>keeps the clock</td></tr></table>")
+
+    page = (f"<html><body><h1>Network</h1>{table('gateway', 123)}{table('archive', 4123)}"
+            "</body></html>")
+    emb = HashEmbedder(dim=512)
+    config = IngestConfig(chunk_size=300, chunk_overlap=0, enrich=False)
+    update = _indexed(emb, Record("kb/net.html", kind="html", content=page.encode()), config)
+    facts = [c for c in update.chunks if "Service: ntp." in c.text]
+    assert len(facts) == 2 and all(c.ordinal >= 3 for c in facts)
+    with TextIndex(tmp_path, emb) as index:
+        index.apply([update])
+        for host, port in (("gateway", "123"), ("archive", "4123")):
+            for mode in ("hybrid", "bm25"):
+                top = index.search(f"Which port does the ntp service use in the services of "
+                                   f"the {host} host table?", 1, mode=mode)[0]
+                assert f"Service: ntp. Port: {port}." in top.text, (host, mode, top.text)

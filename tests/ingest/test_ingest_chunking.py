@@ -81,3 +81,71 @@ def test_every_chunk_of_a_section_starts_with_its_heading_path() -> None:
 def test_a_document_that_is_no_section_gets_no_heading() -> None:
     chunks = chunk_document(_doc(EN, section="Elsewhere"), 200, 20)  # text lacks its path
     assert not any(c.text.startswith("Elsewhere") for c in chunks)
+
+
+def _services(n: int) -> str:
+    return "".join(f"<tr><td>svc{i}</td><td>{1000 + i}</td><td>runs task {i} on the host</td></tr>"
+                   for i in range(n))
+
+
+def _service_table(caption: str, n: int) -> str:
+    return (f"<table><caption>{caption}</caption><tr><th>Service</th><th>Port</th>"
+            f"<th>Use</th></tr>{_services(n)}</table>")
+
+
+def test_every_chunk_of_a_long_html_table_starts_with_its_caption() -> None:
+    from kinject.ingest.markup import parse_html
+    from kinject.types import Record
+
+    page = (f"<html><body><h1>Hosts</h1><p>{EN[:300]}</p>"
+            f"{_service_table('Services of the gateway', 40)}<p>The end.</p></body></html>")
+    doc = parse_html(Record("kb/hosts.html", kind="html", content=page.encode()))[0]
+    chunks = chunk_document(doc, 300, 30)
+    rows = [c for c in chunks if "Service: svc" in c.text]
+    assert len(rows) > 3
+    assert all(c.text.startswith("Hosts:\nServices of the gateway\nService: svc") for c in rows)
+    assert all(len(c.text) <= 300 for c in chunks)
+    assert "Port: 1039." in rows[-1].text
+    # every row is still there, each whole, under the caption
+    found = {line for c in rows for line in c.text.split("\n") if line.startswith("Service:")}
+    assert len(found) == 40
+    assert chunks[-1].text == "Hosts: The end."
+
+
+def test_a_short_table_is_chunked_as_before() -> None:
+    from kinject.ingest.chunking import split_text
+    from kinject.ingest.markup import parse_html
+    from kinject.types import Record
+
+    page = (f"<html><body><p>{EN[:400]}</p>{_service_table('Services of the gateway', 2)}"
+            f"<p>{EN[400:900]}</p></body></html>")
+    doc = parse_html(Record("kb/short.html", kind="html", content=page.encode()))[0]
+    assert [c.text for c in chunk_document(doc, 300, 30)] == split_text(doc.text, 300, 30)
+
+
+def test_every_chunk_of_a_long_markdown_table_has_its_heading_and_header_row() -> None:
+    text = ("# Network\n\nSome words first.\n\n## Services of the gateway\n\n"
+            "| Service | Port |\n|---|---|\n"
+            + "".join(f"| svc{i} | {1000 + i} |\n" for i in range(40)) + "\nThe end.\n")
+    chunks = chunk_document(Document("d1", "src/a.md", text, "markdown"), 200, 0)
+    rows = [c for c in chunks if "| svc" in c.text]
+    assert len(rows) > 3
+    assert all(c.text.startswith("## Services of the gateway\n| Service | Port |\n|---|---|\n")
+               for c in rows)
+    assert "| svc39 | 1039 |" in rows[-1].text
+    assert all(c.text.count("| Service | Port |") == 1 for c in rows)
+    assert all("| svc" in c.text for c in chunks if "Services of the gateway" in c.text)
+    assert all(len(c.text) <= 200 for c in chunks)
+
+
+def test_a_long_table_title_takes_a_bounded_share_of_each_chunk() -> None:
+    title = "Services " + " ".join(f"word{i}" for i in range(25))  # 160 characters
+    text = title + "\n" + "\n".join(f"Service: svc{i}. Port: {1000 + i}." for i in range(60))
+    chunks = chunk_document(_doc(text), 200, 0)
+    assert len(chunks) > 3
+    heads = {c.text.split("\n", 1)[0] for c in chunks[1:]}
+    assert len(heads) == 1
+    head = heads.pop()
+    assert head.startswith("Services word0 word1") and head.endswith("…")
+    assert len(head) <= 200 * 0.3
+    assert all(len(c.text) <= 200 for c in chunks)

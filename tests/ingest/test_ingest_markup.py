@@ -321,11 +321,14 @@ def test_inline_markup_joins_its_neighbours_as_a_browser_shows_it() -> None:
     assert '" /etc/apt/sources.list "' not in everything
 
 
-def test_a_table_keeps_its_docbook_title_in_the_chunk_of_its_first_rows() -> None:
+def test_a_table_keeps_its_docbook_title_in_every_chunk_of_its_rows() -> None:
     chunks = _chunks_of(DEBIAN_REFERENCE)
-    (first,) = [c for c in chunks if "Table 2.13." in c]
-    assert "command: dpkg -L package_name. action: list contents of an installed package." \
-        in first
+    titled = [c for c in chunks if "\nTable 2.13. List of advanced package management" in c]
+    assert len(titled) > 1  # a long table: each of its chunks under its title
+    for row in ("command: dpkg -L package_name. action: list contents of an installed package.",
+                "command: dpkg -S file_name_pattern. action: list installed packages which"):
+        assert all("Table 2.13." in c for c in chunks if row in c)
+        assert any(row in c for c in titled)
 
 
 def test_xhtml_is_read_without_a_warning_per_page() -> None:

@@ -70,3 +70,19 @@ def test_a_text_record_with_a_table_is_chunked_as_rows() -> None:
 def test_lines_that_only_look_like_a_table_are_left_alone() -> None:
     text = "+---+\n| a pipe | in prose |\nno border below\n"
     assert rewrite_grid_tables(text) == text
+
+
+def test_every_chunk_of_a_long_drawn_table_starts_with_its_title() -> None:
+    from kinject.ingest.pipeline import IngestConfig
+
+    lines = ENGLISH.split("\n")
+    rows = [line.replace("passwd   ", f"conf{i:02d}   ") for i in range(12) for line in lines[5:8]]
+    grid = lines[:5] + rows + lines[11:14]  # twelve more rows, then /etc/group
+    text = "Some words before the table.\n\n" + "\n".join(grid) + "\nAnd after it.\n"
+    out = ingest_record(Record("docs/ch04.txt", kind="text", content=text.encode()),
+                        IngestConfig(chunk_size=400, chunk_overlap=0, enrich=False))
+    chunks = [c.text for c in out.chunks if "file: /etc/" in c.text]
+    assert len(chunks) > 2
+    assert all(c.startswith("Table 4.1. 3 important configuration files for pam_unix(8)\n"
+                            "file: /etc/") for c in chunks)
+    assert "file: /etc/group." in chunks[-1]

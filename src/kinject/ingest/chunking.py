@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from kinject.ingest.codeblocks import balanced_piece, has_code, map_prose
 from kinject.ingest.normalise import detect_lang, normalise_text
+from kinject.ingest.tableheads import Table, find_tables
 from kinject.types import Chunk, Document, content_hash
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ ATOMIC_UNITS = frozenset({"row", "item"})
 ATOMIC_FACTOR = 4
 # A section's heading path takes at most this share of a chunk's size; the rest is its text.
 HEADING_SHARE = 0.5
+# A long table's head (its title, a Markdown table's header) repeated on each of its chunks
+# takes at most this share of what is left; a longer title is cut at a word.
+TABLE_SHARE = 0.3
 # The splitter can leave two spaces where a kept separator meets the next piece.
 _RUNS_OF_SPACES = re.compile(r"[ \t]{2,}")
 
@@ -95,7 +99,9 @@ def chunk_document(doc: Document, size: int, overlap: int) -> list[Chunk]:
     yields one chunk. A section (``meta["section"]``, its heading path, which the parser put
     at the head of its text) is split without that path, and every chunk starts with it
     ("Install > Linux: ..."), so a question naming the section finds its second chunk too;
-    the path counts towards ``size``.
+    the path counts towards ``size``. Likewise every chunk of a table longer than ``size``
+    starts with the table's title (and a Markdown table's header row), found as
+    :mod:`kinject.ingest.tableheads` describes.
     """
     text = doc.text.strip()
     heading, body = _heading_and_body(doc, text)
@@ -104,9 +110,9 @@ def chunk_document(doc: Document, size: int, overlap: int) -> list[Chunk]:
     elif heading and body:
         budget = max(size - len(heading) - 2, int(size * (1 - HEADING_SHARE)))
         pieces = [_under(heading, piece)
-                  for piece in split_text(body, budget, min(overlap, budget // 2))]
+                  for piece in _split_tables(body, budget, min(overlap, budget // 2))]
     else:
-        pieces = split_text(text, size, overlap)
+        pieces = _split_tables(text, size, overlap)
     meta = {**doc.meta, "title": doc.title} if doc.title else dict(doc.meta)
     chunks: list[Chunk] = []
     seen: set[str] = set()
@@ -128,6 +134,53 @@ def chunk_document(doc: Document, size: int, overlap: int) -> list[Chunk]:
             )
         )
     return chunks
+
+
+def _split_tables(text: str, size: int, overlap: int) -> list[str]:
+    """:func:`split_text`, but each table longer than ``size`` whose head (title, Markdown
+    header) fits its share is split on its own: the first piece holds the head whole, every
+    later one starts with it (a title too long for its share cut at a word)."""
+    text = text.strip()
+    tables = [(t, head) for t in find_tables(text)
+              if t.end - t.head_start > size and (head := _table_head(t, int(size * TABLE_SHARE)))]
+    if not tables:
+        return split_text(text, size, overlap)
+    pieces: list[str] = []
+    pos = 0
+    for table, head in tables:
+        pieces += split_text(text[pos:table.head_start], size, overlap)
+        budget = max(size - len(head) - 1, int(size * (1 - TABLE_SHARE)))
+        # the head right on the rows (no blank line under a Markdown heading), so the first
+        # piece holds it whole and no piece holds it alone
+        whole = "\n".join(filter(None, (table.title, table.header, text[table.start:table.end])))
+        parts = split_text(whole, budget, min(overlap, budget // 2))
+        pieces += [p if n == 0 or p.startswith(head) else f"{head}\n{p}"
+                   for n, p in enumerate(parts)]
+        pos = table.end
+    pieces += split_text(text[pos:], size, overlap)
+    return pieces
+
+
+def _table_head(table: Table, limit: int) -> str:
+    """The table's title and Markdown header, within ``limit`` characters where the header
+    leaves room: the title is cut at a word, and dropped before the header is."""
+    if table.header and len(table.header) > limit:
+        return _cut(table.title, limit)
+    if not table.header:
+        return _cut(table.title, limit)
+    if not table.title:
+        return table.header
+    title = _cut(table.title, limit - len(table.header) - 1)
+    return f"{title}\n{table.header}" if title else table.header
+
+
+def _cut(title: str, limit: int) -> str:
+    if len(title) <= limit:
+        return title
+    if limit < 8:
+        return ""
+    cut = title[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return f"{cut}…"
 
 
 def _heading_and_body(doc: Document, text: str) -> tuple[str, str]:

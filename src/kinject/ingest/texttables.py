@@ -8,7 +8,10 @@ rewritten as one line per row, "Header: value. Header: value." as HTML and CSV t
 with every cell's pieces joined. Columns are found from the positions of the ``+`` in a
 separator line, counted in display columns (a Chinese character is two wide, as the drawing
 was aligned), so a ``|`` inside a cell ("dpkg -L pkg | grep x") stays text. A block that does
-not parse as a grid is left as it is.
+not parse as a grid is left as it is. A one-line paragraph just above the table ("Table 1.1.
+List of ...") titles it: the blank line between them goes, so the title sits on the rows as an
+HTML caption does and the chunker repeats it on every chunk of a long table
+(:mod:`kinject.ingest.tableheads`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ __all__ = ["rewrite_grid_tables"]
 _BORDER = re.compile(r"\+[-=+]+\+")  # +-----+ and +---+---+
 _SEPARATOR = re.compile(r"\|[-=]+(\+[-=]+)+\|")  # |----+----|: the column boundaries
 _ROW = re.compile(r"\|.*\|")
+# A longer line above a table is the end of a paragraph, not the table's title.
+TITLE_MAX = 120
 
 
 def rewrite_grid_tables(text: str) -> str:
@@ -38,12 +43,21 @@ def rewrite_grid_tables(text: str) -> str:
             rows = _read_grid([line.strip() for line in lines[i:j]])
             if rows is not None:
                 indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+                if _titled(out):
+                    out.pop()  # the blank line between the title and the table
                 out.extend(indent + row for row in rows)
                 i = j
                 continue
         out.append(lines[i])
         i += 1
     return "\n".join(out)
+
+
+def _titled(before: list[str]) -> bool:
+    """Whether the lines ``before`` a table end in a title: a short line alone in its
+    paragraph, then one blank line."""
+    return (len(before) >= 2 and not before[-1].strip() and 0 < len(before[-2].strip()) <= TITLE_MAX
+            and (len(before) == 2 or not before[-3].strip()))
 
 
 def _read_grid(block: list[str]) -> list[str] | None:
