@@ -118,6 +118,12 @@ def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--microbench", action=argparse.BooleanOptionalAction, default=None,
                         help="the in-process EWC step-time micro-measurement (default: on, "
                         "off with --quick)")
+    parser.add_argument("--delete", type=int, default=None,
+                        help="people of batch 1 deleted before cycle 3 (default: a quarter, "
+                        "at least one)")
+    parser.add_argument("--unseen", type=int, default=None,
+                        help="people never published, the chance bar for the delete "
+                        "(default: half a batch, at least one)")
 
 
 # --- one `kinject serve` ------------------------------------------------------------------------
@@ -560,10 +566,14 @@ def main() -> None:
     taken: set[str] = set()
     batch1 = people(n, rng, taken, "people/b1")
     batch2 = people(n, rng, taken, "people/b2")
-    unseen = people(max(1, n // 2), rng, taken, "people/unseen")
+    unseen = people(args.unseen or max(1, n // 2), rng, taken, "people/unseen")
     # a quarter of batch 1 is deleted before cycle 3 (at least one person; with 8, one
-    # English and one Chinese)
-    deleted = [p.source_id for p in batch1[:max(1, n // 4)]]
+    # English and one Chinese); --delete takes more, so the comparison with the unseen
+    # people rests on more than 8 questions
+    n_deleted = args.delete or max(1, n // 4)
+    if not 1 <= n_deleted < n:
+        raise SystemExit(f"--delete {n_deleted}: choose 1 to {n - 1} (batch 1 has {n})")
+    deleted = [p.source_id for p in batch1[:n_deleted]]
     qrng = random.Random(f"{args.seed}-questions")
     data = Data(batch1, batch2, unseen, deleted, questions(batch1, qrng),
                 questions(batch2, qrng), questions(unseen, qrng))
