@@ -50,7 +50,8 @@ a short sentence):
   ``closed_over_rag``: ``lora_closed / rag``;
 - ``forget_ewc_replay``, ``forget_plain``: batch 1's drop from cycle 1 to cycle 2 per arm;
   ``new_after_cycle2`` (and ``_plain``): batch 2 after cycle 2; ``vs_plain``: the ratios;
-- ``deleted_fact_closed`` (cycle 3's adapter on the deleted people), ``deleted_fact_rag``
+- ``deleted_fact_before`` (the serving adapter on the people about to be deleted),
+  ``deleted_fact_closed`` (cycle 3's adapter on the deleted people), ``deleted_fact_rag``
   (once the delete is applied) beside ``unseen_people_closed``, the same adapter on people it
   never saw (the chance bar: values come from short lists, so any adapter guesses some);
 - ``cycles``: per arm and cycle the gate's decision, reasons, perplexities (base or serving
@@ -408,6 +409,9 @@ def run_arm(arm: Arm, data: Data, work: Path, key: str, args: argparse.Namespace
                 f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float)
                 and not k.endswith("_s")))
         if main and arm.cycles >= 3:
+            # what the serving adapter (cycle 2's) knows of the people about to be deleted
+            m["deleted_fact_before"] = server.accuracy(data.q_deleted, "adapter",
+                                                       server.get("/v1/adapters")["active"], c)
             total = len(data.batch1) + len(data.batch2) - len(data.deleted)
             progress(f"{arm.name}: deleting {len(data.deleted)} of batch 1 over HTTP")
             server.delete(data.deleted, total)
@@ -704,6 +708,7 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
         "batch1_in_corpus_s": e.get("batch1_in_corpus_s"),
         "deleted_people": len(data.deleted),
         "deleted_questions": len(data.q_deleted),
+        "deleted_fact_before": e.get("deleted_fact_before"),
         "deleted_fact_closed": e.get("deleted_fact_closed"),
         "deleted_fact_base_closed": e.get("deleted_fact_base_closed"),
         "deleted_fact_rag": e.get("deleted_fact_rag"),
