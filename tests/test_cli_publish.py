@@ -250,12 +250,23 @@ def test_debug_logs_of_the_kafka_clients_keep_the_sasl_password_out(
 ) -> None:
     # kafka-python logs its whole configuration at DEBUG, passwords included; the quoted
     # value of one with a space or a semicolon got past the filter from its first character.
+    from kinject.logs import setup_logging
+
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level  # an earlier set-up at INFO in this process quietened it
+    kafka_log.setLevel(logging.NOTSET)
+    setup_logging("DEBUG")
+    try:
+        _admin_logs_hide(kafka_bootstrap, capsys)
+    finally:
+        kafka_log.setLevel(level)
+
+
+def _admin_logs_hide(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pydantic import SecretStr
 
-    from kinject.logs import setup_logging
     from kinject.stream.clients import make_admin
 
-    setup_logging("DEBUG")
     for secret in ("hunter2", "Zq7 Wv8;Xx9, Yy0", "Rr's=Q9k", 'Tt"Uu'):
         kafka = KafkaSettings(sasl_mechanism="PLAIN", sasl_username="alice",
                               sasl_password=SecretStr(secret))

@@ -226,3 +226,5 @@ def test_a_replica_given_clip_later_embeds_the_images_it_skipped(
         assert [h.source_id for h in hits] == ["pics/slip"]
         assert hits[0].caption == "a slipway at low tide"
         assert len(svc.search("slipway low tide", k=5)) >= 1  # text unharmed by the re-read
+        # the re-read fed the image index only: the source's history is not doubled
+        assert [e["op"] for e in svc.lineage("pics/slip")["events"]] == ["upsert"]

@@ -60,6 +60,9 @@ class IndexMaterialiser:
         self._last_snapshot = time.monotonic()
         self._cluster: str | None = None
         self._skipped_images = False  # SKIPPED_IMAGES is noted in the index
+        # {partition: next offset} the text index had applied before a re-read for images:
+        # text updates below it are not applied (nor recorded in lineage) a second time.
+        self._text_done: dict[int, int] = {}
         self._watch = ClusterWatch(kafka, bootstrap)
         self.watch_every_s = watch_every_s
         self._watched = 0.0
@@ -82,6 +85,8 @@ class IndexMaterialiser:
         elif self.images is not None and self.index.note(SKIPPED_IMAGES) == "1":
             log.warning("this replica skipped image events while it had no CLIP model: "
                         "re-reading %s from the start to embed their images", topic)
+            # up to where the text index is, the re-read feeds the image index only
+            self._text_done = self.index.applied_offsets(topic)
             self.index.reset_source(cluster, topic)
         self._skipped_images = self.index.note(SKIPPED_IMAGES) == "1"
         if self.images is not None and self._skipped_images:
@@ -145,6 +150,7 @@ class IndexMaterialiser:
                             "from the start", self._cluster, current, topic)
                 self.index.reset_source(current, topic)  # type: ignore[arg-type]
                 self._cluster = current
+                self._text_done = {}  # a new log: every update is new to the text index
                 assigned = list(self._consumer.assignment())
                 if assigned:
                     self._consumer.seek_to_beginning(*assigned)
@@ -193,8 +199,9 @@ class IndexMaterialiser:
                                 f"index holds {self.index.embedder.dim}-d ones "
                                 f"({self.index.embedder.name!r}); the worker that wrote it "
                                 "uses another embedder")
-                        updates.append(update)
-                        changes.append(update)
+                        if msg.offset >= self._text_done.get(tp.partition, 0):
+                            updates.append(update)
+                        changes.append(update)  # the image index needs them in log order
                 except (ValueError, KeyError, TypeError) as exc:
                     # Written by a worker of another version, or corrupted: skip, loudly.
                     log.error(
