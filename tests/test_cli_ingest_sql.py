@@ -278,3 +278,50 @@ def test_a_row_over_the_size_limit_is_reported_and_the_rest_published(
         "sql/products/B2",
         "sql/products/C3",
     ]
+
+
+@pytest.mark.kafka
+def test_a_row_committed_later_at_the_last_watermark_value_is_published_once(
+    env: dict[str, str], shop: Path, topic: _Topic
+) -> None:
+    """Two writes in the same second share a timestamp: the one committed after a run read
+    the first must still be published, by the next run, and by that run only."""
+    from kinject.config import load_settings
+    from kinject.stream.sql_publish import run_ingest_sql
+    from kinject.stream.sql_source import SqlSource
+
+    settings = load_settings(
+        None,
+        data_dir=Path(env["KINJECT_DATA_DIR"]),
+        kafka={
+            "bootstrap_servers": env["KINJECT_KAFKA__BOOTSTRAP_SERVERS"],
+            "topic_prefix": env["KINJECT_KAFKA__TOPIC_PREFIX"],
+            "partitions": 2,
+        },
+    )
+    source = SqlSource(url=f"sqlite:///{shop}", table="products", key="sku", watermark="updated_at")
+    first = run_ingest_sql(settings, source)
+    assert (first.published, first.watermark_after) == (3, datetime.datetime(2024, 5, 2, 13))
+    assert len(topic.read(3)) == 3
+
+    db = sqlite3.connect(shop)  # committed after the run, at the watermark it stored
+    db.execute("INSERT INTO products VALUES ('E5', 'Signal flag', 7, '2024-05-02 13:00:00')")
+    db.commit()
+    db.close()
+    second = run_ingest_sql(settings, source)
+    assert (second.read, second.published, second.skipped) == (1, 1, [])
+    assert [r.source_id for r in topic.read(1)] == ["sql/products/E5"]
+
+    db = sqlite3.connect(shop)  # and a row at that value that changed in place
+    db.execute("UPDATE products SET price = 8 WHERE sku = 'E5'")
+    db.commit()
+    db.close()
+    third = run_ingest_sql(settings, source)
+    assert (third.read, third.published) == (1, 1)
+    (e5,) = topic.read(1)
+    assert e5.source_id == "sql/products/E5" and b'"price":"8"' in e5.content
+
+    again = run_ingest_sql(settings, source)  # nothing new: nothing read, nothing re-sent
+    assert (again.read, again.published, again.skipped) == (0, 0, [])
+    assert topic.read(0) == []
+    assert again.watermark_after == datetime.datetime(2024, 5, 2, 13)

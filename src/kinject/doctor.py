@@ -152,7 +152,9 @@ def check_clip(s: Settings) -> Check:
     ckpt = s.models.clip_checkpoint
     if not ckpt:
         return Check(name, "off", "KINJECT_MODELS__CLIP_CHECKPOINT is not set; images are "
-                     "searchable through their captions and OCR text only", required=False)
+                     "searchable through their captions and OCR text only (set it later: "
+                     "a replica re-reads the image events it skipped; images an ingest "
+                     "worker read without CLIP need publishing again)", required=False)
     if importlib.util.find_spec("open_clip") is None:
         return Check(name, "missing", f"{ckpt} is set but open_clip is not installed: "
                      "pip install 'kinject[clip]'", required=False)

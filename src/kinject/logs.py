@@ -8,10 +8,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# key=value / "key": "value" pairs whose value must never be logged.
+# key=value / "key": "value" pairs whose value must never be logged; a quoted value (a
+# dict's repr: kafka-python logs its configuration at DEBUG) up to its closing quote,
+# spaces, commas and escaped quotes included.
 _SECRET = re.compile(
-    r"(?i)((?:api[_-]?key|password|passwd|secret|token|authorization)[\"']?\s*[:=]\s*[\"']?)"
-    r"([^\s\"',;]+)"
+    r"(?i)((?:api[_-]?key|password|passwd|secret|token|authorization)[\"']?\s*[:=]\s*)"
+    r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[\"']?[^\s\"',;]+)"
 )
 
 

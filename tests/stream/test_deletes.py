@@ -161,3 +161,47 @@ def test_deleting_the_newer_of_two_conflicting_sources_brings_the_older_row_back
     assert not any("43500" in t for t in texts())
     assert store_conflicts(index.docstore) == []
     assert index.docstore.lineage("census/2023.csv")[-1]["op"] == "delete"
+
+
+def test_an_image_upserted_then_deleted_in_one_batch_stays_deleted(
+    kafka_bootstrap: str, request: pytest.FixtureRequest, tmp_path: Path,
+    hash_embedder: HashEmbedder, clip: ClipEmbedder
+) -> None:
+    # The worker sent a batch's image events after all its text events: the delete of a
+    # source (or a new version without images) that followed its image upsert in the same
+    # batch reached the replica before that image, which came back to life.
+    prefix = "del1" + str(abs(hash(request.node.nodeid)) % 10**8)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
+                          partitions=2, session_timeout_ms=2000)
+    topics = ensure_topics(kafka, kafka_bootstrap)
+    producer = make_producer(kafka, kafka_bootstrap)
+    caption = {"caption": "The red lamp of the Fennick light at dusk."}
+    for record in (Record("kb/photo", kind="image", content=_png(), meta=caption),
+                   Record("kb/photo", op="delete"),
+                   Record("kb/chart", kind="image", content=_png(), meta=caption),
+                   Record("kb/chart", kind="text", content=GUIDE.encode())):  # no image now
+        producer.send(topics.records, key=record.source_id.encode(), value=encode_record(record))
+    producer.flush()
+    producer.close()
+    worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
+                          hash_embedder, clip=clip)  # started after: one batch holds all four
+    worker.start()
+    try:
+        until(lambda: worker.poll_once() > 0 and worker.processed == 4 or worker.processed == 4,
+              what="the four records read")
+    finally:
+        worker.close()
+    with TextIndex(tmp_path / "replica", hash_embedder) as index, \
+            ImageIndex(tmp_path / "replica", clip) as images:
+        mat = IndexMaterialiser(kafka, kafka_bootstrap, index, images=images)
+        mat.start()
+        try:
+            until(lambda: mat.poll_once() > 0 and _stored(index, "kb/chart") == 1
+                  or _stored(index, "kb/chart") == 1, what="the replica caught up")
+            mat.poll_once(500)
+        finally:
+            mat.close()
+        assert images.docstore is not None
+        assert images.docstore.image_count("kb/photo") == 0
+        assert images.docstore.image_count("kb/chart") == 0 and len(images) == 0
+        assert _stored(index, "kb/photo") == 0

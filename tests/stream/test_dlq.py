@@ -173,3 +173,42 @@ def test_replaying_a_letter_whose_bytes_were_not_kept_deletes_nothing(
     # The letter is still there to act on (publish the source again, smaller).
     with open_dead_letter_store(data_dir) as store:
         assert [d.replayed_at for d in store.latest()] == [None]
+
+
+def test_replay_skips_a_letter_older_than_the_sources_delete(
+    kafka: KafkaSettings, env: dict[str, str], hash_embedder: HashEmbedder
+) -> None:
+    # A record dead-lettered for a passing reason (over the limit of the worker of that
+    # day), then the source deleted: `dlq replay --all` re-published the old record after
+    # the delete, and the deleted source came back.
+    from _running import Running
+    from _wait import until
+    from kinject.index.text_index import TextIndex
+    from kinject.ingest.envelope import encode_record
+    from kinject.stream.materialiser import IndexMaterialiser
+    from kinject.types import Record
+
+    bootstrap = kafka.bootstrap_servers or ""
+    index = TextIndex(Path(env["KINJECT_DATA_DIR"]) / "index", hash_embedder).open()
+    worker = IngestWorker(kafka, bootstrap, IngestConfig(ocr_engine="none"), hash_embedder,
+                          max_record_bytes=600, record_timeout_s=0)
+    loops = Running(worker.run, IndexMaterialiser(kafka, bootstrap, index).run)
+    producer = make_producer(kafka, bootstrap)
+    try:
+        for record in (Record("kb/tide", kind="text", content=b"High tide at the quay: 6 am."),
+                       Record("kb/tide", kind="text", content=b"Low tide at noon. " * 40),
+                       Record("kb/tide", op="delete")):
+            producer.send(Topics.from_settings(kafka).records, key=b"kb/tide",
+                          value=encode_record(record))
+        producer.flush()
+        until(lambda: [e["op"] for e in index.docstore.lineage("kb/tide")]  # type: ignore
+              == ["upsert", "delete"], what="the upsert and the delete applied")
+        assert worker.dead_letters == 1
+    finally:
+        producer.close()
+        loops.stop()
+        index.close()
+    result = runner.invoke(app, ["dlq", "replay", "--all"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "replayed 0 dead letter(s)" in result.stdout
+    assert "kb/tide" in result.stderr and "delete" in result.stderr

@@ -199,3 +199,32 @@ def test_replicas_sync_images_with_clip_and_skip_them_without(
         hits = svc.search_images(query_text="cranes north quay", k=1)
         assert hits[0].source_id == "pics/quay" and hits[0].caption == "cranes on the north quay"
     assert not [r for r in caplog.records if r.levelname == "ERROR"]  # image events: skipped
+
+
+def test_a_replica_given_clip_later_embeds_the_images_it_skipped(
+    road: dict[str, Any], kafka_bootstrap: str, tiny_clip: dict[str, str], tmp_path: Path
+) -> None:
+    # A replica without CLIP committed its offsets past the image events; when the user
+    # then set KINJECT_MODELS__CLIP_CHECKPOINT, image search found nothing it had skipped.
+    from kinject.service import KinjectService
+
+    photo = _picture(22)
+    road["publish"](Record(source_id="pics/slip", kind="image", content=photo,
+                           meta={"caption": "a slipway at low tide"}))
+    until(lambda: len(road["images"]) == 1)
+    models = {"embedder": "hash:64", "embedder_zh": "none"}
+    kafka = {"bootstrap_servers": kafka_bootstrap, "topic_prefix": road["kafka"].topic_prefix,
+             "partitions": 2}
+    with KinjectService(load_settings(data_dir=tmp_path / "r", kafka=kafka,
+                                      models=models)) as svc:
+        svc.sync(idle_s=1.0)
+        assert svc.images is None
+    with KinjectService(load_settings(data_dir=tmp_path / "r", kafka=kafka,
+                                      models={**models, **tiny_clip})) as svc:
+        svc.sync(idle_s=1.0)
+        hits = svc.search_images(image_bytes=photo, k=1)
+        assert [h.source_id for h in hits] == ["pics/slip"]
+        assert hits[0].caption == "a slipway at low tide"
+        assert len(svc.search("slipway low tide", k=5)) >= 1  # text unharmed by the re-read
+        # the re-read fed the image index only: the source's history is not doubled
+        assert [e["op"] for e in svc.lineage("pics/slip")["events"]] == ["upsert"]

@@ -134,7 +134,7 @@ class Records:
         the broker's: the one with ``letter_id``, or (None) every one not replayed before
         (all of them with ``include_replayed``). Returns what was sent and the topic."""
         from kinject.stream.broker import connect
-        from kinject.stream.dlq import find_dead_letter, replay, replayable
+        from kinject.stream.dlq import drop_superseded, find_dead_letter, replay, replayable
         from kinject.stream.outbox import Outbox
         from kinject.stream.producer import Producer
         from kinject.stream.publish import OUTBOX_FILE, require_bootstrap
@@ -146,6 +146,9 @@ class Records:
             letters = store.latest()
             chosen = ([d for d in letters if include_replayed or d.replayed_at is None]
                       if letter_id is None else [find_dead_letter(letters, letter_id)])
+            if letter_id is None:  # a letter asked for by id is replayed as asked
+                chosen = drop_superseded(
+                    chosen, self.settings.data_dir / TEXT_INDEX_DIR / DOCSTORE_FILE)
             with (Outbox(self.settings.data_dir / OUTBOX_FILE) as outbox,
                   Producer(self.settings.kafka, bootstrap, outbox) as producer):
                 sent = replay(producer, chosen)

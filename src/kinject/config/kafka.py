@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 
 class KafkaSettings(BaseModel):
-    model_config = {"frozen": True}
+    # hide_input_in_errors: a refused bootstrap string may hold a password (see _strip)
+    model_config = {"frozen": True, "hide_input_in_errors": True}
 
     # None: start the embedded Tansu broker on a free loopback port.
     bootstrap_servers: str | None = None
@@ -38,6 +39,13 @@ class KafkaSettings(BaseModel):
     def _strip(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
+        if "@" in v:  # user:password@host, pasted from a URL: every broker error would show it
+            raise ValueError(
+                "holds a user name or password (user:password@host); it takes host:port "
+                "pairs only: give the user in KINJECT_KAFKA__SASL_USERNAME, the password in "
+                "KINJECT_KAFKA__SASL_PASSWORD, with KINJECT_KAFKA__SASL_MECHANISM and "
+                "KINJECT_KAFKA__SECURITY_PROTOCOL"
+            )
         return v.strip()
 
 

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        hide_input_in_errors=True,  # a refused value may be a secret (a password, a key)
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)

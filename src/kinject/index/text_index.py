@@ -250,6 +250,15 @@ class TextIndex(TextIndexSnapshots, TextIndexSearch):
         """The Kafka cluster id the stored offsets belong to."""
         return self._store().state("kafka_cluster_id")
 
+    def note(self, key: str) -> str | None:
+        """A value the materialiser keeps beside its offsets (the docstore's state)."""
+        return self._store().state(key)
+
+    def set_note(self, key: str, value: str) -> None:
+        store = self._store()
+        with self._write_lock, store.transaction() as db:
+            store.set_state(db, key, value)
+
     def reset_source(self, cluster_id: str, topic: str) -> None:
         """Forget the offsets of ``topic``: they belong to another (or a lost) log."""
         store = self._store()

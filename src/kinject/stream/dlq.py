@@ -16,8 +16,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kinject.config import KafkaSettings
@@ -202,6 +204,38 @@ def replayable(letter: DeadLetter) -> bool:
     """Whether the letter holds the record's bytes (a letter of a record too large to keep
     holds its key only)."""
     return letter.value is not None
+
+
+def drop_superseded(letters: list[DeadLetter], docstore_path: Path) -> list[DeadLetter]:
+    """``letters`` less those whose source has a newer record in the replica's lineage (the
+    docstore file at ``docstore_path``, read only): one after the letter's record in the same
+    partition, applied after the letter was written. Replaying such a letter would put the
+    old record back over that one (a delete undone, an old version over a new one)."""
+    if not docstore_path.is_file():
+        return letters
+    kept: list[DeadLetter] = []
+    db = sqlite3.connect(f"file:{docstore_path}?mode=ro", uri=True)
+    try:
+        for letter in letters:
+            newer = None
+            if (letter.key is not None and letter.source_topic is not None
+                    and letter.source_partition is not None
+                    and letter.source_offset is not None and letter.at is not None):
+                newer = db.execute(
+                    "SELECT op, partition, offset FROM lineage WHERE source_id=? AND topic=? "
+                    "AND partition=? AND offset>? AND at>? ORDER BY id DESC LIMIT 1",
+                    (letter.source_id, letter.source_topic, letter.source_partition,
+                     letter.source_offset, letter.at)).fetchone()
+            if newer is None:
+                kept.append(letter)
+            else:
+                _log.warning("dead letter %s (%s) not replayed: a newer record of the source "
+                             "(%s at %s:%s) came after it; replaying would undo it. Publish "
+                             "the source again if it is still wanted", letter.id,
+                             letter.source_id, *newer)
+    finally:
+        db.close()
+    return kept
 
 
 def replay(producer: Producer, letters: list[DeadLetter]) -> list[str]:

@@ -198,12 +198,17 @@ class IngestWorker(IngestEmbedding):
                        and (p := self._ingest(m, r, uri)) is not None]
             pending, image_updates = self._embed_images(pending)
             msgs: dict[Any, Any] = {p.position: p.msg for p in pending}
-            events = [(u.source_id, u.record_position, encode_update(u))
-                      for u in self._embed(pending)]
-            # After the text update of the same source (same key, same partition): a text
-            # update clears the source's images in a replica and this one sets them.
-            events += [(u.source_id, u.record_position, encode_image_update(u))
-                       for u in image_updates]
+            # Each record's image update right after its text update (same key, same
+            # partition): a text update clears the source's images in a replica and this
+            # one sets them; the next record of the source (a delete, a version without
+            # images) comes after both. A record whose text was dead-lettered sends neither.
+            images_of = {u.record_position: u for u in image_updates}
+            events: list[tuple[str, Any, bytes]] = []
+            for u in self._embed(pending):
+                events.append((u.source_id, u.record_position, encode_update(u)))
+                if (image := images_of.get(u.record_position)) is not None:
+                    events.append((image.source_id, image.record_position,
+                                   encode_image_update(image)))
             # A record within its limit can make events several times its size (a vector
             # per chunk): one the producer would refuse is dead-lettered whole, or the
             # refusal would be taken for a lost broker and the batch read again forever.

@@ -17,16 +17,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kinject.config import KafkaSettings
+from kinject.index.changes import SourceUpdate
 from kinject.index.text_index import TextIndex
 from kinject.stream.clients import ClusterWatch, make_consumer
 from kinject.stream.events import decode_image_update, decode_update, is_image_event
 from kinject.stream.topics import Topics
 
 if TYPE_CHECKING:
-    from kinject.index.changes import SourceUpdate
     from kinject.index.image_index import ImageIndex, ImageUpdate
 
 log = logging.getLogger(__name__)
+
+# A note in the index's state: "1" once this replica has moved its offsets past image events
+# without an image index (no CLIP). A start with CLIP re-reads the topic from the start, so
+# the images it skipped are embedded; the text updates re-applied on the way are idempotent.
+SKIPPED_IMAGES = "skipped_image_events"
 
 
 class IndexMaterialiser:
@@ -54,6 +59,10 @@ class IndexMaterialiser:
         self._consumer: Any = None
         self._last_snapshot = time.monotonic()
         self._cluster: str | None = None
+        self._skipped_images = False  # SKIPPED_IMAGES is noted in the index
+        # {partition: next offset} the text index had applied before a re-read for images:
+        # text updates below it are not applied (nor recorded in lineage) a second time.
+        self._text_done: dict[int, int] = {}
         self._watch = ClusterWatch(kafka, bootstrap)
         self.watch_every_s = watch_every_s
         self._watched = 0.0
@@ -73,6 +82,16 @@ class IndexMaterialiser:
                 log.warning("the Kafka cluster changed (%s -> %s): the log the index was built "
                             "from is gone; re-reading %s from the start", known, cluster, topic)
             self.index.reset_source(cluster, topic)
+        elif self.images is not None and self.index.note(SKIPPED_IMAGES) == "1":
+            log.warning("this replica skipped image events while it had no CLIP model: "
+                        "re-reading %s from the start to embed their images", topic)
+            # up to where the text index is, the re-read feeds the image index only
+            self._text_done = self.index.applied_offsets(topic)
+            self.index.reset_source(cluster, topic)
+        self._skipped_images = self.index.note(SKIPPED_IMAGES) == "1"
+        if self.images is not None and self._skipped_images:
+            self.index.set_note(SKIPPED_IMAGES, "0")  # the offsets are gone: read again
+            self._skipped_images = False
         deadline = time.monotonic() + 15
         while not self._follow_partitions() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -131,6 +150,7 @@ class IndexMaterialiser:
                             "from the start", self._cluster, current, topic)
                 self.index.reset_source(current, topic)  # type: ignore[arg-type]
                 self._cluster = current
+                self._text_done = {}  # a new log: every update is new to the text index
                 assigned = list(self._consumer.assignment())
                 if assigned:
                     self._consumer.seek_to_beginning(*assigned)
@@ -179,8 +199,9 @@ class IndexMaterialiser:
                                 f"index holds {self.index.embedder.dim}-d ones "
                                 f"({self.index.embedder.name!r}); the worker that wrote it "
                                 "uses another embedder")
-                        updates.append(update)
-                        changes.append(update)
+                        if msg.offset >= self._text_done.get(tp.partition, 0):
+                            updates.append(update)
+                        changes.append(update)  # the image index needs them in log order
                 except (ValueError, KeyError, TypeError) as exc:
                     # Written by a worker of another version, or corrupted: skip, loudly.
                     log.error(
@@ -192,6 +213,13 @@ class IndexMaterialiser:
                     )
                 offsets[(tp.topic, tp.partition)] = msg.offset + 1
         if offsets:
+            if self.images is None and not self._skipped_images and any(
+                    not isinstance(c, SourceUpdate) for c in changes):
+                # noted before the offsets move past them (a crash in between: noted only)
+                log.info("image events skipped: this replica has no CLIP model; set "
+                         "KINJECT_MODELS__CLIP_CHECKPOINT and restart to embed them")
+                self.index.set_note(SKIPPED_IMAGES, "1")
+                self._skipped_images = True
             if self.on_delete is not None:
                 for update in updates:
                     if update.op == "delete":

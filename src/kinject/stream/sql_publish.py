@@ -1,9 +1,11 @@
 """The plain function behind ``kinject ingest-sql``: rows of a table or query -> records.
 
 Each row goes through the :class:`~kinject.stream.producer.Producer` with the durable
-outbox, like ``kinject publish``. With a watermark column the new maximum is stored only
-after the producer has flushed (every record acknowledged by the broker), so a run that
-fails part-way re-reads its rows next time; re-publishing a row is idempotent downstream.
+outbox, like ``kinject publish``. With a watermark column the new maximum (and the digests
+of the rows read at it) is stored only after the producer has flushed (every record
+acknowledged by the broker), so a run that fails part-way re-reads its rows next time;
+re-publishing a row is idempotent downstream. Rows at the stored value are read again and
+those already read skipped: a row committed later at the same value is not lost.
 
 A row whose key is NULL, or whose record cannot be published (over the size limit), is
 reported and skipped; the watermark still moves past it, since only a change to the row
@@ -21,7 +23,7 @@ from kinject.config import Settings
 from kinject.errors import BadRecord
 from kinject.stream.publish import outbox_producer, require_bootstrap
 from kinject.stream.serve_broker import with_serve_broker
-from kinject.stream.sql_source import SqlReader, SqlSource
+from kinject.stream.sql_source import SqlReader, SqlSource, row_digest
 from kinject.stream.sql_source import row_record as _row_record
 from kinject.stream.sql_watermarks import WATERMARK_FILE, WatermarkStore, later
 
@@ -70,15 +72,23 @@ def run_ingest_sql(
         store = WatermarkStore(settings.data_dir / WATERMARK_FILE) if source.watermark else None
         try:
             since = store.get(source.state_key) if store else None
+            # the rows already read at ``since``; the rows at the newest value read now
+            seen = store.edge(source.state_key) if store and since is not None else set()
+            edge = set(seen)
             summary.watermark_before = summary.watermark_after = since
             with outbox_producer(settings, max_record_bytes) as (producer, resent):
                 summary.topic, summary.resent = producer.topic, resent
-                rows = reader.rows(since)
+                # ``>=``: a row committed after the last run at the value it stored counts
+                rows = reader.rows(since, inclusive=True)
                 newest = since
-                for n, row in enumerate(progress(rows) if progress else rows, start=1):
+                shown = progress(rows) if progress else rows
+                for n, (row, digest) in enumerate(_unseen(shown, seen), start=1):
                     summary.read = n
                     if source.watermark is not None:
-                        newest = later(newest, row[source.watermark])
+                        value = later(newest, row[source.watermark])
+                        if value != newest:
+                            newest, edge = value, set()
+                        edge.add(digest)
                     try:
                         producer.publish(_row_record(source, row))
                     except BadRecord as exc:
@@ -89,8 +99,8 @@ def run_ingest_sql(
                     else:
                         summary.published += 1
                 producer.flush()  # every record acknowledged: now the watermark may move
-                if store is not None and newest is not None and newest != since:
-                    store.put(source.state_key, newest)
+                if store is not None and newest is not None and (newest, edge) != (since, seen):
+                    store.put(source.state_key, newest, edge)
                     summary.watermark_after = newest
         finally:
             if store is not None:
@@ -102,6 +112,15 @@ def run_ingest_sql(
         summary.source,
     )
     return summary
+
+
+def _unseen(rows: Iterable[dict[str, Any]],
+            seen: set[str]) -> Iterator[tuple[dict[str, Any], str]]:
+    """The rows with their digests, less those read by an earlier run (``seen``)."""
+    for row in rows:
+        digest = row_digest(row)
+        if digest not in seen:
+            yield row, digest
 
 
 def _where(source: SqlSource, row: dict[str, Any], n: int) -> str:

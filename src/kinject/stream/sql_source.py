@@ -6,12 +6,14 @@ made JSON-safe (dates ISO-8601, decimals as strings, bytes as a ``{"base64", "by
 note), meta = ``{"table": ..., "key": ...}``. Any SQLAlchemy URL works when its driver is
 installed; SQLite works out of the box.
 
-With a watermark column only rows whose watermark is greater than the last stored value
-are read. :class:`~kinject.stream.sql_watermarks.WatermarkStore` keeps that value durably
+With a watermark column only rows whose watermark is at least the last stored value are
+read. :class:`~kinject.stream.sql_watermarks.WatermarkStore` keeps that value durably
 (SQLite in the data directory), keyed by the URL without its password, the table or query,
-and the column. Rows that change without raising their watermark, or that commit later with
-a watermark equal to the stored one, are not seen: use a column every write raises (a
-version, or a timestamp fine enough for the write rate).
+and the column, with the digests of the rows read at that value: a row committed later at
+the same value (two writes in one second) is published by the next run, the rows already
+published are not. Rows that change without raising their watermark are seen only while
+their watermark is the last value: use a column every write raises (a version, or an
+update timestamp).
 
 The password of a URL never appears in a log line, an error or a state key.
 """
@@ -164,6 +166,20 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+def row_json(row: Mapping[str, Any]) -> str:
+    """The row as a compact JSON object: a record's content."""
+    return json.dumps(
+        {str(col): json_safe(v) for col, v in row.items()},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def row_digest(row: Mapping[str, Any]) -> str:
+    """The sha256 of :func:`row_json`: which rows at the last watermark value were read."""
+    return hashlib.sha256(row_json(row).encode("utf-8")).hexdigest()
+
+
 def row_record(source: SqlSource, row: Mapping[str, Any]) -> Record:
     """The record for one row. Raises BadRecord when the key is NULL or empty."""
     key = json_safe(row[source.key])
@@ -172,11 +188,7 @@ def row_record(source: SqlSource, row: Mapping[str, Any]) -> Record:
     if isinstance(key, dict | list):
         raise BadRecord(f"key column {source.key!r} holds {type(key).__name__}", stage="read")
     key_text = str(key)
-    content = json.dumps(
-        {str(col): json_safe(v) for col, v in row.items()},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    content = row_json(row)
     return Record(
         source_id=f"{source.prefix}/{key_text}",
         kind="sql",
@@ -293,7 +305,7 @@ class SqlReader:
                     f" (columns: {', '.join(self.columns)})"
                 )
 
-    def _select(self, since: Any) -> Select[Any]:
+    def _select(self, since: Any, inclusive: bool) -> Select[Any]:
         from sqlalchemy import literal_column, select
 
         wm = self.source.watermark
@@ -302,7 +314,8 @@ class SqlReader:
             stmt = select(table)
             if wm is not None:
                 if since is not None:
-                    stmt = stmt.where(table.c[wm] > since)
+                    col = table.c[wm]
+                    stmt = stmt.where(self._at_least(col, since) if inclusive else col > since)
                 return stmt.order_by(table.c[wm], table.c[self.source.key])
             return stmt.order_by(table.c[self.source.key])
         stmt = select(literal_column("*")).select_from(self._base)
@@ -312,20 +325,32 @@ class SqlReader:
                 self._conn.dialect.identifier_preparer.quote(wm)
             )
             if since is not None:
-                stmt = stmt.where(quoted > since)
+                stmt = stmt.where(self._at_least(quoted, since) if inclusive else quoted > since)
             stmt = stmt.order_by(quoted)
         return stmt
 
-    def rows(self, since: Any = None) -> Iterator[dict[str, Any]]:
-        """Every row (with a watermark: every row whose watermark is greater than ``since``),
-        streamed ``batch_size`` at a time."""
+    def _at_least(self, col: Any, since: Any) -> Any:
+        """``col >= since``. SQLite keeps dates and times as text and SQLAlchemy binds a
+        datetime with microseconds ('... 13:00:00.000000'), which sorts after the stored
+        '... 13:00:00' of the same instant: compare them as Julian day numbers there."""
+        from sqlalchemy import func
+
+        if self._url.get_backend_name() == "sqlite" and isinstance(
+            since, datetime.date | datetime.time
+        ):
+            return func.julianday(col) >= func.julianday(since.isoformat())
+        return col >= since
+
+    def rows(self, since: Any = None, *, inclusive: bool = False) -> Iterator[dict[str, Any]]:
+        """Every row (with a watermark: every row whose watermark is greater than ``since``,
+        or equal to it too when ``inclusive``), streamed ``batch_size`` at a time."""
         from sqlalchemy.exc import SQLAlchemyError
 
         if self._conn is None:
             raise RuntimeError("SqlReader is not open; use it as a context manager")
         conn = self._conn.execution_options(yield_per=self.source.batch_size)
         try:
-            result = conn.execute(self._select(since))
+            result = conn.execute(self._select(since, inclusive))
             for batch in result.mappings().partitions():
                 for row in batch:
                     yield dict(row)

@@ -2,7 +2,8 @@
 
 Keyed by :attr:`~kinject.stream.sql_source.SqlSource.state_key` (the URL without its
 password, the table or query, the column); values keep their type (numbers, strings,
-dates and times) across processes.
+dates and times) across processes. Beside each value: the digests of the rows already read
+at that value, so a row committed later with the same value is read, and the others not.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,13 @@ CREATE TABLE IF NOT EXISTS watermarks (
     type       TEXT NOT NULL,
     value      TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+-- Digests of the rows read at the stored value (sql_source.row_digest): the next run reads
+-- rows at that value again and publishes only those not listed here.
+CREATE TABLE IF NOT EXISTS edge_rows (
+    key    TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (key, digest)
 )
 """
 
@@ -104,13 +113,23 @@ class WatermarkStore(sqlite.Store):
             raise KinjectError(f"watermark of {key!r} in {self.path} has unknown type {kind!r}")
         return decode(text)
 
-    def put(self, key: str, value: Any) -> None:
-        """Store ``value`` for ``key`` in one transaction (atomic and durable on return)."""
+    def edge(self, key: str) -> set[str]:
+        """The digests of the rows read at the stored value of ``key``."""
+        rows = self._db.execute("SELECT digest FROM edge_rows WHERE key = ?", (key,))
+        return {r[0] for r in rows}
+
+    def put(self, key: str, value: Any, edge: Iterable[str] = ()) -> None:
+        """Store ``value`` for ``key``, and ``edge`` (the digests of the rows read at that
+        value) in place of the old ones, in one transaction (atomic and durable on return)."""
         kind, text = _encode(value)
-        self._db.execute(
-            "INSERT INTO watermarks (key, type, value, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET type = excluded.type, value = excluded.value, "
-            "updated_at = excluded.updated_at",
-            (key, kind, text, time.time()),
-        )
+        with sqlite.transaction(self._db, self._lock) as db:
+            db.execute(
+                "INSERT INTO watermarks (key, type, value, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET type = excluded.type, value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (key, kind, text, time.time()),
+            )
+            db.execute("DELETE FROM edge_rows WHERE key = ?", (key,))
+            db.executemany("INSERT OR IGNORE INTO edge_rows (key, digest) VALUES (?, ?)",
+                           ((key, d) for d in edge))
         _log.debug("watermark %s = %s", key, text)
