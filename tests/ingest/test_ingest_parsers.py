@@ -14,11 +14,10 @@ from kinject.types import Record
 def test_csv_row_reads_with_header_labels() -> None:
     data = b"Lighthouse,Keeper,First lit\nGullspire,Senna Calloway,1902\nFennick Light,,1859\n"
     docs = parse_documents(Record("t", content=data, meta={"filename": "l.csv"}), "csv")
-    assert [d.text for d in docs] == [  # under the table's name, as a JSON record's parent
-        "l.csv\nLighthouse: Gullspire. Keeper: Senna Calloway. First lit: 1902.",
-        "l.csv\nLighthouse: Fennick Light. First lit: 1859.",
+    assert [d.text for d in docs] == [
+        "Lighthouse: Gullspire. Keeper: Senna Calloway. First lit: 1902.",
+        "Lighthouse: Fennick Light. First lit: 1859.",
     ]
-    assert docs[0].meta["context"] == "l.csv"
     assert docs[0].meta["row"] == {
         "Lighthouse": "Gullspire",
         "Keeper": "Senna Calloway",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kinject.ingest.normalise import detect_lang, normalise_text
+from kinject.ingest.normalise import detect_lang
 from kinject.types import content_hash
 
 if TYPE_CHECKING:
@@ -52,16 +52,6 @@ def shingles(text: str, lang: str | None = None, *, words: int = 5, chars: int =
     if len(tokens) <= n:
         return {sep.join(tokens)} if tokens else set()
     return {sep.join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
-
-
-def without_context(text: str, context: object) -> str:
-    """``text`` without the parent's lines it starts with (``meta["context"]``: a CSV row's
-    table name, a JSON record's parent lines), spaces collapsed; ``text`` as is when it has
-    none. Duplicates are judged on the record itself: the same row in two files is one row."""
-    if not isinstance(context, str) or not (head := " ".join(normalise_text(context).split())):
-        return text
-    flat = " ".join(text.split())
-    return flat[len(head):].strip() if flat.startswith(head) else text
 
 
 def lsh_params(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:

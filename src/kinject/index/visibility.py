@@ -41,12 +41,7 @@ import numpy as np
 from kinject.index.changes import SourceUpdate
 from kinject.index.conflicts import SCHEMA as CONFLICT_SCHEMA
 from kinject.index.conflicts import ConflictTracker
-from kinject.index.dedupe import (
-    NearDuplicateIndex,
-    signature_bytes,
-    signature_from_bytes,
-    without_context,
-)
+from kinject.index.dedupe import NearDuplicateIndex, signature_bytes, signature_from_bytes
 from kinject.index.docstore import Docstore
 from kinject.types import Chunk, content_hash
 
@@ -274,10 +269,9 @@ class ChunkVisibility:
                  waiting: set[str] | frozenset[str] = frozenset()) -> None:
         """Mark ``chunk`` a duplicate of a visible chunk of another source, if it is one;
         store its signature when it is new."""
-        text = without_context(chunk.text, chunk.meta.get("context"))
-        digest = _exact_digest(text)
+        digest = _exact_digest(chunk.text)
         if sig is None and self._near is not None:
-            sig = self._near.signature(text, chunk.lang)
+            sig = self._near.signature(chunk.text, chunk.lang)
             db.execute("INSERT OR REPLACE INTO chunk_signatures VALUES (?,?,?,?)",
                        (chunk.chunk_id, chunk.source_id, digest,
                         None if sig is None else signature_bytes(sig)))

@@ -149,8 +149,6 @@ def _json_doc(
     meta = {**record.meta, "unit": unit}
     if index is not None:
         meta["item_index"] = index
-    if context:
-        meta["context"] = context  # the parent's lines the text starts with (for dedupe)
     return Document(
         doc_id(record.source_id, f"item-{index}" if index is not None else ""),
         record.source_id,

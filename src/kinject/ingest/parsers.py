@@ -109,8 +109,7 @@ def fence_indented_code(text: str) -> str:
 
 
 def parse_table(record: Record, kind: str) -> list[Document]:
-    """CSV/TSV: one Document per row, reading "Header: value. Header: value." under a first
-    line naming the table (``meta["title"]`` or the file's name, when the record has one).
+    """CSV/TSV: one Document per row, reading "Header: value. Header: value."
 
     The row itself is kept in ``meta["row"]`` (header -> value) for filters and display.
     """
@@ -122,10 +121,6 @@ def parse_table(record: Record, kind: str) -> list[Document]:
         return []
     header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
     table = str(record.meta.get("title") or record.meta.get("filename") or "")
-    # each row's text starts with the table's name, as a JSON record starts with its
-    # parent's lines: "When is the office closed according to the holidays list?" names the
-    # file, not a row (meta["context"] tells dedupe to compare rows without it)
-    context = " ".join(table.split())[:200]
     docs = []
     for n, cells in enumerate(rows[1:], start=1):
         labels = header + [f"column {i + 1}" for i in range(len(header), len(cells))]
@@ -135,13 +130,11 @@ def parse_table(record: Record, kind: str) -> list[Document]:
             continue
         first = next((v for v in row.values() if v), "")
         meta = {**record.meta, "unit": "row", "row": row, "row_index": n}
-        if context:
-            meta["context"] = context
         docs.append(
             Document(
                 doc_id(record.source_id, f"row-{n}"),
                 record.source_id,
-                f"{context}\n{sentence}" if context else sentence,
+                sentence,
                 kind,
                 title=f"{table}: {first}" if table else first,
                 meta=meta,
