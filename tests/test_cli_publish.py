@@ -199,7 +199,8 @@ def test_publish_beside_kinject_serve_reaches_its_embedded_broker(
         assert "published 1 record(s)" in result.stdout
 
         def found() -> bool:
-            hits = httpx.get(f"{url}/v1/search", params={"q": "Osk lab Tarrow"}).json()["hits"]
+            hits = httpx.get(f"{url}/v1/search", params={"q": "Osk lab Tarrow"},
+                             timeout=60).json()["hits"]  # a loaded CI machine: >5 s
             return any(h["source_id"] == "kb/osk" for h in hits)
 
         until(found, 120, "the published file searchable through serve")
@@ -275,3 +276,49 @@ def _admin_logs_hide(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -
         assert "Starting KafkaAdminClient" in err and "sasl_plain_password" in err
         for part in secret.replace(",", " ").replace(";", " ").replace("=", " ").split():
             assert part not in err, part
+
+
+@pytest.mark.kafka
+def test_serve_notes_its_broker_before_it_opens_the_index_and_models(
+    tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kinject publish` just after `kinject serve` started said "start `kinject serve` on
+    this data dir" for the minute serve spent opening its index and loading models, though
+    its broker already ran: the note is written as soon as the broker runs."""
+    import os
+    import threading
+
+    from kinject.app import KinjectService
+    from kinject.config import load_settings
+    from kinject.serve import run_serve
+    from kinject.stream.serve_broker import running_serve_broker
+
+    opening, release = threading.Event(), threading.Event()
+    enter = KinjectService.__enter__
+
+    def held(self: KinjectService) -> KinjectService:  # the index and models still loading
+        opening.set()
+        release.wait(120)
+        return enter(self)
+
+    monkeypatch.setattr(KinjectService, "__enter__", held)
+    monkeypatch.delenv("KINJECT_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    data = tmp_path / "data"
+    settings = load_settings(
+        data_dir=data, kafka={"partitions": 1},
+        models={"embedder": "hash", "generator": str(tiny_lm_dir)},
+        rag={"mode": "free"}, ingest={"ocr_engine": "none"})
+    stop = threading.Event()
+    thread = threading.Thread(target=run_serve, args=(settings, "127.0.0.1", 0, 0),
+                              kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        assert opening.wait(120), "serve never began to open its service"
+        found = running_serve_broker(data)
+        assert found is not None and found[1] == os.getpid(), found
+        assert found[0].startswith("127.0.0.1:")
+    finally:
+        release.set()
+        stop.set()
+        thread.join(60)
+    assert running_serve_broker(data) is None  # gone with the serve

@@ -215,12 +215,16 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     port = settings.api.port if port is None else port
     try:
         with supervised_broker(settings.kafka) as (bootstrap, supervisor), \
-                KinjectService(settings) as svc, ExitStack() as notes:
+                ExitStack() as notes:
             if not settings.kafka.bootstrap_servers:
                 log.info("embedded Kafka broker on %s (publish there, or through the API)",
                          bootstrap)
-                # `kinject publish` on this data dir finds the broker through this note
+                # `kinject publish` on this data dir finds the broker through this note, from
+                # the moment it runs: not only once the index and models are loaded (a minute
+                # on a busy CPU, in which publish said to start the serve that was starting)
+                settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 notes.enter_context(announce(settings.data_dir, bootstrap))
+            svc = notes.enter_context(KinjectService(settings))
             recover_interrupted(settings.data_dir)  # jobs a killed serve left 'running'
             svc.attach(bootstrap, supervisor)
             threads = start_background(svc, settings, bootstrap, workers, stop)

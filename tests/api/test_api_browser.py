@@ -3,7 +3,10 @@ with a streamed answer, click a citation, and a screenshot that is not blank."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -97,9 +100,37 @@ def test_a_passage_of_several_lines_shows_them_as_lines(served: Served, browser
     lines = hit.find_element(By.CSS_SELECTOR, ".text").text.split("\n")
     assert lines[:2] == ["Brinmoor ferry timetable:",
                          "The first ferry to Gullspire leaves at 06:40."], lines
-    # hybrid hits are ordered by fused rank: the number shown is named for what it is
-    assert "web/timetable · cosine " in hit.find_element(By.CSS_SELECTOR, ".src").text
+    # hybrid hits are ranked by the fused score: each number shown is named for what it is
+    # (it read "cosine -0.009" on a hit that only BM25 had found)
+    label = hit.find_element(By.CSS_SELECTOR, ".src").text
+    assert re.fullmatch(r"web/timetable · fused -?\d+\.\d{3} · cosine -?\d+\.\d{3} · "
+                        r"bm25 \d+\.\d{3}", label), label
 
+
+def test_an_image_hit_says_why_it_shows_no_thumbnail(served: Served, browser
+                                                    ) -> None:  # type: ignore[no-untyped-def]
+    """The shared server has no CLIP image index, which keeps the thumbnails: an image's
+    caption hit says so on the page, instead of showing only the caption."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    picture = io.BytesIO()
+    Image.new("RGB", (160, 120), (200, 40, 40)).save(picture, format="PNG")
+    caption = "The red boat Puffin Dawn moored in Veyholm harbour"
+    publish(served, {"source_id": "web/puffin.png", "kind": "image", "meta": {"caption": caption},
+                     "content_b64": base64.b64encode(picture.getvalue()).decode()})
+    with served.client() as c:
+        until(lambda: any(h["source_id"] == "web/puffin.png" for h in c.get(
+            "/v1/search", params={"q": "Puffin Dawn Veyholm harbour"}).json()["hits"]),
+              what="the caption in the index")
+    browser.get(served.url + "/")
+    browser.find_element(By.ID, "search-q").send_keys("Puffin Dawn Veyholm harbour")
+    browser.find_element(By.ID, "search-go").click()
+    note = WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#search-results li.hit .thumb .note"))
+    assert note.text.startswith("image (160×120): no thumbnail of image "), note.text
+    assert "only in the CLIP image index" in note.text
+    assert "KINJECT_MODELS__CLIP_CHECKPOINT" in note.text
 
 
 def test_code_in_a_hit_shows_indented(served: Served, browser

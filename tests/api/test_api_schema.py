@@ -73,7 +73,7 @@ def test_schema_documents_every_route(api_schema: Any, served: Served) -> None:
                  "/v1/lineage/{source_id}", "/v1/dlq", "/healthz", "/readyz", "/metrics",
                  "/v1/adapters", "/v1/adapters/{version}", "/v1/adapters/{version}/activate",
                  "/v1/adapters/rollback", "/v1/adapters/{version}/archive", "/v1/finetune/jobs",
-                 "/v1/finetune/jobs/{job_id}", "/v1/eval"):
+                 "/v1/finetune/jobs/{job_id}", "/v1/eval", "/v1/images/{image_id}/thumbnail"):
         assert path in paths, path
     assert "202" in paths["/v1/finetune/jobs"]["post"]["responses"]
     assert "409" in paths["/v1/finetune/jobs"]["post"]["responses"]

@@ -6,10 +6,7 @@ by name or by activation, and B's ACTIVE falls back like A's."""
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,75 +14,24 @@ from typing import Any
 import httpx
 import pytest
 from _adapter_helpers import make_adapter
+from _hosts import serve_two_hosts
 
-from _serve import start_serve, wait_ready
 from _wait import until
-from kinject.config import Settings, load_settings
-from kinject.finetune.registry import AdapterRegistry
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kafka, pytest.mark.slow]
 
 KEY_A, KEY_B = "taint-admin-key-of-a", "taint-admin-key-of-b"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _config(path: Path, data_dir: Path, bootstrap: str, prefix: str, generator: Path,
-            key: str, finetune: str) -> Settings:
-    path.write_text(f"""
-data_dir = "{data_dir}"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-topic_prefix = "{prefix}"
-partitions = 1
-[models]
-embedder = "hash"
-embedder_zh = "none"
-generator = "{generator}"
-device = "cpu"
-[ingest]
-ocr_engine = "none"
-[rag]
-mode = "free"
-[api]
-api_key = "{key}"
-[finetune]
-{finetune}
-""", encoding="utf-8")
-    return load_settings(path)
-
-
 @pytest.fixture()
 def corpus_and_replica(tmp_path: Path, kafka_bootstrap: str, tiny_lm_dir: Path,
                        monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for var in [v for v in os.environ if v.startswith("KINJECT_")]:
-        monkeypatch.delenv(var)  # the TOML files are the whole configuration
-    prefix = f"taint-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
-    a = _config(tmp_path / "a.toml", tmp_path / "a", kafka_bootstrap, prefix, tiny_lm_dir,
-                KEY_A, f'publish_url = "http://127.0.0.1:{port}"')
-    b = _config(tmp_path / "b.toml", tmp_path / "b", kafka_bootstrap, prefix, tiny_lm_dir,
-                KEY_B, f'materialise_corpus = false\nfetch_api_key = "{KEY_A}"\n'
-                       'fetch_retry_s = 0.5')
-    url_a, stop_a, thread_a = start_serve(a, workers=1, port=port)
-    try:
-        url_b, stop_b, thread_b = start_serve(b, workers=0)
-        try:
-            wait_ready(url_a, 90)
-            wait_ready(url_b, 90)
-            yield {"a": url_a, "b": url_b, "reg_a": AdapterRegistry.for_data_dir(a.data_dir),
-                   "reg_b": AdapterRegistry.for_data_dir(b.data_dir)}
-        finally:
-            stop_b.set()
-            thread_b.join(60)
-    finally:
-        stop_a.set()
-        thread_a.join(60)
+    # A keeps the corpus and runs the ingest worker; B keeps no corpus
+    with serve_two_hosts(tmp_path, kafka_bootstrap, tiny_lm_dir, monkeypatch, name="taint",
+                         keys=(KEY_A, KEY_B), workers_a=1,
+                         finetune=("", f'materialise_corpus = false\nfetch_api_key = "{KEY_A}"\n'
+                                       "fetch_retry_s = 0.5")) as hosts:
+        yield hosts
 
 
 def _active(url: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,33 @@ def test_the_api_refuses_bytes_that_are_no_image(data_dir: Path, tiny_clip: dict
         r = client.post("/v1/search/images",
                         json={"image_b64": base64.b64encode(b"GIF89a not really").decode()})
         assert r.status_code == 400 and "not an image" in r.json()["error"]["message"]
+
+
+def test_an_image_thumbnail_is_served_by_its_id_or_the_404_says_why_not(
+    data_dir: Path, tiny_clip: dict[str, str], tmp_path: Path
+) -> None:
+    """The page shows an image hit's thumbnail (GET /v1/images/{id}/thumbnail); a server
+    without the CLIP image index keeps none, and the 404 says so (the page shows that)."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from kinject.api.app import create_app
+
+    with KinjectService(_settings(data_dir, **tiny_clip)) as svc, \
+            TestClient(create_app(svc)) as client:
+        image_of = ingest(svc, RECORDS)
+        hit = client.get("/v1/search", params={"q": "Windmill Tarrow dunes"}).json()["hits"][0]
+        assert hit["meta"]["image_id"] == image_of["pics/mill"]
+        r = client.get(f"/v1/images/{hit['meta']['image_id']}/thumbnail")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        with Image.open(io.BytesIO(r.content)) as thumb:
+            assert thumb.format == "JPEG" and thumb.size == (128, 96)  # 160x120, scaled
+        gone = client.get("/v1/images/nosuchimage/thumbnail")
+        assert gone.status_code == 404 and "no image nosuchimage" in gone.json()["error"]["message"]
+    with KinjectService(_settings(tmp_path / "plain")) as svc, \
+            TestClient(create_app(svc)) as client:
+        image_of = ingest(svc, RECORDS)
+        r = client.get(f"/v1/images/{image_of['pics/mill']}/thumbnail")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert "only in the CLIP image index" in r.json()["error"]["message"]
+        assert "KINJECT_MODELS__CLIP_CHECKPOINT" in r.json()["error"]["message"]

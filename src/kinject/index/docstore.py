@@ -335,6 +335,13 @@ class Docstore(sqlite.Store):
                             "ocr_text": r[4], "meta": json.loads(r[5]), "thumbnail": r[6]}
                 for r in rows}
 
+    def image_thumbnail(self, image_id: str) -> bytes | None:
+        """The JPEG thumbnail kept for ``image_id``; None for an image it does not hold."""
+        with self._lock:
+            row = self._db.execute("SELECT thumbnail FROM images WHERE image_id=?",
+                                   (image_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] else None
+
     def image_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All (row ids, vectors) of images, for rebuilding the image FAISS index."""
         with self._lock:

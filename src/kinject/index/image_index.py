@@ -301,6 +301,10 @@ class ImageIndex:
     def __len__(self) -> int:
         return len(self._faiss())
 
+    def thumbnail(self, image_id: str) -> bytes | None:
+        """The image's JPEG thumbnail (at most THUMBNAIL_SIDE pixels a side), or None."""
+        return self._store().image_thumbnail(image_id)
+
     def search_text(self, query: str, k: int = 5) -> list[ImageHit]:
         """Images that match a text (CLIP's shared space)."""
         if not query.strip():

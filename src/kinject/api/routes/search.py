@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from kinject.api.deps import ApiSettingsDep, Reader, ServiceDep
@@ -120,6 +120,25 @@ def search_images(
     query = check_question(q, api)
     t0 = time.perf_counter()
     return _image_hits(svc.search_images(query_text=query, k=k), k, t0)
+
+
+@router.get("/v1/images/{image_id}/thumbnail", response_class=Response, responses={
+    200: {"content": {"image/jpeg": {}}, "description": "the image's JPEG thumbnail"}})
+def image_thumbnail(image_id: str, svc: ServiceDep, who: Reader) -> Response:
+    """The JPEG thumbnail of an image (its id: ``meta.image_id`` of a search hit, an entry of
+    an answer's ``images``). The CLIP image index keeps the thumbnails: without it, 404 says
+    so, as the page shows beside an image's caption."""
+    if svc.images is None:
+        raise ApiError(404, "not_found", f"no thumbnail of image {image_id}: this server keeps "
+                       "image thumbnails only in the CLIP image index, which is off (set "
+                       "KINJECT_MODELS__CLIP_CHECKPOINT, see `kinject doctor`); the image's "
+                       "caption and OCR text are searched all the same")
+    data = svc.images.thumbnail(image_id)
+    if data is None:
+        raise ApiError(404, "not_found", f"no image {image_id} in the image index")
+    # an image id is the hash of its source id and bytes: what it names never changes
+    return Response(data, media_type="image/jpeg",
+                    headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.post("/v1/search/images", response_model=ImageSearchOut)

@@ -105,16 +105,50 @@ async function runSearch(ev) {
   const body = await resp.json();
   if (!body.hits.length) { out.replaceChildren(el("li", { textContent: "no hits" })); return; }
   out.replaceChildren(...body.hits.map((h) => el("li", { className: "hit" }, [
+    ...(isImage(h) ? [thumbnail(h)] : []),
     el("div", { className: "text", textContent: h.text }),
-    el("div", { className: "src", textContent: `${h.source_id} · ${scoreName(h)} ${h.score.toFixed(3)}` }),
+    el("div", { className: "src", textContent: `${h.source_id} · ${scoreText(h)}`,
+                title: SCORE_HELP }),
   ])));
 }
 
-// Hybrid hits are ordered by fused rank and scored by cosine: name the number shown, so a
-// score that rises down the list does not read as a bug.
-function scoreName(h) {
+const SCORE_HELP = "fused: the score hits are ranked by (vector and BM25 results combined); " +
+  "cosine: similarity of meaning to the query; bm25: keyword score, for hits the keyword " +
+  "search found";
+
+// Each number named for what it is: hybrid hits are ranked by the fused score, and one that
+// only BM25 found can have a low, even negative, cosine. A plain vector or BM25 search
+// ranks by its own score, which is then the fused one too.
+function scoreText(h) {
   const m = h.meta || {};
-  return m.vector_score !== undefined && m.vector_score === h.score ? "cosine" : "score";
+  const n = (x) => x.toFixed(3);
+  const parts = [];
+  if (typeof m.fused === "number" && m.fused !== m.vector_score && m.fused !== m.bm25_score)
+    parts.push(`fused ${n(m.fused)}`);
+  if (typeof m.vector_score === "number") parts.push(`cosine ${n(m.vector_score)}`);
+  if (typeof m.bm25_score === "number") parts.push(`bm25 ${n(m.bm25_score)}`);
+  return parts.length ? parts.join(" · ") : `score ${n(h.score)}`;
+}
+
+const isImage = (h) => (h.meta || {}).kind === "image" && Boolean((h.meta || {}).image_id);
+
+function thumbnail(h) {
+  // An image's caption or OCR text: the image's thumbnail above it, or why there is none.
+  const m = h.meta;
+  const box = el("div", { className: "thumb" });
+  fetch(`/v1/images/${encodeURIComponent(m.image_id)}/thumbnail`, { headers: headers() })
+    .then(async (resp) => {
+      if (resp.ok) {
+        const src = URL.createObjectURL(await resp.blob());
+        box.append(el("img", { src, alt: `image ${h.source_id}` }));
+        return;
+      }
+      let why = "HTTP " + resp.status;
+      try { why = (await resp.json()).error.message; } catch (e) { /* not JSON */ }
+      const size = m.width && m.height ? ` (${m.width}×${m.height})` : "";
+      box.append(el("span", { className: "note", textContent: `image${size}: ${why}` }));
+    });
+  return box;
 }
 
 function renderAnswer(text, citations) {
