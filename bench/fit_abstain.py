@@ -69,9 +69,13 @@ def load(bench: str, folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+SCOPE = "weighed"  # or "all": also the unweighed single naming units (set by --scope)
+
+
 def weighed(row: dict[str, Any]) -> bool:
     sig = row["sig"]
-    return sig is not None and sig.get("single") == 0.0 and row["answered"]
+    return (sig is not None and row["answered"] and "ans_logp" in sig
+            and (SCOPE == "all" or sig.get("single") == 0.0))
 
 
 def figures(rows: list[dict[str, Any]], keep: list[bool]) -> dict[str, Any]:
@@ -97,7 +101,12 @@ def main() -> None:
     p.add_argument("--wrong-cost", type=float, default=2.0,
                    help="a wrong answer costs this many right ones")
     p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength")
+    p.add_argument("--scope", choices=("weighed", "all"), default="weighed",
+                   help="which readings the model judges: those whose unit was weighed, or "
+                        "also a single naming unit read unweighed")
     args = p.parse_args()
+    global SCOPE
+    SCOPE = args.scope
     from sklearn.linear_model import LogisticRegression
 
     rows = load("rag_quality", args.rag_quality) + load("realdocs", args.realdocs)

@@ -22,10 +22,9 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
-
+from kinject.rag.abstain import DEFAULT_ABSTAIN, AbstainModel, confidence
 from kinject.rag.reader_model import LoadedReader
 from kinject.rag.reader_prompts import (
     EXAMPLES,
@@ -105,6 +104,10 @@ class ReaderConfig:
     # Read the best unit even where the bar says abstain, and log every question's signals
     # (bench/fit_abstain.py fits the abstention on them); never on in service.
     probe: bool = False
+    # Whether a reading stands: a logistic model over the signals above and the reading's
+    # own confidence (rag/abstain.py, fitted on the dev benches by bench/fit_abstain.py); it
+    # replaces the PMI bars (which stay for abstain=None).
+    abstain: AbstainModel | None = DEFAULT_ABSTAIN
 
     def __post_init__(self) -> None:
         if self.max_answer_tokens < 1:
@@ -299,7 +302,8 @@ class Ct2Reader:
             bar = cfg.min_pmi_named if name is not None else cfg.min_pmi
             ok = pmi[best] >= bar
             sig["bar_ok"] = float(ok)
-            ok = ok or cfg.probe
+            # With the fitted abstention the unit is read, and the model judges the reading.
+            ok = ok or cfg.probe or cfg.abstain is not None
             out.append((own[best][0] if ok else -1, pmi[best], own[best][1] if ok else "", sig))
         return out
 
@@ -324,7 +328,7 @@ class Ct2Reader:
             tok = self.loaded.tokenizer
             for (qi, _), r in zip(jobs, results, strict=True):
                 answers[qi] = _clean(tok.decode(r.sequences_ids[0], skip_special_tokens=True))
-                chosen[qi][3].update(_confidence(r, self._none_id))
+                chosen[qi][3].update(confidence(r, self._none_id))
                 if len(r.sequences_ids[0]) >= cfg.max_answer_tokens:  # cut by the limit
                     answers[qi] = _whole_sentences(answers[qi])
         out = []
@@ -335,6 +339,12 @@ class Ct2Reader:
                     "question": questions[qi], **sig, "raw": text,
                     "ground": grounding(text, unit, questions[qi]) if text else 0.0}})
             if pi < 0 or not text or text.upper().startswith(NONE_MARK):
+                out.append(Reading("", -1, score))
+                continue
+            judged = cfg.abstain is not None and (not sig.get("single") or cfg.abstain.single)
+            if judged and not cfg.probe and not cfg.abstain.answers(sig):  # type: ignore[union-attr]
+                log.info("reading %r judged unlikely right (%.2f)", text,
+                         cfg.abstain.p_right(sig))  # type: ignore[union-attr]
                 out.append(Reading("", -1, score))
                 continue
             if LINK.search(text):
@@ -366,14 +376,3 @@ class Ct2Reader:
             out.append(Reading(text, pi, score))
         return out
 
-
-def _confidence(result: Any, none_id: int | None) -> dict[str, float]:
-    """How sure the reading is: its mean token log-probability, and the log-probability of
-    NONE (no answer) as its first token."""
-    out = {"ans_logp": float(result.scores[0]) if result.scores else 0.0}
-    logits = getattr(result, "logits", None)
-    if logits and logits[0] and none_id is not None:
-        first = np.asarray(logits[0][0], dtype=np.float64).ravel()
-        top = first.max()
-        out["none_logp"] = float(first[none_id] - top - np.log(np.exp(first - top).sum()))
-    return out
