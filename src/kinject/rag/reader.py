@@ -5,8 +5,10 @@
    Sachan et al. 2022, "Improving Passage Retrieval with Zero-Shot Question Generation"): the
    pointwise mutual information of question and passage, mean log P(question | passage) -
    mean log P(question), per question token. A passage about the thing asked makes its name
-   and words predictable; one about someone else does not. Below ``min_pmi`` no passage is
-   about the question, and the reader abstains: a calibrated score, not a list of words.
+   and words predictable; one about someone else does not. Whether the reading of the best
+   passage stands is judged by a logistic model over these scores and the reading's own
+   confidence (:mod:`kinject.rag.abstain`, fitted on the dev benches), not a list of words;
+   with ``abstain=None`` the PMI bars below decide instead.
 2. What answer? The model reads the chosen passage alone (several at once, a small model
    binds facts to the wrong entity across them: ENVIRONMENT.md) and replies with the words
    that answer, a sentence or two for a description, or NONE. An answer must be grounded in
