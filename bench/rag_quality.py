@@ -337,9 +337,16 @@ def main() -> None:
                        help="which families to publish and ask; tune on dev only, report both")
         p.add_argument("--show-misses", type=int, default=12,
                        help="wrong kinject answers to print on stderr, per split")
+        p.add_argument("--dump-reader", type=Path, default=None,
+                       help="the reader reads past its bar and logs each question's signals "
+                            "to this JSONL file (bench/fit_abstain.py)")
 
     args = parse_args(__doc__ or "", extra=extra, repeats=(1, 1))
     use_threads(args.threads)  # before torch loads
+    if args.dump_reader is not None:
+        from _reader_dump import install
+
+        install(args.dump_reader)
     sizes = QUICK if args.quick else FULL
     if args.questions is not None:
         sizes = Sizes(sizes.entities, args.questions, sizes.unknown)

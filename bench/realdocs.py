@@ -277,9 +277,16 @@ def main() -> None:
                        help="retrieval alone: recall@1/4/10 of GET /v1/search per mode")
         p.add_argument("--data-dir", type=Path, default=None,
                        help="serve from (and keep) this data dir; default a temporary one")
+        p.add_argument("--dump-reader", type=Path, default=None,
+                       help="the reader reads past its bar and logs each question's signals "
+                            "to this JSONL file (bench/fit_abstain.py)")
 
     args = parse_args(__doc__ or "", extra=extra, repeats=(1, 1))
     use_threads(args.threads)
+    if args.dump_reader is not None:
+        from _reader_dump import install
+
+        install(args.dump_reader)
     documents, question_file = SPLITS[args.split]
     docs = load_documents(documents)
     questions = [json.loads(line) for line in question_file.read_text().splitlines() if line]

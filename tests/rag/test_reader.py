@@ -253,3 +253,31 @@ def test_a_question_is_answered_from_the_passage_in_its_own_language(reader: Ct2
     assert en.answered and en.passage == 1 and "nightly job" in en.text, en
     zh = _read(reader, "什么时候运行 tessa-sync --push？", SYNC_EN, SYNC_ZH)
     assert zh.answered and zh.passage == 1 and "夜间任务" in zh.text, zh
+
+
+DU = ("The du command estimates file space usage. With -s it prints one total per argument, "
+      "and -h prints sizes in human-readable units, so du -sh ~/photos shows how much the "
+      "folder holds.")
+CRONTAB = ("Periodic jobs are listed in a crontab. Each line gives five time fields (minute, "
+           "hour, day of month, month, day of week) followed by the command; crontab -e opens "
+           "the user's table in an editor.")
+TARBALL = ("To unpack a compressed archive, run tar with the x flag: tar -xzf backup.tar.gz "
+           "extracts every file into the current directory.")
+
+
+def test_a_manual_answers_a_question_in_other_words_than_its_own(reader: Ct2Reader) -> None:
+    """A question that names nothing, about a manual's paragraph worded otherwise: the
+    paragraph makes the question only a little more likely (question-PMI 0.8, under the old
+    bar 1.5), but far more than the next passage does and the model is sure of its reading,
+    so the fitted abstention lets the answer stand."""
+    r = _read(reader, "How do I see how much space a folder takes?", DU, CRONTAB)
+    assert r.answered and r.passage == 0 and "du -sh" in r.text, r
+
+
+def test_a_reading_of_a_passage_that_does_not_answer_is_withheld(reader: Ct2Reader) -> None:
+    """The same kind of question where no passage answers: the model still finds a command
+    to quote, but with no lead over the other passage and less sure of it."""
+    r = _read(reader, "Which command restores a deleted partition table?", TARBALL, DU)
+    assert not r.answered, r
+    r = _read(reader, "How do I change the keyboard layout?", CRONTAB, TARBALL)
+    assert not r.answered, r

@@ -5,8 +5,10 @@
    Sachan et al. 2022, "Improving Passage Retrieval with Zero-Shot Question Generation"): the
    pointwise mutual information of question and passage, mean log P(question | passage) -
    mean log P(question), per question token. A passage about the thing asked makes its name
-   and words predictable; one about someone else does not. Below ``min_pmi`` no passage is
-   about the question, and the reader abstains: a calibrated score, not a list of words.
+   and words predictable; one about someone else does not. Whether the reading of the best
+   passage stands is judged by a logistic model over these scores and the reading's own
+   confidence (:mod:`kinject.rag.abstain`, fitted on the dev benches), not a list of words;
+   with ``abstain=None`` the PMI bars below decide instead.
 2. What answer? The model reads the chosen passage alone (several at once, a small model
    binds facts to the wrong entity across them: ENVIRONMENT.md) and replies with the words
    that answer, a sentence or two for a description, or NONE. An answer must be grounded in
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from kinject.rag.abstain import DEFAULT_ABSTAIN, AbstainModel, confidence
 from kinject.rag.reader_model import LoadedReader
 from kinject.rag.reader_prompts import (
     EXAMPLES,
@@ -100,6 +103,13 @@ class ReaderConfig:
     # written from the one in the question's language (realdocs dev: an English question
     # answered "2015 年" from the Chinese chapter, PMI 1.35 against 1.27 for the English one).
     other_language_penalty: float = 0.5
+    # Read the best unit even where the bar says abstain, and log every question's signals
+    # (bench/fit_abstain.py fits the abstention on them); never on in service.
+    probe: bool = False
+    # Whether a reading stands: a logistic model over the signals above and the reading's
+    # own confidence (rag/abstain.py, fitted on the dev benches by bench/fit_abstain.py); it
+    # replaces the PMI bars (which stay for abstain=None).
+    abstain: AbstainModel | None = DEFAULT_ABSTAIN
 
     def __post_init__(self) -> None:
         if self.max_answer_tokens < 1:
@@ -139,6 +149,7 @@ class Ct2Reader:
         tok = loaded.tokenizer
         self._end = [t for t in ("<|im_end|>", "<|endoftext|>", tok.eos_token) if t]
         self.calls = 0
+        self._none_id = tok.convert_tokens_to_ids(NONE_MARK)
         # The instructions and worked examples are the same in every reading prompt:
         # CTranslate2 keeps the model's state after them (a static prompt), so each question
         # pays only for its own passage and question.
@@ -227,7 +238,7 @@ class Ct2Reader:
 
     def choose(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
                names: Sequence[str | None] | None = None, weigh: int | None = None
-               ) -> list[tuple[int, float, str]]:
+               ) -> list[tuple[int, float, str, dict[str, float]]]:
         """Per question, the passage most about it, its PMI score and the unit of it to read
         ((-1, best, "") when none reaches ``min_pmi``); a table's rows are scored apart.
         With ``names`` (what each question asks about), only units that name it are weighed,
@@ -262,28 +273,40 @@ class Ct2Reader:
                 self.calls += 1
                 scored = self.loaded.generator.score_batch(seqs)
         means = [sum(r.log_probs[-n:]) / max(1, n) for r, n in zip(scored, lens, strict=True)]
-        out: list[tuple[int, float, str]] = []
+        out: list[tuple[int, float, str, dict[str, float]]] = []
         at = 0
-        for own, name in zip(owners, names, strict=True):
+        for question, own, name in zip(questions, owners, names, strict=True):
+            zh = bool(_CJK_RUN.search(question))
+            sig = {"named": float(name is not None), "zh": float(zh), "units": float(len(own))}
             if not own:
-                out.append((-1, float("-inf"), ""))
+                out.append((-1, float("-inf"), "", sig))
                 continue
             if name is not None and len(own) == 1 and cfg.skip_single_named:
                 # The only unit that names what is asked: read it, and let the reading
                 # say NONE when it does not answer (no score: NaN).
-                out.append((own[0][0], float("nan"), own[0][1]))
+                sig.update(single=1.0, rank=float(own[0][0]),
+                           other_lang=float(bool(_CJK_RUN.search(own[0][1])) != zh))
+                out.append((own[0][0], float("nan"), own[0][1], sig))
                 continue
             count = len(own)
             base, scores = means[at], means[at + 1: at + 1 + count]
+            n_tokens = lens[at]
             at += 1 + count
-            zh = bool(_CJK_RUN.search(question))
             pmi = [m - base - cfg.rank_penalty * pi
                    - (cfg.other_language_penalty if bool(_CJK_RUN.search(u)) != zh else 0.0)
                    for m, (pi, u) in zip(scores, own, strict=True)]
             best = max(range(len(pmi)), key=pmi.__getitem__)
+            rest = sorted(pmi, reverse=True)[1:2]
+            sig.update(single=0.0, pmi=pmi[best], second=rest[0] if rest else pmi[best],
+                       margin=pmi[best] - rest[0] if rest else 0.0, base=base,
+                       cond=scores[best], q_tokens=float(n_tokens), rank=float(own[best][0]),
+                       other_lang=float(bool(_CJK_RUN.search(own[best][1])) != zh))
             bar = cfg.min_pmi_named if name is not None else cfg.min_pmi
             ok = pmi[best] >= bar
-            out.append((own[best][0] if ok else -1, pmi[best], own[best][1] if ok else ""))
+            sig["bar_ok"] = float(ok)
+            # With the fitted abstention the unit is read, and the model judges the reading.
+            ok = ok or cfg.probe or cfg.abstain is not None
+            out.append((own[best][0] if ok else -1, pmi[best], own[best][1] if ok else "", sig))
         return out
 
     def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
@@ -294,7 +317,7 @@ class Ct2Reader:
         cfg = self.config
         names = self.subjects(questions) if cfg.check_subject else None
         chosen = self.choose(questions, passages, names, weigh)
-        jobs = [(qi, pi) for qi, (pi, _, _) in enumerate(chosen) if pi >= 0]
+        jobs = [(qi, pi) for qi, (pi, _, _, _) in enumerate(chosen) if pi >= 0]
         prompts = [self._tokens(questions[qi], chosen[qi][2]) for qi, _ in jobs]
         answers: dict[int, str] = {}
         if prompts:
@@ -302,16 +325,28 @@ class Ct2Reader:
                 self.calls += 1
                 results = self.loaded.generator.generate_batch(
                     prompts, static_prompt=self._static, max_length=cfg.max_answer_tokens,
-                    sampling_topk=1, include_prompt_in_result=False, end_token=self._end)
+                    sampling_topk=1, include_prompt_in_result=False, end_token=self._end,
+                    return_scores=True, return_logits_vocab=True)
             tok = self.loaded.tokenizer
             for (qi, _), r in zip(jobs, results, strict=True):
                 answers[qi] = _clean(tok.decode(r.sequences_ids[0], skip_special_tokens=True))
+                chosen[qi][3].update(confidence(r, self._none_id))
                 if len(r.sequences_ids[0]) >= cfg.max_answer_tokens:  # cut by the limit
                     answers[qi] = _whole_sentences(answers[qi])
         out = []
-        for qi, (pi, score, unit) in enumerate(chosen):
+        for qi, (pi, score, unit, sig) in enumerate(chosen):
             text = answers.get(qi, "")
+            if cfg.probe:
+                log.debug("reader signals", extra={"reader_signals": {
+                    "question": questions[qi], **sig, "raw": text,
+                    "ground": grounding(text, unit, questions[qi]) if text else 0.0}})
             if pi < 0 or not text or text.upper().startswith(NONE_MARK):
+                out.append(Reading("", -1, score))
+                continue
+            judged = cfg.abstain is not None and (not sig.get("single") or cfg.abstain.single)
+            if judged and not cfg.probe and not cfg.abstain.answers(sig):  # type: ignore[union-attr]
+                log.info("reading %r judged unlikely right (%.2f)", text,
+                         cfg.abstain.p_right(sig))  # type: ignore[union-attr]
                 out.append(Reading("", -1, score))
                 continue
             if LINK.search(text):
@@ -342,3 +377,4 @@ class Ct2Reader:
                 continue
             out.append(Reading(text, pi, score))
         return out
+
