@@ -43,13 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_EVERY_S = 5.0
-# How long a stopping serve waits for its background threads, all together: they are
-# daemons, and what they have not finished is in the outbox or read again on the next start.
-# Fine-tuning cycles are cancelled as the API stops and waited for within the same deadline
-# (a cycle stops at its next training step; one still running then is recorded interrupted
-# and ends with the process). 6 s: Docker and Kubernetes kill 10 s after SIGTERM, which
-# leaves the API, the broker and the interpreter's exit about 4 s.
-STOP_WAIT_S = 6.0
 
 
 class ApiServer:
@@ -239,7 +232,7 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
                         raise KinjectError(f"the API server stopped: {server.error}")
                 stop.set()
                 svc.stop_finetune_jobs(0)  # cycles stop at their next step while the API ends
-            deadline = time.monotonic() + STOP_WAIT_S
+            deadline = time.monotonic() + settings.api.stop_grace_s
             for t in threads:
                 t.join(timeout=max(deadline - time.monotonic(), 0.1))
             svc.stop_finetune_jobs(max(deadline - time.monotonic(), 0.1))

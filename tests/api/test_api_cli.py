@@ -112,10 +112,10 @@ def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
     SIGTERM: the cycle is cancelled at its next step, serve exits 0 within its deadline (no
     abort under a live training thread), and the job store says the job ended."""
     from kinject.api.auth import KEYS_FILE, KeyStore
+    from kinject.config.api import ApiSettings
     from kinject.finetune.corpus import CorpusStore
     from kinject.finetune.jobs import CANCELLED, CycleLock, JobStore, corpus_path, finetune_dir
     from kinject.finetune.registry import AdapterRegistry
-    from kinject.serve import STOP_WAIT_S
     from kinject.types import Chunk, content_hash
 
     data = tmp_path / "data"
@@ -146,7 +146,7 @@ def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
 
         proc.send_signal(signal.SIGTERM)
         # the API's graceful stop (5 s) and the threads' deadline, with room for a busy box
-        assert proc.wait(timeout=5 + STOP_WAIT_S + 30) == 0, (
+        assert proc.wait(timeout=5 + ApiSettings().stop_grace_s + 30) == 0, (
             tmp_path / "stderr.log").read_text()[-3000:]
     store = JobStore.for_data_dir(data)
     ended = store.get(job_id)

@@ -42,6 +42,9 @@ def _env(data: Path, bootstrap: str, model: Path, prefix: str) -> dict[str, str]
             "KINJECT_FINETUNE__EVAL_EVERY": "0", "KINJECT_FINETUNE__CHECKPOINT_EVERY": "2",
             "KINJECT_FINETUNE__FISHER_SAMPLES": "4", "KINJECT_GATE__MAX_NEW_TOKENS": "4",
             "KINJECT_FINETUNE__PATIENCE": "100000",  # no early stop before the signal
+            # a step and its checkpoint took over the default 6 s on cores shared 10 ways:
+            # the cycle was recorded "did not stop in time" instead of checkpointed
+            "KINJECT_API__STOP_GRACE_S": "60",
             "OMP_NUM_THREADS": "1"}
 
 

@@ -55,13 +55,16 @@ def _good(n: int) -> list[Record]:
             for i in range(n)]
 
 
-def _read_all(kafka: KafkaSettings, topic: str, settle_s: float = 2.0) -> list[dict[str, Any]]:
-    """Every message of ``topic`` as JSON (read until nothing new came for ``settle_s``)."""
+def _read_all(kafka: KafkaSettings, topic: str, settle_s: float = 2.0,
+              first_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every message of ``topic`` as JSON (read until nothing new came for ``settle_s``; the
+    first message may take up to ``first_s``: a new consumer's metadata and offsets took
+    over 2 s on busy cores, and the topic then read as empty)."""
     consumer = make_consumer(kafka, kafka.bootstrap_servers or "", None, [topic])
     got: list[dict[str, Any]] = []
     quiet_since = time.monotonic()
     try:
-        while time.monotonic() - quiet_since < settle_s:
+        while time.monotonic() - quiet_since < (settle_s if got else first_s):
             for batch in consumer.poll(timeout_ms=200).values():
                 got.extend(json.loads(m.value) for m in batch)
                 quiet_since = time.monotonic()

@@ -35,6 +35,13 @@ class ApiSettings(BaseModel):
     # ignored and a client is the address that connected, so a local process cannot pose as
     # many clients to dodge the failure limit by rotating X-Forwarded-For.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # How long a stopping `kinject serve` waits for its background threads and fine-tuning
+    # cycles, all together: they are daemons, and what they have not finished is in the
+    # outbox or read again on the next start; a cycle stops at its next training step (and
+    # checkpoints), one still running then is recorded interrupted and ends with the process.
+    # 6 s: Docker and Kubernetes kill 10 s after SIGTERM, which leaves the API, the broker and
+    # the interpreter's exit about 4 s. Raise it with the orchestrator's grace period.
+    stop_grace_s: float = Field(default=6.0, gt=0)
     @field_validator("trusted_proxies")
     @classmethod
     def _addresses(cls, v: list[str]) -> list[str]:
