@@ -190,9 +190,14 @@ def smollm2_dir(smollm2_cache: Path) -> Path:
 def reader_cache() -> Path:
     """The shared models cache, holding the default reader, assembled from its packages and
     converted to CTranslate2 once (about 1.5-2.5 minutes, on the first run only)."""
+    from _converted import READER_CONVERTED
     from kinject.rag.reader_model import ensure_ct2, resolve_reader
 
-    ensure_ct2(resolve_reader("qwen2.5-0.5b"), MODELS_CACHE)
+    source = resolve_reader("qwen2.5-0.5b")
+    was = (MODELS_CACHE / f"{source.key}-ct2-int8" / "model.bin").is_file()
+    folder = ensure_ct2(source, MODELS_CACHE)
+    if not was:
+        READER_CONVERTED.append(folder)
     return MODELS_CACHE
 
 

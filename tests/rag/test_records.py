@@ -111,3 +111,13 @@ def test_a_quoted_cell_is_answered_without_its_quotes() -> None:
     unit = reading_units("Operation: Get the default target\n"
                          'Command snippets: "systemctl get-default"')[0]
     assert snap("systemctl get-default", unit) == "systemctl get-default"
+
+
+def test_a_time_in_a_prose_line_is_not_taken_for_a_fields_name() -> None:
+    # "which opens at 09:30 and ..." was read as the field "which opens at 09" with the value
+    # "30 and closes at 17:00 on weekdays.", and a reading of "30" became that whole value
+    prose = "Marrow Quay ticket office\nwhich opens at 09:30 and closes at 17:00 on weekdays."
+    assert snap("30", prose) == "30"
+    assert snap("09:30", prose) == "09:30"
+    record = "office: Marrow Quay\nopens: 09:30\nclosing: 17:00"
+    assert snap("30", record) == "09:30"  # a real field's value is still read whole

@@ -20,7 +20,9 @@ from difflib import SequenceMatcher
 
 _ROW = re.compile(r"^\s*\|(.*)\|\s*$")
 _RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_FIELD = re.compile(r"^\s*([^:：\n]{1,40}?)\s*[:：]\s*(\S.*?)\s*$")
+# "Name: value" on one line; a colon between two digits is a time or a ratio ("opens at
+# 09:30"), not the end of a field's name.
+_FIELD = re.compile(r"^\s*([^:：\n]{1,40}?)\s*(?:(?<!\d)[:：]|[:：](?!\d))\s*(\S.*?)\s*$")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
 
