@@ -66,6 +66,9 @@ accuracy and perplexity per cycle (``--out``, default ``bench/out``; needs matpl
 
     python bench/inject.py --quick   # 2 people a batch (16 facts), 1 epoch, arms ewc + plain
     python bench/inject.py           # 8 people a batch (64 facts), 3 epochs, all three arms
+
+Every answer asked for is a row of ``<out>/inject_answers.csv`` (arm, route, adapter, language,
+kind of fact, question, wanted, got, right).
 """
 
 from __future__ import annotations
@@ -291,11 +294,22 @@ class Server:
                 raise SystemExit(f"{self.name}: /v1/ask -> {r.status_code} {r.text[:300]}")
             body = r.json()
             text = "" if body["abstained"] else body["text"].split("[")[0]
-            return exact_match(text, q.answer, max_extra_words=16)
+            right = exact_match(text, q.answer, max_extra_words=16)
+            ANSWERS.append({"arm": self.name, "route": route, "adapter": adapter or "base",
+                            "source_id": q.source_id, "lang": q.lang, "kind": q.kind,
+                            "question": q.text, "want": q.answer, "got": text.strip(),
+                            "right": int(right)})
+            return right
 
         with ThreadPoolExecutor(concurrency) as pool:
             right = list(pool.map(one, qs))
         return sum(right) / len(right)
+
+
+# Every answer the bench asked for, one row each (written to <out>/inject_answers.csv): which
+# questions an adapter got right, by language and kind of fact (the chance bar of the
+# delete compares people of the same language mix).
+ANSWERS: list[dict[str, Any]] = []
 
 
 def _corpus_caught_up(status: dict[str, Any], sources: int) -> bool:
@@ -627,6 +641,14 @@ def main() -> None:
     result["load_average_at_end"] = list(os.getloadavg())
     out = args.out or Path(__file__).parent / "out"
     _plot(out / "inject.png", result)
+    if ANSWERS:
+        import csv
+
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "inject_answers.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(ANSWERS[0]))
+            writer.writeheader()
+            writer.writerows(ANSWERS)
     emit(result)
 
 
