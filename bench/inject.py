@@ -53,7 +53,8 @@ a short sentence):
 - ``deleted_fact_before`` (the serving adapter on the people about to be deleted),
   ``deleted_fact_closed`` (cycle 3's adapter on the deleted people), ``deleted_fact_rag``
   (once the delete is applied) beside ``unseen_people_closed``, the same adapter on people it
-  never saw (the chance bar: values come from short lists, so any adapter guesses some);
+  never saw (the chance bar: values come from short lists, so any adapter guesses some;
+  ``_matched``: per language, weighted by the deleted people's language mix);
 - ``cycles``: per arm and cycle the gate's decision, reasons, perplexities (base or serving
   model and candidate) and their ratio, training seconds, and seconds from publishing to the
   decision (``publish_to_promoted_s`` where it promoted);
@@ -312,6 +313,21 @@ class Server:
 ANSWERS: list[dict[str, Any]] = []
 
 
+def _matched_chance(data: Data, version: str) -> float | None:
+    """The unseen people's closed-book accuracy per language, weighted by the deleted people's
+    language mix (a Chinese fact and an English one are not equally easy to guess)."""
+    unseen = {p.source_id for p in data.unseen}
+    rows = [a for a in ANSWERS if a["adapter"] == version and a["source_id"] in unseen]
+    deleted = data.q_deleted
+    bar = 0.0
+    for lang in {q.lang for q in deleted}:
+        mine = [a["right"] for a in rows if a["lang"] == lang]
+        if not mine:
+            return None
+        bar += sum(mine) / len(mine) * sum(q.lang == lang for q in deleted) / len(deleted)
+    return round(bar, 4)
+
+
 def _corpus_caught_up(status: dict[str, Any], sources: int) -> bool:
     corpus, lag = status.get("corpus"), status.get("corpus_lag")
     return bool(corpus) and corpus["sources"] == sources and lag is not None \
@@ -455,6 +471,7 @@ def run_arm(arm: Arm, data: Data, work: Path, key: str, args: argparse.Namespace
                 m["deleted_fact_base_closed"] = server.accuracy(data.q_deleted, "adapter",
                                                                 None, c)
             m["unseen_people_closed"] = server.accuracy(data.q_unseen, "adapter", v3, c)
+            m["unseen_people_closed_matched"] = _matched_chance(data, v3)
             if not args.quick:
                 kept = [q for q in data.q1 if q.source_id not in data.deleted]
                 m["batch1_kept_after_cycle3"] = server.accuracy(kept, "adapter", v3, c)
@@ -735,6 +752,7 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
         "deleted_fact_base_closed": e.get("deleted_fact_base_closed"),
         "deleted_fact_rag": e.get("deleted_fact_rag"),
         "unseen_people_closed": e.get("unseen_people_closed"),
+        "unseen_people_closed_matched": e.get("unseen_people_closed_matched"),
         "unseen_people_base_closed": e.get("unseen_base_closed"),
         "unseen_questions": len(data.q_unseen),
         "batch1_kept_after_cycle3": e.get("batch1_kept_after_cycle3"),
