@@ -55,6 +55,8 @@ a short sentence):
   (once the delete is applied) beside ``unseen_people_closed``, the same adapter on people it
   never saw (the chance bar: values come from short lists, so any adapter guesses some;
   ``_matched``: per language, weighted by the deleted people's language mix);
+  ``deleted_private_closed`` / ``unseen_private_closed``: the same on the facts whose value no
+  person still trained on holds (guessing from the others cannot reach them);
 - ``cycles``: per arm and cycle the gate's decision, reasons, perplexities (base or serving
   model and candidate) and their ratio, training seconds, and seconds from publishing to the
   decision (``publish_to_promoted_s`` where it promoted);
@@ -328,6 +330,19 @@ def _matched_chance(data: Data, version: str) -> float | None:
     return round(bar, 4)
 
 
+def _private(data: Data, version: str, qs: list[Question]) -> tuple[float | None, int]:
+    """Accuracy of ``version`` on the questions of ``qs`` whose answer no person it was
+    trained on (batch 1 less the deleted, batch 2) holds for that kind of fact, and how many
+    there are: the part of the delete's chance bar that guessing from the others cannot reach."""
+    from inject_questions import KINDS
+
+    trained = [p for p in data.batch1 + data.batch2 if p.source_id not in data.deleted]
+    held = {(KINDS[k].key["en"], v) for p in trained for k, v in p.facts}
+    mine = {q.text for q in qs if (q.kind, q.answer) not in held}
+    right = [a["right"] for a in ANSWERS if a["adapter"] == version and a["question"] in mine]
+    return (round(sum(right) / len(right), 4) if right else None), len(mine)
+
+
 def _corpus_caught_up(status: dict[str, Any], sources: int) -> bool:
     corpus, lag = status.get("corpus"), status.get("corpus_lag")
     return bool(corpus) and corpus["sources"] == sources and lag is not None \
@@ -472,6 +487,11 @@ def run_arm(arm: Arm, data: Data, work: Path, key: str, args: argparse.Namespace
                                                                 None, c)
             m["unseen_people_closed"] = server.accuracy(data.q_unseen, "adapter", v3, c)
             m["unseen_people_closed_matched"] = _matched_chance(data, v3)
+            # a fact is guessable when a person still trained on holds the same value;
+            # the others can come only from what the delete was to take out
+            for name, qs in (("deleted", data.q_deleted), ("unseen", data.q_unseen)):
+                m[f"{name}_private_closed"], m[f"{name}_private_questions"] = _private(
+                    data, v3, qs)
             if not args.quick:
                 kept = [q for q in data.q1 if q.source_id not in data.deleted]
                 m["batch1_kept_after_cycle3"] = server.accuracy(kept, "adapter", v3, c)
@@ -753,6 +773,10 @@ def _result(args: argparse.Namespace, n: int, arms: list[str], data: Data,
         "deleted_fact_rag": e.get("deleted_fact_rag"),
         "unseen_people_closed": e.get("unseen_people_closed"),
         "unseen_people_closed_matched": e.get("unseen_people_closed_matched"),
+        "deleted_private_closed": e.get("deleted_private_closed"),
+        "deleted_private_questions": e.get("deleted_private_questions"),
+        "unseen_private_closed": e.get("unseen_private_closed"),
+        "unseen_private_questions": e.get("unseen_private_questions"),
         "unseen_people_base_closed": e.get("unseen_base_closed"),
         "unseen_questions": len(data.q_unseen),
         "batch1_kept_after_cycle3": e.get("batch1_kept_after_cycle3"),
