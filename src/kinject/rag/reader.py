@@ -343,10 +343,10 @@ class Ct2Reader:
             if pi < 0 or not text or text.upper().startswith(NONE_MARK):
                 out.append(Reading("", -1, score))
                 continue
-            judged = cfg.abstain is not None and (not sig.get("single") or cfg.abstain.single)
-            if judged and not cfg.probe and not cfg.abstain.answers(sig):  # type: ignore[union-attr]
-                log.info("reading %r judged unlikely right (%.2f)", text,
-                         cfg.abstain.p_right(sig))  # type: ignore[union-attr]
+            judge = cfg.abstain
+            if (judge is not None and (not sig.get("single") or judge.single)
+                    and not cfg.probe and not judge.answers(sig)):
+                log.info("reading %r judged unlikely right (%.2f)", text, judge.p_right(sig))
                 out.append(Reading("", -1, score))
                 continue
             if LINK.search(text):
@@ -377,4 +377,3 @@ class Ct2Reader:
                 continue
             out.append(Reading(text, pi, score))
         return out
-
