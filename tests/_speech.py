@@ -1,5 +1,6 @@
 """Speech made for the audio tests: English read by Debian's espeak-ng, re-encoded with PyAV
-(FLAC, Ogg Opus, MP3), and the word error rate of a transcript against its script."""
+(FLAC, Ogg Opus, MP3), and the word (or, for Chinese, character) error rate of a transcript
+against its script."""
 
 from __future__ import annotations
 
@@ -88,13 +89,28 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower().replace("-", " "))
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """(substitutions + deletions + insertions) / words of ``reference``, by the word-level
-    edit distance (Levenshtein), after lower-casing and dropping punctuation."""
-    ref, hyp = words(reference), words(hypothesis)
+def _error_rate(ref: list[str], hyp: list[str]) -> float:
+    """(substitutions + deletions + insertions) / len(ref), by the edit distance
+    (Levenshtein) of the two sequences."""
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1] / max(len(ref), 1)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """The word-level error rate, after lower-casing and dropping punctuation."""
+    return _error_rate(words(reference), words(hypothesis))
+
+
+def han_characters(text: str) -> list[str]:
+    """The CJK unified ideographs of ``text``, in order (punctuation and spaces dropped)."""
+    return re.findall(r"[\u3400-\u4dbf\u4e00-\u9fff]", text)
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """The character-level error rate over Chinese characters (the usual measure for
+    Chinese, which is written without spaces between words)."""
+    return _error_rate(han_characters(reference), han_characters(hypothesis))
