@@ -45,6 +45,23 @@ def test_tokenizer_keeps_codes_and_cuts_chinese() -> None:
     assert "大理" in zh and "出生" in zh and "1950" in zh
 
 
+def test_a_question_in_one_chinese_script_finds_a_page_in_the_other(
+        tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    # the same words in Traditional and Simplified characters share no character here, so
+    # without folding BM25 has nothing to match (and a hash embedder nothing to go on)
+    pages = {
+        "tw/library": "臺北市立圖書館的開放時間是每天早上九點到晚上九點。",
+        "cn/meeting": "我们公司的会议室在三楼，预订请找前台。",
+        "cn/museum": "高雄的博物馆周一休息，门票五十元。",
+    }
+    with TextIndex(tmp_path, hash_embedder) as index:
+        index.apply([_update(hash_embedder, sid, [text]) for sid, text in pages.items()])
+        assert index.search("台北图书馆几点开放？", 1, mode="bm25")[0].source_id == "tw/library"
+        assert index.search("會議室在幾樓？", 1, mode="bm25")[0].source_id == "cn/meeting"
+        # the page keeps its own characters: folding is for matching only
+        assert index.search("台北图书馆", 1)[0].text == pages["tw/library"]
+
+
 def test_hybrid_finds_a_product_code_that_vectors_miss(tmp_path: Path, minilm: Embedder) -> None:
     items = ["kettle", "blender", "toaster", "heater", "desk fan", "lamp"]
     codes = _codes(40)

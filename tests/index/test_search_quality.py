@@ -144,6 +144,7 @@ def test_an_index_saved_by_the_old_tokenizer_is_rebuilt_with_case_tokens(
     import json
 
     from kinject.index.bm25_index import Bm25Index, _build
+    from kinject.index.bm25_tokens import TOKENIZER_VERSION
 
     rows = ["command: dpkg -l pattern. action: list packages.",
             "command: dpkg -L name. action: list files of a package."]
@@ -151,7 +152,7 @@ def test_an_index_saved_by_the_old_tokenizer_is_rebuilt_with_case_tokens(
         index.apply(_rows(hash_embedder, "t", rows))
         ids = [int(r) for r in index._bm25().base_rows()] or sorted(index._bm25()._tokens)
     pointer = tmp_path / "bm25" / "bm25.json"
-    assert json.loads(pointer.read_text())["tokenizer"] == 2
+    assert json.loads(pointer.read_text())["tokenizer"] == TOKENIZER_VERSION
     # What an older kinject saved: the same rows, folded tokens only, no tokenizer version.
     old = Bm25Index()
     old._install(_build(ids, [[t for t in tokenize(text) if not t.startswith("=")]

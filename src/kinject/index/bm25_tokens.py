@@ -1,5 +1,6 @@
-"""BM25 tokens: Chinese by jieba, other text lower-cased, stemmed, without stopwords, with
-case-exact tokens where case tells words apart (``-L`` vs ``-l``)."""
+"""BM25 tokens: Chinese by jieba (Traditional characters folded to Simplified), other text
+lower-cased, stemmed, without stopwords, with case-exact tokens where case tells words apart
+(``-L`` vs ``-l``)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,18 @@ def _tools() -> dict[str, Any]:
             import jieba
             import Stemmer
             from bm25s.stopwords import STOPWORDS_CHINESE, STOPWORDS_EN
+            from opencc import OpenCC
 
             jieba.setLogLevel(logging.WARNING)
             jieba.initialize()
             _tok_state.update(
                 jieba=jieba,
                 stem=Stemmer.Stemmer("english").stemWord,
+                # Traditional -> Simplified, character by character and by phrase (OpenCC's
+                # t2s): the same word in either script is one token, so a question typed in
+                # Simplified finds a Traditional page, and Whisper's Mandarin transcripts,
+                # which come in either script at its whim, are found at all.
+                t2s=OpenCC("t2s").convert,
                 stop_en=frozenset(STOPWORDS_EN),
                 stop_zh=frozenset(STOPWORDS_CHINESE),
             )
@@ -38,8 +45,8 @@ def _tools() -> dict[str, Any]:
 
 
 # What ``tokenize`` makes; a saved index of another version is rebuilt from the docstore at
-# load (2: case-exact tokens were added).
-TOKENIZER_VERSION = 2
+# load (2: case-exact tokens were added; 3: Traditional Chinese folded to Simplified).
+TOKENIZER_VERSION = 3
 # Case-exact tokens carry this mark, so they never meet a folded token ("=L" vs "l").
 CASE_MARK = "="
 
@@ -57,11 +64,12 @@ def _case_token(part: str) -> str | None:
 
 
 def tokenize(text: str) -> list[str]:
-    """BM25 tokens: Chinese runs cut by jieba (search mode: words and their sub-words),
-    other text as lower-cased, stemmed words without English stopwords. A code such as
-    ``XK-4471`` is kept whole (``xk-4471``) and as its parts. A part whose case tells it
-    apart also gets a case-exact token (:func:`_case_token`), so ``dpkg -L`` matches the
-    ``-L`` row better than the ``-l`` one while ``dpkg -l`` still finds both."""
+    """BM25 tokens: Chinese runs folded to Simplified characters and cut by jieba (search mode:
+    words and their sub-words), other text as lower-cased, stemmed words without English
+    stopwords. A code such as ``XK-4471`` is kept whole (``xk-4471``) and as its parts. A part
+    whose case tells it apart also gets a case-exact token (:func:`_case_token`), so
+    ``dpkg -L`` matches the ``-L`` row better than the ``-l`` one while ``dpkg -l`` still
+    finds both."""
     tools = _tools()
     stem, stop_en, stop_zh = tools["stem"], tools["stop_en"], tools["stop_zh"]
     out: list[str] = []
@@ -69,7 +77,7 @@ def tokenize(text: str) -> list[str]:
         if not piece:
             continue
         if i % 2:  # a CJK run
-            out += [w for w in tools["jieba"].cut_for_search(piece.lower())
+            out += [w for w in tools["jieba"].cut_for_search(tools["t2s"](piece))
                     if w.strip() and w not in stop_zh]
             continue
         for word in _WORD_RE.findall(piece):
