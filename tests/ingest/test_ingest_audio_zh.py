@@ -1,6 +1,6 @@
 """Mandarin speech becomes Chinese text with the language detected as "zh": a real recording
 (tests/ingest/data/README.md says where it comes from), since espeak-ng's Mandarin is not
-intelligible to Whisper and no pip package ships a Mandarin synthesiser with its weights."""
+intelligible to Whisper and no pip wheel ships a Chinese voice for a synthesiser."""
 
 from __future__ import annotations
 
