@@ -120,7 +120,7 @@ def test_serve_with_its_embedded_broker_stops_on_sigterm_without_errors(
     env = {k: v for k, v in os.environ.items() if k != "KINJECT_KAFKA__BOOTSTRAP_SERVERS"}
     env.update({"KINJECT_MODELS__EMBEDDER": "hash", "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir),
                 "KINJECT_DATA_DIR": str(data), "KINJECT_LOG_LEVEL": "INFO",
-                "OMP_NUM_THREADS": "1"})
+                "KINJECT_RAG__MODE": "free", "OMP_NUM_THREADS": "1"})
 
     def clean_stop(proc: subprocess.Popen[str]) -> None:
         proc.send_signal(signal.SIGTERM)
@@ -175,6 +175,7 @@ def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
            "KINJECT_DATA_DIR": str(data), "KINJECT_FINETUNE__MATERIALISE_CORPUS": "false",
            "KINJECT_FINETUNE__EPOCHS": "100000", "KINJECT_FINETUNE__LORA_R": "4",
            "KINJECT_FINETUNE__EVAL_EVERY": "0", "KINJECT_FINETUNE__CHECKPOINT_EVERY": "0",
+           "KINJECT_RAG__MODE": "free",  # no reader model to load beside the training
            "OMP_NUM_THREADS": "1"}
     with _serve(env, tmp_path) as (proc, url):
         r = httpx.post(f"{url}/v1/finetune/jobs", headers={"Authorization": f"Bearer {admin}"},
