@@ -20,3 +20,16 @@ def test_kafka_clients_routine_slow_step_warnings_are_not_printed() -> None:
                           timeout=120, check=True)
     assert "threshold" not in done.stderr
     assert "Wakeup socket returned empty" in done.stderr  # its other warnings still show
+
+
+def test_a_metadata_refresh_cancelled_by_closing_its_client_is_not_an_error() -> None:
+    # kafka-python logs ERROR when a client kinject closes (a shutdown, a reconnect) still had
+    # a metadata request in flight: `kinject serve` ended a clean SIGTERM on that line
+    code = ("import logging; from kafka import errors; from kinject.logs import setup_logging;"
+            "setup_logging('INFO'); log = logging.getLogger('kafka.cluster');"
+            "log.error('Metadata refresh: failed %s', errors.Cancelled());"
+            "log.error('Metadata refresh: failed %s', errors.KafkaConnectionError('refused'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert "Cancelled" not in done.stderr
+    assert "Metadata refresh: failed KafkaConnectionError" in done.stderr  # a real failure

@@ -116,6 +116,34 @@ def test_status_dead_letters_and_metrics_answer_while_the_generator_loads(
         assert svc.models_loaded
 
 
+def test_not_ready_until_the_search_path_has_run_once(
+        tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first search loaded the BM25 tokenizer and ran the embedder for the first time
+    (19 s on a busy machine, after /readyz had said ready): the warm-up runs the embedder
+    before readiness, and /readyz waits for it even with the generator already loaded."""
+    from kinject.api.app import create_app
+
+    settings = load_settings(data_dir=tmp_path, models={
+        "embedder": "hash", "embedder_zh": "none", "generator": str(tiny_lm_dir),
+        "device": "cpu"})
+    with KinjectService(settings) as svc, TestClient(create_app(svc)) as client:
+        svc.answering.warm_up()  # the generator alone, as before this warm-up existed
+        embedder = svc.index.embedder
+        load = _HeldLoad(embedder.encode)
+        monkeypatch.setattr(embedder, "encode", load)
+        warm = threading.Thread(target=svc.warm_up, daemon=True)  # what `kinject serve` runs
+        warm.start()
+        try:
+            assert load.entered.wait(30)
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["models_loaded"] is False
+        finally:
+            load.release.set()
+            warm.join(60)
+        assert load.finished.is_set()
+        assert client.get("/readyz").json()["checks"]["models_loaded"] is True
+
+
 def test_a_loaded_model_answers_while_another_adapter_loads(
         tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kinject.finetune.serving import AdapterSwitcher

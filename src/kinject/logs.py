@@ -47,7 +47,19 @@ class _RoutineKafkaStep(logging.Filter):
         return not (isinstance(record.msg, str) and "threshold). It is blocking" in record.msg)
 
 
+class _CancelledByClose(logging.Filter):
+    """Drops kafka-python's "Metadata refresh: failed Cancelled" ERROR: the request was
+    cancelled because kinject closed that client (a shutdown, a reconnect), nothing failed;
+    its fetcher logs the same cancellation at INFO. A refresh that really failed still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == "Metadata refresh: failed %s" and len(args) == 1
+                    and type(args[0]).__name__ == "Cancelled")
+
+
 _KAFKA_STEPS = _RoutineKafkaStep()
+_KAFKA_CANCELLED = _CancelledByClose()
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -72,6 +84,7 @@ def setup_logging(level: str = "INFO") -> None:
                      "faiss", "RapidOCR", "rapidocr"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("kafka.net.selector").addFilter(_KAFKA_STEPS)  # once: same object
+    logging.getLogger("kafka.cluster").addFilter(_KAFKA_CANCELLED)
 
 
 @contextmanager

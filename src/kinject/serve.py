@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_EVERY_S = 5.0
+# After the stop grace, how much longer serve waits for threads still closing Kafka clients
+# before it stops its embedded broker: a client that loses the broker under it logs ERROR
+# lines and retries until the interpreter ends (an ingest worker still loading OCR models
+# when the signal came, on a busy machine).
+CLIENTS_CLOSE_S = 10.0
 
 
 class ApiServer:
@@ -129,8 +134,55 @@ def _forever(name: str, stop: threading.Event, body: Callable[[], None],
     return thread
 
 
+class BackgroundThreads:
+    """The threads ``kinject serve`` starts: those holding Kafka clients, which must all have
+    closed them before the embedded broker stops (a client left connected logs ERROR lines
+    as it loses the broker), and the warm-up, which only loads models."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self.clients: list[threading.Thread] = []
+        self.warm_up: threading.Thread | None = None
+
+    def add(self, thread: threading.Thread) -> None:
+        self.clients.append(thread)
+
+    def adopt(self, start: Callable[[], threading.Thread]) -> bool:
+        """Start a client thread (``start`` returns it) unless shutdown has begun; False
+        then: a client started now would connect to a broker that is being stopped."""
+        with self._lock:
+            if self._closed:
+                return False
+            self.clients.append(start())
+            return True
+
+    def close(self) -> list[threading.Thread]:
+        """No more client threads from now on; those started so far."""
+        with self._lock:
+            self._closed = True
+            return list(self.clients)
+
+    def join(self, grace_s: float, extra_s: float = CLIENTS_CLOSE_S) -> None:
+        """Wait for every client thread: up to ``grace_s`` for all together, then (with a
+        warning naming them) up to ``extra_s`` more for those still closing, so the broker
+        is stopped after its clients wherever they can close at all."""
+        clients = self.close()
+        deadline = time.monotonic() + grace_s
+        for t in clients:
+            t.join(timeout=max(deadline - time.monotonic(), 0.1))
+        if late := [t.name for t in clients if t.is_alive()]:
+            log.warning("still closing their Kafka clients: %s; waiting up to %.0f s more",
+                        ", ".join(late), extra_s)
+            deadline = time.monotonic() + extra_s
+            for t in clients:
+                t.join(timeout=max(deadline - time.monotonic(), 0.1))
+        if self.warm_up is not None and self.warm_up.is_alive():
+            log.info("stopping while the models load: their loading is abandoned")
+
+
 def start_background(svc: KinjectService, settings: Settings, bootstrap: str, workers: int,
-                     stop: threading.Event) -> list[threading.Thread]:
+                     stop: threading.Event) -> BackgroundThreads:
     """The materialisers, the ingest workers, the outbox loop and the warm-up, as threads."""
     from kinject.finetune.jobs import deletion_hook
     from kinject.stream.corpus_runner import start_corpus_materialiser
@@ -138,7 +190,7 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
     from kinject.stream.runner import run_ingest_workers
     from kinject.stream.topics import Topics
 
-    threads = []
+    threads = BackgroundThreads()
     corpus = start_corpus_materialiser(settings, bootstrap, stop)
     # A delete taints the adapters trained on the source where it reaches the corpus. A
     # replica that keeps none (finetune.materialise_corpus off) taints its own registry's
@@ -152,15 +204,15 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
                           snapshot_every_s=settings.index.snapshot_every_s,
                           on_delete=on_delete).run(stop)
 
-    threads.append(_forever("kinject-materialiser", stop, materialise))
+    threads.add(_forever("kinject-materialiser", stop, materialise))
     if corpus is not None:
-        threads.append(corpus)
+        threads.add(corpus)
     if workers > 0:
         # The workers must use this broker, never start one of their own.
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         pinned = settings.model_copy(update={"kafka": kafka})
-        threads.append(_forever("kinject-ingest", stop,
-                                lambda: run_ingest_workers(pinned, workers, stop)))
+        threads.add(_forever("kinject-ingest", stop,
+                             lambda: run_ingest_workers(pinned, workers, stop)))
 
     # A record leaves the outbox once the index and the corpus have read its chunk events:
     # an embedded broker's restart loses the events nobody has read yet.
@@ -171,19 +223,28 @@ def start_background(svc: KinjectService, settings: Settings, bootstrap: str, wo
     if corpus is not None:
         readers.append(group_reader(settings.kafka, bootstrap, lambda: (
             corpus.materialiser.group_id if corpus.materialiser else None), chunks))
-    threads.append(svc.outbox_keeper(OUTBOX_EVERY_S, readers).start(stop))
+    threads.add(svc.outbox_keeper(OUTBOX_EVERY_S, readers).start(stop))
 
     def warm() -> None:
         try:
             svc.warm_up()
-            log.info("models loaded")
-            svc.follow_adapters(stop)  # promotions load before the next request needs them
         except KinjectError as exc:
             log.error("cannot load the generator: %s; /readyz stays not ready", exc)
+            return
+        except Exception as exc:
+            if not stop.is_set():
+                raise
+            # the interpreter is ending under a load (a stop before the models were ready)
+            log.debug("model loading cut short by the shutdown: %s", exc)
+            return
+        log.info("models loaded")
+        try:  # promotions load before the next request needs them
+            threads.adopt(lambda: svc.follow_adapters(stop))
+        except KinjectError as exc:
+            log.error("cannot follow adapter changes: %s", exc)
 
-    warm_thread = threading.Thread(target=warm, name="kinject-warm-up", daemon=True)
-    warm_thread.start()
-    threads.append(warm_thread)
+    threads.warm_up = threading.Thread(target=warm, name="kinject-warm-up", daemon=True)
+    threads.warm_up.start()
     return threads
 
 
@@ -233,8 +294,7 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
                 stop.set()
                 svc.stop_finetune_jobs(0)  # cycles stop at their next step while the API ends
             deadline = time.monotonic() + settings.api.stop_grace_s
-            for t in threads:
-                t.join(timeout=max(deadline - time.monotonic(), 0.1))
+            threads.join(settings.api.stop_grace_s)
             svc.stop_finetune_jobs(max(deadline - time.monotonic(), 0.1))
             log.info("kinject serve stopped")
     finally:

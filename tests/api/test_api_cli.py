@@ -53,12 +53,13 @@ def test_compose_api_command_is_a_real_serve_command() -> None:
 
 
 @contextmanager
-def _serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def _serve(env: dict[str, str], tmp_path: Path, workers: int = 0
+           ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """A `kinject serve` process (a read replica on a free port; stderr in
     ``tmp_path/stderr.log``) and its URL; killed at the end if the test did not stop it."""
     with (tmp_path / "stderr.log").open("w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "kinject", "serve", "--port", "0",
-                                 "--workers", "0"], env=env, stdout=subprocess.PIPE,
+                                 "--workers", str(workers)], env=env, stdout=subprocess.PIPE,
                                 stderr=stderr, text=True)
         try:
             assert proc.stdout is not None
@@ -106,6 +107,50 @@ def test_serve_runs_a_read_replica_and_stops_on_sigterm(tmp_path: Path, kafka_bo
 
 @pytest.mark.kafka
 @pytest.mark.slow
+def test_serve_with_its_embedded_broker_stops_on_sigterm_without_errors(
+        tmp_path: Path, tiny_lm_dir: Path) -> None:
+    """With no bootstrap servers, serve runs Tansu itself. SIGTERM, whether it comes while the
+    models still load (the ingest worker was then connecting after the broker had stopped,
+    and the warm-up died in a traceback as the interpreter ended) or once records flow, closes
+    every Kafka client before that broker stops: the log holds no ERROR line, no traceback."""
+    from kinject.api.auth import KEYS_FILE, KeyStore
+
+    data = tmp_path / "data"
+    writer = KeyStore(data / KEYS_FILE).create("ci", "write")[1]
+    env = {k: v for k, v in os.environ.items() if k != "KINJECT_KAFKA__BOOTSTRAP_SERVERS"}
+    env.update({"KINJECT_MODELS__EMBEDDER": "hash", "KINJECT_MODELS__GENERATOR": str(tiny_lm_dir),
+                "KINJECT_DATA_DIR": str(data), "KINJECT_LOG_LEVEL": "INFO",
+                "KINJECT_RAG__MODE": "free", "OMP_NUM_THREADS": "1"})
+
+    def clean_stop(proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+        log = (tmp_path / "stderr.log").read_text()
+        assert "kinject serve stopped" in log and "embedded Kafka broker stopped" in log, log
+        bad = [ln for ln in log.splitlines() if " ERROR " in ln or "Traceback" in ln]
+        assert not bad, log[-5000:]
+
+    with _serve(env, tmp_path, workers=1) as (proc, url):
+        clean_stop(proc)  # at once: the models, OCR and the ingest child are still loading
+
+    with _serve(env, tmp_path, workers=1) as (proc, url):
+        deadline = time.monotonic() + 180
+        while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.3)
+        r = httpx.post(f"{url}/v1/records", json={"records": [
+            {"source_id": "kb/ida", "kind": "text", "content": "Ida Brook lives in Fenwick."}]},
+            headers={"Authorization": f"Bearer {writer}"}, timeout=30)
+        assert r.status_code == 202, r.text
+        while not httpx.get(f"{url}/v1/search", params={"q": "Fenwick"}, timeout=30
+                            ).json()["hits"]:
+            assert time.monotonic() < deadline, "the record never reached the index"
+            time.sleep(0.3)
+        clean_stop(proc)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
         tmp_path: Path, kafka_bootstrap: str, tiny_lm_dir: Path) -> None:
     """A job started over HTTP trains (for hours, by its settings) when the server gets
@@ -130,6 +175,7 @@ def test_sigterm_mid_training_stops_the_job_and_serve_exits_cleanly(
            "KINJECT_DATA_DIR": str(data), "KINJECT_FINETUNE__MATERIALISE_CORPUS": "false",
            "KINJECT_FINETUNE__EPOCHS": "100000", "KINJECT_FINETUNE__LORA_R": "4",
            "KINJECT_FINETUNE__EVAL_EVERY": "0", "KINJECT_FINETUNE__CHECKPOINT_EVERY": "0",
+           "KINJECT_RAG__MODE": "free",  # no reader model to load beside the training
            "OMP_NUM_THREADS": "1"}
     with _serve(env, tmp_path) as (proc, url):
         r = httpx.post(f"{url}/v1/finetune/jobs", headers={"Authorization": f"Bearer {admin}"},

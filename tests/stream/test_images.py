@@ -228,3 +228,48 @@ def test_a_replica_given_clip_later_embeds_the_images_it_skipped(
         assert len(svc.search("slipway low tide", k=5)) >= 1  # text unharmed by the re-read
         # the re-read fed the image index only: the source's history is not doubled
         assert [e["op"] for e in svc.lineage("pics/slip")["events"]] == ["upsert"]
+
+
+def test_a_replica_with_clip_embeds_images_a_worker_without_clip_ingested(
+    kafka_bootstrap: str, hash_embedder: HashEmbedder, tiny_clip: dict[str, str],
+    tmp_path: Path
+) -> None:
+    # An ingest worker without CLIP sent no image events at all: a serving replica with CLIP
+    # found its images by caption only, never by image, until they were published again.
+    from kinject.service import KinjectService
+
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix="img-noclip",
+                          partitions=2, session_timeout_ms=2000)
+    ensure_topics(kafka, kafka_bootstrap)
+    worker = IngestWorker(kafka, kafka_bootstrap, IngestConfig(ocr_engine="none"),
+                          hash_embedder, group_id="img-noclip-ingest", clip=None)
+    photos = {f"pics/{n}": _picture(30 + n) for n in range(3)}
+    producer = make_producer(kafka, kafka_bootstrap)
+    with Running(worker.run):
+        until(worker.ready.is_set)
+        for n, (sid, data) in enumerate(photos.items()):
+            producer.send(Topics.from_settings(kafka).records, key=sid.encode(),
+                          value=encode_record(Record(source_id=sid, kind="image", content=data,
+                                                     meta={"caption": f"harbour view {n}"})))
+        producer.flush()
+        until(lambda: worker.processed == len(photos))
+    producer.close()
+
+    # on kinject.chunks: the images with their captions and thumbnails, without vectors
+    consumer = make_consumer(kafka, kafka_bootstrap, None,
+                             [Topics.from_settings(kafka).chunks], consumer_timeout_ms=3000)
+    events = [decode_image_update(m.value) for m in consumer if is_image_event(m.value)]
+    consumer.close()
+    assert sorted(e.source_id for e in events) == sorted(photos)
+    assert all(e.vectors.shape == (1, 0) and e.images[0].thumbnail for e in events)
+
+    models = {"embedder": "hash:64", "embedder_zh": "none", **tiny_clip}
+    settings = load_settings(data_dir=tmp_path / "replica", models=models, kafka={
+        "bootstrap_servers": kafka_bootstrap, "topic_prefix": "img-noclip", "partitions": 2})
+    with KinjectService(settings) as svc:
+        svc.sync(idle_s=1.0)
+        assert svc.images is not None and len(svc.images) == len(photos)
+        for n, (sid, data) in enumerate(photos.items()):
+            hits = svc.search_images(image_bytes=data, k=1)
+            assert [h.source_id for h in hits] == [sid]
+            assert hits[0].caption == f"harbour view {n}" and hits[0].thumbnail is not None

@@ -117,12 +117,16 @@ class Kinject:
         return self.answering.embed(texts)
 
     def warm_up(self) -> None:
-        """Load the generator (and in read mode the reader) now, not on the first question."""
+        """Load what the first search loads (the BM25 tokenizer, the embedders' first
+        encode), then the generator (and in read mode the reader), now, not on the first
+        request (Haystack's warm_up)."""
+        self.replica.warm_up()
         self.answering.warm_up()
 
     @property
     def models_loaded(self) -> bool:
-        return self.replica.is_open and self.answering.loaded
+        """Whether a search and a question load nothing more (what /readyz waits for)."""
+        return self.replica.warm and self.answering.loaded
 
     # -- adapters and fine-tuning jobs --------------------------------------------------------
     def follow_adapters(self, stop: threading.Event) -> threading.Thread:

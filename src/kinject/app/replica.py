@@ -30,6 +30,7 @@ class Replica:
         self._index: TextIndex | None = None
         # The CLIP image index, None while KINJECT_MODELS__CLIP_CHECKPOINT is unset.
         self._images: ImageIndex | None = None
+        self._warm = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -48,7 +49,21 @@ class Replica:
             return None
         return ImageIndex(self.index.directory, clip).open()
 
+    def warm_up(self) -> None:
+        """Load what the first search would load (see TextIndex.warm_up), CLIP's text side
+        too, so that the first query is as quick as the next ones."""
+        self.index.warm_up()
+        if self._images is not None:
+            self._images.embedder.encode_texts(["warm-up"])
+        self._warm = True
+
+    @property
+    def warm(self) -> bool:
+        """Whether warm_up() has run: a search loads nothing more."""
+        return self._warm and self.is_open
+
     def close(self) -> None:
+        self._warm = False
         if self._images is not None:
             self._images.close()
             self._images = None

@@ -79,6 +79,11 @@ class ImageUpdate:
             raise ValueError(f"an image of the update for {self.source_id} names another source")
 
 
+def _unembedded(update: ImageUpdate) -> bool:
+    """Published with its images but without their vectors (by a worker without CLIP)."""
+    return update.op == "upsert" and bool(update.images) and update.vectors.shape[1] == 0
+
+
 @dataclass(frozen=True)
 class ImageHit:
     """A retrieved image (higher score is better) with its caption and OCR text."""
@@ -243,12 +248,15 @@ class ImageIndex:
         cleared: set[str] = set()
         for change in changes:
             if isinstance(change, ImageUpdate):
-                if not self._compatible(change):
+                if not _unembedded(change) and not self._compatible(change):
                     continue
                 final[change.source_id] = change if change.op == "upsert" else None
             else:
                 final[change.source_id] = None
                 cleared.add(change.source_id)
+        for source, update in final.items():  # only each source's last state is embedded
+            if update is not None and _unembedded(update):
+                final[source] = self._embed_thumbnails(update)
         store = self._store()
         # Text-only traffic (the common case) must not cost a write transaction.
         for source in [s for s, u in final.items() if u is None and s in cleared]:
@@ -257,6 +265,26 @@ class ImageIndex:
         if final:
             self._write(final)
         return len(final)
+
+    def _embed_thumbnails(self, update: ImageUpdate) -> ImageUpdate:
+        """An update published without vectors (its worker had no CLIP) embedded here from
+        its thumbnails (THUMBNAIL_SIDE pixels a side; the originals stay at their source):
+        an image without a thumbnail (undecodable there) is left out, and the whole update
+        when CLIP fails on it, with an error naming the source (its caption and OCR chunks
+        still find it) rather than a stream stopped on it."""
+        rows = [i for i in update.images if i.thumbnail]
+        if len(rows) < len(update.images):
+            log.warning("%d image(s) of %s have no thumbnail to embed: left out of the image "
+                        "index", len(update.images) - len(rows), update.source_id)
+        try:
+            vectors = (self.embedder.encode_images([i.thumbnail for i in rows if i.thumbnail])
+                       if rows else np.zeros((0, self._faiss().dim), np.float32))
+        except Exception as exc:
+            log.error("cannot embed the images of %s (%s: %s): findable by their caption and "
+                      "OCR text only", update.source_id, type(exc).__name__, exc)
+            rows, vectors = [], np.zeros((0, self._faiss().dim), np.float32)
+        return dataclasses.replace(update, images=tuple(rows), vectors=vectors,
+                                   model=self.embedder.name)
 
     def _compatible(self, update: ImageUpdate) -> bool:
         if update.op == "delete" or not update.images:

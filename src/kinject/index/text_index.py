@@ -116,6 +116,16 @@ class TextIndex(TextIndexSnapshots, TextIndexSearch):
         self._apply_visibility(VisibilityChange(hide=set(self.visibility.hidden)))
         return self
 
+    def warm_up(self) -> None:
+        """Run a query's path once: the BM25 tokenizer's tools (jieba's dictionary, the
+        stemmer: seconds) and each embedder's first encode (its lazy imports and kernels)
+        load on their first use, and the first search paid for them (19 s on a busy machine).
+        Searches nothing: an empty or huge index costs the same."""
+        tokenize("warm-up 预热")
+        self.embedder.encode(["warm-up"])
+        if self.zh_embedder is not None:
+            self.zh_embedder.encode(["预热"])
+
     def close(self) -> None:
         if self.docstore is not None:
             for part in (self.faiss, self.zh, self.bm25):

@@ -89,6 +89,8 @@ def decode_update(value: bytes) -> SourceUpdate:
 # An image event carries each image's CLIP vector, caption, OCR text, metadata and a small
 # JPEG thumbnail, not the original bytes: messages stay a few KB whatever the image size, a
 # replica needs nothing more to search and show it, and the original stays at its source.
+# A worker without CLIP publishes it without vectors (dim 0): a replica with CLIP embeds the
+# thumbnails (ImageIndex.apply), one without skips it until it is given CLIP.
 # Its JSON starts with IMAGE_EVENT_PREFIX, so a reader routes it without parsing it twice.
 IMAGE_EVENT_PREFIX = b'{"event": "images"'
 
@@ -141,8 +143,10 @@ def decode_image_update(value: bytes) -> ImageUpdate:
     )
     dim = int(body["dim"])
     raw = base64.b64decode(body["vectors_b64"]) if body["vectors_b64"] else b""
+    # dim 0 with images: published without vectors (a worker without CLIP); a replica
+    # with CLIP embeds them from their thumbnails
     vectors = (np.frombuffer(raw, dtype=np.float32).reshape(-1, dim).copy() if dim
-               else np.zeros((0, 0), np.float32))
+               else np.zeros((len(images), 0), np.float32))
     pos = body.get("record_position")
     return ImageUpdate(
         source_id=source_id,

@@ -5,6 +5,7 @@ per record with images. A record whose embedding fails is dead-lettered alone. A
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ from kinject.types import Chunk, ImageItem
 if TYPE_CHECKING:
     from kinject.index.clip_embedder import ClipEmbedder
     from kinject.index.image_index import ImageUpdate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +40,7 @@ class IngestEmbedding:
     embedder: Embedder
     zh_embedder: Embedder | None
     clip: ClipEmbedder | None
+    _max_event_bytes: int
 
     if TYPE_CHECKING:
         def _dead_letter(self, msg: Any, reason: str, stage: str, error_type: str,
@@ -84,8 +88,10 @@ class IngestEmbedding:
         from kinject.index.image_index import ImageUpdate, image_rows
 
         with_images = [p for p in pending if p.images]
-        if self.clip is None or not with_images:
+        if not with_images:
             return pending, []
+        if self.clip is None:
+            return pending, self._unembedded_images(with_images)
         try:
             vectors = self.clip.encode_images([i.data for p in with_images
                                                for i in p.images or ()])
@@ -111,6 +117,29 @@ class IngestEmbedding:
                                        record_position=p.position))
             start += len(images)
         return pending, updates
+
+    def _unembedded_images(self, with_images: list[_Pending]) -> list[ImageUpdate]:
+        """Without CLIP here: each record's images as an update without vectors, carrying
+        their captions, OCR text and thumbnails, so that a replica with CLIP embeds them from
+        the thumbnails (replicas without CLIP skip it, and embed it once given CLIP: they
+        re-read kinject.chunks). One too large to publish is left out, not the record: its
+        images stay findable by their caption and OCR chunks, as without CLIP anywhere."""
+        from kinject.index.image_index import ImageUpdate, image_rows
+        from kinject.stream.events import encode_image_update
+
+        updates = []
+        for p in with_images:
+            images = p.images or []
+            update = ImageUpdate(p.source_id, tuple(image_rows(images)),
+                                 np.zeros((len(images), 0), np.float32),
+                                 record_position=p.position)
+            if len(encode_image_update(update)) > self._max_event_bytes:
+                log.warning("the %d image(s) of %s are too many to publish without vectors: "
+                            "findable by their caption and OCR text only", len(images),
+                            p.source_id)
+                continue
+            updates.append(update)
+        return updates
 
     def _embed_zh(self, pending: list[_Pending]) -> dict[int, tuple[ExtraVectors, ...]]:
         """Multilingual vectors of the batch's Chinese and mixed chunks, in one call; only

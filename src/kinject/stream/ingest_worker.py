@@ -130,7 +130,10 @@ class IngestWorker(IngestEmbedding):
         # the record's framing and key).
         self._max_event_bytes = 3 * max_record_bytes + _LETTER_OVERHEAD // 2
 
-    def start(self) -> None:
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Load the models (once) and the ingest child, then connect; with ``stop`` set by
+        then (the models take seconds, more on a busy machine), connect nothing: a process
+        shutting down may already be stopping its broker."""
         from kinject.ingest import ocr
 
         if not self._warm:
@@ -144,6 +147,8 @@ class IngestWorker(IngestEmbedding):
             self._warm = True
         if self.child is not None:
             self.child.start()
+        if stop is not None and stop.is_set():
+            return
         self._letters.clear()
         # Room for a dead letter that keeps (base64) the bytes of an oversized record.
         self._producer = make_producer(
@@ -174,7 +179,8 @@ class IngestWorker(IngestEmbedding):
             self.ready.clear()
 
         run_reconnecting("ingest worker", self.bootstrap, stop,
-                         connected=lambda: self._consumer is not None, connect=self.start,
+                         connected=lambda: self._consumer is not None,
+                         connect=lambda: self.start(stop),
                          step=lambda: self.poll_once(poll_timeout_ms), disconnect=self.close,
                          on_lost=lost, retry_on=(ChildStartError,))
 

@@ -186,6 +186,8 @@ def run_reconnecting(
             try:
                 if not connected():
                     connect()
+                    if stop.is_set():  # stopped while connecting: no step on a half start
+                        break
                 step()
                 backoff = RETRY_FIRST_S
             except lost as exc:
