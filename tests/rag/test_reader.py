@@ -281,3 +281,22 @@ def test_a_reading_of_a_passage_that_does_not_answer_is_withheld(reader: Ct2Read
     assert not r.answered, r
     r = _read(reader, "How do I change the keyboard layout?", CRONTAB, TARBALL)
     assert not r.answered, r
+
+
+OFFICE = ("塔洛米尔机器人公司深圳办公室\n\n"
+          "深圳办公室位于南山区科技园，于2019年开设。办公室主任是林晓雯。\n"
+          "深圳团队负责Gudgeon G1扫描仪的生产测试，每天最多测试四百台设备。\n"
+          "员工食堂每天中午十一点半开放，周三提供免费水果。")
+
+
+def test_a_short_chinese_reply_of_words_the_passage_lacks_is_withheld(reader: Ct2Reader
+                                                                       ) -> None:
+    """A Chinese reply has no spaces: counted by ``split`` it was one word however long, so
+    every Chinese reply of up to 8 characters passed as a short yes/no and was never checked
+    against its passage ("3名员工", a head count the passage never gives)."""
+    r = _read(reader, "深圳办公室有多少名员工？", OFFICE)
+    assert not r.answered, r
+    r = _read(reader, "深圳团队每天最多测试多少台设备？", OFFICE)
+    assert r.answered and "四百" in r.text, r
+    r = _read(reader, "深圳办公室是2019年开设的吗？", OFFICE)
+    assert r.answered and r.text.startswith("是"), r

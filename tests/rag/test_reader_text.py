@@ -53,3 +53,27 @@ def test_a_reply_cut_by_the_token_limit_ends_at_its_last_whole_sentence() -> Non
         "It was built in 1872. Its beam reaches 22 miles.")
     assert _whole_sentences("It was built in 1872") == "It was built in 1872"
     assert _whole_sentences("建于1872年。灯光可照") == "建于1872年。"
+
+
+def test_prose_whose_lines_wrap_is_described_by_its_sentences_not_as_a_record() -> None:
+    # A text file's lines wrap mid-sentence; read as a record, "What is the Halyard portal?"
+    # was answered with the whole chunk joined by "; " ("refunded up; to 45 euros") and cut
+    # mid-word, and "深圳办公室在哪里？" with the whole document, its title first.
+    unit = ("## Expenses\n\nTravel must be booked through the Halyard portal. Meals on a work "
+            "trip are refunded up\nto 45 euros a day. Receipts go to Tomasz Wieczorek in finance"
+            " within 30 days.\n\n## Equipment\n\nEvery new engineer receives a laptop.")
+    assert _describe(unit, "Halyard portal", "What is the Halyard portal?") == (
+        "Travel must be booked through the Halyard portal. Meals on a work trip are refunded "
+        "up to 45 euros a day.")
+    zh = ("塔洛米尔机器人公司深圳办公室\n\n"
+          "深圳办公室位于南山区科技园，于2019年开设。办公室主任是林晓雯。\n"
+          "深圳团队负责Gudgeon G1扫描仪的生产测试。\n员工食堂每天中午十一点半开放。")
+    assert _describe(zh, "深圳办公室", "深圳办公室在哪里？") == (
+        "深圳办公室位于南山区科技园，于2019年开设。办公室主任是林晓雯。")
+
+
+def test_a_long_record_is_described_by_whole_fields() -> None:
+    record = "\n".join(f"field{i}: value number {i} of a long record" for i in range(12))
+    described = _describe(record, None, "What is it?")
+    assert described.endswith("of a long record")
+    assert described.startswith("field0: value number 0 of a long record; field1:")

@@ -121,3 +121,16 @@ def test_a_time_in_a_prose_line_is_not_taken_for_a_fields_name() -> None:
     assert snap("09:30", prose) == "09:30"
     record = "office: Marrow Quay\nopens: 09:30\nclosing: 17:00"
     assert snap("30", record) == "09:30"  # a real field's value is still read whole
+
+
+def test_a_value_inside_a_longer_number_of_the_reading_is_not_a_cell_it_holds() -> None:
+    # The reader read "2350" (the price) from a CSV row; the warranty's "2" sits inside
+    # "2350", so the reading was taken for the whole row and the cell of the header sharing
+    # "an" with "scanner" (warranty_years) came out: "2". For the dock, the SKU.
+    row = "sku: TR-1002. name: Gudgeon G1 scanner. price_eur: 2350. warranty_years: 2."
+    assert cell("2350", row, "How much does the Gudgeon G1 scanner cost?") is None
+    dock = "sku: TR-1003. name: Docking station D9. price_eur: 1275. warranty_years: 1."
+    assert cell("1275", dock, "How much does the Docking station D9 cost?") is None
+    # A reading of the row still becomes the cell asked for.
+    assert cell("TR-1002, Gudgeon G1 scanner, 2350, 2", row,
+                "What is the price_eur of the Gudgeon G1 scanner?") == "2350"

@@ -49,7 +49,7 @@ from kinject.rag.reader_text import (
     _whole_sentences,
 )
 from kinject.rag.records import cell, reading_units, snap
-from kinject.rag.sentences import LINK, grounding, tokens
+from kinject.rag.sentences import LINK, grounding, tokens, word_count
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ class Ct2Reader:
             ground = grounding(text, unit, questions[qi])
             # A short reply in words of its own ("Yes", "No") stands with its passage cited,
             # the evidence; a longer one must be the passage's words.
-            short = len(text.split()) <= cfg.short_words and len(text) <= 4 * cfg.short_words
+            short = word_count(text) <= cfg.short_words and len(text) <= 4 * cfg.short_words
             if ground < cfg.min_grounding and not short:
                 log.info("reading %r is not grounded in its passage (%.2f)", text, ground)
                 out.append(Reading("", -1, score))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from kinject.rag.records import is_record
+
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _MARKERS = re.compile(r"\[\d+\]")
 
@@ -109,15 +111,34 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(_flat(text).replace("\n", " ")) if s.strip()]
 
 
+_ENDED = (".", "!", "?", "。", "！", "？", "；")
+
+
+def _paragraph_sentences(text: str) -> list[str]:
+    """The sentences of prose whose lines may wrap: paragraphs (between blank lines) are
+    split apart, so a heading or a title on a line of its own ("## Expenses", a document's first
+    line) never runs into the sentence after it, and is left out when there is prose."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    said = [s for p in paragraphs for s in _sentences(p)]
+    titled = [s for p in paragraphs if "\n" in p or p.endswith(_ENDED) for s in _sentences(p)]
+    return titled or said
+
+
 def _describe(unit: str, name: str | None, question: str, most: int = 2,
               max_chars: int = 320) -> str:
     """What a unit says about what the question names: its first sentence that names it
     (the first sentence when none does, or no name was copied) and the next, up to ``most``
     sentences; a record (one field a line) as its fields. For a question whose reading adds
     nothing to its own words ("What is X?" read as "X"): the passage's words describe it."""
-    if "\n" in unit.strip():  # a record: its fields, one after another
-        return "; ".join(line.strip() for line in unit.splitlines() if line.strip())[:max_chars]
-    said = _sentences(unit)
+    if is_record(unit):  # a record: its fields, one after another, each whole
+        out = ""
+        for line in (x.strip() for x in unit.splitlines() if x.strip()):
+            joined = f"{out}; {line}" if out else line
+            if out and len(joined) > max_chars:
+                break
+            out = joined
+        return out[:max_chars]
+    said = _paragraph_sentences(unit)
     if not said:
         return ""
     start = next((i for i, s in enumerate(said) if name and _names(name, s, question)), 0)

@@ -84,6 +84,14 @@ def reading_units(passage: str) -> list[str]:
     return [passage]
 
 
+def is_record(unit: str) -> bool:
+    """Whether ``unit`` is a record: two or more lines, most of them ``Name: value`` fields
+    (a table row as read, a JSON object flattened), not prose whose sentences wrap."""
+    lines = [line for line in unit.splitlines() if line.strip()]
+    fields = sum(1 for line in lines if _FIELD.match(line))
+    return fields >= 2 and 2 * fields > len(lines)
+
+
 def _folded(text: str) -> str:
     return _fold(text, spaces=False)[0]
 
@@ -106,7 +114,7 @@ def cell(answer: str, unit: str, question: str) -> str | None:
     for line in unit.splitlines():
         fields = _inline_fields(line)
         values = [(k, v, _folded(v)) for k, v in fields]
-        held = [fv for _, _, fv in values if fv and fv in said]
+        held = [fv for _, v, fv in values if fv and fv in said and _holds(answer, v)]
         echo = len(held) == 1 and held[0] == said and said in asked
         if len(held) < 2 and not echo:
             continue
@@ -119,6 +127,20 @@ def cell(answer: str, unit: str, question: str) -> str | None:
         rest = [v for _, v, fv in values if fv not in asked]
         return _unquoted(rest[0]) if rest else None
     return None
+
+
+def _holds(answer: str, value: str) -> bool:
+    """Whether ``answer`` holds ``value`` as whole words: "2" of "2350" is not held, nor
+    "art" of "party". A value found only with the spaces folded away (the model's tokens split
+    it: "Valpara í") is held."""
+    text, val = _fold(answer)[0], _fold(value)[0].strip()
+    at = [m.start() for m in re.finditer(re.escape(val), text)] if val else []
+    if not at:
+        return True
+    return any((i == 0 or not (_inner(text[i - 1]) and _inner(val[0])))
+               and (i + len(val) == len(text)
+                    or not (_inner(text[i + len(val)]) and _inner(val[-1])))
+               for i in at)
 
 
 def _fold(text: str, spaces: bool = True) -> tuple[str, list[int]]:

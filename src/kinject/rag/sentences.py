@@ -28,6 +28,12 @@ def tokens(text: str) -> set[str]:
     return {t.lower() for t in _WORD.findall(text)}
 
 
+def word_count(text: str) -> int:
+    """Words of ``text`` as :func:`tokens` cuts them, repeats counted: a Chinese character is
+    one (a Chinese reply has no spaces, so ``split`` would count a whole sentence as one)."""
+    return len(_WORD.findall(text))
+
+
 def grounding(answer: str, passage: str, question: str = "") -> float:
     """Share of the answer's new words (those the question did not contain) found in the
     passage, 0..1. An answer that only restates the question scores 0."""
