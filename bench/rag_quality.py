@@ -80,6 +80,10 @@ from rag_data.families import DEV, TEST  # noqa: E402
 SPLITS = ("dev", "test")
 LANGS = ("en", "zh")
 
+# Where a question's seconds go (the answer's timings): retrieval (embedding + search), then
+# the reader's stages: copying the name asked about, weighing units, reading.
+STAGES = ("retrieve_s", "reader_subject_s", "reader_weigh_s", "reader_read_s")
+
 # --- kinject, through `kinject serve` ---------------------------------------------------------
 
 
@@ -98,6 +102,8 @@ def ask_kinject(url: str, questions: tuple[Question, ...]) -> list[dict[str, Any
             rows.append({"text": body["text"], "abstained": bool(body["abstained"]),
                          "first_cite": cites[0] if cites else None, "seconds": seconds,
                          "reader_calls": body.get("timings", {}).get("reader_calls", 0.0),
+                         "stages": {k: v for k, v in body.get("timings", {}).items()
+                                    if k in STAGES},
                          "recall5": any(h["source_id"] == q.source_id for h in hits),
                          # within the first two passages (rag.reader_passages' default)
                          "recall2": q.source_id in [h["source_id"] for h in hits][:2]})
@@ -255,6 +261,8 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
         seconds[q.lang].append(row["seconds"])
         seconds["all"].append(row["seconds"])
         calls.append(row.get("reader_calls", 0.0))
+        for k, v in row.get("stages", {}).items():
+            seconds[k].append(v)
         if q.expected is None:
             abstain[q.lang].append(row["abstained"])
             abstain["all"].append(row["abstained"])
@@ -282,6 +290,7 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
         **{f"p50_s{suffix}": round(median(seconds[key]), 3) if seconds[key] else None
            for key, suffix in (("all", ""), ("en", "_en"), ("zh", "_zh"))},
         "reader_calls": round(sum(calls) / len(calls), 2) if calls else None,
+        **{f"p50_{k}": round(median(seconds[k]), 3) for k in STAGES if seconds[k]},
         "by_family": {f: _share(v) for f, v in sorted(by_family.items())},
     }
     if unnamed:  # dev only: notices answered, and questions no passage answers abstained on
@@ -312,7 +321,8 @@ def report(result: dict[str, Any], splits: tuple[str, ...] = SPLITS) -> None:
             "abstain_on_unknown", "abstain_en", "abstain_zh", "cited_right_source",
             "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "recall_at_2_en",
             "recall_at_2_zh", "unnamed_right", "abstain_unnamed", "reader_calls",
-            "p50_s", "p50_s_en", "p50_s_zh", "vs_langchain_usual", "vs_langchain_terse")
+            "p50_s", "p50_s_en", "p50_s_zh", *(f"p50_{k}" for k in STAGES),
+            "vs_langchain_usual", "vs_langchain_terse")
     progress(f"{'':22} " + " ".join(f"{s:>7}" for s in splits))
     for k in keys:
         vals = [result[s].get(k) for s in splits]

@@ -32,8 +32,9 @@ import numpy as np
 #   other_lang the unit is in another language than the question
 #   ans_logp  the reading's mean token log-probability (how sure the model is of its words)
 #   none_logp the log-probability the model gave NONE (no answer) as its first token
+#   cover     the share of the words of the name asked about that the unit holds (0: no name)
 FEATURES = ("pmi", "margin", "base", "q_tokens", "rank", "named", "single", "other_lang",
-            "ans_logp", "none_logp")
+            "ans_logp", "none_logp", "cover")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def confidence(result: Any, none_id: int | None) -> dict[str, float]:
 # 0.607, naming nothing 0.42 / 0.92. The weights say what carries it: PMI and its margin over
 # the runner-up up, P(NONE) down.
 DEFAULT_ABSTAIN: AbstainModel | None = AbstainModel(
-    weights=(0.8681, 0.6094, -0.2486, 0.1802, 0.1438, 0.0655, 0.0, 0.1296, 0.1298, -0.8332),
-    means=(1.3258, 0.8426, -5.005, 2.5441, 0.2727, 0.2364, 0.0, 0.0364, -0.2446, -7.9227),
-    scales=(1.4159, 1.0083, 1.4744, 0.3349, 0.5545, 0.4248, 1.0, 0.1872, 0.276, 3.1462),
+    weights=(0.8681, 0.6094, -0.2486, 0.1802, 0.1438, 0.0655, 0.0, 0.1296, 0.1298, -0.8332, 0.0),
+    means=(1.3258, 0.8426, -5.005, 2.5441, 0.2727, 0.2364, 0.0, 0.0364, -0.2446, -7.9227, 0.0),
+    scales=(1.4159, 1.0083, 1.4744, 0.3349, 0.5545, 0.4248, 1.0, 0.1872, 0.276, 3.1462, 1.0),
     bias=0.1909, threshold=0.51)
