@@ -56,7 +56,7 @@ def load(bench: str, folder: Path) -> list[dict[str, Any]]:
             if bench == "rag_quality":
                 answerable = bool(r["expected"])
                 answered = r["kinject"] not in (ABSTAIN_TEXT, ABSTAIN_TEXT_ZH)
-                group = "unnamed" if r["family"] == "unnamed" else r["lang"]
+                group = r["family"] if r["family"] in ("unnamed", "near") else r["lang"]
                 right = answered and answerable and r["kinject_right"] == "True"
             else:
                 answerable = bool(r["reference"])

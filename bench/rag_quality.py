@@ -26,7 +26,9 @@ passage), answers_contain (the expected value anywhere in the answer), abstain_o
 (_en, _zh), cited_right_source (the first citation of an answered question is its passage),
 recall_at_5, recall_at_2_en / _zh (the right passage among the first two hits), on dev
 unnamed_right / abstain_unnamed (questions naming nothing: notices answered, questions that no
-passage answers, off-topic or about the families' kinds of things, abstained on), reader_calls
+passage answers, off-topic or about the families' kinds of things, abstained on), near_right /
+abstain_near (dev: questions on a named place or maker answered, and questions about an absent
+thing sharing a part of its name abstained on), reader_calls
 (the reader's model calls per question), p50_s (kinject's seconds per question over HTTP), the
 peer's figures
 (langchain_usual, langchain_terse) and vs_langchain_usual / vs_langchain_terse (answers right,
@@ -66,6 +68,7 @@ from _common import (  # noqa: E402
 )
 from rag_data.dataset import (  # noqa: E402
     FULL,
+    NEAR_MISS,
     QUICK,
     UNNAMED,
     Dataset,
@@ -252,11 +255,12 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
     for q, row in zip(data.questions, kin, strict=True):
         if q.split != split:
             continue
-        if q.family == UNNAMED:  # questions naming nothing: reported apart
+        if q.family in (UNNAMED, NEAR_MISS):  # dev-only hand-written sets: reported apart
+            tag = "" if q.family == UNNAMED else "_near"
             if q.expected is None:
-                unnamed["abstain"].append(row["abstained"])
+                unnamed["abstain" + tag].append(row["abstained"])
             else:
-                unnamed["right"].append(is_right(row["text"], q))
+                unnamed["right" + tag].append(is_right(row["text"], q))
             continue
         seconds[q.lang].append(row["seconds"])
         seconds["all"].append(row["seconds"])
@@ -296,6 +300,10 @@ def figures(data: Dataset, kin: list[dict[str, Any]],
     if unnamed:  # dev only: notices answered, and questions no passage answers abstained on
         out["unnamed_right"] = _share(unnamed["right"])
         out["abstain_unnamed"] = _share(unnamed["abstain"])
+        # questions about an absent thing sharing a part of a passage's name, and their
+        # answerable neighbours (rag_data/unnamed.py NEAR)
+        out["near_right"] = _share(unnamed["right_near"])
+        out["abstain_near"] = _share(unnamed["abstain_near"])
     for name, rows in (peer or {}).items():
         flags: dict[str, list[bool]] = defaultdict(list)
         times = []
@@ -320,7 +328,8 @@ def report(result: dict[str, Any], splits: tuple[str, ...] = SPLITS) -> None:
     keys = ("answers_right", "answers_right_en", "answers_right_zh", "answers_contain",
             "abstain_on_unknown", "abstain_en", "abstain_zh", "cited_right_source",
             "cited_right_source_en", "cited_right_source_zh", "recall_at_5", "recall_at_2_en",
-            "recall_at_2_zh", "unnamed_right", "abstain_unnamed", "reader_calls",
+            "recall_at_2_zh", "unnamed_right", "abstain_unnamed", "near_right", "abstain_near",
+            "reader_calls",
             "p50_s", "p50_s_en", "p50_s_zh", *(f"p50_{k}" for k in STAGES),
             "vs_langchain_usual", "vs_langchain_terse")
     progress(f"{'':22} " + " ".join(f"{s:>7}" for s in splits))
@@ -364,7 +373,7 @@ def main() -> None:
     splits = SPLITS if args.split == "both" else (args.split,)
     if args.split != "both":  # the other split's passages and questions are never shown
         keep = {f.name for f in (DEV if args.split == "dev" else TEST)}
-        keep |= {UNNAMED} if args.split == "dev" else set()
+        keep |= {UNNAMED, NEAR_MISS} if args.split == "dev" else set()
         data = Dataset(tuple(p for p in data.passages if p.family in keep),
                        tuple(q for q in data.questions if q.split == args.split))
     n_unknown = sum(q.expected is None for q in data.questions)

@@ -58,3 +58,15 @@ def test_what_the_same_passages_say_is_answered(village: RagService, question: s
     answer = village.ask(question)
     assert not answer.abstained and expected in answer.text, answer
     assert answer.citations[0].source_id == source
+
+
+def test_a_part_of_a_name_is_weighed_and_the_whole_name_read_unweighed(reader: Ct2Reader
+                                                                      ) -> None:
+    """The one passage naming the thing asked about, all its words, is read in two model calls
+    (name copy, reading); one naming only a part of it is weighed first (three)."""
+    before = reader.calls
+    whole = reader.read(["How long does the Corran ferry crossing take?"], [[FERRY, HALL]])[0]
+    assert whole.answered and reader.calls - before == 2, whole
+    before = reader.calls
+    reader.read(["Who won the Corran regatta?"], [[FERRY, HALL]])
+    assert reader.calls - before == 3

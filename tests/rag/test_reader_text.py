@@ -53,3 +53,12 @@ def test_a_reply_cut_by_the_token_limit_ends_at_its_last_whole_sentence() -> Non
         "It was built in 1872. Its beam reaches 22 miles.")
     assert _whole_sentences("It was built in 1872") == "It was built in 1872"
     assert _whole_sentences("建于1872年。灯光可照") == "建于1872年。"
+
+
+def test_a_passage_that_writes_the_maker_in_the_possessive_still_names_the_product() -> None:
+    """"Orrin Marine's V2 kayak" names the "Orrin Marine V2 kayak": without it the one
+    passage that answers was never read and the question was abstained on."""
+    question = "How heavy is the Orrin Marine V2 kayak?"
+    passage = "Orrin Marine's V2 kayak weighs 19 kg and seats one paddler."
+    assert _names("Orrin Marine V2 kayak", passage, question)
+    assert not _names("Orrin Marine V3 kayak", passage, "How heavy is the Orrin Marine V3 kayak?")

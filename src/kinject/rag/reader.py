@@ -97,8 +97,9 @@ class ReaderConfig:
     # abstention 1.00; 1.0 everywhere 0.71 / 0.82 and 0.89 (questions whose name the model
     # could not copy then pass on likelihood alone); this bar with min_pmi for the rest: below.
     min_pmi_named: float = 1.0
-    # When exactly one unit names what the question asks about, it is read without weighing
-    # (one model call fewer); the reading itself says NONE when the unit does not answer.
+    # When exactly one unit names what the question asks about, every word of it, it is read
+    # without weighing (one model call fewer); the reading itself says NONE when the unit
+    # does not answer. One naming only a part ("Corran" of the "Corran regatta") is weighed.
     skip_single_named: bool = True
     # A unit in another language than the question (Chinese script or not) loses this much
     # PMI: a manual published in two languages holds the same fact twice, and the answer is
@@ -380,10 +381,10 @@ class Ct2Reader:
             text = cell(text, unit, questions[qi]) or text
             name = names[qi] if names else None
             if not tokens(text) - tokens(questions[qi]) and (
-                    name is None or _fold(name) in _fold(text)):
-                # The reading adds nothing to the question's own words ("What is X?" read
-                # as "X"): the question asks what the thing is, and the passage's sentences
-                # about it say so.
+                    name is None or _fold(name) in _fold(text) or _fold(text) in _fold(name)):
+                # The reading adds nothing to the question's own words, only (a part of)
+                # what it asks about ("What is X?" read as "X"): the passage's sentences
+                # about it say what is asked.
                 text = _describe(unit, name, questions[qi])
             ground = grounding(text, unit, questions[qi])
             # A short reply in words of its own ("Yes", "No") stands with its passage cited,

@@ -82,6 +82,7 @@ def _names(name: str, text: str, question: str = "") -> bool:
         return True
     marked = _marked(name, question)
     words = {w.lower() for w in _MARKED.findall(text)}
+    words |= {re.split(r"['’]", w)[0] for w in words}  # "Orrin Marine's" names "Marine"
 
     def present(w: str) -> bool:  # "Wielgus's" is named by "Wielgus"
         w = w.lower()
