@@ -70,3 +70,13 @@ def test_a_part_of_a_name_is_weighed_and_the_whole_name_read_unweighed(reader: C
     before = reader.calls
     reader.read(["Who won the Corran regatta?"], [[FERRY, HALL]])
     assert reader.calls - before == 3
+
+
+def test_questions_read_together_are_judged_as_when_read_alone(reader: Ct2Reader) -> None:
+    """A batch of questions (concurrent asks) is judged on each reading's own first step: the
+    regatta question, read beside shorter ones, still abstains and the others still answer."""
+    questions = ["Who won the 1987 Corran regatta?", "How much is a ticket for the Ardgour "
+                 "ceilidh?", "How long does the Corran ferry crossing take?"]
+    alone = [reader.read([q], [[FERRY, HALL]])[0] for q in questions]
+    together = reader.read(questions, [[FERRY, HALL]] * 3)
+    assert [r.answered for r in together] == [r.answered for r in alone] == [False, True, True]

@@ -345,9 +345,10 @@ class Ct2Reader:
                     sampling_topk=1, include_prompt_in_result=False, end_token=self._end,
                     return_scores=True, return_logits_vocab=True)
             tok = self.loaded.tokenizer
-            for (qi, _), r in zip(jobs, results, strict=True):
+            shortest = min(map(len, prompts))
+            for (qi, _), r, p in zip(jobs, results, prompts, strict=True):
                 answers[qi] = _clean(tok.decode(r.sequences_ids[0], skip_special_tokens=True))
-                chosen[qi][3].update(confidence(r, self._none_id))
+                chosen[qi][3].update(confidence(r, self._none_id, len(p) - shortest))
                 if len(r.sequences_ids[0]) >= cfg.max_answer_tokens:  # cut by the limit
                     answers[qi] = _whole_sentences(answers[qi])
         self.stage_s = {"subject_s": t1 - t0, "weigh_s": t2 - t1,
