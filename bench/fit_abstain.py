@@ -14,9 +14,9 @@ value, or any answer to a question no passage answers). Only questions whose uni
 read unweighed keeps the reading's own NONE. A logistic regression (scikit-learn, standardised
 features, L2) gives P(right); the threshold maximises right answers - ``--wrong-cost`` x wrong
 answers over both benches. Printed: the AbstainModel to paste into ``rag/abstain.py``
-(``DEFAULT``), and per bench the figures of the old PMI bars and of the model, in-sample and
-leave-one-out (what a question unseen by the fit would get). Dev only: never feed it a test
-split.
+(``DEFAULT``), and per bench the figures of the old PMI bars, of no abstention, of the model
+``rag/abstain.py`` holds now (``default``) and of the new one, in-sample and leave-one-out
+(what a question unseen by the fit would get). Dev only: never feed it a test split.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kinject.rag.abstain import FEATURES, feature  # noqa: E402
+from kinject.rag.abstain import DEFAULT_ABSTAIN, FEATURES, feature  # noqa: E402
 from kinject.rag.questions import ABSTAIN_TEXT, ABSTAIN_TEXT_ZH  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def load(bench: str, folder: Path) -> list[dict[str, Any]]:
             if bench == "rag_quality":
                 answerable = bool(r["expected"])
                 answered = r["kinject"] not in (ABSTAIN_TEXT, ABSTAIN_TEXT_ZH)
-                group = "unnamed" if r["family"] == "unnamed" else r["lang"]
+                group = r["family"] if r["family"] in ("unnamed", "near") else r["lang"]
                 right = answered and answerable and r["kinject_right"] == "True"
             else:
                 answerable = bool(r["reference"])
@@ -142,6 +142,8 @@ def main() -> None:
                 out.append(r["sig"].get("bar_ok") == 1.0)
             elif kind == "none":
                 out.append(True)
+            elif kind == "default":  # the model rag/abstain.py holds now, for comparison
+                out.append(DEFAULT_ABSTAIN is None or DEFAULT_ABSTAIN.answers(r["sig"]))
             else:
                 out.append(bool((p_in if kind == "model" else p_loo)[at[id(r)]] >= best))
         return out
@@ -151,7 +153,7 @@ def main() -> None:
         idx = [i for i, r in enumerate(rows) if r["bench"] == bench]
         part = [rows[i] for i in idx]
         report[bench] = {kind: figures(part, [policy(kind)[i] for i in idx])
-                         for kind in ("bar", "none", "model", "loo")}
+                         for kind in ("bar", "none", "default", "model", "loo")}
     print(json.dumps(report, indent=1), file=sys.stderr)
     print("AbstainModel(\n"
           f"    weights={tuple(round(float(w), 4) for w in model.coef_[0])},\n"

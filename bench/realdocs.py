@@ -195,6 +195,9 @@ def _norm(text: str | None) -> str:
     return " ".join(text.split())
 
 
+STAGES = ("retrieve_s", "reader_subject_s", "reader_weigh_s", "reader_read_s", "reader_calls")
+
+
 def ask(c: httpx.Client, q: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     r = c.post("/v1/ask", json={"question": q["question"], "route": "rag"})
@@ -212,6 +215,8 @@ def ask(c: httpx.Client, q: dict[str, Any]) -> dict[str, Any]:
         "cited_right": bool(cites) and cites[0] in q.get("sources", []),
         "recall4": bool(ref) and any(ref in _norm(h.get("text")) for h in hits),
         "seconds": round(seconds, 3),
+        # where they went: retrieval, then the reader's stages (name copy, weighing, reading)
+        **{k: round(float(body.get("timings", {}).get(k, 0.0)), 3) for k in STAGES},
     }
 
 
@@ -263,6 +268,7 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "cited_right": _share(answered, "cited_right"),
         "recall4": _share(answerable, "recall4"),
         "p50_s": round(median(r["seconds"] for r in rows), 3),
+        **{f"p50_{k}": round(median(r[k] for r in rows), 3) for k in STAGES},
     }
 
 

@@ -11,10 +11,13 @@ from rag_data.entities import facts, names
 from rag_data.families import FAMILIES, LANGS, Family, Split
 from rag_data.passages import FORMATS, GROUP, render
 from rag_data.questions import ask
-from rag_data.unnamed import ABSENT, NOTICES
+from rag_data.unnamed import ABSENT, NEAR, NOTICES
 
 # The family name of the dev questions that name nothing (rag_data/unnamed.py).
 UNNAMED = "unnamed"
+# The family name of the dev questions about absent things sharing a name's part with a
+# passage (rag_data/unnamed.py NEAR), and their answerable neighbours.
+NEAR_MISS = "near"
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,13 @@ def _unnamed(sizes: Sizes) -> tuple[list[Passage], list[Question]]:
         absent = ABSENT[lang] if full else ABSENT[lang][::3]
         questions += [Question(q, UNNAMED, "dev", lang, "absent", "", None, None)
                       for q in absent]
+        near = NEAR[lang] if full else NEAR[lang][:2]
+        for i, (text, question, expected, ghost) in enumerate(near):
+            sid = _source_id(NEAR_MISS, lang, "prose", i)
+            passages.append(Passage(sid, NEAR_MISS, lang, "prose", text, ()))
+            questions.append(Question(question, NEAR_MISS, "dev", lang, "near", "", expected,
+                                      sid))
+            questions.append(Question(ghost, NEAR_MISS, "dev", lang, "absent", "", None, None))
     return passages, questions
 
 

@@ -62,3 +62,45 @@ ABSENT: dict[str, tuple[str, ...]] = {
         "哪个城镇的教堂最古老？", "许可证的有效期是多久？", "每艘船配备几艘救生艇？",
     ),
 }
+
+# Named things with a passage each, one question the passage answers and one about something
+# that does not exist but shares a part of its name with the passage's (an event at a named
+# place, another product of a named maker): the passage names its place or maker, never the
+# thing asked about, so the reader must abstain. Dev only, for the abstention fit.
+# (passage, answerable question, expected answer, question about an absent thing)
+NEAR: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    "en": (
+        ("The Halvard footbridge over the Skerne was rebuilt in oak in 2009 and is closed to "
+         "cyclists on market days.", "What wood was the Halvard footbridge rebuilt in?", "oak",
+         "Who designed the Halvard tunnel?"),
+        ("Marlow Point lighthouse has been automatic since 1994; its lamp is visible for "
+         "eighteen nautical miles.", "How far can the Marlow Point lamp be seen?",
+         "eighteen nautical miles", "Who rowed the fastest Marlow Point swim in 2003?"),
+        ("Tessan Audio's R7 turntable ships with a carbon tonearm and a felt mat, and costs "
+         "640 euros.", "How much does the Tessan Audio R7 turntable cost?", "640 euros",
+         "How many watts does the Tessan Audio R9 amplifier deliver?"),
+        ("The Oakhollow choir rehearses in the old school hall on Wednesday evenings under "
+         "the conductor Priya Hale.", "Who conducts the Oakhollow choir?", "Priya Hale",
+         "Who won the Oakhollow chess open last year?"),
+        ("Brennwick orchard grows eleven varieties of cider apple and presses its fruit every "
+         "October.", "How many apple varieties does Brennwick orchard grow?", "eleven",
+         "What does a ticket to the Brennwick jazz weekend cost?"),
+        ("The Kettering Street bakery opens at 6 am and sells rye loaves baked by Tomas "
+         "Lindgren.", "Who bakes the rye loaves at the Kettering Street bakery?",
+         "Tomas Lindgren", "When does the Kettering Street cinema close?"),
+    ),
+    "zh": (
+        ("落霞湾码头每天早上七点发第一班船，船票二十五元。", "落霞湾码头的船票多少钱？", "二十五元",
+         "落霞湾帆船赛的冠军是谁？"),
+        ("松林镇图书馆藏书四万册，周一闭馆。", "松林镇图书馆有多少藏书？", "四万册",
+         "松林镇马拉松哪一年开始举办？"),
+        ("云帆科技的 T3 投影仪亮度为三千流明，售价两千九百元。", "云帆科技 T3 投影仪的亮度是多少？",
+         "三千流明", "云帆科技 T5 音箱的续航有多久？"),
+        ("白石村的茶园由周明远经营，每年四月采摘明前茶。", "白石村的茶园由谁经营？", "周明远",
+         "白石村的龙舟队队长叫什么？"),
+        ("东渡桥全长一百二十米，一九八五年建成。", "东渡桥有多长？", "一百二十米",
+         "东渡隧道是谁设计的？"),
+        ("青柳街的面馆每天营业到晚上十点，招牌是牛肉面。", "青柳街的面馆营业到几点？", "晚上十点",
+         "青柳街的电影院几点关门？"),
+    ),
+}

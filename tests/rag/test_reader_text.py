@@ -77,3 +77,12 @@ def test_a_long_record_is_described_by_whole_fields() -> None:
     described = _describe(record, None, "What is it?")
     assert described.endswith("of a long record")
     assert described.startswith("field0: value number 0 of a long record; field1:")
+
+
+def test_a_passage_that_writes_the_maker_in_the_possessive_still_names_the_product() -> None:
+    """"Orrin Marine's V2 kayak" names the "Orrin Marine V2 kayak": without it the one
+    passage that answers was never read and the question was abstained on."""
+    question = "How heavy is the Orrin Marine V2 kayak?"
+    passage = "Orrin Marine's V2 kayak weighs 19 kg and seats one paddler."
+    assert _names("Orrin Marine V2 kayak", passage, question)
+    assert not _names("Orrin Marine V3 kayak", passage, "How heavy is the Orrin Marine V3 kayak?")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,7 @@ from kinject.rag.reader_text import (
     _CJK_RUN,
     _clean,
     _copied_prefix,
+    _cover,
     _describe,
     _flat,
     _fold,
@@ -95,8 +97,9 @@ class ReaderConfig:
     # abstention 1.00; 1.0 everywhere 0.71 / 0.82 and 0.89 (questions whose name the model
     # could not copy then pass on likelihood alone); this bar with min_pmi for the rest: below.
     min_pmi_named: float = 1.0
-    # When exactly one unit names what the question asks about, it is read without weighing
-    # (one model call fewer); the reading itself says NONE when the unit does not answer.
+    # When exactly one unit names what the question asks about, every word of it, it is read
+    # without weighing (one model call fewer); the reading itself says NONE when the unit
+    # does not answer. One naming only a part ("Corran" of the "Corran regatta") is weighed.
     skip_single_named: bool = True
     # A unit in another language than the question (Chinese script or not) loses this much
     # PMI: a manual published in two languages holds the same fact twice, and the answer is
@@ -139,6 +142,13 @@ class Reader(Protocol):
              weigh: int | None = None) -> list[Reading]: ...
 
 
+def _unweighed(own: Sequence[tuple[int, str]], name: str | None, cfg: ReaderConfig) -> bool:
+    """Whether the one unit naming what is asked is read without weighing: only when it holds
+    every word of the name (one holding a part of it is weighed and judged like the rest)."""
+    return (name is not None and len(own) == 1 and cfg.skip_single_named
+            and _cover(name, own[0][1]) == 1.0)
+
+
 class Ct2Reader:
     """The reader on a CTranslate2 model (``reader_model.load_reader``)."""
 
@@ -149,6 +159,9 @@ class Ct2Reader:
         tok = loaded.tokenizer
         self._end = [t for t in ("<|im_end|>", "<|endoftext|>", tok.eos_token) if t]
         self.calls = 0
+        # Seconds the last read() spent per stage (copying the name asked about, weighing
+        # units, reading), for the answer's timings.
+        self.stage_s: dict[str, float] = {}
         self._none_id = tok.convert_tokens_to_ids(NONE_MARK)
         # The instructions and worked examples are the same in every reading prompt:
         # CTranslate2 keeps the model's state after them (a static prompt), so each question
@@ -261,8 +274,8 @@ class Ct2Reader:
                 # makes the question (a near-namesake: "K3" asked, "K2" read).
                 own = [(pi, u) for pi, u in own if _names(name, u, question)]
             owners.append(own)
-            if not own or (name is not None and len(own) == 1 and cfg.skip_single_named):
-                continue  # nothing to weigh: no unit, or the one unit that names it
+            if not own or _unweighed(own, name, cfg):
+                continue  # nothing to weigh: no unit, or the one unit that names it whole
             for text in [None, *(u for _, u in own)]:
                 seq, n = self._question_tokens(question, text)
                 seqs.append(seq)
@@ -281,10 +294,10 @@ class Ct2Reader:
             if not own:
                 out.append((-1, float("-inf"), "", sig))
                 continue
-            if name is not None and len(own) == 1 and cfg.skip_single_named:
-                # The only unit that names what is asked: read it, and let the reading
-                # say NONE when it does not answer (no score: NaN).
-                sig.update(single=1.0, rank=float(own[0][0]),
+            if _unweighed(own, name, cfg):
+                # The only unit that names what is asked, all its words: read it, and let
+                # the reading say NONE when it does not answer (no score: NaN).
+                sig.update(single=1.0, rank=float(own[0][0]), cover=1.0,
                            other_lang=float(bool(_CJK_RUN.search(own[0][1])) != zh))
                 out.append((own[0][0], float("nan"), own[0][1], sig))
                 continue
@@ -300,6 +313,7 @@ class Ct2Reader:
             sig.update(single=0.0, pmi=pmi[best], second=rest[0] if rest else pmi[best],
                        margin=pmi[best] - rest[0] if rest else 0.0, base=base,
                        cond=scores[best], q_tokens=float(n_tokens), rank=float(own[best][0]),
+                       cover=_cover(name, own[best][1]) if name is not None else 0.0,
                        other_lang=float(bool(_CJK_RUN.search(own[best][1])) != zh))
             bar = cfg.min_pmi_named if name is not None else cfg.min_pmi
             ok = pmi[best] >= bar
@@ -315,8 +329,11 @@ class Ct2Reader:
         names what it asks about is looked for in all of them; one that names nothing is
         weighed on its first ``weigh`` (all when None)."""
         cfg = self.config
+        t0 = time.perf_counter()
         names = self.subjects(questions) if cfg.check_subject else None
+        t1 = time.perf_counter()
         chosen = self.choose(questions, passages, names, weigh)
+        t2 = time.perf_counter()
         jobs = [(qi, pi) for qi, (pi, _, _, _) in enumerate(chosen) if pi >= 0]
         prompts = [self._tokens(questions[qi], chosen[qi][2]) for qi, _ in jobs]
         answers: dict[int, str] = {}
@@ -328,11 +345,14 @@ class Ct2Reader:
                     sampling_topk=1, include_prompt_in_result=False, end_token=self._end,
                     return_scores=True, return_logits_vocab=True)
             tok = self.loaded.tokenizer
-            for (qi, _), r in zip(jobs, results, strict=True):
+            shortest = min(map(len, prompts))
+            for (qi, _), r, p in zip(jobs, results, prompts, strict=True):
                 answers[qi] = _clean(tok.decode(r.sequences_ids[0], skip_special_tokens=True))
-                chosen[qi][3].update(confidence(r, self._none_id))
+                chosen[qi][3].update(confidence(r, self._none_id, len(p) - shortest))
                 if len(r.sequences_ids[0]) >= cfg.max_answer_tokens:  # cut by the limit
                     answers[qi] = _whole_sentences(answers[qi])
+        self.stage_s = {"subject_s": t1 - t0, "weigh_s": t2 - t1,
+                        "read_s": time.perf_counter() - t2}
         out = []
         for qi, (pi, score, unit, sig) in enumerate(chosen):
             text = answers.get(qi, "")
@@ -362,10 +382,10 @@ class Ct2Reader:
             text = cell(text, unit, questions[qi]) or text
             name = names[qi] if names else None
             if not tokens(text) - tokens(questions[qi]) and (
-                    name is None or _fold(name) in _fold(text)):
-                # The reading adds nothing to the question's own words ("What is X?" read
-                # as "X"): the question asks what the thing is, and the passage's sentences
-                # about it say so.
+                    name is None or _fold(name) in _fold(text) or _fold(text) in _fold(name)):
+                # The reading adds nothing to the question's own words, only (a part of)
+                # what it asks about ("What is X?" read as "X"): the passage's sentences
+                # about it say what is asked.
                 text = _describe(unit, name, questions[qi])
             ground = grounding(text, unit, questions[qi])
             # A short reply in words of its own ("Yes", "No") stands with its passage cited,

@@ -7,6 +7,7 @@ import re
 import unicodedata
 
 from kinject.rag.records import is_record
+from kinject.rag.sentences import tokens
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _MARKERS = re.compile(r"\[\d+\]")
@@ -82,6 +83,7 @@ def _names(name: str, text: str, question: str = "") -> bool:
         return True
     marked = _marked(name, question)
     words = {w.lower() for w in _MARKED.findall(text)}
+    words |= {re.split(r"['’]", w)[0] for w in words}  # "Orrin Marine's" names "Marine"
 
     def present(w: str) -> bool:  # "Wielgus's" is named by "Wielgus"
         w = w.lower()
@@ -158,3 +160,11 @@ def _whole_sentences(reply: str) -> str:
     if len(said) < 2 or said[-1].endswith((".", "!", "?", "。", "！", "？")):
         return reply
     return " ".join(said[:-1]) if not _CJK.search(reply) else "".join(said[:-1])
+
+
+def _cover(name: str, unit: str) -> float:
+    """The share of the words of ``name`` (single characters in Chinese) that ``unit`` holds:
+    a passage on the "Corran ferry" names "Corran" of a question on the "Corran regatta", not
+    the regatta."""
+    words = tokens(name)
+    return len(words & tokens(unit)) / len(words) if words else 1.0

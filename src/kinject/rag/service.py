@@ -204,10 +204,12 @@ class RagService(StreamingMixin, CitingMixin):
             dt = (time.perf_counter() - t0) / len(reads)
             # The reader's own model calls for this batch (each one a pass over every core).
             calls = float(getattr(reader, "calls", 0) - before)
+            stages = getattr(reader, "stage_s", {})
             for p, got_one in zip(reads, got, strict=True):
                 readings[id(p)] = got_one
                 p.timings["generate_s"] = dt
                 p.timings["reader_calls"] = calls
+                p.timings.update({f"reader_{k}": v for k, v in stages.items()})
         texts: dict[int, str] = {}
         if writes:
             t0 = time.perf_counter()
