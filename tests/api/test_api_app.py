@@ -78,6 +78,9 @@ def test_the_page_and_its_script_are_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="search-form"' in page.text and "/static/app.js" in page.text
+    # an inline (empty) icon: browsers then do not ask for /favicon.ico, a 404 in the
+    # server's log on every visit
+    assert '<link rel="icon" href="data:,">' in page.text
     script = client.get("/static/app.js")
     assert script.status_code == 200 and "getReader" in script.text
 
