@@ -33,6 +33,22 @@ def test_a_metadata_refresh_cancelled_by_closing_its_client_is_not_an_error() ->
     assert "Metadata refresh: failed KafkaConnectionError" in stderr  # a real failure
 
 
+def test_a_refresh_cut_off_by_a_shutdown_is_not_an_error_but_the_same_while_running_is() -> None:
+    # CI saw a clean SIGTERM of `kinject serve` end on "Metadata refresh: failed Transport closed
+    # for writes": the close of a client shut the socket under its in-flight refresh
+    code = ("import logging; from kinject.logs import setup_logging, kafka_closing;"
+            "setup_logging('INFO'); log = logging.getLogger('kafka.cluster');"
+            "log.error('Metadata refresh: failed %s', RuntimeError('Transport closed for writes'));"
+            "cm = kafka_closing(); cm.__enter__();"
+            "log.error('Metadata refresh: failed %s', RuntimeError('Transport closed for writes "
+            "(shutdown)'));"
+            "log.error('Metadata refresh: failed %s', ValueError('broken'))")
+    stderr = _stderr_of(code)
+    assert "Transport closed for writes\n" in stderr  # while running: the peer shut it
+    assert "(shutdown)" not in stderr
+    assert "Metadata refresh: failed broken" in stderr  # another failure still shows
+
+
 def _stderr_of(code: str) -> str:
     """What a fresh interpreter running ``code`` logs (logging set up as the CLI does)."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

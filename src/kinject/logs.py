@@ -50,12 +50,19 @@ class _RoutineKafkaStep(logging.Filter):
 class _CancelledByClose(logging.Filter):
     """Drops kafka-python's "Metadata refresh: failed Cancelled" ERROR: the request was
     cancelled because kinject closed that client (a shutdown, a reconnect), nothing failed;
-    its fetcher logs the same cancellation at INFO. A refresh that really failed still shows."""
+    its fetcher logs the same cancellation at INFO. While kinject closes its clients on the
+    way out (``kafka_closing``), a refresh whose socket that close shut ("Transport closed for
+    writes") is dropped too. A refresh that really failed still shows."""
+
+    closing = 0  # > 0: a shutdown is closing the Kafka clients
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        return not (record.msg == "Metadata refresh: failed %s" and len(args) == 1
-                    and type(args[0]).__name__ == "Cancelled")
+        if record.msg != "Metadata refresh: failed %s" or len(args) != 1:
+            return True
+        if type(args[0]).__name__ == "Cancelled":
+            return False
+        return not (self.closing > 0 and "Transport closed" in str(args[0]))
 
 
 _KAFKA_STEPS = _RoutineKafkaStep()
@@ -85,6 +92,18 @@ def setup_logging(level: str = "INFO") -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("kafka.net.selector").addFilter(_KAFKA_STEPS)  # once: same object
     logging.getLogger("kafka.cluster").addFilter(_KAFKA_CANCELLED)
+
+
+@contextmanager
+def kafka_closing() -> Iterator[None]:
+    """Within: the process is stopping and closing its Kafka clients, so a metadata refresh
+    that the close cut off is not reported as an ERROR (a shutdown that logs errors makes
+    users look for a failure that did not happen)."""
+    _CancelledByClose.closing += 1
+    try:
+        yield
+    finally:
+        _CancelledByClose.closing -= 1
 
 
 @contextmanager

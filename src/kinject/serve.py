@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from kinject.config import Settings
 from kinject.errors import KinjectError
+from kinject.logs import kafka_closing
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -268,7 +269,8 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
     host = host or settings.api.host
     port = settings.api.port if port is None else port
     try:
-        with supervised_broker(settings.kafka) as (bootstrap, supervisor), \
+        with ExitStack() as shutdown, \
+                supervised_broker(settings.kafka) as (bootstrap, supervisor), \
                 ExitStack() as notes:
             if not settings.kafka.bootstrap_servers:
                 log.info("embedded Kafka broker on %s (publish there, or through the API)",
@@ -292,6 +294,7 @@ def run_serve(settings: Settings, host: str | None = None, port: int | None = No
                     if not server.running:
                         raise KinjectError(f"the API server stopped: {server.error}")
                 stop.set()
+                shutdown.enter_context(kafka_closing())  # until the broker is gone
                 svc.stop_finetune_jobs(0)  # cycles stop at their next step while the API ends
             deadline = time.monotonic() + settings.api.stop_grace_s
             threads.join(settings.api.stop_grace_s)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from kinject.config import Settings
 from kinject.errors import KinjectError
+from kinject.logs import kafka_closing
 
 if TYPE_CHECKING:
     from kinject.index.clip_embedder import ClipEmbedder
@@ -103,8 +104,9 @@ def run_ingest_workers(settings: Settings, count: int = 1,
         log.info("%d ingest worker(s) in group %s on %s", count, workers[0].group_id, bootstrap)
         while not stop.wait(0.5):
             pass
-        for t in threads:
-            t.join()
+        with kafka_closing():
+            for t in threads:
+                t.join()
         dlq_store.close()
         done = sum(w.processed for w in workers)
         letters = sum(w.dead_letters for w in workers)
