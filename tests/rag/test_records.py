@@ -113,6 +113,20 @@ def test_a_quoted_cell_is_answered_without_its_quotes() -> None:
     assert snap("systemctl get-default", unit) == "systemctl get-default"
 
 
+def test_a_reading_of_one_cell_of_a_row_written_on_one_line_stays_that_cell() -> None:
+    # The reader read "journalctl -b -u $unit -f" of an HTML table's row, written by ingest as
+    # one line of "Header: value." fields; it became the whole line, then the other cell
+    row = ("Table 4.2. Handy firewall commands\n"
+           'Task: Show the rules with packet counters. Command: "nft list ruleset -a".')
+    assert snap("nft list ruleset -a", row) == "nft list ruleset -a"
+    assert snap("packet counters", row) == "Show the rules with packet counters"
+    assert snap("Command", row) == "nft list ruleset -a"  # a header named: its value
+    # a reading of the whole row still goes whole to the cell picker
+    whole = 'Show the rules with packet counters. Command: "nft list ruleset -a"'
+    assert snap(whole, row).startswith("Show the rules")
+    assert cell(snap(whole, row), row, "Which command shows the rules?") == "nft list ruleset -a"
+
+
 def test_a_time_in_a_prose_line_is_not_taken_for_a_fields_name() -> None:
     # "which opens at 09:30 and ..." was read as the field "which opens at 09" with the value
     # "30 and closes at 17:00 on weekdays.", and a reading of "30" became that whole value

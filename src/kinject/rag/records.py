@@ -233,6 +233,9 @@ def _value_of(text: str, start: int, end: int) -> tuple[int, int] | None:
     line_end = len(text) if line_end < 0 else line_end
     if "\n" in text[start:end]:
         return None
+    inline = _inline_value(text[line_start:line_end], start - line_start, end - line_start)
+    if inline is not None:  # one field of a "Header: value. Header: value." row
+        return line_start + inline[0], line_start + inline[1]
     m = _FIELD.match(text[line_start:line_end])
     if not m:
         return None
@@ -240,6 +243,27 @@ def _value_of(text: str, start: int, end: int) -> tuple[int, int] | None:
     if line_start + m.start(2) > start and not (start <= key[0] and end >= key[1]):
         return None
     return line_start + m.start(2), line_start + m.end(2)
+
+
+def _inline_value(line: str, start: int, end: int) -> tuple[int, int] | None:
+    """The value span of the field of a "Header: value. Header: value." ``line`` that holds
+    [start, end) (or whose header it is); None when the line is no such row or the span
+    crosses fields (a reading of the whole row: ``cell`` picks from it)."""
+    if not _inline_fields(line):
+        return None
+    lead = len(line) - len(line.lstrip())
+    body = line.strip()
+    start, end = start - lead, end - lead
+    keys = list(_INLINE_KEY.finditer(body))
+    for k, nxt in zip(keys, [*keys[1:], None], strict=True):
+        v0 = k.end()
+        value = body[v0: nxt.start() if nxt is not None else len(body)].rstrip()
+        if value[-1:] in ".。" and not value[:-1].endswith((".", "。")):
+            value = value[:-1].rstrip()
+        v1 = v0 + len(value)
+        if v0 <= start and end <= v1 or k.start() <= start <= k.start(1) and k.end(1) <= end <= v1:
+            return lead + v0, lead + v1
+    return None
 
 
 _CJK_AMOUNT = re.compile(r"(?:\d[\d.,]*\s*[\u3400-\u9fff]?)+$")
