@@ -105,7 +105,8 @@ def collect_files(
         if not path.is_absolute():
             path = cwd / path
         if path.is_dir():
-            found += [(p, _with_prefix(prefix, p.relative_to(path).as_posix())) for p in _walk(path)]
+            found += [(p, _with_prefix(prefix, p.relative_to(path).as_posix()))
+                      for p in _walk(path)]
         elif path.is_file():
             found.append((path, _with_prefix(prefix, _relative_id(path, cwd))))
         elif _is_glob(target):
