@@ -30,6 +30,7 @@ async function refreshStatus() {
   const resp = await fetch("/v1/status?recent=8", { headers: headers() });
   if (!resp.ok) return;
   const s = await resp.json();
+  thumbnails = s.thumbnails;
   $("stat-chunks").textContent = s.index_chunks;
   $("stat-adapter").textContent = s.adapter_version || "base model";
   $("stat-dlq").textContent = s.dlq_count === null ? "?" : s.dlq_count;
@@ -132,10 +133,20 @@ function scoreText(h) {
 
 const isImage = (h) => (h.meta || {}).kind === "image" && Boolean((h.meta || {}).image_id);
 
+// Whether the server keeps image thumbnails (only its CLIP image index does): null until the
+// status has been read. Without them the page asks for none (each would be a 404).
+let thumbnails = null;
+
 function thumbnail(h) {
   // An image's caption or OCR text: the image's thumbnail above it, or why there is none.
   const m = h.meta;
   const box = el("div", { className: "thumb" });
+  const size = m.width && m.height ? ` (${m.width}×${m.height})` : "";
+  if (thumbnails === false) {
+    box.append(el("span", { className: "note", title: NO_THUMBNAILS,
+                            textContent: `image${size}: no thumbnail (no CLIP image index here)` }));
+    return box;
+  }
   fetch(`/v1/images/${encodeURIComponent(m.image_id)}/thumbnail`, { headers: headers() })
     .then(async (resp) => {
       if (resp.ok) {
@@ -145,11 +156,14 @@ function thumbnail(h) {
       }
       let why = "HTTP " + resp.status;
       try { why = (await resp.json()).error.message; } catch (e) { /* not JSON */ }
-      const size = m.width && m.height ? ` (${m.width}×${m.height})` : "";
       box.append(el("span", { className: "note", textContent: `image${size}: ${why}` }));
     });
   return box;
 }
+
+const NO_THUMBNAILS = "This server keeps image thumbnails only in its CLIP image index, which " +
+  "is off (KINJECT_MODELS__CLIP_CHECKPOINT, see `kinject doctor`); the image's caption and OCR " +
+  "text are searched all the same.";
 
 function renderAnswer(text, citations) {
   // Turn [n] markers into links that show the cited passage.
