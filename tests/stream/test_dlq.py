@@ -96,14 +96,14 @@ def test_replay_republishes_and_a_failure_lands_in_the_dlq_again(
     with open_dead_letter_store(Path(env["KINJECT_DATA_DIR"])) as store:
         broken = store.latest()[0]
     result = runner.invoke(app, ["dlq", "replay"], env=env)
-    assert result.exit_code == 2 and "--offset N" in result.stderr
+    assert result.exit_code == 2 and "--id ID" in result.stderr
     worker = IngestWorker(kafka, kafka.bootstrap_servers or "", IngestConfig(ocr_engine="none"),
                           hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        result = runner.invoke(app, ["dlq", "replay", "--offset", broken.id], env=env)
+        result = runner.invoke(app, ["dlq", "replay", "--id", broken.id], env=env)
         assert result.exit_code == 0, result.output
         assert f"replayed 1 dead letter(s) to {kafka.topic_prefix}.records" in result.stdout
         deadline = time.monotonic() + 30
