@@ -102,9 +102,11 @@ def test_prefixed_source_ids_have_one_slash_for_relative_and_absolute_paths(
     ids = [sid for _, sid in collect_files(
         ["kb", "kb/a.md", str(work / "kb" / "a.md"), str(far), str(elsewhere / "notes"),
          str(elsewhere / "*" / "b.md")], prefix="docs/")]
-    assert ids == ["docs/a.md", "docs/kb/a.md", "docs/kb/a.md",
-                   "docs" + far.as_posix(), "docs/b.md", "docs" + far.as_posix()]
+    # (the file named both relatively and absolutely, and by a glob, is sent once)
+    assert ids == ["docs/a.md", "docs/kb/a.md", "docs" + far.as_posix(), "docs/b.md"]
     assert [sid for _, sid in collect_files([str(far)])] == [far.as_posix()]  # no prefix
+    # the same file named twice under the same id is published once
+    assert [sid for _, sid in collect_files(["kb", str(work / "kb")])] == ["a.md"]
     # two different files under one id: the second would replace the first, so it is refused
     (elsewhere / "notes" / "a.md").write_text("# another A")
     with pytest.raises(ConfigError, match="would both be published as 'docs/a.md'"):

@@ -118,11 +118,15 @@ def collect_files(
         else:
             raise ConfigError(f"{target} does not exist")
     named: dict[str, Path] = {}
+    unique: list[tuple[Path, str]] = []
     for p, sid in found:
         other = named.setdefault(sid, p)
-        if other.resolve() != p.resolve():
+        if other is p:
+            unique.append((p, sid))
+        elif other.resolve() != p.resolve():
             # the second record would silently replace the first one's knowledge
             raise ConfigError(f"{other} and {p} would both be published as {sid!r}")
+    found = unique  # a file named twice (a directory and a file in it, say) is sent once
     if source_id is not None:
         if len(found) != 1:
             raise ConfigError(f"--source-id names one file, but the targets hold {len(found)}")
