@@ -165,7 +165,15 @@ const NO_THUMBNAILS = "This server keeps image thumbnails only in its CLIP image
   "is off (KINJECT_MODELS__CLIP_CHECKPOINT, see `kinject doctor`); the image's caption and OCR " +
   "text are searched all the same.";
 
-function renderAnswer(text, citations) {
+function answerImages(ids) {
+  // The answer's images (those whose caption or OCR text it cites, and CLIP's finds), shown
+  // where this server keeps thumbnails; without, the cited caption is all there is.
+  if (thumbnails !== true || !ids || !ids.length) return [];
+  return [el("div", { className: "answer-images" },
+             ids.map((id) => thumbnail({ source_id: id, meta: { image_id: id } })))];
+}
+
+function renderAnswer(text, citations, images) {
   // Turn [n] markers into links that show the cited passage.
   const answer = $("answer");
   const byN = new Map(citations.map((c) => [c.n, c]));
@@ -181,7 +189,7 @@ function renderAnswer(text, citations) {
   }
   parts.push(text.slice(last));
   answer.replaceChildren(...parts);
-  $("citations").replaceChildren(...citations.map((c) => el("div", {
+  $("citations").replaceChildren(...answerImages(images), ...citations.map((c) => el("div", {
     className: "passage", id: "passage-" + c.n,
   }, [el("div", { className: "text", textContent: `[${c.n}] ${c.snippet}` }),
       el("div", { className: "src", textContent: `${citedAs(c)} · score ${c.score.toFixed(3)}` })])));
@@ -234,7 +242,7 @@ async function runAsk(ev) {
       if (!data || data === "[DONE]") continue;
       const msg = JSON.parse(data);
       if (msg.type === "delta") answer.textContent += msg.text;
-      else if (msg.type === "answer") renderAnswer(msg.text, msg.citations);
+      else if (msg.type === "answer") renderAnswer(msg.text, msg.citations, msg.images);
       else if (msg.type === "error") answer.append(el("div", { className: "error", textContent: msg.error.message }));
     }
   }
