@@ -86,6 +86,33 @@ def test_publish_a_directory_with_stable_source_ids(
     assert ids == sorted([*got, "kb/otters.txt", "guide", "kb/sub/staff.csv"])
 
 
+def test_prefixed_source_ids_have_one_slash_for_relative_and_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kinject.errors import ConfigError
+    from kinject.stream.publish import collect_files
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "kb").mkdir(parents=True)
+    (elsewhere / "notes").mkdir(parents=True)
+    (work / "kb" / "a.md").write_text("# A")
+    (elsewhere / "notes" / "b.md").write_text("# B")
+    monkeypatch.chdir(work)
+    far = elsewhere / "notes" / "b.md"
+    ids = [sid for _, sid in collect_files(
+        ["kb", "kb/a.md", str(work / "kb" / "a.md"), str(far), str(elsewhere / "notes"),
+         str(elsewhere / "*" / "b.md")], prefix="docs/")]
+    # (the file named both relatively and absolutely, and by a glob, is sent once)
+    assert ids == ["docs/a.md", "docs/kb/a.md", "docs" + far.as_posix(), "docs/b.md"]
+    assert [sid for _, sid in collect_files([str(far)])] == [far.as_posix()]  # no prefix
+    # the same file named twice under the same id is published once
+    assert [sid for _, sid in collect_files(["kb", str(work / "kb")])] == ["a.md"]
+    # two different files under one id: the second would replace the first, so it is refused
+    (elsewhere / "notes" / "a.md").write_text("# another A")
+    with pytest.raises(ConfigError, match="would both be published as 'docs/a.md'"):
+        collect_files(["kb", str(elsewhere / "notes")], prefix="docs/")
+
+
 @pytest.mark.kafka
 def test_stdin_lines_with_a_bad_one_publish_the_others_and_exit_1(env: dict[str, str]) -> None:
     lines = [json.dumps({"source_id": "kb/a", "content": "Alpha is first."}), "",

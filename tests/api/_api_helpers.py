@@ -27,13 +27,14 @@ class Served:
 
 
 def make_settings(data_dir: Path, bootstrap: str, generator: Path,
-                  finetune: dict[str, Any] | None = None, **api: Any) -> Settings:
+                  finetune: dict[str, Any] | None = None,
+                  models: dict[str, str] | None = None, **api: Any) -> Settings:
     more: dict[str, Any] = {"finetune": finetune} if finetune else {}
     return load_settings(
         data_dir=data_dir,
         kafka={"bootstrap_servers": bootstrap, "topic_prefix": f"api-{uuid.uuid4().hex[:8]}",
                "partitions": 1},
-        models={"embedder": "hash", "generator": str(generator)},
+        models={"embedder": "hash", "generator": str(generator), **(models or {})},
         api=api, **more,
     )
 

@@ -8,11 +8,12 @@ import io
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _api_helpers import Served, publish
+from _api_helpers import Served, make_settings, publish
 from PIL import Image
 
 from _wait import until
@@ -110,7 +111,8 @@ def test_a_passage_of_several_lines_shows_them_as_lines(served: Served, browser
 def test_an_image_hit_says_why_it_shows_no_thumbnail(served: Served, browser
                                                     ) -> None:  # type: ignore[no-untyped-def]
     """The shared server has no CLIP image index, which keeps the thumbnails: an image's
-    caption hit says so on the page, instead of showing only the caption."""
+    caption hit says so on the page, instead of showing only the caption, and the page asks
+    for no thumbnail (each request was a 404 in the browser's console)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -123,14 +125,69 @@ def test_an_image_hit_says_why_it_shows_no_thumbnail(served: Served, browser
         until(lambda: any(h["source_id"] == "web/puffin.png" for h in c.get(
             "/v1/search", params={"q": "Puffin Dawn Veyholm harbour"}).json()["hits"]),
               what="the caption in the index")
+        assert c.get("/v1/status").json()["thumbnails"] is False
     browser.get(served.url + "/")
+    browser.get_log("browser")  # what earlier tests left in the console
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.ID, "stat-chunks").text not in ("", "-"))
     browser.find_element(By.ID, "search-q").send_keys("Puffin Dawn Veyholm harbour")
     browser.find_element(By.ID, "search-go").click()
     note = WebDriverWait(browser, 60).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#search-results li.hit .thumb .note"))
-    assert note.text.startswith("image (160×120): no thumbnail of image "), note.text
-    assert "only in the CLIP image index" in note.text
-    assert "KINJECT_MODELS__CLIP_CHECKPOINT" in note.text
+    assert note.text == "image (160×120): no thumbnail (no CLIP image index here)", note.text
+    assert "KINJECT_MODELS__CLIP_CHECKPOINT" in (note.get_attribute("title") or "")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#search-results .thumb img")
+    failed = [e["message"] for e in browser.get_log("browser") if "/thumbnail" in e["message"]]
+    assert not failed, failed
+
+
+@pytest.fixture(scope="module")
+def clip_served(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
+                tiny_lm_dir: Path, tiny_clip: dict[str, str]) -> Iterator[Served]:
+    """A server with a CLIP image index (a tiny CLIP: the thumbnails are what matters)."""
+    from _serve import start_serve, wait_ready
+    from kinject.api.auth import KEYS_FILE, KeyStore
+
+    data_dir = tmp_path_factory.mktemp("api-clip-data")
+    settings = make_settings(data_dir, kafka_bootstrap, tiny_lm_dir, models=tiny_clip,
+                             finetune={"materialise_corpus": False})
+    keys = {"write": KeyStore(data_dir / KEYS_FILE).create("test-write", "write")[1]}
+    url, stop, thread = start_serve(settings)
+    try:
+        wait_ready(url)
+        yield Served(url=url, settings=settings, keys=keys, stop=stop)
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def test_with_clip_an_answer_shows_the_thumbnail_of_the_image_it_cites(
+    clip_served: Served, browser
+) -> None:  # type: ignore[no-untyped-def]
+    """The answer's images (ids in /v1/ask's ``images``) were never shown on the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    picture = io.BytesIO()
+    Image.new("RGB", (160, 120), (30, 160, 60)).save(picture, format="PNG")
+    caption = "The green lifeboat Marram Star is kept in the Tolvik boathouse"
+    publish(clip_served, {"source_id": "web/marram.png", "kind": "image",
+                          "meta": {"caption": caption},
+                          "content_b64": base64.b64encode(picture.getvalue()).decode()})
+    question = "What colour is the lifeboat Marram Star?"
+    with clip_served.client() as c:
+        until(lambda: c.get("/v1/status").json()["index_chunks"] >= 1, what="the caption")
+        assert c.get("/v1/status").json()["thumbnails"] is True
+        images = c.post("/v1/ask", json={"question": question}).json()["images"]
+        assert images and c.get(f"/v1/images/{images[0]}/thumbnail").status_code == 200
+    browser.get(clip_served.url + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_element(By.ID, "stat-chunks").text not in ("", "-"))
+    browser.find_element(By.ID, "ask-q").send_keys(question)
+    browser.find_element(By.ID, "ask-go").click()
+    img = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#citations .answer-images img"))
+    wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", img) > 0)
+    assert "green" in browser.find_element(By.ID, "answer").text.lower()
 
 
 def test_code_in_a_hit_shows_indented(served: Served, browser

@@ -96,14 +96,14 @@ def test_replay_republishes_and_a_failure_lands_in_the_dlq_again(
     with open_dead_letter_store(Path(env["KINJECT_DATA_DIR"])) as store:
         broken = store.latest()[0]
     result = runner.invoke(app, ["dlq", "replay"], env=env)
-    assert result.exit_code == 2 and "--offset N" in result.stderr
+    assert result.exit_code == 2 and "--id ID" in result.stderr
     worker = IngestWorker(kafka, kafka.bootstrap_servers or "", IngestConfig(ocr_engine="none"),
                           hash_embedder, group_id=f"{kafka.topic_prefix}-ingest")
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        result = runner.invoke(app, ["dlq", "replay", "--offset", broken.id], env=env)
+        result = runner.invoke(app, ["dlq", "replay", "--id", broken.id], env=env)
         assert result.exit_code == 0, result.output
         assert f"replayed 1 dead letter(s) to {kafka.topic_prefix}.records" in result.stdout
         deadline = time.monotonic() + 30
@@ -163,13 +163,22 @@ def test_replaying_a_letter_whose_bytes_were_not_kept_deletes_nothing(
         result = runner.invoke(app, ["dlq", "replay", "--all"], env=env)
         assert result.exit_code == 0, result.output
         assert "replayed 0 dead letter(s)" in result.stdout
-        time.sleep(2)  # what a replay sent would be read by now
+        # A newer version of the source, on the same partition after anything the replay
+        # sent: once the worker has read it, a tombstone the replay sent was read before it.
+        producer = make_producer(kafka, bootstrap)
+        producer.send(topics.records, key=b"kb/big", value=encode_record(
+            Record("kb/big", kind="text", content=b"The quay opens at seven.")))
+        producer.flush()
+        producer.close()
+        while worker.processed < 3:
+            assert time.monotonic() < deadline, "the worker did not read the newer version"
+            time.sleep(0.1)
     finally:
         stop.set()
         thread.join(timeout=10)
         store.close()
-    events = read_json(kafka, bootstrap, topics.chunks, 1, timeout_s=5)
-    assert [e["op"] for e in events] == ["upsert"], "the source was deleted by the replay"
+    events = read_json(kafka, bootstrap, topics.chunks, 2, timeout_s=10)
+    assert [e["op"] for e in events] == ["upsert", "upsert"], "the replay deleted the source"
     # The letter is still there to act on (publish the source again, smaller).
     with open_dead_letter_store(data_dir) as store:
         assert [d.replayed_at for d in store.latest()] == [None]

@@ -59,7 +59,9 @@ def dlq_show(
 @dlq_app.command("replay")
 def dlq_replay(
     offset: Annotated[
-        str | None, typer.Option("--offset", help="The letter's id (see `kinject dlq list`).")
+        # --offset: its first name (a letter's id was its offset in kinject.dlq), kept working
+        str | None, typer.Option("--id", "--offset",
+                                 help="The letter's id (see `kinject dlq list`).")
     ] = None,
     all_: Annotated[bool, typer.Option(
         "--all", help="Replay every dead letter not replayed before.")] = False,
@@ -71,7 +73,7 @@ def dlq_replay(
 ) -> None:
     """Re-publish dead letters' original bytes to kinject.records."""
     if (offset is None) == (not all_):
-        raise usage_error("give exactly one of --offset N and --all")
+        raise usage_error("give exactly one of --id ID and --all")
     try:
         # beside a running `kinject serve`, its embedded broker (stream/serve_broker.py)
         settings = with_serve_broker(load_settings(config, data_dir))

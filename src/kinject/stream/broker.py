@@ -39,6 +39,9 @@ from kinject.stream.topics import ensure_topics
 
 _log = logging.getLogger(__name__)
 
+# The cluster id of every embedded broker starts so: each start is a new, empty cluster.
+EMBEDDED_CLUSTER_PREFIX = "kinject-embedded-"
+
 _PORT_ATTEMPTS = 5
 
 
@@ -212,7 +215,7 @@ class EmbeddedBroker:
             # The log lives in memory: a restarted broker is a new, empty cluster. A fresh
             # cluster id says so, and consumers that stored offsets re-read from the start.
             "--cluster-id",
-            f"kinject-embedded-{uuid.uuid4().hex[:12]}",
+            f"{EMBEDDED_CLUSTER_PREFIX}{uuid.uuid4().hex[:12]}",
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"  # its log is a file or nothing, never a terminal

@@ -1,6 +1,7 @@
 """The ingest worker's embedding stage: a batch of read records (``_Pending``) becomes one
-SourceUpdate per record (main and Chinese-route vectors) and, with CLIP, one ImageUpdate
-per record with images. A record whose embedding fails is dead-lettered alone. A mixin of
+SourceUpdate per record (main and Chinese-route vectors) and one image event per record with
+images (CLIP vectors, or none without CLIP), encoded once. A record whose embedding fails is
+dead-lettered alone. A mixin of
 :class:`~kinject.stream.ingest_worker.IngestWorker`."""
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import numpy as np
 
 from kinject.index.changes import ExtraVectors, SourceUpdate
 from kinject.index.embedders import Embedder
+from kinject.index.image_index import ImageUpdate, image_rows
+from kinject.stream.events import encode_image_update
 from kinject.types import Chunk, ImageItem
 
 if TYPE_CHECKING:
     from kinject.index.clip_embedder import ClipEmbedder
-    from kinject.index.image_index import ImageUpdate
 
 log = logging.getLogger(__name__)
+
+Position = tuple[str, int, int]
 
 
 @dataclass
@@ -79,17 +83,16 @@ class IngestEmbedding:
         return updates
 
     def _embed_images(self, pending: list[_Pending]
-                      ) -> tuple[list[_Pending], list[ImageUpdate]]:
-        """CLIP vectors for the images of ``pending`` in one batch, one update per record.
+                      ) -> tuple[list[_Pending], dict[Position, bytes]]:
+        """CLIP vectors for the images of ``pending`` in one batch: the records to send on,
+        and per record with images its encoded image event, by the record's position.
 
         A record whose images cannot be embedded goes to the dead-letter topic whole (before
         its text is sent), so nothing of it is half indexed.
         """
-        from kinject.index.image_index import ImageUpdate, image_rows
-
         with_images = [p for p in pending if p.images]
         if not with_images:
-            return pending, []
+            return pending, {}
         if self.clip is None:
             return pending, self._unembedded_images(with_images)
         try:
@@ -100,46 +103,43 @@ class IngestEmbedding:
                 p = with_images[0]
                 self._dead_letter(p.msg, f"image embedding failed: {exc}", "embed",
                                   type(exc).__name__)
-                return [q for q in pending if q is not p], []
+                return [q for q in pending if q is not p], {}
             kept: list[_Pending] = [p for p in pending if not p.images]
-            updates: list[ImageUpdate] = []
+            events: dict[Position, bytes] = {}
             for p in with_images:  # find the record that breaks the batch
-                ok, ups = self._embed_images([p])
+                ok, evs = self._embed_images([p])
                 kept += ok
-                updates += ups
+                events.update(evs)
             order = {id(p): n for n, p in enumerate(pending)}
-            return sorted(kept, key=lambda p: order[id(p)]), updates
-        updates, start = [], 0
+            return sorted(kept, key=lambda p: order[id(p)]), events
+        events, start = {}, 0
         for p in with_images:
             images = p.images or []
-            updates.append(ImageUpdate(p.source_id, tuple(image_rows(images)),
-                                       vectors[start:start + len(images)], model=self.clip.name,
-                                       record_position=p.position))
+            events[p.position] = encode_image_update(ImageUpdate(
+                p.source_id, tuple(image_rows(images)), vectors[start:start + len(images)],
+                model=self.clip.name, record_position=p.position))
             start += len(images)
-        return pending, updates
+        return pending, events
 
-    def _unembedded_images(self, with_images: list[_Pending]) -> list[ImageUpdate]:
+    def _unembedded_images(self, with_images: list[_Pending]) -> dict[Position, bytes]:
         """Without CLIP here: each record's images as an update without vectors, carrying
         their captions, OCR text and thumbnails, so that a replica with CLIP embeds them from
         the thumbnails (replicas without CLIP skip it, and embed it once given CLIP: they
         re-read kinject.chunks). One too large to publish is left out, not the record: its
         images stay findable by their caption and OCR chunks, as without CLIP anywhere."""
-        from kinject.index.image_index import ImageUpdate, image_rows
-        from kinject.stream.events import encode_image_update
-
-        updates = []
+        events = {}
         for p in with_images:
             images = p.images or []
-            update = ImageUpdate(p.source_id, tuple(image_rows(images)),
-                                 np.zeros((len(images), 0), np.float32),
-                                 record_position=p.position)
-            if len(encode_image_update(update)) > self._max_event_bytes:
+            value = encode_image_update(ImageUpdate(
+                p.source_id, tuple(image_rows(images)), np.zeros((len(images), 0), np.float32),
+                record_position=p.position))
+            if len(value) > self._max_event_bytes:
                 log.warning("the %d image(s) of %s are too many to publish without vectors: "
                             "findable by their caption and OCR text only", len(images),
                             p.source_id)
                 continue
-            updates.append(update)
-        return updates
+            events[p.position] = value
+        return events
 
     def _embed_zh(self, pending: list[_Pending]) -> dict[int, tuple[ExtraVectors, ...]]:
         """Multilingual vectors of the batch's Chinese and mixed chunks, in one call; only

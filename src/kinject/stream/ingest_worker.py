@@ -42,7 +42,7 @@ from kinject.ingest.envelope import decode_envelope, read_uri
 from kinject.ingest.pipeline import IngestConfig, ingest_record, nothing_extracted
 from kinject.ingest.sniff import sniff_kind
 from kinject.stream.clients import ClusterWatch, make_producer
-from kinject.stream.events import encode_dead_letter, encode_image_update, encode_update
+from kinject.stream.events import encode_dead_letter, encode_update
 from kinject.stream.ingest_embedding import IngestEmbedding, _Pending
 from kinject.stream.ingest_process import ChildStartError, IngestProcess, RecordTimeout
 from kinject.stream.producer import DEFAULT_MAX_RECORD_BYTES
@@ -202,19 +202,18 @@ class IngestWorker(IngestEmbedding):
             pending = [p for m, r, uri in decoded if r is not None
                        and (r.source_id in slow_sources) == group
                        and (p := self._ingest(m, r, uri)) is not None]
-            pending, image_updates = self._embed_images(pending)
+            pending, images_of = self._embed_images(pending)
             msgs: dict[Any, Any] = {p.position: p.msg for p in pending}
             # Each record's image update right after its text update (same key, same
             # partition): a text update clears the source's images in a replica and this
             # one sets them; the next record of the source (a delete, a version without
             # images) comes after both. A record whose text was dead-lettered sends neither.
-            images_of = {u.record_position: u for u in image_updates}
             events: list[tuple[str, Any, bytes]] = []
             for u in self._embed(pending):
                 events.append((u.source_id, u.record_position, encode_update(u)))
-                if (image := images_of.get(u.record_position)) is not None:
-                    events.append((image.source_id, image.record_position,
-                                   encode_image_update(image)))
+                if u.record_position is not None and (
+                        image := images_of.get(u.record_position)) is not None:
+                    events.append((u.source_id, u.record_position, image))
             # A record within its limit can make events several times its size (a vector
             # per chunk): one the producer would refuse is dead-lettered whole, or the
             # refusal would be taken for a lost broker and the batch read again forever.

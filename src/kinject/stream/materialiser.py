@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kinject.config import KafkaSettings
 from kinject.index.changes import SourceUpdate
 from kinject.index.text_index import TextIndex
+from kinject.stream.broker import EMBEDDED_CLUSTER_PREFIX
 from kinject.stream.clients import ClusterWatch, make_consumer
 from kinject.stream.events import decode_image_update, decode_update, is_image_event
 from kinject.stream.topics import Topics
@@ -78,7 +79,11 @@ class IndexMaterialiser:
         cluster = self._cluster = self._watch.cluster_id() or "unknown"
         known = self.index.source_cluster()
         if known != cluster:
-            if known is not None:
+            if known is not None and _both_embedded(known, cluster):
+                # every start of an embedded broker is a new cluster: expected, not alarming
+                log.info("a new embedded broker (%s; its log lives in memory): re-reading %s "
+                         "from the start, the index keeps what it holds", cluster, topic)
+            elif known is not None:
                 log.warning("the Kafka cluster changed (%s -> %s): the log the index was built "
                             "from is gone; re-reading %s from the start", known, cluster, topic)
             self.index.reset_source(cluster, topic)
@@ -234,3 +239,7 @@ class IndexMaterialiser:
                 self.images.snapshot()
             self._last_snapshot = time.monotonic()
         return len(changes)
+
+
+def _both_embedded(old: str, new: str) -> bool:
+    return old.startswith(EMBEDDED_CLUSTER_PREFIX) and new.startswith(EMBEDDED_CLUSTER_PREFIX)

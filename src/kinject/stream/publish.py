@@ -1,8 +1,9 @@
 """The plain functions behind ``kinject publish``: files, directories, globs, JSON lines.
 
 Source ids are stable across machines: a file inside a directory argument is named by its
-path relative to that directory (``--prefix`` in front), any other file by its path
-relative to the working directory. A failing file or line is reported and the rest go on.
+path relative to that directory, any other file by its path relative to the working
+directory (by its absolute path when it lies outside it), with ``--prefix`` in front and one
+``/`` between them. A failing file or line is reported and the rest go on.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def _relative_id(path: Path, base: Path) -> str:
         return resolved.as_posix()
 
 
+def _with_prefix(prefix: str, name: str) -> str:
+    """``prefix`` in front of ``name``; an absolute name loses its leading ``/`` under a prefix
+    (``docs/`` + ``/srv/a.md`` is ``docs/srv/a.md``, not ``docs//srv/a.md``)."""
+    return prefix + name.lstrip("/") if prefix else name
+
+
 def _walk(root: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -88,7 +95,8 @@ def collect_files(
 ) -> list[tuple[Path, str]]:
     """(path, source id) for every file the targets name, in a stable order.
 
-    Raises ConfigError for a target that names nothing, or ``source_id`` with more than one file.
+    Raises ConfigError for a target that names nothing, two files that would get the same source
+    id, or ``source_id`` with more than one file.
     """
     cwd = cwd or Path.cwd()
     found: list[tuple[Path, str]] = []
@@ -97,17 +105,28 @@ def collect_files(
         if not path.is_absolute():
             path = cwd / path
         if path.is_dir():
-            found += [(p, prefix + p.relative_to(path).as_posix()) for p in _walk(path)]
+            found += [(p, _with_prefix(prefix, p.relative_to(path).as_posix()))
+                      for p in _walk(path)]
         elif path.is_file():
-            found.append((path, prefix + _relative_id(path, cwd)))
+            found.append((path, _with_prefix(prefix, _relative_id(path, cwd))))
         elif _is_glob(target):
             matches = sorted(glob.glob(str(path), recursive=True))
             files = [Path(m) for m in matches if Path(m).is_file() and not is_sidecar(Path(m))]
             if not files:
                 raise ConfigError(f"no files match {target!r}")
-            found += [(p, prefix + _relative_id(p, cwd)) for p in files]
+            found += [(p, _with_prefix(prefix, _relative_id(p, cwd))) for p in files]
         else:
             raise ConfigError(f"{target} does not exist")
+    named: dict[str, Path] = {}
+    unique: list[tuple[Path, str]] = []
+    for p, sid in found:
+        other = named.setdefault(sid, p)
+        if other is p:
+            unique.append((p, sid))
+        elif other.resolve() != p.resolve():
+            # the second record would silently replace the first one's knowledge
+            raise ConfigError(f"{other} and {p} would both be published as {sid!r}")
+    found = unique  # a file named twice (a directory and a file in it, say) is sent once
     if source_id is not None:
         if len(found) != 1:
             raise ConfigError(f"--source-id names one file, but the targets hold {len(found)}")

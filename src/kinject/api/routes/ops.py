@@ -48,7 +48,8 @@ def status(svc: ServiceDep, who: Reader,
                      ingest_lag=None if lag is None else {str(p): n for p, n in lag.items()},
                      recent=svc.recent(recent), corpus=stats.get("corpus"),
                      corpus_lag=None if corpus_lag is None else {
-                         str(p): n for p, n in corpus_lag.items()})
+                         str(p): n for p, n in corpus_lag.items()},
+                     thumbnails=svc.images is not None)
 
 
 @router.get("/healthz", response_model=HealthOut)

@@ -46,5 +46,8 @@ class StatusOut(BaseModel):
         default=None, description="chunk events the corpus materialisers of this data dir's "
         "store (group <prefix>-corpus-<store id>) have not taken in, per partition of the "
         "chunks topic")
+    thumbnails: bool = Field(
+        default=False, description="whether this server keeps image thumbnails (its CLIP "
+        "image index is on): without, GET /v1/images/{id}/thumbnail is always 404")
 
 

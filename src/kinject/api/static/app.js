@@ -30,6 +30,7 @@ async function refreshStatus() {
   const resp = await fetch("/v1/status?recent=8", { headers: headers() });
   if (!resp.ok) return;
   const s = await resp.json();
+  thumbnails = s.thumbnails;
   $("stat-chunks").textContent = s.index_chunks;
   $("stat-adapter").textContent = s.adapter_version || "base model";
   $("stat-dlq").textContent = s.dlq_count === null ? "?" : s.dlq_count;
@@ -132,10 +133,20 @@ function scoreText(h) {
 
 const isImage = (h) => (h.meta || {}).kind === "image" && Boolean((h.meta || {}).image_id);
 
+// Whether the server keeps image thumbnails (only its CLIP image index does): null until the
+// status has been read. Without them the page asks for none (each would be a 404).
+let thumbnails = null;
+
 function thumbnail(h) {
   // An image's caption or OCR text: the image's thumbnail above it, or why there is none.
   const m = h.meta;
   const box = el("div", { className: "thumb" });
+  const size = m.width && m.height ? ` (${m.width}×${m.height})` : "";
+  if (thumbnails === false) {
+    box.append(el("span", { className: "note", title: NO_THUMBNAILS,
+                            textContent: `image${size}: no thumbnail (no CLIP image index here)` }));
+    return box;
+  }
   fetch(`/v1/images/${encodeURIComponent(m.image_id)}/thumbnail`, { headers: headers() })
     .then(async (resp) => {
       if (resp.ok) {
@@ -145,13 +156,24 @@ function thumbnail(h) {
       }
       let why = "HTTP " + resp.status;
       try { why = (await resp.json()).error.message; } catch (e) { /* not JSON */ }
-      const size = m.width && m.height ? ` (${m.width}×${m.height})` : "";
       box.append(el("span", { className: "note", textContent: `image${size}: ${why}` }));
     });
   return box;
 }
 
-function renderAnswer(text, citations) {
+const NO_THUMBNAILS = "This server keeps image thumbnails only in its CLIP image index, which " +
+  "is off (KINJECT_MODELS__CLIP_CHECKPOINT, see `kinject doctor`); the image's caption and OCR " +
+  "text are searched all the same.";
+
+function answerImages(ids) {
+  // The answer's images (those whose caption or OCR text it cites, and CLIP's finds), shown
+  // where this server keeps thumbnails; without, the cited caption is all there is.
+  if (thumbnails !== true || !ids || !ids.length) return [];
+  return [el("div", { className: "answer-images" },
+             ids.map((id) => thumbnail({ source_id: id, meta: { image_id: id } })))];
+}
+
+function renderAnswer(text, citations, images) {
   // Turn [n] markers into links that show the cited passage.
   const answer = $("answer");
   const byN = new Map(citations.map((c) => [c.n, c]));
@@ -167,7 +189,7 @@ function renderAnswer(text, citations) {
   }
   parts.push(text.slice(last));
   answer.replaceChildren(...parts);
-  $("citations").replaceChildren(...citations.map((c) => el("div", {
+  $("citations").replaceChildren(...answerImages(images), ...citations.map((c) => el("div", {
     className: "passage", id: "passage-" + c.n,
   }, [el("div", { className: "text", textContent: `[${c.n}] ${c.snippet}` }),
       el("div", { className: "src", textContent: `${citedAs(c)} · score ${c.score.toFixed(3)}` })])));
@@ -220,7 +242,7 @@ async function runAsk(ev) {
       if (!data || data === "[DONE]") continue;
       const msg = JSON.parse(data);
       if (msg.type === "delta") answer.textContent += msg.text;
-      else if (msg.type === "answer") renderAnswer(msg.text, msg.citations);
+      else if (msg.type === "answer") renderAnswer(msg.text, msg.citations, msg.images);
       else if (msg.type === "error") answer.append(el("div", { className: "error", textContent: msg.error.message }));
     }
   }
