@@ -9,6 +9,8 @@ answerable question that names its entity E, three kinds of follow-up:
     whole:    user: <opener about E>     assistant: ...   user: <the question, naming E>
     pronoun:  user: <opener about E>     assistant: ...   user: <the question, E -> "it"/"它">
     switch:   user: <a question about another entity of E's family>   ...   user: <the question>
+    unknown:  user: <opener about an entity of the family>   ...   user: <a question about an
+              entity no passage holds> (right: the answer abstains)
 
 Each conversation is asked three ways (the arms):
 
@@ -54,7 +56,8 @@ from rag_data.families import DEV, TEST, Family  # noqa: E402
 from rag_data.questions import ask as ask_about  # noqa: E402
 
 ARMS = ("alone", "joined", "chat")
-KINDS = ("whole", "pronoun", "switch")
+KINDS = ("whole", "pronoun", "switch", "unknown")
+ABSTAINED = ("Not in the knowledge base.", "知识库中没有相关内容。")
 ANSWER = "..."  # the assistant's turn: the chat endpoint reads no assistant turn
 
 # The conversation generators, one per split: tune only on dev's.
@@ -79,7 +82,8 @@ def _pronoun_form(q: Question, split: str) -> str | None:
     return text[:1].upper() + text[1:]
 
 
-def conversations(questions: list[Question], passages: tuple[Passage, ...],
+def conversations(questions: list[Question], ghosts: list[Question],
+                  passages: tuple[Passage, ...],
                   families: tuple[Family, ...], split: str, seed: int
                   ) -> list[tuple[Question, str, list[str]]]:
     """(question, kind, the user turns) for every follow-up asked. The switch's earlier turn
@@ -103,6 +107,11 @@ def conversations(questions: list[Question], passages: tuple[Passage, ...],
             earlier = ask_about(q.family, rng.choice(relations), q.lang, rng.choice(others),
                                 rng)
             out.append((q, "switch", [earlier, q.text]))
+    for q in ghosts:
+        known = entities[(q.family, q.lang)]
+        if known:
+            opener = rng.choice(OPENERS[split][q.lang]).format(e=rng.choice(known))
+            out.append((q, "unknown", [opener, q.text]))
     return out
 
 
@@ -150,7 +159,8 @@ def main() -> None:
     names = {f.name for f in families}
     asked = [q for q in data.questions if q.expected is not None and q.family in names
              and q.entity in q.text]
-    chats = conversations(asked, data.passages, families, args.split, args.seed)
+    ghosts = [q for q in data.questions if q.expected is None and q.family in names]
+    chats = conversations(asked, ghosts, data.passages, families, args.split, args.seed)
     docs = {p.source_id: p.text for p in data.passages}
     from ask_load import start_server
 
@@ -167,7 +177,8 @@ def main() -> None:
                 for q, kind, users in chats:
                     for arm in ARMS:
                         answer = ask(c, key, messages_of(arm, users))
-                        right = is_right(answer, q)
+                        right = (answer.startswith(ABSTAINED) if q.expected is None
+                                 else is_right(answer, q))
                         rows.append({"arm": arm, "kind": kind, "lang": q.lang,
                                      "family": q.family, "right": right})
                         progress(f"{kind:7} {arm:6} {'ok' if right else 'NO'} "

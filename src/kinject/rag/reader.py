@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kinject.rag.abstain import DEFAULT_ABSTAIN, AbstainModel, confidence
-from kinject.rag.followups import subjects_in_conversation
+from kinject.rag.followups import conversation_subjects
 from kinject.rag.reader_model import LoadedReader
 from kinject.rag.reader_prompts import (
     EXAMPLES,
@@ -330,7 +330,7 @@ class Ct2Reader:
         looked for in all of them; one that names nothing is weighed on its first ``weigh``."""
         cfg = self.config
         t0 = time.perf_counter()
-        names, sources = (subjects_in_conversation(self.subjects, questions, contexts)
+        names, sources = (conversation_subjects(self, questions, passages, contexts)
                           if cfg.check_subject else (None, None))
         t1 = time.perf_counter()
         chosen = self.choose(questions, passages, names, weigh, sources)
