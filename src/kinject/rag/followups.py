@@ -4,12 +4,16 @@ conversation's earlier user turns.
 "When was it founded?" after "Tell me about Orrin Marine." names nothing the reader can look
 for in a passage; the turn before it does. The reader's own name copy (``Ct2Reader.subjects``,
 a model judgement, no list of pronouns or phrasings) is asked of the question first. Where it
-finds no name there, or one that no retrieved passage holds (the model copies "它" of
-"它有多少吨？" as a name: Chinese words are not marked as names are in English), the earlier
-turns are asked, most recent first, and the first name that a retrieved passage holds is
-taken. A follow-up that names its own subject, found in the passages, is read about that one;
-one naming a thing no passage holds keeps its name when no earlier turn's name is found
-either, and the reader abstains as it does on any question about an unknown thing.
+finds no name there, the earlier turns are asked, most recent first, and the first name a
+retrieved passage holds is taken. A follow-up that names its own subject is read about that
+one, and one naming a thing no passage holds is abstained on, as any question about an
+unknown thing.
+
+Not done: taking an earlier turn's name where the question's copied name is held by no
+passage. The model copies "它有" of "它有多少吨？" as a name (Chinese words are not marked as
+names are in English), so Chinese pronoun follow-ups would gain (bench/chat_followup.py dev,
+quick: 0.43 -> 1.00), but a question about an unknown thing after a turn about a known one
+was then answered about the known one: abstentions 1.00 -> 0.00, en and zh.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def conversation_subjects(reader: NameCopier, questions: Sequence[str],
     """Per question, the name it asks about and the text that name was copied from (the
     question itself, or the earlier turn that named it; the reader checks a passage's words
     against the way that text writes the name). One model call for the questions, and one
-    more for the earlier turns of those whose question names nothing the passages hold."""
+    more for the earlier turns of those whose question names nothing."""
     names = reader.subjects(questions)
     sources = list(questions)
     if not contexts:
@@ -44,8 +48,7 @@ def conversation_subjects(reader: NameCopier, questions: Sequence[str],
     def holds(qi: int, name: str, source: str) -> bool:
         return any(_names(name, u, source) for t in passages[qi] for u in reader.units(t))
 
-    unsure = [qi for qi, name in enumerate(names)
-              if contexts[qi] and (name is None or not holds(qi, name, questions[qi]))]
+    unsure = [qi for qi, name in enumerate(names) if contexts[qi] and name is None]
     asks = [(qi, turn) for qi in unsure for turn in reversed(contexts[qi])]
     if not asks:
         return names, sources
