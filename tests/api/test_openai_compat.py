@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from kinject.api.errors import ApiError
-from kinject.api.openai_compat import Cut, sampling_of, standalone_question, stops_of
+from kinject.api.openai_compat import (
+    Cut,
+    conversation,
+    sampling_of,
+    standalone_question,
+    stops_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +69,18 @@ def test_options_out_of_range_are_400s() -> None:
     assert sampling_of(0.7, None, 3) is not None
 
 
-def test_the_standalone_question_carries_the_earlier_user_turns() -> None:
+def test_the_question_is_the_last_user_turn_and_the_earlier_ones_its_context() -> None:
     turns = [("system", "Be brief."), ("user", "Tell me about the Orvane ferry."),
              ("assistant", "It leaves Pellick [1]."), ("user", "At what time?")]
+    assert conversation(turns, 2000) == ("At what time?", ("Tell me about the Orvane ferry.",))
     assert standalone_question(turns, 2000) == "Tell me about the Orvane ferry.\nAt what time?"
-    assert standalone_question([("user", "Hello")], 2000) == "Hello"
+    assert conversation([("user", "Hello")], 2000) == ("Hello", ())
     # the oldest turns go first when the limit is near; the question itself always stays
     many = [("user", "one"), ("user", "two"), ("user", "three"), ("user", "four")]
-    assert standalone_question(many, 2000) == "two\nthree\nfour"
-    assert standalone_question(many, len("three\nfour")) == "three\nfour"
+    assert conversation(many, 2000) == ("four", ("two", "three"))
+    assert conversation(many, len("three\nfour")) == ("four", ("three",))
     with pytest.raises(ApiError):
-        standalone_question([("system", "hi"), ("assistant", "hello")], 2000)
+        conversation([("system", "hi"), ("assistant", "hello")], 2000)
 
 
 def test_a_streamed_answer_whose_final_text_is_the_stream_trimmed_is_not_sent_twice(

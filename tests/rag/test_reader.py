@@ -300,3 +300,30 @@ def test_a_short_chinese_reply_of_words_the_passage_lacks_is_withheld(reader: Ct
     assert r.answered and "四百" in r.text, r
     r = _read(reader, "深圳办公室是2019年开设的吗？", OFFICE)
     assert r.answered and r.text.startswith("是"), r
+
+
+def test_a_follow_up_that_names_nothing_is_read_about_what_the_earlier_turn_named(
+        reader: Ct2Reader) -> None:
+    """"How many climbers can it sleep?" names nothing; the conversation's earlier turn named
+    the Kessel hut, so the unit naming it is read, for the question asked now."""
+    r = reader.read(["How many climbers can it sleep?"], [[VIOLIN, HUT]],
+                    contexts=[["Who is the warden of the Kessel hut?"]])[0]
+    assert r.answered and r.passage == 1 and "46" in r.text, r
+
+
+def test_a_follow_up_naming_its_own_subject_is_not_read_about_the_earlier_one(
+        reader: Ct2Reader) -> None:
+    r = reader.read(["In which city does Tomasz Wielgus fix instruments?"], [[HUT, VIOLIN]],
+                    contexts=[["Who is the warden of the Kessel hut?"]])[0]
+    assert r.answered and r.passage == 1 and "Lublin" in r.text, r
+
+
+def test_the_same_follow_up_in_two_conversations_is_answered_for_each(
+        reader: Ct2Reader, hash_rag: Callable[..., RagService]) -> None:
+    """The answer cache keys on the conversation too: the second chat's "When was it built?" is not
+    the first chat's answer."""
+    rag = hash_rag({"kb/hut": HUT, "kb/lighthouse": LIGHTHOUSE}, reader=reader, mode="read")
+    hut = rag.ask("When was it built?", context=("Who is the warden of the Kessel hut?",))
+    light = rag.ask("When was it built?", context=("Tell me about the Gullspire lighthouse.",))
+    assert "1872" in light.text and light.citations[0].source_id == "kb/lighthouse", light
+    assert "1872" not in hut.text, hut

@@ -1,6 +1,6 @@
 """What the OpenAI-compatible routes share: the request's decoding options, ``stop`` and
 ``max_tokens`` applied to an answer (whole or streamed), token counts by the generator's
-tokenizer, and the standalone question of a conversation.
+tokenizer, and a conversation's question with its context.
 
 How requests are read (the servers people already use differ; kinject follows vLLM):
 
@@ -153,27 +153,39 @@ class Cut:
         return shown
 
 
-def standalone_question(turns: Sequence[tuple[str, str]], limit: int) -> str:
-    """The question a conversation asks now, made standalone for retrieval and reading.
+def conversation(turns: Sequence[tuple[str, str]], limit: int) -> tuple[str, tuple[str, ...]]:
+    """The question a conversation asks now and its context: the earlier user turns.
 
-    ``turns``: (role, text) in order, the last being the user's question. A follow-up
-    ("When was it founded?") names what it asks about only through earlier turns, so the
-    question is the user's earlier turns, most recent last, followed by the last one, as far
-    as ``limit`` characters allow (the oldest turns are left out first). The assistant's
-    turns are left out: they are kinject's own answers, and a reader given them would quote
-    them back. A question with no earlier user turn is used as it is.
+    ``turns``: (role, text) in order, the last being the user's question. The reader reads
+    the question as asked now; the context (the two latest earlier user turns at most, most
+    recent last, as far as ``limit`` characters allow with the question: the oldest go
+    first) joins it for retrieval, and names what a follow-up ("When was it founded?")
+    asks about when the question names nothing (rag/followups.py). The assistant's turns are
+    left out: they are kinject's own answers, and a reader given them would quote them back.
+
+    The earlier turns used to be joined to the question for reading too: the reader then
+    answered the first question it saw ("Who is the safety officer?\nAnd when is the
+    emergency drill?" answered about the officer). bench/chat_followup.py measures both.
+    """
+    users = [text.strip() for role, text in turns if role == "user" and text.strip()]
+    if not users:
+        raise bad("messages", "no user message to answer")
+    question, context = users[-1], list[str]()
+    size = len(question)
+    for earlier in reversed(users[:-1][-2:]):  # the two latest earlier turns at most
+        size += len(earlier) + 1
+        if size > limit:
+            break
+        context.insert(0, earlier)
+    return question, tuple(context)
+
+
+def standalone_question(turns: Sequence[tuple[str, str]], limit: int) -> str:
+    """The conversation's context and question joined in one text, as retrieval reads them.
 
     bench/followup.py (112 follow-ups, en + zh, default index, k=4): the right passage first
     0.14 -> 0.64, among the hits 0.46 -> 0.99 (the question asked whole: 0.66, 0.99); a
     whole question after a turn about another entity: 0.40 and 0.94 (alone 0.66, 0.99).
     """
-    users = [text.strip() for role, text in turns if role == "user" and text.strip()]
-    if not users:
-        raise bad("messages", "no user message to answer")
-    question = users[-1]
-    for earlier in reversed(users[:-1][-2:]):  # the two latest earlier turns at most
-        joined = f"{earlier}\n{question}"
-        if len(joined) > limit:
-            break
-        question = joined
-    return question
+    question, context = conversation(turns, limit)
+    return "\n".join((*context, question))

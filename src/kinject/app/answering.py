@@ -55,27 +55,30 @@ class Answering:
 
     def ask(self, question: str, k: int | None = None,
             filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
-            model: str | None = None, sampling: Sampling | None = None) -> Answer:
+            model: str | None = None, sampling: Sampling | None = None,
+            context: Sequence[str] = ()) -> Answer:
         """Answer from the index with citations (``route``: rag, adapter, both, auto);
         ``model``: None (the active adapter), ``"base"`` (no adapter) or an adapter version.
         ``sampling``: sampled decoding where the generator writes (greedy by default).
+        ``context``: a conversation's earlier user turns (RagService.ask).
         ``Answer.images``: the cited passages' images, then those CLIP finds (CLIP on)."""
         from kinject.index.filters import SearchFilters
 
         flt = SearchFilters.coerce(filters)
-        answer = self._rag_for(model).ask(question, k, flt, route, sampling=sampling)
+        answer = self._rag_for(model).ask(question, k, flt, route, sampling=sampling,
+                                          context=context)
         return self._with_clip_images(question, answer, flt)
 
     def ask_stream(self, question: str, k: int | None = None,
                    filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
-                   model: str | None = None, sampling: Sampling | None = None
-                   ) -> Iterator[str | Answer]:
+                   model: str | None = None, sampling: Sampling | None = None,
+                   context: Sequence[str] = ()) -> Iterator[str | Answer]:
         """The answer's text in pieces as it is generated, then the final Answer."""
         from kinject.index.filters import SearchFilters
 
         flt = SearchFilters.coerce(filters)
         rag = self._rag_for(model)  # an unknown model raises here, before the stream starts
-        pieces = rag.ask_stream(question, k, flt, route, sampling=sampling)
+        pieces = rag.ask_stream(question, k, flt, route, sampling=sampling, context=context)
         return self._stream_with_images(question, pieces, flt)
 
     def _stream_with_images(self, question: str, pieces: Iterator[str | Answer],

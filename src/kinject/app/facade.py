@@ -99,16 +99,18 @@ class Kinject:
     # -- answering ----------------------------------------------------------------------------
     def ask(self, question: str, k: int | None = None,
             filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
-            model: str | None = None, sampling: Sampling | None = None) -> Answer:
+            model: str | None = None, sampling: Sampling | None = None,
+            context: Sequence[str] = ()) -> Answer:
         """Answer from the index with citations (see Answering.ask)."""
-        return self.answering.ask(question, k, filters, route, model, sampling)
+        return self.answering.ask(question, k, filters, route, model, sampling, context)
 
     def ask_stream(self, question: str, k: int | None = None,
                    filters: SearchFilters | Iterable[str] | None = None, route: str = "auto",
-                   model: str | None = None, sampling: Sampling | None = None
-                   ) -> Iterator[str | Answer]:
+                   model: str | None = None, sampling: Sampling | None = None,
+                   context: Sequence[str] = ()) -> Iterator[str | Answer]:
         """The answer's text in pieces as it is generated, then the final Answer."""
-        return self.answering.ask_stream(question, k, filters, route, model, sampling)
+        return self.answering.ask_stream(question, k, filters, route, model, sampling,
+                                         context)
 
     def tokenizer(self) -> Tokenizer:
         return self.answering.tokenizer()

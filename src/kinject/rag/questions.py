@@ -82,6 +82,15 @@ class Question:
     route: str
     mode: Mode
     sampling: gen.Sampling | None = None  # None: greedy; a sampled answer is never cached
+    # A conversation's earlier user turns, most recent last: retrieval reads them with the
+    # question, and the reader takes from them what a follow-up that names nothing asks
+    # about ("When was it founded?"); the reader reads ``text``, the question asked now.
+    context: tuple[str, ...] = ()
+
+    @property
+    def search_text(self) -> str:
+        """What retrieval looks for: the context's turns, then the question."""
+        return "\n".join((*self.context, self.text))
 
 
 @dataclass

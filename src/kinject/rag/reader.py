@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kinject.rag.abstain import DEFAULT_ABSTAIN, AbstainModel, confidence
+from kinject.rag.followups import conversation_subjects
 from kinject.rag.reader_model import LoadedReader
 from kinject.rag.reader_prompts import (
     EXAMPLES,
@@ -48,6 +49,7 @@ from kinject.rag.reader_text import (
     _marked,
     _names,
     _sentence_case,
+    _unweighed,
     _whole_sentences,
 )
 from kinject.rag.records import cell, reading_units, snap
@@ -139,14 +141,8 @@ class Reader(Protocol):
     """Reads passages for questions; one Reading per question."""
 
     def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
-             weigh: int | None = None) -> list[Reading]: ...
-
-
-def _unweighed(own: Sequence[tuple[int, str]], name: str | None, cfg: ReaderConfig) -> bool:
-    """Whether the one unit naming what is asked is read without weighing: only when it holds
-    every word of the name (one holding a part of it is weighed and judged like the rest)."""
-    return (name is not None and len(own) == 1 and cfg.skip_single_named
-            and _cover(name, own[0][1]) == 1.0)
+             weigh: int | None = None,
+             contexts: Sequence[Sequence[str]] | None = None) -> list[Reading]: ...
 
 
 class Ct2Reader:
@@ -250,19 +246,22 @@ class Ct2Reader:
         return [u[: self.config.max_passage_chars] for u in reading_units(passage)]
 
     def choose(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
-               names: Sequence[str | None] | None = None, weigh: int | None = None
+               names: Sequence[str | None] | None = None, weigh: int | None = None,
+               sources: Sequence[str] | None = None
                ) -> list[tuple[int, float, str, dict[str, float]]]:
         """Per question, the passage most about it, its PMI score and the unit of it to read
         ((-1, best, "") when none reaches ``min_pmi``); a table's rows are scored apart.
         With ``names`` (what each question asks about), only units that name it are weighed,
         in every passage given; a question that names nothing is weighed on its first
-        ``weigh`` passages (all when None: the caller decides, ``rag.reader_passages``)."""
+        ``weigh`` passages (all when None: the caller decides, ``rag.reader_passages``);
+        ``sources``: the texts the names were copied from (the questions when None)."""
         cfg = self.config
         seqs: list[list[str]] = []
         lens: list[int] = []
         owners: list[list[tuple[int, str]]] = []
         names = names if names is not None else [None] * len(questions)
-        for question, texts, name in zip(questions, passages, names, strict=True):
+        for question, texts, name, source in zip(questions, passages, names,
+                                                 sources or questions, strict=True):
             # A name is looked for in every retrieved passage: the one that holds it may rank
             # below the first few (retrieval of a Chinese question often puts other passages
             # of its family first), and only units naming it cost a score. Without a name,
@@ -272,9 +271,9 @@ class Ct2Reader:
             if name is not None:
                 # A unit that never names what is asked does not answer it, however likely it
                 # makes the question (a near-namesake: "K3" asked, "K2" read).
-                own = [(pi, u) for pi, u in own if _names(name, u, question)]
+                own = [(pi, u) for pi, u in own if _names(name, u, source)]
             owners.append(own)
-            if not own or _unweighed(own, name, cfg):
+            if not own or _unweighed(own, name, cfg.skip_single_named):
                 continue  # nothing to weigh: no unit, or the one unit that names it whole
             for text in [None, *(u for _, u in own)]:
                 seq, n = self._question_tokens(question, text)
@@ -294,7 +293,7 @@ class Ct2Reader:
             if not own:
                 out.append((-1, float("-inf"), "", sig))
                 continue
-            if _unweighed(own, name, cfg):
+            if _unweighed(own, name, cfg.skip_single_named):
                 # The only unit that names what is asked, all its words: read it, and let
                 # the reading say NONE when it does not answer (no score: NaN).
                 sig.update(single=1.0, rank=float(own[0][0]), cover=1.0,
@@ -324,15 +323,17 @@ class Ct2Reader:
         return out
 
     def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
-             weigh: int | None = None) -> list[Reading]:
+             weigh: int | None = None,
+             contexts: Sequence[Sequence[str]] | None = None) -> list[Reading]:
         """One Reading per question from its passages (in retrieval order). A question that
-        names what it asks about is looked for in all of them; one that names nothing is
-        weighed on its first ``weigh`` (all when None)."""
+        names what it asks about (itself, or else its ``contexts``' turns: followups.py) is
+        looked for in all of them; one that names nothing is weighed on its first ``weigh``."""
         cfg = self.config
         t0 = time.perf_counter()
-        names = self.subjects(questions) if cfg.check_subject else None
+        names, sources = (conversation_subjects(self, questions, passages, contexts)
+                          if cfg.check_subject else (None, None))
         t1 = time.perf_counter()
-        chosen = self.choose(questions, passages, names, weigh)
+        chosen = self.choose(questions, passages, names, weigh, sources)
         t2 = time.perf_counter()
         jobs = [(qi, pi) for qi, (pi, _, _, _) in enumerate(chosen) if pi >= 0]
         prompts = [self._tokens(questions[qi], chosen[qi][2]) for qi, _ in jobs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from kinject.rag.records import is_record
 from kinject.rag.sentences import tokens
@@ -168,3 +169,11 @@ def _cover(name: str, unit: str) -> float:
     the regatta."""
     words = tokens(name)
     return len(words & tokens(unit)) / len(words) if words else 1.0
+
+
+def _unweighed(own: Sequence[tuple[int, str]], name: str | None, skip_single: bool) -> bool:
+    """Whether the one unit naming what is asked is read without weighing (the reader's
+    ``skip_single_named``): only when it holds every word of the name (one holding a part of
+    it is weighed and judged like the rest)."""
+    return (name is not None and len(own) == 1 and skip_single
+            and _cover(name, own[0][1]) == 1.0)

@@ -81,8 +81,9 @@ class RagService(StreamingMixin, CitingMixin):
     # -- public -------------------------------------------------------------------------------
     def ask(self, question: str, k: int | None = None, filters: SearchFilters | None = None,
             route: str = "auto", mode: Mode | None = None,
-            sampling: gen.Sampling | None = None) -> Answer:
-        q = self._question(question, k, filters, route, mode, sampling)
+            sampling: gen.Sampling | None = None, context: Sequence[str] = ()) -> Answer:
+        """Answer ``question``; ``context``: a conversation's earlier user turns (Question)."""
+        q = self._question(question, k, filters, route, mode, sampling, context)
         if sampling is not None:  # a sample: alone (one decoding per batch), not cached
             return self._answer_batch([q])[0]
         key = self._cache_key(q)
@@ -96,18 +97,22 @@ class RagService(StreamingMixin, CitingMixin):
     # -- preparing ----------------------------------------------------------------------------
     def _question(self, question: str, k: int | None, filters: SearchFilters | None,
                   route: str, mode: str | None,
-                  sampling: gen.Sampling | None = None) -> Question:
+                  sampling: gen.Sampling | None = None,
+                  context: Sequence[str] = ()) -> Question:
         question = question.strip()
         if not question:
             raise ValueError("question must not be empty")
         k = k or self.config.k
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        turns = tuple(t.strip() for t in context if t.strip())
         return Question(question, k, filters, check_route(route),
-                        check_mode(mode or self.config.mode), sampling)
+                        check_mode(mode or self.config.mode), sampling, turns)
 
     def _cache_key(self, q: Question) -> tuple[Any, ...]:
-        return (normalise_question(q.text), q.k, q.filters, q.route, q.mode,
+        # The context too: a follow-up's words ask about another thing in another chat.
+        return (normalise_question(q.text), tuple(map(normalise_question, q.context)),
+                q.k, q.filters, q.route, q.mode,
                 self._index_version(), self.adapter().version)
 
     def _index_version(self) -> Any:
@@ -135,7 +140,8 @@ class RagService(StreamingMixin, CitingMixin):
                 plan.route = resolve_auto(state, bool(relevant), relevant)
             if plan.route == "adapter" or (plan.route == "both" and not relevant):
                 plan.kind, plan.route = "closed", "adapter"
-                plan.messages = closed_book_messages(q.text)
+                # Closed book, only the conversation says what a follow-up asks about.
+                plan.messages = closed_book_messages(q.search_text)
                 plan.max_new_tokens = self._budget(q.text, [])
             elif q.mode == "read" and plan.route == "rag":
                 # The reader weighs the passages itself and says when none answers: all
@@ -168,7 +174,7 @@ class RagService(StreamingMixin, CitingMixin):
         mode = self.config.search_mode
         index = self.index
         for k, filters, members in groups:
-            texts = [questions[i].text for i in members]
+            texts = [questions[i].search_text for i in members]
             if isinstance(index, BatchRetriever):
                 results = index.search_many(texts, k, filters=filters, mode=mode)
             else:  # an index without batch search (a user's own): one call a question
@@ -200,7 +206,8 @@ class RagService(StreamingMixin, CitingMixin):
             before = getattr(reader, "calls", 0)
             got = reader.read([p.q.text for p in reads],
                               [[h.text for h in p.passages] for p in reads],
-                              weigh=self.config.reader_passages)
+                              weigh=self.config.reader_passages,
+                              contexts=[p.q.context for p in reads])
             dt = (time.perf_counter() - t0) / len(reads)
             # The reader's own model calls for this batch (each one a pass over every core).
             calls = float(getattr(reader, "calls", 0) - before)

@@ -29,7 +29,8 @@ class StreamingMixin:
 
         def _question(self, question: str, k: int | None, filters: SearchFilters | None,
                       route: str, mode: str | None,
-                      sampling: gen.Sampling | None = None) -> Question: ...
+                      sampling: gen.Sampling | None = None,
+                      context: Sequence[str] = ()) -> Question: ...
 
         def _cache_key(self, q: Question) -> tuple[Any, ...]: ...
 
@@ -48,14 +49,14 @@ class StreamingMixin:
 
     def ask_stream(self, question: str, k: int | None = None,
                    filters: SearchFilters | None = None, route: str = "auto",
-                   mode: Mode | None = None, sampling: gen.Sampling | None = None
-                   ) -> Iterator[str | Answer]:
+                   mode: Mode | None = None, sampling: gen.Sampling | None = None,
+                   context: Sequence[str] = ()) -> Iterator[str | Answer]:
         """Yield the answer's text in pieces as it is produced, then the final ``Answer``.
 
         A reader's answer is chosen whole, so it arrives as one piece. A free answer that
         turns out ungrounded is replaced in the final Answer by the passage it falls back to.
         """
-        q = self._question(question, k, filters, route, mode, sampling)
+        q = self._question(question, k, filters, route, mode, sampling, context)
         # Keyed by the index and adapter it is answered from: one applied meanwhile must not
         # find this answer cached as its own.
         key = self._cache_key(q)

@@ -1,10 +1,10 @@
 """OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
 Any OpenAI client works: point its base URL at ``http://host:port/v1`` (any API key will
-do where reads need none). The conversation's question (its last user message, made
-standalone by the earlier user turns) is answered with kinject's grounded answer with its
-``[n]`` markers, and the passages cited travel in the extra ``citations`` field. How each
-OpenAI option is honoured: api/openai_compat.py. Model names:
+do where reads need none). The conversation's question (its last user message; the earlier
+user turns help find what a follow-up asks about) is answered with kinject's grounded
+answer with its ``[n]`` markers, and the passages cited travel in the extra ``citations``
+field. How each OpenAI option is honoured: api/openai_compat.py. Model names:
 
 ``kinject``              the base model with the active adapter (the ``auto`` route)
 ``kinject-base``         the base model, no adapter
@@ -34,11 +34,11 @@ from kinject.api.deps import ApiSettingsDep, Reader, ServiceDep
 from kinject.api.errors import ApiError
 from kinject.api.openai_compat import (
     Cut,
+    conversation,
     conversation_tokens,
     count_tokens,
     refuse_unsupported,
     sampling_of,
-    standalone_question,
     stops_of,
 )
 from kinject.api.routes.search import SSE_RESPONSE, answer_out, check_question, sse
@@ -224,12 +224,14 @@ async def chat_completions(body: ChatIn, svc: ServiceDep, api: ApiSettingsDep,
                            who: Reader) -> Any:
     """Answer the conversation's question (OpenAI chat-completions format; ``stream: true``
     sends ``chat.completion.chunk`` events and ``data: [DONE]``; with
-    ``stream_options.include_usage`` a last chunk carries the usage). Earlier user turns
-    make a follow-up question standalone; options as api/openai_compat.py says."""
+    ``stream_options.include_usage`` a last chunk carries the usage). The last user turn is
+    the question read; earlier ones find what a follow-up asks about (options: see
+    api/openai_compat.py)."""
     turns = [(m.role, _text(m)) for m in body.messages]
     prompt = [{"role": r, "content": t} for r, t in turns]
-    job = prepare(body, standalone_question(turns, api.max_question_chars), prompt,
-                  body.max_completion_tokens or body.max_tokens, api)
+    question, context = conversation(turns, api.max_question_chars)
+    job = prepare(body, question, prompt, body.max_completion_tokens or body.max_tokens, api)
+    job.kwargs["context"] = context
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not body.stream:
