@@ -138,6 +138,19 @@ def test_a_question_that_names_nothing_is_answered_from_the_notice_that_says_it(
     assert not off.answered, off
 
 
+def test_a_question_with_no_word_shaped_as_a_name_is_read_without_copying_a_name(
+        reader: Ct2Reader) -> None:
+    """Only a capitalised word (but the first), one holding a digit, or Chinese can be kept as
+    the name asked about: a question with none is weighed and read, and no model call is spent
+    copying a name that would be dropped."""
+    calls = reader.calls
+    r = _read(reader, "What does it cost to keep a dinghy in the marina for one night?",
+              NOTICE, HUT)
+    assert r.answered and r.passage == 0 and "12 crowns" in r.text, r
+    assert reader.calls - calls == 2  # weighing and reading
+    assert reader.subjects(["how long is the crossing?", "渡鸦河有多长？"])[0] is None
+
+
 def test_a_yes_no_question_is_answered_yes_or_no_in_sentence_case(reader: Ct2Reader) -> None:
     r = _read(reader, "Can climbers sleep at the Kessel hut?", HUT)
     assert r.answered and r.text == "Yes", r

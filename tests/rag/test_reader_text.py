@@ -3,8 +3,9 @@ the name a question asks about when the model copies it and then runs on, and a 
 one-word reply; the sentences that describe what a question names, and a reply cut by the
 token limit."""
 
-from kinject.rag.reader import _copied_prefix, _names, _sentence_case
-from kinject.rag.reader_text import _describe, _whole_sentences
+from kinject.rag.reader import _names, _sentence_case
+from kinject.rag.reader_subject import could_name, kept_name, past_copy
+from kinject.rag.reader_text import _copied_prefix, _describe, _whole_sentences
 
 
 def test_a_name_copy_that_runs_on_into_an_answer_keeps_only_the_copied_start() -> None:
@@ -22,6 +23,31 @@ def test_a_reply_that_copies_nothing_of_the_question_names_nothing() -> None:
     assert _copied_prefix("About forty minutes.", "How long is the crossing to Kell?") == ""
     assert _copied_prefix("Orla Vance library", "Which year did the Orla Vance library open?"
                           ) == "Orla Vance library"
+
+
+def test_a_name_copy_is_stopped_where_it_runs_on_and_keeps_the_same_name() -> None:
+    """The model's copy of the name is stopped at the first word that is no longer the
+    question's (nothing after it could change the name kept), never while it still copies."""
+    for question, reply, name in [
+            ("青龙水库每天放水多少吨？", "青龙水库每天放水约3000吨，全年不停。",
+             "青龙水库每天放水"),
+            ("Which year did the Orla Vance library open?",
+             "The Orla Vance library opened in 1910 after a gift.", "The Orla Vance library")]:
+        stop = next(end for end in range(1, len(reply) + 1) if past_copy(reply[:end], question))
+        assert stop < len(reply) - 5, reply[:stop]
+        assert kept_name(reply[:stop], question) == kept_name(reply, question) == name
+    question = "How many bolts hold the Brennick radio mast together?"
+    assert not any(past_copy("Brennick radio mast"[:end], question) for end in range(1, 20))
+    assert past_copy("NONE", question) and kept_name("NONE", question) is None
+
+
+def test_only_a_question_with_a_word_shaped_as_a_name_could_have_one_copied() -> None:
+    assert could_name("Who repairs clocks in Veldhaven?")
+    assert could_name("What does the K7 cost?") and could_name("渡鸦河有多长？")
+    # Capitalised only as its first word, or no capital at all: nothing a copy could keep.
+    assert not could_name("What does it cost to keep a dinghy in the marina for one night?")
+    assert not could_name("Which mode string passed to open() lets me read a file?")
+    assert kept_name("dinghy", "What does it cost to keep a dinghy in the marina?") is None
 
 
 def test_a_shouted_one_word_reply_is_written_as_a_word() -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kinject.rag.abstain import DEFAULT_ABSTAIN, AbstainModel, confidence
 from kinject.rag.followups import conversation_subjects
@@ -38,15 +38,14 @@ from kinject.rag.reader_prompts import (
     SYSTEM,
     _user,
 )
+from kinject.rag.reader_subject import could_name, kept_name, past_copy
 from kinject.rag.reader_text import (
     _CJK_RUN,
     _clean,
-    _copied_prefix,
     _cover,
     _describe,
     _flat,
     _fold,
-    _marked,
     _names,
     _sentence_case,
     _unweighed,
@@ -181,37 +180,32 @@ class Ct2Reader:
 
     def subjects(self, questions: Sequence[str]) -> list[str | None]:
         """The name each question asks about, as the model copies it from the question (None
-        when it names nothing, or the copy is not the question's own words)."""
-        prompts = []
+        when it names nothing, or the copy is not the question's own words). Only questions
+        that could have a name kept (``could_name``) are asked, and each copy stops as soon
+        as it stops copying (``past_copy``): what follows could not change the name."""
+        out: list[str | None] = [None] * len(questions)
+        asked = [i for i, q in enumerate(questions) if could_name(q)]
+        if not asked:
+            return out
         n = len(self._subject_static)
-        for q in questions:
-            full = self._encode(self._subject_examples() + [{"role": "user", "content": q}],
-                                prompt=True)
-            prompts.append(full[n:])
-        if not prompts:
-            return []
+        prompts = [self._encode(self._subject_examples() + [
+            {"role": "user", "content": questions[i]}], prompt=True)[n:] for i in asked]
+        tok = self.loaded.tokenizer
+        written: list[list[int]] = [[] for _ in asked]
+
+        def step(s: Any) -> bool:  # one generated token (ctranslate2.GenerationStepResult)
+            written[s.batch_id].append(s.token_id)
+            return past_copy(tok.decode(written[s.batch_id], skip_special_tokens=True),
+                             questions[asked[s.batch_id]])
+
         with self._lock:
             self.calls += 1
             results = self.loaded.generator.generate_batch(
                 prompts, static_prompt=self._subject_static, max_length=24, sampling_topk=1,
-                include_prompt_in_result=False, end_token=self._end)
-        out: list[str | None] = []
-        for q, r in zip(questions, results, strict=True):
-            name = _clean(self.loaded.tokenizer.decode(r.sequences_ids[0],
-                                                       skip_special_tokens=True))
-            if name.upper().startswith(NONE_MARK):
-                out.append(None)
-                continue
-            # A small model sometimes goes on past the name and answers ("雪峰冰川每年后退10
-            # 米"): what it copied is the start of its reply that the question holds.
-            name = _copied_prefix(name, q)
-            # The whole question copied back names nothing in it.
-            keep = bool(name) and len(_fold(name)) < len(_fold(q))
-            # Only a name is checked for: words marked as a name's are (capitalised or holding
-            # a digit as the question writes them) or Chinese. A common noun phrase ("the
-            # harbour ferry") names no one entity, and a passage may spell it otherwise
-            # ("harbor"): such a question is weighed by the stricter PMI bar instead.
-            out.append(name if keep and (_marked(name, q) or _CJK_RUN.search(name)) else None)
+                include_prompt_in_result=False, end_token=self._end, callback=step)
+        for i, r in zip(asked, results, strict=True):
+            out[i] = kept_name(tok.decode(r.sequences_ids[0], skip_special_tokens=True),
+                               questions[i])
         return out
 
     def _encode(self, messages: list[dict[str, str]], prompt: bool = False) -> list[str]:
@@ -283,7 +277,12 @@ class Ct2Reader:
         if seqs:
             with self._lock:
                 self.calls += 1
-                scored = self.loaded.generator.score_batch(seqs)
+                # On a CPU each sequence is scored alone: batched, every one is padded to the
+                # longest (a unit of 900 characters beside the question alone), and the
+                # padding costs as much as the tokens (realdocs dev: 620 positions for 400
+                # tokens a question); the scores are the same to the bit.
+                scored = self.loaded.generator.score_batch(
+                    seqs, max_batch_size=1 if self.loaded.generator.device == "cpu" else 0)
         means = [sum(r.log_probs[-n:]) / max(1, n) for r, n in zip(scored, lens, strict=True)]
         out: list[tuple[int, float, str, dict[str, float]]] = []
         at = 0
