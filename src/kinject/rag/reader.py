@@ -273,17 +273,7 @@ class Ct2Reader:
                 seq, n = self._question_tokens(question, text)
                 seqs.append(seq)
                 lens.append(n)
-        scored = []
-        if seqs:
-            with self._lock:
-                self.calls += 1
-                # On a CPU each sequence is scored alone: batched, every one is padded to the
-                # longest (a unit of 900 characters beside the question alone), and the
-                # padding costs as much as the tokens (realdocs dev: 620 positions for 400
-                # tokens a question); the scores are the same to the bit.
-                scored = self.loaded.generator.score_batch(
-                    seqs, max_batch_size=1 if self.loaded.generator.device == "cpu" else 0)
-        means = [sum(r.log_probs[-n:]) / max(1, n) for r, n in zip(scored, lens, strict=True)]
+        means = self._means(seqs, lens)
         out: list[tuple[int, float, str, dict[str, float]]] = []
         at = 0
         for question, own, name in zip(questions, owners, names, strict=True):
@@ -320,6 +310,17 @@ class Ct2Reader:
             ok = ok or cfg.probe or cfg.abstain is not None
             out.append((own[best][0] if ok else -1, pmi[best], own[best][1] if ok else "", sig))
         return out
+
+    def _means(self, seqs: list[list[str]], lens: list[int]) -> list[float]:
+        """Each sequence's mean log-probability over its last ``lens`` tokens; on a CPU each is
+        scored alone (padded to the longest, realdocs dev ran 620 positions for 400 tokens)."""
+        if not seqs:
+            return []
+        with self._lock:
+            self.calls += 1
+            scored = self.loaded.generator.score_batch(
+                seqs, max_batch_size=1 if self.loaded.generator.device == "cpu" else 0)
+        return [sum(r.log_probs[-n:]) / max(1, n) for r, n in zip(scored, lens, strict=True)]
 
     def read(self, questions: Sequence[str], passages: Sequence[Sequence[str]],
              weigh: int | None = None,
