@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,20 @@ class Served:
     def client(self, role: str | None = None, **kw: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
+
+
+@contextmanager
+def serving(settings: Settings, keys: dict[str, str]) -> Iterator[Served]:
+    """A real `kinject serve` on ``settings``, ready when the block starts, stopped at its end."""
+    from _serve import start_serve, wait_ready
+
+    url, stop, thread = start_serve(settings)
+    try:
+        wait_ready(url)
+        yield Served(url=url, settings=settings, keys=keys, stop=stop)
+    finally:
+        stop.set()
+        thread.join(60)
 
 
 def make_settings(data_dir: Path, bootstrap: str, generator: Path,

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _api_helpers import Served, make_settings
+from _api_helpers import Served, make_settings, serving
 
-from _serve import start_serve, wait_ready
 from kinject.api.auth import KEYS_FILE, KeyStore
 
 
@@ -27,13 +26,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
                              finetune={"materialise_corpus": False})
     store = KeyStore(data_dir / KEYS_FILE)
     keys = {role: store.create(f"test-{role}", role)[1] for role in ("read", "write", "admin")}
-    url, stop, thread = start_serve(settings)
-    try:
-        wait_ready(url)
-        yield Served(url=url, settings=settings, keys=keys, stop=stop)
-    finally:
-        stop.set()
-        thread.join(60)
+    with serving(settings, keys) as served:
+        yield served
 
 
 @pytest.fixture()
@@ -73,10 +67,5 @@ def peer_served(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
         update={"mode": "free"})})
     store = KeyStore(data_dir / KEYS_FILE)
     keys = {role: store.create(f"peer-{role}", role)[1] for role in ("read", "write")}
-    url, stop, thread = start_serve(settings)
-    try:
-        wait_ready(url)
-        yield Served(url=url, settings=settings, keys=keys, stop=stop)
-    finally:
-        stop.set()
-        thread.join(60)
+    with serving(settings, keys) as served:
+        yield served

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _api_helpers import Served, make_settings, publish
+from _api_helpers import Served, make_settings, publish, serving
 from PIL import Image
 
 from _wait import until
@@ -145,20 +145,14 @@ def test_an_image_hit_says_why_it_shows_no_thumbnail(served: Served, browser
 def clip_served(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
                 tiny_lm_dir: Path, tiny_clip: dict[str, str]) -> Iterator[Served]:
     """A server with a CLIP image index (a tiny CLIP: the thumbnails are what matters)."""
-    from _serve import start_serve, wait_ready
     from kinject.api.auth import KEYS_FILE, KeyStore
 
     data_dir = tmp_path_factory.mktemp("api-clip-data")
     settings = make_settings(data_dir, kafka_bootstrap, tiny_lm_dir, models=tiny_clip,
                              finetune={"materialise_corpus": False})
     keys = {"write": KeyStore(data_dir / KEYS_FILE).create("test-write", "write")[1]}
-    url, stop, thread = start_serve(settings)
-    try:
-        wait_ready(url)
-        yield Served(url=url, settings=settings, keys=keys, stop=stop)
-    finally:
-        stop.set()
-        thread.join(60)
+    with serving(settings, keys) as served:
+        yield served
 
 
 def test_with_clip_an_answer_shows_the_thumbnail_of_the_image_it_cites(
