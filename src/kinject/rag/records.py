@@ -38,23 +38,31 @@ _INLINE_KEY = re.compile(
     r"(?:^|(?<=[.!?。！？])\s+)([^\s:：.!?。！？][^:：\n.!?。！？]{0,39}?)[:：]\s+")
 
 
-def _inline_fields(line: str) -> list[tuple[str, str]]:
-    """``[(header, value), ...]`` of a "Header: value. Header: value." line (the sentence end
-    that closes each value dropped); [] when the line is not one (fewer than two fields, or
-    text before the first)."""
-    keys = list(_INLINE_KEY.finditer(line.strip()))
+def _inline_spans(line: str) -> list[tuple[str, int, tuple[int, int], tuple[int, int]]]:
+    """``[(header, field start, header span, value span), ...]`` of a "Header: value. Header:
+    value." line, positions in ``line`` (the sentence end that closes each value left out); []
+    when the line is not one (fewer than two fields, text before the first, an empty value)."""
+    lead = len(line) - len(line.lstrip())
     text = line.strip()
+    keys = list(_INLINE_KEY.finditer(text))
     if len(keys) < 2 or keys[0].start() != 0:
         return []
     out = []
     for k, nxt in zip(keys, [*keys[1:], None], strict=True):
-        value = text[k.end(): nxt.start() if nxt is not None else len(text)].strip()
+        value = text[k.end(): nxt.start() if nxt is not None else len(text)].rstrip()
         if value[-1:] in ".。" and not value[:-1].endswith((".", "。")):
             value = value[:-1].rstrip()
         if not value:
             return []
-        out.append((k.group(1).strip(), value))
+        out.append((k.group(1).strip(), lead + k.start(), (lead + k.start(1), lead + k.end(1)),
+                    (lead + k.end(), lead + k.end() + len(value))))
     return out
+
+
+def _inline_fields(line: str) -> list[tuple[str, str]]:
+    """``[(header, value), ...]`` of a "Header: value. Header: value." line; [] when the line
+    is not one (``_inline_spans``)."""
+    return [(header, line[v0:v1]) for header, _, _, (v0, v1) in _inline_spans(line)]
 
 
 def reading_units(passage: str) -> list[str]:
@@ -249,20 +257,9 @@ def _inline_value(line: str, start: int, end: int) -> tuple[int, int] | None:
     """The value span of the field of a "Header: value. Header: value." ``line`` that holds
     [start, end) (or whose header it is); None when the line is no such row or the span
     crosses fields (a reading of the whole row: ``cell`` picks from it)."""
-    if not _inline_fields(line):
-        return None
-    lead = len(line) - len(line.lstrip())
-    body = line.strip()
-    start, end = start - lead, end - lead
-    keys = list(_INLINE_KEY.finditer(body))
-    for k, nxt in zip(keys, [*keys[1:], None], strict=True):
-        v0 = k.end()
-        value = body[v0: nxt.start() if nxt is not None else len(body)].rstrip()
-        if value[-1:] in ".。" and not value[:-1].endswith((".", "。")):
-            value = value[:-1].rstrip()
-        v1 = v0 + len(value)
-        if v0 <= start and end <= v1 or k.start() <= start <= k.start(1) and k.end(1) <= end <= v1:
-            return lead + v0, lead + v1
+    for _, at, (k0, k1), (v0, v1) in _inline_spans(line):
+        if v0 <= start and end <= v1 or at <= start <= k0 and k1 <= end <= v1:
+            return v0, v1
     return None
 
 
